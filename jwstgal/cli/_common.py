@@ -1,0 +1,62 @@
+"""Argument parsing shared by the scripts, and the error wrapper of every entry point."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from jwstgal.errors import ConfigError, ReductionError
+
+log = logging.getLogger(__name__)
+
+#: The repository root, where the default config lives.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = REPO_ROOT / "config" / "config.toml"
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    """Parser with the seed's calling convention: ``[CONFIG] [LOCAL] [BAND]``."""
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG),
+                   help="science config (default: config/config.toml of the repository)")
+    p.add_argument("local", nargs="?", default=None,
+                   help="machine config (default: local.toml beside CONFIG)")
+    p.add_argument("band", nargs="?", default=None, help="process only this band (e.g. F200W)")
+    p.add_argument("--band", dest="bands", action="append", default=[],
+                   help="process only this band (repeatable)")
+    p.add_argument("--target", dest="targets", action="append", default=[],
+                   help="process only this target (repeatable)")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--log-file", type=Path, default=None, help="also write the log to this file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (cron)")
+    return p
+
+
+def run_main(fn: Callable[[], int]) -> int:
+    """Run an entry point: deliberate errors become one log line and an exit code.
+
+    Returns 2 for configuration errors, 1 for other reduction errors; anything else is a bug and
+    keeps its traceback.
+    """
+    try:
+        return fn()
+    except ConfigError as err:
+        log.error("configuration error:\n%s", err)
+        return 2
+    except ReductionError as err:
+        log.error("%s", err)
+        return 1
+
+
+def selected(args: argparse.Namespace) -> tuple[list[str] | None, list[str] | None]:
+    """Bands and targets chosen on the command line (None = all)."""
+    bands = [b.upper() for b in [*args.bands, *([args.band] if args.band else [])]]
+    return (bands or None), (args.targets or None)
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; under IPython's ``%run`` with no arguments the defaults apply."""
+    return parser.parse_args(list(argv) if argv is not None else None)

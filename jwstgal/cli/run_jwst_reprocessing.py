@@ -1,0 +1,102 @@
+"""Reprocess JWST imaging: stage 1 -> 2 -> 3 for every target and band of a config.
+
+Usage: python run_jwst_reprocessing.py [CONFIG [LOCAL [BAND]]] [--band B] [--target T]
+
+With no argument (e.g. IPython ``%run run_jwst_reprocessing.py``) it loads config/config.toml and the
+local.toml beside it. A config with a [simulation] table first simulates its raw data (the offline
+demo); local.toml's crds_mode = 'synthetic' serves matching synthetic reference files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+
+from jwstgal.cli._common import base_parser, parse, run_main, selected
+from jwstgal.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def _prepare_simulation(cfg, targets: list[str], progress: bool) -> None:
+    from jwstgal.simulate.programme import simulate_programme, simulated_detectors
+    from jwstgal.simulate.refs import build_crds_cache
+
+    sim = cfg.science.simulation
+    bands = cfg.science.bands
+    if cfg.local.crds_mode == "synthetic":
+        build_crds_cache(cfg.crds_dir, simulated_detectors(sim, bands), sim.seed)
+    for target in targets:
+        truth = simulate_programme(sim, target, bands, cfg.raw_dir, progress=progress)
+        if target in cfg.science.alignment:  # the simulated astrometric reference catalogue
+            cat = truth / cfg.science.alignment[target]
+            if cat.is_file():
+                cfg.alignment_dir.mkdir(parents=True, exist_ok=True)
+                dest = cfg.alignment_dir / cat.name
+                if not dest.is_file():
+                    dest.write_bytes(cat.read_bytes())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    parser = base_parser(__doc__)
+    args = parse(parser, argv)
+
+    from jwstgal.logs import setup_logging
+
+    setup_logging(args.log_level, args.log_file)
+
+    def run() -> int:
+        from jwstgal.config import load_config
+        from jwstgal.crds_setup import configure_crds
+
+        cfg = load_config(args.config, args.local, check_jwst=False)
+        bands, targets = selected(args)
+        for b in bands or []:
+            if b not in cfg.science.bands:
+                msg = (f"band {b!r} from the command line is not configured in {cfg.config_path} "
+                       f"(pipeline.nircam_bands/miri_bands: {', '.join(cfg.science.bands)})")
+                raise ConfigError(msg)
+        for t in targets or []:
+            if t not in cfg.science.targets:
+                msg = (f"target {t!r} from the command line is not in {cfg.config_path} "
+                       f"(targets: {', '.join(cfg.science.targets)})")
+                raise ConfigError(msg)
+        if cfg.local.crds_mode == "synthetic" and cfg.science.simulation is None \
+                and not (cfg.crds_dir / "jwstgal_synthetic.json").is_file():
+            msg = (f"{cfg.local_path}: crds_mode = 'synthetic' needs a [simulation] table in "
+                   f"{cfg.config_path} (or an existing synthetic cache in {cfg.crds_dir})")
+            raise ConfigError(msg)
+        configure_crds(cfg.crds_dir, mode=cfg.local.crds_mode,
+                       server_url=cfg.local.crds_server_url,
+                       context=cfg.science.pipeline.crds_context)
+        # validate jwst step parameters only now: jwst must be imported after CRDS is configured
+        from jwstgal.config import check_jwst_parameters
+
+        check_jwst_parameters(cfg.science, cfg.config_path)
+        if cfg.science.simulation is not None:
+            _prepare_simulation(cfg, targets or cfg.science.targets, not args.no_progress)
+
+        from jwstgal.provenance import software_versions, write_text_atomic
+        from jwstgal.reprocess import run_all
+
+        cfg.reprocess_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(cfg.reprocess_dir / "run_config.json", json.dumps(
+            {"config_file": str(cfg.config_path), "local_file": str(cfg.local_path),
+             "config_hash": cfg.config_hash, "versions": software_versions(),
+             "science": cfg.science.model_dump(mode="json")}, indent=1))
+        results = run_all(cfg, bands, targets, progress=not args.no_progress)
+        if not results:
+            log.error("nothing was processed: no raw data for any target/band under %s",
+                      cfg.raw_dir)
+            return 1
+        for r in results:
+            log.info("%s %s: ran %s, skipped %s", r.target, r.band, ",".join(r.steps_run) or "-",
+                     ",".join(r.steps_skipped) or "-")
+            if r.mosaic:
+                log.info("  mosaic:    %s", r.mosaic)
+                log.info("  quicklook: %s", r.quicklook)
+        return 0
+
+    return run_main(run)

@@ -1,0 +1,545 @@
+"""Load and validate the two TOML files of a run: the science config and the machine-local config.
+
+Everything is validated before any work starts. A problem is reported as one :class:`ConfigError`
+whose lines each name the file, the dotted key, the value, what is allowed and, for a misspelling, a
+"did you mean". Parameters may be given per target/band with *selector tables*::
+
+    [lv3_parameters.tweakreg]
+    brightest = { nircam_short = 125, nircam_long = 500, miri = 500 }
+    skip = { F770W = true }
+
+A selector table is resolved with priority target > band > nircam_short/nircam_long > nircam/miri
+(:func:`resolve`); a value that resolves to nothing is simply not passed on.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import logging
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from jwstgal.bands import ALL_BANDS, Band, get_band
+from jwstgal.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: Steps a band can run, in the only order in which they make sense.
+ALLOWED_STEPS: tuple[str, ...] = ("lv1", "lv2", "lv3")
+#: Instrument-level selector keys.
+GROUP_SELECTORS: tuple[str, ...] = ("nircam", "nircam_short", "nircam_long", "miri")
+#: jwst pipeline behind each stage's parameter table.
+STAGE_PIPELINES: dict[str, str] = {
+    "lv1_parameters": "Detector1Pipeline",
+    "lv2_parameters": "Image2Pipeline",
+    "lv3_parameters": "Image3Pipeline",
+}
+#: Pipeline-level arguments that the suite sets itself and a config must not.
+_MANAGED_PIPELINE_KEYS = frozenset({"output_dir", "output_file", "input_dir", "steps", "pre_hooks",
+                                    "post_hooks", "search_output_file"})
+
+_MISSING = object()
+
+
+class _Strict(BaseModel):
+    """Base of all config tables: unknown keys are errors, values are not coerced, nothing mutates."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _did_you_mean(value: str, allowed: list[str] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(value, list(allowed), n=1, cutoff=0.6)
+    if not close:
+        close = [a for a in allowed if a.lower() == value.lower()]
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _check_band(name: str) -> str:
+    try:
+        return get_band(name).name
+    except KeyError as err:
+        raise ValueError(err.args[0]) from None
+
+
+BandName = Annotated[str, Field(description="Band name, e.g. F200W")]
+
+
+class StepLists(_Strict):
+    """Ordered steps (or steps to overwrite) per instrument."""
+
+    nircam: list[str] = Field(default_factory=lambda: list(ALLOWED_STEPS),
+                              description="Steps for NIRCam bands, in order.")
+    miri: list[str] = Field(default_factory=lambda: list(ALLOWED_STEPS),
+                            description="Steps for MIRI bands, in order.")
+
+    @field_validator("nircam", "miri")
+    @classmethod
+    def _known_steps(cls, steps: list[str]) -> list[str]:
+        for step in steps:
+            if step not in ALLOWED_STEPS and step != "all":
+                msg = (f"unknown step {step!r} (allowed: {', '.join(ALLOWED_STEPS)})"
+                       f"{_did_you_mean(step, ALLOWED_STEPS)}")
+                raise ValueError(msg)
+        return steps
+
+
+class OverwriteLists(StepLists):
+    """Steps whose existing outputs are discarded and recomputed (``"all"`` for every step)."""
+
+    nircam: list[str] = Field(default_factory=list, description="NIRCam steps to redo.")
+    miri: list[str] = Field(default_factory=list, description="MIRI steps to redo.")
+
+
+class PipelineConfig(_Strict):
+    """The ``[pipeline]`` table: bands, steps and how exposures are selected."""
+
+    data_version: str = Field("v0p1", description="Suffix of the reprocessing and release directories.")
+    crds_context: str = Field("", description="CRDS context, e.g. 'jwst_1293.pmap'; '' = latest.")
+    nircam_bands: list[str] = Field(default_factory=list, description="NIRCam bands to process.")
+    miri_bands: list[str] = Field(default_factory=list, description="MIRI bands to process.")
+    steps: StepLists = Field(default_factory=StepLists, description="Steps per instrument.")
+    overwrites: OverwriteLists = Field(default_factory=OverwriteLists,
+                                       description="Steps to recompute per instrument.")
+    obs_to_skip: list[str] = Field(default_factory=list,
+                                   description="File-name substrings of exposures never used.")
+    bgr_check_type: Literal["parallel_off", "check_in_name"] = Field(
+        "parallel_off", description="How MIRI background exposures are recognised.")
+    bgr_background_name: str = Field("off", description="Name substring for check_in_name.")
+    bgr_observation_types: list[Literal["nircam", "nircam_short", "nircam_long", "miri"]] = Field(
+        default_factory=lambda: ["miri"],
+        description="Band types whose dedicated background exposures enter level 3 as backgrounds.")
+
+    @field_validator("nircam_bands", "miri_bands")
+    @classmethod
+    def _bands(cls, bands: list[str], info: Any) -> list[str]:
+        want = "nircam" if info.field_name == "nircam_bands" else "miri"
+        out = []
+        for b in bands:
+            band = get_band(_check_band(b))
+            if band.instrument != want:
+                msg = f"{b!r} is a {band.instrument.upper()} band, not a {want.upper()} one"
+                raise ValueError(msg)
+            out.append(band.name)
+        return out
+
+
+class ProjectConfig(_Strict):
+    """One ``[projects.<proposal id>]`` table."""
+
+    targets: list[str] = Field(description="Target names (lower case, as in the raw tree).")
+
+    @field_validator("targets")
+    @classmethod
+    def _lower(cls, targets: list[str]) -> list[str]:
+        for t in targets:
+            if t != t.lower() or not t:
+                msg = f"target names are lower case; write {t.lower()!r} instead of {t!r}"
+                raise ValueError(msg)
+        return targets
+
+
+class DownloadConfig(_Strict):
+    """The ``[download]`` table (MAST product selection)."""
+
+    products: list[Literal["SCIENCE", "PREVIEW", "INFO", "AUXILIARY"]] = Field(
+        default_factory=lambda: ["SCIENCE"], description="MAST productType values to fetch.")
+    calib_level: list[Literal[1, 2, 3]] = Field(default_factory=lambda: [1],
+                                                description="MAST calib_level values to fetch.")
+
+
+class SimulationConfig(_Strict):
+    """The ``[simulation]`` table: a synthetic programme observed instead of downloaded data."""
+
+    seed: int = Field(2107, description="Seed of every random draw; same seed, same data.")
+    ra: float = Field(24.1739, ge=0, lt=360, description="Galaxy centre RA (deg).")
+    dec: float = Field(15.7836, ge=-90, le=90, description="Galaxy centre Dec (deg).")
+    detector_size: int = Field(512, ge=128, le=2048,
+                               description="Pixels per side of each simulated detector (2048 = full).")
+    n_dithers: int = Field(4, ge=1, le=9, description="Dither positions per tile.")
+    n_tiles: int = Field(2, ge=1, le=4, description="Mosaic tiles (each with its own background).")
+    n_stars: int = Field(120, ge=0, description="Point sources in the field.")
+    pointing_error_mas: float = Field(20.0, ge=0, description="Rms of per-exposure pointing errors.")
+    background_offset: float = Field(0.05, ge=0, description="Rms of per-tile background offsets "
+                                     "as a fraction of the band's sky level.")
+    onef_amplitude: float = Field(1.0, ge=0, description="Scale of the HxRG 1/f noise (1 = typical).")
+    miri_stripe_amplitude: float = Field(1.0, ge=0, description="Scale of MIRI row/column stripes.")
+    miri_background: bool = Field(True, description="Also observe a dedicated MIRI background field.")
+
+
+class ScienceConfig(_Strict):
+    """The science configuration file (``config/config.toml``)."""
+
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    projects: dict[str, ProjectConfig] = Field(description="Proposal id -> targets.")
+    extra_obs_to_include: dict[str, dict[str, list[str]]] = Field(
+        default_factory=dict,
+        description="target -> other target -> glob prefixes of exposures borrowed from it.")
+    download: DownloadConfig = Field(default_factory=DownloadConfig)
+    alignment: dict[str, str] = Field(default_factory=dict,
+                                      description="target -> astrometric catalogue in alignment_dir.")
+    lv1_parameters: dict[str, Any] = Field(default_factory=dict,
+                                           description="Detector1Pipeline parameters.")
+    lv2_parameters: dict[str, Any] = Field(default_factory=dict,
+                                           description="Image2Pipeline parameters.")
+    lv3_parameters: dict[str, Any] = Field(default_factory=dict,
+                                           description="Image3Pipeline parameters.")
+    simulation: SimulationConfig | None = Field(None, description="Simulate the raw data.")
+
+    @property
+    def targets(self) -> list[str]:
+        """All targets of all projects, in config order."""
+        return [t for p in self.projects.values() for t in p.targets]
+
+    @property
+    def bands(self) -> list[str]:
+        """All configured bands, NIRCam first."""
+        return self.pipeline.nircam_bands + self.pipeline.miri_bands
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> ScienceConfig:
+        targets = self.targets
+        for table in ("extra_obs_to_include", "alignment"):
+            for t in getattr(self, table):
+                if t not in targets:
+                    msg = (f"[{table}] names target {t!r}, which no project lists "
+                           f"(targets: {', '.join(targets)}){_did_you_mean(t, targets)}")
+                    raise ValueError(msg)
+        selectors = [*targets, *ALL_BANDS, *GROUP_SELECTORS]
+        for stage in STAGE_PIPELINES:
+            _check_selectors(getattr(self, stage), stage, selectors)
+        return self
+
+
+def _check_selectors(table: dict[str, Any], where: str, selectors: list[str]) -> None:
+    """Check the keys of every selector table (a dict value inside a step table)."""
+    for key, value in table.items():
+        if not isinstance(value, dict):
+            continue
+        for param, pvalue in value.items():
+            if isinstance(pvalue, dict):
+                _check_selector_keys(pvalue, f"{where}.{key}.{param}", selectors)
+
+
+def _check_selector_keys(value: dict[str, Any], where: str, selectors: list[str]) -> None:
+    for sel, sub in value.items():
+        if sel not in selectors:
+            msg = (f"{where}: selector {sel!r} is not a target, band or one of "
+                   f"{', '.join(GROUP_SELECTORS)}{_did_you_mean(sel, selectors)}")
+            raise ValueError(msg)
+        if isinstance(sub, dict):
+            _check_selector_keys(sub, f"{where}.{sel}", selectors)
+
+
+class LocalConfig(_Strict):
+    """The ``[local]`` table of ``config/local.toml``: machine paths and resources."""
+
+    raw_dir: str = Field(description="Root of the MAST download tree (never written by processing).")
+    working_dir: str = Field(description="Root of all processing outputs.")
+    crds_dir: str = Field("", description="CRDS cache; '' = <working_dir>/crds.")
+    crds_mode: Literal["remote", "synthetic"] = Field(
+        "remote", description="'remote': the STScI CRDS server; 'synthetic': a local cache of "
+        "synthetic reference files matching simulated data (offline demo and tests).")
+    crds_server_url: str = Field("https://jwst-crds.stsci.edu", description="CRDS server.")
+    processes: int = Field(1, ge=1, description="Worker processes for per-exposure work.")
+    api_key: str = Field("", description="MAST token ('' = anonymous or $MAST_API_TOKEN).")
+    alignment_dir: str = Field("", description="Astrometric catalogues; '' = <repo>/alignment.")
+
+
+class LocalFile(_Strict):
+    """Top level of ``local.toml``."""
+
+    local: LocalConfig
+
+
+class RunConfig(BaseModel):
+    """A validated run: both configs plus resolved absolute paths.
+
+    Attributes
+    ----------
+    science : ScienceConfig
+        The science configuration.
+    local : LocalConfig
+        The machine configuration.
+    config_path, local_path : pathlib.Path
+        Files the configuration came from.
+    raw_dir, working_dir, crds_dir, alignment_dir, reprocess_dir : pathlib.Path
+        Absolute directories; relative paths in ``local.toml`` are relative to that file.
+    config_hash : str
+        Short hash of the validated science configuration (recorded in every product).
+    """
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    science: ScienceConfig
+    local: LocalConfig
+    config_path: Path
+    local_path: Path
+    raw_dir: Path
+    working_dir: Path
+    crds_dir: Path
+    alignment_dir: Path
+    config_hash: str
+
+    @property
+    def reprocess_dir(self) -> Path:
+        """``<working_dir>/jwst_lv3_reprocessed_<data_version>``."""
+        return self.working_dir / f"jwst_lv3_reprocessed_{self.science.pipeline.data_version}"
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        msg = f"{path}: config file not found"
+        raise ConfigError(msg)
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as err:
+        msg = f"{path}: not valid TOML: {err}"
+        raise ConfigError(msg) from None
+
+
+def _model_at(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """Walk a pydantic model class along an error location to the model that owns the last key."""
+    for part in loc[:-1]:
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            return None
+        ann = model.model_fields[part].annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        model = next((c for c in candidates
+                      if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return model
+
+
+def _format_errors(err: ValidationError, path: Path, root: type[BaseModel]) -> str:
+    lines = []
+    for e in err.errors(include_url=False):
+        loc = tuple(e["loc"])
+        key = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[")
+        if e["type"] == "extra_forbidden":
+            owner = _model_at(root, loc)
+            allowed = list(owner.model_fields) if owner else []
+            bad = str(loc[-1])
+            lines.append(f"{path}: unknown key {key!r} (allowed: {', '.join(allowed)})"
+                         f"{_did_you_mean(bad, allowed)}")
+        elif e["type"] == "missing":
+            lines.append(f"{path}: missing required key {key!r}")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            shown = "" if e["type"] == "value_error" and not loc else f": value {e['input']!r}"
+            lines.append(f"{path}: key {key!r}{shown}: {msg}" if key else f"{path}: {msg}")
+    return "\n".join(lines)
+
+
+def validate_science(data: dict[str, Any], path: Path) -> ScienceConfig:
+    """Validate a parsed science config.
+
+    Parameters
+    ----------
+    data : dict
+        Parsed TOML.
+    path : pathlib.Path
+        File it came from (named in every error).
+
+    Returns
+    -------
+    ScienceConfig
+
+    Raises
+    ------
+    ConfigError
+        Listing every problem found.
+    """
+    try:
+        cfg = ScienceConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, path, ScienceConfig)) from None
+    if not cfg.bands:
+        msg = f"{path}: key 'pipeline.nircam_bands' / 'pipeline.miri_bands': no band to process"
+        raise ConfigError(msg)
+    return cfg
+
+
+def load_config(
+    config_path: str | os.PathLike[str],
+    local_path: str | os.PathLike[str] | None = None,
+    *,
+    check_jwst: bool = True,
+) -> RunConfig:
+    """Load and validate a run's configuration.
+
+    Parameters
+    ----------
+    config_path : path-like
+        The science config (``config/config.toml``).
+    local_path : path-like, optional
+        The machine config; defaults to ``local.toml`` beside ``config_path``.
+    check_jwst : bool
+        Also check every ``lvN_parameters`` key against the jwst step specs (imports jwst).
+
+    Returns
+    -------
+    RunConfig
+
+    Raises
+    ------
+    ConfigError
+        If either file is missing, is not TOML or does not validate.
+    """
+    config_path = Path(config_path).resolve()
+    local_path = Path(local_path).resolve() if local_path else config_path.parent / "local.toml"
+    science = validate_science(_read_toml(config_path), config_path)
+    try:
+        local = LocalFile.model_validate(_read_toml(local_path)).local
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, local_path, LocalFile)) from None
+    if check_jwst:
+        check_jwst_parameters(science, config_path)
+
+    base = local_path.parent
+
+    def absolute(p: str, default: Path) -> Path:
+        return (base / p).resolve() if p else default.resolve()
+
+    working = absolute(local.working_dir, base)
+    return RunConfig(
+        science=science,
+        local=local,
+        config_path=config_path,
+        local_path=local_path,
+        raw_dir=absolute(local.raw_dir, base),
+        working_dir=working,
+        crds_dir=absolute(local.crds_dir, working / "crds"),
+        alignment_dir=absolute(local.alignment_dir, Path(__file__).resolve().parents[1] / "alignment"),
+        config_hash=config_hash(science),
+    )
+
+
+def config_hash(science: ScienceConfig) -> str:
+    """Short SHA-256 of the validated science config (stable across key order)."""
+    blob = json.dumps(science.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def resolve(value: Any, target: str, band: Band) -> Any:
+    """Resolve a possibly selector-keyed value for one target and band.
+
+    Parameters
+    ----------
+    value : Any
+        A plain value, or a dict keyed by selectors (target, band, band type, instrument), possibly
+        nested.
+    target : str
+        Target name.
+    band : Band
+        Band being processed.
+
+    Returns
+    -------
+    Any
+        The most specific matching value, or the module sentinel ``_MISSING`` if none matches.
+    """
+    if not isinstance(value, dict):
+        return value
+    for key in (target, *band.selectors):
+        if key in value:
+            return resolve(value[key], target, band)
+    return _MISSING
+
+
+def stage_parameters(science: ScienceConfig, stage: str, target: str, band: Band) -> dict[str, Any]:
+    """Resolve a ``lvN_parameters`` table into jwst ``call()`` keyword arguments for one band.
+
+    Parameters
+    ----------
+    science : ScienceConfig
+        Validated science config.
+    stage : {"lv1_parameters", "lv2_parameters", "lv3_parameters"}
+        Which table.
+    target : str
+        Target name.
+    band : Band
+        Band being processed.
+
+    Returns
+    -------
+    dict
+        ``{"steps": {step: {param: value}}, <pipeline param>: value}`` with every selector resolved
+        and unmatched selector values left out.
+    """
+    table = getattr(science, stage)
+    pipeline_kw: dict[str, Any] = {}
+    steps: dict[str, dict[str, Any]] = {}
+    step_names = _jwst_step_names(stage)
+    for key, value in table.items():
+        if key in step_names:
+            resolved = {p: resolve(v, target, band) for p, v in value.items()}
+            steps[key] = {p: v for p, v in resolved.items() if v is not _MISSING}
+        else:
+            v = resolve(value, target, band)
+            if v is not _MISSING:
+                pipeline_kw[key] = v
+    return {**pipeline_kw, "steps": steps}
+
+
+def _pipeline_class(stage: str) -> Any:
+    from jwstgal.crds_setup import import_jwst_pipelines
+
+    return import_jwst_pipelines()[STAGE_PIPELINES[stage]]
+
+
+def _jwst_step_names(stage: str) -> tuple[str, ...]:
+    return tuple(_pipeline_class(stage).step_defs)
+
+
+def check_jwst_parameters(science: ScienceConfig, path: Path) -> None:
+    """Check every ``lvN_parameters`` key against the jwst pipeline and step specs.
+
+    Raises
+    ------
+    ConfigError
+        Naming the unknown step or parameter, the allowed names and the closest match.
+    """
+    problems = []
+    for stage in STAGE_PIPELINES:
+        table = getattr(science, stage)
+        if not table:
+            continue
+        pipe = _pipeline_class(stage)
+        pipe_keys = sorted(set(pipe.load_spec_file().keys()) - _MANAGED_PIPELINE_KEYS)
+        step_names = list(pipe.step_defs)
+        for key, value in table.items():
+            if key in step_names:
+                if not isinstance(value, dict):
+                    problems.append(f"{path}: key '{stage}.{key}': value {value!r}: a step's "
+                                    f"parameters must be a table, e.g. [{stage}.{key}]")
+                    continue
+                allowed = sorted(pipe.step_defs[key].load_spec_file().keys())
+                allowed = [a for a in allowed if a not in _MANAGED_PIPELINE_KEYS]
+                problems += [
+                    f"{path}: unknown key '{stage}.{key}.{p}': {pipe.step_defs[key].__name__} has "
+                    f"no parameter {p!r} (allowed: {', '.join(allowed)}){_did_you_mean(p, allowed)}"
+                    for p in value if p not in allowed
+                ]
+            elif key in _MANAGED_PIPELINE_KEYS:
+                problems.append(f"{path}: key '{stage}.{key}' is set by jwstgal itself and may not "
+                                "be configured")
+            elif key not in pipe_keys:
+                allowed = step_names + pipe_keys
+                problems.append(f"{path}: unknown key '{stage}.{key}': not a step of "
+                                f"{pipe.__name__} nor one of its parameters (steps: "
+                                f"{', '.join(step_names)}){_did_you_mean(key, allowed)}")
+    if problems:
+        raise ConfigError("\n".join(problems))

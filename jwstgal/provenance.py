@@ -1,0 +1,124 @@
+"""Atomic file writing and provenance stamping of output FITS headers.
+
+Every product the suite writes goes through :func:`atomic_path` (write to a temporary name in the same
+directory, then rename), so a crash never leaves a half-written file under a final name, and carries
+:func:`stamp_header` keywords: software versions, the config hash and the step's parameters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Iterator, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from astropy.io import fits
+
+from jwstgal import __version__
+
+#: Packages whose versions are recorded in every product.
+_VERSIONED = ("jwst", "stcal", "stdatamodels", "crds", "astropy", "numpy", "photutils")
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; rename it onto ``final`` only on success.
+
+    Parameters
+    ----------
+    final : path-like
+        The path the product must end up at.
+
+    Yields
+    ------
+    pathlib.Path
+        Where to write. The suffix of ``final`` is kept, so writers that infer the format from the
+        extension keep working.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = final.parent / f".{final.stem}.{uuid.uuid4().hex[:12]}.tmp{final.suffix}"
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` atomically and return the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def software_versions() -> dict[str, str]:
+    """Return the versions of this suite and of the pipeline packages it drives."""
+    out = {"jwstgal": __version__}
+    for name in _VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def hash_params(params: Any) -> str:
+    """Stable short SHA-256 of a JSON-serialisable structure (keys sorted)."""
+    blob = json.dumps(params, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def stamp_header(
+    header: fits.Header,
+    *,
+    step: str,
+    params: Mapping[str, Any] | None = None,
+    config_hash: str | None = None,
+) -> fits.Header:
+    """Record software versions, config hash and step parameters in a FITS header.
+
+    Standard 8-character keywords (so that jwst can re-serialise them) hold the suite version
+    (``JGAL_VER``), the config hash (``JGAL_CFG``) and a hash of each step's parameters
+    (``JG_<STEP>``); ``HISTORY`` cards carry the full parameters and all package versions as JSON.
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        Header to update in place (and returned for convenience).
+    step : str
+        Name of the step that produced the data (at most 5 characters are used in the keyword).
+    params : mapping, optional
+        Parameters of that step.
+    config_hash : str, optional
+        Hash of the whole validated configuration of the run.
+
+    Returns
+    -------
+    astropy.io.fits.Header
+        The same header.
+    """
+    header["JGAL_VER"] = (__version__, "jwstgal version")
+    if config_hash:
+        header["JGAL_CFG"] = (config_hash, "jwstgal config hash")
+    header[f"JG_{step.upper()[:5]}"] = (hash_params(params or {}), f"jwstgal {step} parameter hash")
+    header.add_history(f"jwstgal {step} versions: {json.dumps(software_versions())}")
+    header.add_history(f"jwstgal {step} parameters: {json.dumps(params or {}, default=str)}")
+    return header
+
+
+def stamp_fits_file(
+    path: str | os.PathLike[str],
+    *,
+    step: str,
+    params: Mapping[str, Any] | None = None,
+    config_hash: str | None = None,
+) -> None:
+    """Stamp the primary header of an existing FITS file in place (used on temporary outputs)."""
+    with fits.open(path, mode="update") as hdul:
+        stamp_header(hdul[0].header, step=step, params=params, config_hash=config_hash)

@@ -1,0 +1,202 @@
+"""Run the STScI jwst pipelines (stages 1-3) on one exposure or one association.
+
+Each runner writes the pipeline's outputs into a private temporary folder, stamps provenance into
+them, and only then moves them into the final folder (same filesystem, atomic renames). Inputs are
+only ever read, so raw data are never modified.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from astropy.io import fits
+from astropy.table import Table
+
+from jwstgal.crds_setup import crds_guard, import_jwst_pipelines
+from jwstgal.errors import StepFailedError
+from jwstgal.provenance import stamp_fits_file
+
+log = logging.getLogger(__name__)
+
+
+def _run_into(out_dir: Path, step: str, params: Mapping[str, Any], config_hash: str, run) -> list[Path]:
+    """Run ``run(tmp_dir)``, stamp every FITS it wrote, move everything into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f".tmp-{step}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        run(tmp)
+        produced = sorted(p for p in tmp.iterdir() if p.is_file())
+        for p in produced:
+            if p.suffix == ".fits":
+                stamp_fits_file(p, step=step, params=dict(params), config_hash=config_hash)
+        final = []
+        for p in produced:
+            os.replace(p, out_dir / p.name)
+            final.append(out_dir / p.name)
+        return final
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _call(pipeline: str, what: str, *args: Any, **kwargs: Any) -> None:
+    cls = import_jwst_pipelines()[pipeline]
+    with crds_guard(what):
+        try:
+            cls.call(*args, configure_log=False, **kwargs)
+        except Exception as err:
+            if type(err).__module__.startswith("crds"):
+                raise
+            msg = f"{pipeline} failed on {what}: {type(err).__name__}: {err}"
+            raise StepFailedError(msg) from err
+
+
+def run_stage1(uncal: Path, out_dir: Path, params: Mapping[str, Any], config_hash: str = "") -> list[Path]:
+    """Detector1Pipeline: ``*_uncal.fits`` -> ``*_rate.fits`` in ``out_dir``.
+
+    Parameters
+    ----------
+    uncal : pathlib.Path
+        Raw ramp file (read only).
+    out_dir : pathlib.Path
+        Destination folder.
+    params : mapping
+        ``call()`` keywords resolved from ``[lv1_parameters]`` (``steps`` and pipeline keys).
+    config_hash : str
+        Hash of the run's config, recorded in the output headers.
+
+    Returns
+    -------
+    list of pathlib.Path
+        Files written.
+    """
+    return _run_into(out_dir, "lv1", params, config_hash, lambda tmp: _call(
+        "Detector1Pipeline", f"stage 1 of {uncal.name}", str(uncal), output_dir=str(tmp),
+        save_results=True, **params))
+
+
+def write_image2_asn(science: Path, backgrounds: list[Path], path: Path) -> Path:
+    """Write a level-2 image association: one science rate file plus optional backgrounds.
+
+    Member paths are relative to the association (both live in the same folder tree).
+    """
+    from jwst.associations import asn_from_list
+    from jwst.associations.lib.rules_level2b import Asn_Lv2Image
+
+    members = [(os.path.relpath(science, path.parent), "science")]
+    members += [(os.path.relpath(b, path.parent), "background") for b in backgrounds]
+    asn = asn_from_list.asn_from_list(members, rule=Asn_Lv2Image,
+                                      product_name=science.name.removesuffix("_rate.fits"),
+                                      with_exptype=True)
+    _, serialized = asn.dump(format="json")
+    path.write_text(serialized)
+    return path
+
+
+def run_stage2(rate: Path, backgrounds: list[Path], out_dir: Path, params: Mapping[str, Any],
+               config_hash: str = "") -> list[Path]:
+    """Image2Pipeline: one ``*_rate.fits`` (with background exposures) -> ``*_cal.fits``.
+
+    Parameters
+    ----------
+    rate : pathlib.Path
+        Science rate file.
+    backgrounds : list of pathlib.Path
+        Dedicated background rate files subtracted by ``bkg_subtract`` (may be empty).
+    out_dir : pathlib.Path
+        Destination folder.
+    params : mapping
+        Resolved ``[lv2_parameters]``.
+    config_hash : str
+        Recorded in the output headers.
+
+    Returns
+    -------
+    list of pathlib.Path
+    """
+    def run(tmp: Path) -> None:
+        src = rate
+        if backgrounds:
+            src = write_image2_asn(rate, backgrounds, tmp / f"{rate.stem}_asn.json")
+        _call("Image2Pipeline", f"stage 2 of {rate.name}", str(src), output_dir=str(tmp),
+              save_results=True, **params)
+        for p in tmp.glob("*_asn.json"):
+            p.unlink()
+
+    return _run_into(out_dir, "lv2", params, config_hash, run)
+
+
+def write_image3_asn(cal_files: list[Path], product: str, path: Path) -> Path:
+    """Write a level-3 image association of science cal files (paths relative to the asn)."""
+    from jwst.associations import asn_from_list
+    from jwst.associations.lib.rules_level3_base import DMS_Level3_Base
+
+    names = [os.path.relpath(p, path.parent) for p in cal_files]
+    asn = asn_from_list.asn_from_list(names, rule=DMS_Level3_Base, product_name=product)
+    _, serialized = asn.dump(format="json")
+    path.write_text(serialized)
+    return path
+
+
+def reference_catalog_ecsv(catalog: Path, out: Path) -> Path:
+    """Convert an astrometric catalogue (FITS/ECSV with ra/dec columns) to tweakreg's RA/DEC ECSV."""
+    t = Table.read(catalog)
+    cols = {c.lower(): c for c in t.colnames}
+    if "ra" not in cols or "dec" not in cols:
+        msg = f"{catalog}: astrometric catalogue needs 'ra' and 'dec' columns (has {t.colnames})"
+        raise StepFailedError(msg)
+    Table({"RA": t[cols["ra"]], "DEC": t[cols["dec"]]}).write(out, format="ascii.ecsv",
+                                                              overwrite=True)
+    return out
+
+
+def run_stage3(cal_files: list[Path], product: str, out_dir: Path, params: Mapping[str, Any],
+               config_hash: str = "", abs_refcat: Path | None = None) -> list[Path]:
+    """Image3Pipeline: science cal files -> ``<product>_i2d.fits`` mosaic, catalogue, crf files.
+
+    Parameters
+    ----------
+    cal_files : list of pathlib.Path
+        Science exposures (no backgrounds).
+    product : str
+        Product name, e.g. ``ngc0628_nircam_lv3_f200w``.
+    out_dir : pathlib.Path
+        Destination folder.
+    params : mapping
+        Resolved ``[lv3_parameters]``.
+    config_hash : str
+        Recorded in the output headers.
+    abs_refcat : pathlib.Path, optional
+        Astrometric catalogue for tweakreg's absolute alignment (unless the config sets one).
+
+    Returns
+    -------
+    list of pathlib.Path
+    """
+    params = json.loads(json.dumps(params))  # private deep copy
+
+    def run(tmp: Path) -> None:
+        asn = write_image3_asn(cal_files, product, tmp / f"{product}_asn.json")
+        steps = params.setdefault("steps", {})
+        tweak = steps.setdefault("tweakreg", {})
+        refcat = tmp / "abs_refcat.ecsv"
+        if abs_refcat is not None and "abs_refcat" not in tweak:
+            tweak["abs_refcat"] = str(reference_catalog_ecsv(abs_refcat, refcat))
+        _call("Image3Pipeline", f"stage 3 of {product}", str(asn), output_dir=str(tmp),
+              save_results=True, **params)
+        refcat.unlink(missing_ok=True)
+
+    return _run_into(out_dir, "lv3", params, config_hash, run)
+
+
+def read_band_keys(path: Path) -> tuple[str, str | None, str]:
+    """(FILTER, PUPIL, EXP_TYPE) from a JWST file's primary header."""
+    h = fits.getheader(path)
+    return h.get("FILTER", ""), h.get("PUPIL"), h.get("EXP_TYPE", "")
