@@ -111,7 +111,8 @@ def get_band(name: str) -> Band:
 
         close = difflib.get_close_matches(key, ALL_BANDS, n=3)
         hint = f"; did you mean {' or '.join(close)}?" if close else ""
-        msg = f"unknown band {name!r} (allowed: NIRCam {', '.join(NIRCAM_BANDS)}; MIRI {', '.join(MIRI_BANDS)}){hint}"
+        msg = (f"unknown band {name!r} (allowed: NIRCam {', '.join(NIRCAM_BANDS)}; "
+               f"MIRI {', '.join(MIRI_BANDS)}){hint}")
         raise KeyError(msg)
     if key in MIRI_BANDS:
         return Band(key, "miri", "miri", key, None, PIXEL_SCALES["miri"], FWHM_PIX[key])

@@ -11,15 +11,14 @@ import logging
 import multiprocessing
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import Any, TypeVar
+from typing import Any
 
 from tqdm import tqdm
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
-def map_tasks(
+def map_tasks[T](
     fn: Callable[..., T],
     tasks: Sequence[tuple[Any, ...]] | Iterable[tuple[Any, ...]],
     *,

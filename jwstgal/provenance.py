@@ -45,7 +45,7 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = final.parent / f".{final.stem}.{uuid.uuid4().hex[:12]}.tmp{final.suffix}"
     try:
         yield tmp_path
-        os.replace(tmp_path, final)
+        tmp_path.replace(final)
     finally:
         tmp_path.unlink(missing_ok=True)
 

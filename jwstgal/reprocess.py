@@ -25,7 +25,7 @@ from typing import Any
 
 from jwstgal.bands import Band, get_band
 from jwstgal.config import RunConfig, stage_parameters
-from jwstgal.errors import InputNotFoundError, NothingToDo
+from jwstgal.errors import CRDSError, InputNotFoundError, NothingToDo, StepFailedError
 from jwstgal.executor import map_tasks
 from jwstgal.provenance import hash_params, write_text_atomic
 from jwstgal.stages import read_band_keys, run_stage1, run_stage2, run_stage3
@@ -37,7 +37,7 @@ STEP_DIRS = {"lv1": "rate", "lv2": "cal", "lv3": "lv3"}
 
 @dataclass(frozen=True)
 class BandResult:
-    """What processing one target/band produced."""
+    """What processing one target/band produced (``error`` is set when a step failed)."""
 
     target: str
     band: str
@@ -45,6 +45,7 @@ class BandResult:
     quicklook: Path | None
     steps_run: tuple[str, ...]
     steps_skipped: tuple[str, ...]
+    error: str = ""
 
 
 def raw_exposures(cfg: RunConfig, target: str, band: Band) -> list[Path]:
@@ -264,7 +265,8 @@ class BandProcessor:
             refcat = self.cfg.alignment_dir / self.cfg.science.alignment[self.target]
             if not refcat.is_file():
                 msg = (f"{self.cfg.config_path}: [alignment] {self.target} = "
-                       f"{self.cfg.science.alignment[self.target]!r}: no such file in {self.cfg.alignment_dir}")
+                       f"{self.cfg.science.alignment[self.target]!r}: no such file in "
+                       f"{self.cfg.alignment_dir}")
                 raise InputNotFoundError(msg)
         key = hash_params(["lv3", params, upstream, [p.name for p in inputs],
                            _file_id(refcat) if refcat else None])
@@ -296,7 +298,9 @@ def run_all(cfg: RunConfig, bands: list[str] | None = None, targets: list[str] |
     Returns
     -------
     list of BandResult
-        One per target/band that had data; bands without raw data are skipped with a warning.
+        One per target/band that had data; bands without raw data are skipped with a warning. A
+        band whose step fails is reported (``error``) and the run goes on with the next band; the
+        failed step's earlier results stay on disk.
     """
     results = []
     for target in targets or cfg.science.targets:
@@ -306,4 +310,7 @@ def run_all(cfg: RunConfig, bands: list[str] | None = None, targets: list[str] |
                 results.append(BandProcessor(cfg, target, band, progress).run())
             except (InputNotFoundError, NothingToDo) as err:
                 log.warning("%s", err)
+            except (StepFailedError, CRDSError) as err:
+                log.error("%s %s failed: %s", target, band.name, err)
+                results.append(BandResult(target, band.name, None, None, (), (), str(err)))
     return results

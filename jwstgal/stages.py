@@ -39,7 +39,7 @@ def _run_into(out_dir: Path, step: str, params: Mapping[str, Any], config_hash: 
                 stamp_fits_file(p, step=step, params=dict(params), config_hash=config_hash)
         final = []
         for p in produced:
-            os.replace(p, out_dir / p.name)
+            p.replace(out_dir / p.name)
             final.append(out_dir / p.name)
         return final
     finally:

@@ -92,11 +92,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                       cfg.raw_dir)
             return 1
         for r in results:
+            if r.error:
+                log.error("%s %s: FAILED (%s)", r.target, r.band, r.error.splitlines()[0])
+                continue
             log.info("%s %s: ran %s, skipped %s", r.target, r.band, ",".join(r.steps_run) or "-",
                      ",".join(r.steps_skipped) or "-")
             if r.mosaic:
                 log.info("  mosaic:    %s", r.mosaic)
                 log.info("  quicklook: %s", r.quicklook)
-        return 0
+        return 1 if any(r.error for r in results) else 0
 
     return run_main(run)

@@ -30,7 +30,7 @@ class DetectorSetup:
     instrument : {"NIRCAM", "MIRI"}
         Instrument name as in the headers.
     detector : str
-        Detector name, e.g. ``"NRCB1"``, ``"NRCB5"``, ``"MIRIMAGE"``.
+        Detector name, e.g. ``"NRCB1"``, ``"NRCBLONG"``, ``"MIRIMAGE"``.
     size : int
         Pixels per side; 2048 (NIRCam) is a full frame read through four amplifiers.
     pixel_scale : float
@@ -135,7 +135,7 @@ def setup_for_band(band: Band, size: int) -> DetectorSetup:
         return DetectorSetup("NIRCAM", "NRCB1", size, band.pixel_scale, 120.6714, -527.3877, -0.5,
                              gain=2.0, read_noise=10.0, ngroups=6, frame_time=10.737,
                              readpatt="RAPID", n_amps=4)
-    return DetectorSetup("NIRCAM", "NRCB5", size, band.pixel_scale, 86.1035, -493.2276, -0.55,
+    return DetectorSetup("NIRCAM", "NRCBLONG", size, band.pixel_scale, 86.1035, -493.2276, -0.55,
                          gain=1.8, read_noise=9.0, ngroups=6, frame_time=10.737,
                          readpatt="RAPID", n_amps=4)
 

@@ -68,7 +68,7 @@ class ExposurePlan:
 
     @property
     def filename(self) -> str:
-        """uncal file name."""
+        """Uncal file name."""
         return f"{self.obs_id}_uncal.fits"
 
 

@@ -8,6 +8,7 @@ Detector1, Image2 and Image3 pipelines run offline with only ``CRDS_PATH`` set.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -55,11 +56,8 @@ def _common_meta(model, setup: DetectorSetup, reftype: str) -> None:
     m.telescope = "JWST"
     m.instrument.name = setup.instrument
     m.instrument.detector = setup.detector
-    for attr, value in (("type", "MIR_IMAGE" if setup.instrument == "MIRI" else "NRC_IMAGE"),):
-        try:
-            setattr(m.exposure, attr, value)
-        except AttributeError:  # some schemas (IPC) have no exposure block
-            pass
+    with contextlib.suppress(AttributeError):  # some schemas (IPC) have no exposure block
+        m.exposure.type = "MIR_IMAGE" if setup.instrument == "MIRI" else "NRC_IMAGE"
     try:
         m.subarray.name = setup.subarray_name
         m.subarray.xstart = 1
@@ -165,7 +163,7 @@ def make_reference_models(setup: DetectorSetup, maps: DetectorMaps, bands: list[
                               output_units="arcsec")
     if nir:
         dist.meta.instrument.module = setup.detector[3]
-        dist.meta.instrument.channel = "SHORT" if setup.detector[-1] != "5" else "LONG"
+        dist.meta.instrument.channel = "LONG" if setup.detector.endswith("LONG") else "SHORT"
         dist.meta.instrument.p_pupil = "ANY|"
     out["distortion"] = dist
     for reftype, model in out.items():

@@ -1,0 +1,136 @@
+"""The whole offline chain through the command line: simulate -> uncal -> rate -> cal -> i2d.
+
+Slow (a few minutes): run with ``pytest -m slow``. CI runs it.
+"""
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from astropy.io import fits
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+SCIENCE = """
+[projects.9999]
+targets = ["ngc0000"]
+
+[simulation]
+seed = 11
+detector_size = 384
+n_dithers = 3
+n_tiles = 1
+n_stars = 3000
+pointing_error_mas = 20.0
+
+[pipeline]
+data_version = "e2e"
+nircam_bands = ["F200W"]
+miri_bands = ["F770W"]
+
+[alignment]
+ngc0000 = "ngc0000_sim_cat.fits"
+
+[lv2_parameters.resample]
+skip = true
+
+[lv3_parameters.tweakreg]
+snr_threshold = 5
+searchrad = 1.0
+separation = 0.5
+tolerance = { nircam = 0.3, miri = 0.5 }
+abs_searchrad = 1.0
+abs_tolerance = { nircam = 0.3, miri = 0.5 }
+abs_minobj = 5
+
+[lv3_parameters.skymatch]
+skymethod = "match"
+
+[lv3_parameters.source_catalog]
+snr_threshold = 5
+"""
+
+LOCAL = """
+[local]
+raw_dir = "raw"
+working_dir = "work"
+crds_dir = "crds"
+crds_mode = "synthetic"
+processes = 2
+alignment_dir = "alignment"
+"""
+
+
+def run_cli(cfg, loc, *extra):
+    return subprocess.run([sys.executable, str(REPO / "run_jwst_reprocessing.py"), str(cfg),
+                           str(loc), "--no-progress", *extra],
+                          capture_output=True, text=True, cwd=REPO, timeout=1500)
+
+
+def raw_hashes(raw: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(raw.rglob("*_uncal.fits"))}
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    d = tmp_path_factory.mktemp("e2e")
+    (d / "science.toml").write_text(SCIENCE)
+    (d / "local.toml").write_text(LOCAL)
+    res = run_cli(d / "science.toml", d / "local.toml")
+    assert res.returncode == 0, res.stderr[-5000:]
+    return d, res
+
+
+def test_mosaics_exist_with_quicklooks_and_provenance(chain):
+    d, res = chain
+    lv3 = d / "work" / "jwst_lv3_reprocessed_e2e" / "ngc0000"
+    for band, instr in (("F200W", "nircam"), ("F770W", "miri")):
+        i2d = lv3 / band / "lv3" / f"ngc0000_{instr}_lv3_{band.lower()}_i2d.fits"
+        assert i2d.is_file() and i2d.with_suffix(".png").is_file()
+        assert str(i2d) in res.stderr                     # the run says where the mosaic is
+        h = fits.getheader(i2d)
+        assert "JG_LV3" in h and len(h["JGAL_CFG"]) == 16
+        assert h["S_TWKREG"] == "COMPLETE" and h["S_RESAMP"] == "COMPLETE"
+    run = json.loads((d / "work" / "jwst_lv3_reprocessed_e2e" / "run_config.json").read_text())
+    assert run["versions"]["jwst"] == "3.0.0"
+
+
+@pytest.mark.parametrize(("band", "instr", "tolerance_pix"),
+                         [("F200W", "nircam", 0.1), ("F770W", "miri", 0.1)])
+def test_mosaic_astrometry_matches_truth(chain, band, instr, tolerance_pix):
+    from jwstgal.simulate.score import score_mosaic_astrometry
+
+    d, _ = chain
+    lv3 = d / "work" / "jwst_lv3_reprocessed_e2e" / "ngc0000" / band / "lv3"
+    stem = f"ngc0000_{instr}_lv3_{band.lower()}"
+    score = score_mosaic_astrometry(lv3 / f"{stem}_i2d.fits", lv3 / f"{stem}_cat.ecsv",
+                                    d / "raw" / "ngc0000" / "simulation_truth" / "stars.ecsv")
+    assert score.n_matched >= 20
+    assert score.median_offset < tolerance_pix, score
+
+
+def test_rerun_skips_completed_steps_and_never_touches_raw(chain):
+    d, _ = chain
+    before = raw_hashes(d / "raw")
+    i2d = next((d / "work").rglob("*f200w_i2d.fits"))
+    mtime = i2d.stat().st_mtime_ns
+    res = run_cli(d / "science.toml", d / "local.toml")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "ngc0000 F200W: ran -, skipped lv1,lv2,lv3" in res.stderr
+    assert i2d.stat().st_mtime_ns == mtime
+    assert raw_hashes(d / "raw") == before
+
+
+def test_changed_stage3_parameter_reruns_only_stage3(chain):
+    d, _ = chain
+    cfg = d / "science.toml"
+    cfg.write_text(SCIENCE.replace('[lv3_parameters.source_catalog]\nsnr_threshold = 5',
+                                   '[lv3_parameters.source_catalog]\nsnr_threshold = 6'))
+    res = run_cli(cfg, d / "local.toml", "F200W")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "ngc0000 F200W: ran lv3, skipped lv1,lv2" in res.stderr

@@ -1,0 +1,40 @@
+"""The users' interface: root scripts exist, stay thin and answer --help."""
+
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+SCRIPTS = ["run_jwst_reprocessing.py", "jwst_reprocess.py", "log_jwst_reprocessing.py"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_and_thin(script):
+    path = REPO / script
+    assert len(path.read_text().splitlines()) <= 20
+    res = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True,
+                         cwd=REPO, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "usage:" in res.stdout and "config" in res.stdout
+
+
+def test_config_error_exit_code_and_message(tmp_path):
+    (tmp_path / "c.toml").write_text('[projects.1]\ntargets=["a"]\n[pipeline]\nnircam_bands=["F20W"]\n')
+    (tmp_path / "l.toml").write_text('[local]\nraw_dir="r"\nworking_dir="w"\n')
+    res = subprocess.run([sys.executable, str(REPO / "run_jwst_reprocessing.py"),
+                          str(tmp_path / "c.toml"), str(tmp_path / "l.toml")],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert res.returncode == 2
+    assert "unknown band 'F20W'" in res.stderr and "did you mean F200W" in res.stderr
+    assert not (tmp_path / "w").exists(), "nothing may be written when the config is invalid"
+
+
+def test_band_argument_must_be_configured(tmp_path):
+    (tmp_path / "c.toml").write_text('[projects.1]\ntargets=["a"]\n[pipeline]\nnircam_bands=["F200W"]\n')
+    (tmp_path / "l.toml").write_text('[local]\nraw_dir="r"\nworking_dir="w"\n')
+    res = subprocess.run([sys.executable, str(REPO / "run_jwst_reprocessing.py"),
+                          str(tmp_path / "c.toml"), str(tmp_path / "l.toml"), "F444W"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert res.returncode == 2
+    assert "band 'F444W' from the command line is not configured" in res.stderr

@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from jwstgal.bands import get_band
+from jwstgal.simulate import detector as det
+from jwstgal.simulate.instrument import DetectorMaps, setup_for_band
+from jwstgal.simulate.sky import Galaxy, make_star_catalog, render_points
+
+
+def test_pink_noise_has_one_over_f_spectrum():
+    rng = np.random.default_rng(1)
+    x = det.pink_noise(rng, 2**16, 8)
+    assert np.allclose(x.std(axis=1), 1.0)
+    f = np.fft.rfftfreq(x.shape[1])[1:]
+    p = (np.abs(np.fft.rfft(x, axis=1)) ** 2).mean(axis=0)[1:]
+    slope = np.polyfit(np.log(f), np.log(p), 1)[0]
+    assert slope == pytest.approx(-1.0, abs=0.1)
+
+
+def test_onef_noise_makes_per_amplifier_horizontal_stripes():
+    setup = setup_for_band(get_band("F200W"), 512)
+    rng = np.random.default_rng(2)
+    reads = det.onef_noise_reads(rng, setup, 2, rms_uncorrelated=5.0, rms_correlated=0.0)
+    frame = reads[0]
+    w = setup.size // setup.n_amps
+    amp_rows = frame.reshape(setup.size, setup.n_amps, w).mean(axis=2)  # (rows, amps)
+    # rows within an amplifier are strongly structured: row means far above white-noise expectation
+    white_row_rms = frame.std() / np.sqrt(w)
+    assert amp_rows.std(axis=0).min() > 3 * white_row_rms
+    # uncorrelated component: amplifiers differ
+    corr = np.corrcoef(amp_rows.T)
+    assert np.abs(corr[np.triu_indices(4, 1)]).max() < 0.5
+
+
+def test_correlated_noise_is_shared_by_amplifiers():
+    setup = setup_for_band(get_band("F200W"), 512)
+    reads = det.onef_noise_reads(np.random.default_rng(3), setup, 1, 0.0, 5.0)
+    w = setup.size // setup.n_amps
+    amp_rows = reads[0].reshape(setup.size, setup.n_amps, w).mean(axis=2)
+    corr = np.corrcoef(amp_rows.T)
+    assert corr[np.triu_indices(4, 1)].min() > 0.8
+
+
+def test_render_points_conserves_flux_and_centroid():
+    img = render_points((41, 41), np.array([20.3]), np.array([19.6]), np.array([100.0]), 2.5)
+    assert img.sum() == pytest.approx(100.0, rel=1e-4)
+    yy, xx = np.mgrid[:41, :41]
+    assert (img * xx).sum() / img.sum() == pytest.approx(20.3, abs=1e-3)
+    assert (img * yy).sum() / img.sum() == pytest.approx(19.6, abs=1e-3)
+
+
+def test_ramp_slope_recovers_injected_rate():
+    setup = setup_for_band(get_band("F200W"), 128)
+    maps = DetectorMaps(setup, 1)
+    rate = np.full(setup.shape, 5.0)
+    ramp = det.make_ramp(np.random.default_rng(0), setup, maps, rate, np.zeros(setup.shape), None)
+    slope = det.ramp_slope(ramp[0].astype(float), setup.frame_time)
+    sci = ~setup.refpix_mask()
+    expected = 5.0 * np.median(maps.flat[sci]) + maps.dark_rate
+    assert np.median(slope[sci]) == pytest.approx(expected, rel=0.01)
+    assert np.median(slope[setup.refpix_mask()]) == pytest.approx(maps.dark_rate, abs=0.02)
+
+
+def test_star_catalog_is_deterministic_and_seed_dependent():
+    g = Galaxy(10.0, -20.0)
+    a, b = make_star_catalog(g, 50, 60, 1), make_star_catalog(g, 50, 60, 1)
+    c = make_star_catalog(g, 50, 60, 2)
+    assert np.array_equal(a["ra"], b["ra"]) and not np.array_equal(a["ra"], c["ra"])
+
+
+def test_programme_truth_and_determinism(tiny_sim, tiny_raw, tmp_path):
+    from jwstgal.simulate.programme import simulate_programme
+
+    truth = tiny_raw / "ngc0000" / "simulation_truth"
+    uncals = sorted((tiny_raw / "ngc0000" / "mastDownload" / "JWST").glob("*/*_uncal.fits"))
+    # F200W: 2 dithers; F770W: 2 dithers + 2 background exposures
+    assert len(uncals) == 6
+    assert sum("_02201_" in p.name or "_02202_" in p.name for p in uncals) == 2
+    again = simulate_programme(tiny_sim, "ngc0000", ["F200W", "F770W"], tmp_path, progress=False)
+    for p in uncals:
+        other = tmp_path / p.relative_to(tiny_raw)
+        assert np.array_equal(fits.getdata(p, "SCI"), fits.getdata(other, "SCI")), p.name
+    assert (again / "stars.ecsv").read_text() == (truth / "stars.ecsv").read_text()
+    h = fits.getheader(truth / f"{uncals[1].name.replace('_uncal.fits', '')}_truth.fits")
+    assert "POINTING_ERROR_RA_MAS" in h and "JGAL_VER" in h
+
+
+def test_simulation_is_resumable(tiny_sim, tiny_raw):
+    from jwstgal.simulate.programme import simulate_programme
+
+    files = sorted((tiny_raw / "ngc0000" / "mastDownload").rglob("*_uncal.fits"))
+    mtimes = [p.stat().st_mtime_ns for p in files]
+    simulate_programme(tiny_sim, "ngc0000", ["F200W", "F770W"], tiny_raw, progress=False)
+    assert [p.stat().st_mtime_ns for p in files] == mtimes
