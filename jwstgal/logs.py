@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -31,5 +32,8 @@ def setup_logging(level: str = "INFO", log_file: Path | None = None) -> None:
         root.addHandler(h)
     root.setLevel(logging.WARNING)
     logging.getLogger("jwstgal").setLevel(level)
+    # deprecations raised inside jwst by newer photutils releases: nothing a user can act on
+    warnings.filterwarnings("ignore", message=r".*(DEFAULT_COLUMNS|'progress_bar') .*deprecated")
+    logging.captureWarnings(True)
     for name in ("stpipe", "jwst", "stcal", "crds", "tweakwcs"):
         logging.getLogger(name).setLevel(logging.WARNING if level != "DEBUG" else logging.INFO)

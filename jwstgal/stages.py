@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import uuid
 from collections.abc import Mapping
@@ -83,20 +82,20 @@ def run_stage1(uncal: Path, out_dir: Path, params: Mapping[str, Any], config_has
 
 
 def write_image2_asn(science: Path, backgrounds: list[Path], path: Path) -> Path:
-    """Write a level-2 image association: one science rate file plus optional backgrounds.
+    """Write a level-2 image association: one product, a science rate file plus background members.
 
-    Member paths are relative to the association (both live in the same folder tree).
+    (``asn_from_list`` would make one product per member for level-2 rules.) Member paths are
+    absolute: Image2Pipeline resolves them against the working directory.
     """
-    from jwst.associations import asn_from_list
-    from jwst.associations.lib.rules_level2b import Asn_Lv2Image
+    from importlib.metadata import version
 
-    members = [(os.path.relpath(science, path.parent), "science")]
-    members += [(os.path.relpath(b, path.parent), "background") for b in backgrounds]
-    asn = asn_from_list.asn_from_list(members, rule=Asn_Lv2Image,
-                                      product_name=science.name.removesuffix("_rate.fits"),
-                                      with_exptype=True)
-    _, serialized = asn.dump(format="json")
-    path.write_text(serialized)
+    stem = science.name.removesuffix("_rate.fits")
+    members = [{"expname": str(science.resolve()), "exptype": "science"}]
+    members += [{"expname": str(b.resolve()), "exptype": "background"} for b in backgrounds]
+    asn = {"asn_type": "image2", "asn_rule": "DMSLevel2bBase", "version_id": None,
+           "code_version": version("jwst"), "program": stem[2:7], "asn_id": f"o{stem[7:10]}",
+           "asn_pool": "jwstgal", "products": [{"name": stem, "members": members}]}
+    path.write_text(json.dumps(asn, indent=2))
     return path
 
 
@@ -134,11 +133,11 @@ def run_stage2(rate: Path, backgrounds: list[Path], out_dir: Path, params: Mappi
 
 
 def write_image3_asn(cal_files: list[Path], product: str, path: Path) -> Path:
-    """Write a level-3 image association of science cal files (paths relative to the asn)."""
+    """Write a level-3 image association of science cal files (absolute member paths)."""
     from jwst.associations import asn_from_list
     from jwst.associations.lib.rules_level3_base import DMS_Level3_Base
 
-    names = [os.path.relpath(p, path.parent) for p in cal_files]
+    names = [str(p.resolve()) for p in cal_files]
     asn = asn_from_list.asn_from_list(names, rule=DMS_Level3_Base, product_name=product)
     _, serialized = asn.dump(format="json")
     path.write_text(serialized)

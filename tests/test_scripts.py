@@ -38,3 +38,17 @@ def test_band_argument_must_be_configured(tmp_path):
                          capture_output=True, text=True, cwd=REPO, timeout=120)
     assert res.returncode == 2
     assert "band 'F444W' from the command line is not configured" in res.stderr
+
+
+def test_log_script_writes_a_timestamped_log_in_working_dir(tmp_path):
+    (tmp_path / "c.toml").write_text('[projects.1]\ntargets=["a"]\n[pipeline]\nnircam_bands=["F200W"]\n')
+    (tmp_path / "l.toml").write_text('[local]\nraw_dir="r"\nworking_dir="w"\ncrds_dir="crds"\n')
+    res = subprocess.run([sys.executable, str(REPO / "log_jwst_reprocessing.py"),
+                          str(tmp_path / "c.toml"), str(tmp_path / "l.toml"), "--no-progress"],
+                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert res.returncode == 1                      # no raw data: nothing processed
+    logs = list((tmp_path / "w").glob("jwst_reprocess_log_*.log"))
+    assert len(logs) == 1
+    text = logs[0].read_text()
+    assert "a F200W: no raw *_uncal.fits with FILTER=F200W" in text
+    assert "nothing was processed" in text

@@ -66,3 +66,25 @@ def test_crds_failure_is_a_clear_error():
     with pytest.raises(CRDSError, match="CRDS failed during stage 1 of x.fits"), \
             crds_guard("stage 1 of x.fits"):
         raise SystemExit(-1)
+
+
+def test_stage2_subtracts_dedicated_miri_background(crds_cache, tiny_raw, tmp_path):
+    """A MIRI science exposure with its off-field exposures as background members in stage 2."""
+    files = sorted(tiny_raw.glob("ngc0000/mastDownload/JWST/*mirimage/*_uncal.fits"))
+    sci = [p for p in files if "_02101_" in p.name or "_02102_" in p.name][0]
+    bkg = [p for p in files if "_02201_" in p.name or "_02202_" in p.name]
+    rates = {}
+    for p in [sci, *bkg]:
+        rates[p] = next(q for q in run_stage1(p, tmp_path / "rate", {"steps": {}})
+                        if q.name.endswith("_rate.fits"))
+    cal = run_stage2(rates[sci], [rates[b] for b in bkg], tmp_path / "cal",
+                     {"steps": {"resample": {"skip": True}}})[0]
+    assert fits.getheader(cal)["S_BKDSUB"] == "COMPLETE"
+    truth = tiny_raw / "ngc0000" / "simulation_truth" / sci.name.replace("_uncal", "_truth")
+    sky = fits.getdata(truth, "SKY")
+    bkg_sky = float(np.median(fits.getdata(tiny_raw / "ngc0000" / "simulation_truth"
+                                     / bkg[0].name.replace("_uncal", "_truth"), "SKY")))
+    data, dq = fits.getdata(cal, "SCI"), fits.getdata(cal, "DQ")
+    good = ((dq & 1) == 0) & np.isfinite(data)
+    # background-subtracted: the cal image is the sky minus the off-field level (to 2 % of the sky)
+    assert np.median(data[good] - (sky[good] - bkg_sky)) == pytest.approx(0.0, abs=0.02 * bkg_sky)
