@@ -52,6 +52,7 @@ _MANAGED_PIPELINE_KEYS = frozenset({"output_dir", "output_file", "input_dir", "s
                                     "post_hooks", "search_output_file"})
 
 _MISSING = object()
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 class _Strict(BaseModel):
@@ -160,6 +161,54 @@ class DownloadConfig(_Strict):
                                                 description="MAST calib_level values to fetch.")
 
 
+class KernelsConfig(_Strict):
+    """The ``[kernels]`` table: PSF-matching kernels from every configured band to each target."""
+
+    targets: list[str] = Field(default_factory=list, description="Kernel targets: bands (e.g. "
+                               "F2100W) or analytic PSFs gauss<FWHM\"> / moffat<FWHM>b<beta>.")
+    methods: list[Literal["aniano", "pypher"]] = Field(default_factory=lambda: ["aniano"],
+                                                       description="Kernel constructions.")
+    psf_source: Literal["stpsf", "gaussian"] = Field(
+        "stpsf", description="Band PSFs from stpsf (real optics) or Gaussians of the band FWHM.")
+    oversample: int = Field(4, ge=1, le=10, description="PSF oversampling w.r.t. detector pixels.")
+    nlambda: int = Field(0, ge=0, description="stpsf wavelengths per band (0 = stpsf default).")
+    use_opd: bool = Field(False, description="Use stpsf's telescope OPD (needs full stpsf data).")
+    reg_fact: float = Field(1e-4, gt=0, description="pypher regularisation factor.")
+
+    @field_validator("targets")
+    @classmethod
+    def _names(cls, targets: list[str]) -> list[str]:
+        from jwstgal.psfs import check_psf_name
+
+        return [check_psf_name(t) for t in targets]
+
+
+class ConvolveConfig(_Strict):
+    """The ``[convolve]`` table: bring every mosaic to a common resolution (and grid)."""
+
+    target: str = Field("", description="Kernel target to convolve to ('' = no convolution).")
+    method: Literal["aniano", "pypher"] = Field("aniano", description="Which kernels to use.")
+    reproject: bool = Field(True, description="If the target is a band, also reproject onto that "
+                            "band's mosaic grid.")
+    block_size: int = Field(2048, ge=256, description="Tile size bounding the FFT memory.")
+
+    @field_validator("target")
+    @classmethod
+    def _name(cls, target: str) -> str:
+        from jwstgal.psfs import check_psf_name
+
+        return check_psf_name(target) if target else target
+
+
+class ReleaseConfig(_Strict):
+    """The ``[release]`` table."""
+
+    remove_bloat: bool = Field(True, description="Drop VAR_* and CON extensions from released "
+                               "copies (coverage is released as its own map).")
+    include_convolved: bool = Field(True, description="Release the convolved mosaics too.")
+    overwrite: bool = Field(False, description="Replace files already in the release.")
+
+
 class SimulationConfig(_Strict):
     """The ``[simulation]`` table: a synthetic programme observed instead of downloaded data."""
 
@@ -197,6 +246,9 @@ class ScienceConfig(_Strict):
     lv3_parameters: dict[str, Any] = Field(default_factory=dict,
                                            description="Image3Pipeline parameters.")
     simulation: SimulationConfig | None = Field(None, description="Simulate the raw data.")
+    kernels: KernelsConfig = Field(default_factory=KernelsConfig)
+    convolve: ConvolveConfig = Field(default_factory=ConvolveConfig)
+    release: ReleaseConfig = Field(default_factory=ReleaseConfig)
 
     @property
     def targets(self) -> list[str]:
@@ -217,6 +269,14 @@ class ScienceConfig(_Strict):
                     msg = (f"[{table}] names target {t!r}, which no project lists "
                            f"(targets: {', '.join(targets)}){_did_you_mean(t, targets)}")
                     raise ValueError(msg)
+        if self.convolve.target and self.convolve.target not in self.kernels.targets:
+            msg = (f"[convolve] target {self.convolve.target!r} is not among [kernels] targets "
+                   f"({', '.join(self.kernels.targets) or 'none'}); add it there")
+            raise ValueError(msg)
+        if self.convolve.target and self.convolve.method not in self.kernels.methods:
+            msg = (f"[convolve] method {self.convolve.method!r} is not among [kernels] methods "
+                   f"({', '.join(self.kernels.methods)})")
+            raise ValueError(msg)
         selectors = [*targets, *ALL_BANDS, *GROUP_SELECTORS]
         for stage in STAGE_PIPELINES:
             _check_selectors(getattr(self, stage), stage, selectors)
@@ -256,6 +316,8 @@ class LocalConfig(_Strict):
     processes: int = Field(1, ge=1, description="Worker processes for per-exposure work.")
     api_key: str = Field("", description="MAST token ('' = anonymous or $MAST_API_TOKEN).")
     alignment_dir: str = Field("", description="Astrometric catalogues; '' = <repo>/alignment.")
+    psf_dir: str = Field("", description="Where PSFs and kernels are written; '' = <repo>/PSF.")
+    psf_data_dir: str = Field("", description="stpsf data; '' = <repo>/PSF/stpsf_data.")
 
 
 class LocalFile(_Strict):
@@ -291,6 +353,8 @@ class RunConfig(BaseModel):
     working_dir: Path
     crds_dir: Path
     alignment_dir: Path
+    psf_dir: Path
+    psf_data_dir: Path
     config_hash: str
 
     @property
@@ -422,7 +486,9 @@ def load_config(
         raw_dir=absolute(local.raw_dir, base),
         working_dir=working,
         crds_dir=absolute(local.crds_dir, working / "crds"),
-        alignment_dir=absolute(local.alignment_dir, Path(__file__).resolve().parents[1] / "alignment"),
+        alignment_dir=absolute(local.alignment_dir, REPO_ROOT / "alignment"),
+        psf_dir=absolute(local.psf_dir, REPO_ROOT / "PSF"),
+        psf_data_dir=absolute(local.psf_data_dir, REPO_ROOT / "PSF" / "stpsf_data"),
         config_hash=config_hash(science),
     )
 

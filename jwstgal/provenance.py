@@ -57,6 +57,13 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     return Path(path)
 
 
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically and return the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
 def software_versions() -> dict[str, str]:
     """Return the versions of this suite and of the pipeline packages it drives."""
     out = {"jwstgal": __version__}

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def _prepare_simulation(cfg, targets: list[str], progress: bool) -> None:
+    from jwstgal.provenance import write_bytes_atomic
     from jwstgal.simulate.programme import simulate_programme, simulated_detectors
     from jwstgal.simulate.refs import build_crds_cache
 
@@ -34,8 +35,8 @@ def _prepare_simulation(cfg, targets: list[str], progress: bool) -> None:
             if cat.is_file():
                 cfg.alignment_dir.mkdir(parents=True, exist_ok=True)
                 dest = cfg.alignment_dir / cat.name
-                if not dest.is_file():
-                    dest.write_bytes(cat.read_bytes())
+                if not dest.is_file() or dest.read_bytes() != cat.read_bytes():
+                    write_bytes_atomic(dest, cat.read_bytes())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

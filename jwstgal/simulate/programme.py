@@ -276,9 +276,11 @@ def simulate_programme(
         stars[f"flux_{b.name}"] = star_flux_ujy(stars, b)
     with atomic_path(truth_dir / "stars.ecsv") as tmp:
         stars.write(tmp, format="ascii.ecsv")
-    # an astrometric reference catalogue as the suite expects in alignment/ (RA/DEC in degrees)
+    # an astrometric reference catalogue as the suite expects in alignment/ (RA/DEC in degrees):
+    # like Gaia or the PHANGS AGB lists it holds only stars bright in the bands observed
+    bright = np.max([np.asarray(stars[f"flux_{b.name}"]) for b in band_objs], axis=0) > 2.0
     with atomic_path(truth_dir / f"{target}_sim_cat.fits") as tmp:
-        Table({"ra": stars["ra"], "dec": stars["dec"]}).write(tmp, format="fits")
+        Table({"ra": stars["ra"][bright], "dec": stars["dec"][bright]}).write(tmp, format="fits")
     plan_table = Table(rows=[asdict(p) for p in plans])
     with atomic_path(truth_dir / "exposures.ecsv") as tmp:
         plan_table.write(tmp, format="ascii.ecsv")

@@ -1,0 +1,83 @@
+"""Convolve every stage-3 mosaic to the [convolve] target resolution (and grid).
+
+Usage: python convolve_data.py [CONFIG [LOCAL [BAND]]] [--band B] [--target T] [--overwrite]
+
+Needs the kernels from make_kernels.py. Writes
+<reprocess_dir>/<target>/<BAND>/convolved/<product>_i2d_conv_<target psf>.fits (SCI, ERR).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from jwstgal.cli._common import base_parser, parse, run_main, selected
+from jwstgal.errors import ConfigError, InputNotFoundError
+
+log = logging.getLogger(__name__)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    parser = base_parser(__doc__)
+    parser.add_argument("--overwrite", action="store_true", help="redo existing products")
+    args = parse(parser, argv)
+    from jwstgal.logs import setup_logging
+
+    setup_logging(args.log_level, args.log_file)
+
+    def run() -> int:
+        from astropy.io import fits
+
+        from jwstgal.bands import get_band
+        from jwstgal.config import load_config
+        from jwstgal.convolve import convolve_mosaic
+        from jwstgal.kernel_products import kernel_path
+        from jwstgal.provenance import hash_params
+        from jwstgal.reprocess import product_name
+
+        cfg = load_config(args.config, args.local, check_jwst=False)
+        conv = cfg.science.convolve
+        if not conv.target:
+            msg = f"{cfg.config_path}: [convolve] target is not set: nothing to convolve to"
+            raise ConfigError(msg)
+        bands, targets = selected(args)
+        done = 0
+        for target in targets or cfg.science.targets:
+            ref = None
+            if conv.reproject and conv.target in cfg.science.bands:
+                tb = get_band(conv.target)
+                ref = (cfg.reprocess_dir / target / tb.name / "lv3"
+                       / f"{product_name(target, tb)}_i2d.fits")
+                if not ref.is_file():
+                    msg = f"{target}: reprojection grid {ref} does not exist (run stage 3 of {tb.name})"
+                    raise InputNotFoundError(msg)
+            for name in bands or cfg.science.bands:
+                band = get_band(name)
+                lv3 = cfg.reprocess_dir / target / band.name / "lv3"
+                i2d = lv3 / f"{product_name(target, band)}_i2d.fits"
+                if not i2d.is_file():
+                    log.warning("%s %s: no mosaic %s, skipping", target, band.name, i2d)
+                    continue
+                kfile = None
+                if band.name != conv.target:
+                    kfile = kernel_path(cfg.psf_dir, conv.method, band.name, conv.target)
+                    if not kfile.is_file():
+                        msg = f"{target} {band.name}: kernel {kfile} not found; run make_kernels.py first"
+                        raise InputNotFoundError(msg)
+                st = i2d.stat()
+                key = hash_params([i2d.name, st.st_size, int(st.st_mtime),
+                                   fits.getheader(kfile).get("JG_KERN") if kfile else None,
+                                   conv.model_dump(), str(ref) if ref else None])
+                out = i2d.parent.parent / "convolved" / f"{i2d.stem}_conv_{conv.target}.fits"
+                if not args.overwrite and out.is_file() and fits.getheader(out).get("JG_CKEY") == key:
+                    log.info("%s %s: convolved product up to date", target, band.name)
+                    continue
+                convolve_mosaic(i2d, kfile, out, target=conv.target, block=conv.block_size,
+                                reproject_onto=ref, config_hash=cfg.config_hash, key=key)
+                log.info("%s %s -> %s: %s", target, band.name, conv.target, out)
+                done += 1
+        log.info("%d products convolved", done)
+        return 0
+
+    return run_main(run)

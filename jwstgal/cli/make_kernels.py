@@ -1,0 +1,44 @@
+"""Make PSF-matching kernels from every configured band to the [kernels] targets.
+
+Usage: python make_kernels.py [CONFIG [LOCAL]] [--band B] [--overwrite]
+
+PSFs come from stpsf (the instrument files in PSF/stpsf_data) or are Gaussians of the band FWHM
+([kernels] psf_source); kernels (Aniano et al. 2011 and/or pypher) are written with their D and W-
+quality metrics to <psf_dir>/kernels/<method>/<SOURCE>_to_<TARGET>.fits with a PNG diagnostic.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from jwstgal.cli._common import base_parser, parse, run_main, selected
+from jwstgal.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    parser = base_parser(__doc__)
+    parser.add_argument("--overwrite", action="store_true", help="remake existing kernels")
+    args = parse(parser, argv)
+    from jwstgal.logs import setup_logging
+
+    setup_logging(args.log_level, args.log_file)
+
+    def run() -> int:
+        from jwstgal.config import load_config
+        from jwstgal.kernel_products import make_kernel_set
+
+        cfg = load_config(args.config, args.local, check_jwst=False)
+        if not cfg.science.kernels.targets:
+            msg = f"{cfg.config_path}: [kernels] targets is empty: nothing to make"
+            raise ConfigError(msg)
+        bands, _ = selected(args)
+        paths = make_kernel_set(bands or cfg.science.bands, cfg.science.kernels, cfg.psf_dir,
+                                cfg.psf_data_dir, overwrite=args.overwrite)
+        log.info("%d kernels in %s", len(paths), cfg.psf_dir / "kernels")
+        return 0
+
+    return run_main(run)

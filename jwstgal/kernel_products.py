@@ -1,0 +1,139 @@
+"""Files around the kernels: generate PSFs for the configured bands, write kernels with provenance.
+
+Layout under ``psf_dir`` (``PSF/`` by default)::
+
+    psfs/<BAND>.fits                     band PSFs (stpsf or Gaussian), PIXELSCL in arcsec
+    kernels/<method>/<SOURCE>_to_<TARGET>.fits (+ .png diagnostic)
+
+A kernel file is rebuilt only when its parameters (recorded as a hash in ``JG_KERN``) change.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from jwstgal.config import KernelsConfig
+from jwstgal.kernels import KernelResult, make_aniano_kernel, make_pypher_kernel, radial_profile
+from jwstgal.provenance import atomic_path, hash_params, stamp_header
+from jwstgal.psfs import PSF, analytic_psf, band_gaussian_psf, is_analytic, read_psf, stpsf_psf, write_psf
+
+log = logging.getLogger(__name__)
+
+
+def kernel_path(psf_dir: Path, method: str, source: str, target: str) -> Path:
+    """Where the kernel from ``source`` to ``target`` made by ``method`` lives."""
+    return psf_dir / "kernels" / method / f"{source}_to_{target}.fits"
+
+
+def band_psf(band: str, cfg: KernelsConfig, psf_dir: Path, data_dir: Path) -> PSF:
+    """The PSF of a band, generated once and cached as ``psfs/<BAND>.fits``."""
+    params = {"band": band, "source": cfg.psf_source, "oversample": cfg.oversample,
+              "nlambda": cfg.nlambda, "use_opd": cfg.use_opd}
+    path = psf_dir / "psfs" / f"{band}.fits"
+    key = hash_params(params)
+    if path.is_file() and fits.getheader(path).get("JG_PSF") == key:
+        return read_psf(path)
+    if cfg.psf_source == "stpsf":
+        psf = stpsf_psf(band, oversample=cfg.oversample, data_dir=data_dir, use_opd=cfg.use_opd,
+                        nlambda=cfg.nlambda or None)
+    else:
+        psf = band_gaussian_psf(band, cfg.oversample)
+    write_psf(psf, path, {"JG_PSF": key})
+    log.info("PSF %s (%s) -> %s", band, psf.origin, path)
+    return psf
+
+
+def write_kernel(result: KernelResult, source: str, target: str, path: Path, key: str) -> Path:
+    """Write a kernel FITS file with its metrics and provenance, plus a PNG diagnostic."""
+    n = result.kernel.shape[0]
+    h = fits.Header()
+    h["KSOURCE"], h["KTARGET"] = source, target
+    h["KMETHOD"] = result.method
+    h["PIXELSCL"] = (result.pixscale, "arcsec / pixel")
+    h["FWHM_S"] = (round(result.fwhm_source, 5), "source PSF FWHM [arcsec]")
+    h["FWHM_T"] = (round(result.fwhm_target, 5), "target PSF FWHM [arcsec]")
+    h["KERN_D"] = (result.D, "Aniano D = sum|S*K - T|")
+    h["KERN_WM"] = (result.W_minus, "Aniano W- = total negative weight")
+    h["SAFETY"] = (result.safety, "Aniano 2011 class from W-")
+    h["CTYPE1"], h["CTYPE2"] = "RA---TAN", "DEC--TAN"
+    h["CRPIX1"] = h["CRPIX2"] = (n + 1) / 2
+    h["CRVAL1"] = h["CRVAL2"] = 0.0
+    h["CDELT1"], h["CDELT2"] = -result.pixscale / 3600, result.pixscale / 3600
+    h["JG_KERN"] = key
+    stamp_header(h, step="kernel", params={"source": source, "target": target, **result.params})
+    with atomic_path(path) as tmp:
+        fits.PrimaryHDU(result.kernel.astype(np.float32), header=h).writeto(tmp)
+    plot_kernel(result, source, target, path.with_suffix(".png"))
+    return path
+
+
+def plot_kernel(result: KernelResult, source: str, target: str, png: Path) -> Path:
+    """Radial profiles of the kernel and of the source PSF convolved with it, against the target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    r, prof = radial_profile(result.kernel)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(r * result.pixscale, prof / prof.max(), label="kernel")
+    ax.axhline(0, color="0.6", lw=0.5)
+    ax.set_xlim(0, 3 * result.fwhm_target)
+    ax.set_xlabel("radius [arcsec]")
+    ax.set_ylabel("normalised profile")
+    ax.set_title(f"{source} -> {target} ({result.method}): D={result.D:.2e}, "
+                 f"W-={result.W_minus:.3f} ({result.safety})", fontsize=9)
+    ax.legend()
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return png
+
+
+def make_kernel_set(
+    bands: Iterable[str], cfg: KernelsConfig, psf_dir: Path, data_dir: Path, overwrite: bool = False
+) -> list[Path]:
+    """Make every kernel from each band to each configured target, by each configured method.
+
+    Targets that are not broader than a source are skipped with a warning (no kernel exists).
+
+    Returns
+    -------
+    list of pathlib.Path
+        Kernel files (made now or already up to date).
+    """
+    from tqdm import tqdm
+
+    out = []
+    jobs = [(b, t, m) for b in bands for t in cfg.targets for m in cfg.methods if b != t]
+    for band, target, method in tqdm(jobs, desc="kernels", unit="kernel"):
+        src = band_psf(band, cfg, psf_dir, data_dir)
+        tgt = (analytic_psf(target, src.pixscale) if is_analytic(target)
+               else band_psf(target, cfg, psf_dir, data_dir))
+        params = {"method": method, "src": src.origin, "tgt": tgt.origin, "pix": src.pixscale,
+                  "reg_fact": cfg.reg_fact if method == "pypher" else None}
+        key = hash_params(params)
+        path = kernel_path(psf_dir, method, band, target)
+        if not overwrite and path.is_file() and fits.getheader(path).get("JG_KERN") == key:
+            out.append(path)
+            continue
+        try:
+            if method == "aniano":
+                res = make_aniano_kernel(src.data, src.pixscale, tgt.data, tgt.pixscale)
+            else:
+                res = make_pypher_kernel(src.data, src.pixscale, tgt.data, tgt.pixscale,
+                                         reg_fact=cfg.reg_fact)
+        except ValueError as err:
+            log.warning("%s -> %s (%s): %s", band, target, method, err)
+            continue
+        write_kernel(res, band, target, path, key)
+        level = logging.WARNING if res.safety == "unsafe" else logging.INFO
+        log.log(level, "kernel %s -> %s (%s): D=%.2e W-=%.3f %s", band, target, method, res.D,
+                res.W_minus, res.safety.upper() if res.safety == "unsafe" else res.safety)
+        out.append(path)
+    return out

@@ -1,0 +1,173 @@
+"""PSFs for kernel making: JWST PSFs from stpsf, or analytic Gaussian/Moffat PSFs.
+
+stpsf needs its data files. The repository carries the real instrument files it needs in
+``PSF/stpsf_data`` (filter curves, pupils, instrument WFE); the telescope OPD maps are not included,
+so PSFs are computed with ``pupilopd=None`` (a perfect OTE plus the instrument's own aberrations).
+With a full stpsf data download, point ``psf_data_dir`` at it and set ``use_opd = true``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from jwstgal.bands import get_band
+from jwstgal.kernels import gaussian_psf, moffat_psf
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / "PSF" / "stpsf_data"
+_GAUSS = re.compile(r"^gauss(\d+(?:\.\d+)?)$", re.IGNORECASE)
+_MOFFAT = re.compile(r"^moffat(\d+(?:\.\d+)?)b(\d+(?:\.\d+)?)$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class PSF:
+    """A PSF image with its pixel scale.
+
+    Attributes
+    ----------
+    name : str
+        Band name or analytic name (``gauss0.92``, ``moffat1.0b2.5``).
+    data : numpy.ndarray
+        Unit-sum image.
+    pixscale : float
+        Arcsec per pixel.
+    origin : str
+        How it was made.
+    """
+
+    name: str
+    data: np.ndarray
+    pixscale: float
+    origin: str
+
+
+def is_analytic(name: str) -> bool:
+    """Whether a PSF name is an analytic target (``gauss<FWHM>`` or ``moffat<FWHM>b<beta>``)."""
+    return bool(_GAUSS.match(name) or _MOFFAT.match(name))
+
+
+def check_psf_name(name: str) -> str:
+    """Validate a PSF/kernel-target name; returns it normalised (bands upper case).
+
+    Raises
+    ------
+    ValueError
+        If it is neither a band nor an analytic name.
+    """
+    if is_analytic(name):
+        return name.lower()
+    try:
+        return get_band(name).name
+    except KeyError as err:
+        msg = (f"{err.args[0]}; analytic targets are written gauss<FWHM arcsec> (e.g. gauss0.92) "
+               "or moffat<FWHM>b<beta> (e.g. moffat1.0b2.5)")
+        raise ValueError(msg) from None
+
+
+def analytic_psf(name: str, pixscale: float) -> PSF:
+    """An analytic PSF from its name, sampled at ``pixscale``."""
+    if m := _GAUSS.match(name):
+        fwhm = float(m.group(1))
+        return PSF(name.lower(), gaussian_psf(fwhm, pixscale), pixscale, f"Gaussian FWHM {fwhm}\"")
+    if m := _MOFFAT.match(name):
+        fwhm, beta = float(m.group(1)), float(m.group(2))
+        return PSF(name.lower(), moffat_psf(fwhm, beta, pixscale), pixscale,
+                   f"Moffat FWHM {fwhm}\" beta {beta}")
+    msg = f"not an analytic PSF name: {name!r}"
+    raise ValueError(msg)
+
+
+def band_gaussian_psf(band: str, oversample: int = 4) -> PSF:
+    """A Gaussian stand-in for a band's PSF (its tabulated FWHM), oversampled."""
+    b = get_band(band)
+    pix = b.pixel_scale / oversample
+    return PSF(b.name, gaussian_psf(b.fwhm_arcsec, pix), pix, f"Gaussian FWHM {b.fwhm_arcsec:.4f}\"")
+
+
+def stpsf_psf(band: str, *, oversample: int = 4, fov_arcsec: float | None = None,
+              data_dir: Path | None = None, use_opd: bool = False, nlambda: int | None = None,
+              extension: str = "OVERDIST") -> PSF:
+    """A JWST PSF computed by stpsf.
+
+    Parameters
+    ----------
+    band : str
+        NIRCam or MIRI band.
+    oversample : int
+        Oversampling relative to the detector pixels.
+    fov_arcsec : float, optional
+        Field of view; default 30 FWHM (at least 5 arcsec).
+    data_dir : pathlib.Path, optional
+        stpsf data directory (``STPSF_PATH``); default the repository's ``PSF/stpsf_data``.
+    use_opd : bool
+        Use stpsf's default telescope OPD map (needs the full stpsf data).
+    nlambda : int, optional
+        Wavelengths across the band (stpsf's default if None).
+    extension : str
+        Which stpsf product: OVERSAMP/OVERDIST (oversampled, without/with distortion).
+
+    Returns
+    -------
+    PSF
+    """
+    b = get_band(band)
+    data_dir = Path(data_dir or DEFAULT_DATA_DIR)
+    if not (data_dir / "version.txt").is_file():
+        msg = (f"stpsf data not found in {data_dir} (no version.txt); set psf_data_dir in local.toml "
+               "or use psf_source = 'gaussian'")
+        raise FileNotFoundError(msg)
+    os.environ["STPSF_PATH"] = str(data_dir)
+    import stpsf
+
+    inst = stpsf.MIRI() if b.instrument == "miri" else stpsf.NIRCam()
+    inst.filter = b.filter
+    if b.instrument == "nircam" and b.pupil not in (None, "CLEAR"):
+        inst.pupil_mask = b.pupil
+    if not use_opd:
+        inst.pupilopd = None
+    fov = fov_arcsec or max(5.0, 30 * b.fwhm_arcsec)
+    kwargs = {"oversample": oversample, "fov_arcsec": fov}
+    if nlambda:
+        kwargs["nlambda"] = nlambda
+    hdul = inst.calc_psf(**kwargs)
+    data = np.asarray(hdul[extension].data, float)
+    pix = float(hdul[extension].header["PIXELSCL"])
+    return PSF(b.name, data / data.sum(), pix, f"stpsf {stpsf.__version__} {extension}"
+               f"{' (no OTE OPD)' if not use_opd else ''}")
+
+
+def write_psf(psf: PSF, path: Path, header_extra: dict | None = None) -> Path:
+    """Write a PSF as FITS (``PIXELSCL`` in arcsec, TAN WCS centred on the PSF)."""
+    from jwstgal.provenance import atomic_path, stamp_header
+
+    n = psf.data.shape[0]
+    h = fits.Header()
+    h["PSFNAME"] = psf.name
+    h["PIXELSCL"] = (psf.pixscale, "arcsec / pixel")
+    h["ORIGIN"] = psf.origin[:68]
+    h["CTYPE1"], h["CTYPE2"] = "RA---TAN", "DEC--TAN"
+    h["CRPIX1"] = h["CRPIX2"] = (n + 1) / 2
+    h["CRVAL1"] = h["CRVAL2"] = 0.0
+    h["CDELT1"], h["CDELT2"] = -psf.pixscale / 3600, psf.pixscale / 3600
+    for k, v in (header_extra or {}).items():
+        h[k] = v
+    stamp_header(h, step="psf", params={"name": psf.name, "origin": psf.origin})
+    with atomic_path(path) as tmp:
+        fits.PrimaryHDU(psf.data.astype(np.float32), header=h).writeto(tmp)
+    return path
+
+
+def read_psf(path: Path) -> PSF:
+    """Read a PSF (or kernel) FITS file written by :func:`write_psf`."""
+    with fits.open(path) as h:
+        hdr = h[0].header
+        return PSF(hdr.get("PSFNAME", path.stem), np.asarray(h[0].data, float),
+                   float(hdr["PIXELSCL"]), hdr.get("ORIGIN", ""))

@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+from scipy.signal import fftconvolve
+
+from jwstgal.kernels import (
+    classify_safety,
+    fwhm_of,
+    gaussian_psf,
+    make_aniano_kernel,
+    make_pypher_kernel,
+    moffat_psf,
+    resample_kernel,
+    resample_psf,
+)
+
+
+@pytest.mark.parametrize("maker", [make_aniano_kernel, make_pypher_kernel])
+def test_gaussian_to_gaussian_kernel_is_the_analytic_gaussian(maker):
+    res = maker(gaussian_psf(0.3, 0.03), 0.03, gaussian_psf(0.6, 0.03), 0.03)
+    assert res.kernel.sum() == pytest.approx(1.0)
+    assert res.kernel.shape[0] % 2 == 1
+    assert fwhm_of(res.kernel, res.pixscale) == pytest.approx(np.sqrt(0.6**2 - 0.3**2), rel=0.005)
+    assert res.D < 1e-3 and res.W_minus < 1e-3 and res.safety == "very safe"
+
+
+def test_kernel_from_a_coarser_target_grid():
+    res = make_aniano_kernel(gaussian_psf(0.3, 0.03), 0.03, gaussian_psf(1.0, 0.1), 0.1)
+    assert fwhm_of(res.kernel, res.pixscale) == pytest.approx(np.sqrt(1.0 - 0.09), rel=0.01)
+
+
+def test_moffat_target_and_metrics():
+    src = gaussian_psf(0.3, 0.03)
+    tgt = moffat_psf(0.8, 2.5, 0.03)
+    res = make_aniano_kernel(src, 0.03, tgt, 0.03)
+    size = 401
+    conv = fftconvolve(resample_psf(src, 0.03, 0.03, size), res.kernel, mode="same")
+    t = resample_psf(tgt, 0.03, 0.03, size)
+    assert np.abs(conv - t).max() / t.max() < 0.01
+    assert fwhm_of(conv, 0.03) == pytest.approx(0.8, rel=0.01)
+
+
+def test_narrower_target_is_refused():
+    with pytest.raises(ValueError, match="not broader than the source"):
+        make_aniano_kernel(gaussian_psf(0.6, 0.03), 0.03, gaussian_psf(0.3, 0.03), 0.03)
+
+
+def test_safety_classes():
+    assert [classify_safety(w) for w in (0.1, 0.4, 0.9, 1.5)] == [
+        "very safe", "safe", "aggressive", "unsafe"]
+
+
+def test_resample_kernel_conserves_sum_and_width():
+    k = gaussian_psf(0.8, 0.01)
+    r = resample_kernel(k, 0.01, 0.06)
+    assert r.sum() == pytest.approx(1.0) and r.shape[0] % 2 == 1
+    assert fwhm_of(r, 0.06) == pytest.approx(0.8, rel=0.05)
