@@ -303,6 +303,21 @@ def _check_selector_keys(value: dict[str, Any], where: str, selectors: list[str]
             _check_selector_keys(sub, f"{where}.{sel}", selectors)
 
 
+class SlurmConfig(_Strict):
+    """``[local.slurm]``: keyword arguments of dask_jobqueue.SLURMCluster (one worker per job)."""
+
+    queue: str | None = Field(None, description="Slurm partition.")
+    account: str | None = Field(None, description="Slurm account.")
+    cores: int = Field(1, ge=1, description="Cores per job (one single-threaded worker each).")
+    memory: str = Field("8GB", description="Memory per job, e.g. '16GB'.")
+    walltime: str = Field("04:00:00", description="Wall time per job.")
+    job_extra_directives: list[str] = Field(default_factory=list,
+                                            description="Extra #SBATCH lines.")
+    job_script_prologue: list[str] = Field(default_factory=list,
+                                           description="Shell lines run before each worker, e.g. "
+                                           "activating the environment.")
+
+
 class LocalConfig(_Strict):
     """The ``[local]`` table of ``config/local.toml``: machine paths and resources."""
 
@@ -313,11 +328,25 @@ class LocalConfig(_Strict):
         "remote", description="'remote': the STScI CRDS server; 'synthetic': a local cache of "
         "synthetic reference files matching simulated data (offline demo and tests).")
     crds_server_url: str = Field("https://jwst-crds.stsci.edu", description="CRDS server.")
-    processes: int = Field(1, ge=1, description="Worker processes for per-exposure work.")
+    processes: int = Field(1, ge=1, description="Workers (local processes, Dask workers or Slurm "
+                           "jobs) for per-exposure work.")
+    executor: Literal["serial", "processes", "dask", "slurm"] = Field(
+        "processes", description="Where tasks run: here, a local process pool, a Dask cluster "
+        "(dask_scheduler, or a local one), or Slurm jobs via dask-jobqueue ([local.slurm]).")
+    dask_scheduler: str = Field("", description="Address of an existing Dask scheduler.")
+    slurm: SlurmConfig | None = Field(None, description="Slurm job settings (executor = 'slurm').")
     api_key: str = Field("", description="MAST token ('' = anonymous or $MAST_API_TOKEN).")
     alignment_dir: str = Field("", description="Astrometric catalogues; '' = <repo>/alignment.")
     psf_dir: str = Field("", description="Where PSFs and kernels are written; '' = <repo>/PSF.")
     psf_data_dir: str = Field("", description="stpsf data; '' = <repo>/PSF/stpsf_data.")
+
+
+    @model_validator(mode="after")
+    def _slurm(self) -> LocalConfig:
+        if self.executor == "slurm" and self.slurm is None:
+            msg = "executor = 'slurm' needs a [local.slurm] table (queue, cores, memory, walltime)"
+            raise ValueError(msg)
+        return self
 
 
 class LocalFile(_Strict):
@@ -402,7 +431,8 @@ def _format_errors(err: ValidationError, path: Path, root: type[BaseModel]) -> s
             lines.append(f"{path}: missing required key {key!r}")
         else:
             msg = e["msg"].removeprefix("Value error, ")
-            shown = "" if e["type"] == "value_error" and not loc else f": value {e['input']!r}"
+            whole_table = e["type"] == "value_error" and (not loc or isinstance(e["input"], dict))
+            shown = "" if whole_table else f": value {e['input']!r}"
             lines.append(f"{path}: key {key!r}{shown}: {msg}" if key else f"{path}: {msg}")
     return "\n".join(lines)
 

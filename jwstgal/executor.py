@@ -1,82 +1,179 @@
-"""The one place where work is spread over processes.
+"""The one place where work is spread over processes or a cluster.
 
-Tasks are module-level functions with picklable arguments. ``processes == 1`` runs them in this
-process (easy to debug); more uses a ``spawn`` process pool so that every worker imports jwst afresh
-and inherits the CRDS environment, with no nested multiprocessing.
+Chosen in ``local.toml`` (``[local] executor``):
+
+- ``serial``: in this process (easy to debug);
+- ``processes``: a ``spawn`` process pool of ``processes`` workers on this machine;
+- ``dask``: a Dask cluster, either an existing scheduler (``dask_scheduler = "tcp://host:8786"``) or
+  a local one with ``processes`` single-threaded worker processes;
+- ``slurm``: a Dask cluster of Slurm jobs started with dask-jobqueue from ``[local.slurm]``.
+
+Tasks are module-level functions with picklable arguments that import jwst themselves, so every
+worker (local or remote) imports the pipeline afresh; each task carries the CRDS environment it
+needs, because remote workers do not inherit this process's environment. There is no nested
+multiprocessing: pipeline steps run single-process inside a worker.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
-from collections.abc import Callable, Iterable, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from typing import Any
 
 from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
+#: Environment variables a worker must share with the driver.
+SHARED_ENV = ("CRDS_PATH", "CRDS_SERVER_URL", "CRDS_CONTEXT", "STPIPE_DISABLE_CRDS_STEPPARS",
+              "STPSF_PATH", "MAST_API_TOKEN")
 
-def map_tasks[T](
-    fn: Callable[..., T],
-    tasks: Sequence[tuple[Any, ...]] | Iterable[tuple[Any, ...]],
-    *,
-    processes: int = 1,
-    desc: str = "",
-    progress: bool = True,
-) -> list[T]:
-    """Run ``fn(*task)`` for every task; results come back in task order.
 
-    Parameters
+@dataclass(frozen=True)
+class ExecutorSpec:
+    """How to run tasks (built from ``local.toml``).
+
+    Attributes
     ----------
-    fn : callable
-        Module-level function.
-    tasks : sequence of tuple
-        Positional arguments of each call.
-    processes : int
-        Worker processes; 1 runs serially in this process.
-    desc : str
-        Progress-bar label.
-    progress : bool
-        Show a progress bar.
-
-    Returns
-    -------
-    list
-        ``fn``'s results.
-
-    Raises
-    ------
-    Exception
-        The first task failure, after the other running tasks have finished (their results are
-        kept on disk by the tasks themselves).
+    kind : {"serial", "processes", "dask", "slurm"}
+        Backend.
+    workers : int
+        Worker processes (processes/local dask) or Slurm jobs.
+    scheduler : str
+        Address of an existing Dask scheduler ('' = start a local cluster).
+    slurm : dict
+        Keyword arguments of ``dask_jobqueue.SLURMCluster`` (queue, account, cores, memory, ...).
     """
-    tasks = list(tasks)
-    if not tasks:
-        return []
-    bar = tqdm(total=len(tasks), desc=desc, unit="task", disable=not progress)
-    try:
-        if processes <= 1 or len(tasks) == 1:
-            out = []
-            for t in tasks:
-                out.append(fn(*t))
-                bar.update()
-            return out
-        ctx = multiprocessing.get_context("spawn")
-        results: dict[int, T] = {}
-        first_error: BaseException | None = None
-        with ProcessPoolExecutor(max_workers=min(processes, len(tasks)), mp_context=ctx) as pool:
-            futures = {pool.submit(fn, *t): i for i, t in enumerate(tasks)}
-            for fut in as_completed(futures):
-                bar.update()
-                try:
-                    results[futures[fut]] = fut.result()
-                except Exception as err:  # keep the others running, report the first
-                    log.error("%s: task %d failed: %s", desc, futures[fut], err)
-                    first_error = first_error or err
-        if first_error is not None:
-            raise first_error
+
+    kind: str = "serial"
+    workers: int = 1
+    scheduler: str = ""
+    slurm: dict = field(default_factory=dict)
+
+
+def _with_env(env: dict[str, str], fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn(*args)`` after adopting the driver's shared environment (in a worker)."""
+    os.environ.update(env)
+    return fn(*args)
+
+
+class Executor:
+    """Runs batches of tasks on one backend; open it with :func:`open_executor`."""
+
+    def __init__(self, spec: ExecutorSpec, pool: Any = None, client: Any = None) -> None:
+        self.spec = spec
+        self._pool = pool
+        self._client = client
+
+    def map(self, fn: Callable[..., Any], tasks: Sequence[tuple[Any, ...]], *, desc: str = "",
+            progress: bool = True, return_exceptions: bool = False) -> list[Any]:
+        """Run ``fn(*task)`` for every task; results come back in task order.
+
+        Parameters
+        ----------
+        fn : callable
+            Module-level function.
+        tasks : sequence of tuple
+            Positional arguments of each call.
+        desc : str
+            Progress-bar label.
+        progress : bool
+            Show a progress bar.
+        return_exceptions : bool
+            Return a failed task's exception in its place instead of raising.
+
+        Returns
+        -------
+        list
+            ``fn``'s results.
+
+        Raises
+        ------
+        Exception
+            Unless ``return_exceptions``: the first task failure, after all other tasks have
+            finished (their results are kept on disk by the tasks themselves).
+        """
+        tasks = list(tasks)
+        if not tasks:
+            return []
+        env = {k: os.environ[k] for k in SHARED_ENV if k in os.environ}
+        bar = tqdm(total=len(tasks), desc=desc, unit="task", disable=not progress)
+        results: dict[int, Any] = {}
+        errors: list[BaseException] = []
+
+        def collect(i: int, get: Callable[[], Any]) -> None:
+            bar.update()
+            try:
+                results[i] = get()
+            except Exception as err:  # keep the others running, report the first
+                log.error("%s: task %d failed: %s", desc, i, err)
+                errors.append(err)
+                results[i] = err
+
+        try:
+            if self._client is not None:
+                from distributed import as_completed as dask_completed
+
+                futures = {self._client.submit(_with_env, env, fn, *t, pure=False): i
+                           for i, t in enumerate(tasks)}
+                for fut in dask_completed(list(futures)):
+                    collect(futures[fut], fut.result)
+            elif self._pool is not None and len(tasks) > 1:
+                futures = {self._pool.submit(_with_env, env, fn, *t): i for i, t in enumerate(tasks)}
+                for fut in as_completed(futures):
+                    collect(futures[fut], fut.result)
+            else:
+                for i, t in enumerate(tasks):
+                    collect(i, lambda t=t: fn(*t))
+        finally:
+            bar.close()
+        if errors and not return_exceptions:
+            raise errors[0]
         return [results[i] for i in range(len(tasks))]
+
+
+@contextlib.contextmanager
+def open_executor(spec: ExecutorSpec | None = None) -> Iterator[Executor]:
+    """Start the backend of ``spec`` (pool, local cluster or Slurm jobs) for the duration of a run."""
+    spec = spec or ExecutorSpec()
+    if spec.kind == "serial" or (spec.kind == "processes" and spec.workers <= 1):
+        yield Executor(spec)
+        return
+    if spec.kind == "processes":
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=spec.workers, mp_context=ctx) as pool:
+            yield Executor(spec, pool=pool)
+        return
+    from distributed import Client, LocalCluster
+
+    cluster = None
+    if spec.kind == "slurm":
+        from dask_jobqueue import SLURMCluster
+
+        cluster = SLURMCluster(**spec.slurm)
+        cluster.scale(jobs=spec.workers)
+        log.info("Slurm cluster: %d jobs requested (%s)", spec.workers, spec.slurm)
+    elif not spec.scheduler:
+        cluster = LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+    client = Client(cluster) if cluster is not None else Client(spec.scheduler)
+    log.info("Dask client: %s", client)
+    try:
+        yield Executor(spec, client=client)
     finally:
-        bar.close()
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def map_tasks(fn: Callable[..., Any], tasks: Sequence[tuple[Any, ...]], *,
+              processes: int = 1, desc: str = "", progress: bool = True) -> list[Any]:
+    """One-off :meth:`Executor.map` on a local process pool (``processes`` > 1) or serially."""
+    spec = ExecutorSpec("processes" if processes > 1 else "serial", processes)
+    with open_executor(spec) as ex:
+        return ex.map(fn, tasks, desc=desc, progress=progress)

@@ -15,18 +15,20 @@ reused, so an interrupted run resumes where it stopped. Raw files are only read.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import logging
 import shutil
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from jwstgal.bands import Band, get_band
-from jwstgal.config import RunConfig, stage_parameters
+from jwstgal.config import ALLOWED_STEPS, RunConfig, stage_parameters
 from jwstgal.errors import CRDSError, InputNotFoundError, NothingToDo, StepFailedError
-from jwstgal.executor import map_tasks
+from jwstgal.executor import Executor, ExecutorSpec, open_executor
 from jwstgal.provenance import hash_params, write_text_atomic
 from jwstgal.stages import read_band_keys, run_stage1, run_stage2, run_stage3
 
@@ -143,24 +145,67 @@ def _task_stage2(rate: str, backgrounds: list[str], out_dir: str, params: dict,
                                        params, config_hash)]
 
 
+def _task_stage3(cal_files: list[str], product: str, out_dir: str, params: dict, config_hash: str,
+                 refcat: str | None) -> list[str]:
+    return [str(p) for p in run_stage3([Path(c) for c in cal_files], product, Path(out_dir), params,
+                                       config_hash, Path(refcat) if refcat else None)]
+
+
 def product_name(target: str, band: Band) -> str:
     """Level-3 product name, ``<target>_<nircam|miri>_lv3_<band>``."""
     return f"{target}_{band.instrument}_lv3_{band.name.lower()}"
 
 
-class BandProcessor:
-    """Runs the configured steps of one target/band, in order, skipping completed ones."""
+@dataclass
+class StepPlan:
+    """What one step of one band needs to do.
 
-    def __init__(self, cfg: RunConfig, target: str, band: Band, progress: bool = True) -> None:
+    Attributes
+    ----------
+    step : str
+        ``lv1``, ``lv2`` or ``lv3``.
+    key : str
+        Hash of the step's parameters and inputs (and of the upstream step's key).
+    params : dict
+        Resolved parameters.
+    outputs : list of pathlib.Path
+        The step's products once complete.
+    fn : callable or None
+        Task function; None when the step is already complete.
+    tasks : list of tuple
+        Arguments of each task (one per exposure for stages 1-2, one per band for stage 3).
+    """
+
+    step: str
+    key: str
+    params: dict[str, Any]
+    outputs: list[Path]
+    fn: Callable[..., Any] | None = None
+    tasks: list[tuple[Any, ...]] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        """Whether the step was already complete."""
+        return self.fn is None
+
+
+class BandProcessor:
+    """Plans and records the configured steps of one target/band (the work runs elsewhere)."""
+
+    def __init__(self, cfg: RunConfig, target: str, band: Band) -> None:
         self.cfg = cfg
         self.target = target
         self.band = band
-        self.progress = progress
         self.band_dir = cfg.reprocess_dir / target / band.name
         steps = getattr(cfg.science.pipeline.steps, band.instrument)
         self.steps = [s for s in steps if s != "all"]
         over = getattr(cfg.science.pipeline.overwrites, band.instrument)
         self.overwrite = set(self.steps) if "all" in over else set(over)
+
+    @property
+    def label(self) -> str:
+        """``<target> <BAND>`` for messages."""
+        return f"{self.target} {self.band.name}"
 
     def _params(self, stage: str) -> dict[str, Any]:
         params = stage_parameters(self.cfg.science, stage, self.target, self.band)
@@ -170,94 +215,86 @@ class BandProcessor:
                                                                 round(self.band.fwhm_pix, 3))
         return params
 
-    def _prepare(self, step: str, key: str, params: dict[str, Any]) -> tuple[Path, bool]:
-        out_dir = self.band_dir / STEP_DIRS[step]
-        record = StepRecord(self.band_dir, step)
-        reusable = record.start(key, params) and step not in self.overwrite
-        if not reusable and out_dir.exists():
-            shutil.rmtree(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        return out_dir, reusable
-
-    def run(self) -> BandResult:
-        """Run every configured step; returns what was produced."""
-        ran, skipped = [], []
-        upstream = ""
-        outputs: list[Path] = []
-        for step in self.steps:
-            runner = {"lv1": self._lv1, "lv2": self._lv2, "lv3": self._lv3}[step]
-            done, upstream, outputs = runner(upstream, outputs)
-            (skipped if done else ran).append(step)
-        mosaic = next((p for p in outputs if p.name.endswith("_i2d.fits")), None)
-        quick = None
-        if mosaic is not None:
-            from jwstgal.quicklook import quicklook_png
-
-            quick = quicklook_png(mosaic, mosaic.with_suffix(".png"),
-                                  title=f"{self.target} {self.band.name}")
-        return BandResult(self.target, self.band.name, mosaic, quick, tuple(ran), tuple(skipped))
-
-    def _check(self, step: str, key: str) -> list[Path] | None:
+    def _complete(self, step: str, key: str) -> list[Path] | None:
         rec = StepRecord(self.band_dir, step)
         if step not in self.overwrite and rec.is_complete(key):
-            log.info("%s %s: %s complete, skipping", self.target, self.band.name, step)
+            log.info("%s: %s complete, skipping", self.label, step)
             return [self.band_dir / o for o in rec.read()["outputs"]]
         return None
 
-    def _lv1(self, upstream: str, _inputs: list[Path]) -> tuple[bool, str, list[Path]]:
+    def _prepare(self, step: str, key: str, params: dict[str, Any]) -> tuple[Path, bool]:
+        """Open a step: clear stale temporaries; keep same-key partial outputs (resume)."""
+        out_dir = self.band_dir / STEP_DIRS[step]
+        reusable = StepRecord(self.band_dir, step).start(key, params) and step not in self.overwrite
+        if not reusable and out_dir.exists():
+            shutil.rmtree(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for tmp in out_dir.glob(".tmp-*"):  # left by a killed run
+            shutil.rmtree(tmp, ignore_errors=True)
+        return out_dir, reusable
+
+    def plan(self, step: str, upstream: str, inputs: list[Path]) -> StepPlan:
+        """Plan ``step`` given the upstream step's key and outputs.
+
+        Raises
+        ------
+        InputNotFoundError
+            If the step has no input.
+        """
+        return {"lv1": self._plan_lv1, "lv2": self._plan_lv2, "lv3": self._plan_lv3}[step](
+            upstream, inputs)
+
+    def finish(self, plan: StepPlan) -> None:
+        """Record a step whose tasks all succeeded, and write its diagnostics."""
+        StepRecord(self.band_dir, plan.step).finish(plan.key, plan.params, plan.outputs)
+        from jwstgal import qa
+
+        qa.step_diagnostics(self, plan)
+
+    def _plan_lv1(self, upstream: str, _inputs: list[Path]) -> StepPlan:
         raw = raw_exposures(self.cfg, self.target, self.band)
         if not raw:
-            msg = (f"{self.target} {self.band.name}: no raw *_uncal.fits with FILTER={self.band.filter}"
-                   f" under {self.cfg.raw_dir / self.target / 'mastDownload' / 'JWST'}")
+            msg = (f"{self.label}: no raw *_uncal.fits with FILTER={self.band.filter} under "
+                   f"{self.cfg.raw_dir / self.target / 'mastDownload' / 'JWST'}")
             raise InputNotFoundError(msg)
         params = self._params("lv1_parameters")
         key = hash_params(["lv1", params, [_file_id(p) for p in raw]])
-        if (done := self._check("lv1", key)) is not None:
-            return True, key, done
+        if (done := self._complete("lv1", key)) is not None:
+            return StepPlan("lv1", key, params, done)
         out_dir, reuse = self._prepare("lv1", key, params)
-        todo = [p for p in raw
-                if not (reuse and (out_dir / p.name.replace("_uncal", "_rate")).is_file())]
-        log.info("%s %s: stage 1 on %d exposures (%d reused)", self.target, self.band.name,
-                 len(todo), len(raw) - len(todo))
-        map_tasks(_task_stage1, [(str(p), str(out_dir), params, self.cfg.config_hash) for p in todo],
-                  processes=self.cfg.local.processes, desc=f"lv1 {self.target} {self.band.name}",
-                  progress=self.progress)
         outputs = [out_dir / p.name.replace("_uncal", "_rate") for p in raw]
-        StepRecord(self.band_dir, "lv1").finish(key, params, outputs)
-        return False, key, outputs
+        todo = [p for p, o in zip(raw, outputs, strict=True) if not (reuse and o.is_file())]
+        log.info("%s: stage 1 on %d exposures (%d reused)", self.label, len(todo),
+                 len(raw) - len(todo))
+        return StepPlan("lv1", key, params, outputs, _task_stage1,
+                        [(str(p), str(out_dir), params, self.cfg.config_hash) for p in todo])
 
-    def _lv2(self, upstream: str, inputs: list[Path]) -> tuple[bool, str, list[Path]]:
+    def _plan_lv2(self, upstream: str, inputs: list[Path]) -> StepPlan:
+        inputs = inputs or sorted((self.band_dir / "rate").glob("*_rate.fits"))
         if not inputs:
-            inputs = sorted((self.band_dir / "rate").glob("*_rate.fits"))
-        if not inputs:
-            msg = f"{self.target} {self.band.name}: stage 2 has no *_rate.fits in {self.band_dir / 'rate'}"
+            msg = f"{self.label}: stage 2 has no *_rate.fits in {self.band_dir / 'rate'}"
             raise InputNotFoundError(msg)
         science = [p for p in inputs if not is_background(p, self.cfg)]
         backgrounds = ([p for p in inputs if is_background(p, self.cfg)]
                        if _uses_backgrounds(self.cfg, self.band) else [])
         params = self._params("lv2_parameters")
         key = hash_params(["lv2", params, upstream, [p.name for p in inputs]])
-        if (done := self._check("lv2", key)) is not None:
-            return True, key, done
+        if (done := self._complete("lv2", key)) is not None:
+            return StepPlan("lv2", key, params, done)
         out_dir, reuse = self._prepare("lv2", key, params)
-        todo = [p for p in science
-                if not (reuse and (out_dir / p.name.replace("_rate", "_cal")).is_file())]
-        log.info("%s %s: stage 2 on %d exposures with %d background exposures", self.target,
-                 self.band.name, len(todo), len(backgrounds))
-        map_tasks(_task_stage2, [(str(p), [str(b) for b in backgrounds], str(out_dir), params,
-                                  self.cfg.config_hash) for p in todo],
-                  processes=self.cfg.local.processes, desc=f"lv2 {self.target} {self.band.name}",
-                  progress=self.progress)
         outputs = [out_dir / p.name.replace("_rate", "_cal") for p in science]
-        StepRecord(self.band_dir, "lv2").finish(key, params, outputs)
-        return False, key, outputs
+        todo = [p for p, o in zip(science, outputs, strict=True) if not (reuse and o.is_file())]
+        log.info("%s: stage 2 on %d exposures with %d background exposures", self.label, len(todo),
+                 len(backgrounds))
+        return StepPlan("lv2", key, params, outputs, _task_stage2,
+                        [(str(p), [str(b) for b in backgrounds], str(out_dir), params,
+                          self.cfg.config_hash) for p in todo])
 
-    def _lv3(self, upstream: str, inputs: list[Path]) -> tuple[bool, str, list[Path]]:
+    def _plan_lv3(self, upstream: str, inputs: list[Path]) -> StepPlan:
+        inputs = inputs or [p for p in sorted((self.band_dir / "cal").glob("*_cal.fits"))
+                            if not is_background(p, self.cfg)]
         if not inputs:
-            inputs = [p for p in sorted((self.band_dir / "cal").glob("*_cal.fits"))
-                      if not is_background(p, self.cfg)]
-        if not inputs:
-            msg = f"{self.target} {self.band.name}: stage 3 has no *_cal.fits in {self.band_dir / 'cal'}"
+            msg = f"{self.label}: stage 3 has no *_cal.fits in {self.band_dir / 'cal'}"
             raise InputNotFoundError(msg)
         params = self._params("lv3_parameters")
         refcat = None
@@ -270,21 +307,44 @@ class BandProcessor:
                 raise InputNotFoundError(msg)
         key = hash_params(["lv3", params, upstream, [p.name for p in inputs],
                            _file_id(refcat) if refcat else None])
-        if (done := self._check("lv3", key)) is not None:
-            return True, key, done
+        if (done := self._complete("lv3", key)) is not None:
+            return StepPlan("lv3", key, params, done)
         out_dir, _ = self._prepare("lv3", key, params)
         shutil.rmtree(out_dir)  # a mosaic is all-or-nothing
         product = product_name(self.target, self.band)
-        log.info("%s %s: stage 3 on %d exposures -> %s", self.target, self.band.name, len(inputs),
-                 product)
-        outputs = run_stage3(inputs, product, out_dir, params, self.cfg.config_hash, refcat)
-        StepRecord(self.band_dir, "lv3").finish(key, params, outputs)
-        return False, key, outputs
+        log.info("%s: stage 3 on %d exposures -> %s", self.label, len(inputs), product)
+        outputs = [out_dir / f"{product}_i2d.fits"]
+        return StepPlan("lv3", key, params, outputs, _task_stage3,
+                        [([str(p) for p in inputs], product, str(out_dir), params,
+                          self.cfg.config_hash, str(refcat) if refcat else None)])
+
+
+@dataclass
+class _BandState:
+    proc: BandProcessor
+    upstream: str = ""
+    outputs: list[Path] = field(default_factory=list)
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    error: str = ""
+    missing: bool = False
+
+
+def executor_spec(cfg: RunConfig) -> ExecutorSpec:
+    """The executor configured in ``local.toml``."""
+    loc = cfg.local
+    return ExecutorSpec(loc.executor, loc.processes, loc.dask_scheduler,
+                        loc.slurm.model_dump(exclude_none=True) if loc.slurm else {})
 
 
 def run_all(cfg: RunConfig, bands: list[str] | None = None, targets: list[str] | None = None,
-            progress: bool = True) -> list[BandResult]:
-    """Process every configured target and band (optionally a subset).
+            progress: bool = True, executor: Executor | None = None) -> list[BandResult]:
+    """Process every configured target and band (optionally a subset), stage by stage.
+
+    Stage 1 and 2 tasks of all bands (one per exposure) share the executor; stage 3 runs one task per
+    target/band. A band whose task fails is reported (``error``) and the others go on; the failed
+    step's finished exposures stay on disk and are reused by the next run. Bands without raw data are
+    skipped with a warning.
 
     Parameters
     ----------
@@ -294,23 +354,103 @@ def run_all(cfg: RunConfig, bands: list[str] | None = None, targets: list[str] |
         Restrict the run.
     progress : bool
         Show progress bars.
+    executor : Executor, optional
+        An open executor; default the one configured in ``local.toml``.
 
     Returns
     -------
     list of BandResult
-        One per target/band that had data; bands without raw data are skipped with a warning. A
-        band whose step fails is reported (``error``) and the run goes on with the next band; the
-        failed step's earlier results stay on disk.
     """
-    results = []
-    for target in targets or cfg.science.targets:
-        for name in bands or cfg.science.bands:
-            band = get_band(name)
-            try:
-                results.append(BandProcessor(cfg, target, band, progress).run())
-            except (InputNotFoundError, NothingToDo) as err:
-                log.warning("%s", err)
-            except (StepFailedError, CRDSError) as err:
-                log.error("%s %s failed: %s", target, band.name, err)
-                results.append(BandResult(target, band.name, None, None, (), (), str(err)))
-    return results
+    if executor is None:
+        with open_executor(executor_spec(cfg)) as ex:
+            return run_all(cfg, bands, targets, progress, ex)
+    states = [_BandState(BandProcessor(cfg, t, get_band(b)))
+              for t in (targets or cfg.science.targets) for b in (bands or cfg.science.bands)]
+    with contextlib.ExitStack() as locks:  # held for the whole run: one run per band at a time
+        for st in states:
+            locks.enter_context(BandLock(st.proc.band_dir))
+        for step in ALLOWED_STEPS:
+            _run_step(step, states, executor, progress)
+    results_out = []
+    for st in states:
+        if st.missing and not st.ran and not st.skipped:
+            continue
+        mosaic = next((p for p in st.outputs if p.name.endswith("_i2d.fits")), None)
+        quick = mosaic.with_suffix(".png") if mosaic is not None else None
+        results_out.append(BandResult(st.proc.target, st.proc.band.name, mosaic,
+                                      quick if quick and quick.is_file() else None,
+                                      tuple(st.ran), tuple(st.skipped), st.error))
+    return results_out
+
+
+def _run_step(step: str, states: list[_BandState], executor: Executor, progress: bool) -> None:
+    """Plan ``step`` for every band, run all its tasks together, record what succeeded."""
+    plans: list[tuple[_BandState, StepPlan]] = []
+    for st in states:
+        if st.error or st.missing or step not in st.proc.steps:
+            continue
+        try:
+            plans.append((st, st.proc.plan(step, st.upstream, st.outputs)))
+        except (InputNotFoundError, NothingToDo) as err:
+            log.warning("%s", err)
+            st.missing = True
+    work = [(st, plan, args) for st, plan in plans if not plan.done for args in plan.tasks]
+    results = executor.map(_run_task, [(plan.fn, args) for _, plan, args in work],
+                           desc=step, progress=progress, return_exceptions=True)
+    failed: dict[int, BaseException] = {}
+    for (st, _, _), res in zip(work, results, strict=True):
+        if isinstance(res, BaseException):
+            failed.setdefault(id(st), res)
+    for st, plan in plans:
+        if id(st) in failed:
+            st.error = str(failed[id(st)])
+            log.error("%s failed in %s: %s", st.proc.label, step, st.error)
+            continue
+        if plan.done:
+            st.skipped.append(step)
+        else:
+            st.proc.finish(plan)
+            st.ran.append(step)
+        st.upstream, st.outputs = plan.key, plan.outputs
+
+
+def _run_task(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """Adapter: run ``fn(*args)`` (tasks of different steps share one executor call)."""
+    try:
+        return fn(*args)
+    except (StepFailedError, CRDSError):
+        raise
+    except SystemExit as err:  # CRDS's way of failing, should it escape the guard
+        msg = f"task {fn.__name__} exited: {err.code}"
+        raise StepFailedError(msg) from None
+
+
+class BandLock:
+    """An exclusive lock on a band folder, so two runs never write the same products.
+
+    Uses ``fcntl.flock``, which the OS releases when the process dies (even on ``kill -9``).
+    """
+
+    def __init__(self, band_dir: Path) -> None:
+        self.path = band_dir / ".jwstgal" / "lock"
+        self._fh = None
+
+    def __enter__(self) -> BandLock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = self.path.open("w")
+        try:
+            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._fh.close()
+            msg = (f"{self.path.parent.parent}: another jwstgal run is processing this band "
+                   "right now; wait for it to finish")
+            raise StepFailedError(msg) from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import fcntl
+
+        fcntl.flock(self._fh, fcntl.LOCK_UN)
+        self._fh.close()

@@ -41,3 +41,36 @@ def fake_uncal(path: Path, **header: Any) -> Path:
         h[k] = v
     fits.PrimaryHDU(header=h).writeto(path)
     return path
+
+
+def fake_mosaic(path: Path, *, shape=(120, 100), pixscale=0.11, crval=(24.17, 15.78), seed=0,
+                n_inputs=3, point=None) -> Path:
+    """A small stage-3-like mosaic: SCI/ERR/WHT/CON/VAR_* with a celestial WCS."""
+    import numpy as np
+    from astropy.wcs import WCS
+
+    rng = np.random.default_rng(seed)
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = crval
+    w.wcs.crpix = [shape[1] / 2, shape[0] / 2]
+    w.wcs.cdelt = [-pixscale / 3600, pixscale / 3600]
+    hdr = w.to_header()
+    hdr["BUNIT"] = "MJy/sr"
+    sci = (1.0 + 0.01 * rng.standard_normal(shape)).astype(np.float32)
+    if point is not None:
+        sci[point] += 100.0
+    con = np.zeros((1, *shape), np.int32)
+    con[0] = (1 << n_inputs) - 1          # every input contributes...
+    con[0, :, : shape[1] // 4] = 1        # ...but only one on the left quarter
+    sci[:5, :5] = 0.0                     # uncovered corner, as resample writes it
+    con[0, :5, :5] = 0
+    hdus = [fits.PrimaryHDU(), fits.ImageHDU(sci, hdr, name="SCI"),
+            fits.ImageHDU(np.full(shape, 0.01, np.float32), hdr, name="ERR"),
+            fits.ImageHDU(np.ones(shape, np.float32), hdr, name="WHT"),
+            fits.ImageHDU(con, name="CON")]
+    hdus += [fits.ImageHDU(np.ones(shape, np.float32), name=n)
+             for n in ("VAR_POISSON", "VAR_RNOISE", "VAR_FLAT")]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fits.HDUList(hdus).writeto(path)
+    return path

@@ -111,8 +111,8 @@ def test_simulation_range(tmp_path):
 def test_local_unknown_key_and_missing_key_and_bad_choice(tmp_path):
     msg = error_of(tmp_path, local='[local]\nraw_dir="r"\nworking_dir="w"\nprocesess=2\n')
     assert msg == ("<d>/local.toml: unknown key 'local.procesess' (allowed: raw_dir, working_dir, "
-                   "crds_dir, crds_mode, crds_server_url, processes, api_key, alignment_dir, psf_dir, "
-                   "psf_data_dir); "
+                   "crds_dir, crds_mode, crds_server_url, processes, executor, dask_scheduler, slurm, "
+                   "api_key, alignment_dir, psf_dir, psf_data_dir); "
                    "did you mean 'processes'?")
     assert error_of(tmp_path, local='[local]\nraw_dir="r"\n') == (
         "<d>/local.toml: missing required key 'local.working_dir'")
@@ -181,3 +181,9 @@ def test_config_hash_changes_with_a_parameter(tmp_path):
     a = load_config(*write_config(tmp_path))
     b = load_config(*write_config(tmp_path, extra="[lv1_parameters.jump]\nrejection_threshold=5.0\n"))
     assert a.config_hash != b.config_hash
+
+
+def test_slurm_executor_needs_its_table(tmp_path):
+    msg = error_of(tmp_path, local='[local]\nraw_dir="r"\nworking_dir="w"\nexecutor="slurm"\n')
+    assert msg == ("<d>/local.toml: key 'local': executor = 'slurm' needs a [local.slurm] table "
+                   "(queue, cores, memory, walltime)")

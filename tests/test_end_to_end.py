@@ -21,7 +21,7 @@ targets = ["ngc0000"]
 
 [simulation]
 seed = 11
-detector_size = 384
+detector_size = 512
 n_dithers = 3
 n_tiles = 1
 n_stars = 3000
@@ -41,6 +41,8 @@ skip = true
 [lv3_parameters.tweakreg]
 snr_threshold = 5
 bkg_boxsize = { nircam = 100, miri = 25 }
+fitgeometry = "shift"
+abs_fitgeometry = "shift"
 searchrad = 1.0
 separation = 0.5
 tolerance = { nircam = 0.3, miri = 0.5 }

@@ -59,4 +59,4 @@ def selected(args: argparse.Namespace) -> tuple[list[str] | None, list[str] | No
 
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse ``argv``; under IPython's ``%run`` with no arguments the defaults apply."""
-    return parser.parse_args(list(argv) if argv is not None else None)
+    return parser.parse_intermixed_args(list(argv) if argv is not None else None)

@@ -88,6 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
              "config_hash": cfg.config_hash, "versions": software_versions(),
              "science": cfg.science.model_dump(mode="json")}, indent=1))
         results = run_all(cfg, bands, targets, progress=not args.no_progress)
+        from jwstgal.qa import write_report
+
+        report = write_report(cfg, results)
+        log.info("QA report: %s", report)
         if not results:
             log.error("nothing was processed: no raw data for any target/band under %s",
                       cfg.raw_dir)

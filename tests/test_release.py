@@ -1,0 +1,110 @@
+import hashlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+from conftest import REPO
+from factories import fake_mosaic, write_config
+
+from jwstgal.release import build_release, coverage_from_context
+
+SCIENCE = """
+[projects.1]
+targets = ["ngc0000"]
+[pipeline]
+data_version = "t1"
+nircam_bands = ["F200W"]
+miri_bands = ["F2100W"]
+[kernels]
+targets = ["F2100W"]
+psf_source = "gaussian"
+[convolve]
+target = "F2100W"
+"""
+
+
+def test_coverage_counts_bits_over_planes():
+    con = np.zeros((2, 2, 2), np.int32)
+    con[0, 0, 0] = 0b1011
+    con[1, 0, 0] = np.int32(-2**31)     # bit 31 of plane 1 (image 63): stored as a negative int32
+    con[0, 1, 1] = 0b1
+    cov = coverage_from_context(con)
+    assert cov[0, 0] == 4 and cov[1, 1] == 1 and np.isnan(cov[0, 1])
+
+
+def test_release_slims_copies_only_and_checksums(tmp_path):
+    rep = tmp_path / "rep"
+    i2d = fake_mosaic(rep / "ngc0000" / "F200W" / "lv3" / "ngc0000_nircam_lv3_f200w_i2d.fits")
+    before = hashlib.sha256(i2d.read_bytes()).hexdigest()
+    rel = tmp_path / "release"
+    files = build_release(rep, rel, ["ngc0000"], ["F200W", "F2100W"], config_hash="abc")
+    assert hashlib.sha256(i2d.read_bytes()).hexdigest() == before   # working data untouched
+    mosaic = rel / "ngc0000" / i2d.name
+    with fits.open(mosaic) as h:
+        names = [x.name for x in h]
+        assert names == ["PRIMARY", "SCI", "ERR", "WHT"]
+        assert h[0].header["JGAL_CFG"] == "abc"
+    cov = fits.getdata(rel / "ngc0000" / "ngc0000_nircam_lv3_f200w_coverage.fits", "COVERAGE")
+    assert cov[60, 80] == 3 and cov[60, 10] == 1 and np.isnan(cov[0, 0])
+    manifest = Table.read(rel / "MANIFEST.ecsv")
+    assert sorted(manifest["kind"]) == ["coverage", "mosaic"] and len(files) == 2
+    for row in manifest:
+        assert hashlib.sha256((rel / row["file"]).read_bytes()).hexdigest() == row["sha256"]
+    assert subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=rel, capture_output=True).returncode == 0
+
+
+def run(script, cfg, loc):
+    return subprocess.run([sys.executable, str(REPO / script), str(cfg), str(loc), "--no-progress"],
+                          capture_output=True, text=True, cwd=REPO, timeout=600)
+
+
+def test_make_kernels_convolve_and_release_scripts(tmp_path):
+    cfg, loc = write_config(tmp_path, science=SCIENCE,
+                            local='[local]\nraw_dir="raw"\nworking_dir="work"\npsf_dir="psf"\n')
+    rep = tmp_path / "work" / "jwst_lv3_reprocessed_t1" / "ngc0000"
+    fake_mosaic(rep / "F200W" / "lv3" / "ngc0000_nircam_lv3_f200w_i2d.fits", pixscale=0.031,
+                shape=(200, 200), point=(100, 100))
+    fake_mosaic(rep / "F2100W" / "lv3" / "ngc0000_miri_lv3_f2100w_i2d.fits", pixscale=0.11,
+                shape=(60, 60), seed=1)
+    res = run("make_kernels.py", cfg, loc)
+    assert res.returncode == 0, res.stderr
+    kern = tmp_path / "psf" / "kernels" / "aniano" / "F200W_to_F2100W.fits"
+    assert kern.is_file() and fits.getheader(kern)["SAFETY"] == "very safe"
+    res = run("convolve_data.py", cfg, loc)
+    assert res.returncode == 0, res.stderr
+    conv = rep / "F200W" / "convolved" / "ngc0000_nircam_lv3_f200w_i2d_conv_F2100W.fits"
+    with fits.open(conv) as h:
+        assert h["SCI"].data.shape == (60, 60)          # reprojected onto the F2100W grid
+        assert h["SCI"].header["PSF"] == "F2100W"
+        # the point source is now as wide as the F2100W PSF (0.66"): its peak fell a lot
+        assert np.nanmax(h["SCI"].data) < 5
+    again = run("convolve_data.py", cfg, loc)
+    assert "convolved product up to date" in again.stderr
+    res = run("prepare_release.py", cfg, loc)
+    assert res.returncode == 0, res.stderr
+    manifest = Table.read(tmp_path / "work" / "jwst_release" / "t1" / "MANIFEST.ecsv")
+    assert "convolved" in set(manifest["kind"])
+
+
+def test_convolve_needs_kernels_first(tmp_path):
+    cfg, loc = write_config(tmp_path, science=SCIENCE,
+                            local='[local]\nraw_dir="raw"\nworking_dir="work"\npsf_dir="psf"\n')
+    rep = tmp_path / "work" / "jwst_lv3_reprocessed_t1" / "ngc0000"
+    fake_mosaic(rep / "F200W" / "lv3" / "ngc0000_nircam_lv3_f200w_i2d.fits")
+    fake_mosaic(rep / "F2100W" / "lv3" / "ngc0000_miri_lv3_f2100w_i2d.fits")
+    res = run("convolve_data.py", cfg, loc)
+    assert res.returncode == 1
+    assert "F200W_to_F2100W.fits not found; run make_kernels.py first" in res.stderr
+
+
+@pytest.mark.parametrize("bad", ['[convolve]\ntarget = "F770W"\n'])
+def test_convolve_target_must_have_kernels(tmp_path, bad):
+    from jwstgal.config import load_config
+    from jwstgal.errors import ConfigError
+
+    sci = SCIENCE.replace('[convolve]\ntarget = "F2100W"\n', bad)
+    with pytest.raises(ConfigError, match=r"\[convolve\] target 'F770W' is not among \[kernels\] targets"):
+        load_config(*write_config(tmp_path, science=sci))
