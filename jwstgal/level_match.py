@@ -1,0 +1,405 @@
+"""Relative background level matching of overlapping images (exposures, then mosaic tiles).
+
+Pure functions on arrays that share one pixel grid. For every overlapping pair the robust
+difference ``median(a_i - a_j)`` (sigma-clipped, bright emission masked) is measured, optionally as a
+plane ``c0 + c1 x + c2 y``; all offsets are then solved at once by weighted sparse least squares
+(each pair weighted by the inverse variance of its median, rows scaled by sqrt(weight)), one
+reference image fixed per connected group of overlaps. Pairs whose residual is an outlier are
+rejected and the system re-solved. An image that overlaps nothing keeps its level: its offset is 0,
+never NaN (the seed's ``find_optimum_deltas`` wiped such images).
+
+Convention: ``offsets[i]`` is what must be *subtracted* from image i to bring it to the reference's
+level, so ``a_i - a_j`` ~ ``offsets[i] - offsets[j]`` on their overlap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+from astropy.stats import sigma_clipped_stats
+from scipy.ndimage import binary_dilation
+from scipy.sparse.csgraph import connected_components
+from scipy.sparse.linalg import lsqr
+
+
+@dataclass(frozen=True)
+class PairDifference:
+    """The measured level difference between two images on their overlap.
+
+    Attributes
+    ----------
+    i, j : int
+        Image indices.
+    delta : numpy.ndarray
+        Difference parameters of a_i - a_j: (offset,) or (c0, c1, c2) of a plane in grid pixels.
+    sigma : float
+        Uncertainty of ``delta[0]`` (clipped rms / sqrt(n)).
+    npix : int
+        Pixels used.
+    rms : float
+        Clipped rms of the pixel differences.
+    """
+
+    i: int
+    j: int
+    delta: np.ndarray
+    sigma: float
+    npix: int
+    rms: float
+
+
+@dataclass(frozen=True)
+class LevelSolution:
+    """Solved offsets and what they were solved from.
+
+    Attributes
+    ----------
+    offsets : numpy.ndarray
+        (n_images, n_params): subtract ``offsets[i] @ (1, x, y)`` (or ``offsets[i, 0]``) from image i.
+    references : list of int
+        The reference image of each connected group of overlapping images.
+    pairs : list of PairDifference
+        Pairs used in the final solution.
+    rejected : list of PairDifference
+        Pairs rejected as outliers.
+    isolated : list of int
+        Images that overlap no other (offset 0).
+    group_pairs : list of PairDifference
+        Differences between group stacks (indices are group numbers), when matched by groups.
+    """
+
+    offsets: np.ndarray
+    references: list[int]
+    pairs: list[PairDifference]
+    rejected: list[PairDifference] = field(default_factory=list)
+    isolated: list[int] = field(default_factory=list)
+    group_pairs: list[PairDifference] = field(default_factory=list)
+
+
+def emission_mask(image: np.ndarray, nsigma: float = 3.0, dilate: int = 3) -> np.ndarray:
+    """Pixels of bright emission or sources (above ``nsigma`` clipped sigma), dilated.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        Image (NaNs allowed).
+    nsigma : float
+        Threshold above the clipped median.
+    dilate : int
+        Dilation iterations (pixels).
+
+    Returns
+    -------
+    numpy.ndarray of bool
+    """
+    finite = np.isfinite(image)
+    if not finite.any():
+        return np.zeros(image.shape, bool)
+    _, med, std = sigma_clipped_stats(image[finite], sigma=3.0, maxiters=10)
+    mask = np.zeros(image.shape, bool)
+    mask[finite] = image[finite] > med + nsigma * std
+    return binary_dilation(mask, iterations=dilate) if dilate else mask
+
+
+def pair_difference(
+    a: np.ndarray,
+    b: np.ndarray,
+    i: int = 0,
+    j: int = 1,
+    *,
+    mask: np.ndarray | None = None,
+    plane: bool = False,
+    sigma: float = 3.0,
+    min_pixels: int = 100,
+) -> PairDifference | None:
+    """Robust level difference ``a - b`` on the overlap of two images on one grid.
+
+    Parameters
+    ----------
+    a, b : numpy.ndarray
+        Images (NaN outside their footprint).
+    i, j : int
+        Their indices (recorded in the result).
+    mask : numpy.ndarray of bool, optional
+        Pixels to ignore (e.g. bright emission).
+    plane : bool
+        Fit a plane c0 + c1 x + c2 y to the difference instead of a constant.
+    sigma : float
+        Clipping threshold.
+    min_pixels : int
+        Fewer overlapping pixels than this: no measurement (None).
+
+    Returns
+    -------
+    PairDifference or None
+    """
+    ok = np.isfinite(a) & np.isfinite(b)
+    if mask is not None:
+        ok &= ~mask
+    n = int(ok.sum())
+    if n < min_pixels:
+        return None
+    d = (a - b)[ok]
+    mean, med, std = sigma_clipped_stats(d, sigma=sigma, maxiters=10)
+    keep = np.abs(d - med) <= sigma * max(std, 1e-30)
+    if not plane:  # the clipped mean: robust once clipped, and more efficient than the median
+        return PairDifference(i, j, np.array([mean]), float(std / np.sqrt(keep.sum())), n, float(std))
+    yy, xx = np.nonzero(ok)
+    design = np.column_stack([np.ones(n), xx, yy]).astype(float)
+    coef = np.zeros(3)
+    for _ in range(5):  # iteratively clipped plane fit
+        coef, *_ = np.linalg.lstsq(design[keep], d[keep], rcond=None)
+        resid = d - design @ coef
+        std = float(np.std(resid[keep]))
+        new = np.abs(resid) <= sigma * max(std, 1e-30)
+        if np.array_equal(new, keep):
+            break
+        keep = new
+    return PairDifference(i, j, coef, float(std / np.sqrt(keep.sum())), n, std)
+
+
+def measure_pairs(
+    images: Sequence[np.ndarray],
+    *,
+    plane: bool = False,
+    mask_emission: bool = True,
+    min_pixels: int = 100,
+) -> list[PairDifference]:
+    """Differences of every overlapping pair of images on a common grid.
+
+    Parameters
+    ----------
+    images : sequence of numpy.ndarray
+        Images on one grid (NaN outside each footprint).
+    plane : bool
+        Measure planes instead of constants.
+    mask_emission : bool
+        Ignore bright emission/sources (masked in either image).
+    min_pixels : int
+        Minimum overlap.
+
+    Returns
+    -------
+    list of PairDifference
+    """
+    masks = [emission_mask(im) if mask_emission else None for im in images]
+    boxes = []
+    for im in images:
+        f = np.isfinite(im)
+        rows, cols = np.any(f, axis=1), np.any(f, axis=0)
+        boxes.append((np.argmax(rows), len(rows) - np.argmax(rows[::-1]),
+                      np.argmax(cols), len(cols) - np.argmax(cols[::-1])) if f.any() else None)
+    pairs = []
+    for i in range(len(images)):
+        for j in range(i + 1, len(images)):
+            bi, bj = boxes[i], boxes[j]
+            if bi is None or bj is None:
+                continue
+            y0, y1 = max(bi[0], bj[0]), min(bi[1], bj[1])
+            x0, x1 = max(bi[2], bj[2]), min(bi[3], bj[3])
+            if y0 >= y1 or x0 >= x1:
+                continue
+            win = (slice(y0, y1), slice(x0, x1))
+            m = None
+            if mask_emission:
+                m = masks[i][win] | masks[j][win]
+            p = pair_difference(images[i][win], images[j][win], i, j, mask=m, plane=plane,
+                                min_pixels=min_pixels)
+            if p is not None and plane:  # plane coefficients refer to the window: shift to grid
+                c0, c1, c2 = p.delta
+                p = PairDifference(i, j, np.array([c0 - c1 * x0 - c2 * y0, c1, c2]), p.sigma,
+                                   p.npix, p.rms)
+            if p is not None:
+                pairs.append(p)
+    return pairs
+
+
+def solve_offsets(
+    n_images: int,
+    pairs: Sequence[PairDifference],
+    *,
+    reference: Sequence[int] | int = 0,
+    reject_sigma: float = 5.0,
+) -> LevelSolution:
+    """Solve all image offsets at once from pairwise differences (weighted sparse least squares).
+
+    Parameters
+    ----------
+    n_images : int
+        Number of images.
+    pairs : sequence of PairDifference
+        Measured differences (constant or plane, all alike).
+    reference : int or sequence of int
+        Preferred reference image(s), most preferred first; in each connected group of
+        overlapping images the first listed member (else its lowest index) is held fixed.
+    reject_sigma : float
+        Pairs whose normalised residual exceeds this are rejected (iteratively) unless that would
+        disconnect their group.
+
+    Returns
+    -------
+    LevelSolution
+    """
+    pairs = list(pairs)
+    k = len(pairs[0].delta) if pairs else 1
+    prefs = [reference] if isinstance(reference, int) else list(reference)
+    rejected: list[PairDifference] = []
+    offsets, refs, isolated = _solve(n_images, pairs, k, prefs)
+    while len(pairs) > 3:
+        resid = _residuals(offsets, pairs)
+        worst = int(np.argmax(np.abs(resid)))
+        trial = pairs[:worst] + pairs[worst + 1:]
+        if _n_components(n_images, trial) != _n_components(n_images, pairs):
+            break  # the worst pair is the only link: keep it rather than cut the group
+        t_offsets, t_refs, t_isolated = _solve(n_images, trial, k, prefs)
+        # judge the pair against the solution made without it (leave-one-out)
+        left_out = _residuals(t_offsets, [pairs[worst]])[0]
+        scale = max(1.0, 1.4826 * float(np.median(np.abs(_residuals(t_offsets, trial)))))
+        if abs(left_out) <= reject_sigma * scale:
+            break
+        rejected.append(pairs[worst])
+        pairs, offsets, refs, isolated = trial, t_offsets, t_refs, t_isolated
+    return LevelSolution(offsets, refs, pairs, rejected, isolated)
+
+
+def _residuals(offsets: np.ndarray, pairs: Sequence[PairDifference]) -> np.ndarray:
+    """Normalised residuals of the constant term of each pair."""
+    return np.array([(offsets[p.i, 0] - offsets[p.j, 0] - p.delta[0]) / max(p.sigma, 1e-30)
+                     for p in pairs])
+
+
+def _graph(n: int, pairs: Sequence[PairDifference]) -> sp.csr_matrix:
+    rows = [p.i for p in pairs] + [p.j for p in pairs]
+    cols = [p.j for p in pairs] + [p.i for p in pairs]
+    return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+
+
+def _n_components(n: int, pairs: Sequence[PairDifference]) -> int:
+    return connected_components(_graph(n, pairs), directed=False)[0]
+
+
+def _solve(n: int, pairs: Sequence[PairDifference], k: int, prefs: list[int]
+           ) -> tuple[np.ndarray, list[int], list[int]]:
+    offsets = np.zeros((n, k))
+    _, labels = connected_components(_graph(n, pairs), directed=False)
+    linked = {p.i for p in pairs} | {p.j for p in pairs}
+    isolated = [i for i in range(n) if i not in linked]
+    refs = []
+    for comp in np.unique(labels):
+        members = np.nonzero(labels == comp)[0]
+        if members.size == 1:
+            continue
+        ref = next((r for r in prefs if r in members), int(members[0]))
+        refs.append(int(ref))
+        free = [m for m in members if m != ref]
+        col = {m: c for c, m in enumerate(free)}
+        comp_pairs = [p for p in pairs if labels[p.i] == comp]
+        for q in range(k):  # each parameter (offset, x slope, y slope) separately
+            data, ri, ci, rhs = [], [], [], []
+            for r, p in enumerate(comp_pairs):
+                w = 1.0 / max(p.sigma, 1e-30)
+                if p.i in col:
+                    data.append(w)
+                    ri.append(r)
+                    ci.append(col[p.i])
+                if p.j in col:
+                    data.append(-w)
+                    ri.append(r)
+                    ci.append(col[p.j])
+                rhs.append(w * p.delta[q])
+            a = sp.csr_matrix((data, (ri, ci)), shape=(len(comp_pairs), len(free)))
+            sol = lsqr(a, np.asarray(rhs), atol=1e-14, btol=1e-14, iter_lim=10 * len(free) + 100)[0]
+            for m, c in col.items():
+                offsets[m, q] = sol[c]
+    return offsets, refs, isolated
+
+
+def match_levels(
+    images: Sequence[np.ndarray],
+    *,
+    groups: Sequence[int] | None = None,
+    reference: Sequence[int] | int = 0,
+    plane: bool = False,
+    mask_emission: bool = True,
+    min_pixels: int = 100,
+) -> LevelSolution:
+    """Match the levels of images on a common grid: within groups first, then between groups.
+
+    Parameters
+    ----------
+    images : sequence of numpy.ndarray
+        Images on one grid (NaN outside each footprint). Not modified.
+    groups : sequence of int, optional
+        Group label of each image (e.g. the dither group / mosaic tile). Without groups all
+        images are matched in one solve.
+    reference : int or sequence of int
+        Preferred reference image(s) (e.g. closest in time to the background exposure).
+    plane : bool
+        Match planes instead of constant offsets.
+    mask_emission : bool
+        Ignore bright emission when measuring differences.
+    min_pixels : int
+        Minimum overlap of a pair.
+
+    Returns
+    -------
+    LevelSolution
+        Total offsets (within-group plus group offsets) relative to the reference.
+    """
+    n = len(images)
+    prefs = [reference] if isinstance(reference, int) else list(reference)
+    if groups is None or len(set(groups)) <= 1:
+        pairs = measure_pairs(images, plane=plane, mask_emission=mask_emission, min_pixels=min_pixels)
+        return solve_offsets(n, pairs, reference=prefs)
+    groups = list(groups)
+    labels = list(dict.fromkeys(groups))
+    k = 3 if plane else 1
+    offsets = np.zeros((n, k))
+    all_pairs: list[PairDifference] = []
+    rejected: list[PairDifference] = []
+    stacks = []
+    for g in labels:
+        idx = [i for i in range(n) if groups[i] == g]
+        sub = [images[i] for i in idx]
+        pairs = measure_pairs(sub, plane=plane, mask_emission=mask_emission, min_pixels=min_pixels)
+        sol = solve_offsets(len(idx), pairs, reference=[idx.index(r) for r in prefs if r in idx])
+        for local, i in enumerate(idx):
+            offsets[i] = sol.offsets[local]
+        all_pairs += [PairDifference(idx[p.i], idx[p.j], p.delta, p.sigma, p.npix, p.rms)
+                      for p in sol.pairs]
+        rejected += sol.rejected
+        yy, xx = np.indices(images[idx[0]].shape)
+        corrected = [images[i] - _level(offsets[i], xx, yy) for i in idx]
+        with np.errstate(invalid="ignore"), np.testing.suppress_warnings() as sup:
+            sup.filter(RuntimeWarning)
+            stacks.append(np.nanmean(np.stack(corrected), axis=0))
+    group_pairs = measure_pairs(stacks, plane=plane, mask_emission=mask_emission,
+                                min_pixels=min_pixels)
+    ref_groups = [labels.index(groups[r]) for r in prefs if 0 <= r < n]
+    gsol = solve_offsets(len(labels), group_pairs, reference=ref_groups)
+    for i in range(n):
+        offsets[i] += gsol.offsets[labels.index(groups[i])]
+    refs = [r for r in prefs if 0 <= r < n][:1] or [0]
+    linked = {p.i for p in all_pairs} | {p.j for p in all_pairs}
+    linked_groups = {p.i for p in gsol.pairs} | {p.j for p in gsol.pairs}
+    isolated = [i for i in range(n) if i not in linked and labels.index(groups[i]) not in linked_groups]
+    return LevelSolution(offsets, refs, all_pairs, rejected + gsol.rejected, isolated,
+                         list(gsol.pairs))
+
+
+def _level(coef: np.ndarray, xx: np.ndarray, yy: np.ndarray) -> np.ndarray | float:
+    if len(coef) == 1:
+        return float(coef[0])
+    return coef[0] + coef[1] * xx + coef[2] * yy
+
+
+def apply_offsets(images: Sequence[np.ndarray], solution: LevelSolution) -> list[np.ndarray]:
+    """Subtract solved offsets (or planes) from images on the common grid (new arrays)."""
+    out = []
+    for im, coef in zip(images, solution.offsets, strict=True):
+        yy, xx = np.indices(im.shape)
+        out.append(im - _level(coef, xx, yy))
+    return out
