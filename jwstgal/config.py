@@ -38,7 +38,8 @@ from jwstgal.errors import ConfigError
 log = logging.getLogger(__name__)
 
 #: Steps a band can run, in the only order in which they make sense.
-ALLOWED_STEPS: tuple[str, ...] = ("lv1", "lv2", "lv3")
+ALLOWED_STEPS: tuple[str, ...] = ("lv1", "lv2", "wcs_adjust", "level_match", "lv3",
+                                  "astrometric_align")
 #: Instrument-level selector keys.
 GROUP_SELECTORS: tuple[str, ...] = ("nircam", "nircam_short", "nircam_long", "miri")
 #: jwst pipeline behind each stage's parameter table.
@@ -94,6 +95,10 @@ class StepLists(_Strict):
                 msg = (f"unknown step {step!r} (allowed: {', '.join(ALLOWED_STEPS)})"
                        f"{_did_you_mean(step, ALLOWED_STEPS)}")
                 raise ValueError(msg)
+        real = [s for s in steps if s != "all"]
+        if real != sorted(real, key=ALLOWED_STEPS.index):
+            msg = f"steps run in the order {', '.join(ALLOWED_STEPS)}; got {', '.join(real)}"
+            raise ValueError(msg)
         return steps
 
 
@@ -161,6 +166,68 @@ class DownloadConfig(_Strict):
                                                 description="MAST calib_level values to fetch.")
 
 
+class LevelMatchConfig(_Strict):
+    """The ``[level_match]`` table (step ``level_match``, between stages 2 and 3)."""
+
+    binning: int = Field(4, ge=1, le=32, description="Block size averaged before matching.")
+    plane: bool = Field(False, description="Match planes (offset + gradient) instead of offsets.")
+    mask_emission: bool = Field(True, description="Ignore bright emission and sources.")
+    min_pixels: int = Field(200, ge=10, description="Smallest overlap (binned pixels) used.")
+    by_group: bool = Field(True, description="Match exposures within dither groups, then tiles.")
+
+
+class PassConfig(_Strict):
+    """One matching pass (arcsec)."""
+
+    searchrad: float = Field(gt=0, description="Search radius for the initial offset.")
+    separation: float = Field(0.5, gt=0, description="Minimum separation of sources.")
+    tolerance: float = Field(0.5, gt=0, description="Matching tolerance.")
+    use2dhist: bool = Field(True, description="Find the initial offset with a 2-D histogram.")
+    nclip: int = Field(3, ge=0, description="Clipping iterations of the fit.")
+    sigma: float = Field(3.0, gt=0, description="Clipping threshold (in fit rms).")
+
+
+def _default_passes() -> list[PassConfig]:
+    return [PassConfig(searchrad=2.0, tolerance=0.5),
+            PassConfig(searchrad=0.3, tolerance=0.1, use2dhist=False)]
+
+
+class WcsAdjustConfig(_Strict):
+    """The ``[wcs_adjust]`` table (step ``wcs_adjust``: relative per-visit shifts)."""
+
+    bands: list[str] = Field(default_factory=list, description="Star-rich bands the visit shifts "
+                             "are measured on (default: the target's first configured band).")
+    passes: list[PassConfig] = Field(default_factory=_default_passes, description="Matching passes.")
+
+    @field_validator("bands")
+    @classmethod
+    def _bands(cls, bands: list[str]) -> list[str]:
+        return [_check_band(b) for b in bands]
+
+
+class AstrometricAlignConfig(_Strict):
+    """The ``[astrometric_align]`` table (step ``astrometric_align``, after stage 3)."""
+
+    reference: Literal["table", "gaia"] = Field(
+        "table", description="'table': the target's [alignment] catalogue; 'gaia': Gaia DR3 "
+        "(network), proper motions propagated to the observation epoch.")
+    fitgeom: Literal["shift", "rshift", "rscale"] = Field("shift", description="Fit geometry.")
+    min_matches: int = Field(5, ge=3, description="Fewest matches for a pass to count.")
+    passes: list[PassConfig] = Field(default_factory=_default_passes, description="Wide, then tight.")
+    alignment_mapping: dict[str, str] = Field(
+        default_factory=dict, description="band -> reference band whose solution it borrows.")
+
+    @field_validator("alignment_mapping")
+    @classmethod
+    def _mapping(cls, mapping: dict[str, str]) -> dict[str, str]:
+        out = {_check_band(k): _check_band(v) for k, v in mapping.items()}
+        for k, v in out.items():
+            if v in out:
+                msg = f"alignment_mapping: {k} borrows from {v}, which itself borrows from {out[v]}"
+                raise ValueError(msg)
+        return out
+
+
 class KernelsConfig(_Strict):
     """The ``[kernels]`` table: PSF-matching kernels from every configured band to each target."""
 
@@ -221,9 +288,13 @@ class SimulationConfig(_Strict):
     n_tiles: int = Field(2, ge=1, le=4, description="Mosaic tiles (each with its own background).")
     n_stars: int = Field(120, ge=0, description="Point sources in the field.")
     pointing_error_mas: float = Field(20.0, ge=0, description="Rms of per-exposure pointing errors.")
+    visit_pointing_error_mas: float = Field(0.0, ge=0, description="Rms of an extra pointing error "
+                                            "shared by all exposures of a visit (tile).")
     background_offset: float = Field(0.05, ge=0, description="Rms of per-tile background offsets "
                                      "as a fraction of the band's sky level.")
     onef_amplitude: float = Field(1.0, ge=0, description="Scale of the HxRG 1/f noise (1 = typical).")
+    amp_offset_rms: float = Field(0.05, ge=0, description="Rms of NIRCam per-amplifier rate offsets "
+                                  "(DN/s) left after reference-pixel correction.")
     miri_stripe_amplitude: float = Field(1.0, ge=0, description="Scale of MIRI row/column stripes.")
     miri_background: bool = Field(True, description="Also observe a dedicated MIRI background field.")
 
@@ -246,6 +317,9 @@ class ScienceConfig(_Strict):
     lv3_parameters: dict[str, Any] = Field(default_factory=dict,
                                            description="Image3Pipeline parameters.")
     simulation: SimulationConfig | None = Field(None, description="Simulate the raw data.")
+    wcs_adjust: WcsAdjustConfig = Field(default_factory=WcsAdjustConfig)
+    level_match: LevelMatchConfig = Field(default_factory=LevelMatchConfig)
+    astrometric_align: AstrometricAlignConfig = Field(default_factory=AstrometricAlignConfig)
     kernels: KernelsConfig = Field(default_factory=KernelsConfig)
     convolve: ConvolveConfig = Field(default_factory=ConvolveConfig)
     release: ReleaseConfig = Field(default_factory=ReleaseConfig)

@@ -198,6 +198,7 @@ def write_report(cfg: RunConfig, results: list[Any] | None = None) -> Path:
             quick = bdir / "lv3" / f"{product_name(target, band)}_i2d.png"
             for path, alt in ((quick, "stage 3 mosaic"),
                               (bdir / "qa" / "lv3_astrometry.png", "astrometric residuals"),
+                              (bdir / "qa" / "level_match.png", "level offsets"),
                               (bdir / "qa" / "lv2_cal.png", "stage 2 exposures"),
                               (bdir / "qa" / "lv1_rate.png", "stage 1 rates")):
                 if path.is_file():

@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from astropy.io import fits
+
 from jwstgal.bands import Band, get_band
 from jwstgal.config import ALLOWED_STEPS, RunConfig, stage_parameters
 from jwstgal.errors import CRDSError, InputNotFoundError, NothingToDo, StepFailedError
@@ -34,7 +37,8 @@ from jwstgal.stages import read_band_keys, run_stage1, run_stage2, run_stage3
 
 log = logging.getLogger(__name__)
 
-STEP_DIRS = {"lv1": "rate", "lv2": "cal", "lv3": "lv3"}
+STEP_DIRS = {"lv1": "rate", "lv2": "cal", "wcs_adjust": "wcs_adjust", "level_match": "level_match",
+             "lv3": "lv3", "astrometric_align": "astrometric_align"}
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,80 @@ def _task_stage3(cal_files: list[str], product: str, out_dir: str, params: dict,
                                        config_hash, Path(refcat) if refcat else None)]
 
 
+def _task_level_match(cal_files: list[str], out_dir: str, params: dict, backgrounds: list[str],
+                      config_hash: str, qa_png: str) -> list[str]:
+    from jwstgal.level_match_step import level_match_files
+
+    outputs, _ = level_match_files([Path(c) for c in cal_files], Path(out_dir), params,
+                                   backgrounds=[Path(b) for b in backgrounds],
+                                   config_hash=config_hash, qa_png=Path(qa_png))
+    return [str(p) for p in outputs]
+
+
+def _task_wcs_adjust(cal_files: list[str], out_dir: str, toml_path: str, ref_cal: list[str],
+                     fwhm_pix: dict[str, float], passes: list[dict], config_hash: str) -> list[str]:
+    from jwstgal.astrometry import AlignPass
+    from jwstgal.astrometry_step import _visit, apply_wcs_adjust, ensure_wcs_adjust
+
+    shifts = ensure_wcs_adjust(Path(toml_path), [Path(c) for c in ref_cal], fwhm_pix,
+                               [AlignPass(**p) for p in passes])
+    out = []
+    for c in map(Path, cal_files):
+        shift = shifts.get(_visit(c), {}).get("shift", [0.0, 0.0])
+        out.append(str(apply_wcs_adjust(c, Path(out_dir) / c.name, shift, config_hash)))
+    return out
+
+
+def _task_astrometric_align(i2d: str, catalog: str, crfs: list[str], out_dir: str, params: dict,
+                            ref_path: str | None, borrow: str | None, fwhm_pix: float,
+                            config_hash: str, qa_dir: str) -> list[str]:
+    from jwstgal import qa
+    from jwstgal.astrometry import AlignPass, align_catalogs
+    from jwstgal.astrometry_step import (
+        image_sources,
+        mosaic_epoch,
+        query_gaia,
+        reference_positions,
+        result_from_dict,
+        tweakback,
+        write_aligned_mosaic,
+    )
+
+    i2d_p, out = Path(i2d), Path(out_dir)
+    if borrow:
+        result = result_from_dict(json.loads(Path(borrow).read_text()))
+        log.info("%s: borrowing the astrometric solution of %s", i2d_p.name, borrow)
+    else:
+        ra, dec = image_sources(i2d_p, Path(catalog), fwhm_pix)
+        if ref_path is None:
+            h = fits.getheader(i2d_p, "SCI")
+            ref_path = str(query_gaia(float(h["CRVAL1"]), float(h["CRVAL2"]), 5.0, out / "gaia.ecsv"))
+        ref_ra, ref_dec = reference_positions(Path(ref_path), mosaic_epoch(i2d_p))
+        result = align_catalogs(ra, dec, ref_ra, ref_dec, [AlignPass(**p) for p in params["passes"]],
+                                fitgeom=params["fitgeom"], min_matches=params["min_matches"])
+        if result is None:
+            msg = f"{i2d_p.name}: no match with the astrometric reference {ref_path}"
+            raise StepFailedError(msg)
+        res = {"n": result.n_matches, "rms_mas": result.rms_mas,
+               "median_dra_mas": float(np.median(result.residuals[:, 0]) * 1000),
+               "median_ddec_mas": float(np.median(result.residuals[:, 1]) * 1000),
+               "ra": [], "dec": [], "dra": (result.residuals[:, 0] * 1000).tolist(),
+               "ddec": (result.residuals[:, 1] * 1000).tolist()}
+        from jwstgal.astrometry import from_tangent_plane
+
+        res["ra"], res["dec"] = (x.tolist() for x in from_tangent_plane(result.positions, *result.center))
+        qa.quiver_png(res, Path(qa_dir) / "astrometric_align.png",
+                      f"{i2d_p.name}: residuals after alignment")
+    solution = out / "solution.json"
+    write_text_atomic(solution, json.dumps({**result.to_dict(), "borrowed_from": borrow}, indent=1))
+    outputs = [write_aligned_mosaic(i2d_p, out / i2d_p.name.replace("_i2d.fits", "_i2d_align.fits"),
+                                    result, config_hash), solution]
+    for c in map(Path, crfs):
+        outputs.append(tweakback(c, out / c.name.replace("_crf.fits", "_crf_tweakback.fits"), result,
+                                 config_hash))
+    return [str(o) for o in outputs]
+
+
 def product_name(target: str, band: Band) -> str:
     """Level-3 product name, ``<target>_<nircam|miri>_lv3_<band>``."""
     return f"{target}_{band.instrument}_lv3_{band.name.lower()}"
@@ -174,6 +252,8 @@ class StepPlan:
         Task function; None when the step is already complete.
     tasks : list of tuple
         Arguments of each task (one per exposure for stages 1-2, one per band for stage 3).
+    wave : int
+        Tasks of wave 1 run after those of wave 0 (bands borrowing another band's solution).
     """
 
     step: str
@@ -182,6 +262,7 @@ class StepPlan:
     outputs: list[Path]
     fn: Callable[..., Any] | None = None
     tasks: list[tuple[Any, ...]] = field(default_factory=list)
+    wave: int = 0
 
     @property
     def done(self) -> bool:
@@ -241,8 +322,9 @@ class BandProcessor:
         InputNotFoundError
             If the step has no input.
         """
-        return {"lv1": self._plan_lv1, "lv2": self._plan_lv2, "lv3": self._plan_lv3}[step](
-            upstream, inputs)
+        return {"lv1": self._plan_lv1, "lv2": self._plan_lv2, "wcs_adjust": self._plan_wcs_adjust,
+                "level_match": self._plan_level_match, "lv3": self._plan_lv3,
+                "astrometric_align": self._plan_astrometric_align}[step](upstream, inputs)
 
     def finish(self, plan: StepPlan) -> None:
         """Record a step whose tasks all succeeded, and write its diagnostics."""
@@ -290,6 +372,87 @@ class BandProcessor:
                         [(str(p), [str(b) for b in backgrounds], str(out_dir), params,
                           self.cfg.config_hash) for p in todo])
 
+    def _science_cal(self, inputs: list[Path]) -> list[Path]:
+        inputs = inputs or [p for p in sorted((self.band_dir / "cal").glob("*_cal.fits"))
+                            if not is_background(p, self.cfg)]
+        if not inputs:
+            msg = f"{self.label}: no *_cal.fits in {self.band_dir / 'cal'}"
+            raise InputNotFoundError(msg)
+        return inputs
+
+    def _plan_wcs_adjust(self, upstream: str, inputs: list[Path]) -> StepPlan:
+        inputs = self._science_cal(inputs)
+        wa = self.cfg.science.wcs_adjust
+        ref_bands = wa.bands or [self.cfg.science.bands[0]]
+        ref_cal = [p for b in ref_bands
+                   for p in sorted((self.band_dir.parent / b / "cal").glob("*_cal.fits"))
+                   if not is_background(p, self.cfg)]
+        toml_path = self.band_dir.parent / "wcs_adjust.toml"
+        params = wa.model_dump()
+        fwhm = {b: get_band(b).fwhm_pix for b in ref_bands}
+        key = hash_params(["wcs_adjust", params, upstream, [p.name for p in inputs],
+                           _file_id(toml_path) if toml_path.is_file() else None])
+        if (done := self._complete("wcs_adjust", key)) is not None:
+            return StepPlan("wcs_adjust", key, params, done)
+        out_dir, _ = self._prepare("wcs_adjust", key, params)
+        outputs = [out_dir / p.name for p in inputs]
+        return StepPlan("wcs_adjust", key, params, outputs, _task_wcs_adjust,
+                        [([str(p) for p in inputs], str(out_dir), str(toml_path),
+                          [str(p) for p in ref_cal], fwhm, params["passes"], self.cfg.config_hash)])
+
+    def _plan_astrometric_align(self, upstream: str, inputs: list[Path]) -> StepPlan:
+        product = product_name(self.target, self.band)
+        lv3 = self.band_dir / "lv3"
+        i2d = lv3 / f"{product}_i2d.fits"
+        if not i2d.is_file():
+            msg = f"{self.label}: astrometric alignment needs the stage 3 mosaic {i2d}"
+            raise InputNotFoundError(msg)
+        aa = self.cfg.science.astrometric_align
+        params = aa.model_dump()
+        borrow_band = aa.alignment_mapping.get(self.band.name)
+        borrow = (str(self.band_dir.parent / borrow_band / "astrometric_align" / "solution.json")
+                  if borrow_band else None)
+        ref_path = None
+        if aa.reference == "table" and not borrow:
+            if self.target not in self.cfg.science.alignment:
+                msg = (f"{self.cfg.config_path}: [astrometric_align] reference = 'table' needs an "
+                       f"[alignment] catalogue for {self.target}")
+                raise InputNotFoundError(msg)
+            ref_path = str(self.cfg.alignment_dir / self.cfg.science.alignment[self.target])
+        crfs = sorted(lv3.glob("*_crf.fits"))
+        key = hash_params(["astrometric_align", params, upstream, ref_path, borrow,
+                           _file_id(Path(ref_path)) if ref_path else None])
+        if (done := self._complete("astrometric_align", key)) is not None:
+            return StepPlan("astrometric_align", key, params, done)
+        out_dir, _ = self._prepare("astrometric_align", key, params)
+        outputs = [out_dir / f"{product}_i2d_align.fits", out_dir / "solution.json"]
+        outputs += [out_dir / c.name.replace("_crf.fits", "_crf_tweakback.fits") for c in crfs]
+        plan = StepPlan("astrometric_align", key, params, outputs, _task_astrometric_align,
+                        [(str(i2d), str(lv3 / f"{product}_cat.ecsv"), [str(c) for c in crfs],
+                          str(out_dir), params, ref_path, borrow, self.band.fwhm_pix,
+                          self.cfg.config_hash, str(self.band_dir / "qa"))])
+        plan.wave = 1 if borrow else 0
+        return plan
+
+    def _plan_level_match(self, upstream: str, inputs: list[Path]) -> StepPlan:
+        inputs = inputs or [p for p in sorted((self.band_dir / "cal").glob("*_cal.fits"))
+                            if not is_background(p, self.cfg)]
+        if not inputs:
+            msg = f"{self.label}: level matching has no *_cal.fits in {self.band_dir / 'cal'}"
+            raise InputNotFoundError(msg)
+        params = self.cfg.science.level_match.model_dump()
+        backgrounds = ([p for p in sorted((self.band_dir / "rate").glob("*_rate.fits"))
+                        if is_background(p, self.cfg)] if _uses_backgrounds(self.cfg, self.band) else [])
+        key = hash_params(["level_match", params, upstream, [p.name for p in inputs]])
+        if (done := self._complete("level_match", key)) is not None:
+            return StepPlan("level_match", key, params, done)
+        out_dir, _ = self._prepare("level_match", key, params)
+        outputs = [out_dir / p.name for p in inputs]
+        log.info("%s: level matching %d exposures", self.label, len(inputs))
+        return StepPlan("level_match", key, params, outputs, _task_level_match,
+                        [([str(p) for p in inputs], str(out_dir), params, [str(b) for b in backgrounds],
+                          self.cfg.config_hash, str(self.band_dir / "qa" / "level_match.png"))])
+
     def _plan_lv3(self, upstream: str, inputs: list[Path]) -> StepPlan:
         inputs = inputs or [p for p in sorted((self.band_dir / "cal").glob("*_cal.fits"))
                             if not is_background(p, self.cfg)]
@@ -298,7 +461,7 @@ class BandProcessor:
             raise InputNotFoundError(msg)
         params = self._params("lv3_parameters")
         refcat = None
-        if self.target in self.cfg.science.alignment:
+        if self.target in self.cfg.science.alignment and "astrometric_align" not in self.steps:
             refcat = self.cfg.alignment_dir / self.cfg.science.alignment[self.target]
             if not refcat.is_file():
                 msg = (f"{self.cfg.config_path}: [alignment] {self.target} = "
@@ -394,13 +557,15 @@ def _run_step(step: str, states: list[_BandState], executor: Executor, progress:
         except (InputNotFoundError, NothingToDo) as err:
             log.warning("%s", err)
             st.missing = True
-    work = [(st, plan, args) for st, plan in plans if not plan.done for args in plan.tasks]
-    results = executor.map(_run_task, [(plan.fn, args) for _, plan, args in work],
-                           desc=step, progress=progress, return_exceptions=True)
     failed: dict[int, BaseException] = {}
-    for (st, _, _), res in zip(work, results, strict=True):
-        if isinstance(res, BaseException):
-            failed.setdefault(id(st), res)
+    for wave in sorted({plan.wave for _, plan in plans}):
+        work = [(st, plan, args) for st, plan in plans
+                if not plan.done and plan.wave == wave and id(st) not in failed for args in plan.tasks]
+        results = executor.map(_run_task, [(plan.fn, args) for _, plan, args in work],
+                               desc=step, progress=progress, return_exceptions=True)
+        for (st, _, _), res in zip(work, results, strict=True):
+            if isinstance(res, BaseException):
+                failed.setdefault(id(st), res)
     for st, plan in plans:
         if id(st) in failed:
             st.error = str(failed[id(st)])

@@ -93,3 +93,12 @@ def test_simulation_is_resumable(tiny_sim, tiny_raw):
     mtimes = [p.stat().st_mtime_ns for p in files]
     simulate_programme(tiny_sim, "ngc0000", ["F200W", "F770W"], tiny_raw, progress=False)
     assert [p.stat().st_mtime_ns for p in files] == mtimes
+
+
+def test_changed_simulation_settings_refuse_to_mix_with_old_raw_data(tiny_sim, tiny_raw):
+    from jwstgal.errors import InputNotFoundError
+    from jwstgal.simulate.programme import simulate_programme
+
+    changed = tiny_sim.model_copy(update={"n_stars": 10})
+    with pytest.raises(InputNotFoundError, match="simulation made with other"):
+        simulate_programme(changed, "ngc0000", ["F200W", "F770W"], tiny_raw, progress=False)

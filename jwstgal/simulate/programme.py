@@ -20,6 +20,7 @@ from astropy.time import Time
 
 from jwstgal.bands import Band, get_band
 from jwstgal.config import SimulationConfig
+from jwstgal.errors import InputNotFoundError
 from jwstgal.provenance import atomic_path, hash_params, stamp_header, write_text_atomic
 from jwstgal.simulate import detector as det
 from jwstgal.simulate.instrument import DetectorMaps, DetectorSetup, build_gwcs, setup_for_band
@@ -78,6 +79,8 @@ def _plan(sim: SimulationConfig, bands: list[Band], target: str) -> list[Exposur
     t = T0.mjd
     cosd = np.cos(np.deg2rad(sim.dec))
     tile_offsets = rng.normal(0, 1, sim.n_tiles)  # per-tile background offset draws
+    visit_errors = np.random.default_rng([sim.seed, 5]).normal(0, sim.visit_pointing_error_mas,
+                                                               (sim.n_tiles, 2))
     for bi, band in enumerate(bands):
         setup = setup_for_band(band, sim.detector_size)
         fov = setup.size * setup.pixel_scale
@@ -102,6 +105,8 @@ def _plan(sim: SimulationConfig, bands: list[Band], target: str) -> list[Exposur
             for d in range(sim.n_dithers):
                 dx, dy = DITHERS[d]
                 err = rng.normal(0.0, sim.pointing_error_mas, 2) if d or tile else np.zeros(2)
+                if not is_bkg:
+                    err = err + visit_errors[tile]
                 obs_id = (f"jw{PROGRAM}{obs:03d}{visit:03d}_02{seq}{activity:02d}_{d + 1:05d}_"
                           f"{detector}")
                 plans.append(ExposurePlan(
@@ -207,7 +212,7 @@ def simulate_exposure(plan: ExposurePlan, sim: SimulationConfig, target: str, ra
         onef = None
     else:
         w = setup.size // setup.n_amps
-        amp_off = rng.normal(0.0, 0.05, setup.n_amps)
+        amp_off = rng.normal(0.0, 1.0, setup.n_amps) * sim.amp_offset_rms
         artefact = np.repeat(amp_off, w)[None, :] * np.ones((setup.size, 1))
         a = sim.onef_amplitude
         onef = det.onef_noise_reads(rng, setup, setup.ngroups, 8.0 * a, 5.0 * a, 1.0 * a)
@@ -267,6 +272,12 @@ def simulate_programme(
     band_objs = [get_band(b) for b in bands]
     target_dir = raw_dir / target
     truth_dir = target_dir / "simulation_truth"
+    key = hash_params([sim.model_dump(), bands])
+    record = truth_dir / "simulation.json"
+    if record.is_file() and json.loads(record.read_text()).get("hash") != key:
+        msg = (f"{target_dir} holds a simulation made with other [simulation] settings or bands; "
+               "remove that folder (or use another raw_dir) to simulate anew")
+        raise InputNotFoundError(msg)
     truth_dir.mkdir(parents=True, exist_ok=True)
     plans = _plan(sim, band_objs, target)
     radius = 0.75 * sim.n_tiles * max(setup_for_band(b, sim.detector_size).size
@@ -293,9 +304,8 @@ def simulate_programme(
     for p, raw_file, truth_file in tqdm(todo, desc=f"simulate {target}", disable=not progress,
                                         unit="exp"):
         simulate_exposure(p, sim, target, raw_file, truth_file, stars)
-    write_text_atomic(truth_dir / "simulation.json",
-                      json.dumps({"config": sim.model_dump(), "bands": bands,
-                                  "hash": hash_params([sim.model_dump(), bands])}, indent=2))
+    write_text_atomic(record, json.dumps({"config": sim.model_dump(), "bands": bands, "hash": key},
+                                         indent=2))
     log.info("Simulated %d exposures of %s (%d already present)", len(todo), target,
              len(plans) - len(todo))
     return truth_dir

@@ -121,10 +121,18 @@ def score_truth_centroids(
 
     b = get_band(band)
     truth = Table.read(stars)
-    with ImageModel(str(mosaic)) as m:
-        data = np.array(m.data, float)
-        wcs = m.meta.wcs
-        tx, ty = wcs.world_to_pixel_values(np.asarray(truth["ra"]), np.asarray(truth["dec"]))
+    with fits.open(mosaic) as h:
+        has_gwcs = "ASDF" in h
+    if has_gwcs:
+        with ImageModel(str(mosaic)) as m:
+            data = np.array(m.data, float)
+            tx, ty = m.meta.wcs.world_to_pixel_values(np.asarray(truth["ra"]), np.asarray(truth["dec"]))
+    else:  # e.g. an aligned mosaic, whose FITS WCS is the authoritative one
+        data = np.array(fits.getdata(mosaic, "SCI"), float)
+        fw = WCS(fits.getheader(mosaic, "SCI"))
+        tx, ty = fw.world_to_pixel_values(np.asarray(truth["ra"]), np.asarray(truth["dec"]))
+        outside = (tx < 0) | (ty < 0) | (tx > data.shape[1] - 1) | (ty > data.shape[0] - 1)
+        tx, ty = np.where(outside, np.nan, tx), np.where(outside, np.nan, ty)
     scale = float(np.sqrt(abs(np.linalg.det(WCS(fits.getheader(mosaic, "SCI")).celestial
                                             .pixel_scale_matrix))) * 3600)
     fwhm = b.fwhm_arcsec / scale

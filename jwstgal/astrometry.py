@@ -1,0 +1,211 @@
+"""Absolute and relative astrometric alignment.
+
+Pure functions first: catalogues are projected onto a tangent plane (arcsec) about the image centre,
+matched with tweakwcs' ``XYXYMatch`` and fitted with ``iter_linear_fit`` (shift, rshift or rscale)
+in successive passes, each starting from the previous solution (wide search, then tight). A pass that
+finds too few matches keeps the previous pass's solution. Reference catalogues may carry proper
+motions (Gaia), propagated to the observation epoch.
+
+The file layer corrects a stage-3 mosaic (its FITS WCS) and pushes the same sky correction back to
+the per-exposure ``crf`` files (jwst's ``adjust_wcs``), writes a residual table and a quiver plot.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from astropy.table import Table
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AlignPass:
+    """Matching and fitting parameters of one pass (arcsec)."""
+
+    searchrad: float
+    separation: float = 0.5
+    tolerance: float = 0.5
+    use2dhist: bool = True
+    nclip: int = 3
+    sigma: float = 3.0
+
+
+@dataclass(frozen=True)
+class AlignResult:
+    """A fitted correction: reference = matrix @ image + shift, in the tangent plane (arcsec).
+
+    Attributes
+    ----------
+    shift : numpy.ndarray
+        (xi, eta) shift in arcsec: east (RA) and north (Dec) on the sky.
+    matrix : numpy.ndarray
+        2x2 linear part (identity for a shift fit).
+    rotation_deg, scale : float
+        Rotation and scale of the fit.
+    rms_mas : float
+        Rms of the fit residuals.
+    n_matches : int
+        Matches used in the final pass.
+    passes_ok : int
+        Passes that succeeded (a failed later pass keeps the earlier solution).
+    center : tuple of float
+        Tangent point (RA, Dec) in degrees.
+    residuals : numpy.ndarray
+        (n, 2) residuals in arcsec of the fitted matches.
+    positions : numpy.ndarray
+        (n, 2) tangent-plane positions (arcsec) of the fitted matches.
+    """
+
+    shift: np.ndarray
+    matrix: np.ndarray
+    rotation_deg: float
+    scale: float
+    rms_mas: float
+    n_matches: int
+    passes_ok: int
+    center: tuple[float, float]
+    residuals: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    positions: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON/TOML-friendly summary (no per-star arrays)."""
+        return {"shift_arcsec": [float(x) for x in self.shift],
+                "matrix": [[float(x) for x in r] for r in self.matrix],
+                "rotation_deg": self.rotation_deg, "scale": self.scale, "rms_mas": self.rms_mas,
+                "n_matches": self.n_matches, "passes_ok": self.passes_ok,
+                "center_deg": list(self.center)}
+
+
+def tangent_plane(ra: np.ndarray, dec: np.ndarray, ra0: float, dec0: float) -> np.ndarray:
+    """Gnomonic projection about (ra0, dec0): (n, 2) array of (xi, eta) in arcsec."""
+    ra, dec = np.deg2rad(np.asarray(ra, float)), np.deg2rad(np.asarray(dec, float))
+    a0, d0 = np.deg2rad(ra0), np.deg2rad(dec0)
+    cosc = np.sin(d0) * np.sin(dec) + np.cos(d0) * np.cos(dec) * np.cos(ra - a0)
+    xi = np.cos(dec) * np.sin(ra - a0) / cosc
+    eta = (np.cos(d0) * np.sin(dec) - np.sin(d0) * np.cos(dec) * np.cos(ra - a0)) / cosc
+    return np.rad2deg(np.column_stack([xi, eta])) * 3600
+
+
+def from_tangent_plane(xy: np.ndarray, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`tangent_plane`: (xi, eta) arcsec -> RA, Dec degrees."""
+    xi, eta = np.deg2rad(xy[:, 0] / 3600), np.deg2rad(xy[:, 1] / 3600)
+    a0, d0 = np.deg2rad(ra0), np.deg2rad(dec0)
+    rho = np.hypot(xi, eta)
+    c = np.arctan(rho)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dec = np.arcsin(np.cos(c) * np.sin(d0) + np.where(rho > 0, eta * np.sin(c) * np.cos(d0) / rho, 0))
+    ra = a0 + np.arctan2(xi * np.sin(c), rho * np.cos(d0) * np.cos(c) - eta * np.sin(d0) * np.sin(c))
+    return np.rad2deg(ra) % 360, np.rad2deg(dec)
+
+
+def propagate_proper_motion(ref: Table, epoch: float) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of a reference catalogue at ``epoch`` (decimal year).
+
+    Uses ``pmra`` (mas/yr, including cos dec, as Gaia) and ``pmdec`` with ``ref_epoch`` (default
+    2016.0) when present; otherwise returns the catalogue positions.
+    """
+    cols = {c.lower(): c for c in ref.colnames}
+    ra = np.asarray(ref[cols["ra"]], float)
+    dec = np.asarray(ref[cols["dec"]], float)
+    if "pmra" not in cols or "pmdec" not in cols:
+        return ra, dec
+    ref_epoch = np.asarray(ref[cols["ref_epoch"]], float) if "ref_epoch" in cols else 2016.0
+    dt = epoch - ref_epoch
+    pmra = np.nan_to_num(np.asarray(ref[cols["pmra"]], float))
+    pmdec = np.nan_to_num(np.asarray(ref[cols["pmdec"]], float))
+    return (ra + pmra * dt / 3.6e6 / np.cos(np.deg2rad(dec)), dec + pmdec * dt / 3.6e6)
+
+
+def align_catalogs(
+    img_ra: np.ndarray, img_dec: np.ndarray, ref_ra: np.ndarray, ref_dec: np.ndarray,
+    passes: Sequence[AlignPass], *, fitgeom: str = "shift", min_matches: int = 5,
+    center: tuple[float, float] | None = None,
+) -> AlignResult | None:
+    """Fit the correction that brings image source positions onto a reference catalogue.
+
+    Parameters
+    ----------
+    img_ra, img_dec : numpy.ndarray
+        Positions measured in the image (degrees).
+    ref_ra, ref_dec : numpy.ndarray
+        Reference positions at the image's epoch (degrees).
+    passes : sequence of AlignPass
+        Successive passes, e.g. wide then tight.
+    fitgeom : {"shift", "rshift", "rscale"}
+        Fit geometry.
+    min_matches : int
+        A pass with fewer matches fails; if the first pass fails the result is None.
+    center : tuple, optional
+        Tangent point; default the median image position.
+
+    Returns
+    -------
+    AlignResult or None
+    """
+    from tweakwcs.linearfit import iter_linear_fit
+    from tweakwcs.matchutils import XYXYMatch
+
+    c = center or (float(np.median(img_ra)), float(np.median(img_dec)))
+    img = tangent_plane(img_ra, img_dec, *c)
+    ref = tangent_plane(ref_ra, ref_dec, *c)
+    refcat = Table({"TPx": ref[:, 0], "TPy": ref[:, 1]})
+    result: AlignResult | None = None
+    offset = np.zeros(2)
+    for k, p in enumerate(passes):
+        moved = img + offset if result is None else (result.matrix @ img.T).T + result.shift
+        imcat = Table({"TPx": moved[:, 0], "TPy": moved[:, 1]})
+        match = XYXYMatch(searchrad=p.searchrad, separation=p.separation, tolerance=p.tolerance,
+                          use2dhist=p.use2dhist)
+        try:
+            ridx, iidx = match(refcat, imcat, tp_units="arcsec")
+        except Exception as err:  # tweakwcs raises on degenerate inputs
+            log.warning("alignment pass %d: matching failed: %s", k + 1, err)
+            ridx = iidx = np.array([], int)
+        if len(ridx) < min_matches:
+            log.warning("alignment pass %d: %d matches (< %d)%s", k + 1, len(ridx), min_matches,
+                        "; keeping the previous pass" if result else "")
+            break
+        fit = iter_linear_fit(ref[ridx], img[iidx], fitgeom=fitgeom, nclip=p.nclip,
+                              sigma=(p.sigma, "rmse"))
+        m = fit["fitmask"]
+        resid = ref[ridx][m] - ((np.asarray(fit["matrix"]) @ img[iidx][m].T).T + fit["shift"])
+        mat = np.asarray(fit["matrix"], float)
+        rot = float(np.degrees(np.arctan2(mat[1, 0], mat[0, 0])))  # counter-clockwise in (xi, eta)
+        scale = float(np.sqrt(abs(np.linalg.det(mat))))
+        result = AlignResult(np.asarray(fit["shift"], float), mat, rot, scale,
+                             float(fit["rmse"]) * 1000, int(m.sum()), k + 1, c, resid, img[iidx][m])
+    return result
+
+
+def apply_to_positions(result: AlignResult, ra: np.ndarray, dec: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Corrected positions of sources measured in the image."""
+    xy = tangent_plane(ra, dec, *result.center)
+    return from_tangent_plane((result.matrix @ xy.T).T + result.shift, *result.center)
+
+
+def correct_fits_wcs(header, result: AlignResult):
+    """Apply a correction to a celestial FITS WCS header (returns a new header).
+
+    The tangent point moves with the shift and the linear part multiplies the CD/PC matrix.
+    """
+    from astropy.wcs import WCS
+
+    w = WCS(header).celestial.deepcopy()
+    ra, dec = apply_to_positions(result, np.array([w.wcs.crval[0]]), np.array([w.wcs.crval[1]]))
+    w.wcs.crval = [float(ra[0]), float(dec[0])]
+    # FITS intermediate world coordinates are the standard coordinates (xi east, eta north)
+    lin = result.matrix
+    if w.wcs.has_cd():
+        w.wcs.cd = lin @ w.wcs.cd
+    else:
+        w.wcs.pc = lin @ w.wcs.get_pc()
+    out = header.copy()
+    for k, v in w.to_header().items():
+        out[k] = v
+    return out

@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+from astropy.table import Table
+from astropy.wcs import WCS
+
+from jwstgal.astrometry import (
+    AlignPass,
+    align_catalogs,
+    apply_to_positions,
+    correct_fits_wcs,
+    from_tangent_plane,
+    propagate_proper_motion,
+    tangent_plane,
+)
+
+RA0, DEC0 = 24.17, 15.78
+PASSES = [AlignPass(searchrad=2.0, tolerance=0.5), AlignPass(searchrad=0.2, tolerance=0.05,
+                                                               use2dhist=False)]
+
+
+def field(n=300, seed=0, radius=60.0):
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(-radius, radius, (n, 2))
+    ra, dec = from_tangent_plane(xy, RA0, DEC0)
+    return ra, dec, rng
+
+
+def observe(ra, dec, rng, shift_mas=(0.0, 0.0), rot_deg=0.0, noise_mas=5.0, n_missing=50, extra=30):
+    """Image catalogue: reference stars moved by a shift/rotation, with noise, gaps and spurious ones."""
+    xy = tangent_plane(ra, dec, RA0, DEC0)
+    t = np.deg2rad(rot_deg)
+    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    img = (rot @ xy.T).T + np.asarray(shift_mas) / 1000 + rng.normal(0, noise_mas / 1000, xy.shape)
+    img = img[n_missing:]
+    img = np.vstack([img, rng.uniform(-60, 60, (extra, 2))])
+    return from_tangent_plane(img, RA0, DEC0)
+
+
+def test_tangent_plane_round_trip():
+    ra, dec, _ = field()
+    ra2, dec2 = from_tangent_plane(tangent_plane(ra, dec, RA0, DEC0), RA0, DEC0)
+    assert np.allclose(ra, ra2, atol=1e-10) and np.allclose(dec, dec2, atol=1e-10)
+
+
+def test_two_pass_shift_recovered_within_5_mas():
+    ra, dec, rng = field()
+    img_ra, img_dec = observe(ra, dec, rng, shift_mas=(400.0, -250.0))
+    res = align_catalogs(img_ra, img_dec, ra, dec, PASSES, center=(RA0, DEC0))
+    assert res.passes_ok == 2 and res.n_matches > 200
+    # the correction is minus the injected error
+    assert np.allclose(res.shift * 1000, [-400.0, 250.0], atol=5.0)
+    fixed_ra, fixed_dec = apply_to_positions(res, img_ra[:100], img_dec[:100])
+    sep = tangent_plane(fixed_ra, fixed_dec, RA0, DEC0) - tangent_plane(ra[50:150], dec[50:150], RA0, DEC0)
+    assert np.median(np.hypot(*sep.T)) * 1000 < 10
+
+
+def test_rotation_fit_and_fits_wcs_correction():
+    ra, dec, rng = field(seed=1)
+    img_ra, img_dec = observe(ra, dec, rng, shift_mas=(100.0, 50.0), rot_deg=0.01, noise_mas=2.0)
+    res = align_catalogs(img_ra, img_dec, ra, dec, PASSES, fitgeom="rshift", center=(RA0, DEC0))
+    assert res.rotation_deg == pytest.approx(-0.01, abs=0.001)
+    # a FITS WCS in which the image positions were measured, corrected, lands on the reference
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [RA0, DEC0]
+    w.wcs.crpix = [1000, 1000]
+    w.wcs.cd = np.array([[-0.031, 0.0], [0.0, 0.031]]) / 3600
+    x, y = w.world_to_pixel_values(img_ra[:100], img_dec[:100])
+    fixed = WCS(correct_fits_wcs(w.to_header(), res))
+    fra, fdec = fixed.pixel_to_world_values(x, y)
+    sep = tangent_plane(fra, fdec, RA0, DEC0) - tangent_plane(ra[50:150], dec[50:150], RA0, DEC0)
+    assert np.median(np.hypot(*sep.T)) * 1000 < 5
+
+
+def test_failed_second_pass_keeps_the_first():
+    ra, dec, rng = field(seed=2)
+    img_ra, img_dec = observe(ra, dec, rng, shift_mas=(300.0, 0.0), noise_mas=40.0)
+    impossible = [PASSES[0], AlignPass(searchrad=0.01, tolerance=0.001, use2dhist=False)]
+    res = align_catalogs(img_ra, img_dec, ra, dec, impossible, center=(RA0, DEC0), min_matches=50)
+    assert res is not None and res.passes_ok == 1
+    assert np.allclose(res.shift * 1000, [-300.0, 0.0], atol=15.0)
+
+
+def test_no_match_gives_none():
+    ra, dec, rng = field(seed=3)
+    far_ra, far_dec = field(seed=4)[:2]
+    assert align_catalogs(far_ra + 0.1, far_dec, ra, dec, PASSES[:1], min_matches=20) is None
+
+
+def test_proper_motions_propagated():
+    t = Table({"ra": [RA0], "dec": [DEC0], "pmra": [100.0], "pmdec": [-50.0], "ref_epoch": [2016.0]})
+    ra, dec = propagate_proper_motion(t, 2024.0)
+    assert (ra[0] - RA0) * np.cos(np.deg2rad(DEC0)) * 3.6e6 == pytest.approx(800.0, rel=1e-6)
+    assert (dec[0] - DEC0) * 3.6e6 == pytest.approx(-400.0, rel=1e-6)
+    plain = Table({"RA": [1.0], "DEC": [2.0]})
+    assert propagate_proper_motion(plain, 2024.0) == (pytest.approx([1.0]), pytest.approx([2.0]))

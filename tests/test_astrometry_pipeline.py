@@ -1,0 +1,118 @@
+"""Relative (wcs_adjust) and absolute (astrometric_align) astrometry on a simulated programme (slow)."""
+
+import subprocess
+import sys
+import tomllib
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+SCIENCE = """
+[projects.9999]
+targets = ["ngc0000"]
+
+[simulation]
+seed = 31
+detector_size = 512
+n_dithers = 3
+n_tiles = 2
+n_stars = 3000
+pointing_error_mas = 3.0
+visit_pointing_error_mas = 120.0
+miri_background = false
+
+[pipeline]
+data_version = "ast"
+nircam_bands = ["F200W"]
+miri_bands = ["F770W"]
+
+[pipeline.steps]
+nircam = ["lv1", "lv2", "wcs_adjust", "lv3", "astrometric_align"]
+miri = ["lv1", "lv2", "wcs_adjust", "lv3", "astrometric_align"]
+
+[alignment]
+ngc0000 = "ngc0000_sim_cat.fits"
+
+[wcs_adjust]
+bands = ["F200W", "F770W"]
+
+[lv2_parameters.resample]
+skip = true
+
+[lv3_parameters.tweakreg]
+snr_threshold = 5
+fitgeometry = "shift"
+searchrad = 0.5
+separation = 0.5
+tolerance = { nircam = 0.2, miri = 0.4 }
+bkg_boxsize = { nircam = 100, miri = 25 }
+
+[lv3_parameters.source_catalog]
+snr_threshold = 5
+bkg_boxsize = { nircam = 50, miri = 25 }
+"""
+
+LOCAL = """
+[local]
+raw_dir = "raw"
+working_dir = "work"
+crds_dir = "crds"
+crds_mode = "synthetic"
+processes = 2
+alignment_dir = "alignment"
+"""
+
+LIMIT_MAS = {"F200W": 5.0, "F770W": 15.0}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ast")
+    (d / "s.toml").write_text(SCIENCE)
+    (d / "l.toml").write_text(LOCAL)
+    res = subprocess.run([sys.executable, str(REPO / "run_jwst_reprocessing.py"), str(d / "s.toml"),
+                          str(d / "l.toml"), "--no-progress"], capture_output=True, text=True,
+                         cwd=REPO, timeout=2400)
+    assert res.returncode == 0, res.stderr[-5000:]
+    return d
+
+
+@pytest.mark.parametrize("band", ["F200W", "F770W"])
+def test_relative_visit_shifts_recovered(run, band):
+    exp = Table.read(run / "raw" / "ngc0000" / "simulation_truth" / "exposures.ecsv")
+    shifts = tomllib.loads((run / "work" / "jwst_lv3_reprocessed_ast" / "ngc0000" /
+                            "wcs_adjust.toml").read_text())["wcs_adjust"]
+    rows = exp[exp["band"] == band]
+    visits = sorted({o.split("_")[0] for o in rows["obs_id"]})
+    assert len(visits) == 2 and all(v in shifts for v in visits)
+    def mean_err(v):
+        sel = [r for r in rows if r["obs_id"].startswith(v)]
+        return np.array([np.mean([r["pointing_error_ra_mas"] for r in sel]),
+                         np.mean([r["pointing_error_dec_mas"] for r in sel])])
+
+    measured = (np.array(shifts[visits[1]]["shift"]) - np.array(shifts[visits[0]]["shift"])) * 1000
+    expected = mean_err(visits[1]) - mean_err(visits[0])
+    assert np.linalg.norm(expected) > 30                     # the visits really were misaligned
+    assert np.linalg.norm(measured - expected) < LIMIT_MAS[band], (measured, expected)
+
+
+@pytest.mark.parametrize(("band", "instr"), [("F200W", "nircam"), ("F770W", "miri")])
+def test_absolute_alignment_puts_the_mosaic_on_the_truth(run, band, instr):
+    from jwstgal.simulate.score import score_truth_centroids
+
+    out = run / "work" / "jwst_lv3_reprocessed_ast" / "ngc0000" / band / "astrometric_align"
+    stem = f"ngc0000_{instr}_lv3_{band.lower()}"
+    stars = run / "raw" / "ngc0000" / "simulation_truth" / "stars.ecsv"
+    before = score_truth_centroids(out.parent / "lv3" / f"{stem}_i2d.fits", stars, band)
+    after = score_truth_centroids(out / f"{stem}_i2d_align.fits", stars, band)
+    assert after.n_matched >= 20, after
+    assert after.median_offset * after.pixel_scale * 1000 < LIMIT_MAS[band], (before, after)
+    assert before.median_offset * before.pixel_scale * 1000 > LIMIT_MAS[band]   # it did fix something
+    assert "ASTALIGN" in fits.getheader(out / f"{stem}_i2d_align.fits")
+    assert len(list(out.glob("*_crf_tweakback.fits"))) == 6
+    assert (out.parent / "qa" / "astrometric_align.png").is_file()
