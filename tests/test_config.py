@@ -30,8 +30,8 @@ def test_unknown_table_names_file_key_allowed_and_suggestion(tmp_path):
     msg = error_of(tmp_path, science=MINIMAL_SCIENCE + "\n[pipline]\ndata_version='x'\n")
     assert msg == (
         "<d>/config.toml: unknown key 'pipline' (allowed: pipeline, projects, extra_obs_to_include, "
-        "download, alignment, lv1_parameters, lv2_parameters, lv3_parameters, simulation, level_match, "
-        "kernels, convolve, release); "
+        "download, alignment, lv1_parameters, lv2_parameters, lv3_parameters, simulation, wcs_adjust, "
+        "level_match, astrometric_align, kernels, convolve, release); "
         "did you mean 'pipeline'?")
 
 
@@ -53,13 +53,15 @@ def test_band_of_wrong_instrument(tmp_path):
 def test_unknown_step(tmp_path):
     msg = error_of(tmp_path, science=MINIMAL_SCIENCE + "\n[pipeline.steps]\nnircam=['lv1','lv22']\n")
     assert msg == ("<d>/config.toml: key 'pipeline.steps.nircam': value ['lv1', 'lv22']: unknown "
-                   "step 'lv22' (allowed: lv1, lv2, level_match, lv3); did you mean 'lv2'?")
+                   "step 'lv22' (allowed: lv1, lv2, wcs_adjust, level_match, lv3, astrometric_align); "
+                   "did you mean 'lv2'?")
 
 
 def test_steps_must_be_in_pipeline_order(tmp_path):
     msg = error_of(tmp_path, science=MINIMAL_SCIENCE + "\n[pipeline.steps]\nmiri=['lv1','lv3','lv2']\n")
     assert msg == ("<d>/config.toml: key 'pipeline.steps.miri': value ['lv1', 'lv3', 'lv2']: steps run "
-                   "in the order lv1, lv2, level_match, lv3; got lv1, lv3, lv2")
+                   "in the order lv1, lv2, wcs_adjust, level_match, lv3, astrometric_align; got lv1, "
+                   "lv3, lv2")
 
 
 def test_wrong_type_is_not_coerced(tmp_path):
@@ -193,3 +195,9 @@ def test_slurm_executor_needs_its_table(tmp_path):
     msg = error_of(tmp_path, local='[local]\nraw_dir="r"\nworking_dir="w"\nexecutor="slurm"\n')
     assert msg == ("<d>/local.toml: key 'local': executor = 'slurm' needs a [local.slurm] table "
                    "(queue, cores, memory, walltime)")
+
+
+def test_alignment_mapping_cannot_chain(tmp_path):
+    msg = error_of(tmp_path, science=MINIMAL_SCIENCE
+                   + "\n[astrometric_align]\nalignment_mapping = { F770W = 'F300M', F300M = 'F200W' }\n")
+    assert "alignment_mapping: F770W borrows from F300M, which itself borrows from F200W" in msg
