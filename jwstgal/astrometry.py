@@ -147,9 +147,6 @@ def align_catalogs(
     -------
     AlignResult or None
     """
-    from tweakwcs.linearfit import iter_linear_fit
-    from tweakwcs.matchutils import XYXYMatch
-
     c = center or (float(np.median(img_ra)), float(np.median(img_dec)))
     img = tangent_plane(img_ra, img_dec, *c)
     ref = tangent_plane(ref_ra, ref_dec, *c)
@@ -159,27 +156,43 @@ def align_catalogs(
     for k, p in enumerate(passes):
         moved = img + offset if result is None else (result.matrix @ img.T).T + result.shift
         imcat = Table({"TPx": moved[:, 0], "TPy": moved[:, 1]})
-        match = XYXYMatch(searchrad=p.searchrad, separation=p.separation, tolerance=p.tolerance,
-                          use2dhist=p.use2dhist)
-        try:
-            ridx, iidx = match(refcat, imcat, tp_units="arcsec")
-        except Exception as err:  # tweakwcs raises on degenerate inputs
-            log.warning("alignment pass %d: matching failed: %s", k + 1, err)
-            ridx = iidx = np.array([], int)
-        if len(ridx) < min_matches:
-            log.warning("alignment pass %d: %d matches (< %d)%s", k + 1, len(ridx), min_matches,
+        # tweakwcs' 2-D histogram can lock onto a spurious peak in crowded fields: try both ways of
+        # finding the initial offset and keep the better fit
+        fits_ = [f for f in (_match_and_fit(refcat, imcat, ref, img, p, use2dhist, fitgeom, c, k + 1)
+                             for use2dhist in dict.fromkeys([p.use2dhist, not p.use2dhist]))
+                 if f is not None and f.n_matches >= min_matches]
+        if not fits_:
+            log.warning("alignment pass %d: fewer than %d matches%s", k + 1, min_matches,
                         "; keeping the previous pass" if result else "")
             break
-        fit = iter_linear_fit(ref[ridx], img[iidx], fitgeom=fitgeom, nclip=p.nclip,
-                              sigma=(p.sigma, "rmse"))
-        m = fit["fitmask"]
-        resid = ref[ridx][m] - ((np.asarray(fit["matrix"]) @ img[iidx][m].T).T + fit["shift"])
-        mat = np.asarray(fit["matrix"], float)
-        rot = float(np.degrees(np.arctan2(mat[1, 0], mat[0, 0])))  # counter-clockwise in (xi, eta)
-        scale = float(np.sqrt(abs(np.linalg.det(mat))))
-        result = AlignResult(np.asarray(fit["shift"], float), mat, rot, scale,
-                             float(fit["rmse"]) * 1000, int(m.sum()), k + 1, c, resid, img[iidx][m])
+        result = max(fits_, key=lambda f: (f.rms_mas <= 500 * p.tolerance, f.n_matches, -f.rms_mas))
     return result
+
+
+def _match_and_fit(refcat: Table, imcat: Table, ref: np.ndarray, img: np.ndarray, p: AlignPass,
+                   use2dhist: bool, fitgeom: str, center: tuple[float, float], npass: int
+                   ) -> AlignResult | None:
+    """One matching + clipped linear fit (reference = matrix @ image + shift)."""
+    from tweakwcs.linearfit import iter_linear_fit
+    from tweakwcs.matchutils import XYXYMatch
+
+    match = XYXYMatch(searchrad=p.searchrad, separation=p.separation, tolerance=p.tolerance,
+                      use2dhist=use2dhist)
+    try:
+        ridx, iidx = match(refcat, imcat, tp_units="arcsec")
+    except Exception as err:  # tweakwcs raises on degenerate inputs
+        log.debug("alignment pass %d: matching failed: %s", npass, err)
+        return None
+    if len(ridx) < 3:
+        return None
+    fit = iter_linear_fit(ref[ridx], img[iidx], fitgeom=fitgeom, nclip=p.nclip, sigma=(p.sigma, "rmse"))
+    m = fit["fitmask"]
+    mat = np.asarray(fit["matrix"], float)
+    resid = ref[ridx][m] - ((mat @ img[iidx][m].T).T + fit["shift"])
+    rot = float(np.degrees(np.arctan2(mat[1, 0], mat[0, 0])))  # counter-clockwise in (xi, eta)
+    scale = float(np.sqrt(abs(np.linalg.det(mat))))
+    return AlignResult(np.asarray(fit["shift"], float), mat, rot, scale, float(fit["rmse"]) * 1000,
+                       int(m.sum()), npass, center, resid, img[iidx][m])
 
 
 def apply_to_positions(result: AlignResult, ra: np.ndarray, dec: np.ndarray

@@ -99,8 +99,7 @@ def measure_visit_shifts(cal_files: list[Path], fwhm_pix: float, passes: list[Al
     for f in cal_files:
         visits.setdefault(_visit(f), []).append(f)
     ref = max(visits, key=lambda v: sum(stars[f][0].size for f in visits[v]))
-    ref_ra = np.concatenate([stars[f][0] for f in visits[ref]])
-    ref_dec = np.concatenate([stars[f][1] for f in visits[ref]])
+    ref_ra, ref_dec = merge_detections([stars[f] for f in visits[ref]], radius_arcsec=0.1)
     out: dict[str, dict[str, Any]] = {ref: {"shift": [0.0, 0.0], "n_exposures": 0, "reference": True}}
     for v, files in visits.items():
         if v == ref:
@@ -111,12 +110,34 @@ def measure_visit_shifts(cal_files: list[Path], fwhm_pix: float, passes: list[Al
                                  min_matches=min_matches)
             if res is not None:
                 shifts.append(res.shift)
-        if shifts:
-            out[v] = {"shift": [float(x) for x in np.mean(shifts, axis=0)],
+        if shifts:  # the median resists one exposure that matched badly
+            out[v] = {"shift": [float(x) for x in np.median(shifts, axis=0)],
                       "n_exposures": len(shifts), "reference": False}
         else:
             log.warning("wcs_adjust: visit %s could not be aligned to %s; left unchanged", v, ref)
     return out
+
+
+def merge_detections(catalogs: list[tuple[np.ndarray, np.ndarray]], radius_arcsec: float = 0.1
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """One star list from several exposures of a visit: detections closer than ``radius`` are one star."""
+    from scipy.spatial import cKDTree
+
+    from jwstgal.astrometry import from_tangent_plane, tangent_plane
+
+    ra = np.concatenate([c[0] for c in catalogs])
+    dec = np.concatenate([c[1] for c in catalogs])
+    if ra.size == 0:
+        return ra, dec
+    center = (float(np.median(ra)), float(np.median(dec)))
+    xy = tangent_plane(ra, dec, *center)
+    tree = cKDTree(xy)
+    label = -np.ones(len(xy), int)
+    for i in range(len(xy)):
+        if label[i] < 0:
+            label[tree.query_ball_point(xy[i], radius_arcsec)] = i
+    merged = np.array([xy[label == k].mean(axis=0) for k in np.unique(label)])
+    return from_tangent_plane(merged, *center)
 
 
 @contextlib.contextmanager

@@ -192,12 +192,18 @@ def _default_passes() -> list[PassConfig]:
             PassConfig(searchrad=0.3, tolerance=0.1, use2dhist=False)]
 
 
+def _visit_passes() -> list[PassConfig]:
+    # JWST visits are misaligned by <~0.3": a wider first search aliases in crowded fields
+    return [PassConfig(searchrad=0.5, tolerance=0.3),
+            PassConfig(searchrad=0.2, tolerance=0.12, use2dhist=False)]
+
+
 class WcsAdjustConfig(_Strict):
     """The ``[wcs_adjust]`` table (step ``wcs_adjust``: relative per-visit shifts)."""
 
     bands: list[str] = Field(default_factory=list, description="Star-rich bands the visit shifts "
                              "are measured on (default: the target's first configured band).")
-    passes: list[PassConfig] = Field(default_factory=_default_passes, description="Matching passes.")
+    passes: list[PassConfig] = Field(default_factory=_visit_passes, description="Matching passes.")
 
     @field_validator("bands")
     @classmethod

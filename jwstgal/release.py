@@ -130,7 +130,7 @@ def build_release(
     -------
     list of ReleasedFile
     """
-    from jwstgal.reprocess import product_name
+    from jwstgal.reprocess import final_mosaic, product_name
 
     files: list[ReleasedFile] = []
     for target in targets:
@@ -139,11 +139,11 @@ def build_release(
             band = get_band(name)
             lv3 = reprocess_dir / target / band.name / "lv3"
             stem = product_name(target, band)
-            i2d = lv3 / f"{stem}_i2d.fits"
+            i2d = final_mosaic(reprocess_dir / target / band.name, target, band)
             if not i2d.is_file():
                 log.warning("%s %s: no mosaic to release (%s)", target, band.name, i2d)
                 continue
-            out = tdir / i2d.name
+            out = tdir / f"{stem}_i2d.fits"   # one name whether or not it was realigned
             if overwrite or not out.is_file():
                 release_mosaic(i2d, out, remove_bloat=remove_bloat, config_hash=config_hash)
             files.append(ReleasedFile(out, target, band.name, "mosaic"))

@@ -234,6 +234,13 @@ def product_name(target: str, band: Band) -> str:
     return f"{target}_{band.instrument}_lv3_{band.name.lower()}"
 
 
+def final_mosaic(band_dir: Path, target: str, band: Band) -> Path:
+    """The band's final mosaic: the astrometrically aligned one if it exists, else stage 3's."""
+    stem = product_name(target, band)
+    aligned = band_dir / "astrometric_align" / f"{stem}_i2d_align.fits"
+    return aligned if aligned.is_file() else band_dir / "lv3" / f"{stem}_i2d.fits"
+
+
 @dataclass
 class StepPlan:
     """What one step of one band needs to do.

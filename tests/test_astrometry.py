@@ -94,3 +94,17 @@ def test_proper_motions_propagated():
     assert (dec[0] - DEC0) * 3.6e6 == pytest.approx(-400.0, rel=1e-6)
     plain = Table({"RA": [1.0], "DEC": [2.0]})
     assert propagate_proper_motion(plain, 2024.0) == (pytest.approx([1.0]), pytest.approx([2.0]))
+
+
+def test_merge_detections_makes_one_star_per_position():
+    from jwstgal.astrometry_step import merge_detections
+
+    ra, dec, rng = field(n=50, seed=5)
+    jitter = [from_tangent_plane(tangent_plane(ra, dec, RA0, DEC0) + rng.normal(0, 0.01, (50, 2)),
+                                 RA0, DEC0) for _ in range(3)]
+    mra, mdec = merge_detections(jitter, radius_arcsec=0.1)
+    assert len(mra) == 50
+    from scipy.spatial import cKDTree
+
+    dist, _ = cKDTree(tangent_plane(ra, dec, RA0, DEC0)).query(tangent_plane(mra, mdec, RA0, DEC0))
+    assert dist.max() < 0.03          # arcsec: each merged star is the mean of its three detections

@@ -97,7 +97,7 @@ def test_relative_visit_shifts_recovered(run, band):
 
     measured = (np.array(shifts[visits[1]]["shift"]) - np.array(shifts[visits[0]]["shift"])) * 1000
     expected = mean_err(visits[1]) - mean_err(visits[0])
-    assert np.linalg.norm(expected) > 30                     # the visits really were misaligned
+    assert np.linalg.norm(expected) > 15                     # the visits really were misaligned
     assert np.linalg.norm(measured - expected) < LIMIT_MAS[band], (measured, expected)
 
 
@@ -108,7 +108,8 @@ def test_absolute_alignment_puts_the_mosaic_on_the_truth(run, band, instr):
     out = run / "work" / "jwst_lv3_reprocessed_ast" / "ngc0000" / band / "astrometric_align"
     stem = f"ngc0000_{instr}_lv3_{band.lower()}"
     stars = run / "raw" / "ngc0000" / "simulation_truth" / "stars.ecsv"
-    before = score_truth_centroids(out.parent / "lv3" / f"{stem}_i2d.fits", stars, band)
+    before = score_truth_centroids(out.parent / "lv3" / f"{stem}_i2d.fits", stars, band,
+                                   box_fwhm=8.0, max_offset_pix=8.0)
     after = score_truth_centroids(out / f"{stem}_i2d_align.fits", stars, band)
     assert after.n_matched >= 20, after
     assert after.median_offset * after.pixel_scale * 1000 < LIMIT_MAS[band], (before, after)

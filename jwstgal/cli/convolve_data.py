@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from jwstgal.convolve import convolve_mosaic
         from jwstgal.kernel_products import kernel_path
         from jwstgal.provenance import hash_params
-        from jwstgal.reprocess import product_name
+        from jwstgal.reprocess import final_mosaic, product_name
 
         cfg = load_config(args.config, args.local, check_jwst=False)
         conv = cfg.science.convolve
@@ -47,15 +47,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             ref = None
             if conv.reproject and conv.target in cfg.science.bands:
                 tb = get_band(conv.target)
-                ref = (cfg.reprocess_dir / target / tb.name / "lv3"
-                       / f"{product_name(target, tb)}_i2d.fits")
+                ref = final_mosaic(cfg.reprocess_dir / target / tb.name, target, tb)
                 if not ref.is_file():
                     msg = f"{target}: reprojection grid {ref} does not exist (run stage 3 of {tb.name})"
                     raise InputNotFoundError(msg)
             for name in bands or cfg.science.bands:
                 band = get_band(name)
-                lv3 = cfg.reprocess_dir / target / band.name / "lv3"
-                i2d = lv3 / f"{product_name(target, band)}_i2d.fits"
+                i2d = final_mosaic(cfg.reprocess_dir / target / band.name, target, band)
                 if not i2d.is_file():
                     log.warning("%s %s: no mosaic %s, skipping", target, band.name, i2d)
                     continue
@@ -69,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 key = hash_params([i2d.name, st.st_size, int(st.st_mtime),
                                    fits.getheader(kfile).get("JG_KERN") if kfile else None,
                                    conv.model_dump(), str(ref) if ref else None])
-                out = i2d.parent.parent / "convolved" / f"{i2d.stem}_conv_{conv.target}.fits"
+                out = (i2d.parent.parent / "convolved"
+                       / f"{product_name(target, band)}_i2d_conv_{conv.target}.fits")
                 if not args.overwrite and out.is_file() and fits.getheader(out).get("JG_CKEY") == key:
                     log.info("%s %s: convolved product up to date", target, band.name)
                     continue

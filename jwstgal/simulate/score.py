@@ -86,7 +86,7 @@ def score_mosaic_astrometry(
 
 def score_truth_centroids(
     mosaic: Path, stars: Path, band: str, *, min_flux_ujy: float = 1.0, isolation_fwhm: float = 4.0,
-    box_fwhm: float = 3.0, max_stars: int = 400,
+    box_fwhm: float = 3.0, max_stars: int = 400, max_offset_pix: float = 1.0,
 ) -> AstrometryScore:
     """Measure the true stars directly in a mosaic: 2-D Gaussian (+ background) centroids.
 
@@ -109,6 +109,9 @@ def score_truth_centroids(
         Isolation radius and fitting box, in units of the band's FWHM.
     max_stars : int
         At most this many (the brightest) stars are fitted.
+    max_offset_pix : float
+        Fits further than this from the true position are discarded (a neighbour was fitted);
+        raise it (with ``box_fwhm``) to score a mosaic that is far from aligned.
 
     Returns
     -------
@@ -163,7 +166,7 @@ def score_truth_centroids(
         mx, my = centroid_sources(filled, tx[sel], ty[sel], box_size=box, centroid_func=centroid_2dg)
     good = np.isfinite(mx) & np.isfinite(my)
     dx, dy = mx[good] - tx[sel][good], my[good] - ty[sel][good]
-    ok = np.hypot(dx, dy) < 1.0  # a fit that wandered off to a neighbour is not a measurement
+    ok = np.hypot(dx, dy) < max_offset_pix  # a fit that wandered to a neighbour is not a measurement
     dx, dy = dx[ok], dy[ok]
     if dx.size == 0:
         return AstrometryScore(0, np.nan, np.nan, np.nan, np.nan, scale)
