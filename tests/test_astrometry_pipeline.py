@@ -29,7 +29,7 @@ miri_background = false
 [pipeline]
 data_version = "ast"
 nircam_bands = ["F200W"]
-miri_bands = ["F770W"]
+miri_bands = ["F770W", "F2100W"]
 
 [pipeline.steps]
 nircam = ["lv1", "lv2", "wcs_adjust", "lv3", "astrometric_align"]
@@ -40,6 +40,9 @@ ngc0000 = "ngc0000_sim_cat.fits"
 
 [wcs_adjust]
 bands = ["F200W", "F770W"]
+
+[astrometric_align]
+alignment_mapping = { F2100W = "F770W" }
 
 [lv2_parameters.resample]
 skip = true
@@ -117,3 +120,15 @@ def test_absolute_alignment_puts_the_mosaic_on_the_truth(run, band, instr):
     assert "ASTALIGN" in fits.getheader(out / f"{stem}_i2d_align.fits")
     assert len(list(out.glob("*_crf_tweakback.fits"))) == 6
     assert (out.parent / "qa" / "astrometric_align.png").is_file()
+
+
+def test_weak_band_borrows_the_reference_band_solution(run):
+    import json
+
+    base = run / "work" / "jwst_lv3_reprocessed_ast" / "ngc0000"
+    own = json.loads((base / "F770W" / "astrometric_align" / "solution.json").read_text())
+    borrowed = json.loads((base / "F2100W" / "astrometric_align" / "solution.json").read_text())
+    assert borrowed["borrowed_from"].endswith("F770W/astrometric_align/solution.json")
+    assert borrowed["shift_arcsec"] == own["shift_arcsec"]
+    h = fits.getheader(base / "F2100W" / "astrometric_align" / "ngc0000_miri_lv3_f2100w_i2d_align.fits")
+    assert json.loads(h["ASTALIGN"]) == own["shift_arcsec"]
