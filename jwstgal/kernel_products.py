@@ -36,14 +36,14 @@ def band_psf(band: str, cfg: KernelsConfig, psf_dir: Path, data_dir: Path) -> PS
               "nlambda": cfg.nlambda, "use_opd": cfg.use_opd}
     path = psf_dir / "psfs" / f"{band}.fits"
     key = hash_params(params)
-    if path.is_file() and fits.getheader(path).get("JG_PSF") == key:
+    if path.is_file() and fits.getheader(path).get("JG_PKEY") == key:
         return read_psf(path)
     if cfg.psf_source == "stpsf":
         psf = stpsf_psf(band, oversample=cfg.oversample, data_dir=data_dir, use_opd=cfg.use_opd,
                         nlambda=cfg.nlambda or None)
     else:
         psf = band_gaussian_psf(band, cfg.oversample)
-    write_psf(psf, path, {"JG_PSF": key})
+    write_psf(psf, path, {"JG_PKEY": key})  # not JG_PSF: stamp_header writes that
     log.info("PSF %s (%s) -> %s", band, psf.origin, path)
     return psf
 

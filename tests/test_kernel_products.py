@@ -50,8 +50,12 @@ def test_f200w_to_gauss092_gives_a_gaussian_within_one_percent(f200w_kernels, me
 def test_kernels_are_not_rebuilt_when_up_to_date(f200w_kernels):
     cfg, psf_dir, paths = f200w_kernels
     mtimes = [p.stat().st_mtime_ns for p in paths]
+    psf_file = psf_dir / "psfs" / "F200W.fits"
+    psf_mtime = psf_file.stat().st_mtime_ns
     make_kernel_set(["F200W"], cfg, psf_dir, DEFAULT_DATA_DIR)
+    band_psf("F200W", cfg, psf_dir, DEFAULT_DATA_DIR)
     assert [p.stat().st_mtime_ns for p in paths] == mtimes
+    assert psf_file.stat().st_mtime_ns == psf_mtime     # the cached PSF is reused, not recomputed
 
 
 def test_psf_names():
