@@ -197,6 +197,8 @@ def write_report(cfg: RunConfig, results: list[Any] | None = None) -> Path:
             figs = []
             quick = bdir / "lv3" / f"{product_name(target, band)}_i2d.png"
             for path, alt in ((quick, "stage 3 mosaic"),
+                              (bdir / "qa" / "astrometric_align.png",
+                               "residuals after absolute alignment"),
                               (bdir / "qa" / "lv3_astrometry.png", "astrometric residuals"),
                               (bdir / "qa" / "level_match.png", "level offsets"),
                               (bdir / "qa" / "lv2_cal.png", "stage 2 exposures"),
@@ -208,7 +210,8 @@ def write_report(cfg: RunConfig, results: list[Any] | None = None) -> Path:
             if astro.is_file():
                 a = json.loads(astro.read_text())
                 if a.get("n"):
-                    parts.append(f"<p>Astrometry vs reference: {a['n']} matches, median offset "
+                    parts.append(f"<p>Astrometry vs reference after stage 3 (before any "
+                                 f"astrometric_align): {a['n']} matches, median offset "
                                  f"({a['median_dra_mas']:.1f}, {a['median_ddec_mas']:.1f}) mas, "
                                  f"rms {a['rms_mas']:.1f} mas.</p>")
             krows = []
