@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 #: Steps a band can run, in the only order in which they make sense.
 ALLOWED_STEPS: tuple[str, ...] = ("lv1", "lv2", "wcs_adjust", "level_match", "lv3",
                                   "astrometric_align")
+#: Steps run when a config names none: the plain STScI pipeline.
+DEFAULT_STEPS: tuple[str, ...] = ("lv1", "lv2", "lv3")
 #: Instrument-level selector keys.
 GROUP_SELECTORS: tuple[str, ...] = ("nircam", "nircam_short", "nircam_long", "miri")
 #: jwst pipeline behind each stage's parameter table.
@@ -82,9 +84,9 @@ BandName = Annotated[str, Field(description="Band name, e.g. F200W")]
 class StepLists(_Strict):
     """Ordered steps (or steps to overwrite) per instrument."""
 
-    nircam: list[str] = Field(default_factory=lambda: list(ALLOWED_STEPS),
+    nircam: list[str] = Field(default_factory=lambda: list(DEFAULT_STEPS),
                               description="Steps for NIRCam bands, in order.")
-    miri: list[str] = Field(default_factory=lambda: list(ALLOWED_STEPS),
+    miri: list[str] = Field(default_factory=lambda: list(DEFAULT_STEPS),
                             description="Steps for MIRI bands, in order.")
 
     @field_validator("nircam", "miri")

@@ -201,3 +201,9 @@ def test_alignment_mapping_cannot_chain(tmp_path):
     msg = error_of(tmp_path, science=MINIMAL_SCIENCE
                    + "\n[astrometric_align]\nalignment_mapping = { F770W = 'F300M', F300M = 'F200W' }\n")
     assert "alignment_mapping: F770W borrows from F300M, which itself borrows from F200W" in msg
+
+
+def test_default_steps_are_the_plain_stsci_pipeline(tmp_path):
+    run = load_config(*write_config(tmp_path))
+    assert run.science.pipeline.steps.nircam == ["lv1", "lv2", "lv3"]
+    assert run.science.pipeline.steps.miri == ["lv1", "lv2", "lv3"]
