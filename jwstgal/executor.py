@@ -170,10 +170,3 @@ def open_executor(spec: ExecutorSpec | None = None) -> Iterator[Executor]:
         if cluster is not None:
             cluster.close()
 
-
-def map_tasks(fn: Callable[..., Any], tasks: Sequence[tuple[Any, ...]], *,
-              processes: int = 1, desc: str = "", progress: bool = True) -> list[Any]:
-    """One-off :meth:`Executor.map` on a local process pool (``processes`` > 1) or serially."""
-    spec = ExecutorSpec("processes" if processes > 1 else "serial", processes)
-    with open_executor(spec) as ex:
-        return ex.map(fn, tasks, desc=desc, progress=progress)
