@@ -38,8 +38,8 @@ from jwstgal.errors import ConfigError
 log = logging.getLogger(__name__)
 
 #: Steps a band can run, in the only order in which they make sense.
-ALLOWED_STEPS: tuple[str, ...] = ("lv1", "lv2", "wcs_adjust", "level_match", "lv3",
-                                  "astrometric_align")
+ALLOWED_STEPS: tuple[str, ...] = ("lv1", "lv2", "destripe", "wcs_adjust", "level_match",
+                                  "stack_destripe", "lv3", "astrometric_align")
 #: Steps run when a config names none: the plain STScI pipeline.
 DEFAULT_STEPS: tuple[str, ...] = ("lv1", "lv2", "lv3")
 #: Instrument-level selector keys.
@@ -200,6 +200,80 @@ def _visit_passes() -> list[PassConfig]:
             PassConfig(searchrad=0.2, tolerance=0.12, use2dhist=False)]
 
 
+class DestripeSettings(_Strict):
+    """Destriping settings (see :class:`jwstgal.destripe.DestripeParams` for their meaning)."""
+
+    method: Literal["median_filter", "row_median", "remstripe", "smooth", "pca"] = Field(
+        "median_filter", description="Row-pass method.")
+    quadrants: bool = Field(True, description="Fit amplifier bands separately (NOUTPUTS > 1).")
+    level_amplifiers: bool = Field(True, description="Remove amplifier offsets first.")
+    vertical: bool = Field(True, description="Column pass before the row pass.")
+    filter_scales: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [3, 7, 15, 31, 63, 127],
+        description="Median-filter scales (pixels), small to large.")
+    min_mask_frac: float = Field(0.2, ge=0, le=1, description="Minimum unmasked fraction of an "
+                                 "amplifier row before the full row is used.")
+    sigma: float = Field(3.0, gt=0, description="Detection and clipping threshold.")
+    npixels: int = Field(3, ge=1, description="Minimum connected pixels of a source.")
+    dilate_size: int = Field(11, ge=1, description="Dilation of the source mask (pixels).")
+    max_iters: int = Field(10, ge=0, description="Clipping iterations.")
+    filter_diffuse: bool = Field(False, description="High-pass diffuse emission before fitting.")
+    diffuse_scale: float = Field(200.0, gt=0, description="Cut-off scale of that filter (pixels).")
+    pca_components: int = Field(10, ge=1, description="Eigenvectors fitted (method pca).")
+    pca_reconstruct_components: int = Field(5, ge=1, description="Eigenvectors used to reconstruct.")
+    pca_seed: int = Field(0, description="Seed of the robust PCA.")
+    dq_flags: list[Literal["DO_NOT_USE", "SATURATED", "JUMP_DET", "DROPOUT", "OUTLIER",
+                           "REFERENCE_PIXEL", "NON_SCIENCE", "DEAD", "HOT", "NO_FLAT_FIELD"]] = Field(
+        default_factory=lambda: ["DO_NOT_USE", "NON_SCIENCE"], description="DQ flags excluded.")
+    lyot: Literal["mask", "adjust", "include"] = Field(
+        "mask", description="MIRI full frames: mask the Lyot coronagraph, level it, or fit it.")
+
+
+def _optional(model: type[BaseModel], name: str) -> type[BaseModel]:
+    """The same fields, all optional (for per-selector overrides)."""
+    from pydantic import create_model
+
+    fields = {k: (f.annotation | None, Field(None, description=f.description))
+              for k, f in model.model_fields.items()}
+    return create_model(name, __base__=_Strict, **fields)
+
+
+DestripeOverride = _optional(DestripeSettings, "DestripeOverride")
+
+
+class DestripeConfig(DestripeSettings):
+    """The ``[destripe]`` table (step ``destripe``, single frames, after stage 2).
+
+    Settings apply to every band; ``[destripe.override.<selector>]`` tables (a target, a band,
+    nircam_short/nircam_long, nircam or miri) change some of them, most specific selector last.
+    """
+
+    override: dict[str, DestripeOverride] = Field(  # type: ignore[valid-type]
+        default_factory=dict, description="Selector -> settings that differ there.")
+
+    def for_band(self, target: str, band: Band) -> dict[str, Any]:
+        """The settings of one target/band, overrides applied."""
+        out = {k: v for k, v in self.model_dump().items() if k != "override"}
+        for sel in (*reversed(band.selectors), target):
+            if sel in self.override:
+                out.update({k: v for k, v in self.override[sel].model_dump().items() if v is not None})
+        return out
+
+
+class StackDestripeConfig(_Strict):
+    """The ``[stack_destripe]`` table (step ``stack_destripe``, after level matching)."""
+
+    quadrants: bool = Field(True, description="Fit amplifier bands separately.")
+    vertical: bool = Field(False, description="Also fit column structure.")
+    min_mask_frac: float = Field(0.2, ge=0, le=1, description="Minimum unmasked fraction of a row.")
+    sigma: float = Field(3.0, gt=0, description="Detection and clipping threshold.")
+    dilate_size: int = Field(7, ge=1, description="Dilation of the residual-source mask.")
+    max_iters: int = Field(10, ge=0, description="Clipping iterations.")
+    min_overlap_frac: float = Field(0.5, gt=0, le=1, description="Coverage another frame needs to "
+                                    "enter a frame's reference.")
+    iterations: int = Field(3, ge=1, le=20, description="Passes (references rebuilt each time).")
+
+
 class WcsAdjustConfig(_Strict):
     """The ``[wcs_adjust]`` table (step ``wcs_adjust``: relative per-visit shifts)."""
 
@@ -325,6 +399,8 @@ class ScienceConfig(_Strict):
     lv3_parameters: dict[str, Any] = Field(default_factory=dict,
                                            description="Image3Pipeline parameters.")
     simulation: SimulationConfig | None = Field(None, description="Simulate the raw data.")
+    destripe: DestripeConfig = Field(default_factory=DestripeConfig)
+    stack_destripe: StackDestripeConfig = Field(default_factory=StackDestripeConfig)
     wcs_adjust: WcsAdjustConfig = Field(default_factory=WcsAdjustConfig)
     level_match: LevelMatchConfig = Field(default_factory=LevelMatchConfig)
     astrometric_align: AstrometricAlignConfig = Field(default_factory=AstrometricAlignConfig)
@@ -362,6 +438,11 @@ class ScienceConfig(_Strict):
         selectors = [*targets, *ALL_BANDS, *GROUP_SELECTORS]
         for stage in STAGE_PIPELINES:
             _check_selectors(getattr(self, stage), stage, selectors)
+        for sel in self.destripe.override:
+            if sel not in selectors:
+                msg = (f"[destripe.override] selector {sel!r} is not a target, band or one of "
+                       f"{', '.join(GROUP_SELECTORS)}{_did_you_mean(sel, selectors)}")
+                raise ValueError(msg)
         return self
 
 
@@ -488,10 +569,15 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 def _model_at(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> type[BaseModel] | None:
     """Walk a pydantic model class along an error location to the model that owns the last key."""
+    skip_key = False
     for part in loc[:-1]:
+        if skip_key:  # a key of a dict of models (e.g. a selector under destripe.override)
+            skip_key = False
+            continue
         if model is None or not isinstance(part, str) or part not in model.model_fields:
             return None
         ann = model.model_fields[part].annotation
+        skip_key = getattr(ann, "__origin__", None) is dict
         candidates = [ann, *getattr(ann, "__args__", ())]
         model = next((c for c in candidates
                       if isinstance(c, type) and issubclass(c, BaseModel)), None)

@@ -128,6 +128,10 @@ def step_diagnostics(proc: BandProcessor, plan: StepPlan) -> list[Path]:
         elif plan.step == "lv2":
             out.append(contact_sheet(plan.outputs, qa_dir / "lv2_cal.png",
                                      f"{proc.label}: stage 2 calibrated exposures"))
+        elif plan.step in ("destripe", "stack_destripe"):
+            what = "single-frame" if plan.step == "destripe" else "stack-based"
+            out.append(contact_sheet(plan.outputs, qa_dir / f"{plan.step}.png",
+                                     f"{proc.label}: after {what} destriping"))
         elif plan.step == "lv3":
             mosaic = plan.outputs[0]
             out.append(quicklook_png(mosaic, mosaic.with_suffix(".png"), title=proc.label))
@@ -201,11 +205,21 @@ def write_report(cfg: RunConfig, results: list[Any] | None = None) -> Path:
                                "residuals after absolute alignment"),
                               (bdir / "qa" / "lv3_astrometry.png", "astrometric residuals"),
                               (bdir / "qa" / "level_match.png", "level offsets"),
+                              (bdir / "qa" / "stack_destripe.png", "after stack-based destriping"),
+                              (bdir / "qa" / "destripe.png", "after single-frame destriping"),
                               (bdir / "qa" / "lv2_cal.png", "stage 2 exposures"),
                               (bdir / "qa" / "lv1_rate.png", "stage 1 rates")):
                 if path.is_file():
                     figs.append(_img(path, root, alt))
             parts.append('<div class="figs">' + "".join(figs) + "</div>")
+            for step, what in (("destripe", "Single-frame"), ("stack_destripe", "Stack-based")):
+                panels = sorted((bdir / "qa" / step).glob("*.png"))
+                if panels:  # before / mask / model / after for the first exposures
+                    parts.append(f"<h3>{what} destriping: input, mask, stripe model, result "
+                                 f"({min(len(panels), 3)} of {len(panels)} exposures)</h3>"
+                                 '<div class="figs wide">'
+                                 + "".join(_img(pth, root, f"{what} destriping {pth.stem}")
+                                           for pth in panels[:3]) + "</div>")
             astro = bdir / "qa" / "lv3_astrometry.json"
             if astro.is_file():
                 a = json.loads(astro.read_text())
@@ -231,6 +245,7 @@ def write_report(cfg: RunConfig, results: list[Any] | None = None) -> Path:
         "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}"
         "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px}"
         ".figs{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0}img{max-width:420px}"
+        ".wide img{max-width:900px}"
         ".fail{color:#b00;font-weight:bold}.complete{color:#070}.started{color:#b60}</style>"
         "</head><body>" + "\n".join(parts) + "</body></html>")
     write_text_atomic(root / "index.html", page)

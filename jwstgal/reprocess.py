@@ -37,8 +37,9 @@ from jwstgal.stages import read_band_keys, run_stage1, run_stage2, run_stage3
 
 log = logging.getLogger(__name__)
 
-STEP_DIRS = {"lv1": "rate", "lv2": "cal", "wcs_adjust": "wcs_adjust", "level_match": "level_match",
-             "lv3": "lv3", "astrometric_align": "astrometric_align"}
+STEP_DIRS = {"lv1": "rate", "lv2": "cal", "destripe": "destripe", "wcs_adjust": "wcs_adjust",
+             "level_match": "level_match", "stack_destripe": "stack_destripe", "lv3": "lv3",
+             "astrometric_align": "astrometric_align"}
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,28 @@ def _task_level_match(cal_files: list[str], out_dir: str, params: dict, backgrou
                                    backgrounds=[Path(b) for b in backgrounds],
                                    config_hash=config_hash, qa_png=Path(qa_png))
     return [str(p) for p in outputs]
+
+
+def _task_destripe(src: str, dst: str, params: dict, config_hash: str, png: str) -> list[str]:
+    from jwstgal.destripe import DestripeParams
+    from jwstgal.destripe_step import destripe_file
+
+    destripe_file(Path(src), Path(dst), DestripeParams(**params), config_hash=config_hash,
+                  plot_png=Path(png))
+    return [dst]
+
+
+def _task_stack_destripe(files: list[str], out_dir: str, params: dict, config_hash: str,
+                         plot_dir: str) -> list[str]:
+    from jwstgal.destripe import StackParams
+    from jwstgal.destripe_step import stack_destripe_files
+
+    p = dict(params)
+    iterations = p.pop("iterations")
+    outputs = stack_destripe_files([Path(f) for f in files], Path(out_dir), StackParams(**p),
+                                   iterations=iterations, config_hash=config_hash,
+                                   plot_dir=Path(plot_dir))
+    return [str(o) for o in outputs]
 
 
 def _task_wcs_adjust(cal_files: list[str], out_dir: str, toml_path: str, ref_cal: list[str],
@@ -329,8 +352,9 @@ class BandProcessor:
         InputNotFoundError
             If the step has no input.
         """
-        return {"lv1": self._plan_lv1, "lv2": self._plan_lv2, "wcs_adjust": self._plan_wcs_adjust,
-                "level_match": self._plan_level_match, "lv3": self._plan_lv3,
+        return {"lv1": self._plan_lv1, "lv2": self._plan_lv2, "destripe": self._plan_destripe,
+                "wcs_adjust": self._plan_wcs_adjust, "level_match": self._plan_level_match,
+                "stack_destripe": self._plan_stack_destripe, "lv3": self._plan_lv3,
                 "astrometric_align": self._plan_astrometric_align}[step](upstream, inputs)
 
     def finish(self, plan: StepPlan) -> None:
@@ -386,6 +410,34 @@ class BandProcessor:
             msg = f"{self.label}: no *_cal.fits in {self.band_dir / 'cal'}"
             raise InputNotFoundError(msg)
         return inputs
+
+    def _plan_destripe(self, upstream: str, inputs: list[Path]) -> StepPlan:
+        inputs = self._science_cal(inputs)
+        params = self.cfg.science.destripe.for_band(self.target, self.band)
+        key = hash_params(["destripe", params, upstream, [p.name for p in inputs]])
+        if (done := self._complete("destripe", key)) is not None:
+            return StepPlan("destripe", key, params, done)
+        out_dir, reuse = self._prepare("destripe", key, params)
+        outputs = [out_dir / p.name for p in inputs]
+        todo = [(p, o) for p, o in zip(inputs, outputs, strict=True) if not (reuse and o.is_file())]
+        log.info("%s: destriping %d exposures (%s)", self.label, len(todo), params["method"])
+        qa_dir = self.band_dir / "qa" / "destripe"
+        return StepPlan("destripe", key, params, outputs, _task_destripe,
+                        [(str(p), str(o), params, self.cfg.config_hash, str(qa_dir / f"{p.stem}.png"))
+                         for p, o in todo])
+
+    def _plan_stack_destripe(self, upstream: str, inputs: list[Path]) -> StepPlan:
+        inputs = self._science_cal(inputs)
+        params = self.cfg.science.stack_destripe.model_dump()
+        key = hash_params(["stack_destripe", params, upstream, [p.name for p in inputs]])
+        if (done := self._complete("stack_destripe", key)) is not None:
+            return StepPlan("stack_destripe", key, params, done)
+        out_dir, _ = self._prepare("stack_destripe", key, params)
+        outputs = [out_dir / p.name for p in inputs]
+        log.info("%s: stack-based destriping of %d exposures", self.label, len(inputs))
+        return StepPlan("stack_destripe", key, params, outputs, _task_stack_destripe,
+                        [([str(p) for p in inputs], str(out_dir), params, self.cfg.config_hash,
+                          str(self.band_dir / "qa" / "stack_destripe"))])
 
     def _plan_wcs_adjust(self, upstream: str, inputs: list[Path]) -> StepPlan:
         inputs = self._science_cal(inputs)

@@ -30,7 +30,8 @@ def test_unknown_table_names_file_key_allowed_and_suggestion(tmp_path):
     msg = error_of(tmp_path, science=MINIMAL_SCIENCE + "\n[pipline]\ndata_version='x'\n")
     assert msg == (
         "<d>/config.toml: unknown key 'pipline' (allowed: pipeline, projects, extra_obs_to_include, "
-        "download, alignment, lv1_parameters, lv2_parameters, lv3_parameters, simulation, wcs_adjust, "
+        "download, alignment, lv1_parameters, lv2_parameters, lv3_parameters, simulation, destripe, "
+            "stack_destripe, wcs_adjust, "
         "level_match, astrometric_align, kernels, convolve, release); "
         "did you mean 'pipeline'?")
 
@@ -53,15 +54,15 @@ def test_band_of_wrong_instrument(tmp_path):
 def test_unknown_step(tmp_path):
     msg = error_of(tmp_path, science=MINIMAL_SCIENCE + "\n[pipeline.steps]\nnircam=['lv1','lv22']\n")
     assert msg == ("<d>/config.toml: key 'pipeline.steps.nircam': value ['lv1', 'lv22']: unknown "
-                   "step 'lv22' (allowed: lv1, lv2, wcs_adjust, level_match, lv3, astrometric_align); "
-                   "did you mean 'lv2'?")
+                   "step 'lv22' (allowed: lv1, lv2, destripe, wcs_adjust, level_match, stack_destripe, "
+                   "lv3, astrometric_align); did you mean 'lv2'?")
 
 
 def test_steps_must_be_in_pipeline_order(tmp_path):
     msg = error_of(tmp_path, science=MINIMAL_SCIENCE + "\n[pipeline.steps]\nmiri=['lv1','lv3','lv2']\n")
     assert msg == ("<d>/config.toml: key 'pipeline.steps.miri': value ['lv1', 'lv3', 'lv2']: steps run "
-                   "in the order lv1, lv2, wcs_adjust, level_match, lv3, astrometric_align; got lv1, "
-                   "lv3, lv2")
+                   "in the order lv1, lv2, destripe, wcs_adjust, level_match, stack_destripe, lv3, "
+                   "astrometric_align; got lv1, lv3, lv2")
 
 
 def test_wrong_type_is_not_coerced(tmp_path):
@@ -207,3 +208,12 @@ def test_default_steps_are_the_plain_stsci_pipeline(tmp_path):
     run = load_config(*write_config(tmp_path))
     assert run.science.pipeline.steps.nircam == ["lv1", "lv2", "lv3"]
     assert run.science.pipeline.steps.miri == ["lv1", "lv2", "lv3"]
+
+
+def test_destripe_override_unknown_key_and_selector(tmp_path):
+    msg = error_of(tmp_path, science=MINIMAL_SCIENCE + "\n[destripe.override.miri]\nlyt = 'mask'\n")
+    assert "'destripe.override.miri.lyt'" in msg and "did you mean 'lyot'" in msg
+    msg = error_of(tmp_path, science=MINIMAL_SCIENCE + "\n[destripe.override.F200X]\nsigma = 2.0\n")
+    assert "selector 'F200X'" in msg and "did you mean 'F200W'" in msg
+    msg = error_of(tmp_path, science=MINIMAL_SCIENCE + "\n[destripe]\nmethod = 'pcaa'\n")
+    assert "'destripe.method'" in msg and "pca" in msg

@@ -127,6 +127,7 @@ def setup_for_band(band: Band, size: int) -> DetectorSetup:
     -------
     DetectorSetup
     """
+    # subarrays are read through one output (NOUTPUTS=1): one 1/f stream, one amplifier offset
     if band.instrument == "miri":
         return DetectorSetup("MIRI", "MIRIMAGE", size, band.pixel_scale, -453.559, -373.814, 4.449,
                              gain=3.1, read_noise=6.0, ngroups=8, frame_time=2.775,
@@ -134,10 +135,10 @@ def setup_for_band(band: Band, size: int) -> DetectorSetup:
     if band.band_type == "nircam_short":
         return DetectorSetup("NIRCAM", "NRCB1", size, band.pixel_scale, 120.6714, -527.3877, -0.5,
                              gain=2.0, read_noise=10.0, ngroups=6, frame_time=10.737,
-                             readpatt="RAPID", n_amps=4)
+                             readpatt="RAPID", n_amps=4 if size == 2048 else 1)
     return DetectorSetup("NIRCAM", "NRCBLONG", size, band.pixel_scale, 86.1035, -493.2276, -0.55,
                          gain=1.8, read_noise=9.0, ngroups=6, frame_time=10.737,
-                         readpatt="RAPID", n_amps=4)
+                         readpatt="RAPID", n_amps=4 if size == 2048 else 1)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,214 @@
+"""Destriping (jwstgal.destripe, jwstgal.destripe_step) scored against simulated truth."""
+
+import hashlib
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.stats import sigma_clipped_stats
+from astropy.wcs import WCS
+
+from jwstgal.destripe import (
+    DestripeParams,
+    StackParams,
+    bad_pixel_mask,
+    clipped_median,
+    destripe,
+    masked_median,
+    miri_destripe,
+    stack_destripe_all,
+)
+from jwstgal.destripe_step import destripe_file, stack_destripe_files
+from jwstgal.simulate import frames as F
+
+pytestmark = pytest.mark.filterwarnings("ignore::astropy.utils.exceptions.AstropyUserWarning")
+
+LONG_SCALES = [3, 7, 15, 31, 63, 127, 255, 511, 1023]
+
+
+@pytest.fixture(scope="module")
+def field():
+    return F.striped_frame(1024, seed=2, scene="field", n_amps=4)
+
+
+@pytest.fixture(scope="module")
+def galaxy():
+    return F.striped_frame(1024, seed=7, scene="galaxy", n_amps=4)
+
+
+def test_dq_mask_uses_the_full_bit_depth():
+    dq = np.array([[0, 1, 512, 512 | 4, 2**31]], np.uint32)
+    data = np.ones(dq.shape)
+    bad = bad_pixel_mask(data, dq, None)
+    assert bad.tolist() == [[False, True, True, True, False]]
+    assert dq.astype(np.uint8)[0, 2] == 0                   # the seed's 8-bit cast lost NON_SCIENCE
+
+
+def test_vectorised_medians_match_numpy_and_astropy():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((40, 301))
+    a[:, :12] += 40                                         # outliers to clip
+    a[rng.random(a.shape) < 0.2] = np.nan
+    a[5] = np.nan
+    np.testing.assert_allclose(masked_median(a, 1)[np.arange(40) != 5],
+                               np.nanmedian(np.delete(a, 5, 0), axis=1))
+    assert np.isnan(masked_median(a, 1)[5])
+    ref = np.array([sigma_clipped_stats(r[np.isfinite(r)], sigma=3, maxiters=10)[1]
+                    for r in np.delete(a, 5, 0)])
+    assert np.abs(clipped_median(a, 1, 3, 10)[np.arange(40) != 5] - ref).max() < 0.05
+
+
+@pytest.mark.parametrize("method, gain", [("row_median", 5), ("remstripe", 5), ("median_filter", 2),
+                                          ("smooth", 2), ("pca", 1.5)])
+def test_each_method_removes_most_of_the_coherent_stripes(field, method, gain):
+    raw = F.score(field, field.data)
+    res = destripe(field.data, field.dq, field.err,
+                   DestripeParams(method=method, filter_scales=LONG_SCALES), n_amps=4)
+    out = F.score(field, field.data - res.model)
+    assert out["coherent_rms"] < raw["coherent_rms"] / gain, out
+    assert out["row_ratio"] < raw["row_ratio"] / 1.8
+
+
+def test_row_median_reaches_the_noise_floor_on_a_field(field):
+    res = destripe(field.data, field.dq, field.err, DestripeParams(method="row_median"), n_amps=4)
+    out = F.score(field, field.data - res.model)
+    assert out["noise_ratio"] <= 1.05                      # issue target: <= 1.1 x the floor
+    assert out["row_ratio"] < 2.0                          # row means at the white-noise level
+
+
+def test_amplifier_offsets_are_levelled():
+    fr = F.striped_frame(1024, seed=3, stripe_rms=0.0, amp_offset_rms=2.0, n_amps=4)
+    res = destripe(fr.data, fr.dq, fr.err, DestripeParams(vertical=False), n_amps=4)
+    injected = fr.stripes[0, ::256] - fr.stripes[0, ::256].mean()
+    np.testing.assert_allclose(res.amp_offsets, injected, atol=0.02)
+
+
+def test_galaxy_flux_is_kept_with_diffuse_filtering(galaxy):
+    raw = F.score(galaxy, galaxy.data)
+    plain = F.score(galaxy, galaxy.data - destripe(galaxy.data, galaxy.dq, galaxy.err,
+                                                   DestripeParams(method="row_median"), n_amps=4).model)
+    res = destripe(galaxy.data, galaxy.dq, galaxy.err,
+                   DestripeParams(filter_diffuse=True, filter_scales=LONG_SCALES), n_amps=4)
+    out = F.score(galaxy, galaxy.data - res.model)
+    assert abs(out["flux_kept"] - 1) < 0.01, out            # issue target: within 1 %
+    # stripes on scales of the galaxy itself cannot be told from it in one frame (stack_destripe)
+    assert out["coherent_rms"] < raw["coherent_rms"] / 1.3
+    assert plain["flux_kept"] < out["flux_kept"] - 0.01     # a plain row median eats the galaxy
+
+
+def test_miri_stripes_removed_and_lyot_masked_or_levelled():
+    fr = F.striped_frame(1024, seed=4, instrument="miri")
+    raw = F.score(fr, fr.data)
+    p = DestripeParams(method="row_median")
+    res, lyot = miri_destripe(fr.data, fr.dq, fr.err, p, full_frame=True)
+    corona = np.zeros(fr.data.shape, bool)
+    corona[:, :360] = True                                  # coronagraphs: rows corrected, not columns
+    out = F.score(fr, fr.data - res.model, mask=corona)
+    assert out["coherent_rms"] < raw["coherent_rms"] / 5, out
+    assert lyot[800, 100] and not lyot[100, 100] and not lyot[800, 500]
+    data = fr.data.copy()
+    data[735:, :290] += 7.0                                 # the Lyot background differs
+    res, lyot = miri_destripe(data, fr.dq, fr.err, DestripeParams(method="row_median", lyot="adjust"))
+    assert not lyot.any()
+    after = (data - res.model - fr.sky - fr.white)
+    assert abs(np.median(after[760:, 20:280]) - np.median(after[:, 400:])) < 0.1
+
+
+def _dithered_galaxy(n=5, size=384):
+    rng = np.random.default_rng(5)
+    big = 10 + F._galaxy((size + 160, size + 160), rng, 300)
+    offs = [(0, 0), (61, 23), (120, 97), (37, 150), (150, 40), (90, 130)][:n]
+    frames = []
+    for k, (dy, dx) in enumerate(offs):
+        f = F.striped_frame(size, seed=20 + k, n_stars=0, amp_offset_rms=0, n_amps=2)
+        sky = big[dy:dy + size, dx:dx + size]
+        f.sky, f.galaxy = sky, sky - 10
+        f.data = sky + f.white + f.stripes
+        f.data[(f.dq & 1) != 0] = 0
+        frames.append(f)
+    return frames, offs
+
+
+def test_stack_subtraction_beats_single_frame_under_bright_emission():
+    frames, offs = _dithered_galaxy()
+    resample = _shift_resampler(offs, frames[0].data.shape[0])
+
+    # single-frame first (as in the pipeline: destripe before stack_destripe), then the stack
+    single = [f.data - destripe(f.data, f.dq, f.err, DestripeParams(filter_diffuse=True, diffuse_scale=100),
+                                n_amps=2).model for f in frames]
+    res = stack_destripe_all(single, [f.dq for f in frames], resample, n_amps=[2] * len(frames),
+                             iterations=3)
+    for f, s, r in zip(frames, single, res, strict=True):
+        raw, one, both = F.score(f, f.data), F.score(f, s), F.score(f, s - r.model)
+        assert both["coherent_rms"] < min(raw["coherent_rms"], one["coherent_rms"]) / 1.3, both
+        assert abs(both["flux_kept"] - 1) < 0.01
+
+
+def _write_frame(path, frame, wcs=None, instrument="NIRCAM", noutputs=4):
+    ph = fits.PrimaryHDU()
+    ph.header.update(INSTRUME=instrument, SUBARRAY="FULL", NOUTPUTS=noutputs)
+    sci = fits.ImageHDU(frame.data.astype(np.float32), name="SCI")
+    if wcs is not None:
+        sci.header.update(wcs.to_header())
+    fits.HDUList([ph, sci, fits.ImageHDU(frame.err.astype(np.float32), name="ERR"),
+                  fits.ImageHDU(frame.dq, name="DQ")]).writeto(path)
+
+
+def test_destripe_file_writes_a_new_file_with_provenance_and_plot(tmp_path):
+    fr = F.striped_frame(1024, seed=9, n_amps=4)
+    src, dst, png = tmp_path / "a_cal.fits", tmp_path / "out" / "a_cal.fits", tmp_path / "qa" / "a.png"
+    _write_frame(src, fr)
+    dst.parent.mkdir()
+    before = hashlib.sha256(src.read_bytes()).hexdigest()
+    stats = destripe_file(src, dst, DestripeParams(method="row_median"), config_hash="abc",
+                          plot_png=png)
+    assert hashlib.sha256(src.read_bytes()).hexdigest() == before      # input untouched
+    with fits.open(dst) as h:
+        assert h[0].header["DSTRMETH"] == "row_median" and h[0].header["DSTRAMPS"] == 4
+        assert h[0].header["JG_DESTR"] and h[0].header["JGAL_CFG"] == "abc"
+        assert any('"method": "row_median"' in c for c in h[0].header["HISTORY"])
+        out = h["SCI"].data.astype(float)
+        np.testing.assert_array_equal(h["DQ"].data, fr.dq)
+    assert (out[(fr.dq & 1) != 0] == 0).all()               # bad pixels keep their values
+    assert F.score(fr, out)["coherent_rms"] < F.score(fr, fr.data)["coherent_rms"] / 5
+    assert stats["model_rms"] > 0.3 and png.stat().st_size > 10_000
+    assert not list(dst.parent.glob(".tmp*"))
+
+
+def _shift_resampler(offs, size):
+    def resample(j, i, img):
+        dy, dx = offs[i][0] - offs[j][0], offs[i][1] - offs[j][1]
+        out = np.full(img.shape, np.nan)
+        ys = slice(max(0, -dy), min(size, size - dy))
+        xs = slice(max(0, -dx), min(size, size - dx))
+        out[ys, xs] = img[ys.start + dy:ys.stop + dy, xs.start + dx:xs.stop + dx]
+        return out
+    return resample
+
+
+def test_stack_destripe_files_resamples_through_the_wcs(tmp_path):
+    frames, offs = _dithered_galaxy(n=4, size=256)
+    files = []
+    for k, (f, (dy, dx)) in enumerate(zip(frames, offs, strict=True)):
+        w = WCS(naxis=2)
+        w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+        w.wcs.crval = [10.0, 20.0]
+        w.wcs.crpix = [129 - dx, 129 - dy]                 # frame pixel (x, y) = big (x + dx, y + dy)
+        w.wcs.cdelt = [-1e-5, 1e-5]
+        files.append(tmp_path / f"f{k}_cal.fits")
+        _write_frame(files[-1], f, w, noutputs=2)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    outs = stack_destripe_files(files, out_dir, StackParams(), iterations=2, plot_dir=tmp_path / "qa")
+    # the same frames through the pure function with exact integer shifts
+    expected = stack_destripe_all([f.data.astype(np.float32).astype(float) for f in frames],
+                                  [f.dq for f in frames], _shift_resampler(offs, 256), StackParams(),
+                                  n_amps=[2] * 4, iterations=2)
+    for f, o, e in zip(frames, outs, expected, strict=True):
+        with fits.open(o) as h:
+            cleaned = h["SCI"].data.astype(float)
+            assert h[0].header["STKNREF"] == 3 and "JG_STACK" in h[0].header
+        good = (f.dq & 1) == 0
+        assert np.abs(cleaned - (f.data.astype(np.float32) - e.model))[good].max() < 2e-3
+        assert F.score(f, cleaned)["coherent_rms"] < F.score(f, f.data)["coherent_rms"]
+    assert len(list((tmp_path / "qa").glob("*.png"))) == 4
