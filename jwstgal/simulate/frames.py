@@ -197,8 +197,9 @@ def score(frame: StripedFrame, cleaned: np.ndarray, mask: np.ndarray | None = No
         over the white-noise rms alone;
         ``stripe_rms``: rms of ``cleaned - sky - white`` (the residual stripe pattern), also
         ``stripe_ratio`` relative to the white-noise rms; ``coherent_rms``: rms of what is left of
-        the removable (row/column-coherent) stripes, ``cleaned - sky - floor``; and ``row_ratio``, the rms of per-row
-        means of the residual pattern relative to the white-noise floor of a row mean;
+        the removable (row/column-coherent) stripes, ``cleaned - sky - floor``; and ``row_ratio``,
+        the rms of per-row means of the residual pattern relative to the white-noise floor of a
+        row mean;
         ``flux_kept``: galaxy flux (pixels >= 5 % of its peak) in ``cleaned`` over the true galaxy
         flux, after removing the white noise and the background level (the median of the residual
         pattern, which level matching sets); NaN for a field.
