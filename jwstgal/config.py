@@ -634,6 +634,17 @@ def validate_science(data: dict[str, Any], path: Path) -> ScienceConfig:
     return cfg
 
 
+def load_science(path: str | os.PathLike[str]) -> ScienceConfig:
+    """Read and validate a science config alone (for tools that need no machine paths).
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing, not TOML, or invalid.
+    """
+    return validate_science(_read_toml(Path(path)), Path(path))
+
+
 def load_config(
     config_path: str | os.PathLike[str],
     local_path: str | os.PathLike[str] | None = None,

@@ -212,3 +212,41 @@ def test_stack_destripe_files_resamples_through_the_wcs(tmp_path):
         assert np.abs(cleaned - (f.data.astype(np.float32) - e.model))[good].max() < 2e-3
         assert F.score(f, cleaned)["coherent_rms"] < F.score(f, f.data)["coherent_rms"]
     assert len(list((tmp_path / "qa").glob("*.png"))) == 4
+
+
+def _run_script(script, *args):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    return subprocess.run([sys.executable, str(REPO / script), *map(str, args), "--no-progress"],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+
+
+def test_nircam_script_uses_config_overrides_resumes_and_refuses_overwriting(tmp_path):
+    fr = F.striped_frame(1024, seed=11, n_amps=4)
+    src = tmp_path / "in" / "jw1_nrcb1_cal.fits"
+    src.parent.mkdir()
+    _write_frame(src, fr)
+    with fits.open(src, mode="update") as h:
+        h[0].header["FILTER"] = "F200W"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[projects.1]\ntargets=["a"]\n[pipeline]\nnircam_bands=["F200W"]\n'
+                   '[destripe]\nmethod="median_filter"\n[destripe.override.nircam_short]\nmethod="row_median"\n')
+    out = tmp_path / "out"
+    res = _run_script("nircam_destriping.py", src, "--out-dir", out, "--config", cfg, "--plot-dir",
+                      tmp_path / "png")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert fits.getheader(out / src.name)["DSTRMETH"] == "row_median"     # band override applied
+    assert (tmp_path / "png" / "jw1_nrcb1_cal.png").is_file()
+    mtime = (out / src.name).stat().st_mtime_ns
+    res = _run_script("nircam_destriping.py", src, "--out-dir", out, "--config", cfg)
+    assert res.returncode == 0 and (out / src.name).stat().st_mtime_ns == mtime   # resumed
+    assert "1 already done" in res.stderr
+    res = _run_script("nircam_destriping.py", src, "--out-dir", src.parent)
+    assert res.returncode == 2 and "would overwrite the input" in res.stderr
+    res = _run_script("miri_destriping.py", src, "--out-dir", out)
+    assert res.returncode == 2 and "INSTRUME is NIRCAM, not MIRI" in res.stderr
+    res = _run_script("nircam_destriping.py", tmp_path / "nope.fits", "--out-dir", out)
+    assert res.returncode == 1 and "no such file" in res.stderr
