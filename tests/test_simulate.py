@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -19,7 +21,7 @@ def test_pink_noise_has_one_over_f_spectrum():
 
 
 def test_onef_noise_makes_per_amplifier_horizontal_stripes():
-    setup = setup_for_band(get_band("F200W"), 512)
+    setup = replace(setup_for_band(get_band("F200W"), 512), n_amps=4)   # as in a full frame
     rng = np.random.default_rng(2)
     reads = det.onef_noise_reads(rng, setup, 2, rms_uncorrelated=5.0, rms_correlated=0.0)
     frame = reads[0]
@@ -34,7 +36,7 @@ def test_onef_noise_makes_per_amplifier_horizontal_stripes():
 
 
 def test_correlated_noise_is_shared_by_amplifiers():
-    setup = setup_for_band(get_band("F200W"), 512)
+    setup = replace(setup_for_band(get_band("F200W"), 512), n_amps=4)
     reads = det.onef_noise_reads(np.random.default_rng(3), setup, 1, 0.0, 5.0)
     w = setup.size // setup.n_amps
     amp_rows = reads[0].reshape(setup.size, setup.n_amps, w).mean(axis=2)
@@ -102,3 +104,9 @@ def test_changed_simulation_settings_refuse_to_mix_with_old_raw_data(tiny_sim, t
     changed = tiny_sim.model_copy(update={"n_stars": 10})
     with pytest.raises(InputNotFoundError, match="simulation made with other"):
         simulate_programme(changed, "ngc0000", ["F200W", "F770W"], tiny_raw, progress=False)
+
+
+def test_subarrays_are_read_through_one_output_and_full_frames_through_four():
+    assert setup_for_band(get_band("F200W"), 512).noutputs == 1
+    assert setup_for_band(get_band("F200W"), 512).n_amps == 1
+    assert setup_for_band(get_band("F444W"), 2048).n_amps == 4
