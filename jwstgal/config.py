@@ -166,6 +166,11 @@ class DownloadConfig(_Strict):
         default_factory=lambda: ["SCIENCE"], description="MAST productType values to fetch.")
     calib_level: list[Literal[1, 2, 3]] = Field(default_factory=lambda: [1],
                                                 description="MAST calib_level values to fetch.")
+    product_subgroups: list[str] = Field(
+        default_factory=lambda: ["UNCAL"],
+        description="MAST productSubGroupDescription values (UNCAL, RATE, CAL, I2D, ASN, ...); "
+                    "[] = any.")
+    retries: int = Field(5, ge=0, le=50, description="Retries of a file on transient errors.")
 
 
 class LevelMatchConfig(_Strict):
@@ -499,6 +504,8 @@ class LocalConfig(_Strict):
     dask_scheduler: str = Field("", description="Address of an existing Dask scheduler.")
     slurm: SlurmConfig | None = Field(None, description="Slurm job settings (executor = 'slurm').")
     api_key: str = Field("", description="MAST token ('' = anonymous or $MAST_API_TOKEN).")
+    mast_server: str = Field("https://mast.stsci.edu", description="MAST portal (a mirror or test "
+                             "server may stand in).")
     alignment_dir: str = Field("", description="Astrometric catalogues; '' = <repo>/alignment.")
     psf_dir: str = Field("", description="Where PSFs and kernels are written; '' = <repo>/PSF.")
     psf_data_dir: str = Field("", description="stpsf data; '' = <repo>/PSF/stpsf_data.")

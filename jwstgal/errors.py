@@ -27,3 +27,11 @@ class StepFailedError(ReductionError):
 
 class CRDSError(ReductionError):
     """The CRDS reference-file system could not be reached or had no answer."""
+
+
+class DownloadError(ReductionError):
+    """A MAST query or download failed (bad token, no data, a file that would not come)."""
+
+
+class NetworkError(DownloadError):
+    """MAST (or another server) could not be reached at all."""

@@ -1,0 +1,452 @@
+"""MAST queries and resumable, verified downloads through astroquery.mast.
+
+Selection is pure (:func:`select_observations`, :func:`select_products` work on astropy tables);
+:class:`MastArchive` does the network work with astroquery's ``ObservationsClass``: portal queries
+(``query_criteria``, ``get_product_list``), optional token login, and file transfer with astroquery's
+own downloader in *continuation* mode (HTTP ``Range``), so a transfer that broke off resumes where it
+stopped. Files arrive as ``<name>.part`` and are renamed only once complete and verified: their size
+must be what MAST reports and, for FITS files carrying ``CHECKSUM``/``DATASUM`` cards (JWST products
+do), the checksums must hold; a corrupt file is fetched again from the start. Transient errors
+(connection resets, broken streams, timeouts, HTTP 5xx) are retried with exponential backoff.
+
+Layout: ``<dest>/mastDownload/JWST/<obs_id>/<file>``, astroquery's, which the reprocessing reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.table import Table
+
+from jwstgal.errors import DownloadError, NetworkError
+from jwstgal.provenance import atomic_path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SERVER = "https://mast.stsci.edu"
+INSTRUMENT_MODES = {"nircam": "NIRCAM/IMAGE", "miri": "MIRI/IMAGE"}
+
+
+def name_key(name: str) -> str:
+    """Target name normalised for matching: lower case, alphanumerics only, no zero padding.
+
+    ``"NGC-628"``, ``"ngc0628"`` and ``"NGC 0628"`` all give ``"ngc628"``.
+    """
+    s = re.sub(r"[^a-z0-9]", "", str(name).lower())
+    return re.sub(r"\d+", lambda m: str(int(m.group())), s)
+
+
+def _col(table: Table, name: str) -> np.ndarray:
+    return np.array([("" if np.ma.is_masked(v) else str(v)) for v in table[name]]) if len(table) else \
+        np.array([], str)
+
+
+def select_observations(obs: Table, *, target: str | None = None, instruments: Iterable[str] = (),
+                        filters: Iterable[str] = ()) -> Table:
+    """Observations of one target, instrument modes and filters.
+
+    Parameters
+    ----------
+    obs : astropy.table.Table
+        MAST observation rows (``target_name``, ``instrument_name``, ``filters``).
+    target : str, optional
+        Target name (compared with :func:`name_key`).
+    instruments : iterable of str
+        ``instrument_name`` values, e.g. ``NIRCAM/IMAGE`` (none = any).
+    filters : iterable of str
+        Filter names; a row matches if any of its ``;``-separated filters is listed (none = any).
+
+    Returns
+    -------
+    astropy.table.Table
+    """
+    keep = np.ones(len(obs), bool)
+    if target is not None and len(obs):
+        keep &= np.array([name_key(t) == name_key(target) for t in _col(obs, "target_name")])
+    inst = {i.upper() for i in instruments}
+    if inst and len(obs):
+        keep &= np.array([i.upper() in inst for i in _col(obs, "instrument_name")])
+    flt = {f.upper() for f in filters}
+    if flt and len(obs):
+        keep &= np.array([bool(flt & set(f.upper().split(";"))) for f in _col(obs, "filters")])
+    return obs[keep]
+
+
+def select_products(products: Table, *, product_types: Iterable[str] = ("SCIENCE",),
+                    subgroups: Iterable[str] = ("UNCAL",), calib_levels: Iterable[int] = (1,),
+                    skip: Iterable[str] = (), patterns: Iterable[str] | None = None) -> Table:
+    """Products to fetch, duplicates removed.
+
+    Parameters
+    ----------
+    products : astropy.table.Table
+        MAST product rows.
+    product_types : iterable of str
+        ``productType`` values (SCIENCE, PREVIEW, INFO, AUXILIARY).
+    subgroups : iterable of str
+        ``productSubGroupDescription`` values (UNCAL, RATE, CAL, ...); empty = any.
+    calib_levels : iterable of int
+        ``calib_level`` values.
+    skip : iterable of str
+        File-name substrings never fetched (``obs_to_skip``).
+    patterns : iterable of str, optional
+        Keep only file names matching one of these globs (a prefix matches as ``prefix*``).
+
+    Returns
+    -------
+    astropy.table.Table
+    """
+    if not len(products):
+        return products
+    names = _col(products, "productFilename")
+    keep = np.isin(_col(products, "productType"), list(product_types))
+    sub = [s.upper() for s in subgroups]
+    if sub:
+        keep &= np.isin(np.char.upper(_col(products, "productSubGroupDescription")), sub)
+    keep &= np.isin(np.asarray(products["calib_level"]).astype(int), list(calib_levels))
+    keep &= np.array([not any(s in n for s in skip) for n in names])
+    if patterns is not None:
+        pats = [p if any(c in p for c in "*?[") else f"{p}*" for p in patterns]
+        keep &= np.array([any(fnmatch(n, p) for p in pats) for n in names])
+    out = products[keep]
+    _, first = np.unique(_col(out, "dataURI"), return_index=True)
+    return out[np.sort(first)]
+
+
+def verify_file(path: Path, size: int | None) -> str:
+    """Why a downloaded file is not good ('' if it is): wrong size or failed FITS checksums."""
+    if size is not None and size > 0 and path.stat().st_size != size:
+        return f"size {path.stat().st_size} bytes, MAST reports {size}"
+    if path.name.endswith((".fits", ".fits.part")):
+        from astropy.io import fits
+
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                with fits.open(path, checksum=True) as h:
+                    for hdu in h:
+                        _ = hdu.data  # read everything: the checksum covers the data
+            bad = [str(w.message) for w in caught if "checksum" in str(w.message).lower()
+                   or "datasum" in str(w.message).lower()]
+            if bad:
+                return f"FITS checksum failed ({bad[0]})"
+        except (OSError, ValueError) as err:
+            return f"not a readable FITS file ({err})"
+    return ""
+
+
+@dataclass
+class DownloadPlan:
+    """What one destination tree will receive."""
+
+    dest: Path
+    products: Table
+    label: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        """Sum of the MAST-reported sizes."""
+        return int(np.sum(np.asarray(self.products["size"], dtype=np.int64))) if len(self.products) else 0
+
+
+class MastArchive:
+    """astroquery.mast ``Observations`` bound to one server, optionally logged in.
+
+    Parameters
+    ----------
+    server : str
+        MAST portal URL (``https://mast.stsci.edu``; a mirror or a test server may stand in).
+    token : str, optional
+        MAST API token (never logged); exclusive-access data need one.
+    retries : int
+        Retries of one file on transient errors.
+    backoff : float
+        First retry delay in seconds; it doubles each time.
+
+    Raises
+    ------
+    NetworkError
+        If the server cannot be reached while logging in.
+    DownloadError
+        If MAST rejects the token.
+    """
+
+    def __init__(self, server: str = DEFAULT_SERVER, token: str | None = None, *, retries: int = 5,
+                 backoff: float = 2.0) -> None:
+        from astroquery.mast import ObservationsClass
+
+        self.server = server.rstrip("/")
+        self.retries = retries
+        self.backoff = backoff
+        self.obs = ObservationsClass()
+        portal = self.obs._portal_api_connection
+        portal.MAST_REQUEST_URL = self.server + "/api/v0/invoke"
+        portal.COLUMNS_CONFIG_URL = self.server + "/portal/Mashup/Mashup.asmx/columnsconfig"
+        portal.MAST_DOWNLOAD_URL = self.server + "/api/v0.1/Download/file"
+        portal.MAST_BUNDLE_URL = self.server + "/api/v0.1/Download/bundle"
+        self.obs._auth_obj.SESSION_INFO_URL = self.server + "/whoami"
+        if token:
+            self._login(token)
+
+    def _login(self, token: str) -> None:
+        from astroquery.exceptions import LoginError
+
+        try:
+            with self._network("logging in"):
+                self.obs.login(token=token)
+        except LoginError:
+            msg = (f"MAST at {self.server} rejected the API token (from [local] api_key or "
+                   "$MAST_API_TOKEN; not shown). Make a new one at https://auth.mast.stsci.edu/token "
+                   "and put it in config/local.toml")
+            raise DownloadError(msg) from None
+
+    class _Guard:
+        def __init__(self, archive: MastArchive, what: str) -> None:
+            self.archive, self.what = archive, what
+
+        def __enter__(self) -> None:
+            return None
+
+        def __exit__(self, typ: Any, err: Any, tb: Any) -> bool:
+            import requests
+
+            if err is not None and isinstance(err, (requests.exceptions.ConnectionError,
+                                                    requests.exceptions.Timeout)):
+                msg = (f"cannot reach MAST at {self.archive.server} while {self.what} "
+                       f"({type(err).__name__}); check the network connection or [local] mast_server")
+                raise NetworkError(msg) from None
+            return False
+
+    def _network(self, what: str) -> MastArchive._Guard:
+        return MastArchive._Guard(self, what)
+
+    def query(self, *, proposal_id: str | None = None, target: str | None = None,
+              coordinates: tuple[float, float] | None = None, radius_deg: float = 0.2,
+              instruments: Iterable[str] = (), filters: Iterable[str] = ()) -> Table:
+        """Observations matching the criteria (an empty table if none).
+
+        Parameters
+        ----------
+        proposal_id : str, optional
+            Proposal (program) id.
+        target : str, optional
+            Target name: with ``proposal_id`` it is matched against ``target_name``; alone it is
+            resolved to coordinates by MAST's name resolver and searched within ``radius_deg``.
+        coordinates : (float, float), optional
+            RA, Dec (deg) of a cone search of ``radius_deg``.
+        radius_deg : float
+            Cone radius.
+        instruments : iterable of str
+            ``instrument_name`` values.
+        filters : iterable of str
+            Filters to keep.
+
+        Returns
+        -------
+        astropy.table.Table
+        """
+        from astroquery.exceptions import ResolverError
+
+        criteria: dict[str, Any] = {"obs_collection": "JWST"}
+        if proposal_id:
+            criteria["proposal_id"] = str(proposal_id)
+        if instruments:
+            criteria["instrument_name"] = list(instruments)
+        if coordinates is not None:
+            from astropy.coordinates import SkyCoord
+
+            criteria["coordinates"] = SkyCoord(*coordinates, unit="deg")
+            criteria["radius"] = f"{radius_deg} deg"
+        elif target and not proposal_id:
+            criteria["objectname"] = target
+            criteria["radius"] = f"{radius_deg} deg"
+        try:
+            with self._network("querying observations"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                obs = self.obs.query_criteria(**criteria)
+        except ResolverError as err:
+            msg = f"MAST's name resolver does not know target {target!r}: {err}"
+            raise DownloadError(msg) from None
+        obs = Table(obs) if obs is not None else Table()
+        return select_observations(obs, target=target if proposal_id else None,
+                                   filters=filters) if len(obs) else obs
+
+    def products(self, observations: Table) -> Table:
+        """All products of the observations (an empty table if none)."""
+        if not len(observations):
+            return Table()
+        with self._network("listing products"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return Table(self.obs.get_product_list(observations))
+
+    def _transfer(self, url: str, part: Path) -> None:
+        """Run astroquery's streaming download in continuation mode.
+
+        ``verbose`` makes astroquery stream 64 kB blocks to disk, so a broken transfer leaves its
+        bytes for the next ``Range`` request; its own progress bar is silenced (ours counts bytes).
+        """
+        from astroquery import log as aq_log
+
+        level = aq_log.level
+        aq_log.setLevel("WARNING")
+        try:
+            self.obs._download_file(url, str(part), continuation=True, head_safe=True, verbose=True,
+                                    cache=False)
+        finally:
+            aq_log.setLevel(level)
+
+    def _fetch(self, row: Any, dest: Path) -> str:
+        """Download one product to ``dest`` (resuming a ``.part``); returns how it went."""
+        import requests
+
+        size = int(row["size"]) if not np.ma.is_masked(row["size"]) else None
+        if dest.is_file() and not verify_file(dest, size):
+            return "already complete"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        part = dest.with_name(dest.name + ".part")
+        url = f"{self.obs._portal_api_connection.MAST_DOWNLOAD_URL}?uri={row['dataURI']}"
+        resumed = part.is_file() and part.stat().st_size > 0
+        last = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                delay = self.backoff * 2 ** (attempt - 1)
+                log.warning("%s: %s; retry %d/%d in %.1f s", dest.name, last, attempt, self.retries, delay)
+                time.sleep(delay)
+            try:
+                self._transfer(url, part)
+            except requests.exceptions.HTTPError as err:
+                code = err.response.status_code if err.response is not None else 0
+                if code in (401, 403):
+                    msg = (f"{dest.name}: MAST refused access (HTTP {code}); exclusive-access data need "
+                           "an API token with rights to it ([local] api_key)")
+                    raise DownloadError(msg) from None
+                if code < 500:
+                    msg = f"{dest.name}: MAST answered HTTP {code} for {url}"
+                    raise DownloadError(msg) from None
+                last = f"HTTP {code}"
+                continue
+            except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
+                    requests.exceptions.Timeout, ConnectionResetError) as err:
+                last = f"transfer broke off ({type(err).__name__})"
+                continue
+            why = verify_file(part, size)
+            if not why:
+                part.replace(dest)
+                return "resumed" if resumed or attempt else "downloaded"
+            last = f"{why}: fetching it again from the start"
+            part.unlink()
+            resumed = False
+        msg = f"{dest.name}: failed after {self.retries} retries ({last}); run again to resume"
+        raise DownloadError(msg)
+
+    def download(self, plan: DownloadPlan, *, progress: bool = True) -> Table:
+        """Fetch a plan's products into ``<dest>/mastDownload/JWST/<obs_id>/`` and write a manifest.
+
+        Returns
+        -------
+        astropy.table.Table
+            The manifest (also written to ``<dest>/download_manifest.ecsv``, atomically).
+        """
+        from tqdm import tqdm
+
+        rows = []
+        bar = tqdm(total=plan.total_bytes, unit="B", unit_scale=True, desc=f"MAST {plan.label}",
+                   disable=not progress)
+        try:
+            for row in plan.products:
+                dest = plan.dest / "mastDownload" / "JWST" / str(row["obs_id"]) / str(row["productFilename"])
+                with self._network(f"downloading {dest.name}"):
+                    status = self._fetch(row, dest)
+                rows.append((str(dest.relative_to(plan.dest)), str(row["obs_id"]), int(row["size"]),
+                             status, str(row["dataURI"])))
+                bar.update(int(row["size"]))
+        finally:
+            bar.close()
+        manifest = Table(rows=rows or None, names=("file", "obs_id", "size", "status", "uri"),
+                         dtype=(str, str, np.int64, str, str))
+        manifest.meta["comments"] = [f"MAST server {self.server}", time.strftime("%Y-%m-%dT%H:%M:%S")]
+        with atomic_path(plan.dest / "download_manifest.ecsv") as tmp:
+            manifest.write(tmp, format="ascii.ecsv")
+        return manifest
+
+
+def plan_config_downloads(science: Any, raw_dir: Path, archive: MastArchive,
+                          targets: Iterable[str] | None = None) -> tuple[list[DownloadPlan], list[str]]:
+    """Plans for every configured target (and the observations it borrows from others).
+
+    For each ``[projects.<id>] targets`` entry the proposal's JWST imaging observations of the
+    configured instruments and bands are listed once, matched to the target by name, and their
+    products filtered by ``[download]`` (product types, subgroups, calibration levels) and
+    ``[pipeline] obs_to_skip``. ``[extra_obs_to_include.<target>] <other> = [prefixes]`` adds the
+    other target's files matching the prefixes, into the other target's tree (where the
+    reprocessing looks for them).
+
+    Parameters
+    ----------
+    science : ScienceConfig
+        Validated science configuration.
+    raw_dir : pathlib.Path
+        Root of the raw tree.
+    archive : MastArchive
+        Connection to MAST.
+    targets : iterable of str, optional
+        Restrict to these targets.
+
+    Returns
+    -------
+    (list of DownloadPlan, list of str)
+        Plans, and one message per target for which MAST has nothing to fetch.
+    """
+    from jwstgal.bands import get_band
+
+    wanted = set(targets) if targets else None
+    bands = [get_band(b) for b in science.bands]
+    instruments = sorted({INSTRUMENT_MODES[b.instrument] for b in bands})
+    filters = sorted({b.filter for b in bands})
+    dl = science.download
+    by_proposal: dict[str, Table] = {}
+
+    def observations(pid: str) -> Table:
+        if pid not in by_proposal:
+            by_proposal[pid] = archive.query(proposal_id=pid, instruments=instruments, filters=filters)
+        return by_proposal[pid]
+
+    def products_of(pid: str, target: str, patterns: list[str] | None = None) -> Table:
+        obs = select_observations(observations(pid), target=target)
+        prods = archive.products(obs)
+        return select_products(prods, product_types=dl.products, subgroups=dl.product_subgroups,
+                               calib_levels=dl.calib_level, skip=science.pipeline.obs_to_skip,
+                               patterns=patterns)
+
+    project_of = {t: pid for pid, p in science.projects.items() for t in p.targets}
+    plans, missing = [], []
+    for pid, project in science.projects.items():
+        for target in project.targets:
+            if wanted is not None and target not in wanted:
+                continue
+            prods = products_of(pid, target)
+            if not len(prods):
+                missing.append(f"{target}: MAST has no {'/'.join(dl.products)} "
+                               f"{'/'.join(dl.product_subgroups) or 'any'} products at calib_level "
+                               f"{dl.calib_level} for target {target!r} in proposal {pid} "
+                               f"({', '.join(instruments)}; {', '.join(filters)})")
+            else:
+                plans.append(DownloadPlan(raw_dir / target, prods, target))
+            for other, prefixes in science.extra_obs_to_include.get(target, {}).items():
+                extra = products_of(project_of.get(other, pid), other, list(prefixes))
+                if len(extra):
+                    plans.append(DownloadPlan(raw_dir / other, extra, f"{other} (for {target})"))
+                else:
+                    missing.append(f"{target}: no files of {other} match extra_obs_to_include "
+                                   f"{list(prefixes)}")
+    return plans, missing
