@@ -102,7 +102,8 @@ def main_archive(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--subgroup", action="append", default=[],
                    help="productSubGroupDescription, e.g. UNCAL, RATE, CAL, I2D, ASN (default UNCAL)")
     p.add_argument("--out", type=Path, required=True, help="destination directory")
-    p.add_argument("--local", type=Path, default=None, help="machine config (local.toml) with api_key and mast_server")
+    p.add_argument("--local", type=Path, default=None,
+                   help="machine config (local.toml) with api_key and mast_server")
     p.add_argument("--server", default=None, help="MAST portal URL (default https://mast.stsci.edu)")
     p.add_argument("--retries", type=int, default=5)
     _common(p)
