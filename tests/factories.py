@@ -74,3 +74,35 @@ def fake_mosaic(path: Path, *, shape=(120, 100), pixscale=0.11, crval=(24.17, 15
     path.parent.mkdir(parents=True, exist_ok=True)
     fits.HDUList(hdus).writeto(path)
     return path
+
+
+#: ``[local]`` of the offline end-to-end runs: synthetic CRDS, two worker processes.
+SYNTHETIC_LOCAL = """
+[local]
+raw_dir = "raw"
+working_dir = "work"
+crds_dir = "crds"
+crds_mode = "synthetic"
+processes = 2
+alignment_dir = "alignment"
+"""
+
+
+def run_reprocessing(workdir: Path, science: str, local: str = SYNTHETIC_LOCAL, *, timeout: int = 2400,
+                     extra_args: tuple[str, ...] = ()) -> Path:
+    """Write a science + local config into ``workdir`` and run ``run_jwst_reprocessing.py`` on it.
+
+    Asserts a zero exit code (showing the end of stderr otherwise) and returns ``workdir``.
+    """
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    (workdir / "s.toml").write_text(science)
+    (workdir / "l.toml").write_text(local)
+    res = subprocess.run([sys.executable, str(REPO / "run_jwst_reprocessing.py"), str(workdir / "s.toml"),
+                          str(workdir / "l.toml"), "--no-progress", *extra_args], capture_output=True,
+                         text=True, cwd=REPO, timeout=timeout)
+    assert res.returncode == 0, res.stderr[-5000:]
+    return workdir

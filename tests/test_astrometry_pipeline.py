@@ -1,14 +1,12 @@
 """Relative (wcs_adjust) and absolute (astrometric_align) astrometry on a simulated programme (slow)."""
 
-import subprocess
-import sys
 import tomllib
 
 import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
-from conftest import REPO
+from factories import run_reprocessing
 
 pytestmark = pytest.mark.slow
 
@@ -60,29 +58,13 @@ snr_threshold = 5
 bkg_boxsize = { nircam = 50, miri = 25 }
 """
 
-LOCAL = """
-[local]
-raw_dir = "raw"
-working_dir = "work"
-crds_dir = "crds"
-crds_mode = "synthetic"
-processes = 2
-alignment_dir = "alignment"
-"""
 
 LIMIT_MAS = {"F200W": 5.0, "F770W": 15.0}
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ast")
-    (d / "s.toml").write_text(SCIENCE)
-    (d / "l.toml").write_text(LOCAL)
-    res = subprocess.run([sys.executable, str(REPO / "run_jwst_reprocessing.py"), str(d / "s.toml"),
-                          str(d / "l.toml"), "--no-progress"], capture_output=True, text=True,
-                         cwd=REPO, timeout=2400)
-    assert res.returncode == 0, res.stderr[-5000:]
-    return d
+    return run_reprocessing(tmp_path_factory.mktemp("ast"), SCIENCE)
 
 
 @pytest.mark.parametrize("band", ["F200W", "F770W"])

@@ -1,12 +1,9 @@
 """Destriping steps on real stage-2 products of a simulated programme, scored against truth (slow)."""
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from astropy.io import fits
-from conftest import REPO
+from factories import run_reprocessing
 
 pytestmark = pytest.mark.slow
 
@@ -47,26 +44,11 @@ filter_diffuse = true
 diffuse_scale = 25.0
 """
 
-LOCAL = """
-[local]
-raw_dir = "raw"
-working_dir = "work"
-crds_dir = "crds"
-crds_mode = "synthetic"
-processes = 2
-"""
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ds")
-    (d / "s.toml").write_text(SCIENCE)
-    (d / "l.toml").write_text(LOCAL)
-    res = subprocess.run([sys.executable, str(REPO / "run_jwst_reprocessing.py"), str(d / "s.toml"),
-                          str(d / "l.toml"), "--no-progress"], capture_output=True, text=True,
-                         cwd=REPO, timeout=1500)
-    assert res.returncode == 0, res.stderr[-4000:]
-    return d
+    return run_reprocessing(tmp_path_factory.mktemp("ds"), SCIENCE)
 
 
 def _row_structure(cal, truth, band_dir):

@@ -1,13 +1,10 @@
 """Level matching on real stage-2 products of a simulated two-tile programme (slow)."""
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
-from conftest import REPO
+from factories import run_reprocessing
 
 pytestmark = pytest.mark.slow
 
@@ -45,26 +42,11 @@ skip = true
 binning = 2
 """
 
-LOCAL = """
-[local]
-raw_dir = "raw"
-working_dir = "work"
-crds_dir = "crds"
-crds_mode = "synthetic"
-processes = 2
-"""
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    d = tmp_path_factory.mktemp("lm")
-    (d / "s.toml").write_text(SCIENCE)
-    (d / "l.toml").write_text(LOCAL)
-    res = subprocess.run([sys.executable, str(REPO / "run_jwst_reprocessing.py"), str(d / "s.toml"),
-                          str(d / "l.toml"), "--no-progress"], capture_output=True, text=True,
-                         cwd=REPO, timeout=1500)
-    assert res.returncode == 0, res.stderr[-4000:]
-    return d
+    return run_reprocessing(tmp_path_factory.mktemp("lm"), SCIENCE)
 
 
 @pytest.mark.parametrize("band", ["F300M", "F770W"])
