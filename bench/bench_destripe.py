@@ -32,15 +32,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _pjpipe import PREAMBLE
 
-PJPIPE_DRIVER = r"""
-import importlib.metadata, importlib.util, json, sys, time, types, warnings
-import numpy as np
-spec = importlib.util.find_spec("pjpipe")
-pkg = types.ModuleType("pjpipe")
-pkg.__path__ = list(spec.submodule_search_locations)
-pkg.__version__ = importlib.metadata.version("pjpipe")
-sys.modules["pjpipe"] = pkg
+PJPIPE_DRIVER = PREAMBLE + r"""
 from pjpipe.single_tile_destripe.single_tile_destripe_step import SingleTileDestripeStep
 from stdatamodels.jwst import datamodels
 # diagnostics off for timing (ours are off too); the algorithms are untouched

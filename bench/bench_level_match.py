@@ -27,16 +27,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _pjpipe import PREAMBLE
 
 NOISE = 0.1
-PJPIPE_DRIVER = r"""
-import importlib.metadata, importlib.util, json, sys, time, types
-import numpy as np
-spec = importlib.util.find_spec("pjpipe")
-pkg = types.ModuleType("pjpipe")
-pkg.__path__ = list(spec.submodule_search_locations)
-pkg.__version__ = importlib.metadata.version("pjpipe")
-sys.modules["pjpipe"] = pkg
+PJPIPE_DRIVER = PREAMBLE + r"""
 from pjpipe.level_match.level_match_step import LevelMatchStep
 m = np.load(sys.argv[1])
 step = object.__new__(LevelMatchStep)
