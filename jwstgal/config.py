@@ -277,6 +277,8 @@ class StackDestripeConfig(_Strict):
     min_overlap_frac: float = Field(0.5, gt=0, le=1, description="Coverage another frame needs to "
                                     "enter a frame's reference.")
     iterations: int = Field(3, ge=1, le=20, description="Passes (references rebuilt each time).")
+    smooth_scale: int = Field(31, ge=0, description="Median-filter the row profiles over this many "
+                              "rows (0 = off): small scales are the single-frame step's job.")
 
 
 class WcsAdjustConfig(_Strict):

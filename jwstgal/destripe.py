@@ -657,6 +657,9 @@ class StackParams:
         Clipping iterations.
     min_overlap_frac : float
         Other exposures must cover this fraction of a frame to enter its reference.
+    smooth_scale : int
+        Median-filter the measured row profiles over this many rows (0 = off): the single-frame
+        step already took the small scales, and the reference's own noise is smoothed away.
     dq_flags : list of str
         DQ flags that exclude a pixel.
     """
@@ -668,6 +671,7 @@ class StackParams:
     dilate_size: int = 7
     max_iters: int = 10
     min_overlap_frac: float = 0.5
+    smooth_scale: int = 31
     dq_flags: list[str] = field(default_factory=lambda: ["DO_NOT_USE", "NON_SCIENCE"])
 
     def as_dict(self) -> dict:
@@ -724,7 +728,10 @@ def stack_stripe_model(
         d = d - col[None, :]
     amps = amplifier_slices(data.shape[1], n_amps if p.quadrants else 1)
     for sl, r in zip(amps, _row_profiles(d, amps, p.min_mask_frac, (p.sigma, p.max_iters)), strict=True):
-        model[:, sl] += _fill_nan_1d(r)[:, None]
+        r = _fill_nan_1d(r)
+        if p.smooth_scale > 1:
+            r = median_filter(r, size=p.smooth_scale, mode="reflect")
+        model[:, sl] += r[:, None]
     model -= np.median(model)
     return DestripeResult(model=model, mask=mask, amp_offsets=np.zeros(len(amps)))
 
