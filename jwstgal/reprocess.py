@@ -135,6 +135,13 @@ class StepRecord:
                                                  "outputs": rel}, indent=1, default=str))
 
 
+def _content_hash(p: Path) -> str | None:
+    """SHA-256 of a small file's content (None if it does not exist)."""
+    import hashlib
+
+    return hashlib.sha256(p.read_bytes()).hexdigest()[:16] if p.is_file() else None
+
+
 def _file_id(p: Path) -> list[Any]:
     st = p.stat()
     return [p.name, st.st_size, int(st.st_mtime)]
@@ -284,6 +291,8 @@ class StepPlan:
         Arguments of each task (one per exposure for stages 1-2, one per band for stage 3).
     wave : int
         Tasks of wave 1 run after those of wave 0 (bands borrowing another band's solution).
+    rekey : callable or None
+        Recomputes the key once the tasks ran (for a step whose inputs include a file it writes).
     """
 
     step: str
@@ -293,6 +302,7 @@ class StepPlan:
     fn: Callable[..., Any] | None = None
     tasks: list[tuple[Any, ...]] = field(default_factory=list)
     wave: int = 0
+    rekey: Callable[[], str] | None = None
 
     @property
     def done(self) -> bool:
@@ -359,6 +369,8 @@ class BandProcessor:
 
     def finish(self, plan: StepPlan) -> None:
         """Record a step whose tasks all succeeded, and write its diagnostics."""
+        if plan.rekey is not None:
+            plan.key = plan.rekey()
         StepRecord(self.band_dir, plan.step).finish(plan.key, plan.params, plan.outputs)
         from jwstgal import qa
 
@@ -449,15 +461,20 @@ class BandProcessor:
         toml_path = self.band_dir.parent / "wcs_adjust.toml"
         params = wa.model_dump()
         fwhm = {b: get_band(b).fwhm_pix for b in ref_bands}
-        key = hash_params(["wcs_adjust", params, upstream, [p.name for p in inputs],
-                           _file_id(toml_path) if toml_path.is_file() else None])
+        def key_now() -> str:  # the shifts file is an input: a hand edit reruns this and what follows
+            return hash_params(["wcs_adjust", params, upstream, [p.name for p in inputs],
+                                _content_hash(toml_path)])
+
+        key = key_now()
         if (done := self._complete("wcs_adjust", key)) is not None:
             return StepPlan("wcs_adjust", key, params, done)
         out_dir, _ = self._prepare("wcs_adjust", key, params)
         outputs = [out_dir / p.name for p in inputs]
-        return StepPlan("wcs_adjust", key, params, outputs, _task_wcs_adjust,
+        plan = StepPlan("wcs_adjust", key, params, outputs, _task_wcs_adjust,
                         [([str(p) for p in inputs], str(out_dir), str(toml_path),
                           [str(p) for p in ref_cal], fwhm, params["passes"], self.cfg.config_hash)])
+        plan.rekey = key_now  # the first run writes the shifts file: key on what it wrote
+        return plan
 
     def _plan_astrometric_align(self, upstream: str, inputs: list[Path]) -> StepPlan:
         product = product_name(self.target, self.band)

@@ -114,3 +114,23 @@ def test_weak_band_borrows_the_reference_band_solution(run):
     assert borrowed["shift_arcsec"] == own["shift_arcsec"]
     h = fits.getheader(base / "F2100W" / "astrometric_align" / "ngc0000_miri_lv3_f2100w_i2d_align.fits")
     assert json.loads(h["ASTALIGN"]) == own["shift_arcsec"]
+
+
+def test_rerun_skips_every_step_and_an_edited_shift_file_reruns_wcs_adjust(run):
+    """Runs last in this module: it edits the shift file."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    def rerun():
+        res = subprocess.run([sys.executable, str(REPO / "run_jwst_reprocessing.py"), str(run / "s.toml"),
+                              str(run / "l.toml"), "--no-progress", "--band", "F200W"],
+                             capture_output=True, text=True, cwd=REPO, timeout=1200)
+        assert res.returncode == 0, res.stderr[-3000:]
+        return res.stderr
+
+    assert "F200W: ran -, skipped lv1,lv2,wcs_adjust,lv3,astrometric_align" in rerun()
+    toml = run / "work" / "jwst_lv3_reprocessed_ast" / "ngc0000" / "wcs_adjust.toml"
+    toml.write_text(toml.read_text() + "\n# checked by hand\n")
+    assert "F200W: ran wcs_adjust,lv3,astrometric_align, skipped lv1,lv2" in rerun()
