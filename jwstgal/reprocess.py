@@ -614,8 +614,10 @@ def run_all(cfg: RunConfig, bands: list[str] | None = None, targets: list[str] |
     for st in states:
         if st.missing and not st.ran and not st.skipped:
             continue
-        mosaic = next((p for p in st.outputs if p.name.endswith("_i2d.fits")), None)
-        quick = mosaic.with_suffix(".png") if mosaic is not None else None
+        proc = st.proc
+        final = final_mosaic(proc.band_dir, proc.target, proc.band)   # aligned when there is one
+        mosaic = final if final.is_file() else None
+        quick = proc.band_dir / "lv3" / f"{product_name(proc.target, proc.band)}_i2d.png"
         results_out.append(BandResult(st.proc.target, st.proc.band.name, mosaic,
                                       quick if quick and quick.is_file() else None,
                                       tuple(st.ran), tuple(st.skipped), st.error))
