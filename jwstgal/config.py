@@ -654,6 +654,20 @@ def load_science(path: str | os.PathLike[str]) -> ScienceConfig:
     return validate_science(_read_toml(Path(path)), Path(path))
 
 
+def load_local(path: str | os.PathLike[str]) -> LocalConfig:
+    """Read and validate a machine config (``local.toml``) alone.
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing, not TOML, or invalid.
+    """
+    try:
+        return LocalFile.model_validate(_read_toml(Path(path))).local
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, Path(path), LocalFile)) from None
+
+
 def load_config(
     config_path: str | os.PathLike[str],
     local_path: str | os.PathLike[str] | None = None,
@@ -683,10 +697,7 @@ def load_config(
     config_path = Path(config_path).resolve()
     local_path = Path(local_path).resolve() if local_path else config_path.parent / "local.toml"
     science = validate_science(_read_toml(config_path), config_path)
-    try:
-        local = LocalFile.model_validate(_read_toml(local_path)).local
-    except ValidationError as err:
-        raise ConfigError(_format_errors(err, local_path, LocalFile)) from None
+    local = load_local(local_path)
     if check_jwst:
         check_jwst_parameters(science, config_path)
 

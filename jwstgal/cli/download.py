@@ -126,12 +126,11 @@ def main_archive(argv: Sequence[str] | None = None) -> int:
             raise DownloadError(msg)
         token, server = os.environ.get("MAST_API_TOKEN") or None, args.server
         if args.local is not None:
-            import tomllib
+            from jwstgal.config import load_local
 
-            with args.local.open("rb") as fh:
-                local = tomllib.load(fh).get("local", {})
-            token = local.get("api_key") or token
-            server = server or local.get("mast_server")
+            local = load_local(args.local)
+            token = local.api_key or token
+            server = server or local.mast_server
         archive = MastArchive(server or DEFAULT_SERVER, token, retries=args.retries)
         coords = (args.ra, args.dec) if args.ra is not None and args.dec is not None else None
         obs = archive.query(proposal_id=args.proposal_id, target=args.target, coordinates=coords,
