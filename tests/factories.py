@@ -88,21 +88,26 @@ alignment_dir = "alignment"
 """
 
 
+def reprocess_cli(science: Path, local: Path, *extra: str, timeout: int = 2400):
+    """Run ``run_jwst_reprocessing.py SCIENCE LOCAL --no-progress *extra``; the CompletedProcess."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    return subprocess.run([sys.executable, str(REPO / "run_jwst_reprocessing.py"), str(science),
+                           str(local), "--no-progress", *extra], capture_output=True, text=True,
+                          cwd=REPO, timeout=timeout)
+
+
 def run_reprocessing(workdir: Path, science: str, local: str = SYNTHETIC_LOCAL, *, timeout: int = 2400,
                      extra_args: tuple[str, ...] = ()) -> Path:
     """Write a science + local config into ``workdir`` and run ``run_jwst_reprocessing.py`` on it.
 
     Asserts a zero exit code (showing the end of stderr otherwise) and returns ``workdir``.
     """
-    import subprocess
-    import sys
-
-    from conftest import REPO
-
     (workdir / "s.toml").write_text(science)
     (workdir / "l.toml").write_text(local)
-    res = subprocess.run([sys.executable, str(REPO / "run_jwst_reprocessing.py"), str(workdir / "s.toml"),
-                          str(workdir / "l.toml"), "--no-progress", *extra_args], capture_output=True,
-                         text=True, cwd=REPO, timeout=timeout)
+    res = reprocess_cli(workdir / "s.toml", workdir / "l.toml", *extra_args, timeout=timeout)
     assert res.returncode == 0, res.stderr[-5000:]
     return workdir

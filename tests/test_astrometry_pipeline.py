@@ -118,15 +118,10 @@ def test_weak_band_borrows_the_reference_band_solution(run):
 
 def test_rerun_skips_every_step_and_an_edited_shift_file_reruns_wcs_adjust(run):
     """Runs last in this module: it edits the shift file."""
-    import subprocess
-    import sys
-
-    from conftest import REPO
+    from factories import reprocess_cli
 
     def rerun():
-        res = subprocess.run([sys.executable, str(REPO / "run_jwst_reprocessing.py"), str(run / "s.toml"),
-                              str(run / "l.toml"), "--no-progress", "--band", "F200W"],
-                             capture_output=True, text=True, cwd=REPO, timeout=1200)
+        res = reprocess_cli(run / "s.toml", run / "l.toml", "--band", "F200W", timeout=1200)
         assert res.returncode == 0, res.stderr[-3000:]
         return res.stderr
 

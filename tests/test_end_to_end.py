@@ -5,13 +5,11 @@ Slow (a few minutes): run with ``pytest -m slow``. CI runs it.
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from astropy.io import fits
-from conftest import REPO
+from factories import SYNTHETIC_LOCAL, reprocess_cli
 
 pytestmark = pytest.mark.slow
 
@@ -58,23 +56,6 @@ snr_threshold = 5
 bkg_boxsize = { nircam = 50, miri = 25 }
 """
 
-LOCAL = """
-[local]
-raw_dir = "raw"
-working_dir = "work"
-crds_dir = "crds"
-crds_mode = "synthetic"
-processes = 2
-alignment_dir = "alignment"
-"""
-
-
-def run_cli(cfg, loc, *extra):
-    return subprocess.run([sys.executable, str(REPO / "run_jwst_reprocessing.py"), str(cfg),
-                           str(loc), "--no-progress", *extra],
-                          capture_output=True, text=True, cwd=REPO, timeout=1500)
-
-
 def raw_hashes(raw: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(raw.rglob("*_uncal.fits"))}
@@ -84,8 +65,8 @@ def raw_hashes(raw: Path) -> dict[str, str]:
 def chain(tmp_path_factory):
     d = tmp_path_factory.mktemp("e2e")
     (d / "science.toml").write_text(SCIENCE)
-    (d / "local.toml").write_text(LOCAL)
-    res = run_cli(d / "science.toml", d / "local.toml")
+    (d / "local.toml").write_text(SYNTHETIC_LOCAL)
+    res = reprocess_cli(d / "science.toml", d / "local.toml", timeout=1500)
     assert res.returncode == 0, res.stderr[-5000:]
     return d, res
 
@@ -126,7 +107,7 @@ def test_rerun_skips_completed_steps_and_never_touches_raw(chain):
     before = raw_hashes(d / "raw")
     i2d = next((d / "work").rglob("*f200w_i2d.fits"))
     mtime = i2d.stat().st_mtime_ns
-    res = run_cli(d / "science.toml", d / "local.toml")
+    res = reprocess_cli(d / "science.toml", d / "local.toml", timeout=1500)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "ngc0000 F200W: ran -, skipped lv1,lv2,lv3" in res.stderr
     assert i2d.stat().st_mtime_ns == mtime
@@ -138,6 +119,6 @@ def test_changed_stage3_parameter_reruns_only_stage3(chain):
     cfg = d / "science.toml"
     cfg.write_text(SCIENCE.replace('[lv3_parameters.source_catalog]\nsnr_threshold = 5',
                                    '[lv3_parameters.source_catalog]\nsnr_threshold = 6'))
-    res = run_cli(cfg, d / "local.toml", "F200W")
+    res = reprocess_cli(cfg, d / "local.toml", "F200W", timeout=1500)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "ngc0000 F200W: ran lv3, skipped lv1,lv2" in res.stderr
