@@ -14,11 +14,12 @@ Layout: ``<dest>/mastDownload/JWST/<obs_id>/<file>``, astroquery's, which the re
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
@@ -210,25 +211,17 @@ class MastArchive:
                    "and put it in config/local.toml")
             raise DownloadError(msg) from None
 
-    class _Guard:
-        def __init__(self, archive: MastArchive, what: str) -> None:
-            self.archive, self.what = archive, what
+    @contextlib.contextmanager
+    def _network(self, what: str) -> Iterator[None]:
+        """Turn "MAST cannot be reached" into one clear :class:`NetworkError`."""
+        import requests
 
-        def __enter__(self) -> None:
-            return None
-
-        def __exit__(self, typ: Any, err: Any, tb: Any) -> bool:
-            import requests
-
-            if err is not None and isinstance(err, (requests.exceptions.ConnectionError,
-                                                    requests.exceptions.Timeout)):
-                msg = (f"cannot reach MAST at {self.archive.server} while {self.what} "
-                       f"({type(err).__name__}); check the network connection or [local] mast_server")
-                raise NetworkError(msg) from None
-            return False
-
-    def _network(self, what: str) -> MastArchive._Guard:
-        return MastArchive._Guard(self, what)
+        try:
+            yield
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as err:
+            msg = (f"cannot reach MAST at {self.server} while {what} ({type(err).__name__}); check "
+                   "the network connection or [local] mast_server")
+            raise NetworkError(msg) from None
 
     def query(self, *, proposal_id: str | None = None, target: str | None = None,
               coordinates: tuple[float, float] | None = None, radius_deg: float = 0.2,

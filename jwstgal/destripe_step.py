@@ -220,7 +220,7 @@ def stack_destripe_files(files: list[Path], out_dir: Path, params: StackParams, 
     results = stack_destripe_all(data, dqs, resample, params, n_amps=amps, iterations=iterations,
                                  overlaps=overlaps)
     outputs = []
-    for f, res, sci, dq in zip(files, results, data, dqs, strict=True):
+    for i, (f, res, sci, dq) in enumerate(zip(files, results, data, dqs, strict=True)):
         good = np.isfinite(sci) & (sci != 0)
         if dq is not None:
             good &= (dq.astype(np.int64) & DO_NOT_USE) == 0
@@ -228,7 +228,7 @@ def stack_destripe_files(files: list[Path], out_dir: Path, params: StackParams, 
             h["SCI"].data = np.where(good, sci - res.model, sci).astype(h["SCI"].data.dtype)
             rms = float(np.std(res.model[good])) if good.any() else 0.0
             h[0].header["STKSTRMS"] = (rms, "rms of the stack-based stripe model [BUNIT]")
-            h[0].header["STKNREF"] = (int(overlaps[files.index(f)].sum()), "frames in its reference")
+            h[0].header["STKNREF"] = (int(overlaps[i].sum()), "frames in its reference")
             stamp_header(h[0].header, step="stack_destripe", params={**params.as_dict(),
                          "iterations": iterations}, config_hash=config_hash)
             out = out_dir / f.name
