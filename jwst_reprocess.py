@@ -4,10 +4,12 @@
 """
 
 from jwstgal.cli.run_jwst_reprocessing import main
-from jwstgal.reprocess import BandProcessor, raw_exposures, run_all
+from jwstgal.reprocess import run_all
 from jwstgal.stages import run_stage1, run_stage2, run_stage3
+from jwstgal.steps import STEPS, BandContext
+from jwstgal.steps.lv1 import raw_exposures
 
-__all__ = ["BandProcessor", "main", "raw_exposures", "run_all", "run_stage1", "run_stage2",
+__all__ = ["STEPS", "BandContext", "main", "raw_exposures", "run_all", "run_stage1", "run_stage2",
            "run_stage3"]
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ Usage: python miri_destriping.py FILE [FILE ...] --out-dir DIR [--config config/
 """
 
 from jwstgal.cli.destriping import main_miri as main
-from jwstgal.destripe import DestripeParams, miri_destripe
+from jwstgal.destripe import DestripeParams
+from jwstgal.destripe_miri import miri_destripe
 
 __all__ = ["DestripeParams", "main", "miri_destripe"]
 

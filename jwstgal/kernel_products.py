@@ -19,15 +19,11 @@ from astropy.io import fits
 
 from jwstgal.config import KernelsConfig
 from jwstgal.kernels import KernelResult, make_aniano_kernel, make_pypher_kernel, radial_profile
+from jwstgal.layout import kernel_path
 from jwstgal.provenance import atomic_path, hash_params, stamp_header
 from jwstgal.psfs import PSF, analytic_psf, band_gaussian_psf, is_analytic, read_psf, stpsf_psf, write_psf
 
 log = logging.getLogger(__name__)
-
-
-def kernel_path(psf_dir: Path, method: str, source: str, target: str) -> Path:
-    """Where the kernel from ``source`` to ``target`` made by ``method`` lives."""
-    return psf_dir / "kernels" / method / f"{source}_to_{target}.fits"
 
 
 def band_psf(band: str, cfg: KernelsConfig, psf_dir: Path, data_dir: Path) -> PSF:

@@ -25,6 +25,15 @@ from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import lsqr
 
 
+def block_reduce(data: np.ndarray, size: int = 128) -> np.ndarray:
+    """Downsample an image by block means to at most ``size`` pixels per side (NaN-aware)."""
+    f = max(1, int(np.ceil(max(data.shape) / size)))
+    ny, nx = (data.shape[0] // f) * f, (data.shape[1] // f) * f
+    blocks = data[:ny, :nx].reshape(ny // f, f, nx // f, f)
+    with np.errstate(invalid="ignore"):
+        return np.nanmean(blocks, axis=(1, 3)) if np.isnan(blocks).any() else blocks.mean(axis=(1, 3))
+
+
 @dataclass(frozen=True)
 class PairDifference:
     """The measured level difference between two images on their overlap.

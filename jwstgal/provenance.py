@@ -81,6 +81,14 @@ def hash_params(params: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def step_keyword(step: str) -> str:
+    """The 8-character keyword of a step's parameter hash: ``JG_`` + its name's first 5 letters.
+
+    ``level_match`` -> ``JG_LEVEL``, ``stack_destripe`` -> ``JG_STACK``, ``lv1`` -> ``JG_LV1``.
+    """
+    return f"JG_{step.replace('_', '').upper()[:5]}"
+
+
 def stamp_header(
     header: fits.Header,
     *,
@@ -99,7 +107,8 @@ def stamp_header(
     header : astropy.io.fits.Header
         Header to update in place (and returned for convenience).
     step : str
-        Name of the step that produced the data (at most 5 characters are used in the keyword).
+        Name of the step that produced the data (its ``[pipeline.steps]`` key for a pipeline step;
+        :func:`step_keyword` abbreviates it for the keyword).
     params : mapping, optional
         Parameters of that step.
     config_hash : str, optional
@@ -113,7 +122,7 @@ def stamp_header(
     header["JGAL_VER"] = (__version__, "jwstgal version")
     if config_hash:
         header["JGAL_CFG"] = (config_hash, "jwstgal config hash")
-    header[f"JG_{step.upper()[:5]}"] = (hash_params(params or {}), f"jwstgal {step} parameter hash")
+    header[step_keyword(step)] = (hash_params(params or {}), f"jwstgal {step} parameter hash")
     header.add_history(f"jwstgal {step} versions: {json.dumps(software_versions())}")
     header.add_history(f"jwstgal {step} parameters: {json.dumps(params or {}, default=str)}")
     return header

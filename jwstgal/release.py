@@ -21,6 +21,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from jwstgal.bands import get_band
+from jwstgal.layout import final_mosaic, product_name
 from jwstgal.provenance import atomic_path, stamp_header, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -130,8 +131,6 @@ def build_release(
     -------
     list of ReleasedFile
     """
-    from jwstgal.reprocess import final_mosaic, product_name
-
     files: list[ReleasedFile] = []
     for target in targets:
         tdir = release_dir / target

@@ -18,9 +18,11 @@ from typing import Any
 from astropy.io import fits
 from astropy.table import Table
 
+from jwstgal.bands import Band
 from jwstgal.crds_setup import crds_guard, import_jwst_pipelines
 from jwstgal.errors import StepFailedError
 from jwstgal.provenance import stamp_fits_file
+from jwstgal.settings import MISSING, resolve
 
 log = logging.getLogger(__name__)
 
@@ -199,3 +201,53 @@ def read_band_keys(path: Path) -> tuple[str, str | None, str]:
     """(FILTER, PUPIL, EXP_TYPE) from a JWST file's primary header."""
     h = fits.getheader(path)
     return h.get("FILTER", ""), h.get("PUPIL"), h.get("EXP_TYPE", "")
+
+
+#: jwst pipeline behind each stage's parameter table.
+STAGE_PIPELINES: dict[str, str] = {
+    "lv1_parameters": "Detector1Pipeline",
+    "lv2_parameters": "Image2Pipeline",
+    "lv3_parameters": "Image3Pipeline",
+}
+#: Pipeline-level arguments that the suite sets itself and a config must not.
+MANAGED_PIPELINE_KEYS = frozenset({"output_dir", "output_file", "input_dir", "steps", "pre_hooks",
+                                   "post_hooks", "search_output_file"})
+
+
+def pipeline_class(stage: str) -> Any:
+    """The jwst pipeline class behind a ``lvN_parameters`` table."""
+    return import_jwst_pipelines()[STAGE_PIPELINES[stage]]
+
+
+def stage_parameters(table: Mapping[str, Any], stage: str, target: str, band: Band) -> dict[str, Any]:
+    """Resolve a ``lvN_parameters`` table into jwst ``call()`` keyword arguments for one band.
+
+    Parameters
+    ----------
+    table : mapping
+        The validated ``lvN_parameters`` table (selector values allowed).
+    stage : {"lv1_parameters", "lv2_parameters", "lv3_parameters"}
+        Which table.
+    target : str
+        Target name.
+    band : Band
+        Band being processed.
+
+    Returns
+    -------
+    dict
+        ``{"steps": {step: {param: value}}, <pipeline param>: value}`` with every selector resolved
+        and unmatched selector values left out.
+    """
+    pipeline_kw: dict[str, Any] = {}
+    steps: dict[str, dict[str, Any]] = {}
+    step_names = tuple(pipeline_class(stage).step_defs)
+    for key, value in table.items():
+        if key in step_names:
+            resolved = {p: resolve(v, target, band) for p, v in value.items()}
+            steps[key] = {p: v for p, v in resolved.items() if v is not MISSING}
+        else:
+            v = resolve(value, target, band)
+            if v is not MISSING:
+                pipeline_kw[key] = v
+    return {**pipeline_kw, "steps": steps}

@@ -97,7 +97,7 @@ def test_proper_motions_propagated():
 
 
 def test_merge_detections_makes_one_star_per_position():
-    from jwstgal.astrometry_step import merge_detections
+    from jwstgal.steps.wcs_adjust import merge_detections
 
     ra, dec, rng = field(n=50, seed=5)
     jitter = [from_tangent_plane(tangent_plane(ra, dec, RA0, DEC0) + rng.normal(0, 0.01, (50, 2)),

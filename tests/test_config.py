@@ -30,9 +30,8 @@ def test_unknown_table_names_file_key_allowed_and_suggestion(tmp_path):
     msg = error_of(tmp_path, science=MINIMAL_SCIENCE + "\n[pipline]\ndata_version='x'\n")
     assert msg == (
         "<d>/config.toml: unknown key 'pipline' (allowed: pipeline, projects, extra_obs_to_include, "
-        "download, alignment, lv1_parameters, lv2_parameters, lv3_parameters, simulation, destripe, "
-            "stack_destripe, wcs_adjust, "
-        "level_match, astrometric_align, kernels, convolve, release); "
+        "download, alignment, lv1_parameters, lv2_parameters, lv3_parameters, simulation, kernels, "
+        "convolve, release, destripe, wcs_adjust, level_match, stack_destripe, astrometric_align); "
         "did you mean 'pipeline'?")
 
 
@@ -170,11 +169,11 @@ nclip = 5
 """
     cfg, loc = write_config(tmp_path, extra=extra)
     run = load_config(cfg, loc)
-    short = stage_parameters(run.science, "lv3_parameters", "ngc0628", get_band("F200W"))
+    short = stage_parameters(run.science.lv3_parameters, "lv3_parameters", "ngc0628", get_band("F200W"))
     assert short == {"steps": {"tweakreg": {"brightest": 125}, "skymatch": {"nclip": 5}}}
-    long_ = stage_parameters(run.science, "lv3_parameters", "ngc0628", get_band("F300M"))
+    long_ = stage_parameters(run.science.lv3_parameters, "lv3_parameters", "ngc0628", get_band("F300M"))
     assert long_ == {"steps": {"tweakreg": {}, "skymatch": {"nclip": 5}}}
-    miri = stage_parameters(run.science, "lv3_parameters", "ngc0628", get_band("F770W"))
+    miri = stage_parameters(run.science.lv3_parameters, "lv3_parameters", "ngc0628", get_band("F770W"))
     assert miri["steps"]["tweakreg"] == {"brightest": 500, "skip": True}
 
 

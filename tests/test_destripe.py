@@ -1,4 +1,4 @@
-"""Destriping (jwstgal.destripe, jwstgal.destripe_step) scored against simulated truth."""
+"""Destriping (jwstgal.destripe*, the destripe and stack_destripe steps) scored against simulated truth."""
 
 import hashlib
 
@@ -8,18 +8,14 @@ from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
 from astropy.wcs import WCS
 
-from jwstgal.destripe import (
-    DestripeParams,
-    StackParams,
-    bad_pixel_mask,
-    clipped_median,
-    destripe,
-    masked_median,
-    miri_destripe,
-    stack_destripe_all,
-)
-from jwstgal.destripe_step import destripe_file, stack_destripe_files
+from jwstgal.destripe import DestripeParams, destripe
+from jwstgal.destripe_miri import miri_destripe
+from jwstgal.destripe_stack import StackParams, stack_destripe_all
+from jwstgal.dq import bad_pixel_mask
+from jwstgal.masking import clipped_median, masked_median
 from jwstgal.simulate import frames as F
+from jwstgal.steps.destripe import destripe_file
+from jwstgal.steps.stack_destripe import stack_destripe_files
 
 pytestmark = pytest.mark.filterwarnings("ignore::astropy.utils.exceptions.AstropyUserWarning")
 

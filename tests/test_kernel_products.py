@@ -6,8 +6,9 @@ from astropy.io import fits
 from scipy.signal import fftconvolve
 
 from jwstgal.config import KernelsConfig
-from jwstgal.kernel_products import band_psf, kernel_path, make_kernel_set
+from jwstgal.kernel_products import band_psf, make_kernel_set
 from jwstgal.kernels import fwhm_of, gaussian_psf, resample_psf
+from jwstgal.layout import kernel_path
 from jwstgal.psfs import DEFAULT_DATA_DIR, check_psf_name
 
 

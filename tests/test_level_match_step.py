@@ -3,7 +3,7 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from jwstgal.level_match_step import dither_group, level_match_files
+from jwstgal.steps.level_match import dither_group, level_match_files
 
 NOISE = 0.1
 

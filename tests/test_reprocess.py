@@ -2,7 +2,10 @@ from factories import fake_uncal, write_config
 
 from jwstgal.bands import get_band
 from jwstgal.config import load_config
-from jwstgal.reprocess import StepRecord, is_background, product_name, raw_exposures
+from jwstgal.layout import product_name
+from jwstgal.steps import StepRecord
+from jwstgal.steps.base import is_background
+from jwstgal.steps.lv1 import raw_exposures
 
 
 def make_tree(raw):

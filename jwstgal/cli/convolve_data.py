@@ -32,9 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from jwstgal.bands import get_band
         from jwstgal.config import load_config
         from jwstgal.convolve import convolve_mosaic
-        from jwstgal.kernel_products import kernel_path
+        from jwstgal.layout import convolved_mosaic, final_mosaic, kernel_path
         from jwstgal.provenance import hash_params
-        from jwstgal.reprocess import final_mosaic, product_name
 
         cfg = load_config(args.config, args.local, check_jwst=False)
         conv = cfg.science.convolve
@@ -67,8 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 key = hash_params([i2d.name, st.st_size, int(st.st_mtime),
                                    fits.getheader(kfile).get("JG_KERN") if kfile else None,
                                    conv.model_dump(), str(ref) if ref else None])
-                out = (i2d.parent.parent / "convolved"
-                       / f"{product_name(target, band)}_i2d_conv_{conv.target}.fits")
+                out = convolved_mosaic(cfg.reprocess_dir / target / band.name, target, band, conv.target)
                 if not args.overwrite and out.is_file() and fits.getheader(out).get("JG_CKEY") == key:
                     log.info("%s %s: convolved product up to date", target, band.name)
                     continue

@@ -16,13 +16,10 @@ import argparse
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from jwstgal.cli._common import parse, run_main
 from jwstgal.errors import ConfigError, InputNotFoundError
-
-if TYPE_CHECKING:
-    from jwstgal.config import DestripeConfig
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +47,7 @@ def _parser(instrument: str) -> argparse.ArgumentParser:
     return p
 
 
-def _settings(args: argparse.Namespace, table: DestripeConfig, header: dict) -> dict:
+def _settings(args: argparse.Namespace, table: Any, header: dict) -> dict:
     """The [destripe] settings for one file (FILTER and TARGNAME pick overrides), then the options."""
     from jwstgal.bands import get_band
 
@@ -83,16 +80,16 @@ def _main(instrument: str, argv: Sequence[str] | None) -> int:
         from astropy.io import fits
         from tqdm import tqdm
 
-        from jwstgal.config import DestripeConfig, load_science
+        from jwstgal.config import load_science
         from jwstgal.destripe import DestripeParams
-        from jwstgal.destripe_step import destripe_file
-        from jwstgal.provenance import hash_params
+        from jwstgal.provenance import hash_params, step_keyword
+        from jwstgal.steps.destripe import NAME, DestripeSettings, destripe_file
 
         missing = [str(f) for f in args.files if not f.is_file()]
         if missing:
             msg = f"no such file: {', '.join(missing)}"
             raise InputNotFoundError(msg)
-        table = load_science(args.config).destripe if args.config else DestripeConfig()
+        table = load_science(args.config).destripe if args.config else DestripeSettings.table()()
         args.out_dir.mkdir(parents=True, exist_ok=True)
         done = skipped = 0
         for f in tqdm(args.files, desc=f"{instrument} destriping", unit="file", disable=args.no_progress):
@@ -106,7 +103,7 @@ def _main(instrument: str, argv: Sequence[str] | None) -> int:
             if dst.resolve() == f.resolve():
                 msg = f"{f}: --out-dir would overwrite the input; choose another directory"
                 raise ConfigError(msg)
-            if dst.is_file() and fits.getheader(dst).get("JG_DESTR") == hash_params(settings):
+            if dst.is_file() and fits.getheader(dst).get(step_keyword(NAME)) == hash_params(settings):
                 skipped += 1
                 continue
             png = args.plot_dir / f"{f.stem}.png" if args.plot_dir else None

@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
              "config_hash": cfg.config_hash, "versions": software_versions(),
              "science": cfg.science.model_dump(mode="json")}, indent=1))
         results = run_all(cfg, bands, targets, progress=not args.no_progress)
-        from jwstgal.qa import write_report
+        from jwstgal.report import write_report
 
         report = write_report(cfg, results)
         log.info("QA report: %s", report)
@@ -102,6 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             log.info("%s %s: ran %s, skipped %s", r.target, r.band, ",".join(r.steps_run) or "-",
                      ",".join(r.steps_skipped) or "-")
+            not_run = [f"{s} ({st})" for s, st in r.status.items()
+                       if st and st not in ("ran", "skipped (complete)", "not configured")]
+            if not_run:
+                log.info("  not run: %s", ", ".join(not_run))
             if r.mosaic:
                 log.info("  mosaic:    %s", r.mosaic)
                 log.info("  quicklook: %s", r.quicklook)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from jwstgal import dq as dqflags
 from jwstgal.simulate import detector as det
 from jwstgal.simulate.instrument import DetectorSetup
 
@@ -154,7 +155,7 @@ def striped_frame(
         w = size // n_amps
         stripes += np.repeat(rng.normal(0.0, amp_offset_rms, n_amps), w)[None, :]
         if size == 2048:
-            dq[:4] = dq[-4:] = dq[:, :4] = dq[:, -4:] = 1 | 2**31
+            dq[:4] = dq[-4:] = dq[:, :4] = dq[:, -4:] = dqflags.bits(["DO_NOT_USE", "REFERENCE_PIXEL"])
     else:
         n_amps = 1
         # the row/column part of the programme simulator's MIRI pattern (its large-scale gradient
@@ -162,11 +163,11 @@ def striped_frame(
         rows = 0.7 * rng.standard_normal(size) + 0.7 * np.cumsum(rng.standard_normal(size)) / np.sqrt(size)
         stripes = rows[:, None] + 0.6 * rng.standard_normal(size)[None, :]
         stripes *= stripe_rms / stripes.std()
-        dq[:, : size // 4] |= 512  # coronagraph band: NON_SCIENCE only
+        dq[:, : size // 4] |= dqflags.bit("NON_SCIENCE")  # coronagraph band: NON_SCIENCE only
     bad = rng.random(shape) < 0.002
-    dq[bad] |= 1
+    dq[bad] |= dqflags.bit("DO_NOT_USE")
     data = sky + white + stripes
-    data[(dq & 1) != 0] = 0.0
+    data[dqflags.flagged(dq, ["DO_NOT_USE"])] = 0.0
     coherent = np.zeros(shape)
     for a in range(n_amps):
         sl = slice(a * size // n_amps, (a + 1) * size // n_amps)
@@ -204,7 +205,7 @@ def score(frame: StripedFrame, cleaned: np.ndarray, mask: np.ndarray | None = No
         flux, after removing the white noise and the background level (the median of the residual
         pattern, which level matching sets); NaN for a field.
     """
-    good = (frame.dq & (1 | 512)) == 0  # DO_NOT_USE or NON_SCIENCE: no science to score
+    good = ~dqflags.flagged(frame.dq)  # DO_NOT_USE or NON_SCIENCE: no science to score
     if mask is not None:
         good &= ~mask
     resid = cleaned - frame.sky - frame.white
@@ -222,7 +223,7 @@ def score(frame: StripedFrame, cleaned: np.ndarray, mask: np.ndarray | None = No
         "flux_kept": float("nan"),
     }
     if frame.galaxy.any():
-        gal = (frame.galaxy > 0.05 * frame.galaxy.max()) & ((frame.dq & 1) == 0)
+        gal = (frame.galaxy > 0.05 * frame.galaxy.max()) & ~dqflags.flagged(frame.dq, ["DO_NOT_USE"])
         truth = frame.galaxy[gal].sum()
         level = np.median(resid[good])
         kept = (cleaned - frame.white - (frame.sky - frame.galaxy) - level)[gal].sum()

@@ -14,11 +14,9 @@ from functools import cached_property
 import numpy as np
 
 from jwstgal.bands import Band
+from jwstgal.dq import bits as dq_bits
 
 #: DQ bits used here (from jwst's pixel flags).
-DO_NOT_USE = 1
-DEAD = 1024
-REFERENCE_PIXEL = 2**31
 
 
 @dataclass(frozen=True)
@@ -186,8 +184,8 @@ class DetectorMaps:
     def mask_dq(self) -> np.ndarray:
         """DQ array of the bad-pixel mask reference file."""
         dq = np.zeros(self.setup.shape, np.uint32)
-        dq[self.setup.refpix_mask()] |= REFERENCE_PIXEL | DO_NOT_USE
-        dq[self.dead] |= DO_NOT_USE | DEAD
+        dq[self.setup.refpix_mask()] |= dq_bits(["REFERENCE_PIXEL", "DO_NOT_USE"])
+        dq[self.dead] |= dq_bits(["DO_NOT_USE", "DEAD"])
         return dq
 
 

@@ -1,4 +1,4 @@
-"""The ``level_match`` step: match the background levels of calibrated exposures before stage 3.
+"""Step ``level_match``: match the background levels of calibrated exposures before stage 3.
 
 Each exposure is block-averaged (``binning``), DQ-bad pixels masked, and sampled onto one common
 celestial grid; :func:`jwstgal.level_match.match_levels` then solves all offsets (within dither
@@ -18,15 +18,29 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
+from pydantic import Field
 from scipy.ndimage import map_coordinates
 
-from jwstgal.level_match import LevelSolution, match_levels
-from jwstgal.provenance import atomic_path, stamp_header
-from jwstgal.qa import block_reduce
+from jwstgal import dq, layout
+from jwstgal.bands import Band
+from jwstgal.level_match import LevelSolution, block_reduce, match_levels
+from jwstgal.provenance import atomic_path, hash_params, stamp_header
+from jwstgal.settings import StepSettings
+from jwstgal.steps.base import BandContext, Step, StepPlan
 
 log = logging.getLogger(__name__)
 
-DO_NOT_USE = 1
+NAME = "level_match"
+
+
+class LevelMatchSettings(StepSettings):
+    """The ``[level_match]`` table (step ``level_match``, between stages 2 and 3)."""
+
+    binning: int = Field(4, ge=1, le=32, description="Block size averaged before matching.")
+    plane: bool = Field(False, description="Match planes (offset + gradient) instead of offsets.")
+    mask_emission: bool = Field(True, description="Ignore bright emission and sources.")
+    min_pixels: int = Field(200, ge=10, description="Smallest overlap (binned pixels) used.")
+    by_group: bool = Field(True, description="Match exposures within dither groups, then tiles.")
 
 
 def dither_group(path: Path) -> str:
@@ -62,10 +76,10 @@ def sample_on_grid(data: np.ndarray, wcs: WCS, binning: int, grid: WCS, shape: t
 def _read(path: Path) -> tuple[np.ndarray, WCS, fits.Header]:
     with fits.open(path) as h:
         data = np.array(h["SCI"].data, float)
-        dq = np.array(h["DQ"].data)
+        dq_arr = np.array(h["DQ"].data)
         hdr = h["SCI"].header.copy()
         primary = h[0].header.copy()
-    data[(dq & DO_NOT_USE) != 0] = np.nan
+    data[dq.flagged(dq_arr, ["DO_NOT_USE"])] = np.nan
     return data, WCS(hdr), primary
 
 
@@ -81,7 +95,7 @@ def choose_reference(files: list[Path], backgrounds: list[Path]) -> int:
 def level_match_files(
     cal_files: list[Path],
     out_dir: Path,
-    params: dict[str, Any],
+    params: LevelMatchSettings | dict[str, Any],
     *,
     backgrounds: list[Path] | None = None,
     config_hash: str = "",
@@ -95,8 +109,8 @@ def level_match_files(
         Science exposures of one band (never modified).
     out_dir : pathlib.Path
         Destination folder (same file names).
-    params : dict
-        ``[level_match]`` parameters: binning, plane, mask_emission, min_pixels, by_group.
+    params : LevelMatchSettings or dict
+        ``[level_match]`` settings (a dict may give some; the others take their defaults).
     backgrounds : list of pathlib.Path, optional
         Background exposures (their start time picks the reference exposure).
     config_hash : str
@@ -108,16 +122,16 @@ def level_match_files(
     -------
     (list of pathlib.Path, LevelSolution)
     """
+    s = params if isinstance(params, LevelMatchSettings) else LevelMatchSettings(**params)
     loaded = [_read(f) for f in cal_files]
-    b = int(params.get("binning", 4))
     scale = float(np.sqrt(abs(np.linalg.det(loaded[0][1].celestial.pixel_scale_matrix))) * 3600)
-    grid, shape = common_grid([w for _, w, _ in loaded], [d.shape for d, _, _ in loaded], scale * b)
-    images = [sample_on_grid(d, w, b, grid, shape) for d, w, _ in loaded]
-    groups = [dither_group(f) for f in cal_files] if params.get("by_group", True) else None
+    grid, shape = common_grid([w for _, w, _ in loaded], [d.shape for d, _, _ in loaded],
+                              scale * s.binning)
+    images = [sample_on_grid(d, w, s.binning, grid, shape) for d, w, _ in loaded]
+    groups = [dither_group(f) for f in cal_files] if s.by_group else None
     ref = choose_reference(cal_files, backgrounds or [])
-    sol = match_levels(images, groups=groups, reference=ref, plane=bool(params.get("plane", False)),
-                       mask_emission=bool(params.get("mask_emission", True)),
-                       min_pixels=int(params.get("min_pixels", 200)))
+    sol = match_levels(images, groups=groups, reference=ref, plane=s.plane,
+                       mask_emission=s.mask_emission, min_pixels=s.min_pixels)
     outputs = []
     for f, (_, wcs, _), coef in zip(cal_files, loaded, sol.offsets, strict=True):
         with fits.open(f) as h:
@@ -131,7 +145,7 @@ def level_match_files(
             h["SCI"].data = (sci - level).astype(np.float32)
             h[0].header["LVLOFFST"] = (float(coef[0]), "level offset subtracted [BUNIT] (at grid origin)")
             h[0].header["LVLREF"] = (cal_files[ref].name, "level-matching reference exposure")
-            stamp_header(h[0].header, step="lvlmt", params={**params, "offset": coef.tolist()},
+            stamp_header(h[0].header, step=NAME, params={**s.model_dump(), "offset": coef.tolist()},
                          config_hash=config_hash)
             out = out_dir / f.name
             with atomic_path(out) as tmp:
@@ -143,27 +157,50 @@ def level_match_files(
     with atomic_path(out_dir / "offsets.ecsv") as tmp:
         table.write(tmp, format="ascii.ecsv")
     if qa_png is not None:
-        plot_offsets(table, sol, qa_png, ref)
+        from jwstgal.plots import offsets_png
+
+        offsets_png(list(table["file"]), list(table["group"]), np.asarray(table["offset"]), qa_png,
+                    f"level matching: {len(sol.pairs)} pairs, {len(sol.rejected)} rejected, "
+                    f"reference #{ref}")
     log.info("level matching: %d exposures, %d pairs, %d rejected, reference %s", len(cal_files),
              len(sol.pairs), len(sol.rejected), cal_files[ref].name)
     return outputs, sol
 
 
-def plot_offsets(table: Table, sol: LevelSolution, png: Path, ref: int) -> Path:
-    """Bar chart of the solved offsets, coloured by dither group."""
-    from jwstgal.qa import _plt
+def run_task(cal_files: list[str], out_dir: str, params: dict, backgrounds: list[str],
+             config_hash: str, qa_png: str) -> list[str]:
+    """Level-match one band (worker)."""
+    outputs, _ = level_match_files([Path(c) for c in cal_files], Path(out_dir), params,
+                                   backgrounds=[Path(b) for b in backgrounds],
+                                   config_hash=config_hash, qa_png=Path(qa_png))
+    return [str(p) for p in outputs]
 
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(5, 0.35 * len(table)), 3.5))
-    groups = list(dict.fromkeys(table["group"]))
-    colours = [groups.index(g) for g in table["group"]]
-    ax.bar(range(len(table)), table["offset"], color=plt.cm.tab10(np.asarray(colours) % 10))
-    ax.axhline(0, color="k", lw=0.5)
-    ax.set_xticks(range(len(table)), [f[:25] for f in table["file"]], rotation=90, fontsize=6)
-    ax.set_ylabel("offset subtracted")
-    ax.set_title(f"level matching: {len(sol.pairs)} pairs, {len(sol.rejected)} rejected, "
-                 f"reference #{ref}", fontsize=9)
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, dpi=90, bbox_inches="tight", format="png")
-    plt.close(fig)
-    return png
+
+class LevelMatch(Step):
+    """Background level matching."""
+
+    name = NAME
+    summary = ("background levels of overlapping exposures matched (dither groups, then tiles), "
+               "`[level_match]`")
+    settings = LevelMatchSettings
+
+    def plan(self, ctx: BandContext, upstream: str, inputs: list[Path]) -> StepPlan:
+        """One task for the band; the reference is the exposure closest in time to the backgrounds."""
+        inputs = ctx.science_cal(inputs, "level matching")
+        params = self.resolved(ctx)
+        rate_dir = ctx.band_dir / layout.step_folder("lv1")
+        backgrounds = ([p for p in sorted(rate_dir.glob("*_rate.fits")) if ctx.is_background(p)]
+                       if ctx.uses_backgrounds() else [])
+        key = hash_params([NAME, self.key_params(params), upstream, [p.name for p in inputs]])
+        if (done := ctx.complete(NAME, key, params)) is not None:
+            return done
+        out_dir, _ = ctx.prepare(NAME, key, params)
+        outputs = [out_dir / p.name for p in inputs]
+        log.info("%s: level matching %d exposures", ctx.label, len(inputs))
+        return StepPlan(NAME, key, params, outputs, run_task,
+                        [([str(p) for p in inputs], str(out_dir), params, [str(b) for b in backgrounds],
+                          ctx.run.config_hash, str(ctx.qa_dir / f"{NAME}.png"))])
+
+    def figures(self, band_dir: Path, target: str, band: Band) -> list[tuple[Path, str]]:
+        """The offsets (drawn by the task)."""
+        return [(band_dir / "qa" / f"{NAME}.png", "level offsets")]

@@ -1,0 +1,197 @@
+"""File layer shared by the astrometry steps (``wcs_adjust`` and ``astrometric_align``).
+
+Star detection on exposures and mosaics, reference catalogues (table with proper motions, or
+Gaia), shifting an exposure's gwcs on the sky (jwst ``adjust_wcs``), writing an aligned mosaic and
+pushing a solution back to the ``crf`` files, and :class:`PassSettings`, the config form of one
+matching pass (:class:`jwstgal.astrometry.AlignPass`, a test holds the two together).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+from pydantic import Field
+
+from jwstgal import dq
+from jwstgal.astrometry import AlignResult, correct_fits_wcs, propagate_proper_motion
+from jwstgal.errors import StepFailedError
+from jwstgal.provenance import atomic_path, stamp_header
+from jwstgal.settings import Strict
+
+log = logging.getLogger(__name__)
+
+
+class PassSettings(Strict):
+    """One matching pass (arcsec): the config form of :class:`jwstgal.astrometry.AlignPass`."""
+
+    searchrad: float = Field(gt=0, description="Search radius for the initial offset.")
+    separation: float = Field(0.5, gt=0, description="Minimum separation of sources.")
+    tolerance: float = Field(0.5, gt=0, description="Matching tolerance.")
+    use2dhist: bool = Field(True, description="Find the initial offset with a 2-D histogram.")
+    nclip: int = Field(3, ge=0, description="Clipping iterations of the fit.")
+    sigma: float = Field(3.0, gt=0, description="Clipping threshold (in fit rms).")
+
+
+def detect_stars(data: np.ndarray, fwhm_pix: float, *, nsigma: float = 5.0, max_sources: int = 400,
+                 box: int = 25) -> tuple[np.ndarray, np.ndarray]:
+    """Point sources on top of extended emission: local background removed, then DAOStarFinder.
+
+    Returns
+    -------
+    x, y : numpy.ndarray
+        Zero-based positions of the brightest ``max_sources`` detections.
+    """
+    from astropy.stats import SigmaClip
+    from photutils.background import Background2D, MedianBackground
+    from photutils.detection import DAOStarFinder
+
+    img = np.where(np.isfinite(data), data, np.nan)
+    mask = ~np.isfinite(img)
+    bkg = Background2D(np.nan_to_num(img), box, mask=mask, filter_size=3,
+                       sigma_clip=SigmaClip(sigma=3.0), bkg_estimator=MedianBackground())
+    sub = np.nan_to_num(img - bkg.background)
+    std = float(np.median(bkg.background_rms))
+    finder = DAOStarFinder(threshold=nsigma * std, fwhm=fwhm_pix, brightest=max_sources,
+                           exclude_border=True)
+    tab = finder(sub, mask=mask)
+    if tab is None:
+        return np.array([]), np.array([])
+    return np.asarray(tab["xcentroid"]), np.asarray(tab["ycentroid"])
+
+
+def visit_id(path: Path) -> str:
+    """Visit id of an exposure: ``jwPPPPPOOOVVV``."""
+    return path.name.split("_")[0]
+
+
+def exposure_stars(cal: Path, fwhm_pix: float) -> tuple[np.ndarray, np.ndarray]:
+    """RA/Dec of stars detected in a calibrated exposure (through its gwcs)."""
+    from stdatamodels.jwst.datamodels import ImageModel
+
+    with ImageModel(str(cal)) as m:
+        data = np.array(m.data, float)
+        data[dq.flagged(m.dq, ["DO_NOT_USE"])] = np.nan
+        x, y = detect_stars(data, fwhm_pix)
+        if x.size == 0:
+            return x, y
+        ra, dec = m.meta.wcs(x, y)
+    return np.asarray(ra), np.asarray(dec)
+
+
+def apply_wcs_adjust(cal: Path, out: Path, shift_arcsec: list[float], config_hash: str = "", *,
+                     step: str = "wcs_adjust") -> Path:
+    """Copy of a calibrated exposure whose gwcs is shifted on the sky by (east, north) arcsec.
+
+    ``step`` names the step in the provenance (``wcs_adjust``, or ``astrometric_align`` for a
+    tweakback).
+    """
+    from jwst.assign_wcs.util import update_fits_wcsinfo
+    from jwst.tweakreg.utils import adjust_wcs
+    from stdatamodels.jwst.datamodels import ImageModel
+
+    with ImageModel(str(cal)) as m:
+        dec = float(m.meta.wcsinfo.dec_ref)
+        m.meta.wcs = adjust_wcs(m.meta.wcs, delta_ra=shift_arcsec[0] / 3600 / np.cos(np.deg2rad(dec)),
+                                delta_dec=shift_arcsec[1] / 3600)
+        update_fits_wcsinfo(m, max_pix_error=0.01, npoints=16)
+        with atomic_path(out) as tmp:
+            m.save(tmp)
+    stamp = fits.open(out, mode="update")
+    with stamp:
+        stamp[0].header["WCSADJ"] = (json.dumps(shift_arcsec), "wcs_adjust shift [arcsec E, N]")
+        stamp_header(stamp[0].header, step=step, params={"shift_arcsec": shift_arcsec},
+                     config_hash=config_hash)
+    return out
+
+
+def reference_positions(ref_path: Path, epoch: float) -> tuple[np.ndarray, np.ndarray]:
+    """Reference catalogue positions at ``epoch`` (proper motions propagated when given)."""
+    return propagate_proper_motion(Table.read(ref_path), epoch)
+
+
+def query_gaia(ra: float, dec: float, radius_arcmin: float, out: Path) -> Path:
+    """Gaia DR3 sources around a position, cached as ECSV (needs the internet)."""
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+
+    if out.is_file():
+        return out
+    try:
+        from astroquery.gaia import Gaia
+
+        Gaia.ROW_LIMIT = -1
+        job = Gaia.cone_search_async(SkyCoord(ra, dec, unit="deg"), radius=radius_arcmin * u.arcmin,
+                                     columns=["ra", "dec", "pmra", "pmdec", "ref_epoch",
+                                              "phot_g_mean_mag"])
+        table = job.get_results()
+    except OSError as err:
+        msg = f"Gaia query around ({ra:.5f}, {dec:.5f}) failed (no network?): {err}"
+        raise StepFailedError(msg) from err
+    with atomic_path(out) as tmp:
+        table.write(tmp, format="ascii.ecsv")
+    return out
+
+
+def mosaic_epoch(i2d: Path) -> float:
+    """Decimal year of a mosaic's mid-exposure time."""
+    from astropy.time import Time
+
+    h = fits.getheader(i2d)
+    mjd = h.get("MJD-AVG") or h.get("EXPMID") or h.get("EXPSTART")
+    return float(Time(mjd, format="mjd").decimalyear) if mjd else 2024.0
+
+
+def image_sources(i2d: Path, catalog: Path, fwhm_pix: float) -> tuple[np.ndarray, np.ndarray]:
+    """Point sources of a mosaic: the stage-3 catalogue's compact sources, else own detections."""
+    if catalog.is_file():
+        cat = Table.read(catalog)
+        if "is_extended" in cat.colnames:
+            cat = cat[~np.asarray(cat["is_extended"], bool)]
+        sc = cat["sky_centroid"]
+        return np.asarray(sc.ra.deg), np.asarray(sc.dec.deg)
+    from astropy.wcs import WCS
+
+    with fits.open(i2d) as h:
+        data = np.array(h["SCI"].data, float)
+        data[data == 0] = np.nan
+        w = WCS(h["SCI"].header)
+    x, y = detect_stars(data, fwhm_pix)
+    return w.pixel_to_world_values(x, y)
+
+
+def write_aligned_mosaic(i2d: Path, out: Path, result: AlignResult, config_hash: str = "") -> Path:
+    """Copy of a mosaic with every celestial FITS WCS corrected (the stale gwcs ASDF is dropped)."""
+    with fits.open(i2d) as h:
+        hdus = []
+        for hdu in h:
+            if hdu.name == "ASDF":
+                continue
+            new = hdu.copy()
+            if hdu.header.get("CTYPE1", "").startswith("RA"):
+                new.header = correct_fits_wcs(hdu.header, result)
+            hdus.append(new)
+        primary = hdus[0].header
+        primary["ASTALIGN"] = (json.dumps(result.to_dict()["shift_arcsec"]),
+                               "absolute alignment shift [arcsec E, N]")
+        stamp_header(primary, step="astrometric_align", params=result.to_dict(), config_hash=config_hash)
+        with atomic_path(out) as tmp:
+            fits.HDUList(hdus).writeto(tmp)
+    return out
+
+
+def tweakback(crf: Path, out: Path, result: AlignResult, config_hash: str = "") -> Path:
+    """Push a mosaic's shift back to a per-exposure crf file."""
+    return apply_wcs_adjust(crf, out, [float(result.shift[0]), float(result.shift[1])], config_hash,
+                            step="astrometric_align")
+
+
+def result_from_dict(d: dict[str, Any]) -> AlignResult:
+    """Rebuild a (borrowed) solution saved with :meth:`AlignResult.to_dict`."""
+    return AlignResult(np.asarray(d["shift_arcsec"]), np.asarray(d["matrix"]), d["rotation_deg"],
+                       d["scale"], d["rms_mas"], d["n_matches"], d["passes_ok"], tuple(d["center_deg"]))

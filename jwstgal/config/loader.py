@@ -1,0 +1,191 @@
+"""Load and validate the two TOML files of a run: the science config and the machine config.
+
+Everything is validated before any work starts. A problem is reported as one :class:`ConfigError`
+whose lines each name the file, the dotted key, the value, what is allowed and, for a misspelling, a
+"did you mean".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from jwstgal.config.jwst import check_jwst_parameters
+from jwstgal.config.local import LocalConfig, LocalFile
+from jwstgal.config.messages import format_errors
+from jwstgal.config.science import ScienceConfig
+from jwstgal.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class RunConfig(BaseModel):
+    """A validated run: both configs plus resolved absolute paths.
+
+    Attributes
+    ----------
+    science : ScienceConfig
+        The science configuration.
+    local : LocalConfig
+        The machine configuration.
+    config_path, local_path : pathlib.Path
+        Files the configuration came from.
+    raw_dir, working_dir, crds_dir, alignment_dir, reprocess_dir : pathlib.Path
+        Absolute directories; relative paths in ``local.toml`` are relative to that file.
+    config_hash : str
+        Short hash of the validated science configuration (recorded in every product).
+    """
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    science: ScienceConfig
+    local: LocalConfig
+    config_path: Path
+    local_path: Path
+    raw_dir: Path
+    working_dir: Path
+    crds_dir: Path
+    alignment_dir: Path
+    psf_dir: Path
+    psf_data_dir: Path
+    config_hash: str
+
+    @property
+    def reprocess_dir(self) -> Path:
+        """``<working_dir>/jwst_lv3_reprocessed_<data_version>``."""
+        return self.working_dir / f"jwst_lv3_reprocessed_{self.science.pipeline.data_version}"
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        msg = f"{path}: config file not found"
+        raise ConfigError(msg)
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as err:
+        msg = f"{path}: not valid TOML: {err}"
+        raise ConfigError(msg) from None
+
+
+def validate_science(data: dict[str, Any], path: Path) -> ScienceConfig:
+    """Validate a parsed science config.
+
+    Parameters
+    ----------
+    data : dict
+        Parsed TOML.
+    path : pathlib.Path
+        File it came from (named in every error).
+
+    Returns
+    -------
+    ScienceConfig
+
+    Raises
+    ------
+    ConfigError
+        Listing every problem found.
+    """
+    try:
+        cfg = ScienceConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_errors(err, path, ScienceConfig)) from None
+    if not cfg.bands:
+        msg = f"{path}: key 'pipeline.nircam_bands' / 'pipeline.miri_bands': no band to process"
+        raise ConfigError(msg)
+    return cfg
+
+
+def load_science(path: str | os.PathLike[str]) -> ScienceConfig:
+    """Read and validate a science config alone (for tools that need no machine paths).
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing, not TOML, or invalid.
+    """
+    return validate_science(_read_toml(Path(path)), Path(path))
+
+
+def load_local(path: str | os.PathLike[str]) -> LocalConfig:
+    """Read and validate a machine config (``local.toml``) alone.
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing, not TOML, or invalid.
+    """
+    try:
+        return LocalFile.model_validate(_read_toml(Path(path))).local
+    except ValidationError as err:
+        raise ConfigError(format_errors(err, Path(path), LocalFile)) from None
+
+
+def load_config(
+    config_path: str | os.PathLike[str],
+    local_path: str | os.PathLike[str] | None = None,
+    *,
+    check_jwst: bool = True,
+) -> RunConfig:
+    """Load and validate a run's configuration.
+
+    Parameters
+    ----------
+    config_path : path-like
+        The science config (``config/config.toml``).
+    local_path : path-like, optional
+        The machine config; defaults to ``local.toml`` beside ``config_path``.
+    check_jwst : bool
+        Also check every ``lvN_parameters`` key against the jwst step specs (imports jwst).
+
+    Returns
+    -------
+    RunConfig
+
+    Raises
+    ------
+    ConfigError
+        If either file is missing, is not TOML or does not validate.
+    """
+    config_path = Path(config_path).resolve()
+    local_path = Path(local_path).resolve() if local_path else config_path.parent / "local.toml"
+    science = validate_science(_read_toml(config_path), config_path)
+    local = load_local(local_path)
+    if check_jwst:
+        check_jwst_parameters(science, config_path)
+
+    base = local_path.parent
+
+    def absolute(p: str, default: Path) -> Path:
+        return (base / p).resolve() if p else default.resolve()
+
+    working = absolute(local.working_dir, base)
+    return RunConfig(
+        science=science,
+        local=local,
+        config_path=config_path,
+        local_path=local_path,
+        raw_dir=absolute(local.raw_dir, base),
+        working_dir=working,
+        crds_dir=absolute(local.crds_dir, working / "crds"),
+        alignment_dir=absolute(local.alignment_dir, REPO_ROOT / "alignment"),
+        psf_dir=absolute(local.psf_dir, REPO_ROOT / "PSF"),
+        psf_data_dir=absolute(local.psf_data_dir, REPO_ROOT / "PSF" / "stpsf_data"),
+        config_hash=config_hash(science),
+    )
+
+
+def config_hash(science: ScienceConfig) -> str:
+    """Short SHA-256 of the validated science config (stable across key order)."""
+    blob = json.dumps(science.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,91 @@
+"""Where every product lives: the one place that names folders and files of a reduction.
+
+::
+
+    <working_dir>/jwst_lv3_reprocessed_<data_version>/<target>/<BAND>/
+        rate/   cal/                     stages 1 and 2 (named after their products)
+        <step>/                          every other step (destripe/, level_match/, lv3/, ...)
+        convolved/<product>_i2d_conv_<PSF>.fits
+        qa/                              diagnostics of the band's steps
+        .jwstgal/<step>.json             step records, .jwstgal/lock
+    <psf_dir>/kernels/<method>/<SOURCE>_to_<TARGET>.fits
+
+The release, the convolution, the QA page and the steps import their paths from here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jwstgal.bands import Band
+
+#: Folders of the steps whose folder is not the step's name (stages 1 and 2 are named after their
+#: products, as the jwst pipeline names the files).
+_PRODUCT_FOLDERS = {"lv1": "rate", "lv2": "cal"}
+
+
+def step_folder(step: str) -> str:
+    """Folder (inside a band folder) of a step's products."""
+    return _PRODUCT_FOLDERS.get(step, step)
+
+
+def band_dir(reprocess_dir: Path, target: str, band: Band | str) -> Path:
+    """``<reprocess_dir>/<target>/<BAND>``."""
+    return reprocess_dir / target / (band if isinstance(band, str) else band.name)
+
+
+def record_dir(band_folder: Path) -> Path:
+    """Folder of a band's step records and lock."""
+    return band_folder / ".jwstgal"
+
+
+def qa_dir(band_folder: Path) -> Path:
+    """Folder of a band's diagnostics."""
+    return band_folder / "qa"
+
+
+def product_name(target: str, band: Band) -> str:
+    """Level-3 product name, ``<target>_<nircam|miri>_lv3_<band>``."""
+    return f"{target}_{band.instrument}_lv3_{band.name.lower()}"
+
+
+def stage3_mosaic(band_folder: Path, target: str, band: Band) -> Path:
+    """Stage 3's mosaic of a band."""
+    return band_folder / step_folder("lv3") / f"{product_name(target, band)}_i2d.fits"
+
+
+def stage3_catalog(band_folder: Path, target: str, band: Band) -> Path:
+    """Stage 3's source catalogue of a band."""
+    return band_folder / step_folder("lv3") / f"{product_name(target, band)}_cat.ecsv"
+
+
+def quicklook(band_folder: Path, target: str, band: Band) -> Path:
+    """PNG quicklook of stage 3's mosaic."""
+    return stage3_mosaic(band_folder, target, band).with_suffix(".png")
+
+
+def aligned_mosaic(band_folder: Path, target: str, band: Band) -> Path:
+    """The astrometrically aligned mosaic of a band (``astrometric_align`` step)."""
+    return (band_folder / step_folder("astrometric_align")
+            / f"{product_name(target, band)}_i2d_align.fits")
+
+
+def final_mosaic(band_folder: Path, target: str, band: Band) -> Path:
+    """The band's final mosaic: the astrometrically aligned one if it exists, else stage 3's."""
+    aligned = aligned_mosaic(band_folder, target, band)
+    return aligned if aligned.is_file() else stage3_mosaic(band_folder, target, band)
+
+
+def convolved_dir(band_folder: Path) -> Path:
+    """Folder of a band's convolved mosaics."""
+    return band_folder / "convolved"
+
+
+def convolved_mosaic(band_folder: Path, target: str, band: Band, psf: str) -> Path:
+    """A band's final mosaic convolved to ``psf`` (a band or an analytic PSF name)."""
+    return convolved_dir(band_folder) / f"{product_name(target, band)}_i2d_conv_{psf}.fits"
+
+
+def kernel_path(psf_dir: Path, method: str, source: str, target: str) -> Path:
+    """Where the kernel from ``source`` to ``target`` made by ``method`` lives."""
+    return psf_dir / "kernels" / method / f"{source}_to_{target}.fits"

@@ -1,0 +1,144 @@
+"""Every PNG the suite draws: quicklooks, contact sheets, step panels, residual and offset plots.
+
+Matplotlib's non-interactive Agg backend is selected once, here, when the module is imported; the
+helpers take arrays or files and write one PNG each, atomically. Nothing here knows about steps,
+configs or runs (the steps call these helpers; :mod:`jwstgal.report` links the results).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402 - after the backend is chosen
+import numpy as np  # noqa: E402
+from astropy.io import fits  # noqa: E402
+
+from jwstgal.level_match import block_reduce  # noqa: E402
+from jwstgal.provenance import atomic_path  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+def stretch_limits(data: np.ndarray, lo: float = 0.5, hi: float = 99.7) -> tuple[float, float]:
+    """Robust display limits: the ``lo`` and ``hi`` percentiles of the finite pixels."""
+    finite = data[np.isfinite(data)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    vmin, vmax = np.percentile(finite, [lo, hi])
+    return float(vmin), float(vmax if vmax > vmin else vmin + 1.0)
+
+
+def _save(fig: Any, png: Path, dpi: int) -> Path:
+    png.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return png
+
+
+def quicklook_png(fits_path: Path, png_path: Path, *, ext: str = "SCI", title: str = "") -> Path:
+    """Write a PNG quicklook of a FITS image extension (asinh stretch between robust percentiles).
+
+    Parameters
+    ----------
+    fits_path : pathlib.Path
+        Image to show.
+    png_path : pathlib.Path
+        Output PNG (written atomically).
+    ext : str
+        Extension name.
+    title : str
+        Plot title.
+
+    Returns
+    -------
+    pathlib.Path
+        ``png_path``.
+    """
+    from astropy.visualization import AsinhStretch, ImageNormalize
+
+    data = fits.getdata(fits_path, ext).astype(float)
+    vmin, vmax = stretch_limits(data)
+    norm = ImageNormalize(vmin=vmin, vmax=vmax, stretch=AsinhStretch(0.1))
+    fig, ax = plt.subplots(figsize=(6, 6 * data.shape[0] / max(data.shape[1], 1) + 0.6))
+    im = ax.imshow(data, origin="lower", cmap="inferno", norm=norm, interpolation="nearest")
+    fig.colorbar(im, ax=ax, label=fits.getheader(fits_path, ext).get("BUNIT", ""), shrink=0.8)
+    ax.set_title(title or fits_path.name)
+    ax.set_xlabel("x [pix]")
+    ax.set_ylabel("y [pix]")
+    return _save(fig, png_path, 110)
+
+
+def contact_sheet(files: list[Path], png: Path, title: str, ext: str = "SCI") -> Path | None:
+    """Thumbnails of every exposure's ``ext`` image on one PNG (None when no file exists)."""
+    files = [f for f in files if f.is_file()]
+    if not files:
+        return None
+    n = len(files)
+    cols = min(n, 4)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows + 0.4), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, f in zip(axes.ravel(), files, strict=False):
+        thumb = block_reduce(np.asarray(fits.getdata(f, ext), float))
+        vmin, vmax = stretch_limits(thumb, 1, 99)
+        ax.imshow(thumb, origin="lower", cmap="gray", vmin=vmin, vmax=vmax)
+        ax.set_title(f.name.split("_")[0][-6:] + "_" + "_".join(f.name.split("_")[1:3]), fontsize=7)
+    fig.suptitle(title)
+    return _save(fig, png, 80)
+
+
+def quiver_png(res: dict[str, Any], png: Path, title: str) -> Path:
+    """Quiver plot of astrometric residuals (``ra``, ``dec`` in deg, ``dra``, ``ddec`` in mas)."""
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    if res["n"]:
+        ra, dec = np.asarray(res["ra"]), np.asarray(res["dec"])
+        x = (ra - ra.mean()) * np.cos(np.deg2rad(dec.mean())) * 3600
+        y = (dec - dec.mean()) * 3600
+        q = ax.quiver(x, y, res["dra"], res["ddec"], angles="xy")
+        ax.quiverkey(q, 0.85, 1.03, 20, "20 mas", labelpos="E")
+        ax.invert_xaxis()
+    ax.set_xlabel("RA offset [arcsec]")
+    ax.set_ylabel("Dec offset [arcsec]")
+    med = (f"median ({res['median_dra_mas']:.1f}, {res['median_ddec_mas']:.1f}) mas, "
+           f"rms {res['rms_mas']:.1f} mas" if res["n"] else "no match")
+    ax.set_title(f"{title}: {res['n']} matches\n{med}", fontsize=9)
+    return _save(fig, png, 90)
+
+
+def stripe_panels(before: np.ndarray, model: np.ndarray, mask: np.ndarray, png: Path, title: str) -> Path:
+    """Four panels: input, mask, stripe model and destriped frame (same stretch for data panels)."""
+    after = before - model
+    lo, hi = stretch_limits(after[np.isfinite(after)])
+    mlim = max(float(np.nanpercentile(np.abs(model), 99)), 1e-12)
+    fig, axes = plt.subplots(1, 4, figsize=(14, 4))
+    panels = ((before, "input", (lo, hi), "gray"),
+              (mask.astype(float), "mask (fit ignores)", (0, 1), "gray_r"),
+              (model, "stripe model", (-mlim, mlim), "RdBu_r"), (after, "destriped", (lo, hi), "gray"))
+    for ax, (img, name, (a, b), cmap) in zip(axes, panels, strict=True):
+        ax.imshow(img, origin="lower", vmin=a, vmax=b, cmap=cmap, interpolation="nearest")
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, png, 80)
+
+
+def offsets_png(files: list[str], groups: list[str], offsets: np.ndarray, png: Path, title: str) -> Path:
+    """Bar chart of per-exposure level offsets, coloured by dither group."""
+    fig, ax = plt.subplots(figsize=(max(5, 0.35 * len(files)), 3.5))
+    names = list(dict.fromkeys(groups))
+    colours = [names.index(g) for g in groups]
+    ax.bar(range(len(files)), offsets, color=plt.cm.tab10(np.asarray(colours) % 10))
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xticks(range(len(files)), [f[:25] for f in files], rotation=90, fontsize=6)
+    ax.set_ylabel("offset subtracted")
+    ax.set_title(title, fontsize=9)
+    return _save(fig, png, 90)

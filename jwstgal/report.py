@@ -1,0 +1,119 @@
+"""The QA page of a run: ``<reprocess_dir>/qa/index.html``, built from the step registry.
+
+For every target/band on disk: one row per registered step (what happened to it in this run, what
+its record says, its hash key, how many outputs), then each step's figures and notes (final
+products first), then the band's kernels. Links are relative, so the folder can be copied or
+served.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from pathlib import Path
+from typing import Any
+
+from astropy.io import fits
+
+from jwstgal import layout
+from jwstgal.bands import get_band
+from jwstgal.config import RunConfig
+from jwstgal.provenance import write_text_atomic
+from jwstgal.steps import STEPS, StepRecord
+
+log = logging.getLogger(__name__)
+
+_STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1400px}"
+          "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px}"
+          ".figs{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0}img{max-width:420px}"
+          ".fail,.failed{color:#b00;font-weight:bold}.complete,.ran{color:#070}.started{color:#b60}"
+          ".skipped{color:#555}")
+
+
+def _img(path: Path, root: Path, alt: str) -> str:
+    rel = path.relative_to(root.parent) if path.is_relative_to(root.parent) else path
+    href = html.escape(f"../{rel}")
+    return (f'<figure><a href="{href}"><img src="{href}" alt="{html.escape(alt)}" loading="lazy"></a>'
+            f"<figcaption>{html.escape(alt)}</figcaption></figure>")
+
+
+def _css(word: str) -> str:
+    return word.split(" ")[0] if word else ""
+
+
+def _step_rows(bdir: Path, steps: list[str], status: dict[str, str]) -> str:
+    rows = []
+    for step in STEPS:
+        rec = StepRecord(bdir, step.name).read()
+        if step.name not in steps and not rec:
+            continue
+        record = "complete" if rec.get("complete") else ("started" if rec else "not run")
+        now = status.get(step.name, "")
+        rows.append(f"<tr><td>{step.name}</td><td class='{_css(now)}'>{html.escape(now or '-')}</td>"
+                    f"<td class='{_css(record)}'>{record}</td><td><code>{rec.get('key', '')}</code></td>"
+                    f"<td>{len(rec.get('outputs', []))}</td></tr>")
+    return ("<table><tr><th>step</th><th>this run</th><th>record</th><th>input/parameter hash</th>"
+            "<th>outputs</th></tr>" + "".join(rows) + "</table>")
+
+
+def _kernel_rows(cfg: RunConfig, band: str) -> str:
+    rows = []
+    for t in cfg.science.kernels.targets:
+        for m in cfg.science.kernels.methods:
+            kp = layout.kernel_path(cfg.psf_dir, m, band, t)
+            if kp.is_file():
+                h = fits.getheader(kp)
+                rows.append(f"<tr><td>{t}</td><td>{m}</td><td>{h['KERN_D']:.2e}</td>"
+                            f"<td>{h['KERN_WM']:.3f}</td><td>{h['SAFETY']}</td></tr>")
+    if not rows:
+        return ""
+    return ("<table><tr><th>kernel to</th><th>method</th><th>D</th><th>W-</th><th>safety</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def write_report(cfg: RunConfig, results: list[Any] | None = None) -> Path:
+    """Write ``<reprocess_dir>/qa/index.html`` summarising every target/band on disk.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        The run's configuration.
+    results : list of BandResult, optional
+        Outcome of this run (failures and per-step status are shown); otherwise only what is on
+        disk.
+
+    Returns
+    -------
+    pathlib.Path
+        The HTML page.
+    """
+    root = cfg.reprocess_dir / "qa"
+    outcome = {(r.target, r.band): r for r in (results or [])}
+    parts = [f"<h1>jwstgal QA: {html.escape(cfg.config_path.name)} "
+             f"({html.escape(cfg.science.pipeline.data_version)})</h1>",
+             f"<p>Config hash <code>{cfg.config_hash}</code>. Raw data: "
+             f"<code>{html.escape(str(cfg.raw_dir))}</code>.</p>"]
+    for target in cfg.science.targets:
+        for name in cfg.science.bands:
+            band = get_band(name)
+            bdir = layout.band_dir(cfg.reprocess_dir, target, band)
+            if not bdir.is_dir():
+                continue
+            res = outcome.get((target, band.name))
+            parts.append(f'<section id="{target}-{band.name}"><h2>{target} {band.name}</h2>')
+            if res is not None and res.error:
+                parts.append(f'<p class="fail">FAILED: {html.escape(res.error)}</p>')
+            steps = getattr(cfg.science.pipeline.steps, band.instrument)
+            parts.append(_step_rows(bdir, steps, res.status if res is not None else {}))
+            for step in reversed(STEPS):
+                figs = [_img(p, root, alt) for p, alt in step.figures(bdir, target, band) if p.is_file()]
+                notes = step.notes(bdir, target, band)
+                if figs or notes:
+                    parts.append(f"<h3>{step.name}</h3>" + "".join(f"<p>{html.escape(n)}</p>" for n in notes)
+                                 + '<div class="figs">' + "".join(figs) + "</div>")
+            parts.append(_kernel_rows(cfg, band.name))
+            parts.append("</section>")
+    page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>jwstgal QA</title>"
+            f"<style>{_STYLE}</style></head><body>" + "\n".join(parts) + "</body></html>")
+    write_text_atomic(root / "index.html", page)
+    return root / "index.html"

@@ -1,0 +1,154 @@
+"""Step ``astrometric_align``: absolute astrometry of each mosaic, after stage 3.
+
+The mosaic's compact sources (stage 3's catalogue, else own detections) are matched to the
+``[alignment]`` catalogue (proper motions propagated to the observation epoch) or to Gaia, in
+successive passes; the correction is applied to the mosaic's FITS WCS (``_i2d_align.fits``) and
+pushed back to the per-exposure ``crf`` files (``_crf_tweakback.fits``). Bands in
+``alignment_mapping`` borrow another band's solution (a sky-plane correction, valid at any pixel
+scale); they run in a second wave, after the bands they borrow from.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from astropy.io import fits
+from pydantic import Field, field_validator
+
+from jwstgal import layout
+from jwstgal.astrometry import AlignPass, align_catalogs, from_tangent_plane
+from jwstgal.astrometry_io import (
+    PassSettings,
+    image_sources,
+    mosaic_epoch,
+    query_gaia,
+    reference_positions,
+    result_from_dict,
+    tweakback,
+    write_aligned_mosaic,
+)
+from jwstgal.bands import Band
+from jwstgal.errors import InputNotFoundError, StepFailedError
+from jwstgal.provenance import hash_params, write_text_atomic
+from jwstgal.settings import StepSettings, check_band
+from jwstgal.steps.base import BandContext, Step, StepPlan, file_id
+
+log = logging.getLogger(__name__)
+
+NAME = "astrometric_align"
+
+
+def _default_passes() -> list[PassSettings]:
+    return [PassSettings(searchrad=2.0, tolerance=0.5),
+            PassSettings(searchrad=0.3, tolerance=0.1, use2dhist=False)]
+
+
+class AstrometricAlignSettings(StepSettings):
+    """The ``[astrometric_align]`` table (step ``astrometric_align``, after stage 3)."""
+
+    reference: Literal["table", "gaia"] = Field(
+        "table", description="'table': the target's [alignment] catalogue; 'gaia': Gaia DR3 "
+        "(network), proper motions propagated to the observation epoch.")
+    fitgeom: Literal["shift", "rshift", "rscale"] = Field("shift", description="Fit geometry.")
+    min_matches: int = Field(5, ge=3, description="Fewest matches for a pass to count.")
+    passes: list[PassSettings] = Field(default_factory=_default_passes, description="Wide, then tight.")
+    alignment_mapping: dict[str, str] = Field(
+        default_factory=dict, description="band -> reference band whose solution it borrows.")
+
+    @field_validator("alignment_mapping")
+    @classmethod
+    def _mapping(cls, mapping: dict[str, str]) -> dict[str, str]:
+        out = {check_band(k): check_band(v) for k, v in mapping.items()}
+        for k, v in out.items():
+            if v in out:
+                msg = f"alignment_mapping: {k} borrows from {v}, which itself borrows from {out[v]}"
+                raise ValueError(msg)
+        return out
+
+
+def run_task(i2d: str, catalog: str, crfs: list[str], out_dir: str, params: dict,
+             ref_path: str | None, borrow: str | None, fwhm_pix: float,
+             config_hash: str, qa_dir: str) -> list[str]:
+    """Align one band's mosaic (or apply a borrowed solution) and tweak back its crf files (worker)."""
+    i2d_p, out = Path(i2d), Path(out_dir)
+    if borrow:
+        result = result_from_dict(json.loads(Path(borrow).read_text()))
+        log.info("%s: borrowing the astrometric solution of %s", i2d_p.name, borrow)
+    else:
+        ra, dec = image_sources(i2d_p, Path(catalog), fwhm_pix)
+        if ref_path is None:
+            h = fits.getheader(i2d_p, "SCI")
+            ref_path = str(query_gaia(float(h["CRVAL1"]), float(h["CRVAL2"]), 5.0, out / "gaia.ecsv"))
+        ref_ra, ref_dec = reference_positions(Path(ref_path), mosaic_epoch(i2d_p))
+        result = align_catalogs(ra, dec, ref_ra, ref_dec, [AlignPass(**p) for p in params["passes"]],
+                                fitgeom=params["fitgeom"], min_matches=params["min_matches"])
+        if result is None:
+            msg = f"{i2d_p.name}: no match with the astrometric reference {ref_path}"
+            raise StepFailedError(msg)
+        res = {"n": result.n_matches, "rms_mas": result.rms_mas,
+               "median_dra_mas": float(np.median(result.residuals[:, 0]) * 1000),
+               "median_ddec_mas": float(np.median(result.residuals[:, 1]) * 1000),
+               "ra": [], "dec": [], "dra": (result.residuals[:, 0] * 1000).tolist(),
+               "ddec": (result.residuals[:, 1] * 1000).tolist()}
+        res["ra"], res["dec"] = (x.tolist() for x in from_tangent_plane(result.positions, *result.center))
+        from jwstgal.plots import quiver_png
+
+        quiver_png(res, Path(qa_dir) / f"{NAME}.png", f"{i2d_p.name}: residuals after alignment")
+    solution = out / "solution.json"
+    write_text_atomic(solution, json.dumps({**result.to_dict(), "borrowed_from": borrow}, indent=1))
+    outputs = [write_aligned_mosaic(i2d_p, out / i2d_p.name.replace("_i2d.fits", "_i2d_align.fits"),
+                                    result, config_hash), solution]
+    for c in map(Path, crfs):
+        outputs.append(tweakback(c, out / c.name.replace("_crf.fits", "_crf_tweakback.fits"), result,
+                                 config_hash))
+    return [str(o) for o in outputs]
+
+
+class AstrometricAlign(Step):
+    """Absolute astrometry."""
+
+    name = NAME
+    summary = ("mosaic matched to the `[alignment]` catalogue or Gaia, WCS corrected, `crf` files "
+               "tweaked back; weak bands borrow a solution, `[astrometric_align]`")
+    settings = AstrometricAlignSettings
+
+    def plan(self, ctx: BandContext, upstream: str, inputs: list[Path]) -> StepPlan:
+        """One task for the band, in the second wave when it borrows another band's solution."""
+        i2d = layout.stage3_mosaic(ctx.band_dir, ctx.target, ctx.band)
+        if not i2d.is_file():
+            msg = f"{ctx.label}: astrometric alignment needs the stage 3 mosaic {i2d}"
+            raise InputNotFoundError(msg)
+        run = ctx.run
+        params = self.resolved(ctx)
+        borrow_band = params["alignment_mapping"].get(ctx.band.name)
+        borrow = (str(ctx.band_dir.parent / borrow_band / layout.step_folder(NAME) / "solution.json")
+                  if borrow_band else None)
+        ref_path = None
+        if params["reference"] == "table" and not borrow:
+            if ctx.target not in run.science.alignment:
+                msg = (f"{run.config_path}: [astrometric_align] reference = 'table' needs an "
+                       f"[alignment] catalogue for {ctx.target}")
+                raise InputNotFoundError(msg)
+            ref_path = str(run.alignment_dir / run.science.alignment[ctx.target])
+        crfs = sorted(i2d.parent.glob("*_crf.fits"))
+        key = hash_params([NAME, self.key_params(params), upstream, ref_path, borrow,
+                           file_id(Path(ref_path)) if ref_path else None])
+        if (done := ctx.complete(NAME, key, params)) is not None:
+            return done
+        out_dir, _ = ctx.prepare(NAME, key, params)
+        outputs = [layout.aligned_mosaic(ctx.band_dir, ctx.target, ctx.band), out_dir / "solution.json"]
+        outputs += [out_dir / c.name.replace("_crf.fits", "_crf_tweakback.fits") for c in crfs]
+        catalog = layout.stage3_catalog(ctx.band_dir, ctx.target, ctx.band)
+        plan = StepPlan(NAME, key, params, outputs, run_task,
+                        [(str(i2d), str(catalog), [str(c) for c in crfs], str(out_dir), params,
+                          ref_path, borrow, ctx.band.fwhm_pix, run.config_hash, str(ctx.qa_dir))])
+        plan.wave = 1 if borrow else 0
+        return plan
+
+    def figures(self, band_dir: Path, target: str, band: Band) -> list[tuple[Path, str]]:
+        """Residuals against the reference after alignment (drawn by the task)."""
+        return [(band_dir / "qa" / f"{NAME}.png", "residuals after absolute alignment")]

@@ -1,0 +1,294 @@
+"""What every step shares: the step protocol, the band context, plans and step records.
+
+A step (one module in :mod:`jwstgal.steps`) declares
+
+- ``name`` (its ``[pipeline.steps]`` key, also its folder, record, header and QA name),
+- ``settings`` (its :class:`~jwstgal.settings.StepSettings` model, the ``[<name>]`` config table),
+- :meth:`Step.plan` (inputs, outputs and hash key of one target/band, and the tasks to run),
+- a module-level task function (the worker: it runs in the executor, so it takes plain arguments),
+- :meth:`Step.diagnostics` (PNGs written once the step is complete) and :meth:`Step.figures`
+  (what the QA page shows).
+
+A step is *complete* when its record says so with the same key (a hash of its parameters, its
+inputs and the upstream step's key) and its outputs still exist; otherwise it is (re)run, reusing
+per-exposure outputs already written under the same key, so an interrupted run resumes.
+
+This module knows nothing of the driver or of the config package: a step reads the run through
+:class:`RunView`, which :class:`jwstgal.config.RunConfig` satisfies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from jwstgal import layout
+from jwstgal.bands import Band
+from jwstgal.errors import InputNotFoundError
+from jwstgal.provenance import write_text_atomic
+from jwstgal.settings import StepSettings
+from jwstgal.stages import stage_parameters
+
+log = logging.getLogger(__name__)
+
+
+class RunView(Protocol):
+    """What a step reads of a validated run (:class:`jwstgal.config.RunConfig` is one)."""
+
+    science: Any
+    raw_dir: Path
+    reprocess_dir: Path
+    alignment_dir: Path
+    config_path: Path
+    config_hash: str
+
+
+class StepRecord:
+    """The on-disk record of one step of one target/band (``.jwstgal/<step>.json``)."""
+
+    def __init__(self, band_dir: Path, step: str) -> None:
+        self.path = layout.record_dir(band_dir) / f"{step}.json"
+
+    def read(self) -> dict[str, Any]:
+        """The record, or an empty dict."""
+        try:
+            return json.loads(self.path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def is_complete(self, key: str) -> bool:
+        """Whether the step finished with this key and its outputs still exist."""
+        rec = self.read()
+        return (rec.get("key") == key and rec.get("complete", False)
+                and all((self.path.parents[1] / o).is_file() for o in rec.get("outputs", [])))
+
+    def start(self, key: str, params: dict[str, Any]) -> bool:
+        """Mark the step started; returns whether earlier partial outputs (same key) are reusable."""
+        reusable = self.read().get("key") == key
+        write_text_atomic(self.path, json.dumps({"key": key, "complete": False, "params": params},
+                                                indent=1, default=str))
+        return reusable
+
+    def finish(self, key: str, params: dict[str, Any], outputs: list[Path]) -> None:
+        """Mark the step complete with its outputs (paths relative to the band folder)."""
+        rel = [str(p.relative_to(self.path.parents[1])) for p in outputs]
+        write_text_atomic(self.path, json.dumps({"key": key, "complete": True, "params": params,
+                                                 "outputs": rel}, indent=1, default=str))
+
+
+@dataclass
+class StepPlan:
+    """What one step of one band needs to do.
+
+    Attributes
+    ----------
+    step : str
+        The step's name.
+    key : str
+        Hash of the step's parameters and inputs (and of the upstream step's key).
+    params : dict
+        Resolved parameters.
+    outputs : list of pathlib.Path
+        The step's products once complete.
+    fn : callable or None
+        Task function; None when the step is already complete.
+    tasks : list of tuple
+        Arguments of each task (one per exposure, or one per band).
+    wave : int
+        Tasks of wave 1 run after those of wave 0 (bands borrowing another band's solution).
+    rekey : callable or None
+        Recomputes the key once the tasks ran (for a step whose inputs include a file it writes).
+    """
+
+    step: str
+    key: str
+    params: dict[str, Any]
+    outputs: list[Path]
+    fn: Callable[..., Any] | None = None
+    tasks: list[tuple[Any, ...]] = field(default_factory=list)
+    wave: int = 0
+    rekey: Callable[[], str] | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether the step was already complete."""
+        return self.fn is None
+
+
+def content_hash(p: Path) -> str | None:
+    """SHA-256 of a small file's content (None if it does not exist)."""
+    return hashlib.sha256(p.read_bytes()).hexdigest()[:16] if p.is_file() else None
+
+
+def file_id(p: Path) -> list[Any]:
+    """Name, size and modification time (whole seconds) of a file, for hash keys."""
+    st = p.stat()
+    return [p.name, st.st_size, int(st.st_mtime)]
+
+
+def is_background(path: Path, run: RunView) -> bool:
+    """Whether an exposure is a dedicated background ("off") field.
+
+    ``parallel_off``: the sequence digit (3rd character of the second file-name field) is 2, i.e.
+    the exposure was taken in a parallel sequence. ``check_in_name``: ``bgr_background_name``
+    appears in the TARGPROP header keyword.
+    """
+    pipe = run.science.pipeline
+    if pipe.bgr_check_type == "parallel_off":
+        return path.name.split("_")[1][2] == "2"
+    from astropy.io import fits
+
+    return pipe.bgr_background_name.lower() in str(fits.getheader(path).get("TARGPROP", "")).lower()
+
+
+@dataclass
+class BandContext:
+    """One target/band of a run: its folder, its configured steps, and the helpers steps plan with.
+
+    Attributes
+    ----------
+    run : RunView
+        The validated run.
+    target : str
+        Target name.
+    band : Band
+        The band.
+    steps : list of str
+        The band's configured steps, in order.
+    overwrite : set of str
+        Steps whose earlier outputs are discarded.
+    """
+
+    run: RunView
+    target: str
+    band: Band
+    steps: list[str] = field(default_factory=list)
+    overwrite: set[str] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, run: RunView, target: str, band: Band) -> BandContext:
+        """The context of a target/band with the steps and overwrites configured for its instrument."""
+        steps = [s for s in getattr(run.science.pipeline.steps, band.instrument) if s != "all"]
+        over = getattr(run.science.pipeline.overwrites, band.instrument)
+        return cls(run, target, band, steps, set(steps) if "all" in over else set(over))
+
+    @property
+    def band_dir(self) -> Path:
+        """``<reprocess_dir>/<target>/<BAND>``."""
+        return layout.band_dir(self.run.reprocess_dir, self.target, self.band)
+
+    @property
+    def qa_dir(self) -> Path:
+        """The band's diagnostics folder."""
+        return layout.qa_dir(self.band_dir)
+
+    @property
+    def label(self) -> str:
+        """``<target> <BAND>`` for messages."""
+        return f"{self.target} {self.band.name}"
+
+    def settings(self, step: str, scope: str = "band") -> dict[str, Any]:
+        """A step table resolved for this target/band (``scope="target"``: target overrides only)."""
+        table: StepSettings = getattr(self.run.science, step)
+        return table.for_band(self.target, None if scope == "target" else self.band)
+
+    def stage_params(self, stage: str) -> dict[str, Any]:
+        """A ``lvN_parameters`` table resolved for this target/band (jwst ``call()`` arguments)."""
+        return stage_parameters(getattr(self.run.science, stage), stage, self.target, self.band)
+
+    def is_background(self, path: Path) -> bool:
+        """Whether an exposure is a dedicated background field (:func:`is_background`)."""
+        return is_background(path, self.run)
+
+    def uses_backgrounds(self) -> bool:
+        """Whether this band's dedicated background exposures enter its processing."""
+        types = self.run.science.pipeline.bgr_observation_types
+        return self.band.band_type in types or self.band.instrument in types
+
+    def science_cal(self, inputs: list[Path], what: str) -> list[Path]:
+        """The upstream step's outputs, or the band's science ``cal`` files when it ran no step."""
+        cal_dir = self.band_dir / layout.step_folder("lv2")
+        inputs = inputs or [p for p in sorted(cal_dir.glob("*_cal.fits")) if not self.is_background(p)]
+        if not inputs:
+            msg = f"{self.label}: {what} has no *_cal.fits in {cal_dir}"
+            raise InputNotFoundError(msg)
+        return inputs
+
+    def complete(self, step: str, key: str, params: dict[str, Any]) -> StepPlan | None:
+        """The plan of a step already complete under ``key`` (nothing to run), else None."""
+        rec = StepRecord(self.band_dir, step)
+        if step not in self.overwrite and rec.is_complete(key):
+            log.info("%s: %s complete, skipping", self.label, step)
+            return StepPlan(step, key, params, [self.band_dir / o for o in rec.read()["outputs"]])
+        return None
+
+    def prepare(self, step: str, key: str, params: dict[str, Any]) -> tuple[Path, bool]:
+        """Open a step: clear stale temporaries; keep same-key partial outputs (resume).
+
+        Returns the step's folder and whether outputs already in it may be reused.
+        """
+        out_dir = self.band_dir / layout.step_folder(step)
+        reusable = StepRecord(self.band_dir, step).start(key, params) and step not in self.overwrite
+        if not reusable and out_dir.exists():
+            shutil.rmtree(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for tmp in out_dir.glob(".tmp-*"):  # left by a killed run
+            shutil.rmtree(tmp, ignore_errors=True)
+        return out_dir, reusable
+
+
+class Step:
+    """Base of a pipeline step; subclasses set the class attributes and implement :meth:`plan`.
+
+    Attributes
+    ----------
+    name : str
+        The ``[pipeline.steps]`` key.
+    summary : str
+        One line for the README's step table and the QA page.
+    settings : type of StepSettings or None
+        The ``[<name>]`` table's model (None: the step has no table of its own).
+    default : bool
+        Run when a config names no steps (the plain STScI pipeline).
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    settings: ClassVar[type[StepSettings] | None] = None
+    default: ClassVar[bool] = False
+
+    def plan(self, ctx: BandContext, upstream: str, inputs: list[Path]) -> StepPlan:
+        """Plan this step for one target/band from the upstream key and outputs.
+
+        Raises
+        ------
+        InputNotFoundError
+            If the step has no input.
+        """
+        raise NotImplementedError
+
+    def resolved(self, ctx: BandContext) -> dict[str, Any]:
+        """The step's settings for the context's target/band (``{}`` for a step without a table)."""
+        return ctx.settings(self.name, self.settings.scope) if self.settings else {}
+
+    def key_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The resolved settings as they enter the hash key."""
+        return self.settings.key_params(params) if self.settings else params
+
+    def diagnostics(self, ctx: BandContext, plan: StepPlan) -> list[Path | None]:
+        """Write the PNGs of a completed step (default: none)."""
+        return []
+
+    def figures(self, band_dir: Path, target: str, band: Band) -> list[tuple[Path, str]]:
+        """Figures the QA page shows for this step, with captions (those that exist are shown)."""
+        return []
+
+    def notes(self, band_dir: Path, target: str, band: Band) -> list[str]:
+        """Sentences (plain text) the QA page shows for this step."""
+        return []

@@ -1,0 +1,201 @@
+"""Step ``destripe``: single-frame stripe subtraction of every science exposure (after stage 2).
+
+``destripe_file`` reads a rate or cal file with astropy (SCI, ERR, DQ), measures the stripe model
+with :func:`jwstgal.destripe.destripe` (NIRCam) or :func:`jwstgal.destripe_miri.miri_destripe` (MIRI),
+subtracts it from the good pixels and writes a copy (the input is never modified) whose primary
+header records the method, its parameters and the model rms; a four-panel PNG (input, mask, model,
+result) goes to ``qa/destripe/`` when asked. ``nircam_destriping.py`` / ``miri_destriping.py``
+call the same function on single files.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from astropy.io import fits
+from pydantic import Field
+
+from jwstgal import dq
+from jwstgal.bands import Band
+from jwstgal.destripe import DestripeParams, destripe
+from jwstgal.destripe_miri import miri_destripe
+from jwstgal.provenance import atomic_path, hash_params, stamp_header
+from jwstgal.settings import StepSettings
+from jwstgal.steps.base import BandContext, Step, StepPlan
+
+log = logging.getLogger(__name__)
+
+NAME = "destripe"
+
+#: DQ flags a user may exclude from the fit.
+DQ_CHOICES = Literal["DO_NOT_USE", "SATURATED", "JUMP_DET", "DROPOUT", "OUTLIER", "REFERENCE_PIXEL",
+                     "NON_SCIENCE", "DEAD", "HOT", "NO_FLAT_FIELD"]
+
+
+class DestripeSettings(StepSettings):
+    """The ``[destripe]`` table (step ``destripe``, single frames, after stage 2).
+
+    Same fields as :class:`jwstgal.destripe.DestripeParams` (a test holds them together).
+    """
+
+    method: Literal["median_filter", "row_median", "remstripe", "smooth", "pca"] = Field(
+        "median_filter", description="Row-pass method.")
+    quadrants: bool = Field(True, description="Fit amplifier bands separately (NOUTPUTS > 1).")
+    level_amplifiers: bool = Field(True, description="Remove amplifier offsets first.")
+    vertical: bool = Field(True, description="Column pass before the row pass.")
+    filter_scales: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [3, 7, 15, 31, 63, 127],
+        description="Median-filter scales (pixels), small to large.")
+    min_mask_frac: float = Field(0.2, ge=0, le=1, description="Minimum unmasked fraction of an "
+                                 "amplifier row before the full row is used.")
+    sigma: float = Field(3.0, gt=0, description="Detection and clipping threshold.")
+    npixels: int = Field(3, ge=1, description="Minimum connected pixels of a source.")
+    dilate_size: int = Field(11, ge=1, description="Dilation of the source mask (pixels).")
+    max_iters: int = Field(10, ge=0, description="Clipping iterations.")
+    filter_diffuse: bool = Field(False, description="High-pass diffuse emission before fitting.")
+    diffuse_scale: float = Field(200.0, gt=0, description="Cut-off scale of that filter (pixels).")
+    pca_components: int = Field(10, ge=1, description="Eigenvectors fitted (method pca).")
+    pca_reconstruct_components: int = Field(5, ge=1, description="Eigenvectors used to reconstruct.")
+    pca_seed: int = Field(0, description="Seed of the robust PCA.")
+    dq_flags: list[DQ_CHOICES] = Field(default_factory=lambda: list(dq.DEFAULT_BAD),
+                                       description="DQ flags excluded.")
+    lyot: Literal["mask", "adjust", "include"] = Field(
+        "mask", description="MIRI full frames: mask the Lyot coronagraph, level it, or fit it.")
+
+
+def frame_layout(primary: fits.Header, shape: tuple[int, int]) -> tuple[str, int, bool]:
+    """Instrument, number of amplifier bands and whether the frame is a full-frame readout.
+
+    NOUTPUTS gives the amplifier count when present; otherwise NIRCam full frames (2048 wide,
+    SUBARRAY FULL) have four and everything else one.
+    """
+    instrument = str(primary.get("INSTRUME", "NIRCAM")).upper()
+    subarray = str(primary.get("SUBARRAY", "FULL")).upper()
+    full = subarray == "FULL"
+    if "NOUTPUTS" in primary:
+        n_amps = int(primary["NOUTPUTS"])
+    else:
+        n_amps = 4 if (instrument == "NIRCAM" and full and shape[1] == 2048) else 1
+    if instrument == "MIRI":
+        n_amps = 1
+    return instrument, max(n_amps, 1), full
+
+
+def good_pixels(sci: np.ndarray, dq_arr: np.ndarray | None) -> np.ndarray:
+    """Pixels a stripe model is subtracted from: finite, non-zero, not DO_NOT_USE."""
+    good = np.isfinite(sci) & (sci != 0)
+    if dq_arr is not None:
+        good &= ~dq.flagged(dq_arr, ["DO_NOT_USE"])
+    return good
+
+
+def destripe_file(src: Path, dst: Path, params: DestripeParams, *, config_hash: str = "",
+                  plot_png: Path | None = None) -> dict[str, Any]:
+    """Destripe one rate or cal file into ``dst``.
+
+    Parameters
+    ----------
+    src : pathlib.Path
+        Input file (read only).
+    dst : pathlib.Path
+        Output file (written atomically).
+    params : DestripeParams
+        Method and settings.
+    config_hash : str
+        Recorded in the header.
+    plot_png : pathlib.Path, optional
+        Where to draw the diagnostic panels.
+
+    Returns
+    -------
+    dict
+        ``model_rms``, ``masked_frac``, ``amp_offsets`` and ``lyot_masked`` (pixels flagged).
+    """
+    with fits.open(src) as h:
+        sci = np.array(h["SCI"].data, float)
+        err = np.array(h["ERR"].data, float) if "ERR" in h else None
+        dq_arr = np.array(h["DQ"].data) if "DQ" in h else None
+        instrument, n_amps, full = frame_layout(h[0].header, sci.shape)
+        if instrument == "MIRI":
+            res, lyot = miri_destripe(sci, dq_arr, err, params, full_frame=full)
+        else:
+            res = destripe(sci, dq_arr, err, params, n_amps=n_amps)
+            lyot = np.zeros(sci.shape, bool)
+        good = good_pixels(sci, dq_arr)
+        out = np.where(good, sci - res.model, sci)
+        if lyot.any():
+            out[lyot] = np.nan
+            if "ERR" in h:
+                h["ERR"].data[lyot] = np.nan
+            if "DQ" in h:
+                h["DQ"].data[lyot] |= dq.bits(["DO_NOT_USE", "NON_SCIENCE"])
+        h["SCI"].data = out.astype(h["SCI"].data.dtype)
+        stats = {"model_rms": float(np.std(res.model[good])) if good.any() else 0.0,
+                 "masked_frac": float(res.mask.mean()),
+                 "amp_offsets": [float(o) for o in res.amp_offsets],
+                 "lyot_masked": int(lyot.sum())}
+        hdr = h[0].header
+        hdr["DSTRMETH"] = (params.method, "jwstgal destriping method")
+        hdr["DSTRRMS"] = (stats["model_rms"], "rms of the subtracted stripe model [BUNIT]")
+        hdr["DSTRAMPS"] = (n_amps, "amplifier bands fitted separately")
+        stamp_header(hdr, step=NAME, params=params.as_dict(), config_hash=config_hash)
+        with atomic_path(dst) as tmp:
+            h.writeto(tmp)
+    if plot_png is not None:
+        from jwstgal.plots import stripe_panels
+
+        stripe_panels(np.where(good, sci, np.nan), np.where(good, res.model, 0.0), res.mask, plot_png,
+                      f"{src.name}: {params.method}, model rms {stats['model_rms']:.3g}")
+    log.info("destriped %s (%s, %d amplifier bands): model rms %.3g", src.name, params.method, n_amps,
+             stats["model_rms"])
+    return stats
+
+
+def run_task(src: str, dst: str, params: dict, config_hash: str, png: str) -> list[str]:
+    """Destripe one exposure (worker)."""
+    destripe_file(Path(src), Path(dst), DestripeParams(**params), config_hash=config_hash,
+                  plot_png=Path(png))
+    return [dst]
+
+
+class Destripe(Step):
+    """Single-frame destriping."""
+
+    name = NAME
+    summary = ("single-frame 1/f stripe subtraction of every exposure (NIRCam amplifiers, MIRI "
+               "rows/columns, Lyot), `[destripe]`")
+    settings = DestripeSettings
+
+    def plan(self, ctx: BandContext, upstream: str, inputs: list[Path]) -> StepPlan:
+        """One task per science exposure; finished ones are reused on a rerun with the same key."""
+        inputs = ctx.science_cal(inputs, "destriping")
+        params = self.resolved(ctx)
+        key = hash_params([NAME, self.key_params(params), upstream, [p.name for p in inputs]])
+        if (done := ctx.complete(NAME, key, params)) is not None:
+            return done
+        out_dir, reuse = ctx.prepare(NAME, key, params)
+        outputs = [out_dir / p.name for p in inputs]
+        todo = [(p, o) for p, o in zip(inputs, outputs, strict=True) if not (reuse and o.is_file())]
+        log.info("%s: destriping %d exposures (%s)", ctx.label, len(todo), params["method"])
+        panels = ctx.qa_dir / NAME
+        return StepPlan(NAME, key, params, outputs, run_task,
+                        [(str(p), str(o), params, ctx.run.config_hash, str(panels / f"{p.stem}.png"))
+                         for p, o in todo])
+
+    def diagnostics(self, ctx: BandContext, plan: StepPlan) -> list[Path | None]:
+        """Contact sheet of the destriped exposures (per-exposure panels are drawn by the tasks)."""
+        from jwstgal.plots import contact_sheet
+
+        return [contact_sheet(plan.outputs, ctx.qa_dir / f"{NAME}.png",
+                              f"{ctx.label}: after single-frame destriping")]
+
+    def figures(self, band_dir: Path, target: str, band: Band) -> list[tuple[Path, str]]:
+        """Contact sheet, then the first three exposures' panels."""
+        panels = sorted((band_dir / "qa" / NAME).glob("*.png"))[:3]
+        return [(band_dir / "qa" / f"{NAME}.png", "after single-frame destriping"),
+                *((p, f"single-frame destriping of {p.stem}: input, mask, stripe model, result")
+                  for p in panels)]
+

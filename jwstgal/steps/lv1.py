@@ -1,0 +1,89 @@
+"""Step ``lv1``: jwst Detector1Pipeline, one task per raw exposure (``uncal`` -> ``rate``).
+
+Inputs are the band's raw files (:func:`raw_exposures`); the key hashes their names, sizes and
+modification times, so a re-downloaded file reruns its band. Parameters: ``[lv1_parameters]``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from pathlib import Path
+
+from jwstgal.bands import Band
+from jwstgal.errors import InputNotFoundError
+from jwstgal.provenance import hash_params
+from jwstgal.stages import read_band_keys, run_stage1
+from jwstgal.steps.base import BandContext, RunView, Step, StepPlan, file_id
+
+log = logging.getLogger(__name__)
+
+NAME = "lv1"
+
+
+def raw_exposures(run: RunView, target: str, band: Band) -> list[Path]:
+    """Raw ``*_uncal.fits`` files of a target in a band, extra observations included.
+
+    Files come from ``raw_dir/<target>/mastDownload/JWST/*/`` plus, for each
+    ``[extra_obs_to_include.<target>] <other> = [prefixes]``, matching files of the other target.
+    Names containing an ``obs_to_skip`` substring are dropped; the rest are kept when their FILTER
+    (and PUPIL for NIRCam) header matches the band.
+    """
+    def glob(t: str, pattern: str = "*") -> list[Path]:
+        return sorted((run.raw_dir / t / "mastDownload" / "JWST").glob(f"{pattern}/*_uncal.fits"))
+
+    files = glob(target)
+    for other, prefixes in run.science.extra_obs_to_include.get(target, {}).items():
+        for prefix in prefixes:
+            files += [p for p in glob(other) if fnmatch.fnmatch(p.name, f"{prefix}*")]
+    skip = run.science.pipeline.obs_to_skip
+    out = []
+    for p in dict.fromkeys(files):
+        if any(s in p.name for s in skip):
+            log.info("%s %s: skipping %s (obs_to_skip)", target, band.name, p.name)
+            continue
+        filt, pupil, _ = read_band_keys(p)
+        if filt == band.filter and (band.instrument == "miri" or pupil == band.pupil):
+            out.append(p)
+    return out
+
+
+def run_task(uncal: str, out_dir: str, params: dict, config_hash: str) -> list[str]:
+    """Stage 1 of one exposure (worker)."""
+    return [str(p) for p in run_stage1(Path(uncal), Path(out_dir), params, config_hash)]
+
+
+class Lv1(Step):
+    """jwst stage 1."""
+
+    name = NAME
+    summary = "jwst Detector1Pipeline on every raw exposure (`uncal` -> `rate`), `[lv1_parameters]`"
+    default = True
+
+    def plan(self, ctx: BandContext, upstream: str, inputs: list[Path]) -> StepPlan:
+        """Plan stage 1 of the band's raw exposures (see :func:`raw_exposures`)."""
+        raw = raw_exposures(ctx.run, ctx.target, ctx.band)
+        if not raw:
+            msg = (f"{ctx.label}: no raw *_uncal.fits with FILTER={ctx.band.filter} under "
+                   f"{ctx.run.raw_dir / ctx.target / 'mastDownload' / 'JWST'}")
+            raise InputNotFoundError(msg)
+        params = ctx.stage_params("lv1_parameters")
+        key = hash_params([NAME, params, [file_id(p) for p in raw]])
+        if (done := ctx.complete(NAME, key, params)) is not None:
+            return done
+        out_dir, reuse = ctx.prepare(NAME, key, params)
+        outputs = [out_dir / p.name.replace("_uncal", "_rate") for p in raw]
+        todo = [p for p, o in zip(raw, outputs, strict=True) if not (reuse and o.is_file())]
+        log.info("%s: stage 1 on %d exposures (%d reused)", ctx.label, len(todo), len(raw) - len(todo))
+        return StepPlan(NAME, key, params, outputs, run_task,
+                        [(str(p), str(out_dir), params, ctx.run.config_hash) for p in todo])
+
+    def diagnostics(self, ctx: BandContext, plan: StepPlan) -> list[Path | None]:
+        """Contact sheet of the rates."""
+        from jwstgal.plots import contact_sheet
+
+        return [contact_sheet(plan.outputs, ctx.qa_dir / "lv1_rate.png", f"{ctx.label}: stage 1 rates")]
+
+    def figures(self, band_dir: Path, target: str, band: Band) -> list[tuple[Path, str]]:
+        """The contact sheet."""
+        return [(band_dir / "qa" / "lv1_rate.png", "stage 1 rates")]

@@ -1,0 +1,70 @@
+"""Step ``lv2``: jwst Image2Pipeline, one task per science exposure (``rate`` -> ``cal``).
+
+Dedicated background exposures (:func:`jwstgal.steps.base.is_background`) are not calibrated as
+science; for the band types in ``[pipeline] bgr_observation_types`` they are passed to each
+exposure's association as backgrounds. Parameters: ``[lv2_parameters]``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from jwstgal import layout
+from jwstgal.bands import Band
+from jwstgal.errors import InputNotFoundError
+from jwstgal.provenance import hash_params
+from jwstgal.stages import run_stage2
+from jwstgal.steps.base import BandContext, Step, StepPlan
+
+log = logging.getLogger(__name__)
+
+NAME = "lv2"
+
+
+def run_task(rate: str, backgrounds: list[str], out_dir: str, params: dict, config_hash: str) -> list[str]:
+    """Stage 2 of one exposure (worker)."""
+    return [str(p) for p in run_stage2(Path(rate), [Path(b) for b in backgrounds], Path(out_dir),
+                                       params, config_hash)]
+
+
+class Lv2(Step):
+    """jwst stage 2."""
+
+    name = NAME
+    summary = ("jwst Image2Pipeline on every science exposure (`rate` -> `cal`), dedicated "
+               "backgrounds as background members, `[lv2_parameters]`")
+    default = True
+
+    def plan(self, ctx: BandContext, upstream: str, inputs: list[Path]) -> StepPlan:
+        """Plan stage 2 of the band's rates."""
+        rate_dir = ctx.band_dir / layout.step_folder("lv1")
+        inputs = inputs or sorted(rate_dir.glob("*_rate.fits"))
+        if not inputs:
+            msg = f"{ctx.label}: stage 2 has no *_rate.fits in {rate_dir}"
+            raise InputNotFoundError(msg)
+        science = [p for p in inputs if not ctx.is_background(p)]
+        backgrounds = [p for p in inputs if ctx.is_background(p)] if ctx.uses_backgrounds() else []
+        params = ctx.stage_params("lv2_parameters")
+        key = hash_params([NAME, params, upstream, [p.name for p in inputs]])
+        if (done := ctx.complete(NAME, key, params)) is not None:
+            return done
+        out_dir, reuse = ctx.prepare(NAME, key, params)
+        outputs = [out_dir / p.name.replace("_rate", "_cal") for p in science]
+        todo = [p for p, o in zip(science, outputs, strict=True) if not (reuse and o.is_file())]
+        log.info("%s: stage 2 on %d exposures with %d background exposures", ctx.label, len(todo),
+                 len(backgrounds))
+        return StepPlan(NAME, key, params, outputs, run_task,
+                        [(str(p), [str(b) for b in backgrounds], str(out_dir), params,
+                          ctx.run.config_hash) for p in todo])
+
+    def diagnostics(self, ctx: BandContext, plan: StepPlan) -> list[Path | None]:
+        """Contact sheet of the calibrated exposures."""
+        from jwstgal.plots import contact_sheet
+
+        return [contact_sheet(plan.outputs, ctx.qa_dir / "lv2_cal.png",
+                              f"{ctx.label}: stage 2 calibrated exposures")]
+
+    def figures(self, band_dir: Path, target: str, band: Band) -> list[tuple[Path, str]]:
+        """The contact sheet."""
+        return [(band_dir / "qa" / "lv2_cal.png", "stage 2 exposures")]

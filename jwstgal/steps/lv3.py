@@ -1,0 +1,126 @@
+"""Step ``lv3``: jwst Image3Pipeline, one task per band (``cal`` -> mosaic, catalogue, ``crf``).
+
+Inputs are the upstream step's exposures. When the target has an ``[alignment]`` catalogue and the
+band does not run ``astrometric_align``, tweakreg aligns absolutely to it. The detection kernels of
+tweakreg and source_catalog match the band's PSF unless configured. Parameters:
+``[lv3_parameters]``. A mosaic is all-or-nothing: the step's folder is emptied before it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jwstgal import layout
+from jwstgal.bands import Band
+from jwstgal.errors import InputNotFoundError
+from jwstgal.provenance import hash_params, write_text_atomic
+from jwstgal.stages import run_stage3
+from jwstgal.steps.base import BandContext, Step, StepPlan, file_id
+
+log = logging.getLogger(__name__)
+
+NAME = "lv3"
+
+
+def run_task(cal_files: list[str], product: str, out_dir: str, params: dict, config_hash: str,
+             refcat: str | None) -> list[str]:
+    """Stage 3 of one band (worker)."""
+    return [str(p) for p in run_stage3([Path(c) for c in cal_files], product, Path(out_dir), params,
+                                       config_hash, Path(refcat) if refcat else None)]
+
+
+def astrometric_residuals(catalog: Path, refcat: Path, match_arcsec: float = 0.3) -> dict[str, Any]:
+    """Offsets (mas) of a stage-3 catalogue's sources from an astrometric reference catalogue."""
+    from astropy.coordinates import SkyCoord
+    from astropy.table import Table
+
+    cat = Table.read(catalog)
+    ref = Table.read(refcat)
+    cols = {c.lower(): c for c in ref.colnames}
+    rc = SkyCoord(ref[cols["ra"]], ref[cols["dec"]], unit="deg")
+    sc = cat["sky_centroid"]
+    idx, sep, _ = sc.match_to_catalog_sky(rc)
+    good = sep.arcsec < match_arcsec
+    dra = ((sc.ra[good] - rc.ra[idx[good]]) * np.cos(rc.dec[idx[good]].radian)).to_value("mas")
+    ddec = (sc.dec[good] - rc.dec[idx[good]]).to_value("mas")
+    return {"n": int(good.sum()), "median_dra_mas": float(np.median(dra)) if good.any() else None,
+            "median_ddec_mas": float(np.median(ddec)) if good.any() else None,
+            "rms_mas": float(np.sqrt(np.mean(dra**2 + ddec**2))) if good.any() else None,
+            "ra": sc.ra.deg[good].tolist(), "dec": sc.dec.deg[good].tolist(),
+            "dra": dra.tolist(), "ddec": ddec.tolist()}
+
+
+class Lv3(Step):
+    """jwst stage 3."""
+
+    name = NAME
+    summary = ("jwst Image3Pipeline per band (mosaic `_i2d`, catalogue, `crf` files), absolute "
+               "tweakreg to `[alignment]` unless `astrometric_align` runs, `[lv3_parameters]`")
+    default = True
+
+    def params(self, ctx: BandContext) -> dict[str, Any]:
+        """``[lv3_parameters]`` for the band, detection kernels matched to its PSF unless set."""
+        params = ctx.stage_params("lv3_parameters")
+        for step in ("tweakreg", "source_catalog"):
+            params["steps"].setdefault(step, {}).setdefault("kernel_fwhm", round(ctx.band.fwhm_pix, 3))
+        return params
+
+    def plan(self, ctx: BandContext, upstream: str, inputs: list[Path]) -> StepPlan:
+        """Plan the band's mosaic."""
+        inputs = ctx.science_cal(inputs, "stage 3")
+        params = self.params(ctx)
+        science, run = ctx.run.science, ctx.run
+        refcat = None
+        if ctx.target in science.alignment and "astrometric_align" not in ctx.steps:
+            refcat = run.alignment_dir / science.alignment[ctx.target]
+            if not refcat.is_file():
+                msg = (f"{run.config_path}: [alignment] {ctx.target} = "
+                       f"{science.alignment[ctx.target]!r}: no such file in {run.alignment_dir}")
+                raise InputNotFoundError(msg)
+        key = hash_params([NAME, params, upstream, [p.name for p in inputs],
+                           file_id(refcat) if refcat else None])
+        if (done := ctx.complete(NAME, key, params)) is not None:
+            return done
+        out_dir, _ = ctx.prepare(NAME, key, params)
+        shutil.rmtree(out_dir)  # a mosaic is all-or-nothing
+        product = layout.product_name(ctx.target, ctx.band)
+        log.info("%s: stage 3 on %d exposures -> %s", ctx.label, len(inputs), product)
+        return StepPlan(NAME, key, params, [layout.stage3_mosaic(ctx.band_dir, ctx.target, ctx.band)],
+                        run_task, [([str(p) for p in inputs], product, str(out_dir), params,
+                                    run.config_hash, str(refcat) if refcat else None)])
+
+    def diagnostics(self, ctx: BandContext, plan: StepPlan) -> list[Path | None]:
+        """Quicklook of the mosaic; residuals against the target's astrometric catalogue."""
+        from jwstgal.plots import quicklook_png, quiver_png
+
+        mosaic = plan.outputs[0]
+        out: list[Path | None] = [quicklook_png(mosaic, mosaic.with_suffix(".png"), title=ctx.label)]
+        cat = layout.stage3_catalog(ctx.band_dir, ctx.target, ctx.band)
+        ref = ctx.run.science.alignment.get(ctx.target)
+        if cat.is_file() and ref:
+            res = astrometric_residuals(cat, ctx.run.alignment_dir / ref)
+            write_text_atomic(ctx.qa_dir / "lv3_astrometry.json", json.dumps(
+                {k: v for k, v in res.items() if k not in ("ra", "dec", "dra", "ddec")}))
+            out.append(quiver_png(res, ctx.qa_dir / "lv3_astrometry.png", f"{ctx.label} vs {ref}"))
+        return out
+
+    def figures(self, band_dir: Path, target: str, band: Band) -> list[tuple[Path, str]]:
+        """Quicklook and residual plot."""
+        return [(layout.quicklook(band_dir, target, band), "stage 3 mosaic"),
+                (band_dir / "qa" / "lv3_astrometry.png", "astrometric residuals")]
+
+    def notes(self, band_dir: Path, target: str, band: Band) -> list[str]:
+        """The residuals against the reference after stage 3, in one sentence."""
+        astro = band_dir / "qa" / "lv3_astrometry.json"
+        a = json.loads(astro.read_text()) if astro.is_file() else {}
+        if not a.get("n"):
+            return []
+        return [f"Astrometry vs reference after stage 3 (before any astrometric_align): {a['n']} "
+                f"matches, median offset ({a['median_dra_mas']:.1f}, {a['median_ddec_mas']:.1f}) mas, "
+                f"rms {a['rms_mas']:.1f} mas."]

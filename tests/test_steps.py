@@ -1,0 +1,361 @@
+"""The step registry: planning of every step on a band folder in a known state (no jwst run),
+hash keys unchanged from the code before the registry, per-target/band overrides for every step
+table, one declaration per parameter set, and the layering of the package."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+from plan_fixture import EXPOSURES, FIXED_ROOT, build_tree, relative
+
+from jwstgal.bands import get_band
+from jwstgal.config import load_config
+from jwstgal.errors import ConfigError
+from jwstgal.steps import STEP_NAMES, STEP_SETTINGS, STEPS, BandContext, StepRecord, get_step
+
+KEYS_V0 = json.loads((Path(__file__).parent / "data" / "plan_keys_v0.json").read_text())
+
+
+def context(root: Path, band: str, extra: str = "") -> BandContext:
+    cfg, loc = build_tree(root)
+    if extra:
+        cfg.write_text(cfg.read_text() + "\n" + extra)
+    return BandContext.of(load_config(cfg, loc, check_jwst=False), "ngc0628", get_band(band))
+
+
+@pytest.fixture
+def fixed_root():
+    shutil.rmtree(FIXED_ROOT, ignore_errors=True)
+    FIXED_ROOT.mkdir(parents=True)
+    yield FIXED_ROOT
+    shutil.rmtree(FIXED_ROOT, ignore_errors=True)
+
+
+@pytest.mark.parametrize("case", sorted(KEYS_V0))
+def test_plans_and_keys_match_the_code_before_the_registry(fixed_root, case):
+    """A run finished by the pre-registry code stays complete: same keys, params and outputs."""
+    band, name = case.split("/")
+    want = KEYS_V0[case]
+    step = get_step(name)
+    plan = step.plan(context(fixed_root, band), "UPSTREAM", [])
+    assert plan.key == want["key"]
+    assert json.loads(json.dumps(step.key_params(plan.params), default=str)) == want["params"]
+    assert relative(plan.outputs, fixed_root) == want["outputs"]
+    assert (len(plan.tasks), plan.wave) == (want["n_tasks"], want["wave"])
+
+
+def test_every_configured_step_of_the_fixture_was_recorded():
+    ctxs = {b: STEP_NAMES if b != "F770W" else ("lv1", "lv2", "destripe", "level_match", "lv3")
+            for b in EXPOSURES}
+    assert sorted(KEYS_V0) == sorted(f"{b}/{s}" for b, steps in ctxs.items() for s in steps)
+
+
+@pytest.mark.parametrize("name", STEP_NAMES)
+def test_plan_is_complete_after_finishing_and_reruns_when_overwritten(tmp_path, name):
+    step = get_step(name)
+    ctx = context(tmp_path / "a", "F200W")
+    plan = step.plan(ctx, "UPSTREAM", [])
+    assert not plan.done and plan.tasks and plan.outputs
+    assert all(ctx.band_dir in p.parents for p in plan.outputs)
+    for p in plan.outputs:   # what the tasks would write
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("product")
+    StepRecord(ctx.band_dir, name).finish(plan.key, plan.params, plan.outputs)
+    again = step.plan(ctx, "UPSTREAM", [])
+    assert again.done and again.key == plan.key and again.outputs == plan.outputs
+    if name != "lv1":                                               # lv1 has no upstream step
+        assert not step.plan(ctx, "OTHER UPSTREAM", []).done        # upstream changed: rerun
+    for p in plan.outputs:                                          # (that plan cleared the folder)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("product")
+    StepRecord(ctx.band_dir, name).finish(plan.key, plan.params, plan.outputs)
+    assert step.plan(ctx, "UPSTREAM", []).done
+    plan.outputs[-1].unlink()
+    assert not step.plan(ctx, "UPSTREAM", []).done                  # an output went missing
+    over = context(tmp_path / "b", "F200W", "")
+    over.overwrite = {name}
+    p2 = step.plan(over, "UPSTREAM", [])
+    for p in p2.outputs:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("product")
+    StepRecord(over.band_dir, name).finish(p2.key, p2.params, p2.outputs)
+    assert not step.plan(over, "UPSTREAM", []).done                 # [pipeline.overwrites]
+
+
+#: One override per step table: (TOML, band it applies to, band it must not touch, field, value).
+OVERRIDES = {
+    "destripe": ('[destripe.override.nircam_short]\nmethod = "row_median"\n', "F200W", "F300M",
+                 "method", "row_median"),
+    "stack_destripe": ("[stack_destripe.override.F200W]\niterations = 5\n", "F200W", "F300M",
+                       "iterations", 5),
+    "level_match": ("[level_match.override.nircam]\nbinning = 16\n", "F300M", "F770W", "binning", 16),
+    "wcs_adjust": ('[wcs_adjust.override.ngc0628]\nbands = ["F300M"]\n', "F200W", None, "bands",
+                   ["F300M"]),
+    "astrometric_align": ("[astrometric_align.override.F200W]\nmin_matches = 9\n", "F200W", "F300M",
+                          "min_matches", 9),
+}
+
+
+def test_every_step_table_has_an_override_case():
+    assert sorted(OVERRIDES) == sorted(STEP_SETTINGS)
+
+
+@pytest.mark.parametrize("name", sorted(OVERRIDES))
+def test_override_changes_its_selector_and_nothing_else(tmp_path, name):
+    toml, band, other, field, value = OVERRIDES[name]
+    step = get_step(name)
+    # one folder for both runs: astrometric_align's key holds absolute paths
+    plain = context(tmp_path / "band", band)
+    plain_key = step.plan(plain, "U", []).key
+    ctx = context(tmp_path / "band", band, toml)
+    assert step.resolved(ctx)[field] == value
+    assert step.resolved(plain)[field] != value
+    assert step.plan(ctx, "U", []).key != plain_key
+    if other:
+        baseline = context(tmp_path / "other", other)
+        baseline_key = step.plan(baseline, "U", []).key
+        untouched = context(tmp_path / "other", other, toml)
+        assert step.resolved(untouched) == step.resolved(baseline)
+        assert step.plan(untouched, "U", []).key == baseline_key
+
+
+@pytest.mark.parametrize("name", sorted(OVERRIDES))
+def test_unknown_override_selector_and_key_are_config_errors(tmp_path, name):
+    cfg, loc = build_tree(tmp_path)
+    base = cfg.read_text()
+    cfg.write_text(base + f"\n[{name}.override.ngc0682]\n")
+    with pytest.raises(ConfigError, match=rf"\[{name}.override\] selector 'ngc0682'.*did you mean "
+                                          "'ngc0628'"):
+        load_config(cfg, loc, check_jwst=False)
+    field = OVERRIDES[name][3]
+    cfg.write_text(base + f"\n[{name}.override.ngc0628]\n{field}x = 1\n")
+    with pytest.raises(ConfigError, match=rf"unknown key '{name}.override.ngc0628.{field}x'.*"
+                                          rf"did you mean '{field}'"):
+        load_config(cfg, loc, check_jwst=False)
+
+
+def test_a_step_solved_per_target_refuses_band_overrides(tmp_path):
+    cfg, loc = build_tree(tmp_path)
+    cfg.write_text(cfg.read_text() + "\n[wcs_adjust.override.F200W]\nbands = ['F300M']\n")
+    with pytest.raises(ConfigError, match="not a target: this step is solved once per target"):
+        load_config(cfg, loc, check_jwst=False)
+
+
+def _defaults(fields):
+    return {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            for f in fields}
+
+
+def _model_defaults(model, skip=()):
+    return {k: f.get_default(call_default_factory=True) for k, f in model.model_fields.items()
+            if k not in skip}
+
+
+def test_settings_models_and_algorithm_parameters_agree():
+    """One declaration per parameter set: every field, with its default, on both sides."""
+    from jwstgal.astrometry import AlignPass
+    from jwstgal.astrometry_io import PassSettings
+    from jwstgal.destripe import DestripeParams
+    from jwstgal.destripe_stack import StackParams
+
+    assert _defaults(dataclasses.fields(DestripeParams)) == _model_defaults(STEP_SETTINGS["destripe"])
+    assert _defaults(dataclasses.fields(StackParams)) == _model_defaults(
+        STEP_SETTINGS["stack_destripe"], skip=("iterations",))   # passes: the driver's, not the frame's
+    align = _defaults(dataclasses.fields(AlignPass))
+    align.pop("searchrad")                                        # required on both sides
+    assert align == _model_defaults(PassSettings, skip=("searchrad",))
+    assert "searchrad" in PassSettings.model_fields
+
+
+def test_level_match_file_layer_takes_its_defaults_from_the_settings_model():
+    import inspect
+
+    from jwstgal.steps import level_match
+
+    src = inspect.getsource(level_match.level_match_files)
+    assert "params.get(" not in src and "LevelMatchSettings(**params)" in src
+
+
+def test_readme_step_table_is_the_registry():
+    from jwstgal.steps import markdown_table
+
+    assert markdown_table() in (REPO / "README.md").read_text()
+
+
+def test_config_order_and_defaults_come_from_the_registry(tmp_path):
+    from jwstgal.steps import DEFAULT_STEPS
+
+    cfg, loc = build_tree(tmp_path)
+    cfg.write_text(cfg.read_text().replace('"level_match", "stack_destripe"', '"stack_destripe", '
+                                           '"level_match"'))
+    with pytest.raises(ConfigError, match="steps run in the order " + ", ".join(STEP_NAMES)):
+        load_config(cfg, loc, check_jwst=False)
+    assert DEFAULT_STEPS == ("lv1", "lv2", "lv3")
+
+
+# ---------------------------------------------------------------- layering of the package
+
+#: Layers, low to high: a module may import its own layer and those below, never above.
+LAYERS = [
+    ("jwstgal", "jwstgal.errors", "jwstgal.bands", "jwstgal.provenance", "jwstgal.dq", "jwstgal.layout",
+     "jwstgal.settings", "jwstgal.logs", "jwstgal.executor", "jwstgal.crds_setup"),
+    ("jwstgal.destripe", "jwstgal.destripe_miri", "jwstgal.destripe_stack", "jwstgal.masking",
+     "jwstgal.level_match", "jwstgal.astrometry", "jwstgal.kernels", "jwstgal.psfs",
+     "jwstgal.convolve", "jwstgal.pca", "jwstgal.simulate.sky", "jwstgal.simulate.detector",
+     "jwstgal.simulate.instrument", "jwstgal.simulate.frames", "jwstgal.simulate.score"),
+    ("jwstgal.plots", "jwstgal.stages", "jwstgal.astrometry_io", "jwstgal.archive",
+     "jwstgal.release", "jwstgal.simulate.refs", "jwstgal.simulate"),
+    ("jwstgal.steps",),
+    ("jwstgal.config",),
+    ("jwstgal.kernel_products", "jwstgal.simulate.programme", "jwstgal.reprocess", "jwstgal.report"),
+    ("jwstgal.cli",),
+]
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports() -> dict[str, set[str]]:
+    """Every jwstgal module -> the jwstgal modules it imports (at any depth of its code)."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted((REPO / "jwstgal").rglob("*.py")):
+        name = _module_name(path)
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("jwstgal"):
+                base = node.module
+                for alias in node.names:   # `from jwstgal import dq` imports the module jwstgal.dq
+                    full = f"{base}.{alias.name}"
+                    deps.add(full if (REPO / (full.replace(".", "/") + ".py")).is_file() else base)
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name.startswith("jwstgal")}
+        graph[name] = deps - {name}
+    return graph
+
+
+def _layer(module: str) -> int:
+    best, rank = "", -1
+    for i, layer in enumerate(LAYERS):
+        for prefix in layer:
+            inside = module == prefix or (prefix != "jwstgal" and module.startswith(prefix + "."))
+            if inside and len(prefix) > len(best):
+                best, rank = prefix, i
+    assert rank >= 0, f"{module} is in no layer of the test: add it"
+    return rank
+
+
+def test_no_import_runs_up_the_layers():
+    ups = [f"{m} -> {d}" for m, deps in _imports().items() for d in deps if _layer(d) > _layer(m)]
+    assert not ups, "imports that run back up the layers:\n" + "\n".join(ups)
+
+
+def test_no_import_circle():
+    graph = _imports()
+    state: dict[str, int] = {}
+
+    def visit(m: str, stack: list[str]) -> None:
+        state[m] = 1
+        for d in graph.get(m, ()):
+            if state.get(d) == 1:
+                pytest.fail("import circle: " + " -> ".join([*stack[stack.index(d):], d]))
+            if d not in state:
+                visit(d, [*stack, d])
+        state[m] = 2
+
+    for m in graph:
+        if m not in state:
+            visit(m, [m])
+
+
+def test_no_type_checking_imports_and_no_long_modules():
+    for path in (REPO / "jwstgal").rglob("*.py"):
+        text = path.read_text()
+        assert "TYPE_CHECKING" not in text, path
+        assert len(text.splitlines()) <= 450, f"{path}: {len(text.splitlines())} lines"
+
+
+def test_registry_steps_live_in_their_own_modules():
+    for step in STEPS:
+        assert type(step).__module__ == f"jwstgal.steps.{step.name}"
+
+
+# ---------------------------------------------------------------- driver status and the README's example
+
+
+def _finish(ctx: BandContext, name: str, upstream: str, inputs: list[Path]):
+    plan = get_step(name).plan(ctx, upstream, inputs)
+    for p in plan.outputs:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("product")
+    StepRecord(ctx.band_dir, name).finish(plan.key, plan.params, plan.outputs)
+    return plan
+
+
+def test_run_summary_and_qa_page_show_skipped_steps(tmp_path):
+    from jwstgal.executor import Executor, ExecutorSpec
+    from jwstgal.report import write_report
+    from jwstgal.reprocess import NOT_CONFIGURED, SKIPPED, run_all
+
+    cfg, loc = build_tree(tmp_path)
+    cfg.write_text(cfg.read_text().replace('nircam = ["lv1", "lv2", "destripe", "wcs_adjust", '
+                                           '"level_match", "stack_destripe", "lv3",\n'
+                                           '          "astrometric_align"]', 'nircam = ["lv1", "lv2"]'))
+    run = load_config(cfg, loc, check_jwst=False)
+    ctx = BandContext.of(run, "ngc0628", get_band("F200W"))
+    assert ctx.steps == ["lv1", "lv2"]
+    lv1 = _finish(ctx, "lv1", "", [])
+    _finish(ctx, "lv2", lv1.key, lv1.outputs)
+    (result,) = run_all(run, bands=["F200W"], progress=False, executor=Executor(ExecutorSpec("serial")))
+    assert result.steps_run == () and result.steps_skipped == ("lv1", "lv2") and not result.error
+    assert result.status == {s: SKIPPED if s in ("lv1", "lv2") else NOT_CONFIGURED for s in STEP_NAMES}
+    page = write_report(run, [result]).read_text()
+    assert page.count("skipped (complete)") == 2 and page.count("not configured") == 0
+
+
+def test_readme_example_step_plans_and_runs(tmp_path):
+    """The 20-line example step of the README is real code: it plans on a band and its task works."""
+    import re
+    from types import SimpleNamespace
+
+    import numpy as np
+    from astropy.io import fits
+    from astropy.stats import sigma_clipped_stats
+    from pydantic import Field
+
+    from jwstgal.provenance import atomic_path, hash_params, stamp_header
+    from jwstgal.settings import StepSettings
+    from jwstgal.steps import Step, StepPlan
+
+    code = re.search(r"```python\n(class BgSubSettings.*?)```", (REPO / "README.md").read_text(), re.S)
+    assert code, "the README lost its example step"
+    ns = {"StepSettings": StepSettings, "Field": Field, "fits": fits, "atomic_path": atomic_path,
+          "sigma_clipped_stats": sigma_clipped_stats, "stamp_header": stamp_header, "Step": Step,
+          "StepPlan": StepPlan, "hash_params": hash_params}
+    exec(code.group(1), ns)
+    assert len(code.group(1).splitlines()) <= 32
+    cfg, loc = build_tree(tmp_path)
+    run = load_config(cfg, loc, check_jwst=False)
+    table = ns["BgSubSettings"].table()(sigma=2.5, override={"F200W": {"sigma": 4.0}})
+    science = SimpleNamespace(**dict(run.science), bg_sub=table)
+    view = SimpleNamespace(**{k: getattr(run, k) for k in ("raw_dir", "reprocess_dir", "alignment_dir",
+                                                            "config_path", "config_hash")}, science=science)
+    ctx = BandContext(view, "ngc0628", get_band("F200W"), ["lv1", "lv2", "bg_sub"], set())
+    step = ns["BgSub"]()
+    plan = step.plan(ctx, "U", [])
+    assert plan.params == {"sigma": 4.0} and len(plan.tasks) == 3 and not plan.done
+    src, dst = tmp_path / "in_cal.fits", tmp_path / "out" / "in_cal.fits"
+    rng = np.random.default_rng(1)
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(rng.normal(5.0, 1.0, (64, 64)), name="SCI")]).writeto(src)
+    ns["run_task"](str(src), str(dst), plan.params, "cfg")
+    out = fits.getdata(dst, "SCI")
+    assert abs(np.median(out)) < 0.05 and fits.getheader(dst)["JG_BGSUB"]
