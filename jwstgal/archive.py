@@ -9,6 +9,12 @@ must be what MAST reports and, for FITS files carrying ``CHECKSUM``/``DATASUM`` 
 do), the checksums must hold; a corrupt file is fetched again from the start. Transient errors
 (connection resets, broken streams, timeouts, HTTP 5xx) are retried with exponential backoff.
 
+What the server says is not trusted: every ``obs_id`` and ``productFilename`` must be a plain file
+name of the kind MAST issues (:func:`safe_name`) before anything is written; a transfer has connect
+and read timeouts and stops at the size MAST reported (a longer body is a corrupt transfer); the
+token cookie is bound to the configured MAST host, so a redirect elsewhere never carries it. One
+file that fails does not stop the others, and the manifest lists what arrived.
+
 Layout: ``<dest>/mastDownload/JWST/<obs_id>/<file>``, astroquery's, which the reprocessing reads.
 """
 
@@ -35,6 +41,70 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SERVER = "https://mast.stsci.edu"
 INSTRUMENT_MODES = {"nircam": "NIRCAM/IMAGE", "miri": "MIRI/IMAGE"}
+#: What an ``obs_id`` or ``productFilename`` from MAST may look like: one plain path component.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
+#: Extensions of the products MAST serves for JWST imaging (anything else is refused).
+PRODUCT_SUFFIXES = (".fits", ".json", ".ecsv", ".jpg", ".png", ".txt", ".csv", ".xml", ".asdf")
+#: Bytes a transfer may run past the size MAST reported before it counts as corrupt.
+SIZE_MARGIN = 65536
+_CHUNK = 65536
+
+
+def safe_name(value: Any, what: str, suffixes: tuple[str, ...] | None = None) -> str:
+    """A server-supplied file or folder name, checked to be one plain path component.
+
+    Parameters
+    ----------
+    value : Any
+        The value from MAST (``obs_id``, ``productFilename``).
+    what : str
+        What it is, for the message.
+    suffixes : tuple of str, optional
+        Allowed extensions.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    DownloadError
+        For an empty name, a path (``/``, ``\\``, ``..``), odd characters or a refused extension.
+    """
+    name = "" if np.ma.is_masked(value) else str(value)
+    if not _SAFE_NAME.fullmatch(name) or ".." in name:
+        msg = (f"MAST sent {what} {name!r}, which is not a plain file name (letters, digits, '._+-'); "
+               "refusing to write it")
+        raise DownloadError(msg)
+    if suffixes is not None and not name.lower().endswith(suffixes):
+        msg = f"MAST sent {what} {name!r}: not a product type this suite fetches ({', '.join(suffixes)})"
+        raise DownloadError(msg)
+    return name
+
+
+def product_path(dest: Path, row: Any) -> Path:
+    """Where a product row is written, ``<dest>/mastDownload/JWST/<obs_id>/<file>``, names checked.
+
+    Raises
+    ------
+    DownloadError
+        If a name is unsafe, or a non-FITS product comes without a size to verify it by.
+    """
+    obs_id = safe_name(row["obs_id"], "obs_id")
+    name = safe_name(row["productFilename"], "productFilename", PRODUCT_SUFFIXES)
+    size = row["size"]
+    if not name.endswith(".fits") and (np.ma.is_masked(size) or int(size) <= 0):
+        msg = f"MAST sent {name!r} without a size: a non-FITS product can only be verified by its size"
+        raise DownloadError(msg)
+    path = dest / "mastDownload" / "JWST" / obs_id / name
+    if not path.resolve().is_relative_to(dest.resolve()):
+        msg = f"{name!r}: would be written outside {dest}"
+        raise DownloadError(msg)
+    return path
+
+
+class _TooLong(Exception):
+    """A body ran past the size MAST reported."""
 
 
 def name_key(name: str) -> str:
@@ -173,6 +243,9 @@ class MastArchive:
         Retries of one file on transient errors.
     backoff : float
         First retry delay in seconds; it doubles each time.
+    connect_timeout, read_timeout : float
+        Seconds to wait for a connection, and for each block of a response (a stalled transfer is
+        retried like a broken one).
 
     Raises
     ------
@@ -183,12 +256,17 @@ class MastArchive:
     """
 
     def __init__(self, server: str = DEFAULT_SERVER, token: str | None = None, *, retries: int = 5,
-                 backoff: float = 2.0) -> None:
+                 backoff: float = 2.0, connect_timeout: float = 30.0, read_timeout: float = 120.0
+                 ) -> None:
+        from urllib.parse import urlparse
+
         from astroquery.mast import ObservationsClass
 
         self.server = server.rstrip("/")
+        self.host = urlparse(self.server).hostname or ""
         self.retries = retries
         self.backoff = backoff
+        self.timeout = (connect_timeout, read_timeout)
         self.obs = ObservationsClass()
         portal = self.obs._portal_api_connection
         portal.MAST_REQUEST_URL = self.server + "/api/v0/invoke"
@@ -210,6 +288,16 @@ class MastArchive:
                    "$MAST_API_TOKEN; not shown). Make a new one at https://auth.mast.stsci.edu/token "
                    "and put it in config/local.toml")
             raise DownloadError(msg) from None
+        self._bind_token()
+
+    def _bind_token(self) -> None:
+        """Restrict astroquery's ``mast_token`` cookie (set for every host) to the MAST host."""
+        jar = self.obs._session.cookies
+        token = jar.get("mast_token")
+        if token is None:
+            return
+        jar.clear()  # the session holds no other cookie of ours
+        jar.set("mast_token", token, domain=self.host, path="/")
 
     @contextlib.contextmanager
     def _network(self, what: str) -> Iterator[None]:
@@ -282,21 +370,28 @@ class MastArchive:
             warnings.simplefilter("ignore")
             return Table(self.obs.get_product_list(observations))
 
-    def _transfer(self, url: str, part: Path) -> None:
-        """Run astroquery's streaming download in continuation mode.
+    def _transfer(self, url: str, part: Path, size: int | None) -> None:
+        """Stream ``url`` into ``part`` through the astroquery session, resuming with ``Range``.
 
-        ``verbose`` makes astroquery stream 64 kB blocks to disk, so a broken transfer leaves its
-        bytes for the next ``Range`` request; its own progress bar is silenced (ours counts bytes).
+        Blocks are written as they come, so a broken transfer leaves its bytes for the next
+        ``Range`` request. Connect and read timeouts apply; a body that runs more than
+        :data:`SIZE_MARGIN` past ``size`` raises :class:`_TooLong`. (astroquery's own downloader
+        has neither a timeout nor a size cap, hence this loop.)
         """
-        from astroquery import log as aq_log
-
-        level = aq_log.level
-        aq_log.setLevel("WARNING")
-        try:
-            self.obs._download_file(url, str(part), continuation=True, head_safe=True, verbose=True,
-                                    cache=False)
-        finally:
-            aq_log.setLevel(level)
+        start = part.stat().st_size if part.is_file() else 0
+        headers = {"Range": f"bytes={start}-{size - 1 if size else ''}"} if start else {}
+        cap = size + SIZE_MARGIN if size else None
+        with self.obs._session.get(url, headers=headers, stream=True, timeout=self.timeout) as resp:
+            resp.raise_for_status()
+            if start and resp.status_code != 206:  # the server ignored the range: start over
+                start = 0
+            written = start
+            with part.open("ab" if start else "wb") as fh:
+                for block in resp.iter_content(_CHUNK):
+                    written += len(block)
+                    if cap is not None and written > cap:
+                        raise _TooLong(f"body longer than the {size} bytes MAST reported")
+                    fh.write(block)
 
     def _fetch(self, row: Any, dest: Path) -> str:
         """Download one product to ``dest`` (resuming a ``.part``); returns how it went."""
@@ -316,7 +411,12 @@ class MastArchive:
                 log.warning("%s: %s; retry %d/%d in %.1f s", dest.name, last, attempt, self.retries, delay)
                 time.sleep(delay)
             try:
-                self._transfer(url, part)
+                self._transfer(url, part, size)
+            except _TooLong as err:
+                last = f"{err}: fetching it again from the start"
+                part.unlink(missing_ok=True)
+                resumed = False
+                continue
             except requests.exceptions.HTTPError as err:
                 code = err.response.status_code if err.response is not None else 0
                 if code in (401, 403):
@@ -352,23 +452,39 @@ class MastArchive:
         """
         from tqdm import tqdm
 
-        rows = []
+        targets = [product_path(plan.dest, row) for row in plan.products]  # all checked before any write
+        rows, failed = [], []
         bar = tqdm(total=plan.total_bytes, unit="B", unit_scale=True, desc=f"MAST {plan.label}",
                    disable=not progress)
         try:
-            for row in plan.products:
-                dest = plan.dest / "mastDownload" / "JWST" / str(row["obs_id"]) / str(row["productFilename"])
-                with self._network(f"downloading {dest.name}"):
-                    status = self._fetch(row, dest)
+            for row, dest in zip(plan.products, targets, strict=True):
+                try:
+                    with self._network(f"downloading {dest.name}"):
+                        status = self._fetch(row, dest)
+                except NetworkError:
+                    raise
+                except DownloadError as err:  # one bad file does not stop the others
+                    log.error("%s", err)
+                    failed.append(str(err))
+                    status = f"failed: {err}"
                 rows.append((str(dest.relative_to(plan.dest)), str(row["obs_id"]), int(row["size"]),
                              status, str(row["dataURI"])))
                 bar.update(int(row["size"]))
         finally:
             bar.close()
+            self._write_manifest(plan.dest, rows)
+        if failed:
+            msg = (f"{plan.label}: {len(failed)} of {len(targets)} files failed (listed in "
+                   f"{plan.dest / 'download_manifest.ecsv'}); run again to retry them. First: {failed[0]}")
+            raise DownloadError(msg)
+        return self._write_manifest(plan.dest, rows)
+
+    def _write_manifest(self, dest: Path, rows: list[tuple]) -> Table:
+        """Write what arrived (and what failed) to ``<dest>/download_manifest.ecsv``, atomically."""
         manifest = Table(rows=rows or None, names=("file", "obs_id", "size", "status", "uri"),
                          dtype=(str, str, np.int64, str, str))
         manifest.meta["comments"] = [f"MAST server {self.server}", time.strftime("%Y-%m-%dT%H:%M:%S")]
-        with atomic_path(plan.dest / "download_manifest.ecsv") as tmp:
+        with atomic_path(dest / "download_manifest.ecsv") as tmp:
             manifest.write(tmp, format="ascii.ecsv")
         return manifest
 

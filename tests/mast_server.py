@@ -10,7 +10,10 @@
 - ``GET http://mastresolver.stsci.edu/Santa-war/query`` when used as an HTTP proxy: name resolution.
 
 Faults can be injected: ``drop_after[filename] = n`` closes the connection after n bytes of the next
-full GET of that file. Every request is logged in ``server.log`` as (method, path, Range header).
+full GET of that file; ``stall[filename] = s`` sends the headers and then nothing for s seconds;
+``endless`` (a set of file names) streams such a file without a length, forever (until the client
+hangs up, or 64 MiB); ``redirect[filename] = url`` answers 302 to ``url``. Every request is logged in
+``server.log`` as (method, path, Range header) and its cookies in ``server.cookies``.
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ class MastState:
         self.tokens: set[str] = set()
         self.names: dict[str, tuple[float, float]] = {}    # resolver: lower-case name -> (ra, dec)
         self.drop_after: dict[str, int] = {}
+        self.stall: dict[str, float] = {}
+        self.endless: set[str] = set()
+        self.redirect: dict[str, str] = {}
+        self.cookies: list[tuple[str, str]] = []           # (path, Cookie header) of every GET
         self.log: list[tuple[str, str, str]] = []
         self.pagesize_override: int | None = None
 
@@ -118,6 +125,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         url = urlparse(self.path)
         self.state.log.append(("GET", self.path, self.headers.get("Range", "")))
+        self.state.cookies.append((self.path, self.headers.get("Cookie", "")))
         if url.netloc == "mastresolver.stsci.edu":
             name = parse_qs(url.query).get("name", [""])[0]
             hit = self.state.names.get(name.lower())
@@ -150,7 +158,24 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+        if name in self.state.redirect and not head:
+            self.send_response(302)
+            self.send_header("Location", self.state.redirect[name])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         content = self.state.files[name]
+        if name in self.state.endless and not head:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.end_headers()
+            self.close_connection = True
+            try:
+                for _ in range(1024):  # 64 MiB at most
+                    self.wfile.write(content[:65536].ljust(65536, b"\0"))
+            except OSError:
+                pass
+            return
         start = 0
         rng = self.headers.get("Range")
         if rng and not head:
@@ -165,6 +190,11 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if head:
             return
+        if name in self.state.stall:
+            import time
+
+            self.wfile.flush()
+            time.sleep(self.state.stall[name])
         body = content[start:]
         drop = self.state.drop_after.pop(name, None) if not rng else None
         if drop is not None:  # the connection dies mid-file

@@ -70,7 +70,9 @@ def main_phangs(argv: Sequence[str] | None = None) -> int:
                    f"(targets: {', '.join(cfg.science.targets)})")
             raise DownloadError(msg)
         token = cfg.local.api_key or os.environ.get("MAST_API_TOKEN") or None
-        archive = MastArchive(cfg.local.mast_server, token, retries=cfg.science.download.retries)
+        dl = cfg.science.download
+        archive = MastArchive(cfg.local.mast_server, token, retries=dl.retries,
+                              connect_timeout=dl.connect_timeout, read_timeout=dl.read_timeout)
         plans, missing = plan_config_downloads(cfg.science, cfg.raw_dir, archive, args.targets or None)
         _report(plans, args.dry_run)
         if not args.dry_run:
@@ -106,6 +108,9 @@ def main_archive(argv: Sequence[str] | None = None) -> int:
                    help="machine config (local.toml) with api_key and mast_server")
     p.add_argument("--server", default=None, help="MAST portal URL (default https://mast.stsci.edu)")
     p.add_argument("--retries", type=int, default=5)
+    p.add_argument("--connect-timeout", type=float, default=30.0, help="seconds to wait for a connection")
+    p.add_argument("--read-timeout", type=float, default=120.0,
+                   help="seconds to wait for each block before a transfer counts as stalled")
     _common(p)
     args = parse(p, argv)
     from jwstgal.logs import setup_logging
@@ -131,7 +136,8 @@ def main_archive(argv: Sequence[str] | None = None) -> int:
             local = load_local(args.local)
             token = local.api_key or token
             server = server or local.mast_server
-        archive = MastArchive(server or DEFAULT_SERVER, token, retries=args.retries)
+        archive = MastArchive(server or DEFAULT_SERVER, token, retries=args.retries,
+                              connect_timeout=args.connect_timeout, read_timeout=args.read_timeout)
         coords = (args.ra, args.dec) if args.ra is not None and args.dec is not None else None
         obs = archive.query(proposal_id=args.proposal_id, target=args.target, coordinates=coords,
                             radius_deg=args.radius,

@@ -108,6 +108,9 @@ class DownloadConfig(Strict):
         description="MAST productSubGroupDescription values (UNCAL, RATE, CAL, I2D, ASN, ...); "
                     "[] = any.")
     retries: int = Field(5, ge=0, le=50, description="Retries of a file on transient errors.")
+    connect_timeout: float = Field(30.0, gt=0, le=600, description="Seconds to wait for a connection.")
+    read_timeout: float = Field(120.0, gt=0, le=3600, description="Seconds to wait for each block of a "
+                                "transfer before it counts as stalled (and is retried).")
 
 
 class KernelsConfig(Strict):
