@@ -69,7 +69,7 @@ def safe_name(value: Any, what: str, suffixes: tuple[str, ...] | None = None) ->
     Raises
     ------
     DownloadError
-        For an empty name, a path (``/``, ``\\``, ``..``), odd characters or a refused extension.
+        For an empty name, a path (a separator or ``..``), odd characters or a refused extension.
     """
     name = "" if np.ma.is_masked(value) else str(value)
     if not _SAFE_NAME.fullmatch(name) or ".." in name:
