@@ -169,6 +169,9 @@ def stack_destripe_all(
            for f, d in zip(frames, dqs, strict=True)]
     use = np.ones((n, n), bool) if overlaps is None else overlaps.copy()
     np.fill_diagonal(use, False)
+    empty = np.array([not (~b).any() for b in bad])  # no valid pixel: neither fitted nor a reference
+    use[empty, :] = False
+    use[:, empty] = False
     models = [np.zeros(np.shape(f)) for f in frames]
     results = [DestripeResult(m, b, np.zeros(1)) for m, b in zip(models, bad, strict=True)]
     if n < 2:
@@ -183,7 +186,7 @@ def stack_destripe_all(
             for j in np.flatnonzero(use[i]):
                 other = resample(int(j), i, corrected[j])
                 ok = np.isfinite(other) & valid_i
-                if it == 0 and ok.sum() < p.min_overlap_frac * valid_i.sum():
+                if it == 0 and (not ok.any() or ok.sum() < p.min_overlap_frac * valid_i.sum()):
                     use[i, j] = False
                     continue
                 delta = clipped_median((other - corrected[i])[ok][None], 1, p.sigma, p.max_iters)[0]

@@ -12,6 +12,10 @@ Tasks are module-level functions with picklable arguments that import jwst thems
 worker (local or remote) imports the pipeline afresh; each task carries the CRDS environment it
 needs, because remote workers do not inherit this process's environment. There is no nested
 multiprocessing: pipeline steps run single-process inside a worker.
+
+Workers die with the driver (a ``kill -9`` of the driver leaves no orphan processing on), ignore
+the terminal's Ctrl-C (the driver handles it: queued tasks are cancelled, running ones killed, and
+:class:`KeyboardInterrupt` goes up to the entry point), and never see the MAST token.
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -29,9 +37,37 @@ from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
-#: Environment variables a worker must share with the driver.
+#: Environment variables a worker must share with the driver (the MAST token is not one).
 SHARED_ENV = ("CRDS_PATH", "CRDS_SERVER_URL", "CRDS_CONTEXT", "STPIPE_DISABLE_CRDS_STEPPARS",
-              "STPSF_PATH", "MAST_API_TOKEN")
+              "STPSF_PATH")
+#: Variables a worker never keeps, even where it inherits the driver's environment.
+PRIVATE_ENV = ("MAST_API_TOKEN",)
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        if os.getppid() != parent:
+            os._exit(1)
+        time.sleep(1.0)
+
+
+def worker_init(parent: int) -> None:
+    """Set up a local worker process: die with the driver, leave Ctrl-C to it, drop secrets.
+
+    On Linux the kernel kills the worker when the driver dies (``PR_SET_PDEATHSIG``); everywhere a
+    watchdog thread exits when the worker's parent changes.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in PRIVATE_ENV:
+        os.environ.pop(name, None)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the driver died before we got here
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
 
 @dataclass(frozen=True)
@@ -115,6 +151,7 @@ class Executor:
                 errors.append(err)
                 results[i] = err
 
+        futures: dict[Any, int] = {}
         try:
             if self._client is not None:
                 from distributed import as_completed as dask_completed
@@ -130,11 +167,28 @@ class Executor:
             else:
                 for i, t in enumerate(tasks):
                     collect(i, lambda t=t: fn(*t))
+        except KeyboardInterrupt:
+            self.cancel(list(futures))
+            raise
         finally:
             bar.close()
         if errors and not return_exceptions:
             raise errors[0]
         return [results[i] for i in range(len(tasks))]
+
+
+    def cancel(self, futures: list[Any]) -> None:
+        """Stop everything at once (Ctrl-C): queued tasks cancelled, running ones killed."""
+        log.warning("interrupted: cancelling %d queued tasks and stopping the running ones",
+                    sum(not f.done() for f in futures))
+        if self._client is not None:
+            self._client.cancel(futures, force=True)
+        elif self._pool is not None:
+            for f in futures:
+                f.cancel()
+            for proc in list(getattr(self._pool, "_processes", {}).values()):
+                proc.kill()
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 @contextlib.contextmanager
@@ -146,7 +200,8 @@ def open_executor(spec: ExecutorSpec | None = None) -> Iterator[Executor]:
         return
     if spec.kind == "processes":
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=spec.workers, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=spec.workers, mp_context=ctx, initializer=worker_init,
+                                 initargs=(os.getpid(),)) as pool:
             yield Executor(spec, pool=pool)
         return
     from distributed import Client, LocalCluster

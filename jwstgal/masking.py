@@ -40,6 +40,8 @@ def clipped_median(a: np.ndarray, axis: int = 1, sigma: float = 3.0, max_iters: 
         Medians; NaN where a slice has no finite value.
     """
     s = np.sort(np.ascontiguousarray(np.moveaxis(np.asarray(a, float), axis, -1)), axis=-1)
+    if s.shape[-1] == 0:  # empty slices have no median
+        return np.full(s.shape[:-1], np.nan)
     n = np.isfinite(s).sum(axis=-1)
     lo = np.zeros_like(n)
     hi = n.copy()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +101,7 @@ def run_all(cfg: RunConfig, bands: list[str] | None = None, targets: list[str] |
     with contextlib.ExitStack() as locks:  # held for the whole run: one run per band at a time
         for st in states:
             locks.enter_context(BandLock(st.ctx.band_dir))
+            remove_temporaries(st.ctx.band_dir)
         for step in STEPS:
             _run_step(step, states, executor, progress)
     results = []
@@ -114,6 +116,23 @@ def run_all(cfg: RunConfig, bands: list[str] | None = None, targets: list[str] |
                                   quick if quick.is_file() else None, ran, skipped, st.error,
                                   dict(st.status)))
     return results
+
+
+def remove_temporaries(band_dir: Path) -> int:
+    """Delete what killed runs left in a band folder (``.<name>.<id>.tmp.<ext>``, ``.tmp-*``).
+
+    Only called with the band's lock held, so no live run is writing them.
+    """
+    n = 0
+    for p in sorted(band_dir.rglob(".*.tmp.*")) + sorted(band_dir.rglob(".tmp-*")):
+        if p.is_file():
+            p.unlink(missing_ok=True)
+        elif p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        n += 1
+    if n:
+        log.info("%s: removed %d temporaries left by an interrupted run", band_dir, n)
+    return n
 
 
 def _run_step(step: Step, states: list[_BandState], executor: Executor, progress: bool) -> None:

@@ -27,8 +27,13 @@ from jwstgal.settings import MISSING, resolve
 log = logging.getLogger(__name__)
 
 
-def _run_into(out_dir: Path, step: str, params: Mapping[str, Any], config_hash: str, run) -> list[Path]:
-    """Run ``run(tmp_dir)``, stamp every FITS it wrote, move everything into ``out_dir``."""
+def _run_into(out_dir: Path, step: str, params: Mapping[str, Any], config_hash: str, run, *,
+              replace: bool = False) -> list[Path]:
+    """Run ``run(tmp_dir)``, stamp every FITS it wrote, move everything into ``out_dir``.
+
+    With ``replace`` the products are all-or-nothing: only once ``run`` succeeded are the files
+    of ``out_dir`` that it did not write again removed (a failed rerun keeps the previous ones).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f".tmp-{step}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -42,6 +47,10 @@ def _run_into(out_dir: Path, step: str, params: Mapping[str, Any], config_hash: 
         for p in produced:
             p.replace(out_dir / p.name)
             final.append(out_dir / p.name)
+        if replace:
+            for old in out_dir.iterdir():
+                if old.is_file() and not old.name.startswith(".") and old not in final:
+                    old.unlink()
         return final
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -194,7 +203,7 @@ def run_stage3(cal_files: list[Path], product: str, out_dir: Path, params: Mappi
               save_results=True, **params)
         refcat.unlink(missing_ok=True)
 
-    return _run_into(out_dir, "lv3", params, config_hash, run)
+    return _run_into(out_dir, "lv3", params, config_hash, run, replace=True)
 
 
 def read_band_keys(path: Path) -> tuple[str, str | None, str]:

@@ -89,6 +89,15 @@ def _touch(path: Path, text: str = "x") -> Path:
     return path
 
 
+def _header_file(path: Path, band: str) -> Path:
+    """A header-only stand-in for a rate/cal file of ``band``."""
+    instrume = "MIRI" if band == "F770W" else "NIRCAM"
+    if not path.is_file():
+        fake_uncal(path, INSTRUME=instrume, **HEADERS[band])
+    os.utime(path, (MTIME, MTIME))
+    return path
+
+
 def build_tree(root: Path) -> tuple[Path, Path]:
     """Write the configs and the tree under ``root``; return (science config, local config)."""
     root.mkdir(parents=True, exist_ok=True)
@@ -104,9 +113,9 @@ def build_tree(root: Path) -> tuple[Path, Path]:
             if not raw.is_file():
                 fake_uncal(raw, **HEADERS[band])
                 os.utime(raw, (MTIME, MTIME))
-            _touch(bdir / "rate" / f"{stem}_rate.fits")
+            _header_file(bdir / "rate" / f"{stem}_rate.fits", band)
             if "_02201_" not in stem:
-                _touch(bdir / "cal" / f"{stem}_cal.fits")
+                _header_file(bdir / "cal" / f"{stem}_cal.fits", band)
                 _touch(bdir / "lv3" / f"{stem}_crf.fits")
         product = f"ngc0628_{instr}_lv3_{band.lower()}"
         _touch(bdir / "lv3" / f"{product}_i2d.fits")

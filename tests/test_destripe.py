@@ -247,3 +247,38 @@ def test_nircam_script_uses_config_overrides_resumes_and_refuses_overwriting(tmp
     assert res.returncode == 2 and "INSTRUME is NIRCAM, not MIRI" in res.stderr
     res = _run_script("nircam_destriping.py", tmp_path / "nope.fits", "--out-dir", out)
     assert res.returncode == 1 and "no such file" in res.stderr
+
+
+def test_an_all_nan_exposure_is_left_out_of_the_stack_with_a_warning(tmp_path, caplog):
+    frames, offs = _dithered_galaxy(n=4, size=256)
+    files = []
+    for k, (f, (dy, dx)) in enumerate(zip(frames, offs, strict=True)):
+        w = WCS(naxis=2)
+        w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+        w.wcs.crval = [10.0, 20.0]
+        w.wcs.crpix = [129 - dx, 129 - dy]
+        w.wcs.cdelt = [-1e-5, 1e-5]
+        files.append(tmp_path / f"f{k}_cal.fits")
+        _write_frame(files[-1], f, w, noutputs=2)
+    with fits.open(files[2], mode="update") as h:       # an exposure with no data at all
+        h["SCI"].data[:] = np.nan
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with caplog.at_level("WARNING"):
+        outs = stack_destripe_files(files, out_dir, StackParams(smooth_scale=0), iterations=2)
+    assert any(str(files[2]) in r.getMessage() and "no valid pixel" in r.getMessage()
+               for r in caplog.records)
+    with fits.open(outs[2]) as h:
+        assert h[0].header["STKSKIP"] and h[0].header["STKNREF"] == 0
+        assert np.isnan(h["SCI"].data).all()
+    alone = tmp_path / "alone"                          # the same run without the empty exposure
+    alone.mkdir()
+    ref = stack_destripe_files([files[k] for k in (0, 1, 3)], alone, StackParams(smooth_scale=0),
+                               iterations=2)
+    for k, r in zip((0, 1, 3), ref, strict=True):       # the others are destriped as if it were absent
+        with fits.open(outs[k]) as h, fits.open(r) as g:
+            assert h[0].header["STKNREF"] == 2 and "STKSKIP" not in h[0].header
+            assert np.array_equal(h["SCI"].data, g["SCI"].data, equal_nan=True)
+    with fits.open(outs[1]) as h:
+        assert F.score(frames[1], h["SCI"].data.astype(float))["coherent_rms"] < \
+            0.95 * F.score(frames[1], frames[1].data)["coherent_rms"]

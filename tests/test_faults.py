@@ -4,6 +4,7 @@ inputs and faults). Each test reproduces one failure found by the abuse campaign
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,3 +120,199 @@ def test_one_missing_file_does_not_stop_the_rest_and_the_manifest_is_written(sma
     status = dict(zip([f.rsplit("/", 1)[-1] for f in manifest["file"]], manifest["status"], strict=True))
     assert status[name].startswith("failed: ") and "HTTP 404" in status[name]
     assert sorted(v for k, v in status.items() if k != name) == ["downloaded", "downloaded"]
+
+
+# ---------------------------------------------------------------- interruption: kill -9 and Ctrl-C
+
+DRIVER = '''
+import os, sys, time
+from pathlib import Path
+
+def task(out, i):
+    Path(out, f"worker{i}.pid").write_text(str(os.getpid()))
+    Path(out, f"token{i}").write_text(os.environ.get("MAST_API_TOKEN", ""))
+    time.sleep(60)
+    Path(out, f"done{i}").write_text("finished")
+    return i
+
+if __name__ == "__main__":
+    from jwstgal.cli._common import run_main
+    from jwstgal.executor import ExecutorSpec, open_executor
+
+    out = sys.argv[1]
+
+    def run():
+        with open_executor(ExecutorSpec("processes", 2)) as ex:
+            ex.map(task, [(out, i) for i in range(4)], progress=False)
+        return 0
+
+    sys.exit(run_main(run))
+'''
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in state          # a zombie has stopped working
+
+
+def _start_driver(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "MAST_API_TOKEN": TOKEN, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, str(script), str(out)], env=env, cwd=tmp_path,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while len(list(out.glob("worker*.pid"))) < 2:
+        assert time.monotonic() < deadline and proc.poll() is None, "workers never started"
+        time.sleep(0.2)
+    return proc, out, [int(p.read_text()) for p in out.glob("worker*.pid")]
+
+
+def test_workers_die_with_a_killed_driver_and_never_see_the_token(tmp_path):
+    import os
+    import signal
+
+    proc, out, pids = _start_driver(tmp_path)
+    assert all(_alive(p) for p in pids)
+    assert [t.read_text() for t in out.glob("token*")] == ["", ""]   # the token stayed home
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in pids), "orphan workers kept running after kill -9"
+    assert not list(out.glob("done*"))
+
+
+def test_ctrl_c_stops_the_run_at_once_with_exit_130(tmp_path):
+    import os
+    import signal
+
+    proc, out, pids = _start_driver(tmp_path)
+    t0 = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)          # what the terminal sends: the whole process group
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - t0 < 15, "queued tasks still ran after Ctrl-C"
+    assert "interrupted: finished products are kept" in err and "Traceback" not in err, err
+    assert not list(out.glob("done*")) and not any(_alive(p) for p in pids)
+
+
+# ---------------------------------------------------------------- bad inputs, stage 3, temporaries
+
+
+def test_unreadable_raw_files_are_reported_and_skipped(tmp_path, caplog):
+    from plan_fixture import build_tree
+
+    from jwstgal.bands import get_band
+    from jwstgal.config import load_config
+    from jwstgal.steps.lv1 import raw_exposures
+
+    run = load_config(*build_tree(tmp_path), check_jwst=False)
+    base = run.raw_dir / "ngc0628" / "mastDownload" / "JWST"
+    empty = base / "jw02107001003_02101_00001_nrcb1" / "jw02107001003_02101_00001_nrcb1_uncal.fits"
+    text = base / "jw02107001003_02101_00002_nrcb1" / "jw02107001003_02101_00002_nrcb1_uncal.fits"
+    for p, content in ((empty, b""), (text, b"this is not FITS\n" * 100)):
+        p.parent.mkdir(parents=True)
+        p.write_bytes(content)
+    with caplog.at_level("ERROR"):
+        got = raw_exposures(run, "ngc0628", get_band("F200W"))
+    assert len(got) == 3 and empty not in got and text not in got
+    msgs = " ".join(r.getMessage() for r in caplog.records)
+    assert str(empty) in msgs and str(text) in msgs and "not a readable FITS file" in msgs
+
+
+def test_files_of_another_band_in_a_band_folder_are_never_mixed_in(tmp_path, caplog):
+    from factories import fake_uncal
+    from plan_fixture import build_tree
+
+    from jwstgal.bands import get_band
+    from jwstgal.config import load_config
+    from jwstgal.steps import BandContext, get_step
+
+    run = load_config(*build_tree(tmp_path), check_jwst=False)
+    ctx = BandContext.of(run, "ngc0628", get_band("F200W"))
+    cal = ctx.band_dir / "cal"
+    intruder = fake_uncal(cal / "jw02107001009_02101_00001_nrcblong_cal.fits", INSTRUME="NIRCAM",
+                          FILTER="F300M", PUPIL="CLEAR")
+    broken = cal / "jw02107001009_02101_00002_nrcb1_cal.fits"
+    broken.write_bytes(b"")
+    with caplog.at_level("ERROR"):
+        plan = get_step("destripe").plan(ctx, "U", [])
+    names = [t[0].rsplit("/", 1)[-1] for t in plan.tasks]
+    assert len(names) == 3 and intruder.name not in names and broken.name not in names
+    msgs = " ".join(r.getMessage() for r in caplog.records)
+    assert intruder.name in msgs and "F300M" in msgs and broken.name in msgs
+
+
+def test_level_matching_names_a_file_without_dq(tmp_path):
+    from factories import fake_mosaic
+
+    from jwstgal.errors import StepFailedError
+    from jwstgal.steps.level_match import level_match_files
+
+    files = [fake_mosaic(tmp_path / f"e{k}_cal.fits", seed=k) for k in range(2)]   # no DQ extension
+    with pytest.raises(StepFailedError, match=rf"{files[0]}: no DQ extension"):
+        level_match_files(files, tmp_path / "out", {})
+
+
+def test_a_failed_stage3_rerun_keeps_the_previous_mosaic(tmp_path):
+    from plan_fixture import build_tree
+
+    from jwstgal.bands import get_band
+    from jwstgal.config import load_config
+    from jwstgal.layout import stage3_mosaic
+    from jwstgal.stages import _run_into
+    from jwstgal.steps import BandContext, get_step
+
+    run = load_config(*build_tree(tmp_path), check_jwst=False)
+    ctx = BandContext.of(run, "ngc0628", get_band("F200W"))
+    mosaic = stage3_mosaic(ctx.band_dir, "ngc0628", ctx.band)
+    before = mosaic.read_bytes()
+    plan = get_step("lv3").plan(ctx, "new upstream", [])
+    assert not plan.done and mosaic.read_bytes() == before        # planning deletes nothing
+
+    def fails(tmp):
+        (tmp / mosaic.name).write_text("half a mosaic")
+        raise RuntimeError("stage 3 broke")
+
+    with pytest.raises(RuntimeError):
+        _run_into(mosaic.parent, "lv3", {}, "", fails, replace=True)
+    assert mosaic.read_bytes() == before and not list(mosaic.parent.glob(".tmp-*"))
+
+    def works(tmp):
+        (tmp / "new_cat.ecsv").write_text("new")
+
+    _run_into(mosaic.parent, "lv3", {}, "", works, replace=True)
+    assert sorted(p.name for p in mosaic.parent.iterdir()) == ["new_cat.ecsv"]   # all-or-nothing
+
+
+def test_temporaries_of_a_killed_run_are_removed_by_the_next(tmp_path):
+    from plan_fixture import build_tree
+
+    from jwstgal.bands import get_band
+    from jwstgal.config import load_config
+    from jwstgal.reprocess import remove_temporaries
+    from jwstgal.steps import BandContext
+
+    run = load_config(*build_tree(tmp_path), check_jwst=False)
+    bdir = BandContext.of(run, "ngc0628", get_band("F200W")).band_dir
+    left = [bdir / "cal" / ".jw1_cal.0123456789ab.tmp.fits", bdir / "qa" / ".lv1_rate.0123456789ab.tmp.png"]
+    for p in left:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("partial")
+    (bdir / "lv3" / ".tmp-lv3-1234abcd").mkdir()
+    assert remove_temporaries(bdir) == 3
+    assert not any(p.exists() for p in left) and not list(bdir.rglob(".tmp-*"))
+    assert len(list((bdir / "cal").glob("*_cal.fits"))) == 3       # products untouched

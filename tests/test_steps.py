@@ -209,7 +209,7 @@ LAYERS = [
      "jwstgal.level_match", "jwstgal.astrometry", "jwstgal.kernels", "jwstgal.psfs",
      "jwstgal.convolve", "jwstgal.pca", "jwstgal.simulate.sky", "jwstgal.simulate.detector",
      "jwstgal.simulate.instrument", "jwstgal.simulate.frames", "jwstgal.simulate.score"),
-    ("jwstgal.plots", "jwstgal.stages", "jwstgal.astrometry_io", "jwstgal.archive",
+    ("jwstgal.plots", "jwstgal.stages", "jwstgal.astrometry_io", "jwstgal.archive", "jwstgal.mast_products",
      "jwstgal.release", "jwstgal.simulate.refs", "jwstgal.simulate"),
     ("jwstgal.steps",),
     ("jwstgal.config",),

@@ -38,11 +38,15 @@ def base_parser(description: str) -> argparse.ArgumentParser:
 def run_main(fn: Callable[[], int]) -> int:
     """Run an entry point: deliberate errors become one log line and an exit code.
 
-    Returns 2 for configuration errors, 1 for other reduction errors; anything else is a bug and
-    keeps its traceback.
+    Returns 2 for configuration errors, 1 for other reduction errors and 130 for Ctrl-C (queued
+    work cancelled, finished products and step records kept: run again to resume); anything else
+    is a bug and keeps its traceback.
     """
     try:
         return fn()
+    except KeyboardInterrupt:
+        log.error("interrupted: finished products are kept; run the same command again to resume")
+        return 130
     except ConfigError as err:
         log.error("configuration error:\n%s", err)
         return 2

@@ -211,10 +211,39 @@ class BandContext:
         types = self.run.science.pipeline.bgr_observation_types
         return self.band.band_type in types or self.band.instrument in types
 
+    def foreign(self, path: Path) -> str:
+        """Why a file does not belong to this band's folder ('' if it does).
+
+        It is unreadable, or its INSTRUME/FILTER/PUPIL are another band's.
+        """
+        from astropy.io import fits
+
+        try:
+            h = fits.getheader(path)
+        except (OSError, ValueError) as err:
+            return f"not a readable FITS file ({err})"
+        got = (str(h.get("INSTRUME", "")).lower(), h.get("FILTER", ""),
+               h.get("PUPIL") if self.band.instrument == "nircam" else None)
+        want = (self.band.instrument, self.band.filter,
+                self.band.pupil if self.band.instrument == "nircam" else None)
+        if got != want:
+            return f"INSTRUME/FILTER/PUPIL {got} are not {self.band.name}'s {want}"
+        return ""
+
+    def band_files(self, step: str, pattern: str) -> list[Path]:
+        """The files of a step's folder that belong to this band; others are reported, left out."""
+        out = []
+        for p in sorted((self.band_dir / layout.step_folder(step)).glob(pattern)):
+            if why := self.foreign(p):
+                log.error("%s: leaving out %s: %s", self.label, p, why)
+            else:
+                out.append(p)
+        return out
+
     def science_cal(self, inputs: list[Path], what: str) -> list[Path]:
         """The upstream step's outputs, or the band's science ``cal`` files when it ran no step."""
         cal_dir = self.band_dir / layout.step_folder("lv2")
-        inputs = inputs or [p for p in sorted(cal_dir.glob("*_cal.fits")) if not self.is_background(p)]
+        inputs = inputs or [p for p in self.band_files("lv2", "*_cal.fits") if not self.is_background(p)]
         if not inputs:
             msg = f"{self.label}: {what} has no *_cal.fits in {cal_dir}"
             raise InputNotFoundError(msg)
@@ -228,14 +257,17 @@ class BandContext:
             return StepPlan(step, key, params, [self.band_dir / o for o in rec.read()["outputs"]])
         return None
 
-    def prepare(self, step: str, key: str, params: dict[str, Any]) -> tuple[Path, bool]:
+    def prepare(self, step: str, key: str, params: dict[str, Any], *, clear: bool = True
+                ) -> tuple[Path, bool]:
         """Open a step: clear stale temporaries; keep same-key partial outputs (resume).
 
-        Returns the step's folder and whether outputs already in it may be reused.
+        Outputs of another key are removed unless ``clear`` is False (a step whose task replaces
+        its folder's content only on success, like stage 3). Returns the step's folder and whether
+        outputs already in it may be reused.
         """
         out_dir = self.band_dir / layout.step_folder(step)
         reusable = StepRecord(self.band_dir, step).start(key, params) and step not in self.overwrite
-        if not reusable and out_dir.exists():
+        if clear and not reusable and out_dir.exists():
             shutil.rmtree(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         for tmp in out_dir.glob(".tmp-*"):  # left by a killed run

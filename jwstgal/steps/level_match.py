@@ -23,6 +23,7 @@ from scipy.ndimage import map_coordinates
 
 from jwstgal import dq, layout
 from jwstgal.bands import Band
+from jwstgal.errors import StepFailedError
 from jwstgal.level_match import LevelSolution, block_reduce, match_levels
 from jwstgal.provenance import atomic_path, hash_params, stamp_header
 from jwstgal.settings import StepSettings
@@ -75,6 +76,10 @@ def sample_on_grid(data: np.ndarray, wcs: WCS, binning: int, grid: WCS, shape: t
 
 def _read(path: Path) -> tuple[np.ndarray, WCS, fits.Header]:
     with fits.open(path) as h:
+        missing = [e for e in ("SCI", "DQ") if e not in h]
+        if missing:
+            msg = f"{path}: no {'/'.join(missing)} extension: not a calibrated exposure"
+            raise StepFailedError(msg)
         data = np.array(h["SCI"].data, float)
         dq_arr = np.array(h["DQ"].data)
         hdr = h["SCI"].header.copy()

@@ -27,7 +27,8 @@ def raw_exposures(run: RunView, target: str, band: Band) -> list[Path]:
     Files come from ``raw_dir/<target>/mastDownload/JWST/*/`` plus, for each
     ``[extra_obs_to_include.<target>] <other> = [prefixes]``, matching files of the other target.
     Names containing an ``obs_to_skip`` substring are dropped; the rest are kept when their FILTER
-    (and PUPIL for NIRCam) header matches the band.
+    (and PUPIL for NIRCam) header matches the band. A file whose header cannot be read (empty,
+    truncated, not FITS) is reported with the reason and left out; the others go on.
     """
     def glob(t: str, pattern: str = "*") -> list[Path]:
         return sorted((run.raw_dir / t / "mastDownload" / "JWST").glob(f"{pattern}/*_uncal.fits"))
@@ -42,7 +43,11 @@ def raw_exposures(run: RunView, target: str, band: Band) -> list[Path]:
         if any(s in p.name for s in skip):
             log.info("%s %s: skipping %s (obs_to_skip)", target, band.name, p.name)
             continue
-        filt, pupil, _ = read_band_keys(p)
+        try:
+            filt, pupil, _ = read_band_keys(p)
+        except (OSError, ValueError) as err:
+            log.error("%s %s: skipping %s: not a readable FITS file (%s)", target, band.name, p, err)
+            continue
         if filt == band.filter and (band.instrument == "miri" or pupil == band.pupil):
             out.append(p)
     return out

@@ -39,7 +39,7 @@ class Lv2(Step):
     def plan(self, ctx: BandContext, upstream: str, inputs: list[Path]) -> StepPlan:
         """Plan stage 2 of the band's rates."""
         rate_dir = ctx.band_dir / layout.step_folder("lv1")
-        inputs = inputs or sorted(rate_dir.glob("*_rate.fits"))
+        inputs = inputs or ctx.band_files("lv1", "*_rate.fits")
         if not inputs:
             msg = f"{ctx.label}: stage 2 has no *_rate.fits in {rate_dir}"
             raise InputNotFoundError(msg)

@@ -3,14 +3,15 @@
 Inputs are the upstream step's exposures. When the target has an ``[alignment]`` catalogue and the
 band does not run ``astrometric_align``, tweakreg aligns absolutely to it. The detection kernels of
 tweakreg and source_catalog match the band's PSF unless configured. Parameters:
-``[lv3_parameters]``. A mosaic is all-or-nothing: the step's folder is emptied before it runs.
+``[lv3_parameters]``. A mosaic is all-or-nothing: stage 3 runs in a temporary folder and the
+products replace the previous ones only when it succeeded (a failed rerun keeps the last good
+mosaic).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +88,7 @@ class Lv3(Step):
                            file_id(refcat) if refcat else None])
         if (done := ctx.complete(NAME, key, params)) is not None:
             return done
-        out_dir, _ = ctx.prepare(NAME, key, params)
-        shutil.rmtree(out_dir)  # a mosaic is all-or-nothing
+        out_dir, _ = ctx.prepare(NAME, key, params, clear=False)  # replaced only when stage 3 succeeds
         product = layout.product_name(ctx.target, ctx.band)
         log.info("%s: stage 3 on %d exposures -> %s", ctx.label, len(inputs), product)
         return StepPlan(NAME, key, params, [layout.stage3_mosaic(ctx.band_dir, ctx.target, ctx.band)],

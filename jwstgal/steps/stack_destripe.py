@@ -103,11 +103,15 @@ def stack_destripe_files(files: list[Path], out_dir: Path, params: StackParams, 
             wcss.append(WCS(h["SCI"].header))
             amps.append(frame_layout(h[0].header, data[-1].shape)[1])
     n = len(files)
+    empty = [not good_pixels(d, q).any() for d, q in zip(data, dqs, strict=True)]
+    for f in (f for f, e in zip(files, empty, strict=True) if e):
+        log.warning("%s: no valid pixel (all NaN, zero or DO_NOT_USE): left out of stack-based "
+                    "destriping and copied unchanged", f)
     maps: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
     overlaps = np.zeros((n, n), bool)
     for i in range(n):
         for j in range(n):
-            if i == j:
+            if i == j or empty[i] or empty[j]:
                 continue
             oy, ox = _pixel_map(wcss[i], data[i].shape, wcss[j])
             ny, nx = data[j].shape
@@ -136,6 +140,8 @@ def stack_destripe_files(files: list[Path], out_dir: Path, params: StackParams, 
             rms = float(np.std(res.model[good])) if good.any() else 0.0
             h[0].header["STKSTRMS"] = (rms, "rms of the stack-based stripe model [BUNIT]")
             h[0].header["STKNREF"] = (int(overlaps[i].sum()), "frames in its reference")
+            if empty[i]:
+                h[0].header["STKSKIP"] = ("no valid pixel", "left out of stack-based destriping")
             stamp_header(h[0].header, step=NAME, params={**params.as_dict(), "iterations": iterations},
                          config_hash=config_hash)
             out = out_dir / f.name
