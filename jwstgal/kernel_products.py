@@ -64,35 +64,18 @@ def write_kernel(result: KernelResult, source: str, target: str, path: Path, key
     stamp_header(h, step="kernel", params={"source": source, "target": target, **result.params})
     with atomic_path(path) as tmp:
         fits.PrimaryHDU(result.kernel.astype(np.float32), header=h).writeto(tmp)
-    plot_kernel(result, source, target, path.with_suffix(".png"))
+    from jwstgal.plots import kernel_profile_png
+
+    r, prof = radial_profile(result.kernel)
+    kernel_profile_png(r * result.pixscale, prof, 3 * result.fwhm_target, path.with_suffix(".png"),
+                       f"{source} -> {target} ({result.method}): D={result.D:.2e}, "
+                       f"W-={result.W_minus:.3f} ({result.safety})")
     return path
 
 
-def plot_kernel(result: KernelResult, source: str, target: str, png: Path) -> Path:
-    """Radial profiles of the kernel and of the source PSF convolved with it, against the target."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    r, prof = radial_profile(result.kernel)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(r * result.pixscale, prof / prof.max(), label="kernel")
-    ax.axhline(0, color="0.6", lw=0.5)
-    ax.set_xlim(0, 3 * result.fwhm_target)
-    ax.set_xlabel("radius [arcsec]")
-    ax.set_ylabel("normalised profile")
-    ax.set_title(f"{source} -> {target} ({result.method}): D={result.D:.2e}, "
-                 f"W-={result.W_minus:.3f} ({result.safety})", fontsize=9)
-    ax.legend()
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
-    plt.close(fig)
-    return png
-
-
 def make_kernel_set(
-    bands: Iterable[str], cfg: KernelsConfig, psf_dir: Path, data_dir: Path, overwrite: bool = False
+    bands: Iterable[str], cfg: KernelsConfig, psf_dir: Path, data_dir: Path, overwrite: bool = False,
+    progress: bool = True,
 ) -> list[Path]:
     """Make every kernel from each band to each configured target, by each configured method.
 
@@ -107,7 +90,7 @@ def make_kernel_set(
 
     out = []
     jobs = [(b, t, m) for b in bands for t in cfg.targets for m in cfg.methods if b != t]
-    for band, target, method in tqdm(jobs, desc="kernels", unit="kernel"):
+    for band, target, method in tqdm(jobs, desc="kernels", unit="kernel", disable=not progress):
         src = band_psf(band, cfg, psf_dir, data_dir)
         tgt = (analytic_psf(target, src.pixscale) if is_analytic(target)
                else band_psf(target, cfg, psf_dir, data_dir))

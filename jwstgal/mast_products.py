@@ -18,9 +18,8 @@ import numpy as np
 from astropy.table import Table
 
 from jwstgal.errors import DownloadError
+from jwstgal.settings import PATH_COMPONENT
 
-#: What an ``obs_id`` or ``productFilename`` from MAST may look like: one plain path component.
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
 #: Extensions of the products MAST serves for JWST imaging (anything else is refused).
 PRODUCT_SUFFIXES = (".fits", ".json", ".ecsv", ".jpg", ".png", ".txt", ".csv", ".xml", ".asdf")
 #: Bytes a transfer may run past the size MAST reported before it counts as corrupt.
@@ -172,7 +171,7 @@ def safe_name(value: Any, what: str, suffixes: tuple[str, ...] | None = None) ->
         For an empty name, a path (a separator or ``..``), odd characters or a refused extension.
     """
     name = "" if np.ma.is_masked(value) else str(value)
-    if not _SAFE_NAME.fullmatch(name) or ".." in name:
+    if not PATH_COMPONENT.fullmatch(name) or ".." in name:
         msg = (f"MAST sent {what} {name!r}, which is not a plain file name (letters, digits, '._+-'); "
                "refusing to write it")
         raise DownloadError(msg)

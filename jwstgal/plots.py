@@ -142,3 +142,16 @@ def offsets_png(files: list[str], groups: list[str], offsets: np.ndarray, png: P
     ax.set_ylabel("offset subtracted")
     ax.set_title(title, fontsize=9)
     return _save(fig, png, 90)
+
+
+def kernel_profile_png(radius: np.ndarray, profile: np.ndarray, rmax: float, png: Path, title: str) -> Path:
+    """Normalised radial profile of a PSF-matching kernel (radius in arcsec)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(radius, profile / profile.max(), label="kernel")
+    ax.axhline(0, color="0.6", lw=0.5)
+    ax.set_xlim(0, rmax)
+    ax.set_xlabel("radius [arcsec]")
+    ax.set_ylabel("normalised profile")
+    ax.set_title(title, fontsize=9)
+    ax.legend()
+    return _save(fig, png, 100)

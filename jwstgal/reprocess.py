@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,8 +71,24 @@ def executor_spec(cfg: RunConfig) -> ExecutorSpec:
                         loc.slurm.model_dump(exclude_none=True) if loc.slurm else {})
 
 
+def _states(cfg: RunConfig, bands: list[str] | None, targets: list[str] | None) -> list[_BandState]:
+    return [_BandState(BandContext.of(cfg, t, get_band(b)))
+            for t in (targets or cfg.science.targets) for b in (bands or cfg.science.bands)]
+
+
+@contextlib.contextmanager
+def band_locks(cfg: RunConfig, bands: list[str] | None = None, targets: list[str] | None = None
+               ) -> Iterator[None]:
+    """Hold the lock of every selected band folder (a :class:`BandLock` each) for a whole run."""
+    with contextlib.ExitStack() as locks:
+        for st in _states(cfg, bands, targets):
+            locks.enter_context(BandLock(st.ctx.band_dir))
+        yield
+
+
 def run_all(cfg: RunConfig, bands: list[str] | None = None, targets: list[str] | None = None,
-            progress: bool = True, executor: Executor | None = None) -> list[BandResult]:
+            progress: bool = True, executor: Executor | None = None, *, lock: bool = True
+            ) -> list[BandResult]:
     """Process every configured target and band (optionally a subset), step by step.
 
     Parameters
@@ -85,6 +101,8 @@ def run_all(cfg: RunConfig, bands: list[str] | None = None, targets: list[str] |
         Show progress bars.
     executor : Executor, optional
         An open executor; default the one configured in ``local.toml``.
+    lock : bool
+        Take the band locks (False: the caller holds them, see :func:`band_locks`).
 
     Returns
     -------
@@ -93,14 +111,13 @@ def run_all(cfg: RunConfig, bands: list[str] | None = None, targets: list[str] |
     """
     if executor is None:
         with open_executor(executor_spec(cfg)) as ex:
-            return run_all(cfg, bands, targets, progress, ex)
-    states = [_BandState(BandContext.of(cfg, t, get_band(b)))
-              for t in (targets or cfg.science.targets) for b in (bands or cfg.science.bands)]
+            return run_all(cfg, bands, targets, progress, ex, lock=lock)
+    states = _states(cfg, bands, targets)
     for st in states:
         st.status = {s.name: "" if s.name in st.ctx.steps else NOT_CONFIGURED for s in STEPS}
-    with contextlib.ExitStack() as locks:  # held for the whole run: one run per band at a time
+    # the locks are held for the whole run: one run per band at a time
+    with band_locks(cfg, bands, targets) if lock else contextlib.nullcontext():
         for st in states:
-            locks.enter_context(BandLock(st.ctx.band_dir))
             remove_temporaries(st.ctx.band_dir)
         for step in STEPS:
             _run_step(step, states, executor, progress)
@@ -206,7 +223,7 @@ class BandLock:
         import fcntl
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = self.path.open("w")
+        self._fh = self.path.open("a")  # "a": the lock file of a running run is left as it is
         try:
             fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

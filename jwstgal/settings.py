@@ -15,6 +15,7 @@ This module is below the config and the steps: it imports neither.
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -26,6 +27,17 @@ GROUP_SELECTORS: tuple[str, ...] = ("nircam", "nircam_short", "nircam_long", "mi
 
 #: What :func:`resolve` returns when no selector matches.
 MISSING = object()
+#: One plain path component (a file or folder name): what a name that becomes a path must be.
+PATH_COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
+
+
+def check_path_component(value: str, what: str) -> str:
+    """``value`` if it is one plain path component, else ``ValueError`` saying what is allowed."""
+    if not PATH_COMPONENT.fullmatch(value) or ".." in value:
+        msg = (f"{what} {value!r} becomes a folder name: use letters, digits and '._+-' only "
+               "(no '/', no '..', not starting with '.' or '-')")
+        raise ValueError(msg)
+    return value
 
 
 class Strict(BaseModel):

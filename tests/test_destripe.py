@@ -244,9 +244,38 @@ def test_nircam_script_uses_config_overrides_resumes_and_refuses_overwriting(tmp
     res = _run_script("nircam_destriping.py", src, "--out-dir", src.parent)
     assert res.returncode == 2 and "would overwrite the input" in res.stderr
     res = _run_script("miri_destriping.py", src, "--out-dir", out)
-    assert res.returncode == 2 and "INSTRUME is NIRCAM, not MIRI" in res.stderr
+    assert res.returncode == 1 and "INSTRUME is NIRCAM, not MIRI" in res.stderr
     res = _run_script("nircam_destriping.py", tmp_path / "nope.fits", "--out-dir", out)
     assert res.returncode == 1 and "no such file" in res.stderr
+
+
+def test_script_names_bad_files_goes_on_and_records_the_layout_it_fitted(tmp_path):
+    fr = F.striped_frame(1024, seed=12, n_amps=4)
+    good = tmp_path / "in" / "jw2_nrcb1_cal.fits"
+    good.parent.mkdir()
+    _write_frame(good, fr)
+    empty = tmp_path / "in" / "jw3_nrcb1_cal.fits"
+    empty.write_bytes(b"")
+    mosaic = tmp_path / "in" / "ngc0628_nircam_lv3_f200w_i2d.fits"
+    mosaic.write_bytes(good.read_bytes())
+    out = tmp_path / "out"
+    res = _run_script("nircam_destriping.py", empty, mosaic, good, "--out-dir", out, "--no-quadrants")
+    assert res.returncode == 1, res.stderr[-2000:]
+    assert str(empty) in res.stderr and f"{mosaic}: not a rate or cal file" in res.stderr
+    assert "2 of 3 files could not be destriped" in res.stderr
+    assert sorted(p.name for p in out.glob("*.fits")) == [good.name]
+    assert fits.getheader(out / good.name)["DSTRAMPS"] == 1        # --no-quadrants, told truthfully
+
+
+def test_a_cut_out_keeping_its_parents_noutputs_is_one_amplifier_band():
+    from jwstgal.steps.destripe import frame_layout
+
+    parent = fits.Header({"INSTRUME": "NIRCAM", "SUBARRAY": "FULL", "NOUTPUTS": 4, "SUBSIZE1": 2048})
+    assert frame_layout(parent, (2048, 2048))[1] == 4
+    assert frame_layout(parent, (100, 100))[1] == 1                 # a cut-out: not four 25-px bands
+    assert frame_layout(fits.Header({"INSTRUME": "NIRCAM", "NOUTPUTS": 4}), (64, 100))[1] == 1
+    assert frame_layout(fits.Header({"INSTRUME": "NIRCAM", "SUBARRAY": "FULL"}), (256, 256))[1] == 1
+    assert frame_layout(fits.Header({"INSTRUME": "NIRCAM", "NOUTPUTS": 2}), (256, 256))[1] == 2
 
 
 def test_an_all_nan_exposure_is_left_out_of_the_stack_with_a_warning(tmp_path, caplog):

@@ -316,3 +316,77 @@ def test_temporaries_of_a_killed_run_are_removed_by_the_next(tmp_path):
     assert remove_temporaries(bdir) == 3
     assert not any(p.exists() for p in left) and not list(bdir.rglob(".tmp-*"))
     assert len(list((bdir / "cal").glob("*_cal.fits"))) == 3       # products untouched
+
+
+# ---------------------------------------------------------------- refused runs write nothing
+
+
+def _cli(script, *args):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    return subprocess.run([sys.executable, str(REPO / script), *map(str, args), "--no-progress"],
+                          capture_output=True, text=True, cwd=REPO, timeout=600)
+
+
+def _tree_snapshot(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*")}
+
+
+def test_a_run_refused_by_the_lock_touches_nothing(tmp_path):
+    from plan_fixture import build_tree
+
+    from jwstgal.bands import get_band
+    from jwstgal.config import load_config
+    from jwstgal.reprocess import BandLock
+    from jwstgal.steps import BandContext
+
+    cfg, loc = build_tree(tmp_path)
+    run = load_config(cfg, loc, check_jwst=False)
+    with BandLock(BandContext.of(run, "ngc0628", get_band("F200W")).band_dir):
+        before = _tree_snapshot(tmp_path)
+        res = _cli("run_jwst_reprocessing.py", cfg, loc, "--band", "F200W")
+        after = _tree_snapshot(tmp_path)
+    assert res.returncode == 1 and "another jwstgal run is processing this band" in res.stderr
+    assert after == before and not (run.reprocess_dir / "run_config.json").exists()
+
+
+def test_bad_paths_and_unknown_bands_are_one_line_errors_before_anything_is_written(tmp_path):
+    from factories import MINIMAL_SCIENCE, write_config
+
+    cfg, loc = write_config(tmp_path)
+    res = _cli("run_jwst_reprocessing.py", cfg, loc)                 # raw_dir does not exist
+    assert res.returncode == 2 and "key 'local.raw_dir'" in res.stderr and "Traceback" not in res.stderr
+    (tmp_path / "work").write_text("a file where a folder should be")
+    (tmp_path / "raw").mkdir()
+    res = _cli("run_jwst_reprocessing.py", cfg, loc)
+    assert res.returncode == 2 and "key 'local.working_dir'" in res.stderr and "is a file" in res.stderr
+    (tmp_path / "work").unlink()
+    for script in ("prepare_release.py", "convolve_data.py", "make_kernels.py"):
+        res = _cli(script, cfg, loc, "--band", "F2000W")
+        assert res.returncode == 2, (script, res.stderr[-2000:])
+        assert "band 'F2000W' from the command line is not configured" in res.stderr
+        assert "did you mean 'F200W'" in res.stderr and "Traceback" not in res.stderr
+    for bad, key in (("../../etc", "target name"), ("a/b", "target name")):
+        cfg.write_text(MINIMAL_SCIENCE.replace('"ngc1365"', f'"{bad}"'))
+        res = _cli("run_jwst_reprocessing.py", cfg, loc)
+        assert res.returncode == 2 and key in res.stderr and "becomes a folder name" in res.stderr
+    cfg.write_text(MINIMAL_SCIENCE.replace("[pipeline]", '[pipeline]\ndata_version = "../x"'))
+    res = _cli("run_jwst_reprocessing.py", cfg, loc)
+    assert res.returncode == 2 and "data_version '../x' becomes a folder name" in res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml", "local.toml", "raw"]
+
+
+def test_unreadable_configs_are_one_message_and_the_token_is_never_echoed(tmp_path):
+    from factories import write_config
+
+    cfg, loc = write_config(tmp_path)
+    cfg.write_bytes(b"\xff\xfe\x00\x01binary")
+    res = _cli("run_jwst_reprocessing.py", cfg, loc)
+    assert res.returncode == 2 and "not a text file in UTF-8" in res.stderr and "Traceback" not in res.stderr
+    write_config(tmp_path)
+    loc.write_text('[local]\nraw_dir = "raw"\nworking_dir = "work"\napi_key = 9876543210123\n')
+    res = _cli("run_jwst_reprocessing.py", cfg, loc)
+    assert res.returncode == 2 and "local.api_key" in res.stderr and "9876543210123" not in res.stderr

@@ -97,6 +97,24 @@ def test_simulation_is_resumable(tiny_sim, tiny_raw):
     assert [p.stat().st_mtime_ns for p in files] == mtimes
 
 
+def test_a_finished_simulation_in_a_read_only_raw_tree_is_only_read(tiny_sim, tiny_raw):
+    import stat
+
+    from jwstgal.simulate.programme import simulate_programme
+
+    folders = [d for d in (tiny_raw / "ngc0000").rglob("*") if d.is_dir()] + [tiny_raw / "ngc0000"]
+    before = {p: p.stat().st_mtime_ns for p in (tiny_raw / "ngc0000").rglob("*")}
+    try:
+        for d in folders:
+            d.chmod(stat.S_IRUSR | stat.S_IXUSR)
+        simulate_programme(tiny_sim, "ngc0000", ["F200W", "F770W"], tiny_raw, progress=False)
+    finally:
+        for d in folders:
+            d.chmod(stat.S_IRWXU)
+    # (root ignores the permissions, so the contents are what is checked)
+    assert {p: p.stat().st_mtime_ns for p in (tiny_raw / "ngc0000").rglob("*")} == before
+
+
 def test_changed_simulation_settings_refuse_to_mix_with_old_raw_data(tiny_sim, tiny_raw):
     from jwstgal.errors import InputNotFoundError
     from jwstgal.simulate.programme import simulate_programme

@@ -6,6 +6,7 @@ import argparse
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from jwstgal.errors import ConfigError, ReductionError
 
@@ -55,9 +56,29 @@ def run_main(fn: Callable[[], int]) -> int:
         return 1
 
 
-def selected(args: argparse.Namespace) -> tuple[list[str] | None, list[str] | None]:
-    """Bands and targets chosen on the command line (None = all)."""
+def selected(args: argparse.Namespace, cfg: Any = None) -> tuple[list[str] | None, list[str] | None]:
+    """Bands and targets chosen on the command line (None = all), checked against ``cfg``.
+
+    Raises
+    ------
+    ConfigError
+        For a band or target the configuration does not have (one message, with the choices).
+    """
+    from jwstgal.settings import did_you_mean
+
     bands = [b.upper() for b in [*args.bands, *([args.band] if args.band else [])]]
+    if cfg is not None:
+        for b in bands:
+            if b not in cfg.science.bands:
+                msg = (f"band {b!r} from the command line is not configured in {cfg.config_path} "
+                       f"(pipeline.nircam_bands/miri_bands: {', '.join(cfg.science.bands)})"
+                       f"{did_you_mean(b, cfg.science.bands)}")
+                raise ConfigError(msg)
+        for t in args.targets:
+            if t not in cfg.science.targets:
+                msg = (f"target {t!r} from the command line is not in {cfg.config_path} "
+                       f"(targets: {', '.join(cfg.science.targets)}){did_you_mean(t, cfg.science.targets)}")
+                raise ConfigError(msg)
     return (bands or None), (args.targets or None)
 
 

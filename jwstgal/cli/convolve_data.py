@@ -36,11 +36,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from jwstgal.provenance import hash_params
 
         cfg = load_config(args.config, args.local, check_jwst=False)
+        bands, targets = selected(args, cfg)
         conv = cfg.science.convolve
         if not conv.target:
             msg = f"{cfg.config_path}: [convolve] target is not set: nothing to convolve to"
             raise ConfigError(msg)
-        bands, targets = selected(args)
         done = 0
         for target in targets or cfg.science.targets:
             ref = None

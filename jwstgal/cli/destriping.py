@@ -19,7 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from jwstgal.cli._common import parse, run_main
-from jwstgal.errors import ConfigError, InputNotFoundError
+from jwstgal.errors import ConfigError, InputNotFoundError, StepFailedError
+
+#: File names the destriping scripts accept: single exposures, not mosaics or other products.
+DESTRIPABLE = ("_rate.fits", "_cal.fits")
 
 log = logging.getLogger(__name__)
 
@@ -90,26 +93,41 @@ def _main(instrument: str, argv: Sequence[str] | None) -> int:
             msg = f"no such file: {', '.join(missing)}"
             raise InputNotFoundError(msg)
         table = load_science(args.config).destripe if args.config else DestripeSettings.table()()
-        args.out_dir.mkdir(parents=True, exist_ok=True)
-        done = skipped = 0
-        for f in tqdm(args.files, desc=f"{instrument} destriping", unit="file", disable=args.no_progress):
-            header = dict(fits.getheader(f))
-            inst = str(header.get("INSTRUME", instrument)).upper()
-            if inst != instrument:
-                msg = f"{f}: INSTRUME is {inst}, not {instrument} (use the {inst.lower()} script)"
-                raise ConfigError(msg)
-            settings = _settings(args, table, header)
-            dst = args.out_dir / f.name
-            if dst.resolve() == f.resolve():
+        for f in args.files:
+            if f.resolve().parent == args.out_dir.resolve():
                 msg = f"{f}: --out-dir would overwrite the input; choose another directory"
                 raise ConfigError(msg)
-            if dst.is_file() and fits.getheader(dst).get(step_keyword(NAME)) == hash_params(settings):
-                skipped += 1
-                continue
-            png = args.plot_dir / f"{f.stem}.png" if args.plot_dir else None
-            destripe_file(f, dst, DestripeParams(**settings), plot_png=png)
-            done += 1
-        log.info("%d files destriped into %s (%d already done)", done, args.out_dir, skipped)
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        done, skipped, failed = 0, 0, []
+        for f in tqdm(args.files, desc=f"{instrument} destriping", unit="file", disable=args.no_progress):
+            try:
+                if not f.name.endswith(DESTRIPABLE):
+                    msg = (f"{f}: not a rate or cal file (names ending {', '.join(DESTRIPABLE)}); "
+                           "mosaics and other products are not destriped")
+                    raise ValueError(msg)
+                header = dict(fits.getheader(f))
+                inst = str(header.get("INSTRUME", instrument)).upper()
+                if inst != instrument:
+                    msg = f"{f}: INSTRUME is {inst}, not {instrument} (use the {inst.lower()} script)"
+                    raise ValueError(msg)
+                settings = _settings(args, table, header)
+                dst = args.out_dir / f.name
+                if dst.is_file() and fits.getheader(dst).get(step_keyword(NAME)) == hash_params(settings):
+                    skipped += 1
+                    continue
+                png = args.plot_dir / f"{f.stem}.png" if args.plot_dir else None
+                destripe_file(f, dst, DestripeParams(**settings), plot_png=png)
+                done += 1
+            except (OSError, ValueError, KeyError, TypeError) as err:  # one bad file, not the batch
+                text = str(err) if str(f) in str(err) else f"{f}: {type(err).__name__}: {err}"
+                log.error("skipping %s", text)
+                failed.append(f)
+        log.info("%d files destriped into %s (%d already done, %d failed)", done, args.out_dir, skipped,
+                 len(failed))
+        if failed:
+            msg = (f"{len(failed)} of {len(args.files)} files could not be destriped: "
+                   f"{', '.join(map(str, failed))}")
+            raise StepFailedError(msg)
         return 0
 
     return run_main(run)

@@ -32,12 +32,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from jwstgal.kernel_products import make_kernel_set
 
         cfg = load_config(args.config, args.local, check_jwst=False)
+        bands, _ = selected(args, cfg)
         if not cfg.science.kernels.targets:
             msg = f"{cfg.config_path}: [kernels] targets is empty: nothing to make"
             raise ConfigError(msg)
-        bands, _ = selected(args)
         paths = make_kernel_set(bands or cfg.science.bands, cfg.science.kernels, cfg.psf_dir,
-                                cfg.psf_data_dir, overwrite=args.overwrite)
+                                cfg.psf_data_dir, overwrite=args.overwrite, progress=not args.no_progress)
         log.info("%d kernels in %s", len(paths), cfg.psf_dir / "kernels")
         return 0
 

@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         cfg = load_config(args.config, args.local, check_jwst=False)
         rel = cfg.science.release
-        bands, targets = selected(args)
+        bands, targets = selected(args, cfg)
         release_dir = cfg.working_dir / "jwst_release" / cfg.science.pipeline.data_version
         files = build_release(cfg.reprocess_dir, release_dir, targets or cfg.science.targets,
                               bands or cfg.science.bands, remove_bloat=rel.remove_bloat,

@@ -50,25 +50,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def run() -> int:
         from jwstgal.config import load_config
-        from jwstgal.crds_setup import configure_crds
 
         cfg = load_config(args.config, args.local, check_jwst=False)
-        bands, targets = selected(args)
-        for b in bands or []:
-            if b not in cfg.science.bands:
-                msg = (f"band {b!r} from the command line is not configured in {cfg.config_path} "
-                       f"(pipeline.nircam_bands/miri_bands: {', '.join(cfg.science.bands)})")
-                raise ConfigError(msg)
-        for t in targets or []:
-            if t not in cfg.science.targets:
-                msg = (f"target {t!r} from the command line is not in {cfg.config_path} "
-                       f"(targets: {', '.join(cfg.science.targets)})")
-                raise ConfigError(msg)
+        bands, targets = selected(args, cfg)
         if cfg.local.crds_mode == "synthetic" and cfg.science.simulation is None \
                 and not (cfg.crds_dir / "jwstgal_synthetic.json").is_file():
             msg = (f"{cfg.local_path}: crds_mode = 'synthetic' needs a [simulation] table in "
                    f"{cfg.config_path} (or an existing synthetic cache in {cfg.crds_dir})")
             raise ConfigError(msg)
+        if cfg.science.simulation is None and not cfg.raw_dir.is_dir():
+            msg = (f"{cfg.local_path}: key 'local.raw_dir': {cfg.raw_dir} is not a folder; download "
+                   "the data first (download_phangs_jwst.py) or fix the path")
+            raise ConfigError(msg)
+        from jwstgal.reprocess import band_locks
+
+        with band_locks(cfg, bands, targets):  # before anything is written: a refused run writes nothing
+            return _run_locked(cfg, bands, targets, args.no_progress)
+
+    def _run_locked(cfg, bands, targets, no_progress: bool) -> int:
+        from jwstgal.crds_setup import configure_crds
+        from jwstgal.reprocess import run_all
+
         configure_crds(cfg.crds_dir, mode=cfg.local.crds_mode,
                        server_url=cfg.local.crds_server_url,
                        context=cfg.science.pipeline.crds_context)
@@ -77,17 +79,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         check_jwst_parameters(cfg.science, cfg.config_path)
         if cfg.science.simulation is not None:
-            _prepare_simulation(cfg, targets or cfg.science.targets, not args.no_progress)
+            _prepare_simulation(cfg, targets or cfg.science.targets, not no_progress)
 
         from jwstgal.provenance import software_versions, write_text_atomic
-        from jwstgal.reprocess import run_all
 
         cfg.reprocess_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(cfg.reprocess_dir / "run_config.json", json.dumps(
             {"config_file": str(cfg.config_path), "local_file": str(cfg.local_path),
              "config_hash": cfg.config_hash, "versions": software_versions(),
              "science": cfg.science.model_dump(mode="json")}, indent=1))
-        results = run_all(cfg, bands, targets, progress=not args.no_progress)
+        results = run_all(cfg, bands, targets, progress=not no_progress, lock=False)
         from jwstgal.report import write_report
 
         report = write_report(cfg, results)

@@ -75,6 +75,12 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as err:
         msg = f"{path}: not valid TOML: {err}"
         raise ConfigError(msg) from None
+    except UnicodeDecodeError as err:
+        msg = f"{path}: not a text file in UTF-8 (byte {err.start}: {err.reason}); TOML is UTF-8 text"
+        raise ConfigError(msg) from None
+    except OSError as err:
+        msg = f"{path}: cannot read the config file ({err.strerror or err})"
+        raise ConfigError(msg) from None
 
 
 def validate_science(data: dict[str, Any], path: Path) -> ScienceConfig:
@@ -170,6 +176,9 @@ def load_config(
         return (base / p).resolve() if p else default.resolve()
 
     working = absolute(local.working_dir, base)
+    if working.exists() and not working.is_dir():
+        msg = f"{local_path}: key 'local.working_dir': {working} is a file, not a folder"
+        raise ConfigError(msg)
     return RunConfig(
         science=science,
         local=local,

@@ -9,6 +9,9 @@ from pydantic import BaseModel, ValidationError
 
 from jwstgal.settings import did_you_mean
 
+#: Keys whose values are never repeated in a message.
+SECRET_KEYS = frozenset({"api_key"})
+
 
 def model_at(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> type[BaseModel] | None:
     """Walk a pydantic model class along an error location to the model that owns the last key."""
@@ -44,6 +47,8 @@ def format_errors(err: ValidationError, path: Path, root: type[BaseModel]) -> st
         else:
             msg = e["msg"].removeprefix("Value error, ")
             whole_table = e["type"] == "value_error" and (not loc or isinstance(e["input"], dict))
-            shown = "" if whole_table else f": value {e['input']!r}"
+            secret = bool(loc) and str(loc[-1]) in SECRET_KEYS
+            shown = "" if whole_table else (": value not shown (secret)" if secret
+                                            else f": value {e['input']!r}")
             lines.append(f"{path}: key {key!r}{shown}: {msg}" if key else f"{path}: {msg}")
     return "\n".join(lines)

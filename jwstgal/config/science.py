@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, create_model, field_validator, model_validator
 
 from jwstgal.bands import ALL_BANDS, get_band
-from jwstgal.settings import GROUP_SELECTORS, Strict, check_band, did_you_mean
+from jwstgal.settings import GROUP_SELECTORS, Strict, check_band, check_path_component, did_you_mean
 from jwstgal.stages import STAGE_PIPELINES
 from jwstgal.steps import DEFAULT_STEPS, STEP_NAMES, STEP_SETTINGS
 
@@ -67,6 +67,11 @@ class PipelineConfig(Strict):
         default_factory=lambda: ["miri"],
         description="Band types whose dedicated background exposures enter level 3 as backgrounds.")
 
+    @field_validator("data_version")
+    @classmethod
+    def _version(cls, version: str) -> str:
+        return check_path_component(version, "data_version")
+
     @field_validator("nircam_bands", "miri_bands")
     @classmethod
     def _bands(cls, bands: list[str], info: Any) -> list[str]:
@@ -93,6 +98,7 @@ class ProjectConfig(Strict):
             if t != t.lower() or not t:
                 msg = f"target names are lower case; write {t.lower()!r} instead of {t!r}"
                 raise ValueError(msg)
+            check_path_component(t, "target name")
         return targets
 
 

@@ -278,8 +278,18 @@ def simulate_programme(
         msg = (f"{target_dir} holds a simulation made with other [simulation] settings or bands; "
                "remove that folder (or use another raw_dir) to simulate anew")
         raise InputNotFoundError(msg)
-    truth_dir.mkdir(parents=True, exist_ok=True)
     plans = _plan(sim, band_objs, target)
+    todo = []
+    for p in plans:
+        raw_file = target_dir / "mastDownload" / "JWST" / p.obs_id / p.filename
+        truth_file = truth_dir / f"{p.obs_id}_truth.fits"
+        if not (raw_file.is_file() and truth_file.is_file()):
+            todo.append((p, raw_file, truth_file))
+    catalogues = [truth_dir / n for n in ("stars.ecsv", f"{target}_sim_cat.fits", "exposures.ecsv")]
+    if record.is_file() and not todo and all(c.is_file() for c in catalogues):
+        log.info("Simulation of %s complete in %s (only read)", target, target_dir)
+        return truth_dir  # nothing is written: a finished (even read-only) raw tree works
+    truth_dir.mkdir(parents=True, exist_ok=True)
     radius = 0.75 * sim.n_tiles * max(setup_for_band(b, sim.detector_size).size
                                       * b.pixel_scale for b in band_objs)
     stars = make_star_catalog(Galaxy(sim.ra, sim.dec), sim.n_stars, radius, sim.seed)
@@ -295,12 +305,6 @@ def simulate_programme(
     plan_table = Table(rows=[asdict(p) for p in plans])
     with atomic_path(truth_dir / "exposures.ecsv") as tmp:
         plan_table.write(tmp, format="ascii.ecsv")
-    todo = []
-    for p in plans:
-        raw_file = target_dir / "mastDownload" / "JWST" / p.obs_id / p.filename
-        truth_file = truth_dir / f"{p.obs_id}_truth.fits"
-        if not (raw_file.is_file() and truth_file.is_file()):
-            todo.append((p, raw_file, truth_file))
     for p, raw_file, truth_file in tqdm(todo, desc=f"simulate {target}", disable=not progress,
                                         unit="exp"):
         simulate_exposure(p, sim, target, raw_file, truth_file, stars)

@@ -66,19 +66,31 @@ class DestripeSettings(StepSettings):
         "mask", description="MIRI full frames: mask the Lyot coronagraph, level it, or fit it.")
 
 
+#: Narrowest amplifier band believed from a header (NIRCam's are 512 columns).
+MIN_AMP_WIDTH = 128
+
+
 def frame_layout(primary: fits.Header, shape: tuple[int, int]) -> tuple[str, int, bool]:
     """Instrument, number of amplifier bands and whether the frame is a full-frame readout.
 
-    NOUTPUTS gives the amplifier count when present; otherwise NIRCam full frames (2048 wide,
-    SUBARRAY FULL) have four and everything else one.
+    NOUTPUTS gives the amplifier count when the header describes this frame; otherwise NIRCam full
+    frames (2048 wide, SUBARRAY FULL) have four and everything else one. A header whose readout
+    width (SUBSIZE1) is not the frame's width belongs to a larger frame (a cut-out keeps its
+    parent's NOUTPUTS = 4): the cut-out's amplifier boundaries are unknown, so it is one band; so
+    is a frame whose bands would be narrower than :data:`MIN_AMP_WIDTH` (real ones are 512).
     """
     instrument = str(primary.get("INSTRUME", "NIRCAM")).upper()
     subarray = str(primary.get("SUBARRAY", "FULL")).upper()
     full = subarray == "FULL"
-    if "NOUTPUTS" in primary:
+    width = shape[1]
+    if int(primary.get("SUBSIZE1", width)) != width:
+        n_amps = 1
+    elif "NOUTPUTS" in primary:
         n_amps = int(primary["NOUTPUTS"])
     else:
-        n_amps = 4 if (instrument == "NIRCAM" and full and shape[1] == 2048) else 1
+        n_amps = 4 if (instrument == "NIRCAM" and full and width == 2048) else 1
+    if n_amps < 1 or width % n_amps or width // n_amps < MIN_AMP_WIDTH:
+        n_amps = 1
     if instrument == "MIRI":
         n_amps = 1
     return instrument, max(n_amps, 1), full
@@ -140,7 +152,7 @@ def destripe_file(src: Path, dst: Path, params: DestripeParams, *, config_hash: 
         hdr = h[0].header
         hdr["DSTRMETH"] = (params.method, "jwstgal destriping method")
         hdr["DSTRRMS"] = (stats["model_rms"], "rms of the subtracted stripe model [BUNIT]")
-        hdr["DSTRAMPS"] = (n_amps, "amplifier bands fitted separately")
+        hdr["DSTRAMPS"] = (n_amps if params.quadrants else 1, "amplifier bands fitted separately")
         stamp_header(hdr, step=NAME, params=params.as_dict(), config_hash=config_hash)
         with atomic_path(dst) as tmp:
             h.writeto(tmp)
@@ -149,8 +161,8 @@ def destripe_file(src: Path, dst: Path, params: DestripeParams, *, config_hash: 
 
         stripe_panels(np.where(good, sci, np.nan), np.where(good, res.model, 0.0), res.mask, plot_png,
                       f"{src.name}: {params.method}, model rms {stats['model_rms']:.3g}")
-    log.info("destriped %s (%s, %d amplifier bands): model rms %.3g", src.name, params.method, n_amps,
-             stats["model_rms"])
+    log.info("destriped %s (%s, %d amplifier bands): model rms %.3g", src.name, params.method,
+             n_amps if params.quadrants else 1, stats["model_rms"])
     return stats
 
 
