@@ -6,6 +6,10 @@ convolved products. Only *copies* are slimmed (VAR_* and CON extensions dropped 
 ``remove_bloat``); the working and raw data are never touched. Every file gets provenance keywords,
 and the release carries ``MANIFEST.ecsv`` (file, target, band, kind, size, SHA-256), ``SHA256SUMS``
 and a ``README.md`` describing the products.
+
+The release always describes exactly what is in it: the manifest lists every file of the tree (a
+run for some bands keeps the others' rows), and a released product older than its source (the
+band was reprocessed, or realigned) is rebuilt rather than kept.
 """
 
 from __future__ import annotations
@@ -49,6 +53,16 @@ def coverage_from_context(con: np.ndarray) -> np.ndarray:
     counts = np.bitwise_count(con.view(np.uint32)).sum(axis=0).astype(np.float32)
     counts[counts == 0] = np.nan
     return counts
+
+
+def needs_release(src: Path, dst: Path, overwrite: bool) -> bool:
+    """Whether ``dst`` must be (re)made from ``src``: absent, asked for, or older than its source."""
+    if overwrite or not dst.is_file():
+        return True
+    if dst.stat().st_mtime_ns < src.stat().st_mtime_ns:
+        log.info("%s is older than its source %s: rebuilding it", dst, src)
+        return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -143,7 +157,7 @@ def build_release(
                 log.warning("%s %s: no mosaic to release (%s)", target, band.name, i2d)
                 continue
             out = tdir / f"{stem}_i2d.fits"   # one name whether or not it was realigned
-            if overwrite or not out.is_file():
+            if needs_release(i2d, out, overwrite):
                 release_mosaic(i2d, out, remove_bloat=remove_bloat, config_hash=config_hash)
             files.append(ReleasedFile(out, target, band.name, "mosaic"))
             cov = out.with_name(out.name.replace("_i2d.fits", "_coverage.fits"))
@@ -153,14 +167,14 @@ def build_release(
                               (lv3 / f"{stem}_i2d.png", "quicklook")):
                 if src.is_file():
                     dst = tdir / src.name
-                    if overwrite or not dst.is_file():
+                    if needs_release(src, dst, overwrite):
                         with atomic_path(dst) as tmp:
                             shutil.copyfile(src, tmp)
                     files.append(ReleasedFile(dst, target, band.name, kind))
             if include_convolved:
                 for src in sorted((lv3.parent / "convolved").glob("*_conv_*.fits")):
                     dst = tdir / "convolved" / src.name
-                    if overwrite or not dst.is_file():
+                    if needs_release(src, dst, overwrite):
                         with atomic_path(dst) as tmp:
                             shutil.copyfile(src, tmp)
                     files.append(ReleasedFile(dst, target, band.name, "convolved"))
@@ -168,12 +182,32 @@ def build_release(
     return files
 
 
+#: The release's own description files (not listed in the manifest).
+META_FILES = ("MANIFEST.ecsv", "SHA256SUMS", "README.md")
+
+
 def write_manifest(release_dir: Path, files: list[ReleasedFile]) -> Path:
-    """Write MANIFEST.ecsv, SHA256SUMS and README.md at the release root."""
-    rows = []
+    """Write MANIFEST.ecsv, SHA256SUMS and README.md at the release root.
+
+    Every file in the tree is listed: those released now as ``files`` say, the others as the
+    previous manifest said (a file it does not know is listed under its target folder, kind
+    ``other``); rows of files no longer there are dropped.
+    """
+    known: dict[str, tuple[str, str, str]] = {}
+    old = release_dir / "MANIFEST.ecsv"
+    if old.is_file():
+        for row in Table.read(old, format="ascii.ecsv"):
+            known[str(row["file"])] = (str(row["target"]), str(row["band"]), str(row["kind"]))
     for f in files:
-        rows.append((str(f.path.relative_to(release_dir)), f.target, f.band, f.kind,
-                     f.path.stat().st_size, _sha256(f.path)))
+        known[str(f.path.relative_to(release_dir))] = (f.target, f.band, f.kind)
+    present = sorted(str(p.relative_to(release_dir)) for p in release_dir.rglob("*")
+                     if p.is_file() and not p.name.startswith(".")
+                     and str(p.relative_to(release_dir)) not in META_FILES)
+    rows = []
+    for rel in present:
+        target, band, kind = known.get(rel, (rel.split("/")[0], "", "other"))
+        path = release_dir / rel
+        rows.append((rel, target, band, kind, path.stat().st_size, _sha256(path)))
     table = Table(rows=rows or None, names=("file", "target", "band", "kind", "bytes", "sha256"),
                   dtype=(str, str, str, str, np.int64, str))
     release_dir.mkdir(parents=True, exist_ok=True)

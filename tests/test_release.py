@@ -108,3 +108,31 @@ def test_convolve_target_must_have_kernels(tmp_path, bad):
     sci = SCIENCE.replace('[convolve]\ntarget = "F2100W"\n', bad)
     with pytest.raises(ConfigError, match=r"\[convolve\] target 'F770W' is not among \[kernels\] targets"):
         load_config(*write_config(tmp_path, science=sci))
+
+
+def test_release_always_lists_what_it_holds_and_rebuilds_stale_products(tmp_path):
+    import os
+
+    rep, rel = tmp_path / "rep", tmp_path / "release"
+    f200 = fake_mosaic(rep / "ngc0000" / "F200W" / "lv3" / "ngc0000_nircam_lv3_f200w_i2d.fits", seed=1)
+    f2100 = fake_mosaic(rep / "ngc0000" / "F2100W" / "lv3" / "ngc0000_miri_lv3_f2100w_i2d.fits", seed=2)
+    build_release(rep, rel, ["ngc0000"], ["F200W", "F2100W"])
+    full = sorted(Table.read(rel / "MANIFEST.ecsv")["file"])
+    assert len(full) == 4
+    build_release(rep, rel, ["ngc0000"], ["F200W"])                 # one band only: others stay listed
+    assert sorted(Table.read(rel / "MANIFEST.ecsv")["file"]) == full
+    # the band is reprocessed: its new mosaic must replace the released one
+    released = rel / "ngc0000" / f200.name
+    fake_mosaic(f200.parent / "new.fits", seed=7).replace(f200)
+    os.utime(f200, ns=(released.stat().st_mtime_ns + 10**9,) * 2)
+    build_release(rep, rel, ["ngc0000"], ["F200W"])
+    assert np.array_equal(fits.getdata(released, "SCI"), fits.getdata(f200, "SCI"))
+    (rel / "ngc0000" / "ngc0000_miri_lv3_f2100w_coverage.fits").unlink()  # gone: no longer listed
+    (rel / "ngc0000" / "notes.txt").write_text("added by hand")              # there: listed
+    build_release(rep, rel, ["ngc0000"], ["F200W"])
+    manifest = Table.read(rel / "MANIFEST.ecsv")
+    assert sorted(manifest["file"]) == sorted([f for f in full if "f2100w_coverage" not in f]
+                                              + ["ngc0000/notes.txt"])
+    assert dict(zip(manifest["file"], manifest["kind"], strict=True))["ngc0000/notes.txt"] == "other"
+    assert subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=rel, capture_output=True).returncode == 0
+    assert f2100.is_file()
