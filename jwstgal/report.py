@@ -103,6 +103,9 @@ def write_report(cfg: RunConfig, results: list[Any] | None = None) -> Path:
             parts.append(f'<section id="{target}-{band.name}"><h2>{target} {band.name}</h2>')
             if res is not None and res.error:
                 parts.append(f'<p class="fail">FAILED: {html.escape(res.error)}</p>')
+            if res is not None and res.notes:
+                parts.append("<ul class='notes'>" + "".join(f"<li>{html.escape(n)}</li>" for n in res.notes)
+                             + "</ul>")
             steps = getattr(cfg.science.pipeline.steps, band.instrument)
             parts.append(_step_rows(bdir, steps, res.status if res is not None else {}))
             for step in reversed(STEPS):

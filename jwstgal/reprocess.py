@@ -49,6 +49,7 @@ class BandResult:
     steps_skipped: tuple[str, ...]
     error: str = ""
     status: dict[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -131,7 +132,7 @@ def run_all(cfg: RunConfig, bands: list[str] | None = None, targets: list[str] |
         quick = layout.quicklook(ctx.band_dir, ctx.target, ctx.band)
         results.append(BandResult(ctx.target, ctx.band.name, final if final.is_file() else None,
                                   quick if quick.is_file() else None, ran, skipped, st.error,
-                                  dict(st.status)))
+                                  dict(st.status), tuple(dict.fromkeys(ctx.notes))))
     return results
 
 
@@ -164,6 +165,10 @@ def _run_step(step: Step, states: list[_BandState], executor: Executor, progress
             log.warning("%s", err)
             st.missing = True
             st.status[step.name] = NO_INPUT
+        except StepFailedError as err:  # the band cannot run this step: it fails, the others go on
+            st.error = str(err)
+            st.status[step.name] = FAILED
+            log.error("%s failed in %s: %s", st.ctx.label, step.name, err)
     failed: dict[int, BaseException] = {}
     for wave in sorted({plan.wave for _, plan in plans}):
         work = [(st, plan, args) for st, plan in plans

@@ -1,7 +1,9 @@
+import pytest
 from factories import fake_uncal, write_config
 
 from jwstgal.bands import get_band
 from jwstgal.config import load_config
+from jwstgal.errors import ConfigError
 from jwstgal.layout import product_name
 from jwstgal.steps import StepRecord
 from jwstgal.steps.base import is_background
@@ -71,3 +73,91 @@ def test_step_record_completion_needs_same_key_and_outputs(tmp_path):
 
 def test_product_name():
     assert product_name("ngc0628", get_band("F2100W")) == "ngc0628_miri_lv3_f2100w"
+
+
+NIRCAM_PARALLEL = "jw02107001001_02201_00001_nrca1_rate.fits"   # a coordinated parallel: science
+MIRI_OFF = "jw02107041001_02201_00001_mirimage_rate.fits"
+
+
+def test_nircam_parallels_are_science_and_background_checks_are_per_instrument(tmp_path):
+    from pathlib import Path
+
+    from jwstgal.steps.base import background_reason
+
+    run = load_config(*write_config(tmp_path))
+    assert not is_background(Path(NIRCAM_PARALLEL), run)             # the seed's bug: dropped
+    assert background_reason(Path(MIRI_OFF), run).startswith("parallel_off")
+    cases = {
+        'bgr_check_type = "parallel_off"': (False, True),             # a plain value is MIRI's
+        'bgr_check_type = { nircam = "parallel_off", miri = "none" }': (True, False),
+        'bgr_check_type = { miri = "filename" }\nbgr_filename_pattern = "*_02201_*"': (False, True),
+    }
+    for line, (nircam, miri) in cases.items():
+        cfg, loc = write_config(tmp_path)
+        cfg.write_text(cfg.read_text().replace("[pipeline]", f"[pipeline]\n{line}"))
+        run = load_config(cfg, loc)
+        assert (is_background(Path(NIRCAM_PARALLEL), run), is_background(Path(MIRI_OFF), run)) == \
+            (nircam, miri), line
+    cfg, loc = write_config(tmp_path)
+    cfg.write_text(cfg.read_text().replace("[pipeline]", '[pipeline]\nbgr_check_type = "filename"'))
+    with pytest.raises(ConfigError, match="needs bgr_filename_pattern"):
+        load_config(cfg, loc)
+
+
+def test_check_in_name_reads_targprop(tmp_path):
+    from factories import fake_uncal
+
+    cfg, loc = write_config(tmp_path)
+    cfg.write_text(cfg.read_text().replace("[pipeline]", '[pipeline]\nbgr_check_type = "check_in_name"'))
+    run = load_config(cfg, loc)
+    off = fake_uncal(tmp_path / "a" / "jw1_02101_00001_mirimage_rate.fits", TARGPROP="NGC0628-OFF")
+    on = fake_uncal(tmp_path / "b" / "jw1_02101_00001_mirimage_rate.fits", TARGPROP="NGC0628")
+    assert is_background(off, run) and not is_background(on, run)
+
+
+def test_a_nircam_parallel_once_taken_for_a_background_reruns_stage2_and_is_reported(tmp_path):
+    from plan_fixture import _header_file, build_tree
+
+    from jwstgal.steps import BandContext, get_step
+
+    cfg, loc = build_tree(tmp_path)
+    run = load_config(cfg, loc, check_jwst=False)
+    ctx = BandContext.of(run, "ngc0628", get_band("F200W"))
+    plain = get_step("lv2").plan(ctx, "U", [])
+    _header_file(ctx.band_dir / "rate" / "jw02107001001_02201_00001_nrcb1_rate.fits", "F200W")
+    ctx = BandContext.of(run, "ngc0628", get_band("F200W"))
+    plan = get_step("lv2").plan(ctx, "U", [])
+    assert len(plan.tasks) == len(plain.tasks) + 1 and not ctx.notes   # calibrated as science
+    miri = BandContext.of(run, "ngc0628", get_band("F770W"))
+    mplan = get_step("lv2").plan(miri, "U", [])
+    assert len(mplan.tasks) == 2 and mplan.tasks[0][1]                 # the off field as background
+    assert miri.notes == ["background exposure jw02107003001_02201_00001_mirimage_rate.fits "
+                          "(parallel_off: sequence digit 2 (a parallel sequence))"]
+
+
+def test_a_missing_alignment_catalogue_fails_its_band_and_the_run_goes_on(tmp_path):
+    from plan_fixture import build_tree
+
+    from jwstgal.executor import Executor, ExecutorSpec
+    from jwstgal.reprocess import FAILED, SKIPPED, run_all
+    from jwstgal.steps import BandContext, StepRecord, get_step
+
+    cfg, loc = build_tree(tmp_path)
+    text = cfg.read_text()
+    start = text.index("nircam = [")
+    end = text.index("]", text.index("miri = [")) + 1
+    cfg.write_text(text[:start] + 'nircam = ["lv1", "astrometric_align"]\nmiri = ["lv1"]' + text[end:])
+    run = load_config(cfg, loc, check_jwst=False)
+    for band in ("F200W", "F770W"):
+        ctx = BandContext.of(run, "ngc0628", get_band(band))
+        plan = get_step("lv1").plan(ctx, "", [])
+        for p in plan.outputs:
+            p.write_text("rate")
+        StepRecord(ctx.band_dir, "lv1").finish(plan.key, plan.params, plan.outputs)
+    (run.alignment_dir / "ngc0628_cat.fits").unlink()
+    results = run_all(run, bands=["F200W", "F770W"], progress=False,
+                      executor=Executor(ExecutorSpec("serial")))
+    by_band = {r.band: r for r in results}
+    assert by_band["F200W"].status["astrometric_align"] == FAILED
+    assert "ngc0628_cat.fits" in by_band["F200W"].error and "no such file" in by_band["F200W"].error
+    assert by_band["F770W"].status["lv1"] == SKIPPED and not by_band["F770W"].error

@@ -107,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                        if st and st not in ("ran", "skipped (complete)", "not configured")]
             if not_run:
                 log.info("  not run: %s", ", ".join(not_run))
+            for note in r.notes:
+                log.info("  %s", note)
             if r.mosaic:
                 log.info("  mosaic:    %s", r.mosaic)
                 log.info("  quicklook: %s", r.quicklook)

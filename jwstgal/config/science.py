@@ -48,6 +48,10 @@ class OverwriteLists(StepLists):
     miri: list[str] = Field(default_factory=list, description="MIRI steps to redo.")
 
 
+#: How a dedicated background exposure is recognised.
+BgrCheck = Literal["none", "parallel_off", "check_in_name", "filename"]
+
+
 class PipelineConfig(Strict):
     """The ``[pipeline]`` table: bands, steps and how exposures are selected."""
 
@@ -60,12 +64,33 @@ class PipelineConfig(Strict):
                                        description="Steps to recompute per instrument.")
     obs_to_skip: list[str] = Field(default_factory=list,
                                    description="File-name substrings of exposures never used.")
-    bgr_check_type: Literal["parallel_off", "check_in_name"] = Field(
-        "parallel_off", description="How MIRI background exposures are recognised.")
+    bgr_check_type: BgrCheck | dict[Literal["nircam", "miri"], BgrCheck] = Field(
+        default_factory=lambda: {"nircam": "none", "miri": "parallel_off"},
+        description="How dedicated background exposures are recognised, per instrument: 'none', "
+        "'parallel_off' (a parallel sequence), 'check_in_name' (bgr_background_name in TARGPROP) "
+        "or 'filename' (bgr_filename_pattern). A plain value is MIRI's; NIRCam's default is "
+        "'none' (its coordinated parallels are science).")
     bgr_background_name: str = Field("off", description="Name substring for check_in_name.")
+    bgr_filename_pattern: str = Field("", description="File-name glob of background exposures "
+                                      "(check type 'filename'), e.g. '*_02201_*'.")
     bgr_observation_types: list[Literal["nircam", "nircam_short", "nircam_long", "miri"]] = Field(
         default_factory=lambda: ["miri"],
         description="Band types whose dedicated background exposures enter level 3 as backgrounds.")
+
+    def bgr_check(self, instrument: str) -> str:
+        """The background check of an instrument (``nircam`` or ``miri``)."""
+        if isinstance(self.bgr_check_type, str):
+            return self.bgr_check_type if instrument == "miri" else "none"
+        return self.bgr_check_type.get(instrument, "none")
+
+    @model_validator(mode="after")
+    def _pattern(self) -> PipelineConfig:
+        wants = [self.bgr_check_type] if isinstance(self.bgr_check_type, str) else \
+            list(self.bgr_check_type.values())
+        if "filename" in wants and not self.bgr_filename_pattern:
+            msg = "bgr_check_type 'filename' needs bgr_filename_pattern, e.g. '*_02201_*'"
+            raise ValueError(msg)
+        return self
 
     @field_validator("data_version")
     @classmethod

@@ -35,7 +35,7 @@ from jwstgal.bands import Band
 from jwstgal.errors import InputNotFoundError, StepFailedError
 from jwstgal.provenance import hash_params, write_text_atomic
 from jwstgal.settings import StepSettings, check_band
-from jwstgal.steps.base import BandContext, Step, StepPlan, file_id
+from jwstgal.steps.base import BandContext, Step, StepPlan, alignment_catalogue, file_id
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +132,8 @@ class AstrometricAlign(Step):
             if ctx.target not in run.science.alignment:
                 msg = (f"{run.config_path}: [astrometric_align] reference = 'table' needs an "
                        f"[alignment] catalogue for {ctx.target}")
-                raise InputNotFoundError(msg)
-            ref_path = str(run.alignment_dir / run.science.alignment[ctx.target])
+                raise StepFailedError(msg)
+            ref_path = str(alignment_catalogue(run, ctx.target))
         crfs = sorted(i2d.parent.glob("*_crf.fits"))
         key = hash_params([NAME, self.key_params(params), upstream, ref_path, borrow,
                            file_id(Path(ref_path)) if ref_path else None])

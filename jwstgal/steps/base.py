@@ -19,6 +19,7 @@ This module knows nothing of the driver or of the config package: a step reads t
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import logging
@@ -30,7 +31,7 @@ from typing import Any, ClassVar, Protocol
 
 from jwstgal import layout
 from jwstgal.bands import Band
-from jwstgal.errors import InputNotFoundError
+from jwstgal.errors import InputNotFoundError, StepFailedError
 from jwstgal.provenance import write_text_atomic
 from jwstgal.settings import StepSettings
 from jwstgal.stages import stage_parameters
@@ -132,19 +133,57 @@ def file_id(p: Path) -> list[Any]:
     return [p.name, st.st_size, int(st.st_mtime)]
 
 
-def is_background(path: Path, run: RunView) -> bool:
-    """Whether an exposure is a dedicated background ("off") field.
+def alignment_catalogue(run: RunView, target: str) -> Path:
+    """The target's ``[alignment]`` catalogue in ``alignment_dir``.
 
-    ``parallel_off``: the sequence digit (3rd character of the second file-name field) is 2, i.e.
-    the exposure was taken in a parallel sequence. ``check_in_name``: ``bgr_background_name``
-    appears in the TARGPROP header keyword.
+    Raises
+    ------
+    StepFailedError
+        If the file is missing (the band fails with this message; the others go on).
+    """
+    name = run.science.alignment[target]
+    path = run.alignment_dir / name
+    if not path.is_file():
+        msg = (f"{run.config_path}: [alignment] {target} = {name!r}: no such file in "
+               f"{run.alignment_dir} (set [local] alignment_dir, or fix the name)")
+        raise StepFailedError(msg)
+    return path
+
+
+def instrument_of(path: Path) -> str:
+    """``miri`` or ``nircam``, from a JWST file name's detector field (``mirimage``, ``nrcb1``...)."""
+    return "miri" if "_mirimage" in path.name else "nircam"
+
+
+def background_reason(path: Path, run: RunView, check: str | None = None) -> str:
+    """Why an exposure is a dedicated background ("off") field, or ``''`` when it is science.
+
+    The check is the instrument's ``[pipeline] bgr_check_type`` (or ``check``): ``parallel_off``
+    -- the sequence digit (3rd character of the second file-name field) is 2, a parallel
+    sequence; ``check_in_name`` -- ``bgr_background_name`` appears in the TARGPROP header;
+    ``filename`` -- the name matches ``bgr_filename_pattern``; ``none`` -- never.
     """
     pipe = run.science.pipeline
-    if pipe.bgr_check_type == "parallel_off":
-        return path.name.split("_")[1][2] == "2"
-    from astropy.io import fits
+    check = check or pipe.bgr_check(instrument_of(path))
+    if check == "parallel_off":
+        fields = path.name.split("_")
+        ok = len(fields) > 1 and len(fields[1]) > 2 and fields[1][2] == "2"
+        return "parallel_off: sequence digit 2 (a parallel sequence)" if ok else ""
+    if check == "filename":
+        ok = fnmatch.fnmatch(path.name, pipe.bgr_filename_pattern)
+        return f"filename: matches {pipe.bgr_filename_pattern!r}" if ok else ""
+    if check == "check_in_name":
+        from astropy.io import fits
 
-    return pipe.bgr_background_name.lower() in str(fits.getheader(path).get("TARGPROP", "")).lower()
+        name = pipe.bgr_background_name.lower()
+        ok = name in str(fits.getheader(path).get("TARGPROP", "")).lower()
+        return f"check_in_name: {pipe.bgr_background_name!r} in TARGPROP" if ok else ""
+    return ""
+
+
+def is_background(path: Path, run: RunView) -> bool:
+    """Whether an exposure is a dedicated background field (:func:`background_reason`)."""
+    return bool(background_reason(path, run))
 
 
 @dataclass
@@ -163,6 +202,9 @@ class BandContext:
         The band's configured steps, in order.
     overwrite : set of str
         Steps whose earlier outputs are discarded.
+    notes : list of str
+        What planning found worth telling (e.g. which exposures were taken as backgrounds and
+        why); the run summary and the QA page show them.
     """
 
     run: RunView
@@ -170,6 +212,7 @@ class BandContext:
     band: Band
     steps: list[str] = field(default_factory=list)
     overwrite: set[str] = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)
 
     @classmethod
     def of(cls, run: RunView, target: str, band: Band) -> BandContext:

@@ -15,7 +15,7 @@ from jwstgal.bands import Band
 from jwstgal.errors import InputNotFoundError
 from jwstgal.provenance import hash_params
 from jwstgal.stages import run_stage2
-from jwstgal.steps.base import BandContext, Step, StepPlan
+from jwstgal.steps.base import BandContext, Step, StepPlan, background_reason
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +43,25 @@ class Lv2(Step):
         if not inputs:
             msg = f"{ctx.label}: stage 2 has no *_rate.fits in {rate_dir}"
             raise InputNotFoundError(msg)
-        science = [p for p in inputs if not ctx.is_background(p)]
-        backgrounds = [p for p in inputs if ctx.is_background(p)] if ctx.uses_backgrounds() else []
+        reasons = {p: background_reason(p, ctx.run) for p in inputs}
+        science = [p for p in inputs if not reasons[p]]
+        backgrounds = [p for p in inputs if reasons[p]] if ctx.uses_backgrounds() else []
+        for p in inputs:
+            if reasons[p]:
+                ctx.notes.append(f"background exposure {p.name} ({reasons[p]})"
+                                 + ("" if p in backgrounds else "; not used by this band"))
         params = ctx.stage_params("lv2_parameters")
-        key = hash_params([NAME, params, upstream, [p.name for p in inputs]])
+        key_parts = [NAME, params, upstream, [p.name for p in inputs]]
+        # Until bgr_check_type was per instrument, one check applied to NIRCam and MIRI alike (by
+        # default parallel_off, which took NIRCam coordinated parallels for backgrounds). A file
+        # classified differently now enters the key, so exactly the runs it changes are redone.
+        pipe = ctx.run.science.pipeline
+        legacy = pipe.bgr_check_type if isinstance(pipe.bgr_check_type, str) else "parallel_off"
+        changed = [p.name for p in inputs
+                   if bool(reasons[p]) != bool(background_reason(p, ctx.run, legacy))]
+        if changed:
+            key_parts.append({"background_classification_changed": changed})
+        key = hash_params(key_parts)
         if (done := ctx.complete(NAME, key, params)) is not None:
             return done
         out_dir, reuse = ctx.prepare(NAME, key, params)

@@ -19,10 +19,9 @@ import numpy as np
 
 from jwstgal import layout
 from jwstgal.bands import Band
-from jwstgal.errors import InputNotFoundError
 from jwstgal.provenance import hash_params, write_text_atomic
 from jwstgal.stages import run_stage3
-from jwstgal.steps.base import BandContext, Step, StepPlan, file_id
+from jwstgal.steps.base import BandContext, Step, StepPlan, alignment_catalogue, file_id
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +78,7 @@ class Lv3(Step):
         science, run = ctx.run.science, ctx.run
         refcat = None
         if ctx.target in science.alignment and "astrometric_align" not in ctx.steps:
-            refcat = run.alignment_dir / science.alignment[ctx.target]
-            if not refcat.is_file():
-                msg = (f"{run.config_path}: [alignment] {ctx.target} = "
-                       f"{science.alignment[ctx.target]!r}: no such file in {run.alignment_dir}")
-                raise InputNotFoundError(msg)
+            refcat = alignment_catalogue(run, ctx.target)
         key = hash_params([NAME, params, upstream, [p.name for p in inputs],
                            file_id(refcat) if refcat else None])
         if (done := ctx.complete(NAME, key, params)) is not None:
