@@ -8,7 +8,7 @@ removes the other frames' own stripes from the references as well.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -63,6 +63,55 @@ class StackParams:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class StripeModel:
+    """A stripe model kept as its profiles (a few rows of numbers, not a frame).
+
+    ``expand(shape)`` gives the frame: ``cols`` on every row, each amplifier band's ``rows`` on
+    its columns, minus ``offset`` (the model's median), exactly as the model was built.
+    """
+
+    rows: tuple[np.ndarray, ...]
+    amps: tuple[slice, ...]
+    cols: np.ndarray | None = None
+    offset: float = 0.0
+
+    def expand(self, shape: tuple[int, ...]) -> np.ndarray:
+        """The model as a frame of ``shape``."""
+        model = np.zeros(shape)
+        if self.cols is not None:
+            model += self.cols[None, :]
+        for sl, r in zip(self.amps, self.rows, strict=True):
+            model[:, sl] += r[:, None]
+        model -= self.offset
+        return model
+
+
+def _stripe_profiles(data: np.ndarray, reference: np.ndarray, dq: np.ndarray | None, p: StackParams,
+                     n_amps: int) -> tuple[StripeModel, np.ndarray]:
+    """The compact stripe model of ``data - reference`` and the mask it was measured under."""
+    bad = bad_pixel_mask(data, dq, None, p.dq_flags) | ~np.isfinite(reference)
+    diff = data - reference
+    med, _ = background_stats(diff, bad, p.sigma, p.max_iters)
+    diff = diff - med
+    mask = bad | source_mask(diff, bad, p.sigma, 3, p.dilate_size, p.max_iters)
+    d = np.where(mask, np.nan, diff)
+    cols = None
+    if p.vertical:
+        cols = fill_nan_1d(clipped_median(d, 0, p.sigma, p.max_iters))
+        cols -= np.median(cols)
+        d = d - cols[None, :]
+    amps = amplifier_slices(data.shape[1], n_amps if p.quadrants else 1)
+    rows = []
+    for r in row_profiles(d, amps, p.min_mask_frac, (p.sigma, p.max_iters)):
+        r = fill_nan_1d(r)
+        if p.smooth_scale > 1:
+            r = median_filter(r, size=p.smooth_scale, mode="reflect")
+        rows.append(r)
+    model = StripeModel(tuple(rows), tuple(amps), cols)
+    return StripeModel(model.rows, model.amps, cols, float(np.median(model.expand(data.shape)))), mask
+
+
 def stack_stripe_model(
     data: np.ndarray,
     reference: np.ndarray,
@@ -96,41 +145,23 @@ def stack_stripe_model(
     DestripeResult
         Model to subtract (rows per amplifier, plus columns with ``vertical``), centred.
     """
-    p = params or StackParams()
     data = np.asarray(data, float)
-    bad = bad_pixel_mask(data, dq, None, p.dq_flags) | ~np.isfinite(reference)
-    diff = data - reference
-    med, _ = background_stats(diff, bad, p.sigma, p.max_iters)
-    diff = diff - med
-    mask = bad | source_mask(diff, bad, p.sigma, 3, p.dilate_size, p.max_iters)
-    d = np.where(mask, np.nan, diff)
-    model = np.zeros_like(data)
-    if p.vertical:
-        col = fill_nan_1d(clipped_median(d, 0, p.sigma, p.max_iters))
-        col -= np.median(col)
-        model += col[None, :]
-        d = d - col[None, :]
-    amps = amplifier_slices(data.shape[1], n_amps if p.quadrants else 1)
-    for sl, r in zip(amps, row_profiles(d, amps, p.min_mask_frac, (p.sigma, p.max_iters)), strict=True):
-        r = fill_nan_1d(r)
-        if p.smooth_scale > 1:
-            r = median_filter(r, size=p.smooth_scale, mode="reflect")
-        model[:, sl] += r[:, None]
-    model -= np.median(model)
-    return DestripeResult(model=model, mask=mask, amp_offsets=np.zeros(len(amps)))
+    model, mask = _stripe_profiles(data, reference, dq, params or StackParams(), n_amps)
+    return DestripeResult(model=model.expand(data.shape), mask=mask,
+                          amp_offsets=np.zeros(len(model.amps)))
 
 
-def stack_destripe_all(
-    frames: list[np.ndarray],
-    dqs: list[np.ndarray | None],
+def stack_destripe_iter(
+    n: int,
+    load: Callable[[int], tuple[np.ndarray, np.ndarray | None]],
     resample: Callable[[int, int, np.ndarray], np.ndarray],
     params: StackParams | None = None,
     *,
     n_amps: list[int] | None = None,
     iterations: int = 3,
     overlaps: np.ndarray | None = None,
-) -> list[DestripeResult]:
-    """Iterated multi-exposure stripe subtraction for a set of overlapping frames.
+) -> Iterator[tuple[int, DestripeResult]]:
+    """Iterated multi-exposure stripe subtraction, streamed: memory of one frame and its neighbours.
 
     Each pass builds, for every frame, the average of the *other* frames (each already corrected
     with its current model, levelled to this frame by the clipped median of their difference, and
@@ -138,12 +169,16 @@ def stack_destripe_all(
     :func:`stack_stripe_model`. Other frames' stripes enter a reference at 1/sqrt(N-1) and at other
     detector rows; iterating removes them from the references as well.
 
+    Frames are fetched through ``load`` when needed and the models are kept as profiles
+    (:class:`StripeModel`), so memory does not grow with the number of frames; each frame's final
+    result is yielded as soon as it is known (in the last pass), for the caller to write.
+
     Parameters
     ----------
-    frames : list of numpy.ndarray
-        Frames (each on its own detector grid).
-    dqs : list of numpy.ndarray or None
-        DQ arrays.
+    n : int
+        Number of frames.
+    load : callable
+        ``load(i)`` returns frame i (float) and its DQ (or None).
     resample : callable
         ``resample(j, i, image)`` returns ``image`` (frame j's grid) on frame i's grid, NaN where j
         does not cover.
@@ -157,48 +192,94 @@ def stack_destripe_all(
         Boolean (n, n): which frames may enter which reference (default: all pairs; pairs covering
         less than ``min_overlap_frac`` of a frame are dropped on the first pass).
 
-    Returns
-    -------
-    list of DestripeResult
-        One model per frame (subtract it).
+    Yields
+    ------
+    (int, DestripeResult)
+        Frame index and its model (subtract it), in frame order.
     """
     p = params or StackParams()
-    n = len(frames)
     amps = n_amps or [1] * n
-    bad = [bad_pixel_mask(np.asarray(f, float), d, None, p.dq_flags)
-           for f, d in zip(frames, dqs, strict=True)]
+
+    def bad_of(data: np.ndarray, dq: np.ndarray | None) -> np.ndarray:
+        return bad_pixel_mask(data, dq, None, p.dq_flags)
+
     use = np.ones((n, n), bool) if overlaps is None else overlaps.copy()
     np.fill_diagonal(use, False)
-    empty = np.array([not (~b).any() for b in bad])  # no valid pixel: neither fitted nor a reference
-    use[empty, :] = False
+    empty = np.array([not (~bad_of(*load(i))).any() for i in range(n)], bool)
+    use[empty, :] = False  # no valid pixel: neither fitted nor a reference
     use[:, empty] = False
-    models = [np.zeros(np.shape(f)) for f in frames]
-    results = [DestripeResult(m, b, np.zeros(1)) for m, b in zip(models, bad, strict=True)]
-    if n < 2:
-        return results
+    models: list[StripeModel | None] = [None] * n
+
+    def corrected(j: int) -> np.ndarray:
+        data, dq = load(j)
+        model = models[j].expand(data.shape) if models[j] is not None else 0.0
+        return np.where(bad_of(data, dq), np.nan, data - model)
+
+    def unchanged(i: int) -> DestripeResult:
+        data, dq = load(i)
+        model = models[i].expand(data.shape) if models[i] is not None else np.zeros(data.shape)
+        return DestripeResult(model, bad_of(data, dq), np.zeros(1))
+
+    if n < 2 or iterations < 1:
+        yield from ((i, unchanged(i)) for i in range(n))
+        return
     for it in range(iterations):
-        corrected = [np.where(b, np.nan, f - m) for f, b, m in zip(frames, bad, models, strict=True)]
-        new_results = []
+        last = it == iterations - 1
+        new_models = list(models)
         for i in range(n):
-            acc = np.zeros(np.shape(frames[i]))
+            data_i, dq_i = load(i)
+            valid_i = ~bad_of(data_i, dq_i)
+            corrected_i = corrected(i)
+            acc = np.zeros(data_i.shape)
             cnt = np.zeros_like(acc)
-            valid_i = ~bad[i]
             for j in np.flatnonzero(use[i]):
-                other = resample(int(j), i, corrected[j])
+                other = resample(int(j), i, corrected(int(j)))
                 ok = np.isfinite(other) & valid_i
                 if it == 0 and (not ok.any() or ok.sum() < p.min_overlap_frac * valid_i.sum()):
                     use[i, j] = False
                     continue
-                delta = clipped_median((other - corrected[i])[ok][None], 1, p.sigma, p.max_iters)[0]
+                delta = clipped_median((other - corrected_i)[ok][None], 1, p.sigma, p.max_iters)[0]
                 acc[ok] += other[ok] - delta
                 cnt[ok] += 1
             if not cnt.any():
-                new_results.append(results[i])
+                if last:
+                    yield i, unchanged(i)
                 continue
             reference = np.where(cnt > 0, acc / np.maximum(cnt, 1), np.nan)
-            new_results.append(stack_stripe_model(frames[i], reference, dqs[i], p, n_amps=amps[i]))
-        results = new_results
-        models = [r.model for r in results]
-        log.debug("stack destripe pass %d: model rms %s", it + 1,
-                  ", ".join(f"{np.std(m):.3g}" for m in models))
-    return results
+            model, mask = _stripe_profiles(data_i, reference, dq_i, p, amps[i])
+            new_models[i] = model
+            if last:
+                yield i, DestripeResult(model.expand(data_i.shape), mask, np.zeros(len(model.amps)))
+        models = new_models
+        log.debug("stack destripe pass %d of %d", it + 1, iterations)
+
+
+def stack_destripe_all(
+    frames: list[np.ndarray],
+    dqs: list[np.ndarray | None],
+    resample: Callable[[int, int, np.ndarray], np.ndarray],
+    params: StackParams | None = None,
+    *,
+    n_amps: list[int] | None = None,
+    iterations: int = 3,
+    overlaps: np.ndarray | None = None,
+) -> list[DestripeResult]:
+    """:func:`stack_destripe_iter` on frames held in memory; one result per frame (subtract it).
+
+    Parameters
+    ----------
+    frames : list of numpy.ndarray
+        Frames (each on its own detector grid).
+    dqs : list of numpy.ndarray or None
+        DQ arrays.
+    resample, params, n_amps, iterations, overlaps
+        As for :func:`stack_destripe_iter`.
+
+    Returns
+    -------
+    list of DestripeResult
+    """
+    arrays = [np.asarray(f, float) for f in frames]
+    return [res for _, res in stack_destripe_iter(
+        len(arrays), lambda i: (arrays[i], dqs[i]), resample, params, n_amps=n_amps,
+        iterations=iterations, overlaps=overlaps)]

@@ -3,7 +3,8 @@
 Every frame is compared with the average of the overlapping (already level-matched) other frames,
 resampled onto its own pixels through the SCI WCS; the stripes of the difference are measured with
 :func:`jwstgal.destripe_stack.stack_stripe_model` and removed, in a few passes whose references are
-rebuilt each time (:func:`jwstgal.destripe_stack.stack_destripe_all`).
+rebuilt each time (:func:`jwstgal.destripe_stack.stack_destripe_iter`). Memory is bounded by one
+frame and its overlapping neighbours, whatever the number of exposures.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from scipy.ndimage import map_coordinates
 
 from jwstgal import dq
 from jwstgal.bands import Band
-from jwstgal.destripe_stack import StackParams, stack_destripe_all
+from jwstgal.destripe_stack import StackParams, stack_destripe_iter
 from jwstgal.provenance import atomic_path, hash_params, stamp_header
 from jwstgal.settings import StepSettings, added_field
 from jwstgal.steps.base import BandContext, Step, StepPlan
@@ -52,28 +53,71 @@ class StackDestripeSettings(StepSettings):
     dq_flags: list[DQ_CHOICES] = added_field(list(dq.DEFAULT_BAD), "DQ flags excluded.")
 
 
-def _pixel_map(wcs_from: WCS, shape_from: tuple[int, int], wcs_to: WCS, step: int = 16
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel coordinates in ``wcs_to`` of every pixel of a ``shape_from`` frame.
+def _coarse_map(wcs_from: WCS, shape_from: tuple[int, int], wcs_to: WCS, step: int = 16
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel coordinates in ``wcs_to`` of a coarse grid of a ``shape_from`` frame's pixels.
 
-    Computed on a coarse grid and interpolated: distortions are smooth on 16-pixel scales.
+    Returns the grid's rows and columns and the target x and y there; distortions are smooth on
+    16-pixel scales, so :func:`_pixel_map` interpolates the full map from this.
     """
     ny, nx = shape_from
     gy = np.unique(np.r_[np.arange(0, ny, step), ny - 1]).astype(float)
     gx = np.unique(np.r_[np.arange(0, nx, step), nx - 1]).astype(float)
     yy, xx = np.meshgrid(gy, gx, indexing="ij")
     x2, y2 = wcs_to.world_to_pixel_values(*wcs_from.pixel_to_world_values(xx, yy))
-    fy, fx = np.arange(ny, dtype=float), np.arange(nx, dtype=float)
-    py, px = np.meshgrid(fy, fx, indexing="ij")
+    return gy, gx, np.asarray(x2), np.asarray(y2)
+
+
+def _pixel_map(coarse: tuple[np.ndarray, ...], shape_from: tuple[int, int]
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Full-resolution pixel map (y, x in the other frame) of every pixel, from a coarse map."""
+    gy, gx, x2, y2 = coarse
+    ny, nx = shape_from
+    py, px = np.meshgrid(np.arange(ny, dtype=float), np.arange(nx, dtype=float), indexing="ij")
     pts = np.column_stack([py.ravel(), px.ravel()])
     ox = RegularGridInterpolator((gy, gx), x2)(pts).reshape(shape_from)
     oy = RegularGridInterpolator((gy, gx), y2)(pts).reshape(shape_from)
     return oy, ox
 
 
+def _inside(ox: np.ndarray, oy: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    ny, nx = shape
+    return (ox > -0.5) & (oy > -0.5) & (ox < nx - 0.5) & (oy < ny - 0.5)
+
+
+class _Frames:
+    """Frames of a band read on demand, a few kept (memory does not grow with their number)."""
+
+    def __init__(self, files: list[Path], keep: int = 4) -> None:
+        self.files = files
+        self.keep = keep
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+        self.shapes, self.wcss, self.amps = [], [], []
+        for f in files:
+            with fits.open(f) as h:
+                shape = h["SCI"].data.shape
+                self.shapes.append(shape)
+                self.wcss.append(WCS(h["SCI"].header))
+                self.amps.append(frame_layout(h[0].header, shape)[1])
+
+    def __call__(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
+        if i not in self._cache:
+            if len(self._cache) >= self.keep:
+                self._cache.pop(next(iter(self._cache)))
+            with fits.open(self.files[i], memmap=False) as h:
+                self._cache[i] = (np.array(h["SCI"].data, float),
+                                  np.array(h["DQ"].data) if "DQ" in h else None)
+        return self._cache[i]
+
+
 def stack_destripe_files(files: list[Path], out_dir: Path, params: StackParams, *, iterations: int = 3,
                          config_hash: str = "", plot_dir: Path | None = None) -> list[Path]:
     """Multi-exposure stripe subtraction of one band's cal files into ``out_dir``.
+
+    Memory is bounded by one frame and its overlapping neighbours, whatever the number of files:
+    frames are read when needed (a few cached), pixel maps between overlapping frames are kept on
+    a coarse grid and interpolated when used, models are kept as profiles, and each output is
+    written as soon as its model is final.
 
     Parameters
     ----------
@@ -84,7 +128,7 @@ def stack_destripe_files(files: list[Path], out_dir: Path, params: StackParams, 
     params : StackParams
         Settings.
     iterations : int
-        Passes of :func:`jwstgal.destripe_stack.stack_destripe_all`.
+        Passes of :func:`jwstgal.destripe_stack.stack_destripe_iter`.
     config_hash : str
         Recorded in the headers.
     plot_dir : pathlib.Path, optional
@@ -95,45 +139,38 @@ def stack_destripe_files(files: list[Path], out_dir: Path, params: StackParams, 
     list of pathlib.Path
         The written files.
     """
-    data, dqs, wcss, amps = [], [], [], []
-    for f in files:
-        with fits.open(f) as h:
-            data.append(np.array(h["SCI"].data, float))
-            dqs.append(np.array(h["DQ"].data) if "DQ" in h else None)
-            wcss.append(WCS(h["SCI"].header))
-            amps.append(frame_layout(h[0].header, data[-1].shape)[1])
+    load = _Frames(files)
     n = len(files)
-    empty = [not good_pixels(d, q).any() for d, q in zip(data, dqs, strict=True)]
-    for f in (f for f, e in zip(files, empty, strict=True) if e):
-        log.warning("%s: no valid pixel (all NaN, zero or DO_NOT_USE): left out of stack-based "
-                    "destriping and copied unchanged", f)
-    maps: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+    empty = []
+    for f, i in zip(files, range(n), strict=True):
+        empty.append(not good_pixels(*load(i)).any())
+        if empty[-1]:
+            log.warning("%s: no valid pixel (all NaN, zero or DO_NOT_USE): left out of stack-based "
+                        "destriping and copied unchanged", f)
+    coarse: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
     overlaps = np.zeros((n, n), bool)
     for i in range(n):
         for j in range(n):
             if i == j or empty[i] or empty[j]:
                 continue
-            oy, ox = _pixel_map(wcss[i], data[i].shape, wcss[j])
-            ny, nx = data[j].shape
-            inside = (ox > -0.5) & (oy > -0.5) & (ox < nx - 0.5) & (oy < ny - 0.5)
-            if inside.mean() > 0.02:
-                maps[(i, j)] = (oy, ox)
+            c = _coarse_map(load.wcss[i], load.shapes[i], load.wcss[j])
+            if _inside(c[2], c[3], load.shapes[j]).mean() > 0.02:
+                coarse[(i, j)] = c
                 overlaps[i, j] = True
 
     def resample(j: int, i: int, img: np.ndarray) -> np.ndarray:
         # NaN-aware bilinear: a masked pixel only affects where it carries most of the weight
-        oy, ox = maps[(i, j)]
+        oy, ox = _pixel_map(coarse[(i, j)], load.shapes[i])
         finite = np.isfinite(img)
         val = map_coordinates(np.where(finite, img, 0.0), [oy, ox], order=1, mode="nearest")
         wt = map_coordinates(finite.astype(float), [oy, ox], order=1, mode="nearest")
-        ny, nx = img.shape
-        inside = (ox > -0.5) & (oy > -0.5) & (ox < nx - 0.5) & (oy < ny - 0.5)
-        return np.where(inside & (wt > 0.5), val / np.where(wt > 0, wt, 1.0), np.nan)
+        return np.where(_inside(ox, oy, img.shape) & (wt > 0.5), val / np.where(wt > 0, wt, 1.0), np.nan)
 
-    results = stack_destripe_all(data, dqs, resample, params, n_amps=amps, iterations=iterations,
-                                 overlaps=overlaps)
     outputs = []
-    for i, (f, res, sci, dq_arr) in enumerate(zip(files, results, data, dqs, strict=True)):
+    for i, res in stack_destripe_iter(n, load, resample, params, n_amps=load.amps,
+                                      iterations=iterations, overlaps=overlaps):
+        f = files[i]
+        sci, dq_arr = load(i)
         good = good_pixels(sci, dq_arr)
         with fits.open(f) as h:
             h["SCI"].data = np.where(good, sci - res.model, sci).astype(h["SCI"].data.dtype)
