@@ -233,6 +233,11 @@ class MastArchive:
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = dest.with_name(dest.name + ".part")
         url = f"{self.obs._portal_api_connection.MAST_DOWNLOAD_URL}?uri={row['dataURI']}"
+        if part.is_file() and size and part.stat().st_size >= size:  # complete but never renamed
+            if not verify_file(part, size):
+                part.replace(dest)
+                return "resumed"
+            part.unlink()
         resumed = part.is_file() and part.stat().st_size > 0
         last = ""
         for attempt in range(self.retries + 1):

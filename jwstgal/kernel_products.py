@@ -95,7 +95,8 @@ def make_kernel_set(
         tgt = (analytic_psf(target, src.pixscale) if is_analytic(target)
                else band_psf(target, cfg, psf_dir, data_dir))
         params = {"method": method, "src": src.origin, "tgt": tgt.origin, "pix": src.pixscale,
-                  "reg_fact": cfg.reg_fact if method == "pypher" else None}
+                  "reg_fact": cfg.reg_fact if method == "pypher" else None,
+                  "metrics": "of the written kernel"}  # older files described the untrimmed one
         key = hash_params(params)
         path = kernel_path(psf_dir, method, band, target)
         if not overwrite and path.is_file() and fits.getheader(path).get("JG_KERN") == key:

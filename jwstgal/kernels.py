@@ -289,6 +289,14 @@ def kernel_metrics(source: np.ndarray, target: np.ndarray, kernel: np.ndarray) -
     return float(np.abs(conv - t).sum()), float(0.5 * (np.abs(k).sum() - k.sum()))
 
 
+def _check_broader(method: str, fwhm_s: float, fwhm_t: float) -> None:
+    """No kernel takes a PSF to a sharper one: ``ValueError`` unless the target is broader."""
+    if fwhm_t <= fwhm_s:
+        msg = (f"{method}: target PSF (FWHM {fwhm_t:.3f}\") is not broader than the source "
+               f"(FWHM {fwhm_s:.3f}\"); choose a broader target")
+        raise ValueError(msg)
+
+
 def _grid_size(fwhm_t: float, common: float, *psf_extents: float) -> int:
     return _odd(max(12 * fwhm_t / common, *psf_extents))
 
@@ -332,10 +340,7 @@ def make_aniano_kernel(
                                   _odd(min(source.shape) - 2)), source_pixscale)
     fwhm_t = fwhm_of(resample_psf(target, target_pixscale, target_pixscale,
                                   _odd(min(target.shape) - 2)), target_pixscale)
-    if fwhm_t <= fwhm_s:
-        msg = (f"make_aniano_kernel: target PSF (FWHM {fwhm_t:.3f}\") is not broader than the "
-               f"source (FWHM {fwhm_s:.3f}\"); choose a broader target")
-        raise ValueError(msg)
+    _check_broader("make_aniano_kernel", fwhm_s, fwhm_t)
     common = common_pixscale or min(source_pixscale, fwhm_s / 10)
     size = min(_grid_size(fwhm_t, common, source.shape[0] * source_pixscale / common,
                           target.shape[0] * target_pixscale / common), max_grid)
@@ -354,9 +359,9 @@ def make_aniano_kernel(
     k_ft = f_t * t_ft * phi * inv
     kern = scipy.fft.fftshift(scipy.fft.ifft2(k_ft).real)
     kern[np.abs(kern) < np.finfo(float).eps * np.abs(kern).max()] = 0.0
-    d, w = kernel_metrics(s, t, kern / kern.sum())
     kern = circularise(trim_energy(kern, energy))
     kern /= kern.sum()
+    d, w = kernel_metrics(s, t, kern)  # of the kernel that is written, not of the untrimmed one
     return KernelResult(kern, common, "aniano", fwhm_s, fwhm_t, d, w,
                         {"common_pixscale": common, "grid": size, "energy": energy,
                          "k_h_rad_per_arcsec": k_h})
@@ -393,6 +398,11 @@ def make_pypher_kernel(
     Returns
     -------
     KernelResult
+
+    Raises
+    ------
+    ValueError
+        If the target is not broader than the source (no kernel can sharpen a PSF).
     """
     from pypher.pypher import homogenization_kernel
 
@@ -400,15 +410,16 @@ def make_pypher_kernel(
                                   _odd(min(source.shape) - 2)), source_pixscale)
     fwhm_t = fwhm_of(resample_psf(target, target_pixscale, target_pixscale,
                                   _odd(min(target.shape) - 2)), target_pixscale)
+    _check_broader("make_pypher_kernel", fwhm_s, fwhm_t)
     common = common_pixscale or min(source_pixscale, fwhm_s / 10)
     size = min(_grid_size(fwhm_t, common, source.shape[0] * source_pixscale / common,
                           target.shape[0] * target_pixscale / common), max_grid)
     s = resample_psf(source, source_pixscale, common, size)
     t = resample_psf(target, target_pixscale, common, size)
     kern, _ = homogenization_kernel(t, s, reg_fact=reg_fact, clip=False)
-    d, w = kernel_metrics(s, t, kern / kern.sum())
     kern = trim_energy(kern, 0.999)
     kern = kern / kern.sum()
+    d, w = kernel_metrics(s, t, kern)  # of the kernel that is written
     return KernelResult(kern, common, "pypher", fwhm_s, fwhm_t, d, w,
                         {"common_pixscale": common, "grid": size, "reg_fact": reg_fact})
 

@@ -182,17 +182,23 @@ def _shift_resampler(offs, size):
     return resample
 
 
-def test_stack_destripe_files_resamples_through_the_wcs(tmp_path):
-    frames, offs = _dithered_galaxy(n=4, size=256)
+def _dithered_files(tmp_path, n=4, size=256):
+    """``n`` dithered galaxy frames written as cal files with a WCS; (frames, offsets, files)."""
+    frames, offs = _dithered_galaxy(n=n, size=size)
     files = []
     for k, (f, (dy, dx)) in enumerate(zip(frames, offs, strict=True)):
         w = WCS(naxis=2)
         w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
         w.wcs.crval = [10.0, 20.0]
-        w.wcs.crpix = [129 - dx, 129 - dy]                 # frame pixel (x, y) = big (x + dx, y + dy)
+        w.wcs.crpix = [size / 2 + 1 - dx, size / 2 + 1 - dy]   # frame pixel (x, y) = big (x + dx, y + dy)
         w.wcs.cdelt = [-1e-5, 1e-5]
         files.append(tmp_path / f"f{k}_cal.fits")
         _write_frame(files[-1], f, w, noutputs=2)
+    return frames, offs, files
+
+
+def test_stack_destripe_files_resamples_through_the_wcs(tmp_path):
+    frames, offs, files = _dithered_files(tmp_path)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     params = StackParams(smooth_scale=0)                    # raw frames: every scale is stripes here
@@ -279,16 +285,7 @@ def test_a_cut_out_keeping_its_parents_noutputs_is_one_amplifier_band():
 
 
 def test_an_all_nan_exposure_is_left_out_of_the_stack_with_a_warning(tmp_path, caplog):
-    frames, offs = _dithered_galaxy(n=4, size=256)
-    files = []
-    for k, (f, (dy, dx)) in enumerate(zip(frames, offs, strict=True)):
-        w = WCS(naxis=2)
-        w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-        w.wcs.crval = [10.0, 20.0]
-        w.wcs.crpix = [129 - dx, 129 - dy]
-        w.wcs.cdelt = [-1e-5, 1e-5]
-        files.append(tmp_path / f"f{k}_cal.fits")
-        _write_frame(files[-1], f, w, noutputs=2)
+    frames, _, files = _dithered_files(tmp_path)
     with fits.open(files[2], mode="update") as h:       # an exposure with no data at all
         h["SCI"].data[:] = np.nan
     out_dir = tmp_path / "out"

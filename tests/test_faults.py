@@ -390,3 +390,20 @@ def test_unreadable_configs_are_one_message_and_the_token_is_never_echoed(tmp_pa
     loc.write_text('[local]\nraw_dir = "raw"\nworking_dir = "work"\napi_key = 9876543210123\n')
     res = _cli("run_jwst_reprocessing.py", cfg, loc)
     assert res.returncode == 2 and "local.api_key" in res.stderr and "9876543210123" not in res.stderr
+
+
+def test_a_complete_part_file_left_by_a_kill_is_verified_and_kept(small_archive, tmp_path):
+    row = _rows(small_archive)[0]
+    name = row["productFilename"]
+    dest = tmp_path / "raw"
+    with MastServer(small_archive) as srv:
+        arch = MastArchive(srv.url, retries=0)
+        prods = _products(arch)
+        part = dest / "mastDownload" / "JWST" / row["obs_id"] / (name + ".part")
+        part.parent.mkdir(parents=True)
+        part.write_bytes(small_archive.files[name])      # fully written, killed before the rename
+        manifest = arch.download(DownloadPlan(dest, prods, "t"), progress=False)
+    assert dict(zip(manifest["file"], manifest["status"], strict=True))[
+        f"mastDownload/JWST/{row['obs_id']}/{name}"] == "resumed"
+    assert not any(name in p for m, p, _ in small_archive.log if m == "GET")   # no refetch
+    assert (part.parent / name).read_bytes() == small_archive.files[name] and not part.exists()

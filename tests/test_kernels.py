@@ -20,7 +20,8 @@ def test_gaussian_to_gaussian_kernel_is_the_analytic_gaussian(maker):
     assert res.kernel.sum() == pytest.approx(1.0)
     assert res.kernel.shape[0] % 2 == 1
     assert fwhm_of(res.kernel, res.pixscale) == pytest.approx(np.sqrt(0.6**2 - 0.3**2), rel=0.005)
-    assert res.D < 1e-3 and res.W_minus < 1e-3 and res.safety == "very safe"
+    # D of the written kernel: trimming to 99.9 % of sum |K| costs up to ~2e-3 of it by itself
+    assert res.D < 3e-3 and res.W_minus < 1e-3 and res.safety == "very safe"
 
 
 def test_kernel_from_a_coarser_target_grid():
@@ -39,9 +40,29 @@ def test_moffat_target_and_metrics():
     assert fwhm_of(conv, 0.03) == pytest.approx(0.8, rel=0.01)
 
 
-def test_narrower_target_is_refused():
+@pytest.mark.parametrize("maker", [make_aniano_kernel, make_pypher_kernel])
+def test_narrower_target_is_refused(maker):
     with pytest.raises(ValueError, match="not broader than the source"):
-        make_aniano_kernel(gaussian_psf(0.6, 0.03), 0.03, gaussian_psf(0.3, 0.03), 0.03)
+        maker(gaussian_psf(0.6, 0.03), 0.03, gaussian_psf(0.3, 0.03), 0.03)
+
+
+@pytest.mark.parametrize("maker", [make_aniano_kernel, make_pypher_kernel])
+def test_metrics_describe_the_kernel_that_is_written(maker):
+    """D and W- recomputed from the returned (trimmed) kernel on the working grid are the ones
+    reported (they used to describe the untrimmed kernel)."""
+    from jwstgal.kernels import kernel_metrics
+
+    src, tgt = moffat_psf(0.4, 2.5, 0.02), moffat_psf(0.9, 2.0, 0.02)
+    res = maker(src, 0.02, tgt, 0.02)
+    size = res.params["grid"]
+    s = resample_psf(src, 0.02, res.pixscale, size)
+    t = resample_psf(tgt, 0.02, res.pixscale, size)
+    if maker is make_aniano_kernel:           # Aniano kernels work on circularised PSFs
+        from jwstgal.kernels import circularise
+
+        s, t = circularise(s), circularise(t)
+    d, w = kernel_metrics(s / s.sum(), t / t.sum(), res.kernel)
+    assert pytest.approx(d, rel=1e-9) == res.D and res.W_minus == pytest.approx(w, rel=1e-9, abs=1e-15)
 
 
 def test_safety_classes():

@@ -136,3 +136,24 @@ def test_release_always_lists_what_it_holds_and_rebuilds_stale_products(tmp_path
     assert dict(zip(manifest["file"], manifest["kind"], strict=True))["ngc0000/notes.txt"] == "other"
     assert subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=rel, capture_output=True).returncode == 0
     assert f2100.is_file()
+
+
+def test_an_unsafe_kernel_is_not_applied_unless_the_config_says_so(tmp_path):
+    cfg, loc = write_config(tmp_path, science=SCIENCE,
+                            local='[local]\nraw_dir="raw"\nworking_dir="work"\npsf_dir="psf"\n')
+    rep = tmp_path / "work" / "jwst_lv3_reprocessed_t1" / "ngc0000"
+    fake_mosaic(rep / "F200W" / "lv3" / "ngc0000_nircam_lv3_f200w_i2d.fits", pixscale=0.031,
+                shape=(200, 200))
+    fake_mosaic(rep / "F2100W" / "lv3" / "ngc0000_miri_lv3_f2100w_i2d.fits", pixscale=0.11,
+                shape=(60, 60), seed=1)
+    assert run("make_kernels.py", cfg, loc).returncode == 0
+    kern = tmp_path / "psf" / "kernels" / "aniano" / "F200W_to_F2100W.fits"
+    with fits.open(kern, mode="update") as h:          # as a pypher kernel to a sharper PSF would be
+        h[0].header["SAFETY"], h[0].header["KERN_WM"] = "unsafe", 107.0
+    res = run("convolve_data.py", cfg, loc)
+    out = rep / "F200W" / "convolved" / "ngc0000_nircam_lv3_f200w_i2d_conv_F2100W.fits"
+    assert res.returncode == 1 and "is unsafe (W- = 107" in res.stderr and not out.exists()
+    cfg.write_text(cfg.read_text().replace('target = "F2100W"\n', 'target = "F2100W"\nallow_unsafe = true\n'))
+    res = run("convolve_data.py", cfg, loc)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert out.is_file()

@@ -46,6 +46,7 @@ def test_band_argument_must_be_configured(tmp_path):
 def test_log_script_writes_a_timestamped_log_in_working_dir(tmp_path):
     (tmp_path / "c.toml").write_text('[projects.1]\ntargets=["a"]\n[pipeline]\nnircam_bands=["F200W"]\n')
     (tmp_path / "l.toml").write_text('[local]\nraw_dir="r"\nworking_dir="w"\ncrds_dir="crds"\n')
+    (tmp_path / "r").mkdir()                        # an empty raw tree (a missing one is a config error)
     res = subprocess.run([sys.executable, str(REPO / "log_jwst_reprocessing.py"),
                           str(tmp_path / "c.toml"), str(tmp_path / "l.toml"), "--no-progress"],
                          capture_output=True, text=True, cwd=REPO, timeout=300)

@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not conv.target:
             msg = f"{cfg.config_path}: [convolve] target is not set: nothing to convolve to"
             raise ConfigError(msg)
-        done = 0
+        done = refused = 0
         for target in targets or cfg.science.targets:
             ref = None
             if conv.reproject and conv.target in cfg.science.bands:
@@ -62,10 +62,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if not kfile.is_file():
                         msg = f"{target} {band.name}: kernel {kfile} not found; run make_kernels.py first"
                         raise InputNotFoundError(msg)
+                    khdr = fits.getheader(kfile)
+                    if khdr.get("SAFETY") == "unsafe" and not conv.allow_unsafe:
+                        log.error("%s %s: kernel %s is unsafe (W- = %.3g > 0.5: it amplifies noise); "
+                                  "not applied (set [convolve] allow_unsafe = true to apply it anyway)",
+                                  target, band.name, kfile, khdr.get("KERN_WM", float("nan")))
+                        refused += 1
+                        continue
                 st = i2d.stat()
                 key = hash_params([i2d.name, st.st_size, int(st.st_mtime),
                                    fits.getheader(kfile).get("JG_KERN") if kfile else None,
-                                   conv.model_dump(), str(ref) if ref else None])
+                                   conv.model_dump(exclude={"allow_unsafe"}), str(ref) if ref else None])
                 out = convolved_mosaic(cfg.reprocess_dir / target / band.name, target, band, conv.target)
                 if not args.overwrite and out.is_file() and fits.getheader(out).get("JG_CKEY") == key:
                     log.info("%s %s: convolved product up to date", target, band.name)
@@ -75,6 +82,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log.info("%s %s -> %s: %s", target, band.name, conv.target, out)
                 done += 1
         log.info("%d products convolved", done)
-        return 0
+        return 1 if refused else 0
 
     return run_main(run)

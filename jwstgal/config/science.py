@@ -174,6 +174,8 @@ class ConvolveConfig(Strict):
     reproject: bool = Field(True, description="If the target is a band, also reproject onto that "
                             "band's mosaic grid.")
     block_size: int = Field(2048, ge=256, description="Tile size bounding the FFT memory.")
+    allow_unsafe: bool = Field(False, description="Apply kernels Aniano's criterion calls unsafe "
+                               "(W- > 0.5: they amplify noise); otherwise such a band is refused.")
 
     @field_validator("target")
     @classmethod
