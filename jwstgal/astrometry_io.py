@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from jwstgal import dq
-from jwstgal.astrometry import AlignResult, correct_fits_wcs, propagate_proper_motion
+from jwstgal.astrometry import AlignPass, AlignResult, correct_fits_wcs, propagate_proper_motion
 from jwstgal.errors import StepFailedError
 from jwstgal.provenance import atomic_path, stamp_header
 from jwstgal.settings import Strict
@@ -27,15 +28,48 @@ from jwstgal.settings import Strict
 log = logging.getLogger(__name__)
 
 
-class PassSettings(Strict):
-    """One matching pass (arcsec): the config form of :class:`jwstgal.astrometry.AlignPass`."""
+#: A length in pixels of the image being aligned, as PHANGS configs write them: ``"5pix"``.
+_PIXELS = re.compile(r"[0-9]+(\.[0-9]*)?pix")
 
-    searchrad: float = Field(gt=0, description="Search radius for the initial offset.")
-    separation: float = Field(0.5, gt=0, description="Minimum separation of sources.")
-    tolerance: float = Field(0.5, gt=0, description="Matching tolerance.")
+
+def _length(value: float | str) -> float | str:
+    if isinstance(value, str) and _PIXELS.fullmatch(value) and float(value[:-3]) > 0:
+        return value
+    if not isinstance(value, str) and value > 0:
+        return value
+    msg = "a length is arcsec (a number > 0) or pixels of the image (e.g. '5pix')"
+    raise ValueError(msg)
+
+
+#: A pass length: arcsec (> 0) or pixels (``"5pix"``).
+Length = Annotated[float | str, AfterValidator(_length)]
+
+
+def to_arcsec(value: float | str, pixscale: float) -> float:
+    """A pass length in arcsec: a number is arcsec already, ``"<n>pix"`` is n pixels of ``pixscale``."""
+    if isinstance(value, str):
+        return float(value.removesuffix("pix")) * pixscale
+    return float(value)
+
+
+class PassSettings(Strict):
+    """One matching pass: the config form of :class:`jwstgal.astrometry.AlignPass`.
+
+    Lengths are arcsec, or pixels of the image being aligned written ``"5pix"``.
+    """
+
+    searchrad: Length = Field(description="Search radius for the initial offset.")
+    separation: Length = Field(0.5, description="Minimum separation of sources.")
+    tolerance: Length = Field(0.5, description="Matching tolerance.")
     use2dhist: bool = Field(True, description="Find the initial offset with a 2-D histogram.")
     nclip: int = Field(3, ge=0, description="Clipping iterations of the fit.")
     sigma: float = Field(3.0, gt=0, description="Clipping threshold (in fit rms).")
+
+
+def align_pass(settings: dict[str, Any], pixscale: float) -> AlignPass:
+    """An :class:`AlignPass` from one pass's settings, pixel lengths turned into arcsec."""
+    return AlignPass(**{k: to_arcsec(v, pixscale) if k in ("searchrad", "separation", "tolerance")
+                        else v for k, v in settings.items()})
 
 
 def detect_stars(data: np.ndarray, fwhm_pix: float, *, nsigma: float = 5.0, max_sources: int = 400,

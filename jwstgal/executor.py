@@ -179,8 +179,8 @@ class Executor:
 
     def cancel(self, futures: list[Any]) -> None:
         """Stop everything at once (Ctrl-C): queued tasks cancelled, running ones killed."""
-        log.warning("interrupted: cancelling %d queued tasks and stopping the running ones",
-                    sum(not f.done() for f in futures))
+        log.debug("interrupted: cancelling %d queued tasks and stopping the running ones",
+                  sum(not f.done() for f in futures))
         if self._client is not None:
             self._client.cancel(futures, force=True)
         elif self._pool is not None:

@@ -108,3 +108,29 @@ def test_merge_detections_makes_one_star_per_position():
 
     dist, _ = cKDTree(tangent_plane(ra, dec, RA0, DEC0)).query(tangent_plane(mra, mdec, RA0, DEC0))
     assert dist.max() < 0.03          # arcsec: each merged star is the mean of its three detections
+
+
+def test_pass_lengths_in_pixels_of_the_band(tmp_path):
+    """PHANGS configs give search radii and tolerances as '5pix': pixels of the image aligned."""
+    import pytest as _pytest
+    from factories import MINIMAL_SCIENCE, write_config
+
+    from jwstgal.astrometry_io import PassSettings, align_pass
+    from jwstgal.bands import get_band
+    from jwstgal.config import load_config
+    from jwstgal.errors import ConfigError
+
+    p = align_pass(PassSettings(searchrad="5pix", tolerance="1.5pix").model_dump(),
+                   get_band("F200W").pixel_scale)
+    assert p.searchrad == _pytest.approx(5 * get_band("F200W").pixel_scale)
+    assert p.tolerance == _pytest.approx(1.5 * get_band("F200W").pixel_scale) and p.separation == 0.5
+    ok = ('[[astrometric_align.passes]]\nsearchrad = "10pix"\ntolerance = 0.3\n'
+          '[astrometric_align.override.miri]\npasses = [{ searchrad = "4pix", tolerance = "1pix" }]\n')
+    run = load_config(*write_config(tmp_path, science=MINIMAL_SCIENCE + ok), check_jwst=False)
+    from jwstgal.steps import BandContext, get_step
+
+    miri = get_step("astrometric_align").resolved(BandContext.of(run, "ngc0628", get_band("F770W")))
+    assert miri["passes"][0]["searchrad"] == "4pix"
+    bad = '[[astrometric_align.passes]]\nsearchrad = "10px"\n'
+    with _pytest.raises(ConfigError, match=r"astrometric_align.passes\[0\].searchrad.*'5pix'"):
+        load_config(*write_config(tmp_path, science=MINIMAL_SCIENCE + bad), check_jwst=False)

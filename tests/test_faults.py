@@ -206,6 +206,7 @@ def test_ctrl_c_stops_the_run_at_once_with_exit_130(tmp_path):
     assert proc.returncode == 130, err
     assert time.monotonic() - t0 < 15, "queued tasks still ran after Ctrl-C"
     assert "interrupted: finished products are kept" in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err                   # one line
     assert not list(out.glob("done*")) and not any(_alive(p) for p in pids)
 
 

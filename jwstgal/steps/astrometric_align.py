@@ -17,12 +17,15 @@ from typing import Literal
 
 import numpy as np
 from astropy.io import fits
+from astropy.wcs import WCS
+from astropy.wcs.utils import proj_plane_pixel_scales
 from pydantic import Field, field_validator
 
 from jwstgal import layout
-from jwstgal.astrometry import AlignPass, align_catalogs, from_tangent_plane
+from jwstgal.astrometry import align_catalogs, from_tangent_plane
 from jwstgal.astrometry_io import (
     PassSettings,
+    align_pass,
     image_sources,
     mosaic_epoch,
     query_gaia,
@@ -84,7 +87,10 @@ def run_task(i2d: str, catalog: str, crfs: list[str], out_dir: str, params: dict
             h = fits.getheader(i2d_p, "SCI")
             ref_path = str(query_gaia(float(h["CRVAL1"]), float(h["CRVAL2"]), 5.0, out / "gaia.ecsv"))
         ref_ra, ref_dec = reference_positions(Path(ref_path), mosaic_epoch(i2d_p))
-        result = align_catalogs(ra, dec, ref_ra, ref_dec, [AlignPass(**p) for p in params["passes"]],
+        sci_wcs = WCS(fits.getheader(i2d_p, "SCI")).celestial
+        pixscale = float(np.mean(proj_plane_pixel_scales(sci_wcs))) * 3600  # for "5pix" lengths
+        passes = [align_pass(p, pixscale) for p in params["passes"]]
+        result = align_catalogs(ra, dec, ref_ra, ref_dec, passes,
                                 fitgeom=params["fitgeom"], min_matches=params["min_matches"])
         if result is None:
             msg = f"{i2d_p.name}: no match with the astrometric reference {ref_path}"

@@ -22,7 +22,7 @@ from pydantic import Field, field_validator
 
 from jwstgal import layout
 from jwstgal.astrometry import AlignPass, align_catalogs
-from jwstgal.astrometry_io import PassSettings, apply_wcs_adjust, exposure_stars, visit_id
+from jwstgal.astrometry_io import PassSettings, align_pass, apply_wcs_adjust, exposure_stars, visit_id
 from jwstgal.bands import get_band
 from jwstgal.errors import InputNotFoundError
 from jwstgal.provenance import hash_params, write_text_atomic
@@ -120,11 +120,12 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def ensure_wcs_adjust(toml_path: Path, ref_cal_files: list[Path], fwhm_pix: float | dict[str, float],
-                      passes: list[AlignPass]) -> dict[str, Any]:
+                      passes: list[dict[str, Any]]) -> dict[str, Any]:
     """Read the per-visit shifts of a target, measuring and writing them first if absent.
 
     ``ref_cal_files`` live in ``<target>/<BAND>/<step>/``; each band's visits are measured on its
-    own exposures, with ``fwhm_pix`` given per band (dict) or for all.
+    own exposures, with ``fwhm_pix`` given per band (dict) or for all, and the passes' pixel
+    lengths (``"5pix"``) in that band's pixels.
     """
     import tomli_w
 
@@ -138,10 +139,11 @@ def ensure_wcs_adjust(toml_path: Path, ref_cal_files: list[Path], fwhm_pix: floa
         for f in ref_cal_files:  # visits of different bands/instruments are measured separately
             by_band.setdefault(f.parent.parent.name, []).append(f)
         shifts: dict[str, dict[str, Any]] = {}
-        for files in by_band.values():
-            for v, sh in measure_visit_shifts(files, fwhm_pix.get(files[0].parent.parent.name, 2.0)
-                                              if isinstance(fwhm_pix, dict) else fwhm_pix,
-                                              passes).items():
+        for band, files in by_band.items():
+            fwhm = fwhm_pix.get(band, 2.0) if isinstance(fwhm_pix, dict) else fwhm_pix
+            pixscale = get_band(band).pixel_scale
+            for v, sh in measure_visit_shifts(files, fwhm, [align_pass(p, pixscale) for p in passes]
+                                              ).items():
                 shifts.setdefault(v, sh)
         doc = {"wcs_adjust": {v: {"shift": s["shift"]} for v, s in shifts.items()}}
         write_text_atomic(toml_path, "# per-visit sky shifts [arcsec east, north] (jwstgal wcs_adjust)\n"
@@ -153,8 +155,7 @@ def ensure_wcs_adjust(toml_path: Path, ref_cal_files: list[Path], fwhm_pix: floa
 def run_task(cal_files: list[str], out_dir: str, toml_path: str, ref_cal: list[str],
              fwhm_pix: dict[str, float], passes: list[dict], config_hash: str) -> list[str]:
     """Measure (once per target) and apply the visit shifts to one band's exposures (worker)."""
-    shifts = ensure_wcs_adjust(Path(toml_path), [Path(c) for c in ref_cal], fwhm_pix,
-                               [AlignPass(**p) for p in passes])
+    shifts = ensure_wcs_adjust(Path(toml_path), [Path(c) for c in ref_cal], fwhm_pix, passes)
     out = []
     for c in map(Path, cal_files):
         shift = shifts.get(visit_id(c), {}).get("shift", [0.0, 0.0])
