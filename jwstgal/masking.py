@@ -180,3 +180,32 @@ def filter_diffuse(data: np.ndarray, bad: np.ndarray, scale: float = 200.0, orde
     out = scipy.fft.irfft2(scipy.fft.rfft2(padded) * high, s=padded.shape)[py:py + ny, px:px + nx]
     out[bad] = np.nan
     return out
+
+
+def sky_level(data: np.ndarray, bad: np.ndarray, sigma: float = 3.0, npixels: int = 5,
+              dilate_size: int = 5, max_iters: int = 20) -> float:
+    """The sky level of an image: sigma-clipped median of the pixels off sources and bad pixels.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        Image.
+    bad : numpy.ndarray
+        Pixels to ignore (DQ-flagged, non-finite).
+    sigma : float
+        Clipping and detection threshold (clipped standard deviations).
+    npixels : int
+        Minimum connected pixels of a source.
+    dilate_size : int
+        Side of the square dilating the source mask.
+    max_iters : int
+        Clipping iterations.
+
+    Returns
+    -------
+    float
+        The level (0 when no pixel is left).
+    """
+    mask = bad | source_mask(data, bad, sigma, npixels, dilate_size, max_iters)
+    level, _ = background_stats(data, mask, sigma, max_iters, stride=1)
+    return level

@@ -308,3 +308,29 @@ def test_an_all_nan_exposure_is_left_out_of_the_stack_with_a_warning(tmp_path, c
     with fits.open(outs[1]) as h:
         assert F.score(frames[1], h["SCI"].data.astype(float))["coherent_rms"] < \
             0.95 * F.score(frames[1], frames[1].data)["coherent_rms"]
+
+
+def test_bg_sub_finds_the_sky_under_sources_and_writes_the_level(tmp_path):
+    from jwstgal.masking import sky_level
+    from jwstgal.steps.bg_sub import BgSubSettings, subtract_sky
+
+    fr = F.striped_frame(512, seed=21, scene="field", n_amps=1, stripe_rms=0.0, amp_offset_rms=0.0,
+                         background=10.0)
+    yy, xx = np.indices(fr.data.shape)
+    fr.data[:] += 300 * np.exp(-((xx - 200) ** 2 + (yy - 300) ** 2) / (2 * 40**2))   # a bright blob
+    data = fr.data.astype(float)
+    bad = (fr.dq & 1) != 0
+    noise = np.std(fr.white)
+    biased = np.median(data[~bad]) - 10.0                  # the blob drags a plain median up
+    assert biased > 0.3 * noise
+    level = sky_level(data, bad)
+    assert abs(level - 10.0) < min(0.1 * noise, 0.25 * biased)   # masking removes >= 75 % of it
+    src, dst = tmp_path / "x_cal.fits", tmp_path / "out" / "x_cal.fits"
+    _write_frame(src, fr)
+    written = subtract_sky(src, dst, BgSubSettings(), "cfg")
+    with fits.open(dst) as h:
+        assert h[0].header["BGSUBLVL"] == pytest.approx(written) and "JG_BGSUB" in h[0].header
+        out = h["SCI"].data.astype(float)
+    assert written == pytest.approx(level, abs=0.02 * noise)   # float32 file, same estimate
+    good = ~bad & (fr.data != 0)
+    assert np.allclose(out[good], fr.data.astype(np.float32)[good] - written, atol=1e-3)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 from plan_fixture import EXPOSURES, FIXED_ROOT, build_tree, relative
+from plan_fixture import STEPS as FIXTURE_STEPS
 
 from jwstgal.bands import get_band
 from jwstgal.config import load_config
@@ -51,7 +52,7 @@ def test_plans_and_keys_match_the_code_before_the_registry(fixed_root, case):
 
 
 def test_every_configured_step_of_the_fixture_was_recorded():
-    ctxs = {b: STEP_NAMES if b != "F770W" else ("lv1", "lv2", "destripe", "level_match", "lv3")
+    ctxs = {b: FIXTURE_STEPS if b != "F770W" else ("lv1", "lv2", "destripe", "level_match", "lv3")
             for b in EXPOSURES}
     assert sorted(KEYS_V0) == sorted(f"{b}/{s}" for b, steps in ctxs.items() for s in steps)
 
@@ -99,6 +100,7 @@ OVERRIDES = {
                    ["F300M"]),
     "astrometric_align": ("[astrometric_align.override.F200W]\nmin_matches = 9\n", "F200W", "F300M",
                           "min_matches", 9),
+    "bg_sub": ("[bg_sub.override.miri]\nsigma = 2.5\n", "F770W", "F200W", "sigma", 2.5),
 }
 
 
@@ -336,7 +338,7 @@ def test_readme_example_step_plans_and_runs(tmp_path):
     from jwstgal.settings import StepSettings
     from jwstgal.steps import Step, StepPlan
 
-    code = re.search(r"```python\n(class BgSubSettings.*?)```", (REPO / "README.md").read_text(), re.S)
+    code = re.search(r"```python\n(class MedianSubSettings.*?)```", (REPO / "README.md").read_text(), re.S)
     assert code, "the README lost its example step"
     ns = {"StepSettings": StepSettings, "Field": Field, "fits": fits, "atomic_path": atomic_path,
           "sigma_clipped_stats": sigma_clipped_stats, "stamp_header": stamp_header, "Step": Step,
@@ -345,12 +347,12 @@ def test_readme_example_step_plans_and_runs(tmp_path):
     assert len(code.group(1).splitlines()) <= 32
     cfg, loc = build_tree(tmp_path)
     run = load_config(cfg, loc, check_jwst=False)
-    table = ns["BgSubSettings"].table()(sigma=2.5, override={"F200W": {"sigma": 4.0}})
-    science = SimpleNamespace(**dict(run.science), bg_sub=table)
+    table = ns["MedianSubSettings"].table()(sigma=2.5, override={"F200W": {"sigma": 4.0}})
+    science = SimpleNamespace(**dict(run.science), median_sub=table)
     view = SimpleNamespace(**{k: getattr(run, k) for k in ("raw_dir", "reprocess_dir", "alignment_dir",
                                                             "config_path", "config_hash")}, science=science)
-    ctx = BandContext(view, "ngc0628", get_band("F200W"), ["lv1", "lv2", "bg_sub"], set())
-    step = ns["BgSub"]()
+    ctx = BandContext(view, "ngc0628", get_band("F200W"), ["lv1", "lv2", "median_sub"], set())
+    step = ns["MedianSub"]()
     plan = step.plan(ctx, "U", [])
     assert plan.params == {"sigma": 4.0} and len(plan.tasks) == 3 and not plan.done
     src, dst = tmp_path / "in_cal.fits", tmp_path / "out" / "in_cal.fits"
@@ -358,4 +360,4 @@ def test_readme_example_step_plans_and_runs(tmp_path):
     fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(rng.normal(5.0, 1.0, (64, 64)), name="SCI")]).writeto(src)
     ns["run_task"](str(src), str(dst), plan.params, "cfg")
     out = fits.getdata(dst, "SCI")
-    assert abs(np.median(out)) < 0.05 and fits.getheader(dst)["JG_BGSUB"]
+    assert abs(np.median(out)) < 0.05 and fits.getheader(dst)["JG_MEDIA"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from jwstgal.steps.astrometric_align import AstrometricAlign
 from jwstgal.steps.base import BandContext, Step, StepPlan, StepRecord
+from jwstgal.steps.bg_sub import BgSub
 from jwstgal.steps.destripe import Destripe
 from jwstgal.steps.level_match import LevelMatch
 from jwstgal.steps.lv1 import Lv1
@@ -23,6 +24,7 @@ STEPS: tuple[Step, ...] = (
     Lv1(),
     Lv2(),
     Destripe(),
+    BgSub(),
     WcsAdjust(),
     LevelMatch(),
     StackDestripe(),

@@ -1,0 +1,99 @@
+"""Step ``bg_sub`` (optional, after ``destripe``): subtract each exposure's own sky level.
+
+The level is the sigma-clipped median of the pixels that are neither sources (positive or
+negative, detected and dilated) nor DQ-flagged (:func:`jwstgal.masking.sky_level`); it is
+subtracted from the good pixels of a copy (``BGSUBLVL`` in the header). Use it where exposures have
+no dedicated background and no overlap to match levels on; with overlapping exposures,
+``level_match`` keeps the relative levels instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from pydantic import Field
+
+from jwstgal import dq
+from jwstgal.bands import Band
+from jwstgal.masking import sky_level
+from jwstgal.provenance import atomic_path, hash_params, stamp_header
+from jwstgal.settings import StepSettings
+from jwstgal.steps.base import BandContext, Step, StepPlan
+from jwstgal.steps.destripe import DQ_CHOICES, good_pixels
+
+log = logging.getLogger(__name__)
+
+NAME = "bg_sub"
+
+
+class BgSubSettings(StepSettings):
+    """The ``[bg_sub]`` table (step ``bg_sub``: each exposure's sky level subtracted)."""
+
+    sigma: float = Field(3.0, gt=0, description="Clipping and source-detection threshold.")
+    npixels: int = Field(5, ge=1, description="Minimum connected pixels of a source.")
+    dilate_size: int = Field(5, ge=1, description="Dilation of the source mask (pixels).")
+    max_iters: int = Field(20, ge=1, description="Clipping iterations.")
+    dq_flags: list[DQ_CHOICES] = Field(default_factory=lambda: list(dq.DEFAULT_BAD),
+                                       description="DQ flags excluded from the level.")
+
+
+def subtract_sky(src: Path, dst: Path, params: BgSubSettings, config_hash: str = "") -> float:
+    """Write a copy of ``src`` with its sky level subtracted; returns the level."""
+    with fits.open(src) as h:
+        sci = np.array(h["SCI"].data, float)
+        dq_arr = np.array(h["DQ"].data) if "DQ" in h else None
+        bad = dq.bad_pixel_mask(sci, dq_arr, None, params.dq_flags)
+        level = sky_level(sci, bad, params.sigma, params.npixels, params.dilate_size, params.max_iters)
+        good = good_pixels(sci, dq_arr)
+        h["SCI"].data = np.where(good, sci - level, sci).astype(h["SCI"].data.dtype)
+        h[0].header["BGSUBLVL"] = (level, "sky level subtracted by jwstgal bg_sub [BUNIT]")
+        stamp_header(h[0].header, step=NAME, params=params.model_dump(), config_hash=config_hash)
+        with atomic_path(dst) as tmp:
+            h.writeto(tmp)
+    log.info("%s: sky level %.4g subtracted", src.name, level)
+    return level
+
+
+def run_task(src: str, dst: str, params: dict, config_hash: str) -> list[str]:
+    """Subtract one exposure's sky level (worker)."""
+    subtract_sky(Path(src), Path(dst), BgSubSettings(**params), config_hash)
+    return [dst]
+
+
+class BgSub(Step):
+    """Per-exposure sky subtraction."""
+
+    name = NAME
+    summary = ("optional: each exposure's sigma-clipped, source- and DQ-masked median subtracted, "
+               "`[bg_sub]`")
+    settings = BgSubSettings
+
+    def plan(self, ctx: BandContext, upstream: str, inputs: list[Path]) -> StepPlan:
+        """One task per science exposure; finished ones are reused on a rerun with the same key."""
+        inputs = ctx.science_cal(inputs, "bg_sub")
+        params = self.resolved(ctx)
+        key = hash_params([NAME, self.key_params(params), upstream, [p.name for p in inputs]])
+        if (done := ctx.complete(NAME, key, params)) is not None:
+            return done
+        out_dir, reuse = ctx.prepare(NAME, key, params)
+        outputs = [out_dir / p.name for p in inputs]
+        todo = [(p, o) for p, o in zip(inputs, outputs, strict=True) if not (reuse and o.is_file())]
+        log.info("%s: subtracting the sky level of %d exposures", ctx.label, len(todo))
+        return StepPlan(NAME, key, params, outputs, run_task,
+                        [(str(p), str(o), params, ctx.run.config_hash) for p, o in todo])
+
+    def diagnostics(self, ctx: BandContext, plan: StepPlan) -> list[Path | None]:
+        """Bar chart of the levels subtracted."""
+        from jwstgal.plots import offsets_png
+
+        levels = np.array([fits.getheader(p)["BGSUBLVL"] for p in plan.outputs])
+        names = [p.name for p in plan.outputs]
+        return [offsets_png(names, ["_".join(n.split("_")[:2]) for n in names], levels,
+                            ctx.qa_dir / f"{NAME}.png", f"{ctx.label}: sky levels subtracted")]
+
+    def figures(self, band_dir: Path, target: str, band: Band) -> list[tuple[Path, str]]:
+        """The levels."""
+        return [(band_dir / "qa" / f"{NAME}.png", "sky levels subtracted")]
