@@ -425,14 +425,21 @@ def make_pypher_kernel(
 
 
 def resample_kernel(kernel: np.ndarray, pixscale_in: float, pixscale_out: float) -> np.ndarray:
-    """Resample a centred kernel to an image's pixel scale (flux-conserving, odd, unit sum)."""
-    size = _odd(kernel.shape[0] * pixscale_in / pixscale_out)
-    size = max(size, 3)
-    c_in = (kernel.shape[0] - 1) / 2
-    c = (size - 1) / 2
-    ratio = pixscale_out / pixscale_in
-    yy, xx = np.indices((size, size), dtype=float)
-    src = ndi.gaussian_filter(kernel, 0.4 * ratio) if ratio > 1.5 else kernel
-    out = ndi.map_coordinates(src, [c_in + (yy - c) * ratio, c_in + (xx - c) * ratio], order=1,
-                              mode="constant")
+    """A centred kernel on an image's pixel grid (odd size, unit sum).
+
+    The kernel is band-limited to the image's Nyquist frequency and sampled at the image's pixel
+    centres (a Fourier-series evaluation of its transform, not an interpolation). An image is
+    already integrated over its pixels: averaging the kernel over the pixel, or smoothing it first,
+    would apply that integration twice and broaden the result (+8 % in FWHM for F300M -> F360M at
+    0.063"); point samples of the band-limited kernel keep its moments even where it is narrower
+    than a pixel.
+    """
+    n = kernel.shape[0]
+    size = max(_odd(n * pixscale_in / pixscale_out), 3)
+    freq = scipy.fft.fftfreq(n, d=pixscale_in)                # cycles per arcsec
+    keep = np.abs(freq) < 0.5 / pixscale_out
+    k_ft = scipy.fft.fft2(scipy.fft.ifftshift(kernel))[np.ix_(keep, keep)]
+    pos = (np.arange(size) - (size - 1) / 2) * pixscale_out
+    basis = np.exp(2j * np.pi * np.outer(pos, freq[keep]))
+    out = (basis @ k_ft @ basis.T).real
     return out / out.sum()

@@ -75,3 +75,36 @@ def test_resample_kernel_conserves_sum_and_width():
     r = resample_kernel(k, 0.01, 0.06)
     assert r.sum() == pytest.approx(1.0) and r.shape[0] % 2 == 1
     assert fwhm_of(r, 0.06) == pytest.approx(0.8, rel=0.05)
+
+
+def _pixel_integrated_gaussian(fwhm, pix, size, over=15):
+    """A Gaussian PSF integrated over pixels of ``pix`` arcsec, as a mosaic records it (unit sum)."""
+    return gaussian_psf(fwhm, pix / over, size * over).reshape(size, over, size, over).sum(axis=(1, 3))
+
+
+def _fitted_fwhm(img, pix):
+    from astropy.modeling import fitting, models
+
+    n = img.shape[0]
+    y, x = np.indices(img.shape)
+    fit = fitting.LevMarLSQFitter()(models.Gaussian2D(img.max(), (n - 1) / 2, (n - 1) / 2, 1.0, 1.0),
+                                    x, y, img)
+    return 2.3548 * np.sqrt(fit.x_stddev.value * fit.y_stddev.value) * pix
+
+
+@pytest.mark.parametrize(("fwhm_s", "fwhm_t", "pix", "tol"), [
+    (0.066, 0.120, 0.031, 0.002),    # F200W -> F360M on the F200W mosaic (was +2.0 %)
+    (0.27, 0.67, 0.11, 0.002),       # F770W -> F2100W on the MIRI mosaic (was +0.9 %)
+    (0.10, 0.92, 0.063, 0.002),      # F300M -> Gaussian 0.92" on a long-wavelength mosaic
+    (0.100, 0.120, 0.063, 0.005),    # F300M -> F360M at 0.063" (was +8.3 %): a kernel narrower than
+])                                   # a pixel; band-limited sampling leaves ~0.4 %
+def test_kernel_on_the_mosaic_pixel_matches_the_pixel_integrated_target(fwhm_s, fwhm_t, pix, tol):
+    """Source PSF integrated over the mosaic pixel, convolved with the kernel resampled to that
+    pixel, equals the target PSF integrated over the same pixel."""
+    res = make_aniano_kernel(gaussian_psf(fwhm_s, 0.005), 0.005, gaussian_psf(fwhm_t, 0.005), 0.005)
+    kern = resample_kernel(res.kernel, res.pixscale, pix)
+    n = 101 if fwhm_t > 0.7 else 61
+    src, tgt = _pixel_integrated_gaussian(fwhm_s, pix, n), _pixel_integrated_gaussian(fwhm_t, pix, n)
+    conv = fftconvolve(src, kern, mode="same")
+    assert _fitted_fwhm(conv, pix) / _fitted_fwhm(tgt, pix) == pytest.approx(1.0, abs=tol)
+    assert np.abs(conv / conv.sum() - tgt).max() < 0.02 * tgt.max()
