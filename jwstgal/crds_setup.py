@@ -29,13 +29,14 @@ def configure_crds(
     mode: str = "remote",
     server_url: str = "https://jwst-crds.stsci.edu",
     context: str = "",
+    create: bool = True,
 ) -> dict[str, str]:
     """Set the CRDS environment variables for this process (and the workers it starts).
 
     Parameters
     ----------
     crds_dir : path-like
-        CRDS cache directory (``CRDS_PATH``); created if missing.
+        CRDS cache directory (``CRDS_PATH``); created if missing (see ``create``).
     mode : {"remote", "synthetic"}
         ``remote`` uses the STScI server and caches into ``crds_dir``; ``synthetic`` uses only the
         local cache built by :func:`jwstgal.simulate.refs.build_crds_cache` and disables the
@@ -44,6 +45,8 @@ def configure_crds(
         CRDS server for ``remote`` mode.
     context : str
         A ``.pmap`` context to pin, or '' for the server's operational context.
+    create : bool
+        Create ``crds_dir`` now (False: the caller creates it once it may write).
 
     Returns
     -------
@@ -57,7 +60,8 @@ def configure_crds(
         re-pointed once it has read its configuration).
     """
     crds_dir = Path(crds_dir).resolve()
-    crds_dir.mkdir(parents=True, exist_ok=True)
+    if create:
+        crds_dir.mkdir(parents=True, exist_ok=True)
     env = {"CRDS_PATH": str(crds_dir)}
     if mode == "synthetic":
         env["CRDS_SERVER_URL"] = SERVERLESS_URL

@@ -377,6 +377,9 @@ def test_bad_paths_and_unknown_bands_are_one_line_errors_before_anything_is_writ
     cfg.write_text(MINIMAL_SCIENCE.replace("[pipeline]", '[pipeline]\ndata_version = "../x"'))
     res = _cli("run_jwst_reprocessing.py", cfg, loc)
     assert res.returncode == 2 and "data_version '../x' becomes a folder name" in res.stderr
+    cfg.write_text(MINIMAL_SCIENCE + "\n[lv3_parameters.tweakreg]\nsearchrd = 1.0\n")   # jwst's check
+    res = _cli("run_jwst_reprocessing.py", cfg, loc)
+    assert res.returncode == 2 and "did you mean 'searchrad'" in res.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml", "local.toml", "raw"]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from jwstgal.cli._common import base_parser, parse, run_main, selected
 from jwstgal.errors import ConfigError
@@ -62,22 +63,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             msg = (f"{cfg.local_path}: key 'local.raw_dir': {cfg.raw_dir} is not a folder; download "
                    "the data first (download_phangs_jwst.py) or fix the path")
             raise ConfigError(msg)
+        from jwstgal.config import check_jwst_parameters
+        from jwstgal.crds_setup import configure_crds
         from jwstgal.reprocess import band_locks
 
-        with band_locks(cfg, bands, targets):  # before anything is written: a refused run writes nothing
+        # the environment only (nothing on disk yet): jwst must be imported after CRDS is configured
+        configure_crds(cfg.crds_dir, mode=cfg.local.crds_mode, server_url=cfg.local.crds_server_url,
+                       context=cfg.science.pipeline.crds_context, create=False)
+        check_jwst_parameters(cfg.science, cfg.config_path)
+        # the locks before anything is written: a refused run writes nothing
+        with band_locks(cfg, bands, targets):
             return _run_locked(cfg, bands, targets, args.no_progress)
 
-    def _run_locked(cfg, bands, targets, no_progress: bool) -> int:
-        from jwstgal.crds_setup import configure_crds
+    def _run_locked(cfg: Any, bands: list[str] | None, targets: list[str] | None, no_progress: bool) -> int:
         from jwstgal.reprocess import run_all
 
-        configure_crds(cfg.crds_dir, mode=cfg.local.crds_mode,
-                       server_url=cfg.local.crds_server_url,
-                       context=cfg.science.pipeline.crds_context)
-        # validate jwst step parameters only now: jwst must be imported after CRDS is configured
-        from jwstgal.config import check_jwst_parameters
-
-        check_jwst_parameters(cfg.science, cfg.config_path)
+        cfg.crds_dir.mkdir(parents=True, exist_ok=True)
         if cfg.science.simulation is not None:
             _prepare_simulation(cfg, targets or cfg.science.targets, not no_progress)
 
