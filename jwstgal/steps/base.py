@@ -32,7 +32,7 @@ from typing import Any, ClassVar, Protocol
 from jwstgal import layout
 from jwstgal.bands import Band
 from jwstgal.errors import InputNotFoundError, StepFailedError
-from jwstgal.provenance import write_text_atomic
+from jwstgal.provenance import hash_params, write_text_atomic
 from jwstgal.settings import StepSettings
 from jwstgal.stages import stage_parameters
 
@@ -355,6 +355,25 @@ class Step:
     def key_params(self, params: dict[str, Any]) -> dict[str, Any]:
         """The resolved settings as they enter the hash key."""
         return self.settings.key_params(params) if self.settings else params
+
+    def plan_per_exposure(self, ctx: BandContext, upstream: str, inputs: list[Path], what: str,
+                          task: Callable[..., Any],
+                          task_args: Callable[[Path, Path, dict[str, Any]], tuple[Any, ...]]) -> StepPlan:
+        """The plan of a step that turns each science exposure into a copy of the same name.
+
+        The key hashes the settings, the upstream key and the input names; one task per exposure
+        (``task(*task_args(src, dst, params))``), those already written under the same key reused.
+        """
+        inputs = ctx.science_cal(inputs, what)
+        params = self.resolved(ctx)
+        key = hash_params([self.name, self.key_params(params), upstream, [p.name for p in inputs]])
+        if (done := ctx.complete(self.name, key, params)) is not None:
+            return done
+        out_dir, reuse = ctx.prepare(self.name, key, params)
+        outputs = [out_dir / p.name for p in inputs]
+        todo = [(p, o) for p, o in zip(inputs, outputs, strict=True) if not (reuse and o.is_file())]
+        log.info("%s: %s on %d exposures (%d reused)", ctx.label, what, len(todo), len(inputs) - len(todo))
+        return StepPlan(self.name, key, params, outputs, task, [task_args(p, o, params) for p, o in todo])
 
     def diagnostics(self, ctx: BandContext, plan: StepPlan) -> list[Path | None]:
         """Write the PNGs of a completed step (default: none)."""

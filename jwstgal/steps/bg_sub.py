@@ -19,7 +19,7 @@ from pydantic import Field
 from jwstgal import dq
 from jwstgal.bands import Band
 from jwstgal.masking import sky_level
-from jwstgal.provenance import atomic_path, hash_params, stamp_header
+from jwstgal.provenance import atomic_path, stamp_header
 from jwstgal.settings import StepSettings
 from jwstgal.steps.base import BandContext, Step, StepPlan
 from jwstgal.steps.destripe import DQ_CHOICES, good_pixels
@@ -73,17 +73,8 @@ class BgSub(Step):
 
     def plan(self, ctx: BandContext, upstream: str, inputs: list[Path]) -> StepPlan:
         """One task per science exposure; finished ones are reused on a rerun with the same key."""
-        inputs = ctx.science_cal(inputs, "bg_sub")
-        params = self.resolved(ctx)
-        key = hash_params([NAME, self.key_params(params), upstream, [p.name for p in inputs]])
-        if (done := ctx.complete(NAME, key, params)) is not None:
-            return done
-        out_dir, reuse = ctx.prepare(NAME, key, params)
-        outputs = [out_dir / p.name for p in inputs]
-        todo = [(p, o) for p, o in zip(inputs, outputs, strict=True) if not (reuse and o.is_file())]
-        log.info("%s: subtracting the sky level of %d exposures", ctx.label, len(todo))
-        return StepPlan(NAME, key, params, outputs, run_task,
-                        [(str(p), str(o), params, ctx.run.config_hash) for p, o in todo])
+        return self.plan_per_exposure(ctx, upstream, inputs, "bg_sub", run_task,
+                                      lambda p, o, params: (str(p), str(o), params, ctx.run.config_hash))
 
     def diagnostics(self, ctx: BandContext, plan: StepPlan) -> list[Path | None]:
         """Bar chart of the levels subtracted."""

@@ -22,7 +22,7 @@ from jwstgal import dq
 from jwstgal.bands import Band
 from jwstgal.destripe import DestripeParams, destripe
 from jwstgal.destripe_miri import miri_destripe
-from jwstgal.provenance import atomic_path, hash_params, stamp_header
+from jwstgal.provenance import atomic_path, stamp_header
 from jwstgal.settings import StepSettings
 from jwstgal.steps.base import BandContext, Step, StepPlan
 
@@ -183,19 +183,10 @@ class Destripe(Step):
 
     def plan(self, ctx: BandContext, upstream: str, inputs: list[Path]) -> StepPlan:
         """One task per science exposure; finished ones are reused on a rerun with the same key."""
-        inputs = ctx.science_cal(inputs, "destriping")
-        params = self.resolved(ctx)
-        key = hash_params([NAME, self.key_params(params), upstream, [p.name for p in inputs]])
-        if (done := ctx.complete(NAME, key, params)) is not None:
-            return done
-        out_dir, reuse = ctx.prepare(NAME, key, params)
-        outputs = [out_dir / p.name for p in inputs]
-        todo = [(p, o) for p, o in zip(inputs, outputs, strict=True) if not (reuse and o.is_file())]
-        log.info("%s: destriping %d exposures (%s)", ctx.label, len(todo), params["method"])
         panels = ctx.qa_dir / NAME
-        return StepPlan(NAME, key, params, outputs, run_task,
-                        [(str(p), str(o), params, ctx.run.config_hash, str(panels / f"{p.stem}.png"))
-                         for p, o in todo])
+        return self.plan_per_exposure(
+            ctx, upstream, inputs, "destriping", run_task,
+            lambda p, o, params: (str(p), str(o), params, ctx.run.config_hash, str(panels / f"{p.stem}.png")))
 
     def diagnostics(self, ctx: BandContext, plan: StepPlan) -> list[Path | None]:
         """Contact sheet of the destriped exposures (per-exposure panels are drawn by the tasks)."""
