@@ -1,12 +1,13 @@
-"""Convolve the reduced mosaics to a common resolution ([convolve] target) and grid.
+"""Convolve the final mosaics to every rung of the resolution ladder ([convolve] targets).
 
 Usage: python convolve_data.py [config/config.toml [config/local.toml [BAND]]] [--overwrite]
 """
 
 from jwstgal.cli.convolve_data import main
-from jwstgal.convolve import convolve_image, convolve_mosaic
+from jwstgal.convolve import convolve_image
+from jwstgal.convolve_products import to_rung
 
-__all__ = ["convolve_image", "convolve_mosaic", "main"]
+__all__ = ["convolve_image", "main", "to_rung"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

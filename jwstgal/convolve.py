@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import scipy.fft
@@ -125,85 +124,18 @@ def image_pixel_scale(wcs) -> float:
 
 
 def reproject_image(data: np.ndarray, wcs_in, wcs_out, shape_out: tuple[int, int]) -> np.ndarray:
-    """Reproject a surface-brightness image onto another grid (bilinear; NaN outside the footprint)."""
-    from reproject import reproject_interp
+    """Reproject a surface-brightness image onto another grid (NaN outside the footprint).
 
+    Onto pixels more than 1.5 times larger, each output pixel is the area-weighted mean of the
+    input over it (``reproject_exact``: the output integrates over its pixel, as a coarser image
+    does); otherwise bilinear interpolation.
+    """
+    from reproject import reproject_exact, reproject_interp
+
+    if image_pixel_scale(wcs_out) > 1.5 * image_pixel_scale(wcs_in):
+        out, footprint = reproject_exact((data, wcs_in), wcs_out, shape_out=shape_out)
+        out[footprint < 0.99] = np.nan
+        return out
     out, footprint = reproject_interp((data, wcs_in), wcs_out, shape_out=shape_out, order="bilinear")
     out[footprint == 0] = np.nan
     return out
-
-
-def convolve_mosaic(
-    i2d: Path,
-    kernel_file: Path | None,
-    out_path: Path,
-    *,
-    target: str,
-    block: int = 2048,
-    reproject_onto: Path | None = None,
-    config_hash: str = "",
-    key: str = "",
-) -> Path:
-    """Convolve a stage-3 mosaic (SCI and ERR) with a kernel file and write the result.
-
-    Parameters
-    ----------
-    i2d : pathlib.Path
-        Input mosaic (never modified).
-    kernel_file : pathlib.Path or None
-        Kernel FITS (``PIXELSCL`` header); None when the mosaic already has the target PSF.
-    out_path : pathlib.Path
-        Output FITS (SCI, ERR), written atomically.
-    target : str
-        Name of the target PSF (recorded as the ``PSF`` keyword).
-    block : int
-        Tile size of the FFT convolution.
-    reproject_onto : pathlib.Path, optional
-        A mosaic whose grid the result is reprojected onto.
-    config_hash, key : str
-        Provenance: the run's config hash and this product's input/parameter hash.
-
-    Returns
-    -------
-    pathlib.Path
-    """
-    from astropy.io import fits
-    from astropy.wcs import WCS
-
-    from jwstgal.kernels import resample_kernel
-    from jwstgal.provenance import atomic_path, stamp_header
-
-    with fits.open(i2d) as h:
-        sci = np.asarray(h["SCI"].data, float)
-        err = np.asarray(h["ERR"].data, float) if "ERR" in h else None
-        hdr = h["SCI"].header.copy()
-        primary = h[0].header.copy()
-    sci[sci == 0] = np.nan  # resample writes 0 where no input contributed
-    wcs = WCS(hdr)
-    params = {"target": target, "kernel": str(kernel_file) if kernel_file else None, "block": block,
-              "reproject_onto": str(reproject_onto) if reproject_onto else None}
-    if kernel_file is not None:
-        kh = fits.getheader(kernel_file)
-        kern = resample_kernel(fits.getdata(kernel_file).astype(float), float(kh["PIXELSCL"]),
-                               image_pixel_scale(wcs))
-        res = convolve_image(sci, kern, err=err, block=block)
-        sci, err = res.data.astype(float), res.err
-        params.update({"kernel_method": kh.get("KMETHOD"), "kernel_D": kh.get("KERN_D"),
-                       "kernel_W_minus": kh.get("KERN_WM"), "kernel_size": kern.shape[0]})
-    if reproject_onto is not None:
-        tgt_hdr = fits.getheader(reproject_onto, "SCI")
-        tgt_wcs = WCS(tgt_hdr)
-        shape = (tgt_hdr["NAXIS2"], tgt_hdr["NAXIS1"])
-        sci = reproject_image(sci, wcs, tgt_wcs, shape)
-        err = reproject_image(err, wcs, tgt_wcs, shape) if err is not None else None
-        hdr = tgt_wcs.to_header()
-        hdr["BUNIT"] = fits.getheader(i2d, "SCI").get("BUNIT", "")
-    hdr["PSF"] = (target, "PSF of this image after convolution")
-    stamp_header(primary, step="conv", params=params, config_hash=config_hash)
-    primary["JG_CKEY"] = key
-    hdus = [fits.PrimaryHDU(header=primary), fits.ImageHDU(sci.astype(np.float32), hdr, name="SCI")]
-    if err is not None:
-        hdus.append(fits.ImageHDU(err.astype(np.float32), hdr, name="ERR"))
-    with atomic_path(out_path) as tmp:
-        fits.HDUList(hdus).writeto(tmp)
-    return out_path

@@ -75,9 +75,11 @@ def write_kernel(result: KernelResult, source: str, target: str, path: Path, key
 
 def make_kernel_set(
     bands: Iterable[str], cfg: KernelsConfig, psf_dir: Path, data_dir: Path, overwrite: bool = False,
-    progress: bool = True,
+    progress: bool = True, targets: list[str] | None = None,
 ) -> list[Path]:
-    """Make every kernel from each band to each configured target, by each configured method.
+    """Make every kernel from each band to each target, by each configured method.
+
+    ``targets`` defaults to the configured ones.
 
     Targets that are not broader than a source are skipped with a warning (no kernel exists).
 
@@ -89,7 +91,7 @@ def make_kernel_set(
     from tqdm import tqdm
 
     out = []
-    jobs = [(b, t, m) for b in bands for t in cfg.targets for m in cfg.methods if b != t]
+    jobs = [(b, t, m) for b in bands for t in (targets or cfg.targets) for m in cfg.methods if b != t]
     for band, target, method in tqdm(jobs, desc="kernels", unit="kernel", disable=not progress):
         src = band_psf(band, cfg, psf_dir, data_dir)
         tgt = (analytic_psf(target, src.pixscale) if is_analytic(target)

@@ -6,8 +6,10 @@
         rate/   cal/                     stages 1 and 2 (named after their products)
         <step>/                          every other step (destripe/, level_match/, lv3/, ...)
         convolved/<product>_i2d_conv_<PSF>.fits
+        anchor/<product>_i2d_anchor.fits      anchored mosaic (anchor_data.py)
         qa/                              diagnostics of the band's steps
         .jwstgal/<step>.json             step records, .jwstgal/lock
+    <working_dir>/jwst_lv3_reprocessed_<data_version>/<target>/anchor/  anchoring table and plots
     <psf_dir>/kernels/<method>/<SOURCE>_to_<TARGET>.fits
 
 The release, the convolution, the QA page and the steps import their paths from here.
@@ -89,3 +91,27 @@ def convolved_mosaic(band_folder: Path, target: str, band: Band, psf: str) -> Pa
 def kernel_path(psf_dir: Path, method: str, source: str, target: str) -> Path:
     """Where the kernel from ``source`` to ``target`` made by ``method`` lives."""
     return psf_dir / "kernels" / method / f"{source}_to_{target}.fits"
+
+
+def anchored_mosaic(band_folder: Path, target: str, band: Band) -> Path:
+    """The band's final mosaic with its background anchored (``anchor_data.py``)."""
+    return band_folder / "anchor" / f"{product_name(target, band)}_i2d_anchor.fits"
+
+
+def published_mosaic(band_folder: Path, target: str, band: Band) -> Path:
+    """What the ladder convolves: the anchored mosaic when it is at least as new as the final one."""
+    final = final_mosaic(band_folder, target, band)
+    anchored = anchored_mosaic(band_folder, target, band)
+    if anchored.is_file() and (not final.is_file() or anchored.stat().st_mtime >= final.stat().st_mtime):
+        return anchored
+    return final
+
+
+def anchor_table(reprocess_dir: Path, target: str) -> Path:
+    """One target's anchoring table (every band's fit and offset)."""
+    return reprocess_dir / target / "anchor" / f"{target}_anchor.ecsv"
+
+
+def anchor_plot(reprocess_dir: Path, target: str, band: str, reference: str) -> Path:
+    """Scatter plot of one anchoring fit."""
+    return reprocess_dir / target / "anchor" / f"{target}_{band}_vs_{reference}.png"

@@ -155,3 +155,35 @@ def kernel_profile_png(radius: np.ndarray, profile: np.ndarray, rmax: float, png
     ax.set_title(title, fontsize=9)
     ax.legend()
     return _save(fig, png, 100)
+
+
+def anchor_fit_png(x: np.ndarray, y: np.ndarray, fit: Any, png: Path, title: str, xlabel: str,
+                   ylabel: str, max_points: int = 20000) -> Path:
+    """Scatter of an anchoring fit: pixels, bin medians with 16-84 % bars, the fitted line.
+
+    ``fit`` is a :class:`jwstgal.anchor.BinnedFit`; bins dropped by the clipping are open symbols.
+    """
+    ok = np.isfinite(x) & np.isfinite(y)
+    xs, ys = np.ravel(x[ok]), np.ravel(y[ok])
+    if xs.size > max_points:
+        pick = np.random.default_rng(0).choice(xs.size, max_points, replace=False)
+        xs, ys = xs[pick], ys[pick]
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.plot(xs, ys, ",", color="0.6", alpha=0.5, rasterized=True)
+    for used, face in ((fit.used, "C0"), (~fit.used, "none")):
+        ax.errorbar(fit.x_bin[used], fit.y_median[used],
+                    yerr=[fit.y_median[used] - fit.y_p16[used], fit.y_p84[used] - fit.y_median[used]],
+                    fmt="o", ms=4, color="C0", mfc=face, capsize=2)
+    lim = np.array([fit.x_bin.min(), fit.x_bin.max()])
+    ax.plot(lim, fit.slope * lim + fit.intercept, "C3-",
+            label=f"slope {fit.slope:.3f}±{fit.slope_err:.3f}, "
+                  f"intercept {fit.intercept:.4f}±{fit.intercept_err:.4f}")
+    pad = 0.1 * (lim[1] - lim[0])
+    ax.set_xlim(lim[0] - pad, lim[1] + pad)
+    ylo, yhi = np.nanmin(fit.y_p16), np.nanmax(fit.y_p84)
+    ax.set_ylim(ylo - 0.2 * (yhi - ylo), yhi + 0.2 * (yhi - ylo))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    return _save(fig, png, 90)

@@ -58,7 +58,7 @@ def _step_rows(bdir: Path, steps: list[str], status: dict[str, str]) -> str:
 
 def _kernel_rows(cfg: RunConfig, band: str) -> str:
     rows = []
-    for t in cfg.science.kernels.targets:
+    for t in cfg.science.kernel_targets:
         for m in cfg.science.kernels.methods:
             kp = layout.kernel_path(cfg.psf_dir, m, band, t)
             if kp.is_file():

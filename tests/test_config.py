@@ -31,7 +31,7 @@ def test_unknown_table_names_file_key_allowed_and_suggestion(tmp_path):
     assert msg == (
         "<d>/config.toml: unknown key 'pipline' (allowed: pipeline, projects, extra_obs_to_include, "
         "download, alignment, lv1_parameters, lv2_parameters, lv3_parameters, simulation, kernels, "
-        "convolve, release, destripe, bg_sub, wcs_adjust, level_match, stack_destripe, "
+        "convolve, anchor, release, destripe, bg_sub, wcs_adjust, level_match, stack_destripe, "
         "astrometric_align); "
         "did you mean 'pipeline'?")
 
@@ -121,7 +121,7 @@ def test_local_unknown_key_and_missing_key_and_bad_choice(tmp_path):
     msg = error_of(tmp_path, local='[local]\nraw_dir="r"\nworking_dir="w"\nprocesess=2\n')
     assert msg == ("<d>/local.toml: unknown key 'local.procesess' (allowed: raw_dir, working_dir, "
                    "crds_dir, crds_mode, crds_server_url, processes, executor, dask_scheduler, slurm, "
-                   "api_key, mast_server, alignment_dir, psf_dir, psf_data_dir); "
+                   "api_key, mast_server, alignment_dir, psf_dir, anchor_ref_dir, psf_data_dir); "
                    "did you mean 'processes'?")
     assert error_of(tmp_path, local='[local]\nraw_dir="r"\n') == (
         "<d>/local.toml: missing required key 'local.working_dir'")

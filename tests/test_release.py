@@ -1,4 +1,5 @@
 import hashlib
+import re
 import subprocess
 import sys
 
@@ -100,14 +101,30 @@ def test_convolve_needs_kernels_first(tmp_path):
     assert "F200W_to_F2100W.fits not found; run make_kernels.py first" in res.stderr
 
 
-@pytest.mark.parametrize("bad", ['[convolve]\ntarget = "F770W"\n'])
-def test_convolve_target_must_have_kernels(tmp_path, bad):
+@pytest.mark.parametrize(("bad", "message"), [
+    ('[convolve]\ntargets = ["gauss4", "F44W"]\n', "unknown band 'F44W'"),
+    ('[convolve]\ntarget = "F2100W"\nmethod = "pypher"\n', "method 'pypher' is not among"),
+    ('[convolve]\ntarget = "F2100W"\n[anchor]\nreference = {miri = "F770W"}\n'
+     'external = {miri = [{band = "irac4", psf = "gauss4"}]}\n', "reference F770W is not among"),
+    ('[convolve]\ntarget = "F2100W"\n[anchor]\nreference = {miri = "F2100W"}\n', "lists no map"),
+    ('[convolve]\ntarget = "F2100W"\n[anchor]\nreference = {nircam = "F200W"}\n'
+     'external = {nircam = [{band = "../x", psf = "gauss4"}]}\n', "external map band"),
+])
+def test_convolve_and_anchor_tables_are_checked(tmp_path, bad, message):
     from jwstgal.config import load_config
     from jwstgal.errors import ConfigError
 
     sci = SCIENCE.replace('[convolve]\ntarget = "F2100W"\n', bad)
-    with pytest.raises(ConfigError, match=r"\[convolve\] target 'F770W' is not among \[kernels\] targets"):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(*write_config(tmp_path, science=sci))
+
+
+def test_kernels_of_the_ladder_are_made_without_being_listed(tmp_path):
+    from jwstgal.config import load_config
+
+    sci = SCIENCE.replace('target = "F2100W"', 'targets = ["F2100W", "gauss4", "gauss15"]')
+    cfg = load_config(*write_config(tmp_path, science=sci))
+    assert cfg.science.kernel_targets == ["F2100W", "gauss2"]        # 4" and 15" go through 2"
 
 
 def test_release_always_lists_what_it_holds_and_rebuilds_stale_products(tmp_path):

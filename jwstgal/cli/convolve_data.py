@@ -1,9 +1,12 @@
-"""Convolve every stage-3 mosaic to the [convolve] target resolution (and grid).
+"""Convolve every final mosaic to each rung of the resolution ladder ([convolve] targets).
 
 Usage: python convolve_data.py [CONFIG [LOCAL [BAND]]] [--band B] [--target T] [--overwrite]
 
-Needs the kernels from make_kernels.py. Writes
-<reprocess_dir>/<target>/<BAND>/convolved/<product>_i2d_conv_<target psf>.fits (SCI, ERR).
+Needs the kernels from make_kernels.py. The anchored mosaic is convolved where anchor_data.py made
+one (else the aligned, else stage 3's). Writes
+<reprocess_dir>/<target>/<BAND>/convolved/<product>_i2d_conv_<PSF>.fits (SCI, ERR): band rungs
+reprojected onto that band's grid, Gaussians wider than [convolve] direct_max on a block-averaged
+grid of >= 4 pixels per FWHM; the PSF (BMAJ/BMIN/BPA for Gaussians) and grid are in the header.
 """
 
 from __future__ import annotations
@@ -28,59 +31,70 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def run() -> int:
         from astropy.io import fits
+        from astropy.wcs import WCS
 
+        from jwstgal import layout
         from jwstgal.bands import get_band
         from jwstgal.config import load_config
-        from jwstgal.convolve import convolve_mosaic
-        from jwstgal.layout import convolved_mosaic, final_mosaic, kernel_path
-        from jwstgal.provenance import hash_params
+        from jwstgal.convolve import image_pixel_scale
+        from jwstgal.convolve_products import (
+            kernel_is_refused,
+            need_kernel,
+            product_key,
+            read_mosaic,
+            to_rung,
+            write_convolved,
+        )
+        from jwstgal.ladder import plan_rung
 
         cfg = load_config(args.config, args.local, check_jwst=False)
         bands, targets = selected(args, cfg)
         conv = cfg.science.convolve
-        if not conv.target:
-            msg = f"{cfg.config_path}: [convolve] target is not set: nothing to convolve to"
+        if not conv.rungs:
+            msg = f"{cfg.config_path}: [convolve] targets is empty: nothing to convolve to"
             raise ConfigError(msg)
+        settings = conv.model_dump(exclude={"allow_unsafe", "targets", "target"})
         done = refused = 0
         for target in targets or cfg.science.targets:
-            ref = None
-            if conv.reproject and conv.target in cfg.science.bands:
-                tb = get_band(conv.target)
-                ref = final_mosaic(cfg.reprocess_dir / target / tb.name, target, tb)
-                if not ref.is_file():
-                    msg = f"{target}: reprojection grid {ref} does not exist (run stage 3 of {tb.name})"
-                    raise InputNotFoundError(msg)
             for name in bands or cfg.science.bands:
                 band = get_band(name)
-                i2d = final_mosaic(cfg.reprocess_dir / target / band.name, target, band)
+                bdir = layout.band_dir(cfg.reprocess_dir, target, band)
+                i2d = layout.published_mosaic(bdir, target, band)
                 if not i2d.is_file():
                     log.warning("%s %s: no mosaic %s, skipping", target, band.name, i2d)
                     continue
-                kfile = None
-                if band.name != conv.target:
-                    kfile = kernel_path(cfg.psf_dir, conv.method, band.name, conv.target)
-                    if not kfile.is_file():
-                        msg = f"{target} {band.name}: kernel {kfile} not found; run make_kernels.py first"
-                        raise InputNotFoundError(msg)
-                    khdr = fits.getheader(kfile)
-                    if khdr.get("SAFETY") == "unsafe" and not conv.allow_unsafe:
-                        log.error("%s %s: kernel %s is unsafe (W- = %.3g > 0.5: it amplifies noise); "
-                                  "not applied (set [convolve] allow_unsafe = true to apply it anyway)",
-                                  target, band.name, kfile, khdr.get("KERN_WM", float("nan")))
-                        refused += 1
+                mosaic = None           # read once, when a rung needs computing
+                pix = image_pixel_scale(WCS(fits.getheader(i2d, "SCI")))
+                for psf in conv.rungs:
+                    grid = None
+                    if conv.reproject and psf in cfg.science.bands and psf != band.name:
+                        tb = get_band(psf)
+                        grid = layout.final_mosaic(layout.band_dir(cfg.reprocess_dir, target, tb), target, tb)
+                        if not grid.is_file():
+                            msg = f"{target}: reprojection grid {grid} does not exist (run stage 3 of {psf})"
+                            raise InputNotFoundError(msg)
+                    rung = plan_rung(band.name, psf, pix, direct_max=conv.direct_max,
+                                     reproject=conv.reproject, bands=tuple(cfg.science.bands))
+                    kfile = None
+                    if rung.kernel_target:
+                        kfile = need_kernel(layout.kernel_path(cfg.psf_dir, conv.method, band.name,
+                                                               rung.kernel_target))
+                        if why := kernel_is_refused(kfile, conv.allow_unsafe):
+                            log.error("%s %s: %s", target, band.name, why)
+                            refused += 1
+                            continue
+                    key = product_key(i2d, kfile, rung, settings, grid)
+                    out = layout.convolved_mosaic(bdir, target, band, psf)
+                    if not args.overwrite and out.is_file() and fits.getheader(out).get("JG_CKEY") == key:
+                        log.info("%s %s -> %s: convolved product up to date", target, band.name, psf)
                         continue
-                st = i2d.stat()
-                key = hash_params([i2d.name, st.st_size, int(st.st_mtime),
-                                   fits.getheader(kfile).get("JG_KERN") if kfile else None,
-                                   conv.model_dump(exclude={"allow_unsafe"}), str(ref) if ref else None])
-                out = convolved_mosaic(cfg.reprocess_dir / target / band.name, target, band, conv.target)
-                if not args.overwrite and out.is_file() and fits.getheader(out).get("JG_CKEY") == key:
-                    log.info("%s %s: convolved product up to date", target, band.name)
-                    continue
-                convolve_mosaic(i2d, kfile, out, target=conv.target, block=conv.block_size,
-                                reproject_onto=ref, config_hash=cfg.config_hash, key=key)
-                log.info("%s %s -> %s: %s", target, band.name, conv.target, out)
-                done += 1
+                    mosaic = mosaic or read_mosaic(i2d)
+                    sci, err, wcs, params = to_rung(mosaic, rung, kfile, block_size=conv.block_size,
+                                                   grid=grid)
+                    write_convolved(out, mosaic, sci, err, wcs, rung, params,
+                                    config_hash=cfg.config_hash, key=key)
+                    log.info("%s %s -> %s (%s): %s", target, band.name, psf, rung.grid, out)
+                    done += 1
         log.info("%d products convolved", done)
         return 1 if refused else 0
 

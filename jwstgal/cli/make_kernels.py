@@ -1,4 +1,7 @@
-"""Make PSF-matching kernels from every configured band to the [kernels] targets.
+"""Make PSF-matching kernels from every configured band to every kernel target.
+
+The targets are [kernels] targets plus what the resolution ladder ([convolve] targets, through
+gauss<direct_max> for wide Gaussians) and anchoring need.
 
 Usage: python make_kernels.py [CONFIG [LOCAL]] [--band B] [--overwrite]
 
@@ -33,11 +36,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         cfg = load_config(args.config, args.local, check_jwst=False)
         bands, _ = selected(args, cfg)
-        if not cfg.science.kernels.targets:
-            msg = f"{cfg.config_path}: [kernels] targets is empty: nothing to make"
+        targets = cfg.science.kernel_targets   # [kernels] targets + what the ladder and anchoring need
+        if not targets:
+            msg = (f"{cfg.config_path}: no kernel targets: [kernels] targets, [convolve] targets and "
+                   "[anchor] are all empty")
             raise ConfigError(msg)
         paths = make_kernel_set(bands or cfg.science.bands, cfg.science.kernels, cfg.psf_dir,
-                                cfg.psf_data_dir, overwrite=args.overwrite, progress=not args.no_progress)
+                                cfg.psf_data_dir, overwrite=args.overwrite, progress=not args.no_progress,
+                                targets=targets)
         log.info("%d kernels in %s", len(paths), cfg.psf_dir / "kernels")
         return 0
 

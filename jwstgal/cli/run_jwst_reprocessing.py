@@ -38,6 +38,36 @@ def _prepare_simulation(cfg, targets: list[str], progress: bool) -> None:
                 dest = cfg.alignment_dir / cat.name
                 if not dest.is_file() or dest.read_bytes() != cat.read_bytes():
                     write_bytes_atomic(dest, cat.read_bytes())
+        _simulate_external_maps(cfg, target, truth)
+
+
+def _simulate_external_maps(cfg, target: str, truth) -> None:
+    """The [anchor] external maps of a simulated target, where anchor_ref_dir lacks them."""
+    from astropy.table import Table
+
+    from jwstgal.bands import get_band
+    from jwstgal.ladder import gaussian_fwhm
+    from jwstgal.simulate.external import external_map, write_external_map
+    from jwstgal.simulate.sky import Galaxy
+
+    sim, anchor = cfg.science.simulation, cfg.science.anchor
+    if cfg.anchor_ref_dir is None:
+        return
+    stars = Table.read(truth / "stars.ecsv", format="ascii.ecsv")
+    size = 1.6 * sim.n_tiles * sim.detector_size * max(get_band(b).pixel_scale for b in cfg.science.bands)
+    for inst, ref in anchor.reference.items():
+        for i, m in enumerate(anchor.external.get(inst, [])):
+            path = cfg.anchor_ref_dir / f"{target}_{m.band}.fits"
+            fwhm = gaussian_fwhm(m.psf)
+            if path.is_file() or fwhm is None:
+                continue
+            slope, offset = 0.8 + 0.1 * i, 0.1 + 0.05 * i
+            data, wcs = external_map(Galaxy(sim.ra, sim.dec), get_band(ref), stars, fwhm=fwhm,
+                                     size_arcsec=size, seed=sim.seed, noise_seed=i, slope=slope,
+                                     offset=offset)
+            write_external_map(path, data, wcs, name=m.band, fwhm=fwhm, slope=slope, offset=offset,
+                               noise=0.003)
+            log.info("simulated external map %s (%s at %s)", path, ref, m.psf)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

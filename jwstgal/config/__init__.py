@@ -22,6 +22,7 @@ from jwstgal.config.loader import (
 )
 from jwstgal.config.local import LocalConfig, SlurmConfig
 from jwstgal.config.science import (
+    AnchorConfig,
     ConvolveConfig,
     DownloadConfig,
     KernelsConfig,
@@ -37,6 +38,7 @@ __all__ = [
     "GROUP_SELECTORS",
     "REPO_ROOT",
     "STAGE_PIPELINES",
+    "AnchorConfig",
     "ConvolveConfig",
     "DownloadConfig",
     "KernelsConfig",

@@ -58,6 +58,7 @@ class RunConfig(BaseModel):
     psf_dir: Path
     psf_data_dir: Path
     config_hash: str
+    anchor_ref_dir: Path | None = None
 
     @property
     def reprocess_dir(self) -> Path:
@@ -191,6 +192,7 @@ def load_config(
         psf_dir=absolute(local.psf_dir, REPO_ROOT / "PSF"),
         psf_data_dir=absolute(local.psf_data_dir, REPO_ROOT / "PSF" / "stpsf_data"),
         config_hash=config_hash(science),
+        anchor_ref_dir=(base / local.anchor_ref_dir).resolve() if local.anchor_ref_dir else None,
     )
 
 

@@ -46,6 +46,8 @@ class LocalConfig(Strict):
                              "server may stand in).")
     alignment_dir: str = Field("", description="Astrometric catalogues; '' = <repo>/alignment.")
     psf_dir: str = Field("", description="Where PSFs and kernels are written; '' = <repo>/PSF.")
+    anchor_ref_dir: str = Field("", description="External maps for background anchoring, "
+                                "<target>_<band>.fits (e.g. ngc0628_irac1.fits); '' = none.")
     psf_data_dir: str = Field("", description="stpsf data; '' = <repo>/PSF/stpsf_data.")
 
     @model_validator(mode="after")

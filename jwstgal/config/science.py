@@ -167,15 +167,27 @@ class KernelsConfig(Strict):
 
 
 class ConvolveConfig(Strict):
-    """The ``[convolve]`` table: bring every mosaic to a common resolution (and grid)."""
+    """The ``[convolve]`` table: the resolution ladder every mosaic is brought to."""
 
-    target: str = Field("", description="Kernel target to convolve to ('' = no convolution).")
+    targets: list[str] = Field(default_factory=list, description="Rungs of the ladder: bands (e.g. "
+                               "F2100W) and analytic PSFs (gauss0.85, gauss4, gauss7.5, gauss15, ...).")
+    target: str = Field("", description="One rung (older configs); added to targets.")
     method: Literal["aniano", "pypher"] = Field("aniano", description="Which kernels to use.")
-    reproject: bool = Field(True, description="If the target is a band, also reproject onto that "
+    reproject: bool = Field(True, description="If a rung is a band, also reproject onto that "
                             "band's mosaic grid.")
+    direct_max: float = Field(2.0, ge=0.5, le=10.0, description="Widest Gaussian (arcsec) reached "
+                              "by a kernel on the mosaic grid; wider ones go through gauss<direct_max> "
+                              "and a block-averaged grid of >= 4 pixels per FWHM.")
     block_size: int = Field(2048, ge=256, description="Tile size bounding the FFT memory.")
     allow_unsafe: bool = Field(False, description="Apply kernels Aniano's criterion calls unsafe "
                                "(W- > 0.5: they amplify noise); otherwise such a band is refused.")
+
+    @field_validator("targets")
+    @classmethod
+    def _names(cls, targets: list[str]) -> list[str]:
+        from jwstgal.psfs import check_psf_name
+
+        return [check_psf_name(t) for t in targets]
 
     @field_validator("target")
     @classmethod
@@ -183,6 +195,96 @@ class ConvolveConfig(Strict):
         from jwstgal.psfs import check_psf_name
 
         return check_psf_name(target) if target else target
+
+    @property
+    def rungs(self) -> list[str]:
+        """Every rung, ``target`` included, in order, once."""
+        out = list(self.targets)
+        if self.target and self.target not in out:
+            out.insert(0, self.target)
+        return out
+
+
+class ExternalMap(Strict):
+    """One external map that can anchor an instrument: ``<anchor_ref_dir>/<target>_<band>.fits``."""
+
+    band: str = Field(description="Its name in the file name, e.g. 'irac1', 'wise3'.")
+    psf: str = Field(description="Its resolution as a PSF name, e.g. 'gauss4' (Gaussian FWHM 4\").")
+
+    @field_validator("band")
+    @classmethod
+    def _band(cls, band: str) -> str:
+        return check_path_component(band, "[anchor] external map band")
+
+    @field_validator("psf")
+    @classmethod
+    def _psf(cls, psf: str) -> str:
+        from jwstgal.psfs import check_psf_name
+
+        return check_psf_name(psf)
+
+
+Instrument = Literal["nircam", "miri"]
+
+
+class AnchorConfig(Strict):
+    """The ``[anchor]`` table: the absolute background of every band (anchor_data.py).
+
+    Per instrument, the reference band is fitted against the first external map found (in the
+    order given); every other band is fitted against the reference band at ``internal_psf``.
+    """
+
+    reference: dict[Instrument, str] = Field(
+        default_factory=dict, description="Reference band per instrument, e.g. "
+        "{nircam = 'F300M', miri = 'F770W'}; an instrument without one is not anchored.")
+    external: dict[Instrument, list[ExternalMap]] = Field(
+        default_factory=dict, description="External maps per instrument, in order of preference, "
+        "e.g. {miri = [{band = 'irac4', psf = 'gauss4'}, {band = 'wise3', psf = 'gauss15'}]}.")
+    internal_psf: dict[Instrument, str] = Field(
+        default_factory=dict, description="Common resolution of the internal fits per instrument "
+        "(a band or gauss<FWHM>), e.g. {nircam = 'F300M', miri = 'F2100W'}.")
+    fit_range: tuple[float, float] = Field((1.0, 95.0), description="Percentiles of the reference "
+                                           "intensity spanned by the bins.")
+    n_bins: int = Field(20, ge=3, le=200, description="Bins of the reference intensity.")
+    min_per_bin: int = Field(10, ge=1, description="Least pixels for a bin to be used.")
+    clip_sigma: float = Field(3.0, gt=0, description="Bins further from the line (in errors) are "
+                              "dropped and the line refitted.")
+
+    @field_validator("reference")
+    @classmethod
+    def _reference(cls, ref: dict[str, str]) -> dict[str, str]:
+        out = {}
+        for inst, band in ref.items():
+            b = get_band(check_band(band))
+            if b.instrument != inst:
+                msg = f"reference {band!r} is a {b.instrument.upper()} band, not a {inst.upper()} one"
+                raise ValueError(msg)
+            out[inst] = b.name
+        return out
+
+    @field_validator("internal_psf")
+    @classmethod
+    def _internal(cls, psfs: dict[str, str]) -> dict[str, str]:
+        from jwstgal.psfs import check_psf_name
+
+        return {k: check_psf_name(v) for k, v in psfs.items()}
+
+    @model_validator(mode="after")
+    def _complete(self) -> AnchorConfig:
+        for inst in self.reference:
+            if not self.external.get(inst):
+                msg = f"[anchor] reference of {inst} is set but external.{inst} lists no map"
+                raise ValueError(msg)
+        if self.fit_range[0] >= self.fit_range[1] or not 0 <= self.fit_range[0] < self.fit_range[1] <= 100:
+            msg = f"[anchor] fit_range must be two increasing percentiles in 0-100, got {self.fit_range}"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def psfs(self) -> list[str]:
+        """Every resolution anchoring convolves to."""
+        out = [m.psf for maps in self.external.values() for m in maps]
+        return out + list(self.internal_psf.values())
 
 
 class ReleaseConfig(Strict):
@@ -237,6 +339,7 @@ class _ScienceTables(Strict):
     simulation: SimulationConfig | None = Field(None, description="Simulate the raw data.")
     kernels: KernelsConfig = Field(default_factory=KernelsConfig)
     convolve: ConvolveConfig = Field(default_factory=ConvolveConfig)
+    anchor: AnchorConfig = Field(default_factory=AnchorConfig)
     release: ReleaseConfig = Field(default_factory=ReleaseConfig)
 
     @property
@@ -249,6 +352,17 @@ class _ScienceTables(Strict):
         """All configured bands, NIRCam first."""
         return self.pipeline.nircam_bands + self.pipeline.miri_bands
 
+    @property
+    def kernel_targets(self) -> list[str]:
+        """Every kernel target needed: [kernels] targets, then what the ladder (and anchoring) use."""
+        from jwstgal.ladder import kernel_targets
+
+        out = list(self.kernels.targets)
+        for t in kernel_targets(self.convolve.rungs + self.anchor.psfs, self.convolve.direct_max):
+            if t not in out:
+                out.append(t)
+        return out
+
     @model_validator(mode="after")
     def _cross_checks(self) -> _ScienceTables:
         targets = self.targets
@@ -258,11 +372,17 @@ class _ScienceTables(Strict):
                     msg = (f"[{table}] names target {t!r}, which no project lists "
                            f"(targets: {', '.join(targets)}){did_you_mean(t, targets)}")
                     raise ValueError(msg)
-        if self.convolve.target and self.convolve.target not in self.kernels.targets:
-            msg = (f"[convolve] target {self.convolve.target!r} is not among [kernels] targets "
-                   f"({', '.join(self.kernels.targets) or 'none'}); add it there")
-            raise ValueError(msg)
-        if self.convolve.target and self.convolve.method not in self.kernels.methods:
+        for inst, ref in self.anchor.reference.items():
+            configured = getattr(self.pipeline, f"{inst}_bands")
+            if ref not in configured:
+                msg = (f"[anchor] reference {ref} is not among pipeline.{inst}_bands "
+                       f"({', '.join(configured) or 'none'})")
+                raise ValueError(msg)
+            if inst not in self.anchor.internal_psf and len(configured) > 1:
+                msg = (f"[anchor] internal_psf.{inst} is needed to anchor the other {inst.upper()} "
+                       f"bands against {ref} (e.g. the broadest band, or a gauss<FWHM>)")
+                raise ValueError(msg)
+        if self.convolve.rungs and self.convolve.method not in self.kernels.methods:
             msg = (f"[convolve] method {self.convolve.method!r} is not among [kernels] methods "
                    f"({', '.join(self.kernels.methods)})")
             raise ValueError(msg)

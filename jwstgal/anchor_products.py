@@ -1,0 +1,258 @@
+"""Anchoring as files: fit every band of a target, write the anchored mosaics, the table and plots.
+
+Per instrument with an ``[anchor] reference`` band:
+
+1. the reference band is taken to the resolution of the first external map found
+   (``<anchor_ref_dir>/<target>_<map>.fits``, in the configured order) through the resolution ladder
+   (:func:`jwstgal.convolve_products.to_rung`), reprojected onto the map's grid and fitted against
+   it (:func:`jwstgal.anchor.binned_fit`): ``offset_ref = -intercept``;
+2. every other band of the instrument and the reference band are taken to ``internal_psf`` on one
+   grid, and the band is fitted against the reference: ``offset = -intercept + slope x offset_ref``;
+3. each anchored band is written as ``<BAND>/anchor/<product>_i2d_anchor.fits`` (the final mosaic
+   plus its offset where it has data; ``ANCHOFF``, ``ANCHERR``, ``ANCHREF``, ``ANCHSLP`` keywords)
+   and the target's ``anchor/<target>_anchor.ecsv`` lists every band (anchored or why not).
+
+A missing external map or mosaic leaves that instrument's bands un-anchored with the reason in the
+table and the log; nothing else stops. A run whose inputs and settings are unchanged is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+from astropy.wcs import WCS
+
+from jwstgal import layout
+from jwstgal.anchor import BinnedFit, binned_fit, chained_offset
+from jwstgal.bands import get_band
+from jwstgal.config import RunConfig
+from jwstgal.convolve import image_pixel_scale, reproject_image
+from jwstgal.convolve_products import Mosaic, kernel_is_refused, need_kernel, read_mosaic, to_rung
+from jwstgal.errors import ReductionError
+from jwstgal.ladder import plan_rung
+from jwstgal.plots import anchor_fit_png
+from jwstgal.provenance import atomic_path, hash_params, stamp_header
+
+log = logging.getLogger(__name__)
+
+#: Valid kernel weight a convolved pixel needs to enter a fit: pixels near edges and holes have a
+#: truncated kernel, hence not the resolution of the map they are compared with.
+FULL_WEIGHT = 0.99
+
+
+@dataclass
+class AnchorRow:
+    """One band's anchoring (a row of the target's table)."""
+
+    target: str
+    band: str
+    instrument: str
+    reference: str = ""
+    psf: str = ""
+    slope: float = np.nan
+    slope_err: float = np.nan
+    intercept: float = np.nan
+    intercept_err: float = np.nan
+    offset: float = np.nan
+    offset_err: float = np.nan
+    npix: int = 0
+    status: str = ""
+
+
+def _external(cfg: RunConfig, target: str, inst: str) -> tuple[Path | None, Any, list[Path]]:
+    """The first external map of an instrument that exists, its settings, and every path tried."""
+    tried = []
+    for m in cfg.science.anchor.external.get(inst, []):
+        if cfg.anchor_ref_dir is None:
+            break
+        path = cfg.anchor_ref_dir / f"{target}_{m.band}.fits"
+        tried.append(path)
+        if path.is_file():
+            return path, m, tried
+    return None, None, tried
+
+
+def read_external(path: Path) -> tuple[np.ndarray, WCS]:
+    """Image and celestial WCS of an external map (the first HDU holding a 2-D image)."""
+    with fits.open(path) as h:
+        for hdu in h:
+            if hdu.data is not None and np.ndim(hdu.data) >= 2:
+                data = np.asarray(np.squeeze(hdu.data), float)
+                if data.ndim != 2:
+                    continue
+                return data, WCS(hdu.header).celestial
+    msg = f"{path}: no 2-D image in any HDU"
+    raise ReductionError(msg)
+
+
+def _at(cfg: RunConfig, mosaic: Mosaic, band: str, psf: str, grid_bands: tuple[str, ...] = (),
+        grid: Path | None = None, max_pixel: float = np.inf) -> tuple[np.ndarray, WCS]:
+    """A mosaic taken to ``psf`` through the ladder (kernels from make_kernels.py)."""
+    conv = cfg.science.convolve
+    rung = plan_rung(band, psf, mosaic.pixscale, direct_max=conv.direct_max, reproject=grid is not None,
+                     bands=grid_bands, max_pixel=max_pixel)
+    kfile = None
+    if rung.kernel_target:
+        kfile = need_kernel(layout.kernel_path(cfg.psf_dir, conv.method, band, rung.kernel_target))
+        if why := kernel_is_refused(kfile, conv.allow_unsafe):
+            raise ReductionError(why)
+    sci, _, wcs, _ = to_rung(mosaic, rung, kfile, block_size=conv.block_size, grid=grid,
+                             min_weight=FULL_WEIGHT)
+    return np.asarray(sci, float), wcs
+
+
+def _fit(cfg: RunConfig, x: np.ndarray, y: np.ndarray) -> BinnedFit:
+    a = cfg.science.anchor
+    return binned_fit(x, y, x_range=a.fit_range, n_bins=a.n_bins, min_per_bin=a.min_per_bin,
+                      clip_sigma=a.clip_sigma)
+
+
+def _inputs_key(cfg: RunConfig, paths: list[Path]) -> str:
+    stats = [(p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in paths]
+    return hash_params([stats, cfg.science.anchor.model_dump(), cfg.science.convolve.method,
+                        cfg.science.convolve.direct_max])
+
+
+def write_anchored(final: Path, out: Path, row: AnchorRow, config_hash: str = "") -> Path:
+    """Copy of ``final`` with ``row.offset`` added to SCI where it has data, keywords recorded."""
+    with fits.open(final) as h:
+        hdus = [hdu.copy() for hdu in h]
+    names = [hdu.name for hdu in hdus]
+    sci = hdus[names.index("SCI")]
+    data = np.asarray(sci.data, np.float32)
+    has = np.isfinite(data) & (data != 0)
+    if "WHT" in names:
+        has &= np.asarray(hdus[names.index("WHT")].data) > 0
+    sci.data = np.where(has, data + np.float32(row.offset), data).astype(np.float32)
+    primary = hdus[0].header
+    primary["ANCHOFF"] = (row.offset, "[MJy/sr] background offset added to SCI")
+    primary["ANCHERR"] = (row.offset_err, "[MJy/sr] 1-sigma error of ANCHOFF")
+    primary["ANCHREF"] = (row.reference, "anchored against this map or band")
+    primary["ANCHSLP"] = (row.slope, "fitted slope against ANCHREF")
+    stamp_header(primary, step="anchor", params={k: v for k, v in asdict(row).items()
+                                                 if k not in ("target", "status")},
+                 config_hash=config_hash)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        fits.HDUList(hdus).writeto(tmp)
+    return out
+
+
+def _fill(row: AnchorRow, fit: BinnedFit, offset: float, err: float, reference: str, psf: str) -> None:
+    row.reference, row.psf = reference, psf
+    row.slope, row.slope_err = fit.slope, fit.slope_err
+    row.intercept, row.intercept_err = fit.intercept, fit.intercept_err
+    row.offset, row.offset_err, row.npix = offset, err, fit.npix
+    row.status = "anchored"
+
+
+def anchor_instrument(cfg: RunConfig, target: str, inst: str) -> list[AnchorRow]:
+    """Fit and write every band of one instrument of one target; the rows of the table."""
+    a = cfg.science.anchor
+    bands = getattr(cfg.science.pipeline, f"{inst}_bands")
+    ref = a.reference[inst]
+    rows = {b: AnchorRow(target, b, inst) for b in bands}
+    folders = {b: layout.band_dir(cfg.reprocess_dir, target, b) for b in bands}
+    finals = {b: layout.final_mosaic(folders[b], target, get_band(b)) for b in bands}
+    missing = [b for b in bands if not finals[b].is_file()]
+    for b in missing:
+        rows[b].status = f"not anchored: no mosaic {finals[b]}"
+    if ref in missing:
+        for b in bands:
+            rows[b].status = rows[b].status or f"not anchored: reference band {ref} has no mosaic"
+        return list(rows.values())
+    ext_path, ext, tried = _external(cfg, target, inst)
+    if ext_path is None:
+        where = ", ".join(map(str, tried)) if tried else "(set [local] anchor_ref_dir)"
+        log.warning("%s %s: no external map to anchor to; expected one of %s; %s bands left "
+                    "un-anchored", target, inst.upper(), where, inst.upper())
+        for b in bands:
+            rows[b].status = rows[b].status or f"not anchored: no external map ({where})"
+        return list(rows.values())
+    ref_mosaic = read_mosaic(finals[ref])
+    ext_data, ext_wcs = read_external(ext_path)
+    # a grid 3x finer than the map's, so that reprojection averages over the map's pixels
+    jw, jw_wcs = _at(cfg, ref_mosaic, ref, ext.psf, max_pixel=image_pixel_scale(ext_wcs) / 3)
+    jw_on_ext = reproject_image(jw, jw_wcs, ext_wcs, ext_data.shape)
+    fit = _fit(cfg, ext_data, jw_on_ext)
+    off_ref, err_ref = fit.offset, fit.intercept_err
+    _fill(rows[ref], fit, off_ref, err_ref, ext.band, ext.psf)
+    anchor_fit_png(ext_data, jw_on_ext, fit, layout.anchor_plot(cfg.reprocess_dir, target, ref, ext.band),
+                   f"{target} {ref} vs {ext.band} at {ext.psf}: offset {off_ref:+.4f} ± {err_ref:.4f}",
+                   f"{ext.band} ({ext_path.name})", f"{ref} at {ext.psf} [MJy/sr]")
+    others = [b for b in bands if b != ref and b not in missing]
+    if others:
+        psf = a.internal_psf[inst]
+        grid = finals[psf] if psf in finals and psf not in missing else None
+        x, x_wcs = _at(cfg, ref_mosaic, ref, psf, tuple(bands), grid)
+        del ref_mosaic
+        for b in others:
+            y, y_wcs = _at(cfg, read_mosaic(finals[b]), b, psf, tuple(bands), grid)
+            if y.shape != x.shape or not y_wcs.wcs.compare(x_wcs.wcs, tolerance=1e-9):
+                y = reproject_image(y, y_wcs, x_wcs, x.shape)
+            try:
+                fit_b = _fit(cfg, x, y)
+            except ValueError as err:
+                rows[b].status = f"not anchored: fit against {ref} failed ({err})"
+                log.warning("%s %s: %s", target, b, rows[b].status)
+                continue
+            off, err_b = chained_offset(fit_b, off_ref, err_ref)
+            _fill(rows[b], fit_b, off, err_b, ref, psf)
+            anchor_fit_png(x, y, fit_b, layout.anchor_plot(cfg.reprocess_dir, target, b, ref),
+                           f"{target} {b} vs {ref} at {psf}: offset {off:+.4f} ± {err_b:.4f}",
+                           f"{ref} at {psf} [MJy/sr]", f"{b} at {psf} [MJy/sr]")
+    for b, row in rows.items():
+        if row.status == "anchored":
+            write_anchored(finals[b], layout.anchored_mosaic(folders[b], target, get_band(b)), row,
+                           cfg.config_hash)
+            log.info("%s %s: offset %+.5f ± %.5f MJy/sr (against %s at %s, slope %.3f, %d px)",
+                     target, b, row.offset, row.offset_err, row.reference, row.psf, row.slope, row.npix)
+    return list(rows.values())
+
+
+def anchor_target(cfg: RunConfig, target: str, overwrite: bool = False) -> list[AnchorRow]:
+    """Anchor every configured instrument of a target; writes and returns its table's rows.
+
+    An instrument whose inputs (mosaics, external maps) and settings are those of the table's
+    last run, with its anchored mosaics on disk, keeps its rows without being refitted.
+    """
+    table_path = layout.anchor_table(cfg.reprocess_dir, target)
+    old_rows: list[AnchorRow] = []
+    old_keys: dict[str, str] = {}
+    if table_path.is_file():
+        old = Table.read(table_path, format="ascii.ecsv")
+        old_keys = dict(old.meta.get("keys", {}))
+        old_rows = [AnchorRow(**{k: (v.item() if hasattr(v, "item") else v) for k, v in zip(
+            old.colnames, r, strict=True)}) for r in old]
+    rows: list[AnchorRow] = []
+    keys: dict[str, str] = {}
+    for inst in cfg.science.anchor.reference:
+        bands = getattr(cfg.science.pipeline, f"{inst}_bands")
+        folders = {b: layout.band_dir(cfg.reprocess_dir, target, b) for b in bands}
+        inputs = [p for b in bands if (p := layout.final_mosaic(folders[b], target, get_band(b))).is_file()]
+        ext_path, _, _ = _external(cfg, target, inst)
+        keys[inst] = _inputs_key(cfg, inputs + ([ext_path] if ext_path else []))
+        kept = [r for r in old_rows if r.instrument == inst]
+        done = all(layout.anchored_mosaic(folders[r.band], target, get_band(r.band)).is_file()
+                   for r in kept if r.status == "anchored")
+        if not overwrite and old_keys.get(inst) == keys[inst] and kept and done:
+            log.info("%s %s: anchoring up to date", target, inst.upper())
+            rows += kept
+            continue
+        rows += anchor_instrument(cfg, target, inst)
+    table = Table(rows=[asdict(r) for r in rows]) if rows else Table()
+    table.meta["keys"] = keys
+    table.meta["comments"] = ["offset [MJy/sr] is added to the mosaic; slope/intercept of "
+                              "band = slope x reference + intercept at resolution psf"]
+    table_path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(table_path) as tmp:
+        table.write(tmp, format="ascii.ecsv")
+    log.debug("anchoring table %s: %s", table_path, json.dumps(keys))
+    return rows

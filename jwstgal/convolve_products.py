@@ -1,0 +1,181 @@
+"""Convolved products: a band's mosaic taken to every rung of the resolution ladder, as files.
+
+The arithmetic lives in :mod:`jwstgal.convolve` (tiled FFT convolution, reprojection) and
+:mod:`jwstgal.ladder` (which stages reach a rung); this module reads mosaics and kernels, applies
+the stages and writes ``convolved/<product>_i2d_conv_<PSF>.fits`` (SCI, ERR) with the PSF and
+grid recorded (``PSF``, ``BMAJ``/``BMIN``/``BPA`` for Gaussians, ``JG_GRID``) and provenance.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from jwstgal.convolve import convolve_image, image_pixel_scale, reproject_image
+from jwstgal.errors import InputNotFoundError
+from jwstgal.kernels import resample_kernel
+from jwstgal.ladder import Rung, block_average, block_wcs, gaussian_fwhm, gaussian_kernel
+from jwstgal.provenance import atomic_path, hash_params, stamp_header
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Mosaic:
+    """A mosaic in memory: surface brightness (NaN where nothing contributed), errors, WCS."""
+
+    sci: np.ndarray
+    err: np.ndarray | None
+    wcs: WCS
+    bunit: str
+    primary: fits.Header
+    path: Path
+    #: results of the first (kernel) stage, by kernel file: shared by the rungs that start alike
+    stage1: dict[str, tuple[np.ndarray, np.ndarray | None, dict[str, Any]]] = field(
+        default_factory=dict)
+
+    @property
+    def pixscale(self) -> float:
+        """Pixel scale (arcsec)."""
+        return image_pixel_scale(self.wcs)
+
+
+def read_mosaic(path: Path) -> Mosaic:
+    """Read the SCI (and ERR) of a mosaic; zeros (no input, as resample writes them) become NaN."""
+    with fits.open(path) as h:
+        sci = np.asarray(h["SCI"].data, np.float32).copy()
+        err = np.asarray(h["ERR"].data, np.float32).copy() if "ERR" in h else None
+        hdr = h["SCI"].header
+        primary = h[0].header.copy()
+    sci[sci == 0] = np.nan
+    return Mosaic(sci, err, WCS(hdr).celestial, str(hdr.get("BUNIT", "")), primary, path)
+
+
+def kernel_is_refused(kernel_file: Path, allow_unsafe: bool) -> str:
+    """Why a kernel must not be applied ('' if it may): Aniano's 'unsafe' class (W- > 0.5)."""
+    h = fits.getheader(kernel_file)
+    if h.get("SAFETY") == "unsafe" and not allow_unsafe:
+        return (f"kernel {kernel_file} is unsafe (W- = {h.get('KERN_WM', float('nan')):.3g} > 0.5: "
+                "it amplifies noise); not applied (set [convolve] allow_unsafe = true to apply it anyway)")
+    return ""
+
+
+def to_rung(mosaic: Mosaic, rung: Rung, kernel_file: Path | None, *, block_size: int = 2048,
+            grid: Path | None = None, min_weight: float = 0.5
+            ) -> tuple[np.ndarray, np.ndarray | None, WCS, dict[str, Any]]:
+    """Take a mosaic to a rung of the ladder (in memory).
+
+    Parameters
+    ----------
+    mosaic : Mosaic
+        The band's mosaic (its first-stage results are cached on it).
+    rung : Rung
+        The stages (from :func:`jwstgal.ladder.plan_rung`).
+    kernel_file : pathlib.Path or None
+        Kernel from the band to ``rung.kernel_target``; None when there is none to apply.
+    block_size : int
+        Tile size of the FFT convolution.
+    grid : pathlib.Path, optional
+        Mosaic whose grid the result is reprojected onto (``rung.reproject_band``).
+    min_weight : float
+        Pixels whose valid kernel weight is below this are NaN (near edges and holes); anchoring
+        asks for ~1, so that every pixel it fits has the full resolution.
+
+    Returns
+    -------
+    sci, err : numpy.ndarray
+    wcs : astropy.wcs.WCS
+    params : dict
+        What was applied (for the header).
+    """
+    params: dict[str, Any] = {"target": rung.target, "grid": rung.grid}
+    if kernel_file is None:
+        sci, err = mosaic.sci, mosaic.err
+    else:
+        cache = f"{kernel_file}:{min_weight}"
+        if cache not in mosaic.stage1:
+            kh = fits.getheader(kernel_file)
+            kern = resample_kernel(fits.getdata(kernel_file).astype(float), float(kh["PIXELSCL"]),
+                                   mosaic.pixscale)
+            res = convolve_image(mosaic.sci, kern, err=mosaic.err, block=block_size,
+                                 min_weight=min_weight)
+            mosaic.stage1[cache] = (res.data, res.err, {
+                "kernel": kernel_file.name, "kernel_method": kh.get("KMETHOD"),
+                "kernel_D": kh.get("KERN_D"), "kernel_W_minus": kh.get("KERN_WM"),
+                "kernel_size": kern.shape[0]})
+        sci, err, kparams = mosaic.stage1[cache]
+        params.update(kparams)
+    wcs = mosaic.wcs
+    if rung.block > 1:
+        sci, err = block_average(sci, rung.block, err)
+        wcs = block_wcs(wcs, rung.block)
+        pix = image_pixel_scale(wcs)
+        g = gaussian_kernel(rung.gauss_fwhm, pix)
+        res = convolve_image(sci, g, err=err, block=block_size, min_weight=min_weight)
+        sci, err = res.data, res.err
+        params.update({"block": rung.block, "gauss_fwhm": round(rung.gauss_fwhm, 5),
+                       "pixscale": round(pix, 5)})
+    if rung.reproject_band and grid is not None:
+        gh = fits.getheader(grid, "SCI")
+        gw = WCS(gh).celestial
+        shape = (gh["NAXIS2"], gh["NAXIS1"])
+        sci = reproject_image(np.asarray(sci, float), wcs, gw, shape)
+        err = reproject_image(np.asarray(err, float), wcs, gw, shape) if err is not None else None
+        wcs = gw
+        params["reproject_onto"] = grid.name
+    return sci, err, wcs, params
+
+
+def psf_cards(target: str) -> dict[str, tuple[Any, str]]:
+    """Header cards describing a rung's PSF (``BMAJ``/``BMIN``/``BPA`` in degrees for Gaussians)."""
+    cards: dict[str, tuple[Any, str]] = {"PSF": (target, "PSF of this image after convolution")}
+    fwhm = gaussian_fwhm(target)
+    if fwhm is not None:
+        cards["BMAJ"] = (fwhm / 3600, "[deg] beam major axis (FWHM)")
+        cards["BMIN"] = (fwhm / 3600, "[deg] beam minor axis (FWHM)")
+        cards["BPA"] = (0.0, "[deg] beam position angle")
+    return cards
+
+
+def write_convolved(out: Path, mosaic: Mosaic, sci: np.ndarray, err: np.ndarray | None, wcs: WCS,
+                    rung: Rung, params: dict[str, Any], *, config_hash: str = "", key: str = "") -> Path:
+    """Write one rung's product atomically (SCI, ERR; PSF, grid and provenance in the headers)."""
+    hdr = wcs.to_header()
+    hdr["BUNIT"] = mosaic.bunit
+    for k, v in psf_cards(rung.target).items():
+        hdr[k] = v
+    hdr["JG_GRID"] = (rung.grid, "grid of this image")
+    primary = mosaic.primary.copy()
+    stamp_header(primary, step="conv", params={"source": mosaic.path.name, **params},
+                 config_hash=config_hash)
+    primary["JG_CKEY"] = key
+    hdus = [fits.PrimaryHDU(header=primary), fits.ImageHDU(np.asarray(sci, np.float32), hdr, name="SCI")]
+    if err is not None:
+        hdus.append(fits.ImageHDU(np.asarray(err, np.float32), hdr, name="ERR"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        fits.HDUList(hdus).writeto(tmp)
+    return out
+
+
+def product_key(i2d: Path, kernel_file: Path | None, rung: Rung, settings: dict[str, Any],
+                grid: Path | None) -> str:
+    """Hash of what a convolved product depends on (input file, kernel, stages, settings)."""
+    st = i2d.stat()
+    return hash_params([i2d.name, st.st_size, int(st.st_mtime),
+                        fits.getheader(kernel_file).get("JG_KERN") if kernel_file else None,
+                        asdict(rung), settings, str(grid) if grid else None])
+
+
+def need_kernel(kernel_file: Path) -> Path:
+    """``kernel_file`` if it exists, else an error saying how to make it."""
+    if not kernel_file.is_file():
+        msg = f"kernel {kernel_file} not found; run make_kernels.py first"
+        raise InputNotFoundError(msg)
+    return kernel_file

@@ -1,0 +1,148 @@
+"""Background anchoring: the fit on the simulator's sky, and anchor_data.py on files."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+from conftest import REPO
+from factories import write_config
+
+from jwstgal.anchor import binned_fit, chained_offset
+from jwstgal.bands import get_band
+from jwstgal.convolve import convolve_image
+from jwstgal.ladder import gaussian_kernel
+from jwstgal.simulate.external import external_map, external_wcs, write_external_map
+from jwstgal.simulate.sky import Galaxy, galaxy_surface_brightness
+
+GALAXY = Galaxy(24.17, 15.78)
+
+
+def _sky(band: str, pix: float, n: int) -> tuple[np.ndarray, object]:
+    w = external_wcs(GALAXY.ra, GALAXY.dec, pix, n)
+    yy, xx = np.mgrid[0:n, 0:n]
+    ra, dec = w.pixel_to_world_values(xx.astype(float), yy.astype(float))
+    return galaxy_surface_brightness(ra, dec, GALAXY, get_band(band), 7), w
+
+
+@pytest.mark.parametrize("fwhm", [4.0, 15.0])
+def test_fit_recovers_offset_and_slope_on_the_simulated_sky(fwhm):
+    """External = a x (sky at fwhm) + c + noise, JWST = sky + z + noise: offset c/a - z within
+    1 % of the sky rms (or 0.005 MJy/sr), slope 1/a within 2 %."""
+    truth, _ = _sky("F300M", 0.5, 400)
+    rng = np.random.default_rng(3)
+    a, c, z = 1.3, 0.12, -0.07
+    k = gaussian_kernel(fwhm, 0.5)
+    jwst = convolve_image(truth + z + 0.02 * rng.standard_normal(truth.shape), k).data
+    ext = a * convolve_image(truth, k).data + c + 0.01 * rng.standard_normal(truth.shape)
+    fit = binned_fit(ext, jwst)
+    assert fit.offset == pytest.approx(c / a - z, abs=max(0.01 * truth.std(), 0.005))
+    assert fit.slope == pytest.approx(1 / a, rel=0.02)
+    assert fit.intercept_err < 0.005 and fit.used.sum() >= 10
+
+
+def test_fit_ignores_outlying_bins_and_needs_data():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 10, 50000)
+    y = 2 * x - 1 + 0.05 * rng.standard_normal(x.size)
+    y[(x > 6) & (x < 6.5)] += 5                      # a bright source seen only by JWST
+    fit = binned_fit(x, y)
+    assert fit.slope == pytest.approx(2, rel=0.005) and fit.intercept == pytest.approx(-1, abs=0.01)
+    assert not fit.used.all()
+    with pytest.raises(ValueError, match="too few"):
+        binned_fit(x[:5], y[:5])
+
+
+def test_chained_offset_puts_a_band_on_the_reference_zero_point():
+    rng = np.random.default_rng(1)
+    ref = rng.uniform(0, 5, 20000)
+    band = 1.7 * ref + 0.3 + 0.01 * rng.standard_normal(ref.size)
+    off_ref = 0.25
+    off, err = chained_offset(binned_fit(ref, band), off_ref, 0.01)
+    # anchored, the band is proportional to the anchored reference (no intercept left)
+    assert binned_fit(ref + off_ref, band + off).intercept == pytest.approx(0, abs=2e-3)
+    assert err == pytest.approx(0.017, rel=0.2)
+
+
+def _mosaic(path, data, wcs):
+    hdr = wcs.to_header()
+    hdr["BUNIT"] = "MJy/sr"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(data.astype(np.float32), hdr, name="SCI"),
+                  fits.ImageHDU(np.full(data.shape, 0.01, np.float32), hdr, name="ERR"),
+                  fits.ImageHDU(np.ones(data.shape, np.float32), hdr, name="WHT")]).writeto(path)
+
+
+SCIENCE = """
+[projects.1]
+targets = ["ngc0000", "ngc0001"]
+[pipeline]
+data_version = "t1"
+miri_bands = ["F770W", "F2100W"]
+[kernels]
+psf_source = "gaussian"
+[convolve]
+targets = ["gauss4"]
+[anchor]
+reference = {miri = "F770W"}
+external = {miri = [{band = "irac4", psf = "gauss4"}, {band = "wise3", psf = "gauss15"}]}
+internal_psf = {miri = "F2100W"}
+"""
+
+
+def test_anchor_data_script(tmp_path):
+    cfg, loc = write_config(tmp_path, science=SCIENCE, local='[local]\nraw_dir="raw"\nworking_dir="work"\n'
+                            'psf_dir="psf"\nanchor_ref_dir="ext"\n')
+    rep = tmp_path / "work" / "jwst_lv3_reprocessed_t1"
+    truth, wcs = _sky("F770W", 0.11, 401)
+    seen = {b: convolve_image(truth, gaussian_kernel(get_band(b).fwhm_arcsec, 0.11)).data
+            for b in ("F770W", "F2100W")}          # each band at its (Gaussian) PSF
+    rng = np.random.default_rng(5)
+    z770, z2100 = -0.21, 0.37                        # zero points the mosaics lost
+    for target in ("ngc0000", "ngc0001"):
+        _mosaic(rep / target / "F770W" / "lv3" / f"{target}_miri_lv3_f770w_i2d.fits",
+                seen["F770W"] + z770 + 0.01 * rng.standard_normal(truth.shape), wcs)
+        _mosaic(rep / target / "F2100W" / "lv3" / f"{target}_miri_lv3_f2100w_i2d.fits",
+                1.7 * seen["F2100W"] + z2100 + 0.01 * rng.standard_normal(truth.shape), wcs)
+    a, c = 0.8, 0.1
+    data, ewcs = external_map(GALAXY, get_band("F770W"), None, fwhm=4.0, size_arcsec=90, seed=7,
+                              slope=a, offset=c)
+    write_external_map(tmp_path / "ext" / "ngc0000_irac4.fits", data, ewcs, name="irac4", fwhm=4.0,
+                       slope=a, offset=c, noise=0.003)        # ngc0001 has no external map
+    run = [sys.executable, "-c", "import sys; from jwstgal.cli.{} import main; sys.exit(main())",
+           str(cfg), str(loc), "--no-progress"]
+
+    def script(name):
+        return subprocess.run([run[0], run[1], run[2].format(name), *run[3:]], capture_output=True,
+                              text=True, cwd=REPO, timeout=600)
+
+    assert script("make_kernels").returncode == 0
+    res = script("anchor_data")
+    assert res.returncode == 1, res.stderr[-3000:]               # ngc0001 could not be anchored
+    assert "ngc0001_irac4.fits" in res.stderr and "ngc0001_wise3.fits" in res.stderr
+    table = Table.read(rep / "ngc0000" / "anchor" / "ngc0000_anchor.ecsv")
+    row = {r["band"]: r for r in table}
+    tol = max(0.01 * truth.std(), 0.005)
+    assert row["F770W"]["offset"] == pytest.approx(c / a - z770, abs=tol)
+    assert row["F770W"]["slope"] == pytest.approx(1 / a, rel=0.02)
+    assert row["F770W"]["reference"] == "irac4"
+    assert row["F2100W"]["offset"] == pytest.approx(1.7 * c / a - z2100, abs=tol)
+    assert row["F2100W"]["slope"] == pytest.approx(1.7, rel=0.02)
+    anchored = rep / "ngc0000" / "F2100W" / "anchor" / "ngc0000_miri_lv3_f2100w_i2d_anchor.fits"
+    assert fits.getheader(anchored)["ANCHOFF"] == pytest.approx(row["F2100W"]["offset"])
+    sci = fits.getdata(anchored, "SCI")
+    assert np.nanmedian(sci - 1.7 * (seen["F2100W"] + c / a)) == pytest.approx(0, abs=tol)
+    assert (rep / "ngc0000" / "anchor" / "ngc0000_F2100W_vs_F770W.png").is_file()
+    other = Table.read(rep / "ngc0001" / "anchor" / "ngc0001_anchor.ecsv")
+    assert all(s.startswith("not anchored: no external map") for s in other["status"])
+    assert not (rep / "ngc0001" / "F770W" / "anchor").exists()
+    again = script("anchor_data")
+    assert "anchoring up to date" in again.stderr
+    # the ladder convolves the anchored mosaic
+    assert script("convolve_data").returncode == 0
+    conv = rep / "ngc0000" / "F770W" / "convolved" / "ngc0000_miri_lv3_f770w_i2d_conv_gauss4.fits"
+    h = fits.open(conv)
+    assert "i2d_anchor" in "".join(str(c) for c in h[0].header["HISTORY"])
+    assert h["SCI"].header["BMAJ"] == pytest.approx(4 / 3600)
