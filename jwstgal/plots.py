@@ -187,3 +187,24 @@ def anchor_fit_png(x: np.ndarray, y: np.ndarray, fit: Any, png: Path, title: str
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
     return _save(fig, png, 90)
+
+
+def comparison_png(old: np.ndarray, new: np.ndarray, png: Path, title: str) -> Path:
+    """Old image, new - old, and new / old over the bright pixels, side by side."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
+    vmin, vmax = stretch_limits(old)
+    axes[0].imshow(old, origin="lower", cmap="gray", vmin=vmin, vmax=vmax)
+    axes[0].set_title("old [MJy/sr]")
+    diff = new - old
+    lim = np.nanpercentile(np.abs(diff), 99) if np.isfinite(diff).any() else 1.0
+    im = axes[1].imshow(diff, origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim)
+    fig.colorbar(im, ax=axes[1], label="new - old [MJy/sr]")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(old > np.nanpercentile(old, 90), new / old, np.nan)
+    im = axes[2].imshow(ratio, origin="lower", cmap="RdBu_r", vmin=0.9, vmax=1.1)
+    fig.colorbar(im, ax=axes[2], label="new / old (bright pixels)")
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, png, 80)

@@ -15,17 +15,20 @@ band was reprocessed, or realigned) is rebuilt rather than kept.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
 from jwstgal.bands import get_band
-from jwstgal.layout import final_mosaic, product_name
+from jwstgal.layout import anchor_table, anchored_mosaic, convolved_dir, final_mosaic, product_name
 from jwstgal.provenance import atomic_path, stamp_header, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -83,7 +86,8 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def release_mosaic(i2d: Path, out: Path, *, remove_bloat: bool, config_hash: str) -> list[Path]:
+def release_mosaic(i2d: Path, out: Path, *, remove_bloat: bool, config_hash: str,
+                   coverage: bool = True) -> list[Path]:
     """Copy a mosaic into the release (slimmed), plus its coverage map; returns written files."""
     written = []
     with fits.open(i2d) as h:
@@ -96,7 +100,7 @@ def release_mosaic(i2d: Path, out: Path, *, remove_bloat: bool, config_hash: str
         with atomic_path(out) as tmp:
             hdul.writeto(tmp)
         written.append(out)
-        if "CON" in names:
+        if coverage and "CON" in names:
             cov = coverage_from_context(h["CON"].data)
             hdr = h["SCI"].header.copy()
             hdr["BUNIT"] = ("", "number of contributing exposures")
@@ -111,6 +115,99 @@ def release_mosaic(i2d: Path, out: Path, *, remove_bloat: bool, config_hash: str
     return written
 
 
+def release_catalogue(src: Path, mosaic: Path, dst: Path) -> Path:
+    """Copy a stage-3 catalogue with its sky positions recomputed through the released mosaic's WCS.
+
+    Stage 3 measured the sources on the mosaic's pixels before the absolute alignment; the pixel
+    positions stay valid, the sky positions do not. ``sky_centroid`` (and the ``sky_bbox_*``
+    corners) are recomputed from ``xcentroid``/``ycentroid`` (and ``bbox_*``) with the FITS WCS of
+    the mosaic released beside it, so catalogue and mosaic agree by construction.
+    """
+    from astropy.wcs import WCS
+
+    table = Table.read(src, format="ascii.ecsv")
+    wcs = WCS(fits.getheader(mosaic, "SCI")).celestial
+    if {"xcentroid", "ycentroid"} <= set(table.colnames):
+        table["sky_centroid"] = wcs.pixel_to_world(np.asarray(table["xcentroid"], float),
+                                                   np.asarray(table["ycentroid"], float))
+    corners = {"sky_bbox_ll": ("bbox_xmin", "bbox_ymin", -0.5, -0.5),
+               "sky_bbox_ul": ("bbox_xmin", "bbox_ymax", -0.5, 0.5),
+               "sky_bbox_lr": ("bbox_xmax", "bbox_ymin", 0.5, -0.5),
+               "sky_bbox_ur": ("bbox_xmax", "bbox_ymax", 0.5, 0.5)}
+    for col, (xc, yc, dx, dy) in corners.items():
+        if col in table.colnames and xc in table.colnames and yc in table.colnames:
+            table[col] = wcs.pixel_to_world(np.asarray(table[xc], float) + dx,
+                                            np.asarray(table[yc], float) + dy)
+    state = "aligned" if fits.getheader(mosaic).get("ASTALIGN") else "stage 3"
+    table.meta["jwstgal_sky_positions"] = (f"recomputed from pixel positions with the WCS of "
+                                           f"{mosaic.name} ({state})")
+    with atomic_path(dst) as tmp:
+        table.write(tmp, format="ascii.ecsv")
+    return dst
+
+
+def _copy(src: Path, dst: Path, overwrite: bool, config_hash: str = "") -> Path:
+    """Release a file as it is; a FITS file gets the release's provenance in its primary header."""
+    if needs_release(src, dst, overwrite):
+        with atomic_path(dst) as tmp:
+            if src.suffix == ".fits":
+                with fits.open(src) as h:
+                    stamp_header(h[0].header, step="release", params={"source": src.name},
+                                 config_hash=config_hash)
+                    h.writeto(tmp)
+            else:
+                shutil.copyfile(src, tmp)
+    return dst
+
+
+def _release_band(reprocess_dir: Path, tdir: Path, target: str, name: str, opts: dict[str, bool],
+                  config_hash: str) -> list[ReleasedFile]:
+    band = get_band(name)
+    bdir = reprocess_dir / target / band.name
+    lv3 = bdir / "lv3"
+    stem = product_name(target, band)
+    i2d = final_mosaic(bdir, target, band)
+    if not i2d.is_file():
+        log.warning("%s %s: no mosaic to release (%s)", target, band.name, i2d)
+        return []
+    overwrite = opts["overwrite"]
+    out = tdir / f"{stem}_i2d.fits"   # one name whether or not it was realigned
+    files = []
+    if needs_release(i2d, out, overwrite):
+        release_mosaic(i2d, out, remove_bloat=opts["remove_bloat"], config_hash=config_hash)
+    files.append(ReleasedFile(out, target, band.name, "mosaic"))
+    cov = out.with_name(out.name.replace("_i2d.fits", "_coverage.fits"))
+    if cov.is_file():
+        files.append(ReleasedFile(cov, target, band.name, "coverage"))
+    anchored = anchored_mosaic(bdir, target, band)
+    if anchored.is_file() and anchored.stat().st_mtime >= i2d.stat().st_mtime:
+        dst = tdir / anchored.name
+        if needs_release(anchored, dst, overwrite):
+            release_mosaic(anchored, dst, remove_bloat=opts["remove_bloat"], config_hash=config_hash,
+                           coverage=False)
+        files.append(ReleasedFile(dst, target, band.name, "anchored mosaic"))
+    cat = lv3 / f"{stem}_cat.ecsv"
+    if cat.is_file():
+        dst = tdir / cat.name
+        if needs_release(cat, dst, overwrite) or dst.stat().st_mtime_ns < out.stat().st_mtime_ns:
+            release_catalogue(cat, out, dst)
+        files.append(ReleasedFile(dst, target, band.name, "catalogue"))
+    extras = [(lv3 / f"{stem}_i2d.png", tdir, "quicklook", True),
+              (lv3 / f"{stem}_segm.fits", tdir, "segmentation", opts["include_segm"])]
+    if opts["include_convolved"]:
+        extras += [(p, tdir / "convolved", "convolved", True)
+                   for p in sorted(convolved_dir(bdir).glob("*_conv_*.fits"))]
+    if opts["include_crf"]:
+        tweaked = sorted((bdir / "astrometric_align").glob("*_crf_tweakback.fits"))
+        extras += [(p, tdir / "exposures" / band.name, "exposure", True)
+                   for p in (tweaked or sorted(lv3.glob("*_crf.fits")))]
+    for src, folder, kind, wanted in extras:
+        if wanted and src.is_file():
+            files.append(ReleasedFile(_copy(src, folder / src.name, overwrite, config_hash), target,
+                                      band.name, kind))
+    return files
+
+
 def build_release(
     reprocess_dir: Path,
     release_dir: Path,
@@ -119,8 +216,11 @@ def build_release(
     *,
     remove_bloat: bool = True,
     include_convolved: bool = True,
+    include_segm: bool = True,
+    include_crf: bool = False,
     overwrite: bool = False,
     config_hash: str = "",
+    run_config: dict | None = None,
 ) -> list[ReleasedFile]:
     """Assemble the release tree for the given targets and bands.
 
@@ -133,51 +233,40 @@ def build_release(
     targets, bands : list of str
         What to release.
     remove_bloat : bool
-        Drop VAR_* and CON extensions from the released mosaics.
+        Drop VAR_*, CON and ASDF extensions from the released mosaics.
     include_convolved : bool
-        Also release the convolved mosaics.
+        Also release every rung of the resolution ladder.
+    include_segm : bool
+        Also release stage 3's segmentation maps.
+    include_crf : bool
+        Also release the per-exposure ``crf`` files (tweakback'd to the absolute alignment).
     overwrite : bool
         Replace files that are already released.
     config_hash : str
         Recorded in the released files.
+    run_config : dict, optional
+        The resolved configuration, written as ``run_config.json``.
 
     Returns
     -------
     list of ReleasedFile
     """
+    opts = {"remove_bloat": remove_bloat, "include_convolved": include_convolved,
+            "include_segm": include_segm, "include_crf": include_crf, "overwrite": overwrite}
     files: list[ReleasedFile] = []
     for target in targets:
         tdir = release_dir / target
         for name in bands:
-            band = get_band(name)
-            lv3 = reprocess_dir / target / band.name / "lv3"
-            stem = product_name(target, band)
-            i2d = final_mosaic(reprocess_dir / target / band.name, target, band)
-            if not i2d.is_file():
-                log.warning("%s %s: no mosaic to release (%s)", target, band.name, i2d)
-                continue
-            out = tdir / f"{stem}_i2d.fits"   # one name whether or not it was realigned
-            if needs_release(i2d, out, overwrite):
-                release_mosaic(i2d, out, remove_bloat=remove_bloat, config_hash=config_hash)
-            files.append(ReleasedFile(out, target, band.name, "mosaic"))
-            cov = out.with_name(out.name.replace("_i2d.fits", "_coverage.fits"))
-            if cov.is_file():
-                files.append(ReleasedFile(cov, target, band.name, "coverage"))
-            for src, kind in ((lv3 / f"{stem}_cat.ecsv", "catalogue"),
-                              (lv3 / f"{stem}_i2d.png", "quicklook")):
-                if src.is_file():
-                    dst = tdir / src.name
-                    if needs_release(src, dst, overwrite):
-                        with atomic_path(dst) as tmp:
-                            shutil.copyfile(src, tmp)
-                    files.append(ReleasedFile(dst, target, band.name, kind))
-            if include_convolved:
-                for src in sorted((lv3.parent / "convolved").glob("*_conv_*.fits")):
-                    dst = tdir / "convolved" / src.name
-                    if needs_release(src, dst, overwrite):
-                        with atomic_path(dst) as tmp:
-                            shutil.copyfile(src, tmp)
-                    files.append(ReleasedFile(dst, target, band.name, "convolved"))
+            files += _release_band(reprocess_dir, tdir, target, name, opts, config_hash)
+        anchor_dir = anchor_table(reprocess_dir, target).parent
+        if anchor_dir.is_dir() and any(f.target == target for f in files):
+            for src in sorted([*anchor_dir.glob("*.ecsv"), *anchor_dir.glob("*.png")]):
+                files.append(ReleasedFile(_copy(src, tdir / "anchor" / src.name, overwrite), target, "",
+                                          "anchoring"))
+    if run_config is not None:
+        release_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(release_dir / "run_config.json", json.dumps(run_config, indent=2, default=str))
+        files.append(ReleasedFile(release_dir / "run_config.json", "", "", "configuration"))
     write_manifest(release_dir, files)
     return files
 
@@ -215,23 +304,71 @@ def write_manifest(release_dir: Path, files: list[ReleasedFile]) -> Path:
         table.write(tmp, format="ascii.ecsv")
     write_text_atomic(release_dir / "SHA256SUMS",
                       "".join(f"{r[5]}  {r[0]}\n" for r in rows))
-    write_text_atomic(release_dir / "README.md", RELEASE_README)
+    write_text_atomic(release_dir / "README.md", release_readme(release_dir, rows))
     return release_dir / "MANIFEST.ecsv"
 
 
-RELEASE_README = """# JWST imaging release (jwstgal)
+def release_readme(release_dir: Path, rows: list[tuple]) -> str:
+    """The release's README: what is actually in it (targets, bands, PSFs, offsets, versions)."""
+    from jwstgal import __version__
+
+    by_band: dict[tuple[str, str], dict[str, Any]] = {}
+    versions: set[str] = set()
+    for rel, target, band, kind, *_ in rows:
+        if not band:
+            continue
+        entry = by_band.setdefault((target, band), {"rungs": [], "anchor": "", "sources": "",
+                                                     "aligned": ""})
+        path = release_dir / rel
+        if kind == "mosaic":
+            h = fits.getheader(path)
+            versions.add(f"jwst {h.get('CAL_VER', '?')}, CRDS {h.get('CRDS_VER', '?')} "
+                         f"context {h.get('CRDS_CTX', '?')}")
+            entry["aligned"] = "yes" if h.get("ASTALIGN") else "no"
+        elif kind == "anchored mosaic":
+            h = fits.getheader(path)
+            entry["anchor"] = (f"{h.get('ANCHOFF', float('nan')):+.4f} ± {h.get('ANCHERR', float('nan')):.4f}"
+                               f" ({h.get('ANCHREF', '?')})")
+        elif kind == "catalogue":
+            entry["sources"] = str(len(Table.read(path, format="ascii.ecsv")))
+        elif kind == "convolved":
+            entry["rungs"].append(rel.rsplit("_conv_", 1)[-1].removesuffix(".fits"))
+    lines = [f"# JWST imaging release {release_dir.name} (jwstgal)", "",
+             f"Assembled {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} by jwstgal {__version__}; "
+             f"reduced with {'; '.join(sorted(versions)) or 'unknown versions'}.", "",
+             "| target | band | aligned | background offset [MJy/sr] (anchored to) | sources | "
+             "convolved to |", "|---|---|---|---|---|---|"]
+    for (target, band), e in sorted(by_band.items()):
+        lines.append(f"| {target} | {band} | {e['aligned']} | {e['anchor'] or 'not anchored'} | "
+                     f"{e['sources'] or '-'} | {', '.join(sorted(e['rungs'])) or '-'} |")
+    return "\n".join(lines) + "\n\n" + RELEASE_README
+
+
+RELEASE_README = """## Products
 
 One folder per target. For each band:
 
-- `<target>_<nircam|miri>_lv3_<band>_i2d.fits`: the stage-3 mosaic. Extensions: `SCI` (surface
-  brightness, MJy/sr), `ERR` (1-sigma, MJy/sr), `WHT` (drizzle weight). The per-component variances
-  (`VAR_*`) and the context image (`CON`) are dropped when the release is slimmed.
+- `<target>_<nircam|miri>_lv3_<band>_i2d.fits`: the final mosaic (astrometrically aligned where the
+  table says so). Extensions: `SCI` (surface brightness, MJy/sr), `ERR` (1-sigma, MJy/sr), `WHT`
+  (drizzle weight). Its FITS WCS is the aligned solution. The jwst gwcs (`ASDF` extension) is not
+  released: after alignment it no longer describes the image; use the FITS WCS. The per-component
+  variances (`VAR_*`) and the context image (`CON`) are dropped when the release is slimmed.
+- `<...>_i2d_anchor.fits`: the same mosaic with its absolute background anchored (`ANCHOFF` added
+  to `SCI`, error `ANCHERR`, anchored to `ANCHREF`); `anchor/<target>_anchor.ecsv` holds every
+  band's fit (slope, intercept, errors, pixels) and `anchor/*.png` the fits.
 - `<...>_coverage.fits`: number of exposures contributing to each pixel (from the context image).
-- `<...>_cat.ecsv`: the stage-3 source catalogue; `<...>_i2d.png`: quicklook.
-- `convolved/<...>_i2d_conv_<PSF>.fits`: the mosaic convolved to a common PSF (`PSF` keyword) and,
-  where the PSF is a band, reprojected onto that band's grid. `ERR` assumes independent pixels.
+- `<...>_cat.ecsv`: the stage-3 source catalogue, its sky positions recomputed from the pixel
+  positions with the released mosaic's WCS (so they carry the alignment); `<...>_segm.fits`: its
+  segmentation map; `<...>_i2d.png`: quicklook.
+- `convolved/<...>_i2d_conv_<PSF>.fits`: the (anchored, where available) mosaic at each rung of the
+  resolution ladder (`PSF` keyword; `BMAJ`/`BMIN`/`BPA` for Gaussians; grid in `JG_GRID`): band
+  PSFs reprojected onto that band's grid, Gaussians wider than a few arcsec on a block-averaged
+  grid of >= 4 pixels per FWHM. `ERR` assumes independent pixels (a lower bound).
+- `exposures/<BAND>/*_crf*.fits` (when configured): the calibrated exposures, with the absolute
+  alignment pushed back into their WCS.
 
-Every FITS file records the software versions (`JGAL_VER` and HISTORY), the configuration hash
-(`JGAL_CFG`) and step parameters. `MANIFEST.ecsv` lists every file with its size and SHA-256;
-`sha256sum -c SHA256SUMS` verifies the release.
+`run_config.json` is the resolved configuration of the run. Every FITS file records the software
+versions (`JGAL_VER` and HISTORY), the configuration hash (`JGAL_CFG`) and step parameters.
+`MANIFEST.ecsv` lists every file with its size and SHA-256; `sha256sum -c SHA256SUMS` verifies the
+release.
 """

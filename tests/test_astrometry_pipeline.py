@@ -116,6 +116,32 @@ def test_weak_band_borrows_the_reference_band_solution(run):
     assert json.loads(h["ASTALIGN"]) == own["shift_arcsec"]
 
 
+def test_released_catalogue_carries_the_alignment(run):
+    """The released catalogue agrees with the released mosaic's WCS (< 5 mas) and with the truth
+    (the stage-3 catalogue did not)."""
+    from astropy.coordinates import SkyCoord
+    from astropy.wcs import WCS
+
+    from jwstgal.release import build_release
+
+    rep, rel = run / "work" / "jwst_lv3_reprocessed_ast", run / "work" / "release"
+    build_release(rep, rel, ["ngc0000"], ["F200W"])
+    stem = "ngc0000_nircam_lv3_f200w"
+    cat = Table.read(rel / "ngc0000" / f"{stem}_cat.ecsv")
+    wcs = WCS(fits.getheader(rel / "ngc0000" / f"{stem}_i2d.fits", "SCI"))
+    sky = SkyCoord(cat["sky_centroid"])
+    assert sky.separation(wcs.pixel_to_world(cat["xcentroid"], cat["ycentroid"])).to_value("mas").max() < 5
+    stars = Table.read(run / "raw" / "ngc0000" / "simulation_truth" / "stars.ecsv")
+    truth = SkyCoord(stars["ra"], stars["dec"], unit="deg")
+
+    def median_offset(coords):
+        idx, sep, _ = coords.match_to_catalog_sky(truth)
+        return float(np.median(sep.to_value("mas")[sep.to_value("mas") < 300]))
+
+    before = SkyCoord(Table.read(rep / "ngc0000" / "F200W" / "lv3" / f"{stem}_cat.ecsv")["sky_centroid"])
+    assert median_offset(sky) < 10 < median_offset(before), (median_offset(sky), median_offset(before))
+
+
 def test_rerun_skips_every_step_and_an_edited_shift_file_reruns_wcs_adjust(run):
     """Runs last in this module: it edits the shift file."""
     from factories import reprocess_cli

@@ -174,3 +174,63 @@ def test_an_unsafe_kernel_is_not_applied_unless_the_config_says_so(tmp_path):
     res = run("convolve_data.py", cfg, loc)
     assert res.returncode == 0, res.stderr[-2000:]
     assert out.is_file()
+
+
+def test_release_agrees_with_itself(tmp_path):
+    """Catalogue sky positions carry the alignment of the released mosaic; anchored mosaics, their
+    table, segmentation maps, ladder rungs, crf files and run_config.json are released, and the
+    README says what is there."""
+    from astropy.coordinates import SkyCoord
+    from astropy.wcs import WCS
+
+    rep, rel = tmp_path / "rep", tmp_path / "release"
+    bdir = rep / "ngc0000" / "F200W"
+    stage3 = fake_mosaic(bdir / "lv3" / "ngc0000_nircam_lv3_f200w_i2d.fits", pixscale=0.031)
+    pre = WCS(fits.getheader(stage3, "SCI"))
+    x, y = np.array([10.0, 50.5, 80.2]), np.array([20.0, 60.0, 99.9])
+    cat = Table({"label": [1, 2, 3], "xcentroid": x, "ycentroid": y,
+                 "sky_centroid": pre.pixel_to_world(x, y)})
+    cat.write(bdir / "lv3" / "ngc0000_nircam_lv3_f200w_cat.ecsv", format="ascii.ecsv")
+    (bdir / "lv3" / "ngc0000_nircam_lv3_f200w_segm.fits").write_bytes(stage3.read_bytes())
+    (bdir / "lv3" / "jw1_crf.fits").write_bytes(stage3.read_bytes())
+    aligned = bdir / "astrometric_align" / "ngc0000_nircam_lv3_f200w_i2d_align.fits"
+    aligned.parent.mkdir()
+    with fits.open(stage3) as h:                                    # an 80 mas shift to the north
+        for hdu in h[1:4]:
+            hdu.header["CRVAL2"] += 0.080 / 3600
+        h[0].header["ASTALIGN"] = "[0.0, 0.08]"
+        h.writeto(aligned)
+    (bdir / "astrometric_align" / "jw1_crf_tweakback.fits").write_bytes(stage3.read_bytes())
+    anchored = bdir / "anchor" / "ngc0000_nircam_lv3_f200w_i2d_anchor.fits"
+    anchored.parent.mkdir()
+    with fits.open(aligned) as h:
+        h[0].header["ANCHOFF"], h[0].header["ANCHERR"], h[0].header["ANCHREF"] = 0.123, 0.004, "irac1"
+        h.writeto(anchored)
+    (rep / "ngc0000" / "anchor").mkdir()
+    Table({"band": ["F200W"], "offset": [0.123]}).write(rep / "ngc0000" / "anchor" / "ngc0000_anchor.ecsv")
+    conv = bdir / "convolved" / "ngc0000_nircam_lv3_f200w_i2d_conv_gauss4.fits"
+    conv.parent.mkdir()
+    conv.write_bytes(stage3.read_bytes())
+    build_release(rep, rel, ["ngc0000"], ["F200W"], include_crf=True, run_config={"science": {"a": 1}})
+    tdir = rel / "ngc0000"
+    out = Table.read(tdir / "ngc0000_nircam_lv3_f200w_cat.ecsv")
+    released_wcs = WCS(fits.getheader(tdir / "ngc0000_nircam_lv3_f200w_i2d.fits", "SCI"))
+    sep = out["sky_centroid"].separation(released_wcs.pixel_to_world(x, y)).to_value("mas")
+    assert sep.max() < 5
+    moved = out["sky_centroid"].separation(SkyCoord(cat["sky_centroid"])).to_value("mas")
+    assert np.allclose(moved, 80, atol=1)                          # the pre-alignment positions were off
+    assert "ASDF" not in [h.name for h in fits.open(tdir / "ngc0000_nircam_lv3_f200w_i2d.fits")]
+    manifest = Table.read(rel / "MANIFEST.ecsv")
+    kinds = dict(zip(manifest["file"], manifest["kind"], strict=True))
+    assert kinds["ngc0000/ngc0000_nircam_lv3_f200w_i2d_anchor.fits"] == "anchored mosaic"
+    assert kinds["ngc0000/anchor/ngc0000_anchor.ecsv"] == "anchoring"
+    assert kinds["ngc0000/ngc0000_nircam_lv3_f200w_segm.fits"] == "segmentation"
+    assert kinds["ngc0000/convolved/ngc0000_nircam_lv3_f200w_i2d_conv_gauss4.fits"] == "convolved"
+    assert kinds["ngc0000/exposures/F200W/jw1_crf_tweakback.fits"] == "exposure"   # the aligned one
+    assert kinds["run_config.json"] == "configuration"
+    for row in manifest:
+        assert hashlib.sha256((rel / row["file"]).read_bytes()).hexdigest() == row["sha256"]
+        if row["file"].endswith(".fits"):
+            assert fits.getheader(rel / row["file"]).get("JGAL_VER")      # provenance everywhere
+    readme = (rel / "README.md").read_text()
+    assert "| ngc0000 | F200W | yes | +0.1230 ± 0.0040 (irac1) | 3 | gauss4 |" in readme

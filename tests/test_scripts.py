@@ -7,7 +7,7 @@ import pytest
 from conftest import REPO
 
 SCRIPTS = ["run_jwst_reprocessing.py", "jwst_reprocess.py", "log_jwst_reprocessing.py", "make_kernels.py",
-           "convolve_data.py", "anchor_data.py", "prepare_release.py",
+           "convolve_data.py", "anchor_data.py", "compare_releases.py", "prepare_release.py",
            "PSF/generate_JWST_PSF_and_kernels.py",
            "nircam_destriping.py", "miri_destriping.py", "archive_download.py",
            "download_phangs_jwst.py"]

@@ -2,8 +2,10 @@
 
 Usage: python prepare_release.py [CONFIG [LOCAL [BAND]]] [--target T] [--overwrite]
 
-Mosaics (slimmed copies + coverage maps), catalogues, quicklooks and convolved products, with
-MANIFEST.ecsv, SHA256SUMS and a README. Working and raw data are never modified.
+Mosaics (slimmed copies + coverage maps), anchored mosaics and their fits, catalogues (sky
+positions through the released WCS), segmentation maps, quicklooks, every rung of the resolution
+ladder and optionally the crf exposures, with run_config.json, MANIFEST.ecsv, SHA256SUMS and a
+README generated from what is there. Working and raw data are never modified.
 """
 
 from __future__ import annotations
@@ -14,6 +16,17 @@ from collections.abc import Sequence
 from jwstgal.cli._common import base_parser, parse, run_main, selected
 
 log = logging.getLogger(__name__)
+
+
+def run_config(cfg) -> dict:
+    """The resolved configuration of a run, as released (``run_config.json``; secrets left out)."""
+    from jwstgal.config.messages import SECRET_KEYS
+    from jwstgal.provenance import software_versions
+
+    local = {k: v for k, v in cfg.local.model_dump(mode="json").items() if k not in SECRET_KEYS}
+    return {"config_file": str(cfg.config_path), "config_hash": cfg.config_hash,
+            "versions": software_versions(), "science": cfg.science.model_dump(mode="json"),
+            "local": local}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,13 +48,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         release_dir = cfg.working_dir / "jwst_release" / cfg.science.pipeline.data_version
         files = build_release(cfg.reprocess_dir, release_dir, targets or cfg.science.targets,
                               bands or cfg.science.bands, remove_bloat=rel.remove_bloat,
-                              include_convolved=rel.include_convolved,
-                              overwrite=rel.overwrite or args.overwrite,
-                              config_hash=cfg.config_hash)
+                              include_convolved=rel.include_convolved, include_segm=rel.include_segm,
+                              include_crf=rel.include_crf, overwrite=rel.overwrite or args.overwrite,
+                              config_hash=cfg.config_hash, run_config=run_config(cfg))
         if not files:
             log.error("nothing to release under %s", cfg.reprocess_dir)
             return 1
         log.info("released %d files into %s", len(files), release_dir)
+        if rel.compare_with:
+            from pathlib import Path
+
+            from jwstgal.cli.compare_releases import run_comparison
+            from jwstgal.compare import Tolerances
+
+            old = Path(rel.compare_with)
+            old = old if old.is_absolute() else (cfg.config_path.parent / old).resolve()
+            return run_comparison(old, release_dir, None, Tolerances(**rel.compare_tolerances.model_dump()))
         return 0
 
     return run_main(run)

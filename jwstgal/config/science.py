@@ -287,13 +287,29 @@ class AnchorConfig(Strict):
         return out + list(self.internal_psf.values())
 
 
+class CompareTolerances(Strict):
+    """``[release.compare_tolerances]``: largest release-to-release changes that are not flagged."""
+
+    flux_ratio: float = Field(0.02, gt=0, description="Largest |median flux ratio - 1|.")
+    shift_mas: float = Field(10.0, gt=0, description="Largest sky shift (mas).")
+    background: float = Field(0.01, gt=0, description="Largest background change (MJy/sr).")
+    coverage: float = Field(0.05, gt=0, description="Largest change of the covered fraction.")
+
+
 class ReleaseConfig(Strict):
     """The ``[release]`` table."""
 
     remove_bloat: bool = Field(True, description="Drop VAR_* and CON extensions from released "
                                "copies (coverage is released as its own map).")
-    include_convolved: bool = Field(True, description="Release the convolved mosaics too.")
+    include_convolved: bool = Field(True, description="Release every rung of the resolution ladder.")
+    include_segm: bool = Field(True, description="Release stage 3's segmentation maps.")
+    include_crf: bool = Field(False, description="Release the per-exposure crf files (with the "
+                              "absolute alignment pushed back into their WCS).")
     overwrite: bool = Field(False, description="Replace files already in the release.")
+    compare_with: str = Field("", description="A previous release folder to compare the new one "
+                              "with after prepare_release.py (exit code 1 beyond the tolerances).")
+    compare_tolerances: CompareTolerances = Field(default_factory=lambda: CompareTolerances(),
+                                                  description="Largest changes not flagged.")
 
 
 class SimulationConfig(Strict):

@@ -1,0 +1,71 @@
+"""Compare two releases: flux ratio, sky shift, background and coverage of every mosaic.
+
+Usage: python compare_releases.py OLD_RELEASE NEW_RELEASE [--out-dir DIR] [--flux-tol 0.02]
+       [--shift-tol 10] [--background-tol 0.01] [--coverage-tol 0.05]
+
+OLD/NEW are release folders (jwst_release/<data_version>, with MANIFEST.ecsv). Writes
+comparison.ecsv, one figure per mosaic and index.html to --out-dir (default: a folder beside NEW,
+comparison_<old>_to_<new>). Exit code 1 when any mosaic moved, changed flux, background or coverage
+beyond the tolerances (or is only in one release), so that cron can alert; 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from jwstgal.cli._common import run_main
+from jwstgal.errors import InputNotFoundError
+
+log = logging.getLogger(__name__)
+
+
+def run_comparison(old: Path, new: Path, out_dir: Path | None, tol) -> int:
+    """Compare, write the table and page, log what is beyond ``tol``; returns the exit code."""
+    from jwstgal.compare import compare_releases, exceeds, write_comparison
+
+    for rel in (old, new):
+        if not (rel / "MANIFEST.ecsv").is_file():
+            msg = f"{rel}: not a release (no MANIFEST.ecsv)"
+            raise InputNotFoundError(msg)
+    out_dir = out_dir or new.parent / f"comparison_{old.name}_to_{new.name}"
+    rows = compare_releases(old, new, png_dir=out_dir)
+    table = write_comparison(rows, tol, out_dir, old, new)
+    flagged = 0
+    for r in rows:
+        if why := exceeds(r, tol):
+            log.warning("%s %s: %s", r.target, r.band, "; ".join(why))
+            flagged += 1
+        else:
+            log.info("%s %s: flux ratio %.4f, shift (%+.1f, %+.1f) mas, background %+.4f", r.target,
+                     r.band, r.flux_ratio, r.shift_e_mas, r.shift_n_mas, r.background_diff)
+    log.info("%d mosaics compared, %d beyond tolerance: %s", len(rows), flagged, table)
+    return 1 if flagged else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("old", type=Path, help="the previous release folder")
+    p.add_argument("new", type=Path, help="the new release folder")
+    p.add_argument("--out-dir", type=Path, default=None, help="where the table and page go")
+    p.add_argument("--flux-tol", type=float, default=0.02, help="largest |flux ratio - 1|")
+    p.add_argument("--shift-tol", type=float, default=10.0, help="largest shift (mas)")
+    p.add_argument("--background-tol", type=float, default=0.01, help="largest background change (MJy/sr)")
+    p.add_argument("--coverage-tol", type=float, default=0.05, help="largest coverage change (fraction)")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--log-file", type=Path, default=None, help="also write the log to this file")
+    args = p.parse_args(list(argv) if argv is not None else None)
+    from jwstgal.logs import setup_logging
+
+    setup_logging(args.log_level, args.log_file)
+
+    def run() -> int:
+        from jwstgal.compare import Tolerances
+
+        tol = Tolerances(args.flux_tol, args.shift_tol, args.background_tol, args.coverage_tol)
+        return run_comparison(args.old.resolve(), args.new.resolve(), args.out_dir, tol)
+
+    return run_main(run)
