@@ -73,8 +73,6 @@ def compare_images(old: np.ndarray, new: np.ndarray, pixscale: float) -> dict[st
         new image with respect to the old, for a north-up grid with east to the left),
         ``background_diff``, ``coverage_old``, ``coverage_new``.
     """
-    from skimage.registration import phase_cross_correlation
-
     fo, fn = np.isfinite(old), np.isfinite(new)
     both = fo & fn
     out: dict[str, float] = {"coverage_old": float(fo.mean()), "coverage_new": float(fn.mean())}
@@ -100,9 +98,8 @@ def compare_images(old: np.ndarray, new: np.ndarray, pixscale: float) -> dict[st
 
 def pixel_shift(old: np.ndarray, new: np.ndarray) -> tuple[float, float]:
     """Where the content of ``old`` is in ``new`` (dy, dx pixels), by upsampled phase correlation."""
-    from skimage.registration import phase_cross_correlation
-
     from skimage.filters import window
+    from skimage.registration import phase_cross_correlation
 
     both = np.isfinite(old) & np.isfinite(new)
     # a Hann window: the edges (which do not move) must not dominate the correlation
@@ -115,8 +112,11 @@ def pixel_shift(old: np.ndarray, new: np.ndarray) -> tuple[float, float]:
 
 def sky_shift_mas(old_wcs: WCS, new_wcs: WCS, shape: tuple[int, int], dy: float, dx: float
                   ) -> tuple[float, float]:
-    """Sky shift (E, N mas) of content at the centre of ``old`` found ``(dy, dx)`` pixels away in
-    ``new``, each through its own WCS."""
+    """Sky shift (E, N mas) between two grids' views of the same content.
+
+    The content at the centre of ``old`` is found ``(dy, dx)`` pixels away in ``new``; each
+    position goes through its own release's WCS.
+    """
     y, x = (shape[0] - 1) / 2, (shape[1] - 1) / 2
     a = old_wcs.pixel_to_world(x, y)
     b = new_wcs.pixel_to_world(x + dx, y + dy)
