@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Offline demo: set up .venv if needed, simulate a small NIRCam + MIRI programme of a synthetic
-# galaxy, reduce it with the real jwst stage 1-3 pipelines, make PSF-matching kernels, convolve
-# every mosaic to F2100W resolution and assemble the release. Outputs go to demo_output/.
+# galaxy, reduce it with the real jwst stage 1-3 pipelines, make PSF-matching kernels, anchor every
+# band's background to (simulated) Spitzer maps, convolve every mosaic to each rung of the resolution
+# ladder and assemble the release. Outputs go to demo_output/.
 set -euo pipefail
 cd "$(dirname "$0")"
 bash setup.sh
@@ -9,6 +10,7 @@ cfg=(config/demo.toml config/demo_local.toml)
 py=.venv/bin/python
 $py run_jwst_reprocessing.py "${cfg[@]}" "$@"
 $py make_kernels.py "${cfg[@]}"
+$py anchor_data.py "${cfg[@]}"
 $py convolve_data.py "${cfg[@]}"
 $py prepare_release.py "${cfg[@]}"
 echo

@@ -75,11 +75,12 @@ def write_kernel(result: KernelResult, source: str, target: str, path: Path, key
 
 def make_kernel_set(
     bands: Iterable[str], cfg: KernelsConfig, psf_dir: Path, data_dir: Path, overwrite: bool = False,
-    progress: bool = True, targets: list[str] | None = None,
+    progress: bool = True, targets: list[str] | None = None, pairs: list[tuple[str, str]] | None = None,
 ) -> list[Path]:
     """Make every kernel from each band to each target, by each configured method.
 
-    ``targets`` defaults to the configured ones.
+    ``targets`` defaults to the configured ones; ``pairs`` (source band, target), when given,
+    replaces the bands x targets product.
 
     Targets that are not broader than a source are skipped with a warning (no kernel exists).
 
@@ -91,7 +92,9 @@ def make_kernel_set(
     from tqdm import tqdm
 
     out = []
-    jobs = [(b, t, m) for b in bands for t in (targets or cfg.targets) for m in cfg.methods if b != t]
+    if pairs is None:
+        pairs = [(b, t) for b in bands for t in (targets or cfg.targets)]
+    jobs = [(b, t, m) for b, t in pairs for m in cfg.methods if b != t]
     for band, target, method in tqdm(jobs, desc="kernels", unit="kernel", disable=not progress):
         src = band_psf(band, cfg, psf_dir, data_dir)
         tgt = (analytic_psf(target, src.pixscale) if is_analytic(target)

@@ -9,8 +9,10 @@ served.
 from __future__ import annotations
 
 import html
+import json
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from astropy.io import fits
@@ -71,6 +73,25 @@ def _kernel_rows(cfg: RunConfig, band: str) -> str:
             + "".join(rows) + "</table>")
 
 
+def _anchor_part(cfg: RunConfig, target: str, band: str, root: Path) -> str:
+    """The band's anchoring: its row of the target's table and its fit's scatter plot."""
+    table = layout.anchor_table(cfg.reprocess_dir, target)
+    if not table.is_file():
+        return ""
+    from astropy.table import Table
+
+    rows = [r for r in Table.read(table, format="ascii.ecsv") if r["band"] == band]
+    if not rows:
+        return ""
+    r = rows[0]
+    text = (f"offset {r['offset']:+.4f} ± {r['offset_err']:.4f} MJy/sr against {r['reference']} at "
+            f"{r['psf']} (slope {r['slope']:.3f}, {r['npix']} pixels)" if r["status"] == "anchored"
+            else str(r["status"]))
+    figs = [_img(p, root, p.stem) for p in sorted(table.parent.glob(f"{target}_{band}_vs_*.png"))]
+    return (f"<h3>anchoring</h3><p>{html.escape(text)}</p>" + '<div class="figs">' + "".join(figs)
+            + "</div>")
+
+
 def write_report(cfg: RunConfig, results: list[Any] | None = None) -> Path:
     """Write ``<reprocess_dir>/qa/index.html`` summarising every target/band on disk.
 
@@ -79,8 +100,9 @@ def write_report(cfg: RunConfig, results: list[Any] | None = None) -> Path:
     cfg : RunConfig
         The run's configuration.
     results : list of BandResult, optional
-        Outcome of this run (failures and per-step status are shown); otherwise only what is on
-        disk.
+        Outcome of this run (failures, notes and per-step status are shown; kept in
+        ``qa/last_run.json``); otherwise the last reprocessing run's outcome, as kept there (the
+        post-processing scripts rewrite the page so that their products appear on it).
 
     Returns
     -------
@@ -88,6 +110,13 @@ def write_report(cfg: RunConfig, results: list[Any] | None = None) -> Path:
         The HTML page.
     """
     root = cfg.reprocess_dir / "qa"
+    kept = root / "last_run.json"
+    if results is not None:
+        write_text_atomic(kept, json.dumps([{"target": r.target, "band": r.band, "error": r.error,
+                                             "notes": list(r.notes), "status": dict(r.status)}
+                                            for r in results]))
+    elif kept.is_file():
+        results = [SimpleNamespace(**r) for r in json.loads(kept.read_text())]
     outcome = {(r.target, r.band): r for r in (results or [])}
     parts = [f"<h1>jwstgal QA: {html.escape(cfg.config_path.name)} "
              f"({html.escape(cfg.science.pipeline.data_version)})</h1>",
@@ -115,6 +144,7 @@ def write_report(cfg: RunConfig, results: list[Any] | None = None) -> Path:
                     parts.append(f"<h3>{step.name}</h3>" + "".join(f"<p>{html.escape(n)}</p>" for n in notes)
                                  + '<div class="figs">' + "".join(figs) + "</div>")
             parts.append(_kernel_rows(cfg, band.name))
+            parts.append(_anchor_part(cfg, target, band.name, root))
             parts.append("</section>")
     page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>jwstgal QA</title>"
             f"<style>{_STYLE}</style></head><body>" + "\n".join(parts) + "</body></html>")

@@ -77,3 +77,27 @@ def test_compare_releases_script_exit_codes(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     res = subprocess.run([*cmd[:2], str(old), str(tmp_path)], capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 1 and "not a release (no MANIFEST.ecsv)" in res.stderr
+
+
+def test_prepare_release_compares_with_the_previous_release(tmp_path):
+    from factories import write_config
+
+    old = _release(tmp_path, "v1")
+    science = f"""
+[projects.1]
+targets = ["ngc0000"]
+[pipeline]
+data_version = "v2"
+miri_bands = ["F770W"]
+[release]
+compare_with = "{old}"
+compare_tolerances = {{ flux_ratio = 0.01 }}
+"""
+    cfg, loc = write_config(tmp_path, science=science, local='[local]\nraw_dir="raw"\nworking_dir="work"\n')
+    _mosaic(tmp_path / "work" / "jwst_lv3_reprocessed_v2" / "ngc0000" / "F770W" / "lv3" /
+            "ngc0000_miri_lv3_f770w_i2d.fits", scale=0.98, seed=4)
+    res = subprocess.run([sys.executable, str(REPO / "prepare_release.py"), str(cfg), str(loc)],
+                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert res.returncode == 1 and "flux ratio 0.98" in res.stderr, res.stderr[-2000:]
+    table = Table.read(tmp_path / "work" / "jwst_release" / "comparison_v1_to_v2" / "comparison.ecsv")
+    assert table["flux_ratio"][0] == pytest.approx(0.98, abs=0.002)

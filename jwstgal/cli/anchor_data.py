@@ -47,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     log.warning("%s %s: %s", target, row.band, row.status)
                     left += 1
         log.info("anchoring done; %d band(s) not anchored", left)
+        from jwstgal.report import write_report
+
+        log.info("QA page updated: %s", write_report(cfg))
         return 1 if left else 0
 
     return run_main(run)

@@ -96,6 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     log.info("%s %s -> %s (%s): %s", target, band.name, psf, rung.grid, out)
                     done += 1
         log.info("%d products convolved", done)
+        from jwstgal.report import write_report
+
+        log.info("QA page updated: %s", write_report(cfg))
         return 1 if refused else 0
 
     return run_main(run)

@@ -36,14 +36,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         cfg = load_config(args.config, args.local, check_jwst=False)
         bands, _ = selected(args, cfg)
-        targets = cfg.science.kernel_targets   # [kernels] targets + what the ladder and anchoring need
-        if not targets:
-            msg = (f"{cfg.config_path}: no kernel targets: [kernels] targets, [convolve] targets and "
+        pairs = cfg.science.kernel_pairs   # [kernels] targets + what the ladder and anchoring need
+        if bands:
+            pairs = [(b, t) for b, t in pairs if b in bands]
+        if not pairs:
+            msg = (f"{cfg.config_path}: no kernel to make: [kernels] targets, [convolve] targets and "
                    "[anchor] are all empty")
             raise ConfigError(msg)
-        paths = make_kernel_set(bands or cfg.science.bands, cfg.science.kernels, cfg.psf_dir,
-                                cfg.psf_data_dir, overwrite=args.overwrite, progress=not args.no_progress,
-                                targets=targets)
+        paths = make_kernel_set([], cfg.science.kernels, cfg.psf_dir, cfg.psf_data_dir,
+                                overwrite=args.overwrite, progress=not args.no_progress, pairs=pairs)
         log.info("%d kernels in %s", len(paths), cfg.psf_dir / "kernels")
         return 0
 

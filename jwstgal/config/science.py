@@ -369,12 +369,37 @@ class _ScienceTables(Strict):
         return self.pipeline.nircam_bands + self.pipeline.miri_bands
 
     @property
-    def kernel_targets(self) -> list[str]:
-        """Every kernel target needed: [kernels] targets, then what the ladder (and anchoring) use."""
+    def kernel_pairs(self) -> list[tuple[str, str]]:
+        """(source band, target) of every kernel needed, in order, once.
+
+        Every band to each [kernels] target and to what each rung of the ladder needs (wide
+        Gaussians through the intermediate Gaussian); for anchoring, each instrument's reference
+        band to its external maps' resolutions and the instrument's bands to its ``internal_psf``.
+        """
         from jwstgal.ladder import kernel_targets
 
+        pairs: list[tuple[str, str]] = []
+
+        def add(bands: list[str], targets: list[str]) -> None:
+            for b in bands:
+                for t in targets:
+                    if b != t and (b, t) not in pairs:
+                        pairs.append((b, t))
+
+        direct_max = self.convolve.direct_max
+        add(self.bands, self.kernels.targets)
+        add(self.bands, kernel_targets(self.convolve.rungs, direct_max))
+        for inst, ref in self.anchor.reference.items():
+            add([ref], kernel_targets([m.psf for m in self.anchor.external.get(inst, [])], direct_max))
+            if inst in self.anchor.internal_psf:
+                add(getattr(self.pipeline, f"{inst}_bands"), [self.anchor.internal_psf[inst]])
+        return pairs
+
+    @property
+    def kernel_targets(self) -> list[str]:
+        """Every kernel target needed (see :attr:`kernel_pairs`), [kernels] targets first."""
         out = list(self.kernels.targets)
-        for t in kernel_targets(self.convolve.rungs + self.anchor.psfs, self.convolve.direct_max):
+        for _, t in self.kernel_pairs:
             if t not in out:
                 out.append(t)
         return out
