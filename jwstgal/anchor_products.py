@@ -186,7 +186,7 @@ def anchor_instrument(cfg: RunConfig, target: str, inst: str) -> list[AnchorRow]
     _fill(rows[ref], fit, off_ref, err_ref, ext.band, ext.psf)
     anchor_fit_png(ext_data, jw_on_ext, fit, layout.anchor_plot(cfg.reprocess_dir, target, ref, ext.band),
                    f"{target} {ref} vs {ext.band} at {ext.psf}: offset {off_ref:+.4f} ± {err_ref:.4f}",
-                   f"{ext.band} ({ext_path.name})", f"{ref} at {ext.psf} [MJy/sr]")
+                   f"{ext.band} ({ext_path.name}) [MJy/sr]", f"{ref} at {ext.psf} [MJy/sr]")
     others = [b for b in bands if b != ref and b not in missing]
     if others:
         psf = a.internal_psf[inst]

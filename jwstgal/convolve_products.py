@@ -19,7 +19,7 @@ from astropy.wcs import WCS
 
 from jwstgal.convolve import convolve_image, image_pixel_scale, reproject_image
 from jwstgal.errors import InputNotFoundError
-from jwstgal.kernels import resample_kernel
+from jwstgal.kernels import resample_kernel, rotate_kernel
 from jwstgal.ladder import Rung, block_average, block_wcs, gaussian_fwhm, gaussian_kernel
 from jwstgal.provenance import atomic_path, hash_params, stamp_header
 
@@ -36,6 +36,8 @@ class Mosaic:
     bunit: str
     primary: fits.Header
     path: Path
+    #: position angle (deg E of N) of the detector y axis on this north-up mosaic, if known
+    roll: float | None = None
     #: results of the first (kernel) stage, by kernel file: shared by the rungs that start alike
     stage1: dict[str, tuple[np.ndarray, np.ndarray | None, dict[str, Any]]] = field(
         default_factory=dict)
@@ -53,8 +55,36 @@ def read_mosaic(path: Path) -> Mosaic:
         err = np.asarray(h["ERR"].data, np.float32).copy() if "ERR" in h else None
         hdr = h["SCI"].header
         primary = h[0].header.copy()
+        roll = detector_roll(primary, hdr)
     sci[sci == 0] = np.nan
-    return Mosaic(sci, err, WCS(hdr).celestial, str(hdr.get("BUNIT", "")), primary, path)
+    return Mosaic(sci, err, WCS(hdr).celestial, str(hdr.get("BUNIT", "")), primary, path, roll)
+
+
+def detector_roll(primary: fits.Header, sci: fits.Header) -> float | None:
+    """Position angle (deg E of N) of the detector's y axis on the sky.
+
+    ``ROLL_REF``, else ``PA_V3`` plus the aperture's V3IdlYAngle (``V3I_YANG``, else from the SIAF
+    via pysiaf); None if unknown.
+    """
+    for h in (sci, primary):
+        if h.get("ROLL_REF") is not None:
+            return float(h["ROLL_REF"])
+    pa_v3 = sci.get("PA_V3", primary.get("PA_V3"))
+    if pa_v3 is None:
+        return None
+    yang = sci.get("V3I_YANG", primary.get("V3I_YANG"))
+    if yang is None:
+        try:
+            import pysiaf
+
+            inst = str(primary.get("INSTRUME", "")).upper()
+            det = str(primary.get("DETECTOR", "")).upper()
+            aperture = "MIRIM_FULL" if inst == "MIRI" else f"{det}_FULL"
+            yang = pysiaf.Siaf("NIRCam" if inst == "NIRCAM" else inst)[aperture].V3IdlYAngle
+        except Exception as err:  # noqa: BLE001 - no SIAF entry: the roll is unknown, said below
+            log.warning("no V3IdlYAngle for %s %s (%s): kernel orientation unknown", inst, det, err)
+            return None
+    return float(pa_v3) + float(yang)
 
 
 def kernel_is_refused(kernel_file: Path, allow_unsafe: bool) -> str:
@@ -101,14 +131,22 @@ def to_rung(mosaic: Mosaic, rung: Rung, kernel_file: Path | None, *, block_size:
         cache = f"{kernel_file}:{min_weight}"
         if cache not in mosaic.stage1:
             kh = fits.getheader(kernel_file)
-            kern = resample_kernel(fits.getdata(kernel_file).astype(float), float(kh["PIXELSCL"]),
-                                   mosaic.pixscale)
+            kern = fits.getdata(kernel_file).astype(float)
+            angle = 0.0
+            if kh.get("KMETHOD") == "pypher":      # anisotropic: into the mosaic's orientation
+                if mosaic.roll is None:
+                    log.warning("%s: detector roll unknown; pypher kernel %s applied unrotated",
+                                mosaic.path, kernel_file.name)
+                else:
+                    angle = mosaic.roll
+                    kern = rotate_kernel(kern, angle)
+            kern = resample_kernel(kern, float(kh["PIXELSCL"]), mosaic.pixscale)
             res = convolve_image(mosaic.sci, kern, err=mosaic.err, block=block_size,
                                  min_weight=min_weight)
             mosaic.stage1[cache] = (res.data, res.err, {
                 "kernel": kernel_file.name, "kernel_method": kh.get("KMETHOD"),
                 "kernel_D": kh.get("KERN_D"), "kernel_W_minus": kh.get("KERN_WM"),
-                "kernel_size": kern.shape[0]})
+                "kernel_size": kern.shape[0], "kernel_rotation_deg": round(angle, 4)})
         sci, err, kparams = mosaic.stage1[cache]
         params.update(kparams)
     wcs = mosaic.wcs
@@ -151,6 +189,8 @@ def write_convolved(out: Path, mosaic: Mosaic, sci: np.ndarray, err: np.ndarray 
     for k, v in psf_cards(rung.target).items():
         hdr[k] = v
     hdr["JG_GRID"] = (rung.grid, "grid of this image")
+    if params.get("kernel_rotation_deg"):
+        hdr["JG_KROT"] = (params["kernel_rotation_deg"], "[deg] pypher kernel rotated CCW by this")
     primary = mosaic.primary.copy()
     stamp_header(primary, step="conv", params={"source": mosaic.path.name, **params},
                  config_hash=config_hash)

@@ -21,7 +21,16 @@ from jwstgal.config import KernelsConfig
 from jwstgal.kernels import KernelResult, make_aniano_kernel, make_pypher_kernel, radial_profile
 from jwstgal.layout import kernel_path
 from jwstgal.provenance import atomic_path, hash_params, stamp_header
-from jwstgal.psfs import PSF, analytic_psf, band_gaussian_psf, is_analytic, read_psf, stpsf_psf, write_psf
+from jwstgal.psfs import (
+    MIN_FOV_ARCSEC,
+    PSF,
+    analytic_psf,
+    band_gaussian_psf,
+    is_analytic,
+    read_psf,
+    stpsf_psf,
+    write_psf,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +38,15 @@ log = logging.getLogger(__name__)
 def band_psf(band: str, cfg: KernelsConfig, psf_dir: Path, data_dir: Path) -> PSF:
     """The PSF of a band, generated once and cached as ``psfs/<BAND>.fits``."""
     params = {"band": band, "source": cfg.psf_source, "oversample": cfg.oversample,
-              "nlambda": cfg.nlambda, "use_opd": cfg.use_opd}
+              "nlambda": cfg.nlambda, "use_opd": cfg.use_opd, "min_fov": MIN_FOV_ARCSEC,
+              "product": cfg.psf_product}
     path = psf_dir / "psfs" / f"{band}.fits"
     key = hash_params(params)
     if path.is_file() and fits.getheader(path).get("JG_PKEY") == key:
         return read_psf(path)
     if cfg.psf_source == "stpsf":
         psf = stpsf_psf(band, oversample=cfg.oversample, data_dir=data_dir, use_opd=cfg.use_opd,
-                        nlambda=cfg.nlambda or None)
+                        nlambda=cfg.nlambda or None, extension=cfg.psf_product)
     else:
         psf = band_gaussian_psf(band, cfg.oversample)
     write_psf(psf, path, {"JG_PKEY": key})  # not JG_PSF: stamp_header writes that
@@ -101,7 +111,8 @@ def make_kernel_set(
                else band_psf(target, cfg, psf_dir, data_dir))
         params = {"method": method, "src": src.origin, "tgt": tgt.origin, "pix": src.pixscale,
                   "reg_fact": cfg.reg_fact if method == "pypher" else None,
-                  "metrics": "of the written kernel"}  # older files described the untrimmed one
+                  "metrics": "of the written kernel",  # older files described the untrimmed one
+                  "grid": "both FWHMs, whole field"}   # older kernels: source FWHM / 10, cut at 2049
         key = hash_params(params)
         path = kernel_path(psf_dir, method, band, target)
         if not overwrite and path.is_file() and fits.getheader(path).get("JG_KERN") == key:

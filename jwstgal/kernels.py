@@ -17,6 +17,11 @@ import scipy.fft
 import scipy.ndimage as ndi
 from scipy.signal import fftconvolve
 
+from jwstgal.kernel_grids import fast_odd as fast_odd  # re-exported: kernels on grids live there
+from jwstgal.kernel_grids import resample_kernel as resample_kernel
+from jwstgal.kernel_grids import rotate_kernel as rotate_kernel
+from jwstgal.kernel_grids import working_grid as working_grid
+
 #: Aniano et al. (2011) safety classes by negative weight W-.
 SAFETY_LIMITS = ((0.3, "very safe"), (0.5, "safe"), (1.0, "aggressive"))
 
@@ -297,10 +302,6 @@ def _check_broader(method: str, fwhm_s: float, fwhm_t: float) -> None:
         raise ValueError(msg)
 
 
-def _grid_size(fwhm_t: float, common: float, *psf_extents: float) -> int:
-    return _odd(max(12 * fwhm_t / common, *psf_extents))
-
-
 def make_aniano_kernel(
     source: np.ndarray,
     source_pixscale: float,
@@ -320,12 +321,12 @@ def make_aniano_kernel(
     source_pixscale, target_pixscale : float
         Their pixel scales (arcsec).
     common_pixscale : float, optional
-        Working and kernel pixel scale; default the finer of the source pixel scale and a tenth of
-        the source FWHM.
+        Working and kernel pixel scale; default from both FWHMs and the PSF field
+        (:func:`working_grid`).
     energy : float
         Fraction of sum |K| kept when trimming the kernel.
     max_grid : int
-        Largest working grid (pixels per side).
+        Working grid (pixels per side) beyond which the working pixel grows.
 
     Returns
     -------
@@ -341,9 +342,10 @@ def make_aniano_kernel(
     fwhm_t = fwhm_of(resample_psf(target, target_pixscale, target_pixscale,
                                   _odd(min(target.shape) - 2)), target_pixscale)
     _check_broader("make_aniano_kernel", fwhm_s, fwhm_t)
-    common = common_pixscale or min(source_pixscale, fwhm_s / 10)
-    size = min(_grid_size(fwhm_t, common, source.shape[0] * source_pixscale / common,
-                          target.shape[0] * target_pixscale / common), max_grid)
+    extent = max(source.shape[0] * source_pixscale, target.shape[0] * target_pixscale, 12 * fwhm_t)
+    common, size = working_grid(fwhm_s, fwhm_t, source_pixscale, extent, max_grid)
+    if common_pixscale:
+        common, size = common_pixscale, min(fast_odd(extent / common_pixscale), fast_odd(max_grid))
     s = circularise(resample_psf(source, source_pixscale, common, size))
     t = circularise(resample_psf(target, target_pixscale, common, size))
     s, t = s / s.sum(), t / t.sum()
@@ -411,9 +413,10 @@ def make_pypher_kernel(
     fwhm_t = fwhm_of(resample_psf(target, target_pixscale, target_pixscale,
                                   _odd(min(target.shape) - 2)), target_pixscale)
     _check_broader("make_pypher_kernel", fwhm_s, fwhm_t)
-    common = common_pixscale or min(source_pixscale, fwhm_s / 10)
-    size = min(_grid_size(fwhm_t, common, source.shape[0] * source_pixscale / common,
-                          target.shape[0] * target_pixscale / common), max_grid)
+    extent = max(source.shape[0] * source_pixscale, target.shape[0] * target_pixscale, 12 * fwhm_t)
+    common, size = working_grid(fwhm_s, fwhm_t, source_pixscale, extent, max_grid)
+    if common_pixscale:
+        common, size = common_pixscale, min(fast_odd(extent / common_pixscale), fast_odd(max_grid))
     s = resample_psf(source, source_pixscale, common, size)
     t = resample_psf(target, target_pixscale, common, size)
     kern, _ = homogenization_kernel(t, s, reg_fact=reg_fact, clip=False)
@@ -422,24 +425,3 @@ def make_pypher_kernel(
     d, w = kernel_metrics(s, t, kern)  # of the kernel that is written
     return KernelResult(kern, common, "pypher", fwhm_s, fwhm_t, d, w,
                         {"common_pixscale": common, "grid": size, "reg_fact": reg_fact})
-
-
-def resample_kernel(kernel: np.ndarray, pixscale_in: float, pixscale_out: float) -> np.ndarray:
-    """A centred kernel on an image's pixel grid (odd size, unit sum).
-
-    The kernel is band-limited to the image's Nyquist frequency and sampled at the image's pixel
-    centres (a Fourier-series evaluation of its transform, not an interpolation). An image is
-    already integrated over its pixels: averaging the kernel over the pixel, or smoothing it first,
-    would apply that integration twice and broaden the result (+8 % in FWHM for F300M -> F360M at
-    0.063"); point samples of the band-limited kernel keep its moments even where it is narrower
-    than a pixel.
-    """
-    n = kernel.shape[0]
-    size = max(_odd(n * pixscale_in / pixscale_out), 3)
-    freq = scipy.fft.fftfreq(n, d=pixscale_in)                # cycles per arcsec
-    keep = np.abs(freq) < 0.5 / pixscale_out
-    k_ft = scipy.fft.fft2(scipy.fft.ifftshift(kernel))[np.ix_(keep, keep)]
-    pos = (np.arange(size) - (size - 1) / 2) * pixscale_out
-    basis = np.exp(2j * np.pi * np.outer(pos, freq[keep]))
-    out = (basis @ k_ft @ basis.T).real
-    return out / out.sum()

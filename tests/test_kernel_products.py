@@ -2,14 +2,15 @@
 
 import numpy as np
 import pytest
+import scipy.fft
 from astropy.io import fits
 from scipy.signal import fftconvolve
 
 from jwstgal.config import KernelsConfig
 from jwstgal.kernel_products import band_psf, make_kernel_set
-from jwstgal.kernels import fwhm_of, gaussian_psf, resample_psf
+from jwstgal.kernels import fast_odd, fwhm_of, gaussian_psf, resample_psf, working_grid
 from jwstgal.layout import kernel_path
-from jwstgal.psfs import DEFAULT_DATA_DIR, check_psf_name
+from jwstgal.psfs import DEFAULT_DATA_DIR, check_psf_name, stpsf_psf
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +66,42 @@ def test_psf_names():
     assert check_psf_name("moffat1.0b2.5") == "moffat1.0b2.5"
     with pytest.raises(ValueError, match="analytic targets are written gauss"):
         check_psf_name("gaus0.9")
+
+
+def _encircled(img: np.ndarray, pix: float, radii: np.ndarray) -> np.ndarray:
+    n = img.shape[0]
+    y, x = np.indices(img.shape) - (n - 1) / 2
+    r = np.hypot(x, y) * pix
+    return np.array([img[r <= rad].sum() for rad in radii]) / img.sum()
+
+
+def test_miri_kernel_keeps_the_encircled_energy_out_to_3_arcsec(tmp_path):
+    """PSFs over >= 30" (a 7.8" F770W field left 6 % of the flux, and its detector cross, outside;
+    20" still 1.2 % at 3"): the encircled energy of source (x) kernel is the target's within 1 % out
+    to 3".
+    """
+    cfg = KernelsConfig(targets=["F2100W"], methods=["aniano"], nlambda=3)
+    (path,) = make_kernel_set(["F770W"], cfg, tmp_path, DEFAULT_DATA_DIR, progress=False)
+    src = band_psf("F770W", cfg, tmp_path, DEFAULT_DATA_DIR)
+    tgt = band_psf("F2100W", cfg, tmp_path, DEFAULT_DATA_DIR)
+    assert src.data.shape[0] * src.pixscale > 29.9 and tgt.data.shape[0] * tgt.pixscale > 29.9
+    h = fits.getheader(path)
+    pix, n = h["PIXELSCL"], fast_odd(20 / h["PIXELSCL"])
+    assert h["KERN_D"] < 0.05
+    conv = fftconvolve(resample_psf(src.data, src.pixscale, pix, n), fits.getdata(path).astype(float),
+                       mode="same")
+    full = stpsf_psf("F2100W", fov_arcsec=30, nlambda=3)        # the target PSF, not truncated
+    t = resample_psf(full.data, full.pixscale, pix, fast_odd(30 / pix))
+    radii = np.array([0.25, 0.5, 1.0, 1.5, 2.0, 3.0])
+    assert np.abs(_encircled(conv, pix, radii) - _encircled(t, pix, radii)).max() < 0.01
+
+
+def test_working_grid_from_both_fwhms_is_fft_friendly():
+    # F200W -> F2100W over 20": the pixel grows to fit the field instead of cutting it at 13.8"
+    pix, size = working_grid(0.066, 0.674, 0.0078, 20.0)
+    assert size * pix >= 20.0 and pix <= 0.674 / 8 and size % 2 == 1
+    assert scipy.fft.next_fast_len(size) == size            # FFT-friendly
+    # a sharp target keeps a fine pixel
+    pix, size = working_grid(0.066, 0.1, 0.0078, 20.0)
+    assert pix <= 0.1 / 8
+    assert [fast_odd(n) for n in (2049, 100, 7)] == [2079, 105, 7]   # 3^3 7 11, 3 5 7, 7

@@ -92,13 +92,15 @@ def _fitted_fwhm(img, pix):
     return 2.3548 * np.sqrt(fit.x_stddev.value * fit.y_stddev.value) * pix
 
 
-@pytest.mark.parametrize(("fwhm_s", "fwhm_t", "pix", "tol"), [
-    (0.066, 0.120, 0.031, 0.002),    # F200W -> F360M on the F200W mosaic (was +2.0 %)
-    (0.27, 0.67, 0.11, 0.002),       # F770W -> F2100W on the MIRI mosaic (was +0.9 %)
-    (0.10, 0.92, 0.063, 0.002),      # F300M -> Gaussian 0.92" on a long-wavelength mosaic
-    (0.100, 0.120, 0.063, 0.005),    # F300M -> F360M at 0.063" (was +8.3 %): a kernel narrower than
-])                                   # a pixel; band-limited sampling leaves ~0.4 %
-def test_kernel_on_the_mosaic_pixel_matches_the_pixel_integrated_target(fwhm_s, fwhm_t, pix, tol):
+@pytest.mark.parametrize(("fwhm_s", "fwhm_t", "pix", "tol", "peak_tol"), [
+    (0.066, 0.120, 0.031, 0.002, 0.02),    # F200W -> F360M on the F200W mosaic (was +2.0 %)
+    (0.27, 0.67, 0.11, 0.002, 0.02),       # F770W -> F2100W on the MIRI mosaic (was +0.9 %)
+    (0.10, 0.92, 0.063, 0.002, 0.02),      # F300M -> Gaussian 0.92" on a long-wavelength mosaic
+    (0.100, 0.120, 0.063, 0.005, 0.04),    # F300M -> F360M at 0.063" (was +8.3 %): a kernel narrower
+])  # than a pixel on undersampled data; band-limited sampling leaves ~0.4 % in FWHM and a Gibbs
+#     ripple of 1.5-3 % of the peak whose phase depends on the working grid
+def test_kernel_on_the_mosaic_pixel_matches_the_pixel_integrated_target(fwhm_s, fwhm_t, pix, tol,
+                                                                        peak_tol):
     """Source PSF integrated over the mosaic pixel, convolved with the kernel resampled to that
     pixel, equals the target PSF integrated over the same pixel."""
     res = make_aniano_kernel(gaussian_psf(fwhm_s, 0.005), 0.005, gaussian_psf(fwhm_t, 0.005), 0.005)
@@ -107,4 +109,46 @@ def test_kernel_on_the_mosaic_pixel_matches_the_pixel_integrated_target(fwhm_s, 
     src, tgt = _pixel_integrated_gaussian(fwhm_s, pix, n), _pixel_integrated_gaussian(fwhm_t, pix, n)
     conv = fftconvolve(src, kern, mode="same")
     assert _fitted_fwhm(conv, pix) / _fitted_fwhm(tgt, pix) == pytest.approx(1.0, abs=tol)
-    assert np.abs(conv / conv.sum() - tgt).max() < 0.02 * tgt.max()
+    assert np.abs(conv / conv.sum() - tgt).max() < peak_tol * tgt.max()
+
+
+def _elliptical(sx: float, sy: float, angle_deg: float, n: int = 201) -> np.ndarray:
+    """A Gaussian elongated along y, rotated counter-clockwise (x right, y up) by ``angle_deg``."""
+    t = np.deg2rad(angle_deg)
+    y, x = np.indices((n, n)) - (n - 1) / 2
+    xr, yr = x * np.cos(t) + y * np.sin(t), -x * np.sin(t) + y * np.cos(t)
+    g = np.exp(-0.5 * ((xr / sx) ** 2 + (yr / sy) ** 2))
+    return g / g.sum()
+
+
+def test_pypher_kernel_rotated_to_the_mosaic_matches_a_rotated_pair():
+    """PSFs in the detector frame, mosaic rolled by 15 deg: the kernel rotated by the roll turns the
+    rotated source into the rotated target; the unrotated one does not."""
+    from jwstgal.kernels import rotate_kernel
+
+    pix, roll = 0.02, 15.0
+    res = make_pypher_kernel(_elliptical(2.0, 4.0, 0), pix, _elliptical(5.0, 6.5, 0), pix)
+    src, tgt = _elliptical(2.0, 4.0, roll), _elliptical(5.0, 6.5, roll)
+    n = res.kernel.shape[0]
+    s = resample_psf(src, pix, res.pixscale, n)
+    t = resample_psf(tgt, pix, res.pixscale, n)
+
+    def mismatch(kern):
+        return np.abs(fftconvolve(s, kern, mode="same") - t).sum()
+
+    rotated, plain = mismatch(rotate_kernel(res.kernel, roll)), mismatch(res.kernel)
+    assert rotated < 0.02 and rotated < plain / 4, (rotated, plain)
+    assert mismatch(rotate_kernel(res.kernel, -roll)) > 2 * rotated        # the sense matters
+
+
+def test_detector_roll_from_headers():
+    from astropy.io import fits
+
+    from jwstgal.convolve_products import detector_roll
+
+    sci = fits.Header({"PA_V3": 290.0})
+    assert detector_roll(fits.Header({"ROLL_REF": 12.5}), sci) == 12.5
+    assert detector_roll(fits.Header(), fits.Header({"PA_V3": 290.0, "V3I_YANG": -0.5})) == 289.5
+    miri = detector_roll(fits.Header({"INSTRUME": "MIRI", "DETECTOR": "MIRIMAGE"}), sci)
+    assert miri == pytest.approx(290.0 + 4.835, abs=0.01)                 # V3IdlYAngle from the SIAF
+    assert detector_roll(fits.Header(), fits.Header()) is None

@@ -208,7 +208,7 @@ LAYERS = [
     ("jwstgal", "jwstgal.errors", "jwstgal.bands", "jwstgal.provenance", "jwstgal.dq", "jwstgal.layout",
      "jwstgal.settings", "jwstgal.logs", "jwstgal.executor", "jwstgal.crds_setup"),
     ("jwstgal.destripe", "jwstgal.destripe_miri", "jwstgal.destripe_stack", "jwstgal.masking",
-     "jwstgal.level_match", "jwstgal.astrometry", "jwstgal.kernels", "jwstgal.psfs",
+     "jwstgal.level_match", "jwstgal.astrometry", "jwstgal.kernels", "jwstgal.kernel_grids", "jwstgal.psfs",
      "jwstgal.convolve", "jwstgal.ladder", "jwstgal.anchor", "jwstgal.pca", "jwstgal.simulate.sky",
      "jwstgal.simulate.detector",
      "jwstgal.simulate.instrument", "jwstgal.simulate.frames", "jwstgal.simulate.score"),

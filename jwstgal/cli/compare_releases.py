@@ -6,7 +6,8 @@ Usage: python compare_releases.py OLD_RELEASE NEW_RELEASE [--out-dir DIR] [--flu
 OLD/NEW are release folders (jwst_release/<data_version>, with MANIFEST.ecsv). Writes
 comparison.ecsv, one figure per mosaic and index.html to --out-dir (default: a folder beside NEW,
 comparison_<old>_to_<new>). Exit code 1 when any mosaic moved, changed flux, background or coverage
-beyond the tolerances (or is only in one release), so that cron can alert; 0 otherwise.
+beyond the tolerances (or is only in one release), so that cron can alert; 0 otherwise. To run it
+after every prepare_release.py, set [release] compare_with (and compare_tolerances) in the config.
 """
 
 from __future__ import annotations

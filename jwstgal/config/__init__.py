@@ -21,16 +21,8 @@ from jwstgal.config.loader import (
     validate_science,
 )
 from jwstgal.config.local import LocalConfig, SlurmConfig
-from jwstgal.config.science import (
-    AnchorConfig,
-    ConvolveConfig,
-    DownloadConfig,
-    KernelsConfig,
-    PipelineConfig,
-    ReleaseConfig,
-    ScienceConfig,
-    SimulationConfig,
-)
+from jwstgal.config.products import AnchorConfig, ConvolveConfig, KernelsConfig, ReleaseConfig
+from jwstgal.config.science import DownloadConfig, PipelineConfig, ScienceConfig, SimulationConfig
 from jwstgal.settings import GROUP_SELECTORS, resolve
 from jwstgal.stages import STAGE_PIPELINES, stage_parameters
 

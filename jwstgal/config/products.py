@@ -1,0 +1,186 @@
+"""The post-processing tables of the science configuration: kernels, the ladder, anchoring, release.
+
+``[kernels]``, ``[convolve]``, ``[anchor]`` and ``[release]`` (with ``[release.compare_tolerances]``):
+what make_kernels.py, convolve_data.py, anchor_data.py, prepare_release.py and compare_releases.py
+do. Strict pydantic models like every table (unknown keys are errors).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from jwstgal.bands import get_band
+from jwstgal.settings import Strict, check_band, check_path_component
+
+
+class KernelsConfig(Strict):
+    """The ``[kernels]`` table: PSF-matching kernels from every configured band to each target."""
+
+    targets: list[str] = Field(default_factory=list, description="Kernel targets: bands (e.g. "
+                               "F2100W) or analytic PSFs gauss<FWHM\"> / moffat<FWHM>b<beta>.")
+    methods: list[Literal["aniano", "pypher"]] = Field(default_factory=lambda: ["aniano"],
+                                                       description="Kernel constructions.")
+    psf_source: Literal["stpsf", "gaussian"] = Field(
+        "stpsf", description="Band PSFs from stpsf (real optics) or Gaussians of the band FWHM.")
+    oversample: int = Field(4, ge=1, le=10, description="PSF oversampling w.r.t. detector pixels.")
+    psf_product: Literal["OVERDIST", "OVERSAMP"] = Field(
+        "OVERDIST", description="stpsf product: OVERDIST (distortion and detector charge diffusion "
+        "/ IPC included, as in the pixels a mosaic is drizzled from) or OVERSAMP (optics only).")
+    nlambda: int = Field(0, ge=0, description="stpsf wavelengths per band (0 = stpsf default).")
+    use_opd: bool = Field(False, description="Use stpsf's telescope OPD (needs full stpsf data).")
+    reg_fact: float = Field(1e-4, gt=0, description="pypher regularisation factor.")
+
+    @field_validator("targets")
+    @classmethod
+    def _names(cls, targets: list[str]) -> list[str]:
+        from jwstgal.psfs import check_psf_name
+
+        return [check_psf_name(t) for t in targets]
+
+
+class ConvolveConfig(Strict):
+    """The ``[convolve]`` table: the resolution ladder every mosaic is brought to."""
+
+    targets: list[str] = Field(default_factory=list, description="Rungs of the ladder: bands (e.g. "
+                               "F2100W) and analytic PSFs (gauss0.85, gauss4, gauss7.5, gauss15, ...).")
+    target: str = Field("", description="One rung (older configs); added to targets.")
+    method: Literal["aniano", "pypher"] = Field("aniano", description="Which kernels to use.")
+    reproject: bool = Field(True, description="If a rung is a band, also reproject onto that "
+                            "band's mosaic grid.")
+    direct_max: float = Field(2.0, ge=0.5, le=10.0, description="Widest Gaussian (arcsec) reached "
+                              "by a kernel on the mosaic grid; wider ones go through gauss<direct_max> "
+                              "and a block-averaged grid of >= 4 pixels per FWHM.")
+    block_size: int = Field(2048, ge=256, description="Tile size bounding the FFT memory.")
+    allow_unsafe: bool = Field(False, description="Apply kernels Aniano's criterion calls unsafe "
+                               "(W- > 0.5: they amplify noise); otherwise such a band is refused.")
+
+    @field_validator("targets")
+    @classmethod
+    def _names(cls, targets: list[str]) -> list[str]:
+        from jwstgal.psfs import check_psf_name
+
+        return [check_psf_name(t) for t in targets]
+
+    @field_validator("target")
+    @classmethod
+    def _name(cls, target: str) -> str:
+        from jwstgal.psfs import check_psf_name
+
+        return check_psf_name(target) if target else target
+
+    @property
+    def rungs(self) -> list[str]:
+        """Every rung, ``target`` included, in order, once."""
+        out = list(self.targets)
+        if self.target and self.target not in out:
+            out.insert(0, self.target)
+        return out
+
+
+class ExternalMap(Strict):
+    """One external map that can anchor an instrument: ``<anchor_ref_dir>/<target>_<band>.fits``."""
+
+    band: str = Field(description="Its name in the file name, e.g. 'irac1', 'wise3'.")
+    psf: str = Field(description="Its resolution as a PSF name, e.g. 'gauss4' (Gaussian FWHM 4\").")
+
+    @field_validator("band")
+    @classmethod
+    def _band(cls, band: str) -> str:
+        return check_path_component(band, "[anchor] external map band")
+
+    @field_validator("psf")
+    @classmethod
+    def _psf(cls, psf: str) -> str:
+        from jwstgal.psfs import check_psf_name
+
+        return check_psf_name(psf)
+
+
+Instrument = Literal["nircam", "miri"]
+
+
+class AnchorConfig(Strict):
+    """The ``[anchor]`` table: the absolute background of every band (anchor_data.py).
+
+    Per instrument, the reference band is fitted against the first external map found (in the
+    order given); every other band is fitted against the reference band at ``internal_psf``.
+    """
+
+    reference: dict[Instrument, str] = Field(
+        default_factory=dict, description="Reference band per instrument, e.g. "
+        "{nircam = 'F300M', miri = 'F770W'}; an instrument without one is not anchored.")
+    external: dict[Instrument, list[ExternalMap]] = Field(
+        default_factory=dict, description="External maps per instrument, in order of preference, "
+        "e.g. {miri = [{band = 'irac4', psf = 'gauss4'}, {band = 'wise3', psf = 'gauss15'}]}.")
+    internal_psf: dict[Instrument, str] = Field(
+        default_factory=dict, description="Common resolution of the internal fits per instrument "
+        "(a band or gauss<FWHM>), e.g. {nircam = 'F300M', miri = 'F2100W'}.")
+    fit_range: tuple[float, float] = Field((1.0, 95.0), description="Percentiles of the reference "
+                                           "intensity spanned by the bins.")
+    n_bins: int = Field(20, ge=3, le=200, description="Bins of the reference intensity.")
+    min_per_bin: int = Field(10, ge=1, description="Least pixels for a bin to be used.")
+    clip_sigma: float = Field(3.0, gt=0, description="Bins further from the line (in errors) are "
+                              "dropped and the line refitted.")
+
+    @field_validator("reference")
+    @classmethod
+    def _reference(cls, ref: dict[str, str]) -> dict[str, str]:
+        out = {}
+        for inst, band in ref.items():
+            b = get_band(check_band(band))
+            if b.instrument != inst:
+                msg = f"reference {band!r} is a {b.instrument.upper()} band, not a {inst.upper()} one"
+                raise ValueError(msg)
+            out[inst] = b.name
+        return out
+
+    @field_validator("internal_psf")
+    @classmethod
+    def _internal(cls, psfs: dict[str, str]) -> dict[str, str]:
+        from jwstgal.psfs import check_psf_name
+
+        return {k: check_psf_name(v) for k, v in psfs.items()}
+
+    @model_validator(mode="after")
+    def _complete(self) -> AnchorConfig:
+        for inst in self.reference:
+            if not self.external.get(inst):
+                msg = f"[anchor] reference of {inst} is set but external.{inst} lists no map"
+                raise ValueError(msg)
+        if self.fit_range[0] >= self.fit_range[1] or not 0 <= self.fit_range[0] < self.fit_range[1] <= 100:
+            msg = f"[anchor] fit_range must be two increasing percentiles in 0-100, got {self.fit_range}"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def psfs(self) -> list[str]:
+        """Every resolution anchoring convolves to."""
+        out = [m.psf for maps in self.external.values() for m in maps]
+        return out + list(self.internal_psf.values())
+
+
+class CompareTolerances(Strict):
+    """``[release.compare_tolerances]``: largest release-to-release changes that are not flagged."""
+
+    flux_ratio: float = Field(0.02, gt=0, description="Largest |median flux ratio - 1|.")
+    shift_mas: float = Field(10.0, gt=0, description="Largest sky shift (mas).")
+    background: float = Field(0.01, gt=0, description="Largest background change (MJy/sr).")
+    coverage: float = Field(0.05, gt=0, description="Largest change of the covered fraction.")
+
+
+class ReleaseConfig(Strict):
+    """The ``[release]`` table."""
+
+    remove_bloat: bool = Field(True, description="Drop VAR_* and CON extensions from released "
+                               "copies (coverage is released as its own map).")
+    include_convolved: bool = Field(True, description="Release every rung of the resolution ladder.")
+    include_segm: bool = Field(True, description="Release stage 3's segmentation maps.")
+    include_crf: bool = Field(False, description="Release the per-exposure crf files (with the "
+                              "absolute alignment pushed back into their WCS).")
+    overwrite: bool = Field(False, description="Replace files already in the release.")
+    compare_with: str = Field("", description="A previous release folder to compare the new one "
+                              "with after prepare_release.py (exit code 1 beyond the tolerances).")
+    compare_tolerances: CompareTolerances = Field(default_factory=lambda: CompareTolerances(),
+                                                  description="Largest changes not flagged.")
