@@ -275,7 +275,7 @@ def pca_model(d: np.ndarray, err: np.ndarray | None, params: DestripeParams) -> 
     numpy.ndarray
         Model, shape (ny, w).
     """
-    from pca import gappy_scores, reconstruct, robust_pca
+    from jwstgal.pca import gappy_scores, reconstruct, robust_pca
 
     cols = d.T                                                 # observations = columns
     good = np.isfinite(cols)

@@ -204,12 +204,20 @@ def open_executor(spec: ExecutorSpec | None = None) -> Iterator[Executor]:
                                  initargs=(os.getpid(),)) as pool:
             yield Executor(spec, pool=pool)
         return
-    from distributed import Client, LocalCluster
+    try:
+        from distributed import Client, LocalCluster
+
+        if spec.kind == "slurm":
+            from dask_jobqueue import SLURMCluster
+    except ImportError as err:
+        from jwstgal.errors import ConfigError
+
+        msg = (f"executor = {spec.kind!r} needs Dask ({err.name} is not installed): "
+               "pip install 'jwstgal[cluster]'")
+        raise ConfigError(msg) from None
 
     cluster = None
     if spec.kind == "slurm":
-        from dask_jobqueue import SLURMCluster
-
         cluster = SLURMCluster(**spec.slurm)
         cluster.scale(jobs=spec.workers)
         log.info("Slurm cluster: %d jobs requested (%s)", spec.workers, spec.slurm)

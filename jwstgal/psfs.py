@@ -18,11 +18,12 @@ import numpy as np
 from astropy.io import fits
 
 from jwstgal.bands import get_band
+from jwstgal.data import data_path
 from jwstgal.kernels import gaussian_psf, moffat_psf
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / "PSF" / "stpsf_data"
+DEFAULT_DATA_DIR = data_path("stpsf_data")
 #: Smallest default PSF field (arcsec).
 MIN_FOV_ARCSEC = 30.0
 _GAUSS = re.compile(r"^gauss(\d+(?:\.\d+)?)$", re.IGNORECASE)

@@ -7,7 +7,7 @@
 Used by the ``pca`` method of :mod:`jwstgal.destripe`. Both are pure numpy and deterministic.
 """
 
-from pca.gappy import fill_gaps, gappy_scores, reconstruct
-from pca.robust import Eigensystem, robust_pca
+from .gappy import fill_gaps, gappy_scores, reconstruct
+from .robust import Eigensystem, robust_pca
 
 __all__ = ["Eigensystem", "fill_gaps", "gappy_scores", "reconstruct", "robust_pca"]

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pca.gappy import gappy_scores
+from .gappy import gappy_scores
 
 log = logging.getLogger(__name__)
 

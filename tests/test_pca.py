@@ -2,10 +2,9 @@
 
 import numpy as np
 import pytest
+from jwstgal.pca import fill_gaps, gappy_scores, reconstruct, robust_pca
+from jwstgal.pca.robust import rho, rho_prime
 from scipy.linalg import subspace_angles
-
-from pca import fill_gaps, gappy_scores, reconstruct, robust_pca
-from pca.robust import rho, rho_prime
 
 
 def _low_rank(seed=1, n=600, p=120, k=3, noise=0.05):

@@ -205,7 +205,8 @@ def test_config_order_and_defaults_come_from_the_registry(tmp_path):
 
 #: Layers, low to high: a module may import its own layer and those below, never above.
 LAYERS = [
-    ("jwstgal", "jwstgal.errors", "jwstgal.bands", "jwstgal.provenance", "jwstgal.dq", "jwstgal.layout",
+    ("jwstgal", "jwstgal.data", "jwstgal.errors", "jwstgal.bands", "jwstgal.provenance", "jwstgal.dq",
+     "jwstgal.layout",
      "jwstgal.settings", "jwstgal.logs", "jwstgal.executor", "jwstgal.crds_setup"),
     ("jwstgal.destripe", "jwstgal.destripe_miri", "jwstgal.destripe_stack", "jwstgal.masking",
      "jwstgal.level_match", "jwstgal.astrometry", "jwstgal.kernels", "jwstgal.kernel_grids", "jwstgal.psfs",
@@ -219,7 +220,7 @@ LAYERS = [
     ("jwstgal.config",),
     ("jwstgal.kernel_products", "jwstgal.anchor_products", "jwstgal.simulate.programme",
      "jwstgal.reprocess", "jwstgal.report"),
-    ("jwstgal.cli",),
+    ("jwstgal.cli", "jwstgal.__main__"),
 ]
 
 

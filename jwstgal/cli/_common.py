@@ -12,9 +12,22 @@ from jwstgal.errors import ConfigError, ReductionError
 
 log = logging.getLogger(__name__)
 
-#: The repository root, where the default config lives.
+#: The repository root (a source checkout; in an installed wheel, where the package sits).
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CONFIG = REPO_ROOT / "config" / "config.toml"
+
+
+def default_config() -> Path:
+    """The config used when none is given: ``./config/config.toml``, else the checkout's."""
+    here = Path.cwd() / "config" / "config.toml"
+    if here.is_file():
+        return here
+    from jwstgal.data import checkout_root
+
+    root = checkout_root()
+    return root / "config" / "config.toml" if root else here
+
+
+DEFAULT_CONFIG = default_config()
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:

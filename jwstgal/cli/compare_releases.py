@@ -70,3 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_comparison(args.old.resolve(), args.new.resolve(), args.out_dir, tol)
 
     return run_main(run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -141,3 +141,10 @@ def main_nircam(argv: Sequence[str] | None = None) -> int:
 def main_miri(argv: Sequence[str] | None = None) -> int:
     """``miri_destriping.py`` entry point."""
     return _main("MIRI", argv)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.stderr.write("run a command: python -m jwstgal --help\n")
+    raise SystemExit(2)

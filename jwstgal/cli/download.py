@@ -157,3 +157,10 @@ def main_archive(argv: Sequence[str] | None = None) -> int:
         return 0
 
     return run_main(run)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.stderr.write("run a command: python -m jwstgal --help\n")
+    raise SystemExit(2)

@@ -34,3 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if (code := run_main(working_dir)) != 0:
             return code
     return run_jwst_reprocessing.main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -67,3 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     return run_main(run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

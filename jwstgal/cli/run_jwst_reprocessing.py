@@ -146,3 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1 if any(r.error for r in results) else 0
 
     return run_main(run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

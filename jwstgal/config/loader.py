@@ -21,6 +21,7 @@ from jwstgal.config.jwst import check_jwst_parameters
 from jwstgal.config.local import LocalConfig, LocalFile
 from jwstgal.config.messages import format_errors
 from jwstgal.config.science import ScienceConfig
+from jwstgal.data import checkout_root, data_path
 from jwstgal.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -180,6 +181,8 @@ def load_config(
     if working.exists() and not working.is_dir():
         msg = f"{local_path}: key 'local.working_dir': {working} is a file, not a folder"
         raise ConfigError(msg)
+    # a simulation writes its own reference catalogue: into the working tree unless told otherwise
+    default_alignment = working / "alignment" if science.simulation is not None else data_path("alignment")
     return RunConfig(
         science=science,
         local=local,
@@ -188,9 +191,9 @@ def load_config(
         raw_dir=absolute(local.raw_dir, base),
         working_dir=working,
         crds_dir=absolute(local.crds_dir, working / "crds"),
-        alignment_dir=absolute(local.alignment_dir, REPO_ROOT / "alignment"),
-        psf_dir=absolute(local.psf_dir, REPO_ROOT / "PSF"),
-        psf_data_dir=absolute(local.psf_data_dir, REPO_ROOT / "PSF" / "stpsf_data"),
+        alignment_dir=absolute(local.alignment_dir, default_alignment),
+        psf_dir=absolute(local.psf_dir, REPO_ROOT / "PSF" if checkout_root() else working / "psf"),
+        psf_data_dir=absolute(local.psf_data_dir, data_path("stpsf_data")),
         config_hash=config_hash(science),
         anchor_ref_dir=(base / local.anchor_ref_dir).resolve() if local.anchor_ref_dir else None,
     )

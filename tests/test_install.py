@@ -1,0 +1,88 @@
+"""A real install: the wheel, into a fresh virtual environment, used from a scratch folder (slow).
+
+The fresh environment reuses the resolved dependencies of the development one (a path entry to its
+site-packages, after its own), offline; jwstgal itself comes only from the wheel.
+"""
+
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def run(cmd, **kw):
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=600, **kw)
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    d = tmp_path_factory.mktemp("install")
+    res = run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", d / "dist",
+               REPO], cwd=d)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Warning" not in res.stderr, res.stderr[-3000:]          # a clean build
+    (wheel,) = (d / "dist").glob("jwstgal-*.whl")
+    assert run([sys.executable, "-m", "venv", d / "venv"]).returncode == 0
+    py = d / "venv" / "bin" / "python"
+    site = Path(run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
+    (site / "_jwstgal_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    res = run([py, "-m", "pip", "install", "--no-deps", "--no-index", wheel])
+    assert res.returncode == 0, res.stderr[-3000:]
+    return d, py, site, wheel
+
+
+def test_wheel_holds_the_package_its_data_and_no_top_level_pca(installed):
+    import zipfile
+
+    _, _, _, wheel = installed
+    names = zipfile.ZipFile(wheel).namelist()
+    assert not any(n.startswith("pca/") for n in names)                       # jwstgal.pca only
+    assert "jwstgal/pca/robust.py" in names and "jwstgal/__main__.py" in names
+    assert "jwstgal/data/alignment/ngc0628_agb_cat.fits" in names
+    shipped = {n.split("/stpsf_data/", 1)[1] for n in names if "/stpsf_data/" in n}
+    data = REPO / "PSF" / "stpsf_data"
+    on_disk = {str(p.relative_to(data)) for p in data.rglob("*") if p.is_file()}
+    assert on_disk <= shipped, f"stpsf files missing from the wheel: {sorted(on_disk - shipped)[:5]}"
+    assert any(n.endswith("LICENSE") for n in names)
+
+
+def test_console_scripts_and_module_entry_points(installed):
+    d, py, site, _ = installed
+    bin_dir = d / "venv" / "bin"
+    for script in ("jwstgal-reprocess", "jwstgal-download", "jwstgal-kernels", "jwstgal-anchor",
+                   "jwstgal-convolve", "jwstgal-release", "jwstgal-compare-releases"):
+        res = run([bin_dir / script, "--help"], cwd=d)
+        assert res.returncode == 0 and "usage:" in res.stdout, (script, res.stderr[-2000:])
+    res = run([py, "-m", "jwstgal", "--help"], cwd=d)
+    assert res.returncode == 0 and "compare-releases" in res.stdout
+    assert run([py, "-m", "jwstgal", "convolv"], cwd=d).returncode == 2          # unknown command
+    res = run([py, "-m", "jwstgal.cli.make_kernels", "--help"], cwd=d)
+    assert res.returncode == 0 and "usage:" in res.stdout                      # not a silent exit 0
+    assert run([py, "-m", "jwstgal.cli.download"], cwd=d).returncode == 2
+    res = run([py, "-c", "import jwstgal, jwstgal.pca; from jwstgal.data import data_path; "
+               "print(jwstgal.__file__); print(data_path('alignment'))"], cwd=d)
+    assert res.returncode == 0, res.stderr
+    pkg, align = res.stdout.split()
+    assert pkg.startswith(str(site)) and Path(align, "ngc0628_agb_cat.fits").is_file()
+
+
+def test_a_tiny_offline_run_from_a_scratch_folder_writes_only_there(installed, tmp_path):
+    d, _, site, _ = installed
+    def files():
+        return {p for p in site.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+
+    before = files()
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.toml").write_text(
+        '[projects.1]\ntargets = ["ngc0000"]\n[pipeline]\nmiri_bands = ["F770W", "F2100W"]\n'
+        '[kernels]\ntargets = ["F2100W"]\npsf_source = "gaussian"\n')
+    (tmp_path / "config" / "local.toml").write_text('[local]\nraw_dir = "../raw"\nworking_dir = "../work"\n')
+    res = run([d / "venv" / "bin" / "jwstgal-kernels", "--no-progress"], cwd=tmp_path)   # ./config/*.toml
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (tmp_path / "work" / "psf" / "kernels" / "aniano" / "F770W_to_F2100W.fits").is_file()
+    assert files() == before                             # nothing written into site-packages
