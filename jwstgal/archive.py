@@ -287,10 +287,12 @@ class MastArchive:
         """
         from tqdm import tqdm
 
+        from jwstgal.logs import bar_disabled
+
         targets = [product_path(plan.dest, row) for row in plan.products]  # all checked before any write
         rows, failed = [], []
         bar = tqdm(total=plan.total_bytes, unit="B", unit_scale=True, desc=f"MAST {plan.label}",
-                   disable=not progress)
+                   disable=bar_disabled(progress))
         try:
             for row, dest in zip(plan.products, targets, strict=True):
                 try:

@@ -35,6 +35,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from jwstgal.logs import bar_disabled
+
 log = logging.getLogger(__name__)
 
 #: Environment variables a worker must share with the driver (the MAST token is not one).
@@ -138,7 +140,7 @@ class Executor:
         if not tasks:
             return []
         env = {k: os.environ[k] for k in SHARED_ENV if k in os.environ}
-        bar = tqdm(total=len(tasks), desc=desc, unit="task", disable=not progress)
+        bar = tqdm(total=len(tasks), desc=desc, unit="task", disable=bar_disabled(progress))
         results: dict[int, Any] = {}
         errors: list[BaseException] = []
 

@@ -20,6 +20,7 @@ from astropy.io import fits
 from jwstgal.config import KernelsConfig
 from jwstgal.kernels import KernelResult, make_aniano_kernel, make_pypher_kernel, radial_profile
 from jwstgal.layout import kernel_path
+from jwstgal.logs import bar_disabled
 from jwstgal.provenance import atomic_path, hash_params, stamp_header
 from jwstgal.psfs import (
     MIN_FOV_ARCSEC,
@@ -105,7 +106,7 @@ def make_kernel_set(
     if pairs is None:
         pairs = [(b, t) for b in bands for t in (targets or cfg.targets)]
     jobs = [(b, t, m) for b, t in pairs for m in cfg.methods if b != t]
-    for band, target, method in tqdm(jobs, desc="kernels", unit="kernel", disable=not progress):
+    for band, target, method in tqdm(jobs, desc="kernels", unit="kernel", disable=bar_disabled(progress)):
         src = band_psf(band, cfg, psf_dir, data_dir)
         tgt = (analytic_psf(target, src.pixscale) if is_analytic(target)
                else band_psf(target, cfg, psf_dir, data_dir))

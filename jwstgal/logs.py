@@ -8,6 +8,13 @@ import warnings
 from pathlib import Path
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+#: ISO 8601 with the date and the UTC offset (logs of cron runs are read days later)
+DATEFMT = "%Y-%m-%dT%H:%M:%S%z"
+
+
+def bar_disabled(progress: bool) -> bool | None:
+    """The ``disable`` of a tqdm bar: off when asked, and by itself without a terminal (cron)."""
+    return None if progress else True
 
 
 def setup_logging(level: str = "INFO", log_file: Path | None = None) -> None:
@@ -28,7 +35,7 @@ def setup_logging(level: str = "INFO", log_file: Path | None = None) -> None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file))
     for h in handlers:
-        h.setFormatter(logging.Formatter(FORMAT, datefmt="%H:%M:%S"))
+        h.setFormatter(logging.Formatter(FORMAT, datefmt=DATEFMT))
         root.addHandler(h)
     root.setLevel(logging.WARNING)
     logging.getLogger("jwstgal").setLevel(level)

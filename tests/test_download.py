@@ -224,7 +224,7 @@ def test_archive_download_by_coordinates_and_by_resolved_name(archive_state, tmp
     with MastServer(state) as srv:
         _, local = _config(tmp_path, srv.url, api_key=TOKEN)    # server and token from local.toml
         res = _run("archive_download.py", "--ra", "10.0", "--dec", "-20.0", "--radius", "0.1",
-                   "--instrument", "MIRI", "--out", tmp_path / "cone", "--local", local)
+                   "--instrument", "MIRI", "--out-dir", tmp_path / "cone", "--local", local)
         assert TOKEN not in res.stderr
         assert res.returncode == 0, res.stderr[-2000:]
         got = sorted(p.name for p in (tmp_path / "cone").rglob("*_uncal.fits"))

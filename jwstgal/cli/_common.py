@@ -30,6 +30,20 @@ def default_config() -> Path:
 DEFAULT_CONFIG = default_config()
 
 
+def add_version(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--version``: the suite's version and the jwst version it runs."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from jwstgal import __version__
+
+    try:
+        jwst = version("jwst")
+    except PackageNotFoundError:
+        jwst = "not installed"
+    p.add_argument("--version", action="version", version=f"jwstgal {__version__} (jwst {jwst})")
+    return p
+
+
 def base_parser(description: str) -> argparse.ArgumentParser:
     """Parser with the seed's calling convention: ``[CONFIG] [LOCAL] [BAND]``."""
     p = argparse.ArgumentParser(description=description,
@@ -45,8 +59,9 @@ def base_parser(description: str) -> argparse.ArgumentParser:
                    help="process only this target (repeatable)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--log-file", type=Path, default=None, help="also write the log to this file")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (cron)")
-    return p
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (they are off by themselves without a terminal)")
+    return add_version(p)
 
 
 def run_main(fn: Callable[[], int]) -> int:

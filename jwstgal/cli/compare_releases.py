@@ -17,7 +17,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from jwstgal.cli._common import run_main
+from jwstgal.cli._common import add_version, run_main
 from jwstgal.errors import InputNotFoundError
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,8 @@ def run_comparison(old: Path, new: Path, out_dir: Path | None, tol) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_version(argparse.ArgumentParser(description=__doc__,
+                                            formatter_class=argparse.RawDescriptionHelpFormatter))
     p.add_argument("old", type=Path, help="the previous release folder")
     p.add_argument("new", type=Path, help="the new release folder")
     p.add_argument("--out-dir", type=Path, default=None, help="where the table and page go")

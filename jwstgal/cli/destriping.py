@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jwstgal.cli._common import parse, run_main
+from jwstgal.cli._common import add_version, parse, run_main
 from jwstgal.errors import ConfigError, InputNotFoundError, StepFailedError
 
 #: File names the destriping scripts accept: single exposures, not mosaics or other products.
@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 def _parser(instrument: str) -> argparse.ArgumentParser:
     from jwstgal.destripe import METHODS
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_version(argparse.ArgumentParser(description=__doc__,
+                                            formatter_class=argparse.RawDescriptionHelpFormatter))
     p.add_argument("files", nargs="+", type=Path, help=f"{instrument} *_rate.fits or *_cal.fits files")
     p.add_argument("--out-dir", type=Path, required=True, help="where destriped copies are written")
     p.add_argument("--config", type=Path, default=None, help="science config with a [destripe] table")
@@ -46,7 +47,9 @@ def _parser(instrument: str) -> argparse.ArgumentParser:
         p.add_argument("--no-quadrants", action="store_true", help="fit whole rows, not amplifiers")
     p.add_argument("--plot-dir", type=Path, default=None, help="write before/model/after PNGs here")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--log-file", type=Path, default=None, help="also write the log to this file")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (off by itself without a terminal)")
     return p
 
 
@@ -75,9 +78,9 @@ def _settings(args: argparse.Namespace, table: Any, header: dict) -> dict:
 
 def _main(instrument: str, argv: Sequence[str] | None) -> int:
     args = parse(_parser(instrument), argv)
-    from jwstgal.logs import setup_logging
+    from jwstgal.logs import bar_disabled, setup_logging
 
-    setup_logging(args.log_level, None)
+    setup_logging(args.log_level, args.log_file)
 
     def run() -> int:
         from astropy.io import fits
@@ -99,7 +102,8 @@ def _main(instrument: str, argv: Sequence[str] | None) -> int:
                 raise ConfigError(msg)
         args.out_dir.mkdir(parents=True, exist_ok=True)
         done, skipped, failed = 0, 0, []
-        for f in tqdm(args.files, desc=f"{instrument} destriping", unit="file", disable=args.no_progress):
+        for f in tqdm(args.files, desc=f"{instrument} destriping", unit="file",
+                      disable=bar_disabled(not args.no_progress)):
             try:
                 if not f.name.endswith(DESTRIPABLE):
                     msg = (f"{f}: not a rate or cal file (names ending {', '.join(DESTRIPABLE)}); "

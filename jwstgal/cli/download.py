@@ -5,7 +5,7 @@ download_phangs_jwst.py [CONFIG [LOCAL]] [--target T] [--dry-run]
     products chosen by [download], into <raw_dir>/<target>/mastDownload/JWST/<obs_id>/.
 
 archive_download.py (--target NAME | --ra RA --dec DEC) [--proposal-id ID] [--instrument NIRCAM]
-    [--filter F200W] [--calib-level 1] [--product-type SCIENCE] [--subgroup UNCAL] --out DIR
+    [--filter F200W] [--calib-level 1] [--product-type SCIENCE] [--subgroup UNCAL] --out-dir DIR
     any query, into DIR/mastDownload/JWST/<obs_id>/.
 
 Files already complete (size as reported by MAST, FITS checksums) are skipped, a broken transfer
@@ -22,7 +22,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from jwstgal.cli._common import DEFAULT_CONFIG, parse, run_main
+from jwstgal.cli._common import DEFAULT_CONFIG, add_version, parse, run_main
 from jwstgal.errors import DownloadError
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,8 @@ def _report(plans: list, dry_run: bool) -> None:
 
 def main_phangs(argv: Sequence[str] | None = None) -> int:
     """``download_phangs_jwst.py`` entry point."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_version(argparse.ArgumentParser(description=__doc__,
+                                            formatter_class=argparse.RawDescriptionHelpFormatter))
     p.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG), help="science config")
     p.add_argument("local", nargs="?", default=None, help="machine config (default: local.toml beside)")
     p.add_argument("--target", dest="targets", action="append", default=[], help="only this target")
@@ -89,7 +90,8 @@ def main_phangs(argv: Sequence[str] | None = None) -> int:
 
 def main_archive(argv: Sequence[str] | None = None) -> int:
     """``archive_download.py`` entry point."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_version(argparse.ArgumentParser(description=__doc__,
+                                            formatter_class=argparse.RawDescriptionHelpFormatter))
     p.add_argument("--target", default=None, help="target name (resolved by MAST unless --proposal-id)")
     p.add_argument("--ra", type=float, default=None, help="cone centre RA (deg)")
     p.add_argument("--dec", type=float, default=None, help="cone centre Dec (deg)")
@@ -103,7 +105,8 @@ def main_archive(argv: Sequence[str] | None = None) -> int:
                    choices=["SCIENCE", "PREVIEW", "INFO", "AUXILIARY"])
     p.add_argument("--subgroup", action="append", default=[],
                    help="productSubGroupDescription, e.g. UNCAL, RATE, CAL, I2D, ASN (default UNCAL)")
-    p.add_argument("--out", type=Path, required=True, help="destination directory")
+    p.add_argument("--out-dir", "--out", dest="out", type=Path, required=True,
+                   help="destination directory (--out: the older name)")
     p.add_argument("--local", type=Path, default=None,
                    help="machine config (local.toml) with api_key and mast_server")
     p.add_argument("--server", default=None, help="MAST portal URL (default https://mast.stsci.edu)")

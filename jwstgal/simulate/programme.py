@@ -21,6 +21,7 @@ from astropy.time import Time
 from jwstgal.bands import Band, get_band
 from jwstgal.config import SimulationConfig
 from jwstgal.errors import InputNotFoundError
+from jwstgal.logs import bar_disabled
 from jwstgal.provenance import atomic_path, hash_params, stamp_header, write_text_atomic
 from jwstgal.simulate import detector as det
 from jwstgal.simulate.instrument import DetectorMaps, DetectorSetup, build_gwcs, setup_for_band
@@ -305,7 +306,7 @@ def simulate_programme(
     plan_table = Table(rows=[asdict(p) for p in plans])
     with atomic_path(truth_dir / "exposures.ecsv") as tmp:
         plan_table.write(tmp, format="ascii.ecsv")
-    for p, raw_file, truth_file in tqdm(todo, desc=f"simulate {target}", disable=not progress,
+    for p, raw_file, truth_file in tqdm(todo, desc=f"simulate {target}", disable=bar_disabled(progress),
                                         unit="exp"):
         simulate_exposure(p, sim, target, raw_file, truth_file, stars)
     write_text_atomic(record, json.dumps({"config": sim.model_dump(), "bands": bands, "hash": key},
