@@ -253,6 +253,11 @@ def build_release(
     """
     opts = {"remove_bloat": remove_bloat, "include_convolved": include_convolved,
             "include_segm": include_segm, "include_crf": include_crf, "overwrite": overwrite}
+    has_mosaic = any(final_mosaic(reprocess_dir / t / b, t, get_band(b)).is_file()
+                     for t in targets for b in bands)
+    if not has_mosaic and not (release_dir / "MANIFEST.ecsv").is_file():
+        log.warning("no mosaic to release under %s: nothing written", reprocess_dir)
+        return []                     # no empty release tree
     files: list[ReleasedFile] = []
     for target in targets:
         tdir = release_dir / target
