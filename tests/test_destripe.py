@@ -248,7 +248,7 @@ def test_nircam_script_uses_config_overrides_resumes_and_refuses_overwriting(tmp
     assert res.returncode == 0 and (out / src.name).stat().st_mtime_ns == mtime   # resumed
     assert "1 already done" in res.stderr
     res = _run_script("nircam_destriping.py", src, "--out-dir", src.parent)
-    assert res.returncode == 2 and "would overwrite the input" in res.stderr
+    assert res.returncode == 3 and "would overwrite the input" in res.stderr
     res = _run_script("miri_destriping.py", src, "--out-dir", out)
     assert res.returncode == 1 and "INSTRUME is NIRCAM, not MIRI" in res.stderr
     res = _run_script("nircam_destriping.py", tmp_path / "nope.fits", "--out-dir", out)

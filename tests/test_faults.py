@@ -359,27 +359,27 @@ def test_bad_paths_and_unknown_bands_are_one_line_errors_before_anything_is_writ
 
     cfg, loc = write_config(tmp_path)
     res = _cli("run_jwst_reprocessing.py", cfg, loc)                 # raw_dir does not exist
-    assert res.returncode == 2 and "key 'local.raw_dir'" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 3 and "key 'local.raw_dir'" in res.stderr and "Traceback" not in res.stderr
     (tmp_path / "work").write_text("a file where a folder should be")
     (tmp_path / "raw").mkdir()
     res = _cli("run_jwst_reprocessing.py", cfg, loc)
-    assert res.returncode == 2 and "key 'local.working_dir'" in res.stderr and "is a file" in res.stderr
+    assert res.returncode == 3 and "key 'local.working_dir'" in res.stderr and "is a file" in res.stderr
     (tmp_path / "work").unlink()
     for script in ("prepare_release.py", "convolve_data.py", "make_kernels.py"):
         res = _cli(script, cfg, loc, "--band", "F2000W")
-        assert res.returncode == 2, (script, res.stderr[-2000:])
+        assert res.returncode == 3, (script, res.stderr[-2000:])
         assert "band 'F2000W' from the command line is not configured" in res.stderr
         assert "did you mean 'F200W'" in res.stderr and "Traceback" not in res.stderr
     for bad, key in (("../../etc", "target name"), ("a/b", "target name")):
         cfg.write_text(MINIMAL_SCIENCE.replace('"ngc1365"', f'"{bad}"'))
         res = _cli("run_jwst_reprocessing.py", cfg, loc)
-        assert res.returncode == 2 and key in res.stderr and "becomes a folder name" in res.stderr
+        assert res.returncode == 3 and key in res.stderr and "becomes a folder name" in res.stderr
     cfg.write_text(MINIMAL_SCIENCE.replace("[pipeline]", '[pipeline]\ndata_version = "../x"'))
     res = _cli("run_jwst_reprocessing.py", cfg, loc)
-    assert res.returncode == 2 and "data_version '../x' becomes a folder name" in res.stderr
+    assert res.returncode == 3 and "data_version '../x' becomes a folder name" in res.stderr
     cfg.write_text(MINIMAL_SCIENCE + "\n[lv3_parameters.tweakreg]\nsearchrd = 1.0\n")   # jwst's check
     res = _cli("run_jwst_reprocessing.py", cfg, loc)
-    assert res.returncode == 2 and "did you mean 'searchrad'" in res.stderr
+    assert res.returncode == 3 and "did you mean 'searchrad'" in res.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml", "local.toml", "raw"]
 
 
@@ -389,11 +389,11 @@ def test_unreadable_configs_are_one_message_and_the_token_is_never_echoed(tmp_pa
     cfg, loc = write_config(tmp_path)
     cfg.write_bytes(b"\xff\xfe\x00\x01binary")
     res = _cli("run_jwst_reprocessing.py", cfg, loc)
-    assert res.returncode == 2 and "not a text file in UTF-8" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 3 and "not a text file in UTF-8" in res.stderr and "Traceback" not in res.stderr
     write_config(tmp_path)
     loc.write_text('[local]\nraw_dir = "raw"\nworking_dir = "work"\napi_key = 9876543210123\n')
     res = _cli("run_jwst_reprocessing.py", cfg, loc)
-    assert res.returncode == 2 and "local.api_key" in res.stderr and "9876543210123" not in res.stderr
+    assert res.returncode == 3 and "local.api_key" in res.stderr and "9876543210123" not in res.stderr
 
 
 def test_a_complete_part_file_left_by_a_kill_is_verified_and_kept(small_archive, tmp_path):

@@ -245,7 +245,7 @@ def test_nothing_to_release_writes_nothing(tmp_path):
 
 def test_shipped_config_runs_the_quickstart_commands_up_to_their_inputs(tmp_path):
     """config/config.toml has every table the README's quickstart commands need: each stops at its
-    missing inputs with a one-line message (exit 1), never at its configuration (exit 2)."""
+    missing inputs with a one-line message (exit 1), never at its configuration (exit 3)."""
     import shutil
 
     shutil.copytree(REPO / "config", tmp_path / "config")

@@ -29,7 +29,7 @@ def test_config_error_exit_code_and_message(tmp_path):
     res = subprocess.run([sys.executable, str(REPO / "run_jwst_reprocessing.py"),
                           str(tmp_path / "c.toml"), str(tmp_path / "l.toml")],
                          capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert res.returncode == 2
+    assert res.returncode == 3
     assert "unknown band 'F20W'" in res.stderr and "did you mean F200W" in res.stderr
     assert not (tmp_path / "w").exists(), "nothing may be written when the config is invalid"
 
@@ -40,7 +40,7 @@ def test_band_argument_must_be_configured(tmp_path):
     res = subprocess.run([sys.executable, str(REPO / "run_jwst_reprocessing.py"),
                           str(tmp_path / "c.toml"), str(tmp_path / "l.toml"), "F444W"],
                          capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert res.returncode == 2
+    assert res.returncode == 3
     assert "band 'F444W' from the command line is not configured" in res.stderr
 
 

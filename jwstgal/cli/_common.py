@@ -64,12 +64,18 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return add_version(p)
 
 
+#: Exit codes of every script: 0 done, 1 a reduction error or work left undone (named in the log),
+#: 2 a command-line usage error (argparse), 3 a configuration error (nothing was written), 130 Ctrl-C.
+EXIT_CONFIG = 3
+
+
 def run_main(fn: Callable[[], int]) -> int:
     """Run an entry point: deliberate errors become one log line and an exit code.
 
-    Returns 2 for configuration errors, 1 for other reduction errors and 130 for Ctrl-C (queued
-    work cancelled, finished products and step records kept: run again to resume); anything else
-    is a bug and keeps its traceback.
+    Returns :data:`EXIT_CONFIG` (3) for configuration errors, 1 for other reduction errors and 130
+    for Ctrl-C (queued work cancelled, finished products and step records kept: run again to
+    resume); argparse's usage errors exit with 2 before this runs. Anything else is a bug and
+    keeps its traceback.
     """
     try:
         return fn()
@@ -78,7 +84,7 @@ def run_main(fn: Callable[[], int]) -> int:
         return 130
     except ConfigError as err:
         log.error("configuration error:\n%s", err)
-        return 2
+        return EXIT_CONFIG
     except ReductionError as err:
         log.error("%s", err)
         return 1
