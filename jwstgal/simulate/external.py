@@ -73,7 +73,7 @@ def write_external_map(path: Path, data: np.ndarray, wcs: WCS, *, name: str, fwh
     hdr["BUNIT"] = "MJy/sr"
     hdr["TELESCOP"] = ("SIMULATED", f"stand-in for {name}")
     hdr["BMAJ"] = hdr["BMIN"] = (fwhm / 3600, "[deg] Gaussian FWHM")
-    hdr["SIMSLOPE"] = (slope, "injected: map = SIMSLOPE x JWST sky + SIMOFFS")
+    hdr["SIMSLOPE"] = (slope, "map = SIMSLOPE x sky + SIMOFFS")
     hdr["SIMOFFS"] = (offset, "[MJy/sr] injected zero-point offset")
     hdr["SIMNOISE"] = (noise, "[MJy/sr] injected white noise rms")
     stamp_header(hdr, step="simulate_external", params={"name": name, "fwhm": fwhm})

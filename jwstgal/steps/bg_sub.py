@@ -49,7 +49,7 @@ def subtract_sky(src: Path, dst: Path, params: BgSubSettings, config_hash: str =
         level = sky_level(sci, bad, params.sigma, params.npixels, params.dilate_size, params.max_iters)
         good = good_pixels(sci, dq_arr)
         h["SCI"].data = np.where(good, sci - level, sci).astype(h["SCI"].data.dtype)
-        h[0].header["BGSUBLVL"] = (level, "sky level subtracted by jwstgal bg_sub [BUNIT]")
+        h[0].header["BGSUBLVL"] = (level, "sky level subtracted (bg_sub) [BUNIT]")
         stamp_header(h[0].header, step=NAME, params=params.model_dump(), config_hash=config_hash)
         with atomic_path(dst) as tmp:
             h.writeto(tmp)

@@ -151,7 +151,7 @@ def destripe_file(src: Path, dst: Path, params: DestripeParams, *, config_hash: 
                  "lyot_masked": int(lyot.sum())}
         hdr = h[0].header
         hdr["DSTRMETH"] = (params.method, "jwstgal destriping method")
-        hdr["DSTRRMS"] = (stats["model_rms"], "rms of the subtracted stripe model [BUNIT]")
+        hdr["DSTRRMS"] = (stats["model_rms"], "rms of the stripe model [BUNIT]")
         hdr["DSTRAMPS"] = (n_amps if params.quadrants else 1, "amplifier bands fitted separately")
         stamp_header(hdr, step=NAME, params=params.as_dict(), config_hash=config_hash)
         with atomic_path(dst) as tmp:

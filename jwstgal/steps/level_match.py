@@ -148,8 +148,8 @@ def level_match_files(
                 gx, gy = grid.world_to_pixel_values(*wcs.pixel_to_world_values(xx, yy))
                 level = coef[0] + coef[1] * gx + coef[2] * gy
             h["SCI"].data = (sci - level).astype(np.float32)
-            h[0].header["LVLOFFST"] = (float(coef[0]), "level offset subtracted [BUNIT] (at grid origin)")
-            h[0].header["LVLREF"] = (cal_files[ref].name, "level-matching reference exposure")
+            h[0].header["LVLOFFST"] = (float(coef[0]), "level subtracted [BUNIT], grid origin")
+            h[0].header["LVLREF"] = (cal_files[ref].name, "level-match reference")
             stamp_header(h[0].header, step=NAME, params={**s.model_dump(), "offset": coef.tolist()},
                          config_hash=config_hash)
             out = out_dir / f.name

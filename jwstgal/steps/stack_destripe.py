@@ -175,7 +175,7 @@ def stack_destripe_files(files: list[Path], out_dir: Path, params: StackParams, 
         with fits.open(f) as h:
             h["SCI"].data = np.where(good, sci - res.model, sci).astype(h["SCI"].data.dtype)
             rms = float(np.std(res.model[good])) if good.any() else 0.0
-            h[0].header["STKSTRMS"] = (rms, "rms of the stack-based stripe model [BUNIT]")
+            h[0].header["STKSTRMS"] = (rms, "rms of the stack stripe model [BUNIT]")
             h[0].header["STKNREF"] = (int(overlaps[i].sum()), "frames in its reference")
             if empty[i]:
                 h[0].header["STKSKIP"] = ("no valid pixel", "left out of stack-based destriping")
