@@ -35,7 +35,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from jwstgal.logs import bar_disabled
+from jwstgal.logs import bar_disabled, forward_worker_logs, worker_logging
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +53,15 @@ def _watch_parent(parent: int) -> None:
         time.sleep(1.0)
 
 
-def worker_init(parent: int) -> None:
+def worker_init(parent: int, log_queue: Any = None, level: int = logging.INFO) -> None:
     """Set up a local worker process: die with the driver, leave Ctrl-C to it, drop secrets.
 
     On Linux the kernel kills the worker when the driver dies (``PR_SET_PDEATHSIG``); everywhere a
-    watchdog thread exits when the worker's parent changes.
+    watchdog thread exits when the worker's parent changes. With ``log_queue``, every record goes to
+    the driver's handlers (its stderr and ``--log-file``) with its levels and warning filters.
     """
+    if log_queue is not None:
+        worker_logging(log_queue, level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for name in PRIVATE_ENV:
         os.environ.pop(name, None)
@@ -202,8 +205,9 @@ def open_executor(spec: ExecutorSpec | None = None) -> Iterator[Executor]:
         return
     if spec.kind == "processes":
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=spec.workers, mp_context=ctx, initializer=worker_init,
-                                 initargs=(os.getpid(),)) as pool:
+        with forward_worker_logs(ctx) as (queue, level), ProcessPoolExecutor(
+                max_workers=spec.workers, mp_context=ctx, initializer=worker_init,
+                initargs=(os.getpid(), queue, level)) as pool:
             yield Executor(spec, pool=pool)
         return
     try:
@@ -228,6 +232,8 @@ def open_executor(spec: ExecutorSpec | None = None) -> Iterator[Executor]:
                                dashboard_address=None)
     client = Client(cluster) if cluster is not None else Client(spec.scheduler)
     log.info("Dask client: %s", client)
+    with contextlib.suppress(AttributeError):      # the workers' jwstgal records, logged here
+        client.forward_logging("jwstgal", level=logging.getLogger("jwstgal").getEffectiveLevel())
     try:
         yield Executor(spec, client=client)
     finally:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import warnings
+from collections.abc import Iterator
+from logging.handlers import QueueHandler, QueueListener
 from pathlib import Path
+from typing import Any
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 #: ISO 8601 with the date and the UTC offset (logs of cron runs are read days later)
@@ -37,10 +41,44 @@ def setup_logging(level: str = "INFO", log_file: Path | None = None) -> None:
     for h in handlers:
         h.setFormatter(logging.Formatter(FORMAT, datefmt=DATEFMT))
         root.addHandler(h)
+    _levels_and_filters(level)
+
+
+def _levels_and_filters(level: str | int) -> None:
+    """Logger levels and warning filters shared by the driver and its worker processes."""
+    root = logging.getLogger()
     root.setLevel(logging.WARNING)
     logging.getLogger("jwstgal").setLevel(level)
     # deprecations raised inside jwst by newer photutils releases: nothing a user can act on
     warnings.filterwarnings("ignore", message=r".*(DEFAULT_COLUMNS|'progress_bar') .*deprecated")
     logging.captureWarnings(True)
+    quiet = level not in ("DEBUG", logging.DEBUG)
     for name in ("stpipe", "jwst", "stcal", "crds", "tweakwcs"):
-        logging.getLogger(name).setLevel(logging.WARNING if level != "DEBUG" else logging.INFO)
+        logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def worker_logging(queue: Any, level: int) -> None:
+    """In a worker process: records go through ``queue`` to the driver's handlers.
+
+    They reach its stderr and log file in its format; levels and warning filters are the driver's.
+    """
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    root.addHandler(QueueHandler(queue))
+    _levels_and_filters(level)
+
+
+@contextlib.contextmanager
+def forward_worker_logs(ctx: Any) -> Iterator[tuple[Any, int]]:
+    """In the driver: a queue the workers log into, emptied into this process's handlers.
+
+    Yields the queue and the level of the suite's loggers, for :func:`worker_logging`.
+    """
+    q = ctx.Queue()
+    listener = QueueListener(q, *logging.getLogger().handlers, respect_handler_level=True)
+    listener.start()
+    try:
+        yield q, logging.getLogger("jwstgal").getEffectiveLevel()
+    finally:
+        listener.stop()
