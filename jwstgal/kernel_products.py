@@ -16,9 +16,17 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+from scipy.signal import fftconvolve
 
 from jwstgal.config import KernelsConfig
-from jwstgal.kernels import KernelResult, make_aniano_kernel, make_pypher_kernel, radial_profile
+from jwstgal.kernels import (
+    KernelResult,
+    fast_odd,
+    make_aniano_kernel,
+    make_pypher_kernel,
+    radial_profile,
+    resample_psf,
+)
 from jwstgal.layout import kernel_path
 from jwstgal.logs import bar_disabled
 from jwstgal.provenance import atomic_path, hash_params, stamp_header
@@ -55,8 +63,12 @@ def band_psf(band: str, cfg: KernelsConfig, psf_dir: Path, data_dir: Path) -> PS
     return psf
 
 
-def write_kernel(result: KernelResult, source: str, target: str, path: Path, key: str) -> Path:
-    """Write a kernel FITS file with its metrics and provenance, plus a PNG diagnostic."""
+def write_kernel(result: KernelResult, source: str, target: str, path: Path, key: str,
+                 psfs: tuple[PSF, PSF] | None = None) -> Path:
+    """Write a kernel FITS file with its metrics and provenance, plus a PNG diagnostic.
+
+    With ``psfs`` (source, target), the PNG also compares source (x) kernel with the target.
+    """
     n = result.kernel.shape[0]
     h = fits.Header()
     h["KSOURCE"], h["KTARGET"] = source, target
@@ -78,9 +90,19 @@ def write_kernel(result: KernelResult, source: str, target: str, path: Path, key
     from jwstgal.plots import kernel_profile_png
 
     r, prof = radial_profile(result.kernel)
+    profiles = None
+    if psfs is not None:
+        pix = result.pixscale
+        n = fast_odd(min(max(result.kernel.shape[0], 12 * result.fwhm_target / pix), 1025))
+        s = resample_psf(psfs[0].data, psfs[0].pixscale, pix, n)
+        t = resample_psf(psfs[1].data, psfs[1].pixscale, pix, n)
+        conv = fftconvolve(s, result.kernel, mode="same")
+        profiles = {f"source {source}": radial_profile(s), f"target {target}": radial_profile(t),
+                    "source (x) kernel": radial_profile(conv)}
+        profiles = {k: (rr * pix, pp) for k, (rr, pp) in profiles.items()}
     kernel_profile_png(r * result.pixscale, prof, 3 * result.fwhm_target, path.with_suffix(".png"),
                        f"{source} -> {target} ({result.method}): D={result.D:.2e}, "
-                       f"W-={result.W_minus:.3f} ({result.safety})")
+                       f"W-={result.W_minus:.3f} ({result.safety})", profiles)
     return path
 
 
@@ -128,7 +150,7 @@ def make_kernel_set(
         except ValueError as err:
             log.warning("%s -> %s (%s): %s", band, target, method, err)
             continue
-        write_kernel(res, band, target, path, key)
+        write_kernel(res, band, target, path, key, psfs=(src, tgt))
         level = logging.WARNING if res.safety == "unsafe" else logging.INFO
         log.log(level, "kernel %s -> %s (%s): D=%.2e W-=%.3f %s", band, target, method, res.D,
                 res.W_minus, res.safety.upper() if res.safety == "unsafe" else res.safety)

@@ -64,15 +64,60 @@ def quicklook_png(fits_path: Path, png_path: Path, *, ext: str = "SCI", title: s
     from astropy.visualization import AsinhStretch, ImageNormalize
 
     data = fits.getdata(fits_path, ext).astype(float)
+    header = fits.getheader(fits_path, ext)
     vmin, vmax = stretch_limits(data)
     norm = ImageNormalize(vmin=vmin, vmax=vmax, stretch=AsinhStretch(0.1))
-    fig, ax = plt.subplots(figsize=(6, 6 * data.shape[0] / max(data.shape[1], 1) + 0.6))
-    im = ax.imshow(data, origin="lower", cmap="inferno", norm=norm, interpolation="nearest")
-    fig.colorbar(im, ax=ax, label=fits.getheader(fits_path, ext).get("BUNIT", ""), shrink=0.8)
-    ax.set_title(title or fits_path.name)
-    ax.set_xlabel("x [pix]")
-    ax.set_ylabel("y [pix]")
+    fig = plt.figure(figsize=(6.4, 6 * data.shape[0] / max(data.shape[1], 1) + 0.8))
+    wcs = _celestial_wcs(header)
+    ax = fig.add_subplot(projection=wcs) if wcs is not None else fig.add_subplot()
+    cmap = plt.get_cmap("inferno").copy()
+    cmap.set_bad("0.25")                                  # no data: dark grey, where labels show
+    data[data == 0] = np.nan                              # resample's "no input"
+    im = ax.imshow(data, origin="lower", cmap=cmap, norm=norm, interpolation="nearest")
+    fig.colorbar(im, ax=ax, label=f"{ext} [{header.get('BUNIT') or 'no unit'}]", shrink=0.8)
+    ax.set_title(title or fits_path.name, fontsize=9)
+    if wcs is not None:
+        _sky_axes(ax, wcs, data.shape)
+    else:
+        ax.set_xlabel("x [pix]")
+        ax.set_ylabel("y [pix]")
     return _save(fig, png_path, 110)
+
+
+def _celestial_wcs(header: Any) -> Any:
+    """The celestial WCS of a header, or None when it has none."""
+    from astropy.wcs import WCS
+
+    try:
+        wcs = WCS(header).celestial
+    except Exception:  # noqa: BLE001 - an unreadable WCS: the quicklook falls back to pixels
+        return None
+    return wcs if wcs.has_celestial and wcs.naxis == 2 else None
+
+
+def _sky_axes(ax: Any, wcs: Any, shape: tuple[int, ...]) -> None:
+    """RA/Dec labels and grid, a scale bar and north/east arrows on a WCSAxes."""
+    import astropy.units as u
+    from astropy.visualization.wcsaxes import add_scalebar
+
+    ax.coords[0].set_axislabel("RA (ICRS)")
+    ax.coords[1].set_axislabel("Dec (ICRS)")
+    ax.coords.grid(color="white", alpha=0.25, linestyle="dotted")
+    pix = float(np.sqrt(abs(np.linalg.det(wcs.pixel_scale_matrix)))) * 3600      # arcsec
+    width = shape[1] * pix
+    bar = next((b for b in (1, 2, 5, 10, 20, 30, 60, 120, 300) if b >= width / 6), 600)
+    add_scalebar(ax, bar * u.arcsec, label=f'{bar}"', color="white", corner="bottom right")
+    # north and east from the WCS, at a corner
+    ny, nx = shape
+    x0, y0 = 0.12 * nx, 0.12 * ny
+    ra, dec = wcs.pixel_to_world_values(x0, y0)
+    length = 0.08 * min(nx, ny) * pix / 3600
+    for dra, ddec, name in ((0.0, length, "N"), (length / np.cos(np.deg2rad(dec)), 0.0, "E")):
+        x1, y1 = wcs.world_to_pixel_values(ra + dra, dec + ddec)
+        ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
+                    arrowprops={"arrowstyle": "->", "color": "white", "lw": 1.2})
+        ax.text(x0 + 1.3 * (x1 - x0), y0 + 1.3 * (y1 - y0), name, color="white", ha="center",
+                va="center", fontsize=8)
 
 
 def contact_sheet(files: list[Path], png: Path, title: str, ext: str = "SCI") -> Path | None:
@@ -86,11 +131,16 @@ def contact_sheet(files: list[Path], png: Path, title: str, ext: str = "SCI") ->
     fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows + 0.4), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for ax, f in zip(axes.ravel(), files, strict=False):
-        thumb = block_reduce(np.asarray(fits.getdata(f, ext), float))
-        vmin, vmax = stretch_limits(thumb, 1, 99)
-        ax.imshow(thumb, origin="lower", cmap="gray", vmin=vmin, vmax=vmax)
+    thumbs = [block_reduce(np.asarray(fits.getdata(f, ext), float)) for f in files]
+    # one stretch for the whole sheet, so exposures compare at a glance
+    vmin, vmax = stretch_limits(np.concatenate([t[np.isfinite(t)].ravel() for t in thumbs] or
+                                               [np.zeros(1)]), 1, 99)
+    im = None
+    for ax, f, thumb in zip(axes.ravel(), files, thumbs, strict=False):
+        im = ax.imshow(thumb, origin="lower", cmap="gray", vmin=vmin, vmax=vmax)
         ax.set_title(f.name.split("_")[0][-6:] + "_" + "_".join(f.name.split("_")[1:3]), fontsize=7)
+    unit = fits.getheader(files[0], ext).get("BUNIT") or "no unit"
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label=f"{ext} [{unit}]")
     fig.suptitle(title)
     return _save(fig, png, 80)
 
@@ -144,16 +194,40 @@ def offsets_png(files: list[str], groups: list[str], offsets: np.ndarray, png: P
     return _save(fig, png, 90)
 
 
-def kernel_profile_png(radius: np.ndarray, profile: np.ndarray, rmax: float, png: Path, title: str) -> Path:
-    """Normalised radial profile of a PSF-matching kernel (radius in arcsec)."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+def kernel_profile_png(radius: np.ndarray, profile: np.ndarray, rmax: float, png: Path, title: str,
+                       psf_profiles: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> Path:
+    """A PSF-matching kernel's diagnostics (radius in arcsec).
+
+    Left: the kernel's normalised radial profile. Right (with ``psf_profiles``: name -> (radius,
+    profile) of the source PSF, the target PSF and source (x) kernel), the profiles on a log scale
+    with |source (x) kernel - target|, so a mismatch in the wings shows.
+    """
+    ncols = 2 if psf_profiles else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols, 4), squeeze=False)
+    ax = axes[0, 0]
     ax.plot(radius, profile / profile.max(), label="kernel")
     ax.axhline(0, color="0.6", lw=0.5)
     ax.set_xlim(0, rmax)
     ax.set_xlabel("radius [arcsec]")
-    ax.set_ylabel("normalised profile")
-    ax.set_title(title, fontsize=9)
+    ax.set_ylabel("kernel / peak")
     ax.legend()
+    if psf_profiles:
+        ax = axes[0, 1]
+        peak = max(p.max() for _, p in psf_profiles.values())
+        for (name, (r, p)), style in zip(psf_profiles.items(), ("C0:", "C1-", "k--"), strict=False):
+            ax.semilogy(r, np.clip(p / peak, 1e-7, None), style, label=name)
+        names = list(psf_profiles)
+        if len(names) >= 3:
+            (r, conv), (_, tgt) = psf_profiles[names[2]], psf_profiles[names[1]]
+            n = min(conv.size, tgt.size)
+            ax.semilogy(r[:n], np.clip(np.abs(conv[:n] - tgt[:n]) / peak, 1e-7, None), "C3-", lw=0.8,
+                        label="|source (x) kernel - target|")
+        ax.set_xlim(0, 2 * rmax)
+        ax.set_ylim(1e-6, 1.5)
+        ax.set_xlabel("radius [arcsec]")
+        ax.set_ylabel("profile / highest peak")
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
     return _save(fig, png, 100)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -92,6 +93,70 @@ def _anchor_part(cfg: RunConfig, target: str, band: str, root: Path) -> str:
             + "</div>")
 
 
+def _header(path: Path) -> Any:
+    """A file's primary header, or an empty one when it is missing or unreadable.
+
+    The page is written whatever state the products are in.
+    """
+    try:
+        return fits.getheader(path) if path.is_file() else fits.Header()
+    except OSError as err:
+        log.warning("QA page: %s unreadable (%s)", path, err)
+        return fits.Header()
+
+
+def _summary_table(cfg: RunConfig, outcome: dict) -> str:
+    """One row per target/band: what ran, and each step's, the kernels' and anchoring's figures."""
+    rows: list[dict[str, str]] = []
+    context: set[str] = set()
+    for target in cfg.science.targets:
+        for name in cfg.science.bands:
+            band = get_band(name)
+            bdir = layout.band_dir(cfg.reprocess_dir, target, band)
+            if not bdir.is_dir():
+                continue
+            res = outcome.get((target, band.name))
+            status = dict(getattr(res, "status", {}) or {})
+            counts: dict[str, int] = {}
+            for word in status.values():
+                if not word.startswith("not configured"):
+                    short = word.split(" (")[0]
+                    counts[short] = counts.get(short, 0) + 1
+            row = {"target": target, "band": band.name,
+                   "steps": ", ".join(f"{n} {w}" for w, n in sorted(counts.items())) or "-",
+                   "exposures": str(len(list((bdir / layout.step_folder("lv2")).glob("*_cal.fits"))))}
+            if getattr(res, "error", ""):
+                row["steps"] = "FAILED; " + row["steps"]
+            for step in STEPS:
+                row.update(step.qa_summary(bdir, target, band))
+            wm = [h["KERN_WM"] for t in cfg.science.kernel_targets for m in cfg.science.kernels.methods
+                  if "KERN_WM" in (h := _header(layout.kernel_path(cfg.psf_dir, m, band.name, t)))]
+            if wm:
+                row["kernels: worst W-"] = f"{max(wm):.3f} ({len(wm)})"
+            rungs = sorted(p.stem.rsplit("_conv_", 1)[-1]
+                           for p in layout.convolved_dir(bdir).glob("*_conv_*.fits"))
+            if rungs:
+                row["convolved to"] = ", ".join(rungs)
+            anchored = layout.anchored_mosaic(bdir, target, band)
+            if "ANCHOFF" in (h := _header(anchored)):
+                row["background offset"] = f"{h['ANCHOFF']:+.4f} ± {h['ANCHERR']:.4f} ({h['ANCHREF']})"
+            if h := _header(layout.final_mosaic(bdir, target, band)):
+                context.add(f"jwst {h.get('CAL_VER', '?')}, CRDS context {h.get('CRDS_CTX', '?')}")
+            rows.append(row)
+    if not rows:
+        return ""
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(r.get(c, '-'))}</td>" for c in cols) + "</tr>"
+                   for r in rows)
+    from jwstgal import __version__
+
+    stamp = (f"jwstgal {__version__}; {'; '.join(sorted(context)) or 'no mosaic yet'}; page written "
+             f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}.")
+    return (f"<h2>Summary</h2><p>{html.escape(stamp)}</p><table id='summary'><tr>{head}</tr>{body}"
+            "</table>")
+
+
 def write_report(cfg: RunConfig, results: list[Any] | None = None) -> Path:
     """Write ``<reprocess_dir>/qa/index.html`` summarising every target/band on disk.
 
@@ -118,10 +183,11 @@ def write_report(cfg: RunConfig, results: list[Any] | None = None) -> Path:
     elif kept.is_file():
         results = [SimpleNamespace(**r) for r in json.loads(kept.read_text())]
     outcome = {(r.target, r.band): r for r in (results or [])}
+    parts_summary = _summary_table(cfg, outcome)
     parts = [f"<h1>jwstgal QA: {html.escape(cfg.config_path.name)} "
              f"({html.escape(cfg.science.pipeline.data_version)})</h1>",
              f"<p>Config hash <code>{cfg.config_hash}</code>. Raw data: "
-             f"<code>{html.escape(str(cfg.raw_dir))}</code>.</p>"]
+             f"<code>{html.escape(str(cfg.raw_dir))}</code>.</p>", parts_summary]
     for target in cfg.science.targets:
         for name in cfg.science.bands:
             band = get_band(name)

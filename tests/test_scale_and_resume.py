@@ -155,6 +155,12 @@ def test_qa_report_renders_in_a_headless_browser(runs):
         assert all(w and w > 0 for _, w in widths), widths   # every image actually loads
         text = driver.find_element("tag name", "body").text
         assert text.count("complete") >= 6 and "Astrometry vs reference" in text
+        # the page opens with the per-band summary: one row per band, what ran, exposures
+        rows = driver.find_elements("css selector", "table#summary tr")
+        assert len(rows) == 3, [r.text for r in rows]
+        header = rows[0].text
+        assert "steps" in header and "exposures" in header
+        assert "ran" in rows[1].text and "F200W" in rows[1].text
         driver.save_screenshot(str(page.with_name("screenshot.png")))
     finally:
         driver.quit()

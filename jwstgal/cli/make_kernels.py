@@ -46,6 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         paths = make_kernel_set([], cfg.science.kernels, cfg.psf_dir, cfg.psf_data_dir,
                                 overwrite=args.overwrite, progress=not args.no_progress, pairs=pairs)
         log.info("%d kernels in %s", len(paths), cfg.psf_dir / "kernels")
+        if cfg.reprocess_dir.is_dir():
+            from jwstgal.report import write_report
+
+            log.info("QA page updated: %s", write_report(cfg))
         return 0
 
     return run_main(run)

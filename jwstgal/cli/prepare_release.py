@@ -55,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.error("nothing to release under %s", cfg.reprocess_dir)
             return 1
         log.info("released %d files into %s", len(files), release_dir)
+        if cfg.reprocess_dir.is_dir():
+            from jwstgal.report import write_report
+
+            log.info("QA page updated: %s", write_report(cfg))
         if rel.compare_with:
             from pathlib import Path
 

@@ -155,6 +155,17 @@ class AstrometricAlign(Step):
         plan.wave = 1 if borrow else 0
         return plan
 
+    def qa_summary(self, band_dir: Path, target: str, band: Band) -> dict[str, str]:
+        """Shift applied, residual rms and matches of the absolute alignment."""
+        path = band_dir / NAME / "solution.json"
+        if not path.is_file():
+            return {}
+        sol = json.loads(path.read_text())
+        shift = np.hypot(*sol["shift_arcsec"]) * 1000
+        how = " (borrowed)" if sol.get("borrowed_from") else ""
+        return {"alignment shift / rms / matches": f"{shift:.1f} mas / {sol['rms_mas']:.1f} mas / "
+                                                   f"{sol['n_matches']}{how}"}
+
     def figures(self, band_dir: Path, target: str, band: Band) -> list[tuple[Path, str]]:
         """Residuals against the reference after alignment (drawn by the task)."""
         return [(band_dir / "qa" / f"{NAME}.png", "residuals after absolute alignment")]

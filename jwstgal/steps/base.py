@@ -386,3 +386,7 @@ class Step:
     def notes(self, band_dir: Path, target: str, band: Band) -> list[str]:
         """Sentences (plain text) the QA page shows for this step."""
         return []
+
+    def qa_summary(self, band_dir: Path, target: str, band: Band) -> dict[str, str]:
+        """Columns (name -> short text) this step adds to the QA page's summary table."""
+        return {}

@@ -195,6 +195,12 @@ class Destripe(Step):
         return [contact_sheet(plan.outputs, ctx.qa_dir / f"{NAME}.png",
                               f"{ctx.label}: after single-frame destriping")]
 
+    def qa_summary(self, band_dir: Path, target: str, band: Band) -> dict[str, str]:
+        """Median rms of the stripe models subtracted (DSTRRMS of the outputs)."""
+        rms = [fits.getheader(p).get("DSTRRMS") for p in sorted((band_dir / NAME).glob("*_cal.fits"))]
+        rms = [float(r) for r in rms if r is not None]
+        return {"stripes removed (median rms)": f"{np.median(rms):.3g}"} if rms else {}
+
     def figures(self, band_dir: Path, target: str, band: Band) -> list[tuple[Path, str]]:
         """Contact sheet, then the first three exposures' panels."""
         panels = sorted((band_dir / "qa" / NAME).glob("*.png"))[:3]

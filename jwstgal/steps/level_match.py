@@ -206,6 +206,14 @@ class LevelMatch(Step):
                         [([str(p) for p in inputs], str(out_dir), params, [str(b) for b in backgrounds],
                           ctx.run.config_hash, str(ctx.qa_dir / f"{NAME}.png"))])
 
+    def qa_summary(self, band_dir: Path, target: str, band: Band) -> dict[str, str]:
+        """Spread (rms) of the level offsets subtracted."""
+        path = band_dir / layout.step_folder(NAME) / "offsets.ecsv"
+        if not path.is_file():
+            return {}
+        off = np.asarray(Table.read(path, format="ascii.ecsv")["offset"], float)
+        return {"level offsets (rms)": f"{np.sqrt(np.mean((off - off.mean()) ** 2)):.3g} ({off.size} exp.)"}
+
     def figures(self, band_dir: Path, target: str, band: Band) -> list[tuple[Path, str]]:
         """The offsets (drawn by the task)."""
         return [(band_dir / "qa" / f"{NAME}.png", "level offsets")]
