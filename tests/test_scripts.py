@@ -57,3 +57,20 @@ def test_log_script_writes_a_timestamped_log_in_working_dir(tmp_path):
     text = logs[0].read_text()
     assert "a F200W: no raw *_uncal.fits with FILTER=F200W" in text
     assert "nothing was processed" in text
+
+
+def test_three_kinds_of_config_errors_in_one_pass(tmp_path):
+    """A science key, a machine key and a jwst step parameter wrong at once: one message, all
+    three, exit 3, nothing created."""
+    (tmp_path / "c.toml").write_text('[projects.1]\ntargets=["a"]\n[pipeline]\nnircam_bands=["F200W"]\n'
+                                     '[destripe]\nmethd = "row_median"\n'
+                                     '[lv3_parameters.tweakreg]\nsearchradius = 1.0\n')
+    (tmp_path / "l.toml").write_text('[local]\nraw_dir="r"\nworking_dir="w"\nprocesess=2\n')
+    res = subprocess.run([sys.executable, str(REPO / "run_jwst_reprocessing.py"),
+                          str(tmp_path / "c.toml"), str(tmp_path / "l.toml")],
+                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert res.returncode == 3, res.stderr[-3000:]
+    assert "destripe.methd" in res.stderr and "did you mean 'method'" in res.stderr
+    assert "local.procesess" in res.stderr
+    assert "lv3_parameters.tweakreg.searchradius" in res.stderr and "did you mean 'searchrad'" in res.stderr
+    assert not (tmp_path / "w").exists()

@@ -70,6 +70,48 @@ def _simulate_external_maps(cfg, target: str, truth) -> None:
             log.info("simulated external map %s (%s at %s)", path, ref, m.psf)
 
 
+def _load_checked(args: Any) -> Any:
+    """The run's configuration, checked in one pass before anything is created.
+
+    Its three kinds of problems (science keys, machine keys, jwst step parameters) are reported
+    together. jwst is imported for its step specs only after CRDS is configured from the machine config (the
+    environment only, nothing on disk).
+    """
+    import tomllib
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from jwstgal.config import check_jwst_parameters, load_config
+    from jwstgal.crds_setup import configure_crds
+    from jwstgal.stages import STAGE_PIPELINES
+
+    problems: list[str] = []
+    cfg = None
+    try:
+        cfg = load_config(args.config, args.local, check_jwst=False)
+    except ConfigError as err:
+        problems.append(str(err))
+    if cfg is not None:
+        configure_crds(cfg.crds_dir, mode=cfg.local.crds_mode, server_url=cfg.local.crds_server_url,
+                       context=cfg.science.pipeline.crds_context, create=False)
+        tables, path = cfg.science, cfg.config_path
+    else:                                   # the science file may still be readable TOML
+        path = Path(args.config).resolve()
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            raw = {}
+        tables = SimpleNamespace(**{s: raw.get(s) if isinstance(raw.get(s), dict) else {}
+                                    for s in STAGE_PIPELINES})
+    try:
+        check_jwst_parameters(tables, path)
+    except ConfigError as err:
+        problems.append(str(err))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return cfg
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     parser = base_parser(__doc__)
@@ -80,9 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level, args.log_file)
 
     def run() -> int:
-        from jwstgal.config import load_config
-
-        cfg = load_config(args.config, args.local, check_jwst=False)
+        cfg = _load_checked(args)
         bands, targets = selected(args, cfg)
         if cfg.local.crds_mode == "synthetic" and cfg.science.simulation is None \
                 and not (cfg.crds_dir / "jwstgal_synthetic.json").is_file():
@@ -93,14 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             msg = (f"{cfg.local_path}: key 'local.raw_dir': {cfg.raw_dir} is not a folder; download "
                    "the data first (download_phangs_jwst.py) or fix the path")
             raise ConfigError(msg)
-        from jwstgal.config import check_jwst_parameters
-        from jwstgal.crds_setup import configure_crds
         from jwstgal.reprocess import band_locks
 
-        # the environment only (nothing on disk yet): jwst must be imported after CRDS is configured
-        configure_crds(cfg.crds_dir, mode=cfg.local.crds_mode, server_url=cfg.local.crds_server_url,
-                       context=cfg.science.pipeline.crds_context, create=False)
-        check_jwst_parameters(cfg.science, cfg.config_path)
         # the locks before anything is written: a refused run writes nothing
         with band_locks(cfg, bands, targets):
             return _run_locked(cfg, bands, targets, args.no_progress)

@@ -167,10 +167,23 @@ def load_config(
     """
     config_path = Path(config_path).resolve()
     local_path = Path(local_path).resolve() if local_path else config_path.parent / "local.toml"
-    science = validate_science(_read_toml(config_path), config_path)
-    local = load_local(local_path)
-    if check_jwst:
-        check_jwst_parameters(science, config_path)
+    problems: list[str] = []                 # every file's problems in one message
+    science = local = None
+    try:
+        science = validate_science(_read_toml(config_path), config_path)
+    except ConfigError as err:
+        problems.append(str(err))
+    try:
+        local = load_local(local_path)
+    except ConfigError as err:
+        problems.append(str(err))
+    if check_jwst and science is not None:
+        try:
+            check_jwst_parameters(science, config_path)
+        except ConfigError as err:
+            problems.append(str(err))
+    if problems or science is None or local is None:
+        raise ConfigError("\n".join(problems))
 
     base = local_path.parent
 
