@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import uuid
 from collections.abc import Mapping
@@ -92,20 +93,37 @@ def run_stage1(uncal: Path, out_dir: Path, params: Mapping[str, Any], config_has
         save_results=True, **params))
 
 
+def _program_and_target(path: Path) -> tuple[str, str]:
+    """Program (5 digits) and target name of an exposure, from its primary header."""
+    h = fits.getheader(path)
+    program = str(h.get("PROGRAM", "") or "").strip()
+    target = str(h.get("TARGPROP") or h.get("TARGNAME") or "none").strip()
+    return (program.zfill(5) if program.isdigit() else program or "noprogram"), target
+
+
+def _relative(path: Path, base: Path) -> str:
+    """``path`` relative to ``base`` (how jwst resolves association members: from the asn's folder)."""
+    return os.path.relpath(path.resolve(), base.resolve())
+
+
 def write_image2_asn(science: Path, backgrounds: list[Path], path: Path) -> Path:
     """Write a level-2 image association: one product, a science rate file plus background members.
 
-    (``asn_from_list`` would make one product per member for level-2 rules.) Member paths are
-    absolute: Image2Pipeline resolves them against the working directory.
+    (``asn_from_list`` would make one product per member for level-2 rules.) A standard
+    association: ``asn_type`` image2, program and target from the science header. Member paths
+    are absolute: jwst 3.0's Image2Pipeline opens them from the working directory, not from the
+    association's folder (relative members fail; the association is temporary, never kept).
     """
     from importlib.metadata import version
 
     stem = science.name.removesuffix("_rate.fits")
+    program, target = _program_and_target(science)
     members = [{"expname": str(science.resolve()), "exptype": "science"}]
     members += [{"expname": str(b.resolve()), "exptype": "background"} for b in backgrounds]
     asn = {"asn_type": "image2", "asn_rule": "DMSLevel2bBase", "version_id": None,
-           "code_version": version("jwst"), "program": stem[2:7], "asn_id": f"o{stem[7:10]}",
-           "asn_pool": "jwstgal", "products": [{"name": stem, "members": members}]}
+           "code_version": version("jwst"), "program": program, "target": target,
+           "asn_id": f"o{stem[7:10]}", "asn_pool": "jwstgal",
+           "products": [{"name": stem, "members": members}]}
     path.write_text(json.dumps(asn, indent=2))
     return path
 
@@ -143,13 +161,21 @@ def run_stage2(rate: Path, backgrounds: list[Path], out_dir: Path, params: Mappi
     return _run_into(out_dir, "lv2", params, config_hash, run)
 
 
-def write_image3_asn(cal_files: list[Path], product: str, path: Path) -> Path:
-    """Write a level-3 image association of science cal files (absolute member paths)."""
+def write_image3_asn(cal_files: list[Path], product: str, path: Path, base: Path | None = None) -> Path:
+    """Write a level-3 image association of science cal files.
+
+    A standard association (``asn_from_list`` with ``asn_type`` image3, the program and target of
+    the exposures' headers), member paths relative to ``base`` (default: the association's folder).
+    """
     from jwst.associations import asn_from_list
     from jwst.associations.lib.rules_level3_base import DMS_Level3_Base
 
-    names = [str(p.resolve()) for p in cal_files]
+    base = base or path.parent
+    names = [_relative(p, base) for p in cal_files]
     asn = asn_from_list.asn_from_list(names, rule=DMS_Level3_Base, product_name=product)
+    asn["asn_type"] = "image3"
+    asn["program"], asn["target"] = _program_and_target(cal_files[0])
+    asn["asn_pool"] = "jwstgal"
     _, serialized = asn.dump(format="json")
     path.write_text(serialized)
     return path
@@ -202,6 +228,8 @@ def run_stage3(cal_files: list[Path], product: str, out_dir: Path, params: Mappi
         _call("Image3Pipeline", f"stage 3 of {product}", str(asn), output_dir=str(tmp),
               save_results=True, **params)
         refcat.unlink(missing_ok=True)
+        # kept beside the mosaic: its members relative to where it ends up
+        write_image3_asn(cal_files, product, asn, base=out_dir)
 
     return _run_into(out_dir, "lv3", params, config_hash, run, replace=True)
 

@@ -89,3 +89,36 @@ def test_stage2_subtracts_dedicated_miri_background(crds_cache, tiny_raw, tmp_pa
     good = ((dq & 1) == 0) & np.isfinite(data)
     # background-subtracted: the cal image is the sky minus the off-field level (to 2 % of the sky)
     assert np.median(data[good] - (sky[good] - bkg_sky)) == pytest.approx(0.0, abs=0.02 * bkg_sky)
+
+
+def test_associations_are_standard(tmp_path):
+    """asn_type image2/image3, program and target from the headers, stage-3 members relative to
+    the asn."""
+    import json
+
+    from astropy.io import fits
+    from jwst.associations import load_asn
+
+    from jwstgal.stages import write_image2_asn, write_image3_asn
+
+    cal_dir, asn_dir = tmp_path / "stack_destripe", tmp_path / "lv3" / ".tmp"
+    cal_dir.mkdir()
+    asn_dir.mkdir(parents=True)
+    cals = []
+    for i in (1, 2):
+        p = cal_dir / f"jw01234001001_02101_0000{i}_nrcb1_cal.fits"
+        fits.PrimaryHDU(header=fits.Header({"PROGRAM": "1234", "TARGPROP": "NGC0628"})).writeto(p)
+        cals.append(p)
+    path = write_image3_asn(cals, "ngc0628_nircam_lv3_f200w", asn_dir / "a_asn.json")
+    with path.open() as fh:
+        asn = load_asn(fh)
+    assert (asn["asn_type"], asn["program"], asn["target"]) == ("image3", "01234", "NGC0628")
+    members = [m["expname"] for m in asn["products"][0]["members"]]
+    assert all(not m.startswith("/") and (asn_dir / m).resolve() == c.resolve()
+               for m, c in zip(members, cals, strict=True))
+    rate = cal_dir / "jw01234001001_02101_00001_nrcb1_rate.fits"
+    fits.PrimaryHDU(header=fits.Header({"PROGRAM": "1234", "TARGPROP": "NGC0628"})).writeto(rate)
+    a2 = json.loads(write_image2_asn(rate, [cals[1]], asn_dir / "b_asn.json").read_text())
+    assert (a2["asn_type"], a2["program"], a2["target"]) == ("image2", "01234", "NGC0628")
+    assert [m["expname"] for m in a2["products"][0]["members"]] == \
+        [str(rate.resolve()), str(cals[1].resolve())]      # Image2Pipeline needs them absolute
