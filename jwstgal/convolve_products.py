@@ -79,10 +79,11 @@ def detector_roll(primary: fits.Header, sci: fits.Header) -> float | None:
 
             inst = str(primary.get("INSTRUME", "")).upper()
             det = str(primary.get("DETECTOR", "")).upper()
+            det = {"NRCALONG": "NRCA5", "NRCBLONG": "NRCB5"}.get(det, det)   # SIAF's names
             aperture = "MIRIM_FULL" if inst == "MIRI" else f"{det}_FULL"
             yang = pysiaf.Siaf("NIRCam" if inst == "NIRCAM" else inst)[aperture].V3IdlYAngle
-        except Exception as err:  # noqa: BLE001 - no SIAF entry: the roll is unknown, said below
-            log.warning("no V3IdlYAngle for %s %s (%s): kernel orientation unknown", inst, det, err)
+        except Exception as err:  # noqa: BLE001 - no SIAF entry: the roll is unknown (to_rung says so
+            log.debug("no V3IdlYAngle for %s %s (%s)", inst, det, err)  # where it matters)
             return None
     return float(pa_v3) + float(yang)
 

@@ -55,6 +55,8 @@ def _levels_and_filters(level: str | int) -> None:
     quiet = level not in ("DEBUG", logging.DEBUG)
     for name in ("stpipe", "jwst", "stcal", "crds", "tweakwcs"):
         logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.INFO)
+    # pysiaf (imported by stpsf) warns on every import that offline it cannot check its PRD version
+    logging.getLogger("pysiaf").setLevel(logging.ERROR if quiet else logging.INFO)
 
 
 def worker_logging(queue: Any, level: int) -> None:

@@ -151,4 +151,6 @@ def test_detector_roll_from_headers():
     assert detector_roll(fits.Header(), fits.Header({"PA_V3": 290.0, "V3I_YANG": -0.5})) == 289.5
     miri = detector_roll(fits.Header({"INSTRUME": "MIRI", "DETECTOR": "MIRIMAGE"}), sci)
     assert miri == pytest.approx(290.0 + 4.835, abs=0.01)                 # V3IdlYAngle from the SIAF
+    long_b = detector_roll(fits.Header({"INSTRUME": "NIRCAM", "DETECTOR": "NRCBLONG"}), sci)
+    assert long_b is not None and abs(long_b - 290.0) < 1.0               # NRCB5_FULL in the SIAF
     assert detector_roll(fits.Header(), fits.Header()) is None
