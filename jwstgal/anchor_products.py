@@ -114,9 +114,13 @@ def _fit(cfg: RunConfig, x: np.ndarray, y: np.ndarray) -> BinnedFit:
                       clip_sigma=a.clip_sigma)
 
 
-def _inputs_key(cfg: RunConfig, paths: list[Path]) -> str:
+def _inputs_key(cfg: RunConfig, paths: list[Path], bands: list[str]) -> str:
+    """Hash of what an instrument's anchoring depends on: files, settings, and the bands' kernels."""
     stats = [(p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in paths]
-    return hash_params([stats, cfg.science.anchor.model_dump(), cfg.science.convolve.method,
+    kdir = cfg.psf_dir / "kernels" / cfg.science.convolve.method
+    kernels = [(k.name, fits.getheader(k).get("JG_KERN")) for b in bands
+               for k in sorted(kdir.glob(f"{b}_to_*.fits"))]
+    return hash_params([stats, kernels, cfg.science.anchor.model_dump(), cfg.science.convolve.method,
                         cfg.science.convolve.direct_max])
 
 
@@ -238,7 +242,7 @@ def anchor_target(cfg: RunConfig, target: str, overwrite: bool = False) -> list[
         folders = {b: layout.band_dir(cfg.reprocess_dir, target, b) for b in bands}
         inputs = [p for b in bands if (p := layout.final_mosaic(folders[b], target, get_band(b))).is_file()]
         ext_path, _, _ = _external(cfg, target, inst)
-        keys[inst] = _inputs_key(cfg, inputs + ([ext_path] if ext_path else []))
+        keys[inst] = _inputs_key(cfg, inputs + ([ext_path] if ext_path else []), bands)
         kept = [r for r in old_rows if r.instrument == inst]
         done = all(layout.anchored_mosaic(folders[r.band], target, get_band(r.band)).is_file()
                    for r in kept if r.status == "anchored")

@@ -140,6 +140,10 @@ def test_anchor_data_script(tmp_path):
     assert not (rep / "ngc0001" / "F770W" / "anchor").exists()
     again = script("anchor_data")
     assert "anchoring up to date" in again.stderr
+    kernel = tmp_path / "psf" / "kernels" / "aniano" / "F770W_to_F2100W.fits"
+    with fits.open(kernel, mode="update") as h:                      # a remade kernel: refit
+        h[0].header["JG_KERN"] = "remade"
+    assert "anchoring up to date" not in script("anchor_data").stderr
     # the ladder convolves the anchored mosaic
     assert script("convolve_data").returncode == 0
     conv = rep / "ngc0000" / "F770W" / "convolved" / "ngc0000_miri_lv3_f770w_i2d_conv_gauss4.fits"
