@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,7 +20,7 @@ from typing import Any
 from astropy.io import fits
 
 from jwstgal import layout
-from jwstgal.bands import get_band
+from jwstgal.bands import Band, get_band
 from jwstgal.config import RunConfig
 from jwstgal.provenance import write_text_atomic
 from jwstgal.steps import STEPS, StepRecord
@@ -105,44 +106,49 @@ def _header(path: Path) -> Any:
         return fits.Header()
 
 
-def _summary_table(cfg: RunConfig, outcome: dict) -> str:
-    """One row per target/band: what ran, and each step's, the kernels' and anchoring's figures."""
-    rows: list[dict[str, str]] = []
-    context: set[str] = set()
+def _bands_on_disk(cfg: RunConfig) -> Iterator[tuple[str, Band, Path]]:
+    """(target, band, band folder) of every configured target/band that has a folder."""
     for target in cfg.science.targets:
         for name in cfg.science.bands:
             band = get_band(name)
             bdir = layout.band_dir(cfg.reprocess_dir, target, band)
-            if not bdir.is_dir():
-                continue
-            res = outcome.get((target, band.name))
-            status = dict(getattr(res, "status", {}) or {})
-            counts: dict[str, int] = {}
-            for word in status.values():
-                if not word.startswith("not configured"):
-                    short = word.split(" (")[0]
-                    counts[short] = counts.get(short, 0) + 1
-            row = {"target": target, "band": band.name,
-                   "steps": ", ".join(f"{n} {w}" for w, n in sorted(counts.items())) or "-",
-                   "exposures": str(len(list((bdir / layout.step_folder("lv2")).glob("*_cal.fits"))))}
-            if getattr(res, "error", ""):
-                row["steps"] = "FAILED; " + row["steps"]
-            for step in STEPS:
-                row.update(step.qa_summary(bdir, target, band))
-            wm = [h["KERN_WM"] for t in cfg.science.kernel_targets for m in cfg.science.kernels.methods
-                  if "KERN_WM" in (h := _header(layout.kernel_path(cfg.psf_dir, m, band.name, t)))]
-            if wm:
-                row["kernels: worst W-"] = f"{max(wm):.3f} ({len(wm)})"
-            rungs = sorted(p.stem.rsplit("_conv_", 1)[-1]
-                           for p in layout.convolved_dir(bdir).glob("*_conv_*.fits"))
-            if rungs:
-                row["convolved to"] = ", ".join(rungs)
-            anchored = layout.anchored_mosaic(bdir, target, band)
-            if "ANCHOFF" in (h := _header(anchored)):
-                row["background offset"] = f"{h['ANCHOFF']:+.4f} ± {h['ANCHERR']:.4f} ({h['ANCHREF']})"
-            if h := _header(layout.final_mosaic(bdir, target, band)):
-                context.add(f"jwst {h.get('CAL_VER', '?')}, CRDS context {h.get('CRDS_CTX', '?')}")
-            rows.append(row)
+            if bdir.is_dir():
+                yield target, band, bdir
+
+
+def _summary_table(cfg: RunConfig, outcome: dict) -> str:
+    """One row per target/band: what ran, and each step's, the kernels' and anchoring's figures."""
+    rows: list[dict[str, str]] = []
+    context: set[str] = set()
+    for target, band, bdir in _bands_on_disk(cfg):
+        res = outcome.get((target, band.name))
+        status = dict(getattr(res, "status", {}) or {})
+        counts: dict[str, int] = {}
+        for word in status.values():
+            if not word.startswith("not configured"):
+                short = word.split(" (")[0]
+                counts[short] = counts.get(short, 0) + 1
+        row = {"target": target, "band": band.name,
+               "steps": ", ".join(f"{n} {w}" for w, n in sorted(counts.items())) or "-",
+               "exposures": str(len(list((bdir / layout.step_folder("lv2")).glob("*_cal.fits"))))}
+        if getattr(res, "error", ""):
+            row["steps"] = "FAILED; " + row["steps"]
+        for step in STEPS:
+            row.update(step.qa_summary(bdir, target, band))
+        wm = [h["KERN_WM"] for t in cfg.science.kernel_targets for m in cfg.science.kernels.methods
+              if "KERN_WM" in (h := _header(layout.kernel_path(cfg.psf_dir, m, band.name, t)))]
+        if wm:
+            row["kernels: worst W-"] = f"{max(wm):.3f} ({len(wm)})"
+        rungs = sorted(p.stem.rsplit("_conv_", 1)[-1]
+                       for p in layout.convolved_dir(bdir).glob("*_conv_*.fits"))
+        if rungs:
+            row["convolved to"] = ", ".join(rungs)
+        anchored = layout.anchored_mosaic(bdir, target, band)
+        if "ANCHOFF" in (h := _header(anchored)):
+            row["background offset"] = f"{h['ANCHOFF']:+.4f} ± {h['ANCHERR']:.4f} ({h['ANCHREF']})"
+        if h := _header(layout.final_mosaic(bdir, target, band)):
+            context.add(f"jwst {h.get('CAL_VER', '?')}, CRDS context {h.get('CRDS_CTX', '?')}")
+        rows.append(row)
     if not rows:
         return ""
     cols = list(dict.fromkeys(k for r in rows for k in r))
@@ -188,30 +194,25 @@ def write_report(cfg: RunConfig, results: list[Any] | None = None) -> Path:
              f"({html.escape(cfg.science.pipeline.data_version)})</h1>",
              f"<p>Config hash <code>{cfg.config_hash}</code>. Raw data: "
              f"<code>{html.escape(str(cfg.raw_dir))}</code>.</p>", parts_summary]
-    for target in cfg.science.targets:
-        for name in cfg.science.bands:
-            band = get_band(name)
-            bdir = layout.band_dir(cfg.reprocess_dir, target, band)
-            if not bdir.is_dir():
-                continue
-            res = outcome.get((target, band.name))
-            parts.append(f'<section id="{target}-{band.name}"><h2>{target} {band.name}</h2>')
-            if res is not None and res.error:
-                parts.append(f'<p class="fail">FAILED: {html.escape(res.error)}</p>')
-            if res is not None and res.notes:
-                parts.append("<ul class='notes'>" + "".join(f"<li>{html.escape(n)}</li>" for n in res.notes)
-                             + "</ul>")
-            steps = getattr(cfg.science.pipeline.steps, band.instrument)
-            parts.append(_step_rows(bdir, steps, res.status if res is not None else {}))
-            for step in reversed(STEPS):
-                figs = [_img(p, root, alt) for p, alt in step.figures(bdir, target, band) if p.is_file()]
-                notes = step.notes(bdir, target, band)
-                if figs or notes:
-                    parts.append(f"<h3>{step.name}</h3>" + "".join(f"<p>{html.escape(n)}</p>" for n in notes)
-                                 + '<div class="figs">' + "".join(figs) + "</div>")
-            parts.append(_kernel_rows(cfg, band.name))
-            parts.append(_anchor_part(cfg, target, band.name, root))
-            parts.append("</section>")
+    for target, band, bdir in _bands_on_disk(cfg):
+        res = outcome.get((target, band.name))
+        parts.append(f'<section id="{target}-{band.name}"><h2>{target} {band.name}</h2>')
+        if res is not None and res.error:
+            parts.append(f'<p class="fail">FAILED: {html.escape(res.error)}</p>')
+        if res is not None and res.notes:
+            parts.append("<ul class='notes'>" + "".join(f"<li>{html.escape(n)}</li>" for n in res.notes)
+                         + "</ul>")
+        steps = getattr(cfg.science.pipeline.steps, band.instrument)
+        parts.append(_step_rows(bdir, steps, res.status if res is not None else {}))
+        for step in reversed(STEPS):
+            figs = [_img(p, root, alt) for p, alt in step.figures(bdir, target, band) if p.is_file()]
+            notes = step.notes(bdir, target, band)
+            if figs or notes:
+                parts.append(f"<h3>{step.name}</h3>" + "".join(f"<p>{html.escape(n)}</p>" for n in notes)
+                             + '<div class="figs">' + "".join(figs) + "</div>")
+        parts.append(_kernel_rows(cfg, band.name))
+        parts.append(_anchor_part(cfg, target, band.name, root))
+        parts.append("</section>")
     page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>jwstgal QA</title>"
             f"<style>{_STYLE}</style></head><body>" + "\n".join(parts) + "</body></html>")
     write_text_atomic(root / "index.html", page)
