@@ -250,7 +250,14 @@ def anchor_target(cfg: RunConfig, target: str, overwrite: bool = False) -> list[
             log.info("%s %s: anchoring up to date", target, inst.upper())
             rows += kept
             continue
-        rows += anchor_instrument(cfg, target, inst)
+        fresh = anchor_instrument(cfg, target, inst)
+        for r in fresh:     # a band no longer anchored must not keep an anchored mosaic of before
+            stale = layout.anchored_mosaic(folders[r.band], target, get_band(r.band))
+            if r.status != "anchored" and stale.is_file():
+                log.warning("%s %s: removing the anchored mosaic of an earlier run (%s)", target,
+                            r.band, r.status)
+                stale.unlink()
+        rows += fresh
     table = Table(rows=[asdict(r) for r in rows]) if rows else Table()
     table.meta["keys"] = keys
     table.meta["comments"] = ["offset [MJy/sr] is added to the mosaic; slope/intercept of "

@@ -150,3 +150,6 @@ def test_anchor_data_script(tmp_path):
     h = fits.open(conv)
     assert "i2d_anchor" in "".join(str(c) for c in h[0].header["HISTORY"])
     assert h["SCI"].header["BMAJ"] == pytest.approx(4 / 3600)
+    (tmp_path / "ext" / "ngc0000_irac4.fits").unlink()                 # the map is withdrawn:
+    assert script("anchor_data").returncode == 1                       # no stale anchored mosaic
+    assert not anchored.exists()
