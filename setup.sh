@@ -33,6 +33,8 @@ if [ ! -x .venv/bin/python ]; then
   "$py" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[test]"
+# setuptools prints an "Editable installation" notice (a generic reminder that folders named like
+# the package shadow it) on every editable install; it is information, not a problem of this build
+PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install --quiet -e ".[test]"
 echo "$want" > "$stamp"
 echo "setup.sh: .venv ready ($(.venv/bin/python --version); jwst $(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("jwst"))'))"

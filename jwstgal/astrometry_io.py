@@ -118,6 +118,20 @@ def exposure_stars(cal: Path, fwhm_pix: float) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(ra), np.asarray(dec)
 
 
+def shift_model_wcs(model: Any, shift_arcsec: list[float]) -> None:
+    """Shift an image datamodel's gwcs on the sky by (east, north) arcsec, in place.
+
+    The FITS WCS keywords (``meta.wcsinfo``, SIP) are refitted to the shifted gwcs.
+    """
+    from jwst.assign_wcs.util import update_fits_wcsinfo
+    from jwst.tweakreg.utils import adjust_wcs
+
+    dec = float(model.meta.wcsinfo.dec_ref)
+    model.meta.wcs = adjust_wcs(model.meta.wcs, delta_ra=shift_arcsec[0] / 3600 / np.cos(np.deg2rad(dec)),
+                                delta_dec=shift_arcsec[1] / 3600)
+    update_fits_wcsinfo(model, max_pix_error=0.01, npoints=16)
+
+
 def apply_wcs_adjust(cal: Path, out: Path, shift_arcsec: list[float], config_hash: str = "", *,
                      step: str = "wcs_adjust") -> Path:
     """Copy of a calibrated exposure whose gwcs is shifted on the sky by (east, north) arcsec.
@@ -125,15 +139,10 @@ def apply_wcs_adjust(cal: Path, out: Path, shift_arcsec: list[float], config_has
     ``step`` names the step in the provenance (``wcs_adjust``, or ``astrometric_align`` for a
     tweakback).
     """
-    from jwst.assign_wcs.util import update_fits_wcsinfo
-    from jwst.tweakreg.utils import adjust_wcs
     from stdatamodels.jwst.datamodels import ImageModel
 
     with ImageModel(str(cal)) as m:
-        dec = float(m.meta.wcsinfo.dec_ref)
-        m.meta.wcs = adjust_wcs(m.meta.wcs, delta_ra=shift_arcsec[0] / 3600 / np.cos(np.deg2rad(dec)),
-                                delta_dec=shift_arcsec[1] / 3600)
-        update_fits_wcsinfo(m, max_pix_error=0.01, npoints=16)
+        shift_model_wcs(m, shift_arcsec)
         with atomic_path(out) as tmp:
             m.save(tmp)
     stamp = fits.open(out, mode="update")

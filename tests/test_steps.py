@@ -216,7 +216,7 @@ LAYERS = [
     ("jwstgal.plots", "jwstgal.stages", "jwstgal.astrometry_io", "jwstgal.archive", "jwstgal.mast_products",
      "jwstgal.release", "jwstgal.simulate.refs", "jwstgal.simulate", "jwstgal.convolve_products",
      "jwstgal.simulate.external", "jwstgal.compare"),
-    ("jwstgal.steps",),
+    ("jwstgal.steps", "jwstgal.stpipe_steps"),
     ("jwstgal.config",),
     ("jwstgal.kernel_products", "jwstgal.anchor_products", "jwstgal.simulate.programme",
      "jwstgal.reprocess", "jwstgal.report"),

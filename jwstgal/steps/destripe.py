@@ -104,6 +104,38 @@ def good_pixels(sci: np.ndarray, dq_arr: np.ndarray | None) -> np.ndarray:
     return good
 
 
+def destripe_arrays(sci: np.ndarray, dq_arr: np.ndarray | None, err: np.ndarray | None,
+                    primary: fits.Header, params: DestripeParams) -> tuple[np.ndarray, np.ndarray, Any, int]:
+    """Destripe one frame's arrays (pure: the inputs are not modified).
+
+    Parameters
+    ----------
+    sci, dq_arr, err : numpy.ndarray
+        SCI, DQ (or None) and ERR (or None) of a rate or cal frame.
+    primary : astropy.io.fits.Header
+        Primary-header keywords of the frame (INSTRUME, SUBARRAY, SUBSIZE1, NOUTPUTS), see
+        :func:`frame_layout`.
+    params : DestripeParams
+        Method and settings.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray, result, int)
+        The destriped SCI (NaN where the MIRI Lyot is masked), the Lyot mask, the method's result
+        (``model``, ``mask``, ``amp_offsets``) and the number of amplifier bands found.
+    """
+    sci = np.asarray(sci, float)
+    instrument, n_amps, full = frame_layout(primary, sci.shape)
+    if instrument == "MIRI":
+        res, lyot = miri_destripe(sci, dq_arr, err, params, full_frame=full)
+    else:
+        res = destripe(sci, dq_arr, err, params, n_amps=n_amps)
+        lyot = np.zeros(sci.shape, bool)
+    out = np.where(good_pixels(sci, dq_arr), sci - res.model, sci)
+    out[lyot] = np.nan
+    return out, lyot, res, n_amps
+
+
 def destripe_file(src: Path, dst: Path, params: DestripeParams, *, config_hash: str = "",
                   plot_png: Path | None = None) -> dict[str, Any]:
     """Destripe one rate or cal file into ``dst``.
@@ -130,25 +162,15 @@ def destripe_file(src: Path, dst: Path, params: DestripeParams, *, config_hash: 
         sci = np.array(h["SCI"].data, float)
         err = np.array(h["ERR"].data, float) if "ERR" in h else None
         dq_arr = np.array(h["DQ"].data) if "DQ" in h else None
-        instrument, n_amps, full = frame_layout(h[0].header, sci.shape)
-        if instrument == "MIRI":
-            res, lyot = miri_destripe(sci, dq_arr, err, params, full_frame=full)
-        else:
-            res = destripe(sci, dq_arr, err, params, n_amps=n_amps)
-            lyot = np.zeros(sci.shape, bool)
+        out, lyot, res, n_amps = destripe_arrays(sci, dq_arr, err, h[0].header, params)
         good = good_pixels(sci, dq_arr)
-        out = np.where(good, sci - res.model, sci)
         if lyot.any():
-            out[lyot] = np.nan
             if "ERR" in h:
                 h["ERR"].data[lyot] = np.nan
             if "DQ" in h:
                 h["DQ"].data[lyot] |= dq.bits(["DO_NOT_USE", "NON_SCIENCE"])
         h["SCI"].data = out.astype(h["SCI"].data.dtype)
-        stats = {"model_rms": float(np.std(res.model[good])) if good.any() else 0.0,
-                 "masked_frac": float(res.mask.mean()),
-                 "amp_offsets": [float(o) for o in res.amp_offsets],
-                 "lyot_masked": int(lyot.sum())}
+        stats = destripe_stats(res, good, lyot)
         hdr = h[0].header
         hdr["DSTRMETH"] = (params.method, "jwstgal destriping method")
         hdr["DSTRRMS"] = (stats["model_rms"], "rms of the stripe model [BUNIT]")
@@ -164,6 +186,14 @@ def destripe_file(src: Path, dst: Path, params: DestripeParams, *, config_hash: 
     log.info("destriped %s (%s, %d amplifier bands): model rms %.3g", src.name, params.method,
              n_amps if params.quadrants else 1, stats["model_rms"])
     return stats
+
+
+def destripe_stats(res: Any, good: np.ndarray, lyot: np.ndarray) -> dict[str, Any]:
+    """What a destriping did: model rms on good pixels, masked fraction, amplifier offsets, Lyot pixels."""
+    return {"model_rms": float(np.std(res.model[good])) if good.any() else 0.0,
+            "masked_frac": float(res.mask.mean()),
+            "amp_offsets": [float(o) for o in res.amp_offsets],
+            "lyot_masked": int(lyot.sum())}
 
 
 def run_task(src: str, dst: str, params: dict, config_hash: str, png: str) -> list[str]:

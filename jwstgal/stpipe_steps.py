@@ -1,0 +1,413 @@
+"""The custom steps as stpipe steps: ``strun jwstgal.DestripeStep file --method=row_median``.
+
+Each class here is a ``jwst.stpipe.Step`` (so ``DestripeStep.call(model)``, ``strun``, parameter
+files and ``save_results`` work as they do for jwst steps) whose ``spec`` is generated from the
+step's settings model in :mod:`jwstgal.steps` by :func:`settings_spec`, and whose parameters are
+validated by that same model before anything runs: a setting is declared once, in the model.
+Settings that are tables in a config (``passes``) are given here as JSON strings.
+
+The classes are registered through the ``stpipe.steps`` entry point (:func:`get_steps`) under the
+step names of the registry (``strun destripe``, or ``strun jwstgal::destripe`` if another package
+uses the alias too). Single-exposure steps (destripe, bg_sub) work on the arrays of the model;
+the multi-exposure steps run the same file functions as the pipeline driver on a scratch copy of
+their input models and return the results as a ``ModelContainer``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import typing
+from pathlib import Path
+from typing import Any, ClassVar
+
+import annotated_types
+import numpy as np
+from astropy.io import fits
+from astropy.time import Time
+from jwst.stpipe import Step
+
+from jwstgal import dq
+from jwstgal.astrometry import align_catalogs
+from jwstgal.astrometry_io import (
+    align_pass,
+    apply_wcs_adjust,
+    detect_stars,
+    reference_positions,
+    shift_model_wcs,
+)
+from jwstgal.bands import get_band
+from jwstgal.destripe import DestripeParams
+from jwstgal.errors import InputNotFoundError, StepFailedError
+from jwstgal.masking import sky_level
+from jwstgal.provenance import hash_params
+from jwstgal.settings import StepSettings, check_path_component
+from jwstgal.steps.astrometric_align import AstrometricAlignSettings
+from jwstgal.steps.bg_sub import BgSubSettings
+from jwstgal.steps.destripe import DestripeSettings, destripe_arrays, destripe_stats, good_pixels
+from jwstgal.steps.level_match import LevelMatchSettings, level_match_files
+from jwstgal.steps.stack_destripe import StackDestripeSettings, stack_destripe_files
+from jwstgal.steps.wcs_adjust import WcsAdjustSettings, measure_visit_shifts
+
+log = logging.getLogger(__name__)
+
+#: stpipe's own parameters: a settings field may not take one of these names.
+STPIPE_RESERVED = frozenset({"pre_hooks", "post_hooks", "output_file", "output_dir", "output_ext",
+                             "output_use_model", "output_use_index", "save_results", "skip", "suffix",
+                             "search_output_file", "input_dir"})
+
+
+def _quote(value: Any) -> str:
+    return json.dumps(str(value))
+
+
+def _bounds(field: Any) -> str:
+    out = ""
+    for m in field.metadata:
+        if isinstance(m, annotated_types.Ge | annotated_types.Gt):
+            out += f", min={getattr(m, 'ge', getattr(m, 'gt', None))}"
+        if isinstance(m, annotated_types.Le | annotated_types.Lt):
+            out += f", max={getattr(m, 'le', getattr(m, 'lt', None))}"
+    return out
+
+
+def _spec_line(name: str, field: Any) -> str:
+    """One configobj spec line for a settings field (strict bounds are checked by the model)."""
+    ann, default = field.annotation, field.get_default(call_default_factory=True)
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if ann is bool:
+        kind = f"boolean(default={default})"
+    elif ann is int:
+        kind = f"integer(default={default}{_bounds(field)})"
+    elif ann is float:
+        kind = f"float(default={default}{_bounds(field)})"
+    elif ann is str:
+        kind = f"string(default={_quote(default)})"
+    elif origin is typing.Literal:
+        kind = f"option({', '.join(map(_quote, args))}, default={_quote(default)})"
+    elif origin is list and args and (typing.get_origin(args[0]) is typing.Annotated
+                                      and typing.get_args(args[0])[0] is int or args[0] is int):
+        kind = f"int_list(default=list({', '.join(map(str, default))}))"
+    elif origin is list and args and (args[0] is str or typing.get_origin(args[0]) is typing.Literal):
+        kind = f"string_list(default=list({', '.join(map(_quote, default))}))"
+    else:  # nested tables (passes, mappings): JSON, None = the model's default
+        return f"{name} = string(default=None)  # JSON; {field.description}"
+    return f"{name} = {kind}  # {field.description}"
+
+
+def settings_spec(model: type[StepSettings], exclude: tuple[str, ...] = ()) -> str:
+    """The stpipe ``spec`` of a settings model: one configobj line per field, in the model's order.
+
+    Raises
+    ------
+    ValueError
+        A field would shadow one of stpipe's own parameters.
+    """
+    lines = []
+    for name, field in model.model_fields.items():
+        if name in exclude:
+            continue
+        if name in STPIPE_RESERVED:
+            msg = f"{model.__name__}.{name} shadows the stpipe parameter of that name"
+            raise ValueError(msg)
+        lines.append(_spec_line(name, field))
+    return "\n" + "\n".join(f"    {line}" for line in lines) + "\n"
+
+
+def settings_of(step: Step, model: type[StepSettings], exclude: tuple[str, ...] = ()) -> StepSettings:
+    """The step's parameters validated by ``model`` (JSON strings parsed; None = model default)."""
+    values: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        if name in exclude:
+            continue
+        value = getattr(step, name)
+        if value is None:
+            continue
+        if isinstance(value, str) and " = string(default=None)  # JSON" in _spec_line(name, field):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                msg = f"{type(step).__name__}: --{name} is not valid JSON ({exc.msg}): {value!r}"
+                raise ValueError(msg) from exc
+        values[name] = list(value) if isinstance(value, list | tuple) else value
+    return model(**values)
+
+
+def _primary_of(model: Any) -> fits.Header:
+    """The primary-header keywords :func:`jwstgal.steps.destripe.frame_layout` reads, from a model."""
+    h = fits.Header()
+    for key, value in (("INSTRUME", model.meta.instrument.name), ("SUBARRAY", model.meta.subarray.name),
+                       ("SUBSIZE1", model.meta.subarray.xsize), ("NOUTPUTS", model.meta.exposure.noutputs)):
+        if value is not None:
+            h[key] = value
+    return h
+
+
+def _history(model: Any, step: str, params: dict[str, Any]) -> None:
+    """Record the step, the software version and the parameters in the model's HISTORY."""
+    from jwstgal import __version__
+
+    model.add_history_entry(f"jwstgal {__version__} {step}: {json.dumps(params, default=str)}")
+
+
+class JwstgalStep(Step):
+    """Common part of the jwstgal stpipe steps: parameters validated by the settings model."""
+
+    settings_model: ClassVar[type[StepSettings]]
+    excluded: ClassVar[tuple[str, ...]] = ()
+
+    def settings(self) -> StepSettings:
+        """The parameters of this run, validated by the settings model."""
+        return settings_of(self, self.settings_model, self.excluded)
+
+    def _open_images(self, input_data: Any) -> Any:
+        from jwst.datamodels import ImageModel  # type: ignore[attr-defined]
+
+        return input_data.copy() if isinstance(input_data, ImageModel) else ImageModel(input_data)
+
+
+class DestripeStep(JwstgalStep):
+    """Single-frame 1/f stripe subtraction (the ``[destripe]`` step) of one rate or cal model."""
+
+    class_alias = "destripe"
+    settings_model = DestripeSettings
+    spec = settings_spec(DestripeSettings)
+
+    def process(self, input_data: Any) -> Any:
+        """Destripe one exposure; returns a destriped copy."""
+        params = DestripeParams(**self.settings().model_dump())
+        model = self._open_images(input_data)
+        sci = np.asarray(model.data, float)
+        dq_arr = np.asarray(model.dq) if model.dq is not None else None
+        out, lyot, res, n_amps = destripe_arrays(sci, dq_arr, np.asarray(model.err, float),
+                                                 _primary_of(model), params)
+        if lyot.any():
+            model.err[lyot] = np.nan
+            model.dq[lyot] |= dq.bits(["DO_NOT_USE", "NON_SCIENCE"])
+        model.data = out.astype(model.data.dtype)
+        stats = destripe_stats(res, good_pixels(sci, dq_arr), lyot)
+        log.info("%s: %s, %d amplifier bands, stripe model rms %.3g", model.meta.filename,
+                      params.method, n_amps if params.quadrants else 1, stats["model_rms"])
+        _history(model, "destripe", {**params.as_dict(), "model_rms": stats["model_rms"]})
+        return model
+
+
+class BgSubStep(JwstgalStep):
+    """Subtract an exposure's clipped, source- and DQ-masked sky level (the ``[bg_sub]`` step)."""
+
+    class_alias = "bg_sub"
+    settings_model = BgSubSettings
+    spec = settings_spec(BgSubSettings)
+
+    def process(self, input_data: Any) -> Any:
+        """Subtract the sky level of one exposure; returns a copy."""
+        s = self.settings()
+        model = self._open_images(input_data)
+        sci = np.asarray(model.data, float)
+        bad = dq.bad_pixel_mask(sci, np.asarray(model.dq), None, s.dq_flags)
+        level = sky_level(sci, bad, s.sigma, s.npixels, s.dilate_size, s.max_iters)
+        model.data = np.where(good_pixels(sci, np.asarray(model.dq)), sci - level, sci).astype(
+            model.data.dtype)
+        log.info("%s: sky level %.4g subtracted", model.meta.filename, level)
+        _history(model, "bg_sub", {**s.model_dump(), "level": float(level)})
+        return model
+
+
+class _FileStep(JwstgalStep):
+    """A multi-exposure step: input models go to a scratch folder, outputs come back as models."""
+
+    def _files(self, input_data: Any, where: Path) -> list[Path]:
+        from jwst.datamodels import ModelContainer  # type: ignore[attr-defined]
+
+        models = input_data if isinstance(input_data, ModelContainer) else ModelContainer(input_data)
+        files = []
+        for i, m in enumerate(models):
+            name = check_path_component(Path(m.meta.filename or f"exposure{i:03d}_cal.fits").name,
+                                        "input model file name")
+            if not name.endswith(".fits"):
+                name += ".fits"
+            path = where / name
+            if path.exists():
+                msg = f"{type(self).__name__}: two input models are called {name}"
+                raise ValueError(msg)
+            m.save(str(path))
+            files.append(path)
+        if len(files) < 2:
+            msg = f"{type(self).__name__} needs at least two exposures (got {len(files)})"
+            raise InputNotFoundError(msg)
+        return files
+
+    def _container(self, outputs: list[Path]) -> Any:
+        from jwst.datamodels import ImageModel, ModelContainer  # type: ignore[attr-defined]
+
+        models = []
+        for p in outputs:
+            with ImageModel(str(p)) as m:
+                models.append(m.copy())
+        return ModelContainer(models)
+
+    def process(self, input_data: Any) -> Any:
+        """Run :meth:`run_files` on a scratch copy of the input models."""
+        s = self.settings()
+        with tempfile.TemporaryDirectory(prefix="jwstgal-") as scratch:
+            src, dst = Path(scratch, "in"), Path(scratch, "out")
+            src.mkdir()
+            dst.mkdir()
+            outputs = self.run_files(self._files(input_data, src), dst, s)
+            return self._container(outputs)
+
+    def run_files(self, files: list[Path], out_dir: Path, settings: Any) -> list[Path]:
+        """The step on files (written into ``out_dir``); returns the output files in input order."""
+        raise NotImplementedError
+
+
+class LevelMatchStep(_FileStep):
+    """Match the background levels of a band's exposures (the ``[level_match]`` step)."""
+
+    class_alias = "level_match"
+    settings_model = LevelMatchSettings
+    spec = settings_spec(LevelMatchSettings)
+
+    def run_files(self, files: list[Path], out_dir: Path, settings: Any) -> list[Path]:
+        """Level-match ``files`` into ``out_dir``."""
+        outputs, _ = level_match_files(files, out_dir, settings,
+                                       config_hash=hash_params(settings.model_dump()))
+        return outputs
+
+
+class StackDestripeStep(_FileStep):
+    """Multi-exposure stripe subtraction of a band's exposures (the ``[stack_destripe]`` step)."""
+
+    class_alias = "stack_destripe"
+    settings_model = StackDestripeSettings
+    spec = settings_spec(StackDestripeSettings)
+
+    def run_files(self, files: list[Path], out_dir: Path, settings: Any) -> list[Path]:
+        """Stack-destripe ``files`` into ``out_dir``."""
+        from jwstgal.destripe_stack import StackParams
+
+        p = settings.model_dump()
+        iterations = p.pop("iterations")
+        return stack_destripe_files(files, out_dir, StackParams(**p), iterations=iterations,
+                                    config_hash=hash_params(settings.model_dump()))
+
+
+def _fwhm_pix(path: Path) -> float:
+    h = fits.getheader(path)
+    try:
+        return get_band(str(h.get("FILTER", ""))).fwhm_pix
+    except KeyError:
+        return 2.0
+
+
+class WcsAdjustStep(_FileStep):
+    """Measure per-visit sky shifts among the exposures and apply them (the ``[wcs_adjust]`` step).
+
+    ``shifts_file`` names a ``wcs_adjust.toml`` to apply instead of measuring.
+    """
+
+    class_alias = "wcs_adjust"
+    settings_model = WcsAdjustSettings
+    excluded = ("bands",)
+    spec = settings_spec(WcsAdjustSettings, excluded) + \
+        "    shifts_file = string(default=None)  # wcs_adjust.toml to apply instead of measuring\n"
+
+    def run_files(self, files: list[Path], out_dir: Path, settings: Any) -> list[Path]:
+        """Measure (or read) the visit shifts and write shifted copies of ``files``."""
+        import tomllib
+
+        from jwstgal.astrometry_io import visit_id
+
+        if self.shifts_file:
+            shifts = tomllib.loads(Path(self.shifts_file).read_text()).get("wcs_adjust", {})
+        else:
+            pixscale = float(np.sqrt(abs(np.linalg.det(
+                _wcs_of(files[0]).celestial.pixel_scale_matrix))) * 3600)
+            passes = [align_pass(p.model_dump(), pixscale) for p in settings.passes]
+            shifts = measure_visit_shifts(files, _fwhm_pix(files[0]), passes)
+        for v, sh in shifts.items():
+            log.info("visit %s: shift %+.4f\" E, %+.4f\" N", v, *sh["shift"])
+        key = hash_params(settings.model_dump())
+        return [apply_wcs_adjust(f, out_dir / f.name, shifts.get(visit_id(f), {}).get("shift", [0.0, 0.0]),
+                                 key) for f in files]
+
+
+def _wcs_of(path: Path) -> Any:
+    from astropy.wcs import WCS
+
+    return WCS(fits.getheader(path, "SCI"))
+
+
+class AstrometricAlignStep(JwstgalStep):
+    """Align a mosaic's absolute astrometry with a reference catalogue (``[astrometric_align]``).
+
+    ``catalog`` is the reference table (an ``[alignment]`` file: ``ra``/``dec`` columns); the
+    mosaic's own point sources are detected. Returns the mosaic with its gwcs shifted.
+    """
+
+    class_alias = "astrometric_align"
+    settings_model = AstrometricAlignSettings
+    excluded = ("alignment_mapping", "reference")
+    spec = settings_spec(AstrometricAlignSettings, excluded) + \
+        "    catalog = string(default=None)  # reference catalogue (ra, dec[, pm, epoch])\n"
+
+    def process(self, input_data: Any) -> Any:
+        """Fit the mosaic's sources to ``catalog`` and shift its WCS."""
+        s = self.settings()
+        if not self.catalog or not Path(self.catalog).is_file():
+            msg = f"AstrometricAlignStep: --catalog must name a reference table (got {self.catalog!r})"
+            raise InputNotFoundError(msg)
+        model = self._open_images(input_data)
+        wcs = model.meta.wcs
+        data = np.where(np.asarray(model.data) == 0, np.nan, np.asarray(model.data, float))
+        pixscale = _pixel_scale(wcs, data.shape)
+        x, y = detect_stars(data, _band_fwhm(model, pixscale))
+        ra, dec = wcs(x, y)
+        epoch = Time(model.meta.observation.date or "2023-01-01").decimalyear
+        ref_ra, ref_dec = reference_positions(Path(self.catalog), float(epoch))
+        result = align_catalogs(np.asarray(ra), np.asarray(dec), ref_ra, ref_dec,
+                                [align_pass(p.model_dump(), pixscale) for p in s.passes],
+                                fitgeom=s.fitgeom, min_matches=s.min_matches)
+        if result is None:
+            msg = f"{model.meta.filename}: no match with the astrometric reference {self.catalog}"
+            raise StepFailedError(msg)
+        shift = [float(result.shift[0]), float(result.shift[1])]
+        shift_model_wcs(model, shift)
+        log.info("%s: %d matches, rms %.1f mas, shift %+.4f\" E %+.4f\" N", model.meta.filename,
+                      result.n_matches, result.rms_mas, *shift)
+        _history(model, "astrometric_align", result.to_dict())
+        return model
+
+
+def _pixel_scale(wcs: Any, shape: tuple[int, ...]) -> float:
+    """Pixel scale (arcsec) of a gwcs at the middle of an image."""
+    from astropy.coordinates import SkyCoord
+
+    cy, cx = (shape[0] - 1) / 2, (shape[1] - 1) / 2
+    a = SkyCoord(*wcs(cx, cy), unit="deg")
+    return float(a.separation(SkyCoord(*wcs(cx + 1, cy), unit="deg")).arcsec)
+
+
+def _band_fwhm(model: Any, pixscale: float) -> float:
+    """The band's PSF FWHM in pixels of the image (2 when the filter is not a known band)."""
+    try:
+        band = get_band(str(model.meta.instrument.filter))
+    except KeyError:
+        return 2.0
+    return band.fwhm_arcsec / pixscale
+
+
+#: The stpipe steps, in registry order.
+STPIPE_STEPS: tuple[type[JwstgalStep], ...] = (DestripeStep, BgSubStep, WcsAdjustStep, LevelMatchStep,
+                                               StackDestripeStep, AstrometricAlignStep)
+
+
+def get_steps() -> list[tuple[str, str, bool]]:
+    """The ``stpipe.steps`` entry point: (class, alias, is a pipeline) of every jwstgal step."""
+    return [(f"jwstgal.{c.__name__}", c.class_alias, False) for c in STPIPE_STEPS]
+
+
+__all__ = ["STPIPE_STEPS", "AstrometricAlignStep", "BgSubStep", "DestripeStep", "JwstgalStep",
+           "LevelMatchStep", "StackDestripeStep", "WcsAdjustStep", "get_steps", "settings_of",
+           "settings_spec"]

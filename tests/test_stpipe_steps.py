@@ -1,0 +1,157 @@
+"""The custom steps as stpipe steps: spec from the settings model, ``.call`` and ``strun``."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from stdatamodels.jwst.datamodels import ImageModel
+
+from jwstgal.destripe import DestripeParams
+from jwstgal.simulate import frames as F
+from jwstgal.steps.destripe import destripe_arrays, frame_layout
+from jwstgal.stpipe_steps import (
+    STPIPE_STEPS,
+    DestripeStep,
+    LevelMatchStep,
+    WcsAdjustStep,
+    _primary_of,
+    settings_spec,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore::astropy.utils.exceptions.AstropyUserWarning")
+
+STRUN = Path(sys.executable).with_name("strun")
+
+
+@pytest.fixture(scope="module")
+def frame():
+    return F.striped_frame(1024, seed=2, scene="field", n_amps=4)
+
+
+def _image_model(fr, **meta) -> ImageModel:
+    m = ImageModel(data=fr.data.astype(np.float32), dq=fr.dq.astype(np.uint32),
+                   err=fr.err.astype(np.float32))
+    m.meta.instrument.name = "NIRCAM"
+    m.meta.instrument.detector = "NRCA1"
+    m.meta.subarray.name = "FULL"
+    m.meta.exposure.noutputs = 4
+    m.meta.filename = "jw09999001001_02101_00001_nrca1_cal.fits"
+    for k, v in meta.items():
+        setattr(m.meta.instrument, k, v)
+    return m
+
+
+@pytest.mark.parametrize("cls", STPIPE_STEPS, ids=lambda c: c.__name__)
+def test_spec_defaults_are_the_settings_models_defaults(cls):
+    step = cls()
+    assert step.settings() == cls.settings_model(**{k: v for k, v in cls.settings_model().model_dump().items()
+                                                     if k not in cls.excluded})
+    for name in cls.settings_model.model_fields:       # every setting is a parameter, none twice
+        assert (f"    {name} = " in cls.spec) != (name in cls.excluded), name
+    assert cls.spec.count("\n    ") == len(cls.spec.strip().splitlines())
+
+
+def test_parameters_are_validated_by_the_settings_model():
+    with pytest.raises(ValueError, match="sigma"):
+        DestripeStep(sigma=0.0).settings()              # gt=0 in the model (configobj only knows min)
+    with pytest.raises(ValueError, match="not valid JSON"):
+        WcsAdjustStep(passes="[{").settings()
+    passes = WcsAdjustStep(passes='[{"searchrad": "5pix", "tolerance": 0.1}]').settings().passes
+    assert passes[0].searchrad == "5pix" and passes[0].tolerance == 0.1
+    with pytest.raises(Exception, match="method"):
+        DestripeStep(method="bogus")                    # an option outside the Literal
+
+
+def test_a_field_may_not_shadow_an_stpipe_parameter():
+    from jwstgal.settings import StepSettings
+
+    class Bad(StepSettings):
+        skip: bool = False
+
+    with pytest.raises(ValueError, match="shadows the stpipe parameter"):
+        settings_spec(Bad)
+
+
+def test_call_on_a_model_is_the_pure_function_and_removes_the_stripes(frame):
+    model = _image_model(frame)
+    assert frame_layout(_primary_of(model), frame.data.shape)[1] == 4
+    out = DestripeStep.call(model, method="row_median")
+    expect, *_ = destripe_arrays(np.asarray(model.data, float), np.asarray(model.dq),
+                                 np.asarray(model.err, float), _primary_of(model),
+                                 DestripeParams(method="row_median"))
+    np.testing.assert_allclose(out.data, expect.astype(np.float32))
+    raw, after = F.score(frame, frame.data), F.score(frame, np.asarray(out.data, float))
+    assert after["coherent_rms"] < raw["coherent_rms"] / 5, after
+    assert np.array_equal(model.data, frame.data.astype(np.float32))   # the input model is unchanged
+    history = [v for k, v in out.to_flat_dict().items() if k.startswith("history.entries")]
+    assert any("jwstgal" in str(h) and "row_median" in str(h) for h in history)
+
+
+def test_bg_sub_step_removes_the_injected_level(frame):
+    from jwstgal.stpipe_steps import BgSubStep
+
+    fr = F.striped_frame(512, seed=9, stripe_rms=0.0, amp_offset_rms=0.0, n_amps=1, background=12.5)
+    out = BgSubStep.call(_image_model(fr))
+    good = fr.dq == 0
+    assert abs(np.median((out.data - (fr.data - 12.5))[good])) < 0.02
+
+
+def test_strun_runs_the_step_by_class_and_by_alias(frame, tmp_path):
+    src = tmp_path / "jw09999001001_02101_00001_nrca1_cal.fits"
+    _image_model(frame).save(str(src))
+    env_out = {}
+    for name, sub in (("jwstgal.DestripeStep", "a"), ("destripe", "b")):
+        (tmp_path / sub).mkdir()
+        r = subprocess.run([str(STRUN), name, str(src), "--method=row_median",
+                            f"--output_dir={tmp_path / sub}"],
+                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr[-3000:]
+        outs = list((tmp_path / sub).glob("*.fits"))
+        assert len(outs) == 1, outs
+        with ImageModel(str(outs[0])) as m:
+            env_out[sub] = np.array(m.data)
+    np.testing.assert_array_equal(env_out["a"], env_out["b"])
+    raw, after = F.score(frame, frame.data), F.score(frame, env_out["a"].astype(float))
+    assert after["coherent_rms"] < raw["coherent_rms"] / 5
+    bad = subprocess.run([str(STRUN), "destripe", str(src), "--method=nonsense"], capture_output=True,
+                         text=True, timeout=600, cwd=tmp_path)
+    assert bad.returncode != 0 and "method" in bad.stderr
+
+
+def test_entry_point_registers_every_step():
+    from stpipe.utilities import resolve_step_class_alias
+
+    for cls in STPIPE_STEPS:
+        assert resolve_step_class_alias(cls.class_alias) == f"jwstgal.{cls.__name__}"
+        import jwstgal
+
+        assert getattr(jwstgal, cls.__name__) is cls
+
+
+def test_level_match_step_on_models_recovers_the_offsets(tmp_path):
+    from test_level_match_step import NOISE, write_cal
+
+    rng = np.random.default_rng(0)
+    ra0, dec0 = 24.17, 15.78
+
+    def sky(ra, dec):
+        r2 = ((ra - ra0) * np.cos(np.deg2rad(dec0)) * 3600) ** 2 + ((dec - dec0) * 3600) ** 2
+        return 1.0 + 4.0 * np.exp(-r2 / (2 * 20.0**2))
+
+    models, truth = [], []
+    for visit, dra, off in (("001", -15.0, 0.0), ("002", 15.0, 0.37)):
+        for e in range(2):
+            name = f"jw09999002{visit}_02101_0000{e + 1}_mirimage_cal.fits"
+            crval = (ra0 + (dra + 2.0 * e) / 3600 / np.cos(np.deg2rad(dec0)), dec0 + 1.5 * e / 3600)
+            path = write_cal(tmp_path / name, sky, crval, off, rng, shape=(300, 300))
+            m = ImageModel(str(path))
+            m.meta.filename = name
+            models.append(m)
+            truth.append(off)
+    out = LevelMatchStep.call(models, binning=2)
+    assert [m.meta.filename for m in out] == [m.meta.filename for m in models]
+    for m_in, m_out, t in zip(models, out, truth, strict=True):
+        good = np.asarray(m_in.dq) == 0
+        assert abs(np.median((m_in.data - m_out.data)[good]) - t) < 0.05 * NOISE   # 300^2 frames
