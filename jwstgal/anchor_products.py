@@ -221,6 +221,53 @@ def anchor_instrument(cfg: RunConfig, target: str, inst: str) -> list[AnchorRow]
     return list(rows.values())
 
 
+def _previous(table_path: Path) -> tuple[list[AnchorRow], dict[str, str]]:
+    """Rows and per-instrument keys of a target's last anchoring table (empty if none)."""
+    if not table_path.is_file():
+        return [], {}
+    old = Table.read(table_path, format="ascii.ecsv")
+    return [AnchorRow(**{k: (v.item() if hasattr(v, "item") else v) for k, v in zip(
+        old.colnames, r, strict=True)}) for r in old], dict(old.meta.get("keys", {}))
+
+
+def _instrument_state(cfg: RunConfig, target: str, inst: str, old_rows: list[AnchorRow],
+                      old_keys: dict[str, str], overwrite: bool
+                      ) -> tuple[str, list[AnchorRow] | None, list[Path], Path | None]:
+    """Key of an instrument's inputs, its kept rows when up to date (else None), mosaics, map."""
+    bands = getattr(cfg.science.pipeline, f"{inst}_bands")
+    folders = {b: layout.band_dir(cfg.reprocess_dir, target, b) for b in bands}
+    inputs = [p for b in bands if (p := layout.final_mosaic(folders[b], target, get_band(b))).is_file()]
+    ext_path, _, _ = _external(cfg, target, inst)
+    key = _inputs_key(cfg, inputs + ([ext_path] if ext_path else []), bands)
+    kept = [r for r in old_rows if r.instrument == inst]
+    done = all(layout.anchored_mosaic(folders[r.band], target, get_band(r.band)).is_file()
+               for r in kept if r.status == "anchored")
+    current = not overwrite and old_keys.get(inst) == key and kept and done
+    return key, kept if current else None, inputs, ext_path
+
+
+def plan_anchor(cfg: RunConfig, target: str, overwrite: bool = False) -> list[tuple[str, str, list[Path]]]:
+    """What :func:`anchor_target` would do, writing nothing (``--dry-run``).
+
+    Returns
+    -------
+    list of (instrument, what would happen, mosaics it would read)
+    """
+    old_rows, old_keys = _previous(layout.anchor_table(cfg.reprocess_dir, target))
+    out = []
+    for inst in cfg.science.anchor.reference:
+        _, kept, inputs, ext = _instrument_state(cfg, target, inst, old_rows, old_keys, overwrite)
+        if kept is not None:
+            what = "skip: up to date"
+        elif not inputs:
+            what = "no mosaic to anchor"
+        else:
+            what = (f"fit against {ext.name}" if ext else "no external map: bands left un-anchored") + \
+                (" (--overwrite)" if overwrite else "")
+        out.append((inst, what, inputs))
+    return out
+
+
 def anchor_target(cfg: RunConfig, target: str, overwrite: bool = False) -> list[AnchorRow]:
     """Anchor every configured instrument of a target; writes and returns its table's rows.
 
@@ -228,31 +275,19 @@ def anchor_target(cfg: RunConfig, target: str, overwrite: bool = False) -> list[
     last run, with its anchored mosaics on disk, keeps its rows without being refitted.
     """
     table_path = layout.anchor_table(cfg.reprocess_dir, target)
-    old_rows: list[AnchorRow] = []
-    old_keys: dict[str, str] = {}
-    if table_path.is_file():
-        old = Table.read(table_path, format="ascii.ecsv")
-        old_keys = dict(old.meta.get("keys", {}))
-        old_rows = [AnchorRow(**{k: (v.item() if hasattr(v, "item") else v) for k, v in zip(
-            old.colnames, r, strict=True)}) for r in old]
+    old_rows, old_keys = _previous(table_path)
     rows: list[AnchorRow] = []
     keys: dict[str, str] = {}
     for inst in cfg.science.anchor.reference:
-        bands = getattr(cfg.science.pipeline, f"{inst}_bands")
-        folders = {b: layout.band_dir(cfg.reprocess_dir, target, b) for b in bands}
-        inputs = [p for b in bands if (p := layout.final_mosaic(folders[b], target, get_band(b))).is_file()]
-        ext_path, _, _ = _external(cfg, target, inst)
-        keys[inst] = _inputs_key(cfg, inputs + ([ext_path] if ext_path else []), bands)
-        kept = [r for r in old_rows if r.instrument == inst]
-        done = all(layout.anchored_mosaic(folders[r.band], target, get_band(r.band)).is_file()
-                   for r in kept if r.status == "anchored")
-        if not overwrite and old_keys.get(inst) == keys[inst] and kept and done:
+        keys[inst], kept, _, _ = _instrument_state(cfg, target, inst, old_rows, old_keys, overwrite)
+        if kept is not None:
             log.info("%s %s: anchoring up to date", target, inst.upper())
             rows += kept
             continue
         fresh = anchor_instrument(cfg, target, inst)
         for r in fresh:     # a band no longer anchored must not keep an anchored mosaic of before
-            stale = layout.anchored_mosaic(folders[r.band], target, get_band(r.band))
+            stale = layout.anchored_mosaic(layout.band_dir(cfg.reprocess_dir, target, r.band), target,
+                                           get_band(r.band))
             if r.status != "anchored" and stale.is_file():
                 log.warning("%s %s: removing the anchored mosaic of an earlier run (%s)", target,
                             r.band, r.status)

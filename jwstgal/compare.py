@@ -142,6 +142,14 @@ def _read(path: Path) -> tuple[np.ndarray, WCS]:
     return data, wcs
 
 
+def plan_comparison(old: Path, new: Path) -> list[tuple[str, str, str]]:
+    """What :func:`compare_releases` would compare (``--dry-run``): (target, band, how) per mosaic."""
+    a, b = _mosaics(old), _mosaics(new)
+    return [(t, band, "compare" if (t, band) in a and (t, band) in b else
+             "only in the old release" if (t, band) in a else "only in the new release")
+            for t, band in sorted(set(a) | set(b))]
+
+
 def compare_releases(old: Path, new: Path, png_dir: Path | None = None) -> list[Comparison]:
     """Compare every mosaic of two releases (see the module description).
 

@@ -44,15 +44,27 @@ from jwstgal.psfs import (
 log = logging.getLogger(__name__)
 
 
-def band_psf(band: str, cfg: KernelsConfig, psf_dir: Path, data_dir: Path) -> PSF:
-    """The PSF of a band, generated once and cached as ``psfs/<BAND>.fits``."""
+def _psf_file(band: str, cfg: KernelsConfig, psf_dir: Path) -> tuple[Path, str]:
+    """Where a band's PSF is cached and the key its header must carry to be current."""
     params = {"band": band, "source": cfg.psf_source, "oversample": cfg.oversample,
               "nlambda": cfg.nlambda, "use_opd": cfg.use_opd, "min_fov": MIN_FOV_ARCSEC,
               "product": cfg.psf_product}
-    path = psf_dir / "psfs" / f"{band}.fits"
-    key = hash_params(params)
+    return psf_dir / "psfs" / f"{band}.fits", hash_params(params)
+
+
+def cached_psf(band: str, cfg: KernelsConfig, psf_dir: Path) -> PSF | None:
+    """The band's cached PSF if it is current, else None (nothing is computed or written)."""
+    path, key = _psf_file(band, cfg, psf_dir)
     if path.is_file() and fits.getheader(path).get("JG_PKEY") == key:
         return read_psf(path)
+    return None
+
+
+def band_psf(band: str, cfg: KernelsConfig, psf_dir: Path, data_dir: Path) -> PSF:
+    """The PSF of a band, generated once and cached as ``psfs/<BAND>.fits``."""
+    if (psf := cached_psf(band, cfg, psf_dir)) is not None:
+        return psf
+    path, key = _psf_file(band, cfg, psf_dir)
     if cfg.psf_source == "stpsf":
         psf = stpsf_psf(band, oversample=cfg.oversample, data_dir=data_dir, use_opd=cfg.use_opd,
                         nlambda=cfg.nlambda or None, extension=cfg.psf_product)
@@ -61,6 +73,43 @@ def band_psf(band: str, cfg: KernelsConfig, psf_dir: Path, data_dir: Path) -> PS
     write_psf(psf, path, {"JG_PKEY": key})  # not JG_PSF: stamp_header writes that
     log.info("PSF %s (%s) -> %s", band, psf.origin, path)
     return psf
+
+
+def kernel_key(method: str, src: PSF, tgt: PSF, cfg: KernelsConfig) -> str:
+    """The ``JG_KERN`` hash of a kernel: its method, both PSFs' origins, the pixel, the settings."""
+    return hash_params({"method": method, "src": src.origin, "tgt": tgt.origin, "pix": src.pixscale,
+                        "reg_fact": cfg.reg_fact if method == "pypher" else None,
+                        "metrics": "of the written kernel",  # older files described the untrimmed one
+                        "grid": "both FWHMs, whole field"})  # older kernels: source FWHM / 10, cut at 2049
+
+
+def plan_kernel_set(cfg: KernelsConfig, psf_dir: Path, pairs: list[tuple[str, str]], overwrite: bool = False
+                    ) -> list[tuple[str, str, str, Path, str]]:
+    """What :func:`make_kernel_set` would do, without computing or writing anything (``--dry-run``).
+
+    Returns
+    -------
+    list of (source, target, method, kernel path, reason)
+        ``reason`` is ``""`` for an up-to-date kernel, else why it would be made.
+    """
+    out = []
+    for band, target, method in [(b, t, m) for b, t in pairs for m in cfg.methods if b != t]:
+        path = kernel_path(psf_dir, method, band, target)
+        src = cached_psf(band, cfg, psf_dir)
+        tgt = (analytic_psf(target, src.pixscale) if src and is_analytic(target)
+               else cached_psf(target, cfg, psf_dir))
+        if overwrite:
+            why = "--overwrite"
+        elif src is None or tgt is None:
+            why = f"PSF of {band if src is None else target} to be made ({cfg.psf_source})"
+        elif not path.is_file():
+            why = "no kernel yet"
+        elif fits.getheader(path).get("JG_KERN") != kernel_key(method, src, tgt, cfg):
+            why = "PSFs or settings changed"
+        else:
+            why = ""
+        out.append((band, target, method, path, why))
+    return out
 
 
 def write_kernel(result: KernelResult, source: str, target: str, path: Path, key: str,
@@ -132,11 +181,7 @@ def make_kernel_set(
         src = band_psf(band, cfg, psf_dir, data_dir)
         tgt = (analytic_psf(target, src.pixscale) if is_analytic(target)
                else band_psf(target, cfg, psf_dir, data_dir))
-        params = {"method": method, "src": src.origin, "tgt": tgt.origin, "pix": src.pixscale,
-                  "reg_fact": cfg.reg_fact if method == "pypher" else None,
-                  "metrics": "of the written kernel",  # older files described the untrimmed one
-                  "grid": "both FWHMs, whole field"}   # older kernels: source FWHM / 10, cut at 2049
-        key = hash_params(params)
+        key = kernel_key(method, src, tgt, cfg)
         path = kernel_path(psf_dir, method, band, target)
         if not overwrite and path.is_file() and fits.getheader(path).get("JG_KERN") == key:
             out.append(path)

@@ -160,8 +160,22 @@ def _copy(src: Path, dst: Path, overwrite: bool, config_hash: str = "") -> Path:
     return dst
 
 
-def _release_band(reprocess_dir: Path, tdir: Path, target: str, name: str, opts: dict[str, bool],
-                  config_hash: str) -> list[ReleasedFile]:
+@dataclass(frozen=True)
+class _Item:
+    """One file a release would hold: where from, where to, what it is and how it is made."""
+
+    src: Path
+    dst: Path
+    target: str
+    band: str
+    kind: str
+    how: str = "copy"          # "mosaic", "anchored", "catalogue" (from the mosaic ``after``) or "copy"
+    after: Path | None = None
+
+
+def _band_items(reprocess_dir: Path, tdir: Path, target: str, name: str, opts: dict[str, bool]
+                ) -> list[_Item]:
+    """The files of one band's release, in order (nothing is read but the file system)."""
     band = get_band(name)
     bdir = reprocess_dir / target / band.name
     lv3 = bdir / "lv3"
@@ -170,28 +184,14 @@ def _release_band(reprocess_dir: Path, tdir: Path, target: str, name: str, opts:
     if not i2d.is_file():
         log.warning("%s %s: no mosaic to release (%s)", target, band.name, i2d)
         return []
-    overwrite = opts["overwrite"]
     out = tdir / f"{stem}_i2d.fits"   # one name whether or not it was realigned
-    files = []
-    if needs_release(i2d, out, overwrite):
-        release_mosaic(i2d, out, remove_bloat=opts["remove_bloat"], config_hash=config_hash)
-    files.append(ReleasedFile(out, target, band.name, "mosaic"))
-    cov = out.with_name(out.name.replace("_i2d.fits", "_coverage.fits"))
-    if cov.is_file():
-        files.append(ReleasedFile(cov, target, band.name, "coverage"))
+    items = [_Item(i2d, out, target, band.name, "mosaic", "mosaic")]
     anchored = anchored_mosaic(bdir, target, band)
     if anchored.is_file() and anchored.stat().st_mtime >= i2d.stat().st_mtime:
-        dst = tdir / anchored.name
-        if needs_release(anchored, dst, overwrite):
-            release_mosaic(anchored, dst, remove_bloat=opts["remove_bloat"], config_hash=config_hash,
-                           coverage=False)
-        files.append(ReleasedFile(dst, target, band.name, "anchored mosaic"))
+        items.append(_Item(anchored, tdir / anchored.name, target, band.name, "anchored mosaic", "anchored"))
     cat = lv3 / f"{stem}_cat.ecsv"
     if cat.is_file():
-        dst = tdir / cat.name
-        if needs_release(cat, dst, overwrite) or dst.stat().st_mtime_ns < out.stat().st_mtime_ns:
-            release_catalogue(cat, out, dst)
-        files.append(ReleasedFile(dst, target, band.name, "catalogue"))
+        items.append(_Item(cat, tdir / cat.name, target, band.name, "catalogue", "catalogue", out))
     extras = [(lv3 / f"{stem}_i2d.png", tdir, "quicklook", True),
               (lv3 / f"{stem}_segm.fits", tdir, "segmentation", opts["include_segm"])]
     if opts["include_convolved"]:
@@ -201,11 +201,63 @@ def _release_band(reprocess_dir: Path, tdir: Path, target: str, name: str, opts:
         tweaked = sorted((bdir / "astrometric_align").glob("*_crf_tweakback.fits"))
         extras += [(p, tdir / "exposures" / band.name, "exposure", True)
                    for p in (tweaked or sorted(lv3.glob("*_crf.fits")))]
-    for src, folder, kind, wanted in extras:
-        if wanted and src.is_file():
-            files.append(ReleasedFile(_copy(src, folder / src.name, overwrite, config_hash), target,
-                                      band.name, kind))
+    items += [_Item(src, folder / src.name, target, band.name, kind)
+              for src, folder, kind, wanted in extras if wanted and src.is_file()]
+    return items
+
+
+def _is_due(item: _Item, overwrite: bool) -> bool:
+    """Whether an item must be (re)made now."""
+    if item.how == "catalogue" and item.after is not None and item.dst.is_file() and item.after.is_file() \
+            and item.dst.stat().st_mtime_ns < item.after.stat().st_mtime_ns:
+        return True             # its sky positions come from a mosaic released since
+    return needs_release(item.src, item.dst, overwrite)
+
+
+def _make(item: _Item, opts: dict[str, bool], config_hash: str) -> list[ReleasedFile]:
+    """Release one item (if due); the released files it stands for."""
+    if _is_due(item, opts["overwrite"]):
+        if item.how in ("mosaic", "anchored"):
+            release_mosaic(item.src, item.dst, remove_bloat=opts["remove_bloat"], config_hash=config_hash,
+                           coverage=item.how == "mosaic")
+        elif item.how == "catalogue":
+            release_catalogue(item.src, item.after or item.dst, item.dst)
+        else:
+            _copy(item.src, item.dst, True, config_hash)
+    files = [ReleasedFile(item.dst, item.target, item.band, item.kind)]
+    cov = item.dst.with_name(item.dst.name.replace("_i2d.fits", "_coverage.fits"))
+    if item.how == "mosaic" and cov.is_file():
+        files.append(ReleasedFile(cov, item.target, item.band, "coverage"))
     return files
+
+
+def _release_band(reprocess_dir: Path, tdir: Path, target: str, name: str, opts: dict[str, bool],
+                  config_hash: str) -> list[ReleasedFile]:
+    return [f for item in _band_items(reprocess_dir, tdir, target, name, opts)
+            for f in _make(item, opts, config_hash)]
+
+
+def plan_release(reprocess_dir: Path, release_dir: Path, targets: list[str], bands: list[str], *,
+                 remove_bloat: bool = True, include_convolved: bool = True, include_segm: bool = True,
+                 include_crf: bool = False, overwrite: bool = False) -> list[tuple[Path, Path, str, bool]]:
+    """What :func:`build_release` would release, writing nothing (``--dry-run``).
+
+    Returns
+    -------
+    list of (source, released path, kind, whether it would be (re)made now)
+    """
+    opts = {"remove_bloat": remove_bloat, "include_convolved": include_convolved,
+            "include_segm": include_segm, "include_crf": include_crf, "overwrite": overwrite}
+    out = []
+    for target in targets:
+        items = [i for name in bands for i in _band_items(reprocess_dir, release_dir / target, target, name,
+                                                            opts)]
+        anchor_dir = anchor_table(reprocess_dir, target).parent
+        if items and anchor_dir.is_dir():
+            items += [_Item(src, release_dir / target / "anchor" / src.name, target, "", "anchoring")
+                      for src in sorted([*anchor_dir.glob("*.ecsv"), *anchor_dir.glob("*.png")])]
+        out += [(i.src, i.dst, i.kind, _is_due(i, overwrite)) for i in items]
+    return out
 
 
 def build_release(

@@ -72,8 +72,9 @@ def executor_spec(cfg: RunConfig) -> ExecutorSpec:
                         loc.slurm.model_dump(exclude_none=True) if loc.slurm else {})
 
 
-def _states(cfg: RunConfig, bands: list[str] | None, targets: list[str] | None) -> list[_BandState]:
-    return [_BandState(BandContext.of(cfg, t, get_band(b)))
+def _states(cfg: RunConfig, bands: list[str] | None, targets: list[str] | None, *, dry_run: bool = False
+            ) -> list[_BandState]:
+    return [_BandState(BandContext.of(cfg, t, get_band(b), dry_run=dry_run))
             for t in (targets or cfg.science.targets) for b in (bands or cfg.science.bands)]
 
 
@@ -134,6 +135,100 @@ def run_all(cfg: RunConfig, bands: list[str] | None = None, targets: list[str] |
                                   quick if quick.is_file() else None, ran, skipped, st.error,
                                   dict(st.status), tuple(dict.fromkeys(ctx.notes))))
     return results
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """What a run would do with one step of one target/band (:func:`plan_all`).
+
+    ``action`` is ``run``, ``skip``, ``not configured``, ``no input``, ``fails`` or ``later``
+    (planned once an upstream step that would run has made its outputs); ``reason`` says why.
+    """
+
+    step: str
+    action: str
+    reason: str
+    inputs: tuple[Path, ...] = ()
+    outputs: tuple[Path, ...] = ()
+    tasks: int = 0
+
+
+def _why_run(ctx: BandContext, step: str, key: str) -> str:
+    if step in ctx.overwrite:
+        return "overwrites configured for this step"
+    rec = StepRecord(ctx.band_dir, step).read()
+    if not rec:
+        return "not run before"
+    if rec.get("key") != key:
+        return "settings or inputs changed since the last run"
+    if not rec.get("complete"):
+        return "resumes an interrupted run (finished outputs are reused)"
+    return "outputs of the last run are missing"
+
+
+def plan_all(cfg: RunConfig, bands: list[str] | None = None, targets: list[str] | None = None
+             ) -> dict[tuple[str, str], list[PlannedStep]]:
+    """What :func:`run_all` would do, step by step, without writing anything (``--dry-run``).
+
+    Every step is planned as in a run (same keys, same completeness checks) on contexts whose
+    :meth:`~jwstgal.steps.BandContext.prepare` touches nothing and no task runs. A step whose plan
+    needs the files of an upstream step that would run is reported as ``later``.
+    """
+    out: dict[tuple[str, str], list[PlannedStep]] = {}
+    for st in _states(cfg, bands, targets, dry_run=True):
+        rows: list[PlannedStep] = []
+        pending = blocked = ""
+        for step in STEPS:
+            if step.name not in st.ctx.steps:
+                rows.append(PlannedStep(step.name, "not configured", ""))
+                continue
+            if blocked:
+                rows.append(PlannedStep(step.name, "no input", blocked))
+                continue
+            inputs = tuple(st.outputs)
+            try:
+                plan = step.plan(st.ctx, st.upstream, st.outputs)
+            except (InputNotFoundError, NothingToDo, StepFailedError, OSError, KeyError, ValueError) as err:
+                if pending:
+                    rows.append(PlannedStep(step.name, "later", f"planned once {pending} has run"))
+                    continue
+                kind = "fails" if isinstance(err, StepFailedError) else "no input"
+                rows.append(PlannedStep(step.name, kind, str(err).splitlines()[0]))
+                blocked = f"{step.name}: {kind}"
+                continue
+            if plan.done:
+                rows.append(PlannedStep(step.name, "skip", "complete with the same settings and inputs",
+                                        inputs, tuple(plan.outputs)))
+            else:
+                rows.append(PlannedStep(step.name, "run", _why_run(st.ctx, step.name, plan.key), inputs,
+                                        tuple(plan.outputs), len(plan.tasks)))
+                pending = pending or step.name
+            st.upstream, st.outputs = plan.key, plan.outputs
+        out[(st.ctx.target, st.ctx.band.name)] = rows
+    return out
+
+
+def format_plan(plans: dict[tuple[str, str], list[PlannedStep]], root: Path) -> str:
+    """The text of a dry run: per target/band, each step's action, reason and files in/out."""
+
+    def rel(p: Path) -> str:
+        return str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
+
+    lines = []
+    for (target, band), rows in plans.items():
+        lines.append(f"{target} {band}:")
+        for r in rows:
+            if r.action == "not configured":
+                continue
+            lines.append(f"  {r.step:<18} {r.action:<8} {r.reason}")
+            if r.action != "run":
+                continue
+            folders = ", ".join(sorted({rel(p.parent) for p in r.inputs}))
+            lines.append(f"      in : {len(r.inputs)} files from {folders}" if r.inputs
+                         else "      in : the raw exposures of the band")
+            lines.append(f"      out: {len(r.outputs)} files ({r.tasks} tasks)")
+            lines.extend(f"           {rel(p)}" for p in r.outputs)
+    return "\n".join(lines) + "\n"
 
 
 def remove_temporaries(band_dir: Path) -> int:

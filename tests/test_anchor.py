@@ -114,8 +114,8 @@ def test_anchor_data_script(tmp_path):
     run = [sys.executable, "-c", "import sys; from jwstgal.cli.{} import main; sys.exit(main())",
            str(cfg), str(loc), "--no-progress"]
 
-    def script(name):
-        return subprocess.run([run[0], run[1], run[2].format(name), *run[3:]], capture_output=True,
+    def script(name, *extra):
+        return subprocess.run([run[0], run[1], run[2].format(name), *run[3:], *extra], capture_output=True,
                               text=True, cwd=REPO, timeout=600)
 
     assert script("make_kernels").returncode == 0
@@ -140,9 +140,13 @@ def test_anchor_data_script(tmp_path):
     assert not (rep / "ngc0001" / "F770W" / "anchor").exists()
     again = script("anchor_data")
     assert "anchoring up to date" in again.stderr
+    assert "ngc0000 MIRI: skip: up to date" in script("anchor_data", "--dry-run").stdout
     kernel = tmp_path / "psf" / "kernels" / "aniano" / "F770W_to_F2100W.fits"
     with fits.open(kernel, mode="update") as h:                      # a remade kernel: refit
         h[0].header["JG_KERN"] = "remade"
+    table_time = (rep / "ngc0000" / "anchor" / "ngc0000_anchor.ecsv").stat().st_mtime_ns
+    assert "ngc0000 MIRI: fit against ngc0000_irac4.fits" in script("anchor_data", "--dry-run").stdout
+    assert (rep / "ngc0000" / "anchor" / "ngc0000_anchor.ecsv").stat().st_mtime_ns == table_time
     assert "anchoring up to date" not in script("anchor_data").stderr
     # the ladder convolves the anchored mosaic
     assert script("convolve_data").returncode == 0

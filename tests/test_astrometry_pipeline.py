@@ -155,3 +155,60 @@ def test_rerun_skips_every_step_and_an_edited_shift_file_reruns_wcs_adjust(run):
     toml = run / "work" / "jwst_lv3_reprocessed_ast" / "ngc0000" / "wcs_adjust.toml"
     toml.write_text(toml.read_text() + "\n# checked by hand\n")
     assert "F200W: ran wcs_adjust,lv3,astrometric_align, skipped lv1,lv2" in rerun()
+
+
+def test_stpipe_steps_reproduce_the_pipeline(run):
+    """``WcsAdjustStep.call`` on a band's cal models measures the pipeline's visit shifts, and
+    ``AstrometricAlignStep.call`` on its mosaic puts it on the truth like the pipeline's step."""
+    from astropy.coordinates import SkyCoord
+    from stdatamodels.jwst.datamodels import ImageModel
+
+    from jwstgal.simulate.score import score_truth_centroids
+    from jwstgal.stpipe_steps import AstrometricAlignStep, WcsAdjustStep
+
+    base = run / "work" / "jwst_lv3_reprocessed_ast" / "ngc0000" / "F200W"
+    cal = sorted((base / "cal").glob("*_cal.fits"))
+    assert len(cal) == 6
+    out = WcsAdjustStep.call([str(c) for c in cal])
+    for c, m in zip(cal, out, strict=True):
+        with ImageModel(str(base / "wcs_adjust" / c.name)) as ref:
+            assert m.meta.filename == c.name
+            here, there = (SkyCoord(*w(200.0, 300.0), unit="deg") for w in (m.meta.wcs, ref.meta.wcs))
+            assert here.separation(there).to_value("mas") < 1.0
+
+    stem = "ngc0000_nircam_lv3_f200w"
+    truth = run / "raw" / "ngc0000" / "simulation_truth"
+    aligned = AstrometricAlignStep.call(str(base / "lv3" / f"{stem}_i2d.fits"),
+                                        catalog=str(truth / "ngc0000_sim_cat.fits"))
+    path = run / f"{stem}_i2d_stpipe.fits"
+    aligned.save(str(path))
+    after = score_truth_centroids(path, truth / "stars.ecsv", "F200W")
+    assert after.n_matched >= 20, after
+    assert after.median_offset * after.pixel_scale * 1000 < LIMIT_MAS["F200W"], after
+
+
+def test_dry_run_after_the_run_plans_only_what_changed(run):
+    from factories import reprocess_cli
+
+    def tree():
+        return sorted((str(p), p.stat().st_mtime_ns) for p in run.rglob("*"))
+
+    changed = run / "s_changed.toml"
+    changed.write_text(SCIENCE.replace('alignment_mapping = { F2100W = "F770W" }',
+                                       'alignment_mapping = { F2100W = "F770W" }\nmin_matches = 4'))
+    before = tree()
+    same = reprocess_cli(run / "s.toml", run / "l.toml", "--dry-run", timeout=600)
+    edited = reprocess_cli(changed, run / "l.toml", "--dry-run", timeout=600)
+    assert tree() == before                         # a dry run writes nothing
+    assert same.returncode == 0 and edited.returncode == 0, edited.stderr[-3000:]
+
+    def actions(text):
+        return {(band, line.split()[0]): line.split()[1] for block in text.split("ngc0000 ")[1:]
+                for band, _, rest in [block.partition(":")] for line in rest.strip().splitlines()
+                if line.startswith("  ") and not line.startswith("      ")}
+
+    a, b = actions(same.stdout), actions(edited.stdout)
+    assert len(a) == 3 * 5 and set(a.values()) == {"skip"}, same.stdout
+    assert {k for k, v in b.items() if v == "run"} == {(band, "astrometric_align") for band in
+                                                       ("F200W", "F770W", "F2100W")}, edited.stdout
+    assert "settings or inputs changed" in edited.stdout

@@ -57,9 +57,23 @@ def test_release_slims_copies_only_and_checksums(tmp_path):
     assert subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=rel, capture_output=True).returncode == 0
 
 
-def run(script, cfg, loc):
-    return subprocess.run([sys.executable, str(REPO / script), str(cfg), str(loc), "--no-progress"],
+def run(script, cfg, loc, *extra):
+    return subprocess.run([sys.executable, str(REPO / script), str(cfg), str(loc), "--no-progress", *extra],
                           capture_output=True, text=True, cwd=REPO, timeout=600)
+
+
+def dry_run(script, cfg, loc):
+    """``script --dry-run``: its plan (stdout), after checking that it wrote nothing."""
+    root = cfg.parent
+
+    def tree():
+        return sorted((str(p), p.stat().st_mtime_ns) for p in root.rglob("*"))
+
+    before = tree()
+    res = run(script, cfg, loc, "--dry-run")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert tree() == before, f"{script} --dry-run wrote something"
+    return res.stdout
 
 
 def test_make_kernels_convolve_and_release_scripts(tmp_path):
@@ -70,8 +84,15 @@ def test_make_kernels_convolve_and_release_scripts(tmp_path):
                 shape=(200, 200), point=(100, 100))
     fake_mosaic(rep / "F2100W" / "lv3" / "ngc0000_miri_lv3_f2100w_i2d.fits", pixscale=0.11,
                 shape=(60, 60), seed=1)
+    assert "make PSF of F200W to be made" in dry_run("make_kernels.py", cfg, loc)
+    plan = dry_run("convolve_data.py", cfg, loc)
+    assert "F200W -> F2100W: fails: kernel" in plan and "not made yet" in plan
+    plan = dry_run("prepare_release.py", cfg, loc)
+    assert "make mosaic" in plan and "ngc0000/ngc0000_nircam_lv3_f200w_i2d.fits" in plan
     res = run("make_kernels.py", cfg, loc)
     assert res.returncode == 0, res.stderr
+    plan = dry_run("make_kernels.py", cfg, loc)
+    assert "skip up to date: kernels/aniano/F200W_to_F2100W.fits" in plan and " make " not in plan
     kern = tmp_path / "psf" / "kernels" / "aniano" / "F200W_to_F2100W.fits"
     assert kern.is_file() and fits.getheader(kern)["SAFETY"] == "very safe"
     res = run("convolve_data.py", cfg, loc)
@@ -84,8 +105,12 @@ def test_make_kernels_convolve_and_release_scripts(tmp_path):
         assert np.nanmax(h["SCI"].data) < 5
     again = run("convolve_data.py", cfg, loc)
     assert "convolved product up to date" in again.stderr
+    plan = dry_run("convolve_data.py", cfg, loc)
+    assert "skip: up to date" in plan and ": make (" not in plan
     res = run("prepare_release.py", cfg, loc)
     assert res.returncode == 0, res.stderr
+    plan = dry_run("prepare_release.py", cfg, loc)
+    assert "keep mosaic" in plan and "  make " not in plan
     manifest = Table.read(tmp_path / "work" / "jwst_release" / "t1" / "MANIFEST.ecsv")
     assert "convolved" in set(manifest["kind"])
 

@@ -161,3 +161,28 @@ def test_a_missing_alignment_catalogue_fails_its_band_and_the_run_goes_on(tmp_pa
     assert by_band["F200W"].status["astrometric_align"] == FAILED
     assert "ngc0628_cat.fits" in by_band["F200W"].error and "no such file" in by_band["F200W"].error
     assert by_band["F770W"].status["lv1"] == SKIPPED and not by_band["F770W"].error
+
+
+def _tree(root):
+    return sorted((str(p.relative_to(root)), p.stat().st_mtime_ns) for p in root.rglob("*"))
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
+    from factories import reprocess_cli
+
+    cfg, loc = write_config(tmp_path, extra='[pipeline.steps]\nnircam = ["lv1", "lv2", "destripe"]\n')
+    run = load_config(cfg, loc)
+    make_tree(run.raw_dir)
+    before = _tree(tmp_path)
+    res = reprocess_cli(cfg, loc, "--dry-run", "--target", "ngc0628", "--band", "F200W", timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert _tree(tmp_path) == before                       # not a folder, not a record, not a log
+    out = res.stdout
+    assert "ngc0628 F200W:" in out and "ngc1365" not in out and "F770W" not in out
+    lv1 = next(line for line in out.splitlines() if line.strip().startswith("lv1"))
+    assert "run" in lv1 and "not run before" in lv1
+    # the three F200W exposures as stage-1 outputs (not the F164N one that shares the detector)
+    for stem in ("jw02107001001_02101_00001", "jw02107001001_02101_00002", "jw02107007003_02105_00003"):
+        assert f"{stem}_nrcb1_rate.fits" in out
+    assert "jw02107001001_02101_00003" not in out
+    assert "stack_destripe" not in out                     # not configured: not listed

@@ -21,6 +21,7 @@ def test_help_and_thin(script):
                          cwd=REPO, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "usage:" in res.stdout and "config" in res.stdout
+    assert "--dry-run" in res.stdout and "--version" in res.stdout and "--log-file" in res.stdout
 
 
 def test_config_error_exit_code_and_message(tmp_path):

@@ -61,7 +61,15 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--log-file", type=Path, default=None, help="also write the log to this file")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bars (they are off by themselves without a terminal)")
+    add_dry_run(p)
     return add_version(p)
+
+
+def add_dry_run(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--dry-run``: print the plan (what would be made or skipped and why, files in/out); write nothing."""
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what would be done (and why), with the files in and out; write nothing")
+    return p
 
 
 #: Exit codes of every script: 0 done, 1 a reduction error or work left undone (named in the log),

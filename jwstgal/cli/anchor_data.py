@@ -1,6 +1,6 @@
 """Anchor the absolute background of every band to external maps (Spitzer, WISE) and to each other.
 
-Usage: python anchor_data.py [CONFIG [LOCAL]] [--target T] [--overwrite]
+Usage: python anchor_data.py [CONFIG [LOCAL]] [--target T] [--overwrite] [--dry-run]
 
 Run after make_kernels.py (the fits go through the resolution ladder's kernels) and before
 convolve_data.py (which then convolves the anchored mosaics). Needs [anchor] in the config and
@@ -40,6 +40,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "(e.g. reference = {miri = 'F770W'} with external.miri = [{band = 'irac4', "
                    "psf = 'gauss4'}])")
             raise ConfigError(msg)
+        if args.dry_run:
+            import sys
+
+            from jwstgal.anchor_products import plan_anchor
+
+            sys.stdout.write(f"dry run: anchoring under {cfg.reprocess_dir} (nothing is written)\n")
+            for target in targets or cfg.science.targets:
+                for inst, what, inputs in plan_anchor(cfg, target, overwrite=args.overwrite):
+                    sys.stdout.write(f"  {target} {inst.upper()}: {what}\n")
+                    sys.stdout.writelines(f"      in : {p.relative_to(cfg.reprocess_dir)}\n" for p in inputs)
+            return 0
         left = 0
         for target in targets or cfg.science.targets:
             for row in anchor_target(cfg, target, overwrite=args.overwrite):

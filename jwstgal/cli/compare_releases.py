@@ -1,7 +1,7 @@
 """Compare two releases: flux ratio, sky shift, background and coverage of every mosaic.
 
 Usage: python compare_releases.py OLD_RELEASE NEW_RELEASE [--out-dir DIR] [--flux-tol 0.02]
-       [--shift-tol 10] [--background-tol 0.01] [--coverage-tol 0.05]
+       [--shift-tol 10] [--background-tol 0.01] [--coverage-tol 0.05] [--dry-run]
 
 OLD/NEW are release folders (jwst_release/<data_version>, with MANIFEST.ecsv). Writes
 comparison.ecsv, one figure per mosaic and index.html to --out-dir (default: a folder beside NEW,
@@ -14,24 +14,32 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from jwstgal.cli._common import add_version, run_main
+from jwstgal.cli._common import add_dry_run, add_version, run_main
 from jwstgal.errors import InputNotFoundError
 
 log = logging.getLogger(__name__)
 
 
-def run_comparison(old: Path, new: Path, out_dir: Path | None, tol) -> int:
-    """Compare, write the table and page, log what is beyond ``tol``; returns the exit code."""
-    from jwstgal.compare import compare_releases, exceeds, write_comparison
+def run_comparison(old: Path, new: Path, out_dir: Path | None, tol, *, dry_run: bool = False) -> int:
+    """Compare, write the table and page, log what is beyond ``tol``; returns the exit code.
+
+    ``dry_run``: print which mosaics would be compared and where the results would go; write nothing.
+    """
+    from jwstgal.compare import compare_releases, exceeds, plan_comparison, write_comparison
 
     for rel in (old, new):
         if not (rel / "MANIFEST.ecsv").is_file():
             msg = f"{rel}: not a release (no MANIFEST.ecsv)"
             raise InputNotFoundError(msg)
     out_dir = out_dir or new.parent / f"comparison_{old.name}_to_{new.name}"
+    if dry_run:
+        sys.stdout.write(f"dry run: compare {old} -> {new} into {out_dir} (nothing is written)\n")
+        sys.stdout.writelines(f"  {t} {band}: {how}\n" for t, band, how in plan_comparison(old, new))
+        return 0
     rows = compare_releases(old, new, png_dir=out_dir)
     table = write_comparison(rows, tol, out_dir, old, new)
     flagged = 0
@@ -59,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--coverage-tol", type=float, default=0.05, help="largest coverage change (fraction)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--log-file", type=Path, default=None, help="also write the log to this file")
+    add_dry_run(p)
     args = p.parse_args(list(argv) if argv is not None else None)
     from jwstgal.logs import setup_logging
 
@@ -68,7 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from jwstgal.compare import Tolerances
 
         tol = Tolerances(args.flux_tol, args.shift_tol, args.background_tol, args.coverage_tol)
-        return run_comparison(args.old.resolve(), args.new.resolve(), args.out_dir, tol)
+        return run_comparison(args.old.resolve(), args.new.resolve(), args.out_dir, tol,
+                              dry_run=args.dry_run)
 
     return run_main(run)
 

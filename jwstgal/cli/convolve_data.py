@@ -1,6 +1,6 @@
 """Convolve every final mosaic to each rung of the resolution ladder ([convolve] targets).
 
-Usage: python convolve_data.py [CONFIG [LOCAL [BAND]]] [--band B] [--target T] [--overwrite]
+Usage: python convolve_data.py [CONFIG [LOCAL [BAND]]] [--band B] [--target T] [--overwrite] [--dry-run]
 
 Needs the kernels from make_kernels.py. The anchored mosaic is convolved where anchor_data.py made
 one (else the aligned, else stage 3's). Writes
@@ -12,6 +12,7 @@ grid of >= 4 pixels per FWHM; the PSF (BMAJ/BMIN/BPA for Gaussians) and grid are
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Sequence
 
 from jwstgal.cli._common import base_parser, parse, run_main, selected
@@ -54,6 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             msg = f"{cfg.config_path}: [convolve] targets is empty: nothing to convolve to"
             raise ConfigError(msg)
         settings = conv.model_dump(exclude={"allow_unsafe", "targets", "target"})
+
+        def say(line: str) -> None:   # the plan of a dry run
+            if args.dry_run:
+                sys.stdout.write(f"  {line}\n")
+
+        if args.dry_run:
+            sys.stdout.write(f"dry run: convolution under {cfg.reprocess_dir} (nothing is written)\n")
         done = refused = 0
         for target in targets or cfg.science.targets:
             for name in bands or cfg.science.bands:
@@ -62,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 i2d = layout.published_mosaic(bdir, target, band)
                 if not i2d.is_file():
                     log.warning("%s %s: no mosaic %s, skipping", target, band.name, i2d)
+                    say(f"{target} {band.name}: no mosaic yet ({i2d.name})")
                     continue
                 mosaic = None           # read once, when a rung needs computing
                 pix = image_pixel_scale(WCS(fits.getheader(i2d, "SCI")))
@@ -77,16 +86,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      reproject=conv.reproject, bands=tuple(cfg.science.bands))
                     kfile = None
                     if rung.kernel_target:
-                        kfile = need_kernel(layout.kernel_path(cfg.psf_dir, conv.method, band.name,
-                                                               rung.kernel_target))
+                        kfile = layout.kernel_path(cfg.psf_dir, conv.method, band.name, rung.kernel_target)
+                        if args.dry_run and not kfile.is_file():
+                            say(f"{target} {band.name} -> {psf}: fails: kernel {kfile} not made yet")
+                            continue
+                        kfile = need_kernel(kfile)
                         if why := kernel_is_refused(kfile, conv.allow_unsafe):
                             log.error("%s %s: %s", target, band.name, why)
+                            say(f"{target} {band.name} -> {psf}: refused: {why}")
                             refused += 1
                             continue
                     key = product_key(i2d, kfile, rung, settings, grid)
                     out = layout.convolved_mosaic(bdir, target, band, psf)
                     if not args.overwrite and out.is_file() and fits.getheader(out).get("JG_CKEY") == key:
                         log.info("%s %s -> %s: convolved product up to date", target, band.name, psf)
+                        say(f"{target} {band.name} -> {psf}: skip: up to date ({out.name})")
+                        continue
+                    if args.dry_run:
+                        why = "--overwrite" if args.overwrite else \
+                            "inputs or settings changed" if out.is_file() else "not made yet"
+                        say(f"{target} {band.name} -> {psf}: make ({why}; {rung.grid}): "
+                            f"{i2d.name} -> {out.relative_to(cfg.reprocess_dir)}")
                         continue
                     mosaic = mosaic or read_mosaic(i2d)
                     sci, err, wcs, params = to_rung(mosaic, rung, kfile, block_size=conv.block_size,
@@ -95,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     config_hash=cfg.config_hash, key=key)
                     log.info("%s %s -> %s (%s): %s", target, band.name, psf, rung.grid, out)
                     done += 1
+        if args.dry_run:
+            return 0
         log.info("%d products convolved", done)
         from jwstgal.report import write_report
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jwstgal.cli._common import add_version, parse, run_main
+from jwstgal.cli._common import add_dry_run, add_version, parse, run_main
 from jwstgal.errors import ConfigError, InputNotFoundError, StepFailedError
 
 #: File names the destriping scripts accept: single exposures, not mosaics or other products.
@@ -50,6 +51,7 @@ def _parser(instrument: str) -> argparse.ArgumentParser:
     p.add_argument("--log-file", type=Path, default=None, help="also write the log to this file")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (off by itself without a terminal)")
+    add_dry_run(p)
     return p
 
 
@@ -100,7 +102,10 @@ def _main(instrument: str, argv: Sequence[str] | None) -> int:
             if f.resolve().parent == args.out_dir.resolve():
                 msg = f"{f}: --out-dir would overwrite the input; choose another directory"
                 raise ConfigError(msg)
-        args.out_dir.mkdir(parents=True, exist_ok=True)
+        if not args.dry_run:
+            args.out_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            sys.stdout.write(f"dry run: {instrument} destriping into {args.out_dir} (nothing is written)\n")
         done, skipped, failed = 0, 0, []
         for f in tqdm(args.files, desc=f"{instrument} destriping", unit="file",
                       disable=bar_disabled(not args.no_progress)):
@@ -118,6 +123,11 @@ def _main(instrument: str, argv: Sequence[str] | None) -> int:
                 dst = args.out_dir / f.name
                 if dst.is_file() and fits.getheader(dst).get(step_keyword(NAME)) == hash_params(settings):
                     skipped += 1
+                    if args.dry_run:
+                        sys.stdout.write(f"  skip {f.name}: done with these settings\n")
+                    continue
+                if args.dry_run:
+                    sys.stdout.write(f"  make {f} -> {dst} ({settings['method']})\n")
                     continue
                 png = args.plot_dir / f"{f.stem}.png" if args.plot_dir else None
                 destripe_file(f, dst, DestripeParams(**settings), plot_png=png)

@@ -19,7 +19,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code of the reprocessing run."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse(base_parser(__doc__), argv)
-    if args.log_file is None:
+    if args.log_file is None and not args.dry_run:   # a dry run writes nothing, not even a log
         from jwstgal.config import load_config
 
         def working_dir() -> int:

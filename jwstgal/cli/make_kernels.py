@@ -3,7 +3,7 @@
 The targets are [kernels] targets plus what the resolution ladder ([convolve] targets, through
 gauss<direct_max> for wide Gaussians) and anchoring need.
 
-Usage: python make_kernels.py [CONFIG [LOCAL]] [--band B] [--overwrite]
+Usage: python make_kernels.py [CONFIG [LOCAL]] [--band B] [--overwrite] [--dry-run]
 
 PSFs come from stpsf (the instrument files in PSF/stpsf_data) or are Gaussians of the band FWHM
 ([kernels] psf_source); kernels (Aniano et al. 2011 and/or pypher) are written with their D and W-
@@ -43,6 +43,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             msg = (f"{cfg.config_path}: no kernel to make: [kernels] targets, [convolve] targets and "
                    "[anchor] are all empty")
             raise ConfigError(msg)
+        if args.dry_run:
+            import sys
+
+            from jwstgal.kernel_products import plan_kernel_set
+
+            plan = plan_kernel_set(cfg.science.kernels, cfg.psf_dir, pairs, args.overwrite)
+            sys.stdout.write(f"dry run: {len(plan)} kernels under {cfg.psf_dir} (nothing is written)\n")
+            for band, target, method, path, why in plan:
+                sys.stdout.write(f"  {band:>7} -> {target:<8} {method:<7} {'make' if why else 'skip':<5}"
+                                 f"{why or 'up to date'}: {path.relative_to(cfg.psf_dir)}\n")
+            return 0
         paths = make_kernel_set([], cfg.science.kernels, cfg.psf_dir, cfg.psf_data_dir,
                                 overwrite=args.overwrite, progress=not args.no_progress, pairs=pairs)
         log.info("%d kernels in %s", len(paths), cfg.psf_dir / "kernels")

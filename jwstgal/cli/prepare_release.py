@@ -1,6 +1,6 @@
 """Assemble the release: <working_dir>/jwst_release/<data_version>/<target>/...
 
-Usage: python prepare_release.py [CONFIG [LOCAL [BAND]]] [--target T] [--overwrite]
+Usage: python prepare_release.py [CONFIG [LOCAL [BAND]]] [--target T] [--overwrite] [--dry-run]
 
 Mosaics (slimmed copies + coverage maps), anchored mosaics and their fits, catalogues (sky
 positions through the released WCS), segmentation maps, quicklooks, every rung of the resolution
@@ -29,6 +29,27 @@ def run_config(cfg) -> dict:
             "local": local}
 
 
+def _dry_run(cfg, release_dir, targets: list[str], bands: list[str], overwrite: bool) -> int:
+    """Print what the release would hold and which files would be (re)made; write nothing."""
+    import sys
+
+    from jwstgal.release import plan_release
+
+    rel = cfg.science.release
+    plan = plan_release(cfg.reprocess_dir, release_dir, targets, bands, remove_bloat=rel.remove_bloat,
+                        include_convolved=rel.include_convolved, include_segm=rel.include_segm,
+                        include_crf=rel.include_crf, overwrite=rel.overwrite or overwrite)
+    sys.stdout.write(f"dry run: release {release_dir} (nothing is written)\n")
+    if not plan:
+        sys.stdout.write(f"  nothing to release under {cfg.reprocess_dir}\n")
+    for src, dst, kind, due in plan:
+        sys.stdout.write(f"  {'make' if due else 'keep'} {kind:<16} {dst.relative_to(release_dir)}"
+                         f"  <- {src.relative_to(cfg.reprocess_dir)}\n")
+    if rel.compare_with:
+        sys.stdout.write(f"  then compare with {rel.compare_with}\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     parser = base_parser(__doc__)
@@ -46,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         rel = cfg.science.release
         bands, targets = selected(args, cfg)
         release_dir = cfg.working_dir / "jwst_release" / cfg.science.pipeline.data_version
+        if args.dry_run:
+            return _dry_run(cfg, release_dir, targets or cfg.science.targets, bands or cfg.science.bands,
+                            args.overwrite)
         files = build_release(cfg.reprocess_dir, release_dir, targets or cfg.science.targets,
                               bands or cfg.science.bands, remove_bloat=rel.remove_bloat,
                               include_convolved=rel.include_convolved, include_segm=rel.include_segm,

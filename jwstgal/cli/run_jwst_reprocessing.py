@@ -1,6 +1,6 @@
 """Reprocess JWST imaging: stage 1 -> 2 -> 3 for every target and band of a config.
 
-Usage: python run_jwst_reprocessing.py [CONFIG [LOCAL [BAND]]] [--band B] [--target T]
+Usage: python run_jwst_reprocessing.py [CONFIG [LOCAL [BAND]]] [--band B] [--target T] [--dry-run]
 
 With no argument (e.g. IPython ``%run run_jwst_reprocessing.py``) it loads config/config.toml and the
 local.toml beside it. A config with a [simulation] table first simulates its raw data (the offline
@@ -112,6 +112,20 @@ def _load_checked(args: Any) -> Any:
     return cfg
 
 
+def _dry_run(cfg: Any, bands: list[str] | None, targets: list[str] | None) -> int:
+    """Print what a run would do (every step of every target/band, files in and out); write nothing."""
+    import sys
+
+    from jwstgal.reprocess import format_plan, plan_all
+
+    if cfg.science.simulation is not None and not cfg.raw_dir.is_dir():
+        sys.stdout.write(f"raw data would first be simulated into {cfg.raw_dir}; steps are planned "
+                         "once it exists\n")
+    sys.stdout.write(f"dry run: {cfg.config_path} (nothing is written)\n")
+    sys.stdout.write(format_plan(plan_all(cfg, bands, targets), cfg.working_dir))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     parser = base_parser(__doc__)
@@ -133,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             msg = (f"{cfg.local_path}: key 'local.raw_dir': {cfg.raw_dir} is not a folder; download "
                    "the data first (download_phangs_jwst.py) or fix the path")
             raise ConfigError(msg)
+        if args.dry_run:
+            return _dry_run(cfg, bands, targets)
         from jwstgal.reprocess import band_locks
 
         # the locks before anything is written: a refused run writes nothing

@@ -213,13 +213,17 @@ class BandContext:
     steps: list[str] = field(default_factory=list)
     overwrite: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
+    dry_run: bool = False
 
     @classmethod
-    def of(cls, run: RunView, target: str, band: Band) -> BandContext:
-        """The context of a target/band with the steps and overwrites configured for its instrument."""
+    def of(cls, run: RunView, target: str, band: Band, *, dry_run: bool = False) -> BandContext:
+        """The context of a target/band with the steps and overwrites configured for its instrument.
+
+        ``dry_run``: plans are made exactly as for a run, but :meth:`prepare` touches nothing.
+        """
         steps = [s for s in getattr(run.science.pipeline.steps, band.instrument) if s != "all"]
         over = getattr(run.science.pipeline.overwrites, band.instrument)
-        return cls(run, target, band, steps, set(steps) if "all" in over else set(over))
+        return cls(run, target, band, steps, set(steps) if "all" in over else set(over), dry_run=dry_run)
 
     @property
     def band_dir(self) -> Path:
@@ -309,6 +313,9 @@ class BandContext:
         outputs already in it may be reused.
         """
         out_dir = self.band_dir / layout.step_folder(step)
+        if self.dry_run:                  # what a run would find, without writing anything
+            return out_dir, StepRecord(self.band_dir, step).read().get("key") == key \
+                and step not in self.overwrite
         reusable = StepRecord(self.band_dir, step).start(key, params) and step not in self.overwrite
         if clear and not reusable and out_dir.exists():
             shutil.rmtree(out_dir)
