@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import scipy.sparse as sp
 from pydantic import Field, field_validator
+from scipy.sparse.csgraph import connected_components
 
 from jwstgal import layout
 from jwstgal.astrometry import AlignPass, align_catalogs
@@ -77,35 +79,99 @@ def merge_detections(catalogs: list[tuple[np.ndarray, np.ndarray]], radius_arcse
     return from_tangent_plane(merged, *center)
 
 
+def _footprints_meet(a: np.ndarray, b: np.ndarray, margin: float) -> bool:
+    """Whether the bounding boxes of two tangent-plane star lists (arcsec) overlap within ``margin``."""
+    return bool(np.all(a.min(axis=0) - margin <= b.max(axis=0))
+                and np.all(b.min(axis=0) - margin <= a.max(axis=0)))
+
+
+def solve_visit_shifts(catalogs: dict[str, tuple[np.ndarray, np.ndarray]], passes: list[AlignPass], *,
+                       min_matches: int = 5) -> dict[str, dict[str, Any]]:
+    """Per-visit sky shifts (arcsec E, N) from every overlapping pair of visits, solved together.
+
+    Each pair of visits whose stars overlap is matched (a shift fit of one visit's stars to the
+    other's); the shifts of all visits then come from one weighted least-squares solution over the
+    graph of pairs (:func:`jwstgal.level_match.solve_offsets`, outlying pairs rejected), holding the
+    visit with most stars of each connected group fixed. So a visit that does not overlap the
+    reference visit still gets its shift through the visits between them.
+
+    Parameters
+    ----------
+    catalogs : dict
+        Visit id -> (RA, Dec) of its stars (degrees).
+    passes : list of AlignPass
+        Matching passes.
+    min_matches : int
+        Fewest matched stars for a pair to count.
+
+    Returns
+    -------
+    dict
+        Visit id -> ``shift`` [E, N] arcsec, ``group`` (connected group number), ``reference``
+        (held fixed), ``n_pairs`` (pairs it is in) and ``residual_mas`` (rms of its pairs'
+        residuals after the solution; 0 with no pair).
+    """
+    from jwstgal.astrometry import tangent_plane
+    from jwstgal.level_match import PairDifference, solve_offsets
+
+    visits = sorted(catalogs, key=lambda v: (-catalogs[v][0].size, v))   # most stars first
+    if not visits:
+        return {}
+    all_ra = np.concatenate([catalogs[v][0] for v in visits])
+    all_dec = np.concatenate([catalogs[v][1] for v in visits])
+    center = (float(np.median(all_ra)), float(np.median(all_dec))) if all_ra.size else (0.0, 0.0)
+    xy = {v: tangent_plane(*catalogs[v], *center) for v in visits}
+    margin = max((p.searchrad for p in passes), default=1.0)
+    pairs = []
+    for a in range(len(visits)):
+        for b in range(a + 1, len(visits)):
+            va, vb = visits[a], visits[b]
+            if min(len(xy[va]), len(xy[vb])) < min_matches or not _footprints_meet(xy[va], xy[vb], margin):
+                continue
+            res = align_catalogs(*catalogs[vb], *catalogs[va], passes, fitgeom="shift",
+                                 min_matches=min_matches, center=center)
+            if res is None:
+                continue
+            sigma = max(res.rms_mas, 1.0) / 1000 / np.sqrt(res.n_matches)
+            # offsets[b] - offsets[a] = the shift that brings visit b onto visit a
+            pairs.append(PairDifference(b, a, np.asarray(res.shift, float), sigma, res.n_matches,
+                                        res.rms_mas))
+            log.info("wcs_adjust: %s -> %s: %d stars, shift (%+.1f, %+.1f) mas, rms %.1f mas", vb, va,
+                     res.n_matches, res.shift[0] * 1000, res.shift[1] * 1000, res.rms_mas)
+    sol = solve_offsets(len(visits), pairs, reference=list(range(len(visits))))
+    n = len(visits)
+    links = sp.csr_matrix((np.ones(len(sol.pairs)), ([p.i for p in sol.pairs], [p.j for p in sol.pairs])),
+                          shape=(n, n))
+    _, groups = connected_components(links, directed=False)
+    out: dict[str, dict[str, Any]] = {}
+    for k, v in enumerate(visits):
+        mine = [p for p in sol.pairs if k in (p.i, p.j)]
+        resid = [np.linalg.norm(sol.offsets[p.i] - sol.offsets[p.j] - p.delta) * 1000 for p in mine]
+        out[v] = {"shift": [float(x) for x in sol.offsets[k]], "group": int(groups[k]),
+                  "reference": k in sol.references or not mine, "n_pairs": len(mine),
+                  "residual_mas": float(np.sqrt(np.mean(np.square(resid)))) if resid else 0.0}
+        if not mine and len(visits) > 1:
+            log.warning("wcs_adjust: visit %s overlaps no other visit with enough stars; left unchanged", v)
+    for p in sol.rejected:
+        log.warning("wcs_adjust: pair %s / %s rejected as an outlier of the solution", visits[p.i],
+                    visits[p.j])
+    return out
+
+
 def measure_visit_shifts(cal_files: list[Path], fwhm_pix: float, passes: list[AlignPass], *,
                          min_matches: int = 5) -> dict[str, dict[str, Any]]:
-    """Per-visit sky shifts (arcsec) that align every visit with the reference visit.
+    """Per-visit sky shifts (arcsec) that align the visits with each other.
 
-    The reference visit is the one with most detected stars; every exposure of the other visits is
-    aligned (shift fit) to the reference visit's stars and the shifts are averaged per visit.
+    Stars are detected in every exposure and merged per visit; the visits' shifts are then solved
+    together over all overlapping pairs (:func:`solve_visit_shifts`).
     """
     stars = {f: exposure_stars(f, fwhm_pix) for f in cal_files}
     visits: dict[str, list[Path]] = {}
     for f in cal_files:
         visits.setdefault(visit_id(f), []).append(f)
-    ref = max(visits, key=lambda v: sum(stars[f][0].size for f in visits[v]))
-    ref_ra, ref_dec = merge_detections([stars[f] for f in visits[ref]], radius_arcsec=0.1)
-    out: dict[str, dict[str, Any]] = {ref: {"shift": [0.0, 0.0], "n_exposures": 0, "reference": True}}
-    for v, files in visits.items():
-        if v == ref:
-            continue
-        shifts = []
-        for f in files:
-            res = align_catalogs(*stars[f], ref_ra, ref_dec, passes, fitgeom="shift",
-                                 min_matches=min_matches)
-            if res is not None:
-                shifts.append(res.shift)
-        if shifts:  # the median resists one exposure that matched badly
-            out[v] = {"shift": [float(x) for x in np.median(shifts, axis=0)],
-                      "n_exposures": len(shifts), "reference": False}
-        else:
-            log.warning("wcs_adjust: visit %s could not be aligned to %s; left unchanged", v, ref)
-    return out
+    catalogs = {v: merge_detections([stars[f] for f in files], radius_arcsec=0.1)
+                for v, files in visits.items()}
+    return solve_visit_shifts(catalogs, passes, min_matches=min_matches)
 
 
 @contextlib.contextmanager
@@ -144,10 +210,12 @@ def ensure_wcs_adjust(toml_path: Path, ref_cal_files: list[Path], fwhm_pix: floa
             pixscale = get_band(band).pixel_scale
             for v, sh in measure_visit_shifts(files, fwhm, [align_pass(p, pixscale) for p in passes]
                                               ).items():
-                shifts.setdefault(v, sh)
-        doc = {"wcs_adjust": {v: {"shift": s["shift"]} for v, s in shifts.items()}}
-        write_text_atomic(toml_path, "# per-visit sky shifts [arcsec east, north] (jwstgal wcs_adjust)\n"
-                          + tomli_w.dumps(doc))
+                shifts.setdefault(v, {**sh, "group": f"{band} {sh['group']}"})
+        doc = {"wcs_adjust": {v: {"shift": s["shift"], "group": s["group"], "n_pairs": s["n_pairs"],
+                                  "residual_mas": round(s["residual_mas"], 2)} for v, s in shifts.items()}}
+        write_text_atomic(toml_path, "# per-visit sky shifts [arcsec east, north] (jwstgal wcs_adjust);\n"
+                          "# group: visits linked by overlaps (one fixed per group), residual_mas: rms "
+                          "misfit of its pairs\n" + tomli_w.dumps(doc))
         log.info("wcs_adjust: visit shifts written to %s", toml_path)
         return doc["wcs_adjust"]
 
