@@ -181,8 +181,14 @@ def _match_and_fit(refcat: Table, imcat: Table, ref: np.ndarray, img: np.ndarray
     try:
         ridx, iidx = match(refcat, imcat, tp_units="arcsec")
     except Exception as err:  # tweakwcs raises on degenerate inputs
-        log.debug("alignment pass %d: matching failed: %s", npass, err)
-        return None
+        # stsci.stimage's xyxymatch allots one match per image source and overflows when reference
+        # stars come in close pairs (real catalogues have them): the same matching, roles swapped
+        log.debug("alignment pass %d: matching failed (%s); matching the other way round", npass, err)
+        try:
+            iidx, ridx = match(imcat, refcat, tp_units="arcsec")
+        except Exception as err2:
+            log.debug("alignment pass %d: matching failed: %s", npass, err2)
+            return None
     if len(ridx) < 3:
         return None
     fit = iter_linear_fit(ref[ridx], img[iidx], fitgeom=fitgeom, nclip=p.nclip, sigma=(p.sigma, "rmse"))
