@@ -72,18 +72,36 @@ def align_pass(settings: dict[str, Any], pixscale: float) -> AlignPass:
                         else v for k, v in settings.items()})
 
 
-def detect_stars(data: np.ndarray, fwhm_pix: float, *, nsigma: float = 5.0, max_sources: int = 400,
-                 box: int = 25) -> tuple[np.ndarray, np.ndarray]:
-    """Point sources on top of extended emission: local background removed, then DAOStarFinder.
+def find_point_sources(data: np.ndarray, fwhm_pix: float, *, finder: str = "dao", nsigma: float = 5.0,
+                       max_sources: int = 400, box: int = 25, sharpness: tuple[float, float] | None = None,
+                       roundness: tuple[float, float] | None = None) -> Any:
+    """Point sources on top of extended emission: local background removed, then a star finder.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        Image (NaN where there are no data).
+    fwhm_pix : float
+        PSF FWHM in pixels.
+    finder : {"dao", "iraf"}
+        photutils ``DAOStarFinder`` or ``IRAFStarFinder``.
+    nsigma : float
+        Detection threshold in units of the background rms.
+    max_sources : int
+        Keep the brightest this many (0: all).
+    box : int
+        Background mesh size (pixels).
+    sharpness, roundness : (float, float), optional
+        Accepted ranges of the finder's shape statistics (default: the finder's own).
 
     Returns
     -------
-    x, y : numpy.ndarray
-        Zero-based positions of the brightest ``max_sources`` detections.
+    astropy.table.Table or None
+        The finder's table (``xcentroid``, ``ycentroid``, ``flux``, ``sharpness``, ...), zero-based.
     """
     from astropy.stats import SigmaClip
     from photutils.background import Background2D, MedianBackground
-    from photutils.detection import DAOStarFinder
+    from photutils.detection import DAOStarFinder, IRAFStarFinder
 
     img = np.where(np.isfinite(data), data, np.nan)
     mask = ~np.isfinite(img)
@@ -91,9 +109,18 @@ def detect_stars(data: np.ndarray, fwhm_pix: float, *, nsigma: float = 5.0, max_
                        sigma_clip=SigmaClip(sigma=3.0), bkg_estimator=MedianBackground())
     sub = np.nan_to_num(img - bkg.background)
     std = float(np.median(bkg.background_rms))
-    finder = DAOStarFinder(threshold=nsigma * std, fwhm=fwhm_pix, brightest=max_sources,
-                           exclude_border=True)
-    tab = finder(sub, mask=mask)
+    shape = {k: tuple(v) for k, v in (("sharpness_range", sharpness), ("roundness_range", roundness))
+             if v is not None}
+    kind = {"dao": DAOStarFinder, "iraf": IRAFStarFinder}[finder]
+    found = kind(threshold=nsigma * std, fwhm=fwhm_pix, n_brightest=max_sources or None,
+                 exclude_border=True, **shape)
+    return found(sub, mask=mask)
+
+
+def detect_stars(data: np.ndarray, fwhm_pix: float, *, nsigma: float = 5.0, max_sources: int = 400,
+                 box: int = 25) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-based positions of the brightest point sources (:func:`find_point_sources`, DAO defaults)."""
+    tab = find_point_sources(data, fwhm_pix, nsigma=nsigma, max_sources=max_sources, box=box)
     if tab is None:
         return np.array([]), np.array([])
     return np.asarray(tab["xcentroid"]), np.asarray(tab["ycentroid"])
@@ -126,10 +153,19 @@ def shift_model_wcs(model: Any, shift_arcsec: list[float]) -> None:
     from jwst.assign_wcs.util import update_fits_wcsinfo
     from jwst.tweakreg.utils import adjust_wcs
 
-    dec = float(model.meta.wcsinfo.dec_ref)
+    dec = model.meta.wcsinfo.dec_ref
+    if dec is None:             # a mosaic: the declination of its centre
+        ny, nx = model.data.shape[-2:]
+        dec = model.meta.wcs((nx - 1) / 2, (ny - 1) / 2)[1]
+    dec = float(dec)
     model.meta.wcs = adjust_wcs(model.meta.wcs, delta_ra=shift_arcsec[0] / 3600 / np.cos(np.deg2rad(dec)),
                                 delta_dec=shift_arcsec[1] / 3600)
     update_fits_wcsinfo(model, max_pix_error=0.01, npoints=16)
+
+
+def _card_list(values: list[float]) -> str:
+    """A short JSON list for a header card (1 microarcsec precision: the card keeps its comment)."""
+    return json.dumps([round(float(v), 6) for v in values])
 
 
 def apply_wcs_adjust(cal: Path, out: Path, shift_arcsec: list[float], config_hash: str = "", *,
@@ -147,7 +183,7 @@ def apply_wcs_adjust(cal: Path, out: Path, shift_arcsec: list[float], config_has
             m.save(tmp)
     stamp = fits.open(out, mode="update")
     with stamp:
-        stamp[0].header["WCSADJ"] = (json.dumps(shift_arcsec), "wcs_adjust shift [arcsec E, N]")
+        stamp[0].header["WCSADJ"] = (_card_list(shift_arcsec), "wcs_adjust shift [arcsec E, N]")
         stamp_header(stamp[0].header, step=step, params={"shift_arcsec": shift_arcsec},
                      config_hash=config_hash)
     return out
@@ -196,6 +232,8 @@ def image_sources(i2d: Path, catalog: Path, fwhm_pix: float) -> tuple[np.ndarray
         cat = Table.read(catalog)
         if "is_extended" in cat.colnames:
             cat = cat[~np.asarray(cat["is_extended"], bool)]
+        if "sky_centroid" not in cat.colnames:      # an astrometric_catalog table
+            return np.asarray(cat["ra"], float), np.asarray(cat["dec"], float)
         sc = cat["sky_centroid"]
         return np.asarray(sc.ra.deg), np.asarray(sc.dec.deg)
     from astropy.wcs import WCS
@@ -220,7 +258,7 @@ def write_aligned_mosaic(i2d: Path, out: Path, result: AlignResult, config_hash:
                 new.header = correct_fits_wcs(hdu.header, result)
             hdus.append(new)
         primary = hdus[0].header
-        primary["ASTALIGN"] = (json.dumps(result.to_dict()["shift_arcsec"]),
+        primary["ASTALIGN"] = (_card_list(result.to_dict()["shift_arcsec"]),
                                "absolute alignment shift [arcsec E, N]")
         stamp_header(primary, step="astrometric_align", params=result.to_dict(), config_hash=config_hash)
         with atomic_path(out) as tmp:
@@ -228,10 +266,67 @@ def write_aligned_mosaic(i2d: Path, out: Path, result: AlignResult, config_hash:
     return out
 
 
+def fit_wcs_adjustment(wcs: Any, shape: tuple[int, int], result: AlignResult, iterations: int = 4
+                       ) -> tuple[float, float, float, float]:
+    """The jwst ``adjust_wcs`` arguments that move an exposure's gwcs as ``result`` moves its stars.
+
+    jwst rolls and scales a calibrated exposure's WCS about the telescope's V1 axis, not about the
+    exposure, so the four arguments (``delta_ra``, ``delta_dec``, ``delta_roll`` in degrees and
+    ``scale_factor``) are fitted (Gauss-Newton with a numerical Jacobian) to the corrected sky
+    positions of a 5 x 5 grid of the exposure's pixels.
+    """
+    from jwst.tweakreg.utils import adjust_wcs
+
+    from jwstgal.astrometry import apply_to_positions, tangent_plane
+
+    ny, nx = shape
+    gx, gy = np.meshgrid(np.linspace(0, nx - 1, 5), np.linspace(0, ny - 1, 5))
+    ra0, dec0 = wcs(gx.ravel(), gy.ravel())
+    goal = tangent_plane(*apply_to_positions(result, np.asarray(ra0), np.asarray(dec0)), *result.center)
+
+    def positions(p: np.ndarray) -> np.ndarray:
+        w = adjust_wcs(wcs, delta_ra=p[0], delta_dec=p[1], delta_roll=p[2], scale_factor=p[3])
+        return tangent_plane(*(np.asarray(c) for c in w(gx.ravel(), gy.ravel())), *result.center).ravel()
+
+    cosd = np.cos(np.deg2rad(result.center[1]))
+    p = np.array([result.shift[0] / 3600 / cosd, result.shift[1] / 3600, 0.0, 1.0])
+    steps = np.array([1e-6, 1e-6, 1e-4, 1e-5])
+    for _ in range(iterations):
+        base = positions(p)
+        jac = np.column_stack([(positions(p + np.eye(4)[k] * steps[k]) - base) / steps[k] for k in range(4)])
+        p = p + np.linalg.lstsq(jac, goal.ravel() - base, rcond=None)[0]
+    return float(p[0]), float(p[1]), float(p[2]), float(p[3])
+
+
 def tweakback(crf: Path, out: Path, result: AlignResult, config_hash: str = "") -> Path:
-    """Push a mosaic's shift back to a per-exposure crf file."""
-    return apply_wcs_adjust(crf, out, [float(result.shift[0]), float(result.shift[1])], config_hash,
-                            step="astrometric_align")
+    """Push a mosaic's correction back to a per-exposure crf file.
+
+    A shift is applied as it is; a fit with rotation or scale (``rshift``/``rscale``) goes through
+    :func:`fit_wcs_adjustment`, so every pixel of the exposure lands where the correction puts it.
+    """
+    shift = [float(result.shift[0]), float(result.shift[1])]
+    if np.allclose(result.matrix, np.eye(2), rtol=0, atol=1e-12):
+        return apply_wcs_adjust(crf, out, shift, config_hash, step="astrometric_align")
+    from jwst.assign_wcs.util import update_fits_wcsinfo
+    from jwst.tweakreg.utils import adjust_wcs
+    from stdatamodels.jwst.datamodels import ImageModel
+
+    with ImageModel(str(crf)) as m:
+        dra, ddec, droll, scale = fit_wcs_adjustment(m.meta.wcs, m.data.shape[-2:], result)
+        m.meta.wcs = adjust_wcs(m.meta.wcs, delta_ra=dra, delta_dec=ddec, delta_roll=droll,
+                                scale_factor=scale)
+        update_fits_wcsinfo(m, max_pix_error=0.01, npoints=16)
+        with atomic_path(out) as tmp:
+            m.save(tmp)
+    with fits.open(out, mode="update") as stamp:
+        stamp[0].header["WCSADJ"] = (_card_list(shift), "alignment shift [arcsec E, N]")
+        stamp[0].header["WCSROT"] = (result.rotation_deg, "alignment rotation [deg]")
+        stamp[0].header["WCSSCL"] = (result.scale, "alignment scale")
+        stamp_header(stamp[0].header, step="astrometric_align",
+                     params={"shift_arcsec": shift, "rotation_deg": result.rotation_deg,
+                             "scale": result.scale,
+                             "adjust_wcs": [dra, ddec, droll, scale]}, config_hash=config_hash)
+    return out
 
 
 def result_from_dict(d: dict[str, Any]) -> AlignResult:

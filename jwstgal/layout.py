@@ -61,6 +61,17 @@ def stage3_catalog(band_folder: Path, target: str, band: Band) -> Path:
     return band_folder / step_folder("lv3") / f"{product_name(target, band)}_cat.ecsv"
 
 
+def astro_catalog(band_folder: Path, target: str, band: Band) -> Path:
+    """The ``astrometric_catalog`` step's point sources of a band's mosaic."""
+    return band_folder / step_folder("astrometric_catalog") / f"{product_name(target, band)}_astro_cat.fits"
+
+
+def align_table(band_folder: Path, target: str, band: Band) -> Path:
+    """The matched stars of a band's absolute alignment."""
+    name = f"{product_name(target, band)}_i2d_align_table.fits"
+    return band_folder / step_folder("astrometric_align") / name
+
+
 def quicklook(band_folder: Path, target: str, band: Band) -> Path:
     """PNG quicklook of stage 3's mosaic."""
     return stage3_mosaic(band_folder, target, band).with_suffix(".png")

@@ -17,6 +17,7 @@ from typing import Literal
 
 import numpy as np
 from astropy.io import fits
+from astropy.table import Table
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 from pydantic import Field, field_validator
@@ -36,7 +37,7 @@ from jwstgal.astrometry_io import (
 )
 from jwstgal.bands import Band
 from jwstgal.errors import InputNotFoundError, StepFailedError
-from jwstgal.provenance import hash_params, write_text_atomic
+from jwstgal.provenance import atomic_path, hash_params, write_text_atomic
 from jwstgal.settings import StepSettings, check_band
 from jwstgal.steps.base import BandContext, Step, StepPlan, alignment_catalogue, file_id
 
@@ -104,6 +105,11 @@ def run_task(i2d: str, catalog: str, crfs: list[str], out_dir: str, params: dict
         from jwstgal.plots import quiver_png
 
         quiver_png(res, Path(qa_dir) / f"{NAME}.png", f"{i2d_p.name}: residuals after alignment")
+        matched = Table({"ra": res["ra"], "dec": res["dec"], "dra_mas": res["dra"], "ddec_mas": res["ddec"]},
+                        meta={"REFCAT": Path(ref_path).name, "FITGEOM": params["fitgeom"]})
+        table_path = out / i2d_p.name.replace("_i2d.fits", "_i2d_align_table.fits")
+        with atomic_path(table_path) as tmp:    # the matched stars: corrected position, residual
+            matched.write(tmp, format="fits")
     solution = out / "solution.json"
     write_text_atomic(solution, json.dumps({**result.to_dict(), "borrowed_from": borrow}, indent=1))
     outputs = [write_aligned_mosaic(i2d_p, out / i2d_p.name.replace("_i2d.fits", "_i2d_align.fits"),
@@ -141,14 +147,20 @@ class AstrometricAlign(Step):
                 raise StepFailedError(msg)
             ref_path = str(alignment_catalogue(run, ctx.target))
         crfs = sorted(i2d.parent.glob("*_crf.fits"))
-        key = hash_params([NAME, self.key_params(params), upstream, ref_path, borrow,
-                           file_id(Path(ref_path)) if ref_path else None])
+        parts = [NAME, self.key_params(params), upstream, ref_path, borrow,
+                 file_id(Path(ref_path)) if ref_path else None]
+        catalog = layout.stage3_catalog(ctx.band_dir, ctx.target, ctx.band)
+        if "astrometric_catalog" in ctx.steps:      # its own point sources (upstream is its key)
+            catalog = layout.astro_catalog(ctx.band_dir, ctx.target, ctx.band)
+            parts.append(catalog.name)
+        key = hash_params(parts)
         if (done := ctx.complete(NAME, key, params)) is not None:
             return done
         out_dir, _ = ctx.prepare(NAME, key, params)
         outputs = [layout.aligned_mosaic(ctx.band_dir, ctx.target, ctx.band), out_dir / "solution.json"]
         outputs += [out_dir / c.name.replace("_crf.fits", "_crf_tweakback.fits") for c in crfs]
-        catalog = layout.stage3_catalog(ctx.band_dir, ctx.target, ctx.band)
+        if not borrow:
+            outputs.append(layout.align_table(ctx.band_dir, ctx.target, ctx.band))
         plan = StepPlan(NAME, key, params, outputs, run_task,
                         [(str(i2d), str(catalog), [str(c) for c in crfs], str(out_dir), params,
                           ref_path, borrow, ctx.band.fwhm_pix, run.config_hash, str(ctx.qa_dir))])
