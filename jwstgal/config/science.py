@@ -16,7 +16,7 @@ from jwstgal.bands import ALL_BANDS, get_band
 from jwstgal.config.products import AnchorConfig, ConvolveConfig, KernelsConfig, ReleaseConfig
 from jwstgal.settings import GROUP_SELECTORS, Strict, check_band, check_path_component, did_you_mean
 from jwstgal.stages import STAGE_PIPELINES
-from jwstgal.steps import DEFAULT_STEPS, STEP_NAMES, STEP_SETTINGS
+from jwstgal.steps import DEFAULT_STEPS, STEP_NAMES, STEP_SETTINGS, get_step
 
 
 class StepLists(Strict):
@@ -29,11 +29,14 @@ class StepLists(Strict):
 
     @field_validator("nircam", "miri")
     @classmethod
-    def _known_steps(cls, steps: list[str]) -> list[str]:
+    def _known_steps(cls, steps: list[str], info: Any) -> list[str]:
         for step in steps:
             if step not in STEP_NAMES and step != "all":
                 msg = (f"unknown step {step!r} (allowed: {', '.join(STEP_NAMES)})"
                        f"{did_you_mean(step, STEP_NAMES)}")
+                raise ValueError(msg)
+            if step != "all" and info.field_name not in get_step(step).instruments:
+                msg = f"step {step!r} is for {' and '.join(get_step(step).instruments).upper()} only"
                 raise ValueError(msg)
         real = [s for s in steps if s != "all"]
         if real != sorted(real, key=STEP_NAMES.index):
@@ -256,6 +259,11 @@ class _ScienceTables(Strict):
                 msg = (f"[anchor] internal_psf.{inst} is needed to anchor the other {inst.upper()} "
                        f"bands against {ref} (e.g. the broadest band, or a gauss<FWHM>)")
                 raise ValueError(msg)
+        miri = self.pipeline.steps.miri
+        if "lyot_adjust" in miri and "destripe" in miri and self.destripe.lyot != "include":
+            msg = (f"[pipeline.steps] miri runs lyot_adjust and destripe: destripe would handle the Lyot "
+                   f"again ([destripe] lyot = {self.destripe.lyot!r}); set [destripe] lyot = \"include\"")
+            raise ValueError(msg)
         if self.convolve.rungs and self.convolve.method not in self.kernels.methods:
             msg = (f"[convolve] method {self.convolve.method!r} is not among [kernels] methods "
                    f"({', '.join(self.kernels.methods)})")

@@ -344,6 +344,7 @@ class Step:
     summary: ClassVar[str]
     settings: ClassVar[type[StepSettings] | None] = None
     default: ClassVar[bool] = False
+    instruments: ClassVar[tuple[str, ...]] = ("nircam", "miri")
 
     def plan(self, ctx: BandContext, upstream: str, inputs: list[Path]) -> StepPlan:
         """Plan this step for one target/band from the upstream key and outputs.
