@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "convolve": ("convolve_data", "main", "the resolution ladder (convolve_data.py)"),
     "release": ("prepare_release", "main", "assemble the release (prepare_release.py)"),
     "compare-releases": ("compare_releases", "main", "what changed between releases (compare_releases.py)"),
+    "migrate-config": ("migrate_config", "main", "old config -> ours (migrate_config.py)"),
 }  # fmt: skip
 
 
