@@ -134,3 +134,47 @@ def test_pass_lengths_in_pixels_of_the_band(tmp_path):
     bad = '[[astrometric_align.passes]]\nsearchrad = "10px"\n'
     with _pytest.raises(ConfigError, match=r"astrometric_align.passes\[0\].searchrad.*'5pix'"):
         load_config(*write_config(tmp_path, science=MINIMAL_SCIENCE + bad), check_jwst=False)
+
+
+def test_visit_shifts_are_solved_over_the_graph_of_overlaps(caplog):
+    """A chain A-B-C (C does not overlap A) and a lone visit D: C gets its shift through B, D none."""
+    from jwstgal.steps.wcs_adjust import solve_visit_shifts
+
+    rng = np.random.default_rng(3)
+    stars = rng.uniform([-10, -30], [400, 30], (6000, 2))              # a strip of sky (arcsec)
+    boxes = {"A": (-5, 65), "B": (45, 115), "C": (95, 165), "D": (300, 370)}
+    errors = {"A": (30.0, -20.0), "B": (-80.0, 55.0), "C": (120.0, 90.0), "D": (-60.0, 10.0)}   # mas
+    catalogs = {}
+    for v, (lo, hi) in boxes.items():
+        inside = stars[(stars[:, 0] > lo) & (stars[:, 0] < hi)]
+        if v == "A":
+            inside = np.vstack([inside, rng.uniform([-5, -30], [65, 30], (200, 2))])  # most stars
+        seen = inside + np.asarray(errors[v]) / 1000 + rng.normal(0, 0.003, inside.shape)
+        catalogs[v] = from_tangent_plane(seen, RA0, DEC0)
+    passes = [AlignPass(searchrad=0.5, tolerance=0.3),
+              AlignPass(searchrad=0.2, tolerance=0.05, use2dhist=False)]
+    with caplog.at_level("WARNING"):
+        out = solve_visit_shifts(catalogs, passes)
+    for v in "BC":        # the shift that brings the visit onto A, within 2 mas
+        expect = (np.asarray(errors["A"]) - np.asarray(errors[v]))
+        assert np.linalg.norm(np.asarray(out[v]["shift"]) * 1000 - expect) < 2.0, (v, out[v])
+    assert out["A"]["reference"] and out["A"]["shift"] == [0.0, 0.0]
+    assert out["C"]["n_pairs"] == 1 and out["B"]["n_pairs"] == 2 and out["A"]["group"] == out["C"]["group"]
+    assert out["D"]["shift"] == [0.0, 0.0] and out["D"]["n_pairs"] == 0
+    assert out["D"]["group"] != out["A"]["group"]
+    assert "visit D overlaps no other visit" in caplog.text
+    assert all(out[v]["residual_mas"] < 2.0 for v in "ABC")
+
+
+def test_reference_stars_in_close_pairs_still_match():
+    """Reference stars in pairs closer than the tolerance overflow tweakwcs' matcher (one slot per
+    image source: the alignment failed for 5 of these 6 fields); the alignment must still work."""
+    for seed in range(6):
+        ra, dec, rng = field(n=1200, seed=seed)
+        xy = tangent_plane(ra, dec, RA0, DEC0)
+        twins = xy[:80] + rng.normal(0, 0.25, (80, 2))            # 80 stars with a twin ~0.25" away
+        ref_ra, ref_dec = from_tangent_plane(np.vstack([xy, twins]), RA0, DEC0)
+        img_ra, img_dec = observe(ra[:200], dec[:200], rng, shift_mas=(120.0, -80.0), n_missing=0, extra=0)
+        res = align_catalogs(img_ra, img_dec, ref_ra, ref_dec, PASSES)
+        assert res is not None and res.n_matches > 150, seed
+        assert np.hypot(*(res.shift * 1000 + np.array([120.0, -80.0]))) < 2.0, seed

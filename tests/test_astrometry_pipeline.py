@@ -31,7 +31,7 @@ miri_bands = ["F770W", "F2100W"]
 
 [pipeline.steps]
 nircam = ["lv1", "lv2", "wcs_adjust", "lv3", "astrometric_align"]
-miri = ["lv1", "lv2", "wcs_adjust", "lv3", "astrometric_align"]
+miri = ["lv1", "lv2", "wcs_adjust", "lv3", "astrometric_catalog", "astrometric_align"]
 
 [alignment]
 ngc0000 = "ngc0000_sim_cat.fits"
@@ -41,6 +41,10 @@ bands = ["F200W", "F770W"]
 
 [astrometric_align]
 alignment_mapping = { F2100W = "F770W" }
+
+[astrometric_catalog]
+snr = 5
+brightest = 300
 
 [lv2_parameters.resample]
 skip = true
@@ -113,7 +117,7 @@ def test_weak_band_borrows_the_reference_band_solution(run):
     assert borrowed["borrowed_from"].endswith("F770W/astrometric_align/solution.json")
     assert borrowed["shift_arcsec"] == own["shift_arcsec"]
     h = fits.getheader(base / "F2100W" / "astrometric_align" / "ngc0000_miri_lv3_f2100w_i2d_align.fits")
-    assert json.loads(h["ASTALIGN"]) == own["shift_arcsec"]
+    assert json.loads(h["ASTALIGN"]) == pytest.approx(own["shift_arcsec"], abs=1e-6)
 
 
 def test_released_catalogue_carries_the_alignment(run):
@@ -208,7 +212,56 @@ def test_dry_run_after_the_run_plans_only_what_changed(run):
                 if line.startswith("  ") and not line.startswith("      ")}
 
     a, b = actions(same.stdout), actions(edited.stdout)
-    assert len(a) == 3 * 5 and set(a.values()) == {"skip"}, same.stdout
+    assert len(a) == 5 + 2 * 6 and set(a.values()) == {"skip"}, same.stdout
     assert {k for k, v in b.items() if v == "run"} == {(band, "astrometric_align") for band in
                                                        ("F200W", "F770W", "F2100W")}, edited.stdout
     assert "settings or inputs changed" in edited.stdout
+
+
+def test_own_point_source_catalogue_is_what_miri_aligns_with(run):
+    """MIRI bands run astrometric_catalog; F770W aligns on it (the test above checks the result)."""
+    from astropy.coordinates import SkyCoord
+
+    base = run / "work" / "jwst_lv3_reprocessed_ast" / "ngc0000" / "F770W"
+    cat = Table.read(base / "astrometric_catalog" / "ngc0000_miri_lv3_f770w_astro_cat.fits")
+    assert 20 <= len(cat) <= 300
+    stars = Table.read(run / "raw" / "ngc0000" / "simulation_truth" / "stars.ecsv")
+    _, sep, _ = SkyCoord(cat["ra"], cat["dec"], unit="deg").match_to_catalog_sky(
+        SkyCoord(stars["ra"], stars["dec"], unit="deg"))
+    assert np.mean(sep.to_value("arcsec") < 0.3) > 0.8          # point sources, mostly true stars
+    table = Table.read(base / "astrometric_align" / "ngc0000_miri_lv3_f770w_i2d_align_table.fits")
+    import json
+
+    sol = json.loads((base / "astrometric_align" / "solution.json").read_text())
+    assert len(table) == sol["n_matches"] and table.meta["REFCAT"] == "ngc0000_sim_cat.fits"
+    assert np.sqrt(np.mean(table["dra_mas"] ** 2 + table["ddec_mas"] ** 2)) == pytest.approx(
+        sol["rms_mas"], rel=0.05)
+
+
+def test_rotation_and_scale_are_pushed_back_to_the_crf_files(run, tmp_path):
+    from astropy.coordinates import SkyCoord
+    from stdatamodels.jwst.datamodels import ImageModel
+
+    from jwstgal.astrometry import apply_to_positions
+    from jwstgal.astrometry_io import result_from_dict, tweakback
+
+    lv3 = run / "work" / "jwst_lv3_reprocessed_ast" / "ngc0000" / "F200W" / "lv3"
+    crf = sorted(lv3.glob("*_crf.fits"))[0]
+    with ImageModel(str(crf)) as m:
+        ny, nx = m.data.shape
+        x, y = np.meshgrid(np.linspace(10, nx - 10, 7), np.linspace(10, ny - 10, 7))
+        ra, dec = m.meta.wcs(x.ravel(), y.ravel())
+        center = (float(np.mean(ra)) + 0.01, float(np.mean(dec)) - 0.005)   # a mosaic centre elsewhere
+    t, k = np.deg2rad(0.03), 1.0004
+    matrix = k * np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    result = result_from_dict({"shift_arcsec": [0.08, -0.05], "rotation_deg": 0.03, "scale": k,
+                               "matrix": matrix.tolist(),
+                               "rms_mas": 1.0, "n_matches": 50, "passes_ok": 2, "center_deg": center})
+    out = tweakback(crf, tmp_path / "tweaked_crf.fits", result)
+    want = SkyCoord(*apply_to_positions(result, np.asarray(ra), np.asarray(dec)), unit="deg")
+    with ImageModel(str(out)) as m:
+        got = SkyCoord(*m.meta.wcs(x.ravel(), y.ravel()), unit="deg")
+    before = SkyCoord(ra, dec, unit="deg")
+    assert want.separation(before).to_value("mas").max() > 50                 # it is a real change
+    assert got.separation(want).to_value("mas").max() < 1.0
+    assert fits.getheader(out)["WCSROT"] == pytest.approx(0.03)

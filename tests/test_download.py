@@ -230,7 +230,9 @@ def test_archive_download_by_coordinates_and_by_resolved_name(archive_state, tmp
         got = sorted(p.name for p in (tmp_path / "cone").rglob("*_uncal.fits"))
         assert got == sorted(f.name for f in files if "mirimage" in f.name)
         # a bare name goes through MAST's resolver (reached here through an HTTP proxy)
-        res = _run("archive_download.py", "--target", "ngc 0000", "--filter", "F200W", "--out",
+        wrong = _run("archive_download.py", "--target", "ngc 0000", "--out", tmp_path / "x")
+        assert wrong.returncode == 2 and "--object 'ngc 0000'" in wrong.stderr
+        res = _run("archive_download.py", "--object", "ngc 0000", "--filter", "F200W", "--out",
                    tmp_path / "name", "--server", srv.url,
                    env={"HTTP_PROXY": srv.url, "http_proxy": srv.url, "NO_PROXY": "127.0.0.1",
                         "no_proxy": "127.0.0.1"})

@@ -10,7 +10,7 @@ SCRIPTS = ["run_jwst_reprocessing.py", "jwst_reprocess.py", "log_jwst_reprocessi
            "convolve_data.py", "anchor_data.py", "compare_releases.py", "prepare_release.py",
            "PSF/generate_JWST_PSF_and_kernels.py",
            "nircam_destriping.py", "miri_destriping.py", "archive_download.py",
-           "download_phangs_jwst.py"]
+           "download_phangs_jwst.py", "migrate_config.py"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

@@ -47,8 +47,15 @@ def test_plans_and_keys_match_the_code_before_the_registry(fixed_root, case):
     plan = step.plan(context(fixed_root, band), "UPSTREAM", [])
     assert plan.key == want["key"]
     assert json.loads(json.dumps(step.key_params(plan.params), default=str)) == want["params"]
-    assert relative(plan.outputs, fixed_root) == want["outputs"]
+    outputs = relative(plan.outputs, fixed_root)
+    # products added since (a finished run's record lists its own outputs, so it stays complete)
+    added = [o for o in outputs[len(want["outputs"]):] if o.endswith(ADDED_OUTPUTS)]
+    assert outputs == want["outputs"] + added
     assert (len(plan.tasks), plan.wave) == (want["n_tasks"], want["wave"])
+
+
+#: Outputs steps have gained since the snapshot: astrometric_align's matched-star table.
+ADDED_OUTPUTS = ("_i2d_align_table.fits",)
 
 
 def test_every_configured_step_of_the_fixture_was_recorded():
@@ -101,6 +108,10 @@ OVERRIDES = {
     "astrometric_align": ("[astrometric_align.override.F200W]\nmin_matches = 9\n", "F200W", "F300M",
                           "min_matches", 9),
     "bg_sub": ("[bg_sub.override.miri]\nsigma = 2.5\n", "F770W", "F200W", "sigma", 2.5),
+    "lyot_adjust": ('[lyot_adjust.override.F770W]\nmethod = "adjust"\n', "F770W", None, "method",
+                    "adjust"),
+    "astrometric_catalog": ("[astrometric_catalog.override.F200W]\nfwhm = 2.5\n", "F200W", "F300M",
+                            "fwhm", 2.5),
 }
 
 
@@ -219,7 +230,7 @@ LAYERS = [
     ("jwstgal.steps", "jwstgal.stpipe_steps"),
     ("jwstgal.config",),
     ("jwstgal.kernel_products", "jwstgal.anchor_products", "jwstgal.simulate.programme",
-     "jwstgal.reprocess", "jwstgal.report"),
+     "jwstgal.reprocess", "jwstgal.report", "jwstgal.migrate"),
     ("jwstgal.cli", "jwstgal.__main__"),
 ]
 

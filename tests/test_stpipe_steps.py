@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from astropy.io import fits
 from stdatamodels.jwst.datamodels import ImageModel
 
 from jwstgal.destripe import DestripeParams
@@ -155,3 +156,25 @@ def test_level_match_step_on_models_recovers_the_offsets(tmp_path):
     for m_in, m_out, t in zip(models, out, truth, strict=True):
         good = np.asarray(m_in.dq) == 0
         assert abs(np.median((m_in.data - m_out.data)[good]) - t) < 0.05 * NOISE   # 300^2 frames
+
+
+@pytest.mark.filterwarnings("ignore::photutils.utils.exceptions.NoDetectionsWarning")  # starless frames
+def test_stack_destripe_step_on_models_is_the_file_function(tmp_path):
+    from test_destripe import _dithered_files
+
+    from jwstgal.destripe_stack import StackParams
+    from jwstgal.steps.stack_destripe import stack_destripe_files
+    from jwstgal.stpipe_steps import StackDestripeStep
+
+    frames, _, files = _dithered_files(tmp_path)
+    for f in files:              # the datamodel schema allows 1, 4 or 5 outputs (the frames have 2)
+        fits.setval(f, "NOUTPUTS", value=1)
+    (tmp_path / "ref").mkdir()
+    expected = stack_destripe_files(files, tmp_path / "ref", StackParams(smooth_scale=0), iterations=2)
+    models = [ImageModel(str(f)) for f in files]
+    out = StackDestripeStep.call(models, smooth_scale=0, iterations=2)
+    assert len(out) == len(files)
+    for f, m, e in zip(frames, out, expected, strict=True):
+        with ImageModel(str(e)) as ref:
+            np.testing.assert_allclose(m.data, ref.data, atol=1e-5)
+        assert F.score(f, np.asarray(m.data, float))["coherent_rms"] < F.score(f, f.data)["coherent_rms"]

@@ -4,7 +4,7 @@ download_phangs_jwst.py [CONFIG [LOCAL]] [--target T] [--dry-run]
     every [projects] target of CONFIG (and the observations it borrows, [extra_obs_to_include]),
     products chosen by [download], into <raw_dir>/<target>/mastDownload/JWST/<obs_id>/.
 
-archive_download.py (--target NAME | --ra RA --dec DEC) [--proposal-id ID] [--instrument NIRCAM]
+archive_download.py (--object NAME | --ra RA --dec DEC) [--proposal-id ID] [--instrument NIRCAM]
     [--filter F200W] [--calib-level 1] [--product-type SCIENCE] [--subgroup UNCAL] --out-dir DIR
     any query, into DIR/mastDownload/JWST/<obs_id>/.
 
@@ -92,7 +92,9 @@ def main_archive(argv: Sequence[str] | None = None) -> int:
     """``archive_download.py`` entry point."""
     p = add_version(argparse.ArgumentParser(description=__doc__,
                                             formatter_class=argparse.RawDescriptionHelpFormatter))
-    p.add_argument("--target", default=None, help="target name (resolved by MAST unless --proposal-id)")
+    p.add_argument("--object", default=None,
+                   help="MAST object name, e.g. 'NGC 628' (resolved by MAST unless --proposal-id)")
+    p.add_argument("--target", dest="config_target", default=None, help=argparse.SUPPRESS)
     p.add_argument("--ra", type=float, default=None, help="cone centre RA (deg)")
     p.add_argument("--dec", type=float, default=None, help="cone centre Dec (deg)")
     p.add_argument("--radius", type=float, default=0.2, help="cone radius (deg)")
@@ -116,6 +118,9 @@ def main_archive(argv: Sequence[str] | None = None) -> int:
                    help="seconds to wait for each block before a transfer counts as stalled")
     _common(p)
     args = parse(p, argv)
+    if args.config_target is not None:   # --target is a config key everywhere else: say so
+        p.error(f"--target is a target of a config in the other scripts; give the MAST object name "
+                f"as --object {args.config_target!r}")
     from jwstgal.logs import setup_logging
 
     setup_logging(args.log_level, args.log_file)
@@ -129,8 +134,8 @@ def main_archive(argv: Sequence[str] | None = None) -> int:
             select_products,
         )
 
-        if args.target is None and (args.ra is None or args.dec is None) and args.proposal_id is None:
-            msg = "say what to fetch: --target NAME, --ra/--dec, or --proposal-id"
+        if args.object is None and (args.ra is None or args.dec is None) and args.proposal_id is None:
+            msg = "say what to fetch: --object NAME, --ra/--dec, or --proposal-id"
             raise DownloadError(msg)
         token, server = os.environ.get("MAST_API_TOKEN") or None, args.server
         if args.local is not None:
@@ -142,18 +147,18 @@ def main_archive(argv: Sequence[str] | None = None) -> int:
         archive = MastArchive(server or DEFAULT_SERVER, token, retries=args.retries,
                               connect_timeout=args.connect_timeout, read_timeout=args.read_timeout)
         coords = (args.ra, args.dec) if args.ra is not None and args.dec is not None else None
-        obs = archive.query(proposal_id=args.proposal_id, target=args.target, coordinates=coords,
+        obs = archive.query(proposal_id=args.proposal_id, target=args.object, coordinates=coords,
                             radius_deg=args.radius,
                             instruments=[INSTRUMENT_MODES[i.lower()] for i in args.instrument],
                             filters=args.filters)
         prods = select_products(archive.products(obs), product_types=args.product_type or ["SCIENCE"],
                                 subgroups=args.subgroup or ["UNCAL"], calib_levels=args.calib_level or [1])
         if not len(prods):
-            what = args.target or (f"RA {args.ra} Dec {args.dec}" if coords
+            what = args.object or (f"RA {args.ra} Dec {args.dec}" if coords
                                    else f"proposal {args.proposal_id}")
             msg = f"MAST has no matching JWST products for {what} ({len(obs)} observations matched)"
             raise DownloadError(msg)
-        plan = DownloadPlan(args.out, prods, args.target or "query")
+        plan = DownloadPlan(args.out, prods, args.object or "query")
         _report([plan], args.dry_run)
         if not args.dry_run:
             archive.download(plan, progress=not args.no_progress)

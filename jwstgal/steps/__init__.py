@@ -9,6 +9,7 @@ below.
 from __future__ import annotations
 
 from jwstgal.steps.astrometric_align import AstrometricAlign
+from jwstgal.steps.astrometric_catalog import AstrometricCatalog
 from jwstgal.steps.base import BandContext, Step, StepPlan, StepRecord
 from jwstgal.steps.bg_sub import BgSub
 from jwstgal.steps.destripe import Destripe
@@ -16,6 +17,7 @@ from jwstgal.steps.level_match import LevelMatch
 from jwstgal.steps.lv1 import Lv1
 from jwstgal.steps.lv2 import Lv2
 from jwstgal.steps.lv3 import Lv3
+from jwstgal.steps.lyot_adjust import LyotAdjust
 from jwstgal.steps.stack_destripe import StackDestripe
 from jwstgal.steps.wcs_adjust import WcsAdjust
 
@@ -23,12 +25,14 @@ from jwstgal.steps.wcs_adjust import WcsAdjust
 STEPS: tuple[Step, ...] = (
     Lv1(),
     Lv2(),
+    LyotAdjust(),
     Destripe(),
     BgSub(),
     WcsAdjust(),
     LevelMatch(),
     StackDestripe(),
     Lv3(),
+    AstrometricCatalog(),
     AstrometricAlign(),
 )
 
