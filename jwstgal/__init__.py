@@ -12,8 +12,8 @@ __version__ = "0.1.0"
 
 #: stpipe step classes exported here (``strun jwstgal.DestripeStep``), imported on first use so
 #: that ``import jwstgal`` stays light (jwst is loaded only by whoever asks for a step).
-_STPIPE_STEPS = ("AstrometricAlignStep", "BgSubStep", "DestripeStep", "LevelMatchStep", "StackDestripeStep",
-                 "WcsAdjustStep")
+_STPIPE_STEPS = ("AstrometricAlignStep", "AstrometricCatalogStep", "BgSubStep", "DestripeStep",
+                 "LevelMatchStep", "LyotAdjustStep", "StackDestripeStep", "WcsAdjustStep")
 
 
 def __getattr__(name: str) -> Any:

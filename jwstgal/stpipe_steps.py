@@ -18,11 +18,9 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-import typing
 from pathlib import Path
 from typing import Any, ClassVar
 
-import annotated_types
 import numpy as np
 from astropy.io import fits
 from astropy.time import Time
@@ -35,7 +33,6 @@ from jwstgal.astrometry_io import (
     apply_wcs_adjust,
     detect_stars,
     reference_positions,
-    shift_model_wcs,
 )
 from jwstgal.bands import get_band
 from jwstgal.destripe import DestripeParams
@@ -44,95 +41,16 @@ from jwstgal.masking import sky_level
 from jwstgal.provenance import hash_params
 from jwstgal.settings import StepSettings, check_path_component
 from jwstgal.steps.astrometric_align import AstrometricAlignSettings
+from jwstgal.steps.astrometric_catalog import AstrometricCatalogSettings, point_source_table
 from jwstgal.steps.bg_sub import BgSubSettings
 from jwstgal.steps.destripe import DestripeSettings, destripe_arrays, destripe_stats, good_pixels
 from jwstgal.steps.level_match import LevelMatchSettings, level_match_files
+from jwstgal.steps.lyot_adjust import LyotAdjustSettings, lyot_adjust_files
 from jwstgal.steps.stack_destripe import StackDestripeSettings, stack_destripe_files
 from jwstgal.steps.wcs_adjust import WcsAdjustSettings, measure_visit_shifts
+from jwstgal.stpipe_spec import settings_of, settings_spec
 
 log = logging.getLogger(__name__)
-
-#: stpipe's own parameters: a settings field may not take one of these names.
-STPIPE_RESERVED = frozenset({"pre_hooks", "post_hooks", "output_file", "output_dir", "output_ext",
-                             "output_use_model", "output_use_index", "save_results", "skip", "suffix",
-                             "search_output_file", "input_dir"})
-
-
-def _quote(value: Any) -> str:
-    return json.dumps(str(value))
-
-
-def _bounds(field: Any) -> str:
-    out = ""
-    for m in field.metadata:
-        if isinstance(m, annotated_types.Ge | annotated_types.Gt):
-            out += f", min={getattr(m, 'ge', getattr(m, 'gt', None))}"
-        if isinstance(m, annotated_types.Le | annotated_types.Lt):
-            out += f", max={getattr(m, 'le', getattr(m, 'lt', None))}"
-    return out
-
-
-def _spec_line(name: str, field: Any) -> str:
-    """One configobj spec line for a settings field (strict bounds are checked by the model)."""
-    ann, default = field.annotation, field.get_default(call_default_factory=True)
-    origin, args = typing.get_origin(ann), typing.get_args(ann)
-    if ann is bool:
-        kind = f"boolean(default={default})"
-    elif ann is int:
-        kind = f"integer(default={default}{_bounds(field)})"
-    elif ann is float:
-        kind = f"float(default={default}{_bounds(field)})"
-    elif ann is str:
-        kind = f"string(default={_quote(default)})"
-    elif origin is typing.Literal:
-        kind = f"option({', '.join(map(_quote, args))}, default={_quote(default)})"
-    elif origin is list and args and (typing.get_origin(args[0]) is typing.Annotated
-                                      and typing.get_args(args[0])[0] is int or args[0] is int):
-        kind = f"int_list(default=list({', '.join(map(str, default))}))"
-    elif origin is list and args and (args[0] is str or typing.get_origin(args[0]) is typing.Literal):
-        kind = f"string_list(default=list({', '.join(map(_quote, default))}))"
-    else:  # nested tables (passes, mappings): JSON, None = the model's default
-        return f"{name} = string(default=None)  # JSON; {field.description}"
-    return f"{name} = {kind}  # {field.description}"
-
-
-def settings_spec(model: type[StepSettings], exclude: tuple[str, ...] = ()) -> str:
-    """The stpipe ``spec`` of a settings model: one configobj line per field, in the model's order.
-
-    Raises
-    ------
-    ValueError
-        A field would shadow one of stpipe's own parameters.
-    """
-    lines = []
-    for name, field in model.model_fields.items():
-        if name in exclude:
-            continue
-        if name in STPIPE_RESERVED:
-            msg = f"{model.__name__}.{name} shadows the stpipe parameter of that name"
-            raise ValueError(msg)
-        lines.append(_spec_line(name, field))
-    return "\n" + "\n".join(f"    {line}" for line in lines) + "\n"
-
-
-def settings_of(step: Step, model: type[StepSettings], exclude: tuple[str, ...] = ()) -> StepSettings:
-    """The step's parameters validated by ``model`` (JSON strings parsed; None = model default)."""
-    values: dict[str, Any] = {}
-    for name, field in model.model_fields.items():
-        if name in exclude:
-            continue
-        value = getattr(step, name)
-        if value is None:
-            continue
-        if isinstance(value, str) and " = string(default=None)  # JSON" in _spec_line(name, field):
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError as exc:
-                msg = f"{type(step).__name__}: --{name} is not valid JSON ({exc.msg}): {value!r}"
-                raise ValueError(msg) from exc
-        values[name] = list(value) if isinstance(value, list | tuple) else value
-    return model(**values)
-
 
 def _primary_of(model: Any) -> fits.Header:
     """The primary-header keywords :func:`jwstgal.steps.destripe.frame_layout` reads, from a model."""
@@ -217,6 +135,8 @@ class BgSubStep(JwstgalStep):
 class _FileStep(JwstgalStep):
     """A multi-exposure step: input models go to a scratch folder, outputs come back as models."""
 
+    min_inputs: ClassVar[int] = 2
+
     def _files(self, input_data: Any, where: Path) -> list[Path]:
         from jwst.datamodels import ModelContainer  # type: ignore[attr-defined]
 
@@ -233,8 +153,8 @@ class _FileStep(JwstgalStep):
                 raise ValueError(msg)
             m.save(str(path))
             files.append(path)
-        if len(files) < 2:
-            msg = f"{type(self).__name__} needs at least two exposures (got {len(files)})"
+        if len(files) < self.min_inputs:
+            msg = f"{type(self).__name__} needs at least {self.min_inputs} exposures (got {len(files)})"
             raise InputNotFoundError(msg)
         return files
 
@@ -343,7 +263,9 @@ class AstrometricAlignStep(JwstgalStep):
     """Align a mosaic's absolute astrometry with a reference catalogue (``[astrometric_align]``).
 
     ``catalog`` is the reference table (an ``[alignment]`` file: ``ra``/``dec`` columns); the
-    mosaic's own point sources are detected. Returns the mosaic with its gwcs shifted.
+    mosaic's own point sources are detected. Returns the mosaic with its FITS WCS (``meta.wcsinfo``)
+    corrected by the fit (shift, rotation and scale); jwst cannot adjust the gwcs of a resampled
+    image, so the stale gwcs is dropped, as the pipeline's step drops it from ``_i2d_align.fits``.
     """
 
     class_alias = "astrometric_align"
@@ -353,17 +275,19 @@ class AstrometricAlignStep(JwstgalStep):
         "    catalog = string(default=None)  # reference catalogue (ra, dec[, pm, epoch])\n"
 
     def process(self, input_data: Any) -> Any:
-        """Fit the mosaic's sources to ``catalog`` and shift its WCS."""
+        """Fit the mosaic's sources to ``catalog`` and correct its WCS."""
+        from jwstgal.astrometry import correct_fits_wcs
+
         s = self.settings()
         if not self.catalog or not Path(self.catalog).is_file():
             msg = f"AstrometricAlignStep: --catalog must name a reference table (got {self.catalog!r})"
             raise InputNotFoundError(msg)
         model = self._open_images(input_data)
-        wcs = model.meta.wcs
+        wcs = _fits_wcs(model)
         data = np.where(np.asarray(model.data) == 0, np.nan, np.asarray(model.data, float))
-        pixscale = _pixel_scale(wcs, data.shape)
+        pixscale = _pixel_scale(wcs.pixel_to_world_values, data.shape)
         x, y = detect_stars(data, _band_fwhm(model, pixscale))
-        ra, dec = wcs(x, y)
+        ra, dec = wcs.pixel_to_world_values(x, y)
         epoch = Time(model.meta.observation.date or "2023-01-01").decimalyear
         ref_ra, ref_dec = reference_positions(Path(self.catalog), float(epoch))
         result = align_catalogs(np.asarray(ra), np.asarray(dec), ref_ra, ref_dec,
@@ -372,10 +296,13 @@ class AstrometricAlignStep(JwstgalStep):
         if result is None:
             msg = f"{model.meta.filename}: no match with the astrometric reference {self.catalog}"
             raise StepFailedError(msg)
-        shift = [float(result.shift[0]), float(result.shift[1])]
-        shift_model_wcs(model, shift)
+        new = correct_fits_wcs(wcs.to_header(), result)
+        for key in ("crval1", "crval2", "pc1_1", "pc1_2", "pc2_1", "pc2_2", "cdelt1", "cdelt2"):
+            if key.upper() in new:
+                setattr(model.meta.wcsinfo, key, float(new[key.upper()]))
+        model.meta.wcs = None
         log.info("%s: %d matches, rms %.1f mas, shift %+.4f\" E %+.4f\" N", model.meta.filename,
-                      result.n_matches, result.rms_mas, *shift)
+                 result.n_matches, result.rms_mas, *result.shift)
         _history(model, "astrometric_align", result.to_dict())
         return model
 
@@ -398,9 +325,67 @@ def _band_fwhm(model: Any, pixscale: float) -> float:
     return band.fwhm_arcsec / pixscale
 
 
+class LyotAdjustStep(_FileStep):
+    """The MIRI Lyot of full frames flagged, flagged where others cover it, or levelled (``[lyot_adjust]``).
+
+    Takes the exposures of a band together (``mask_overlap`` needs them all).
+    """
+
+    class_alias = "lyot_adjust"
+    settings_model = LyotAdjustSettings
+    spec = settings_spec(LyotAdjustSettings)
+    min_inputs = 1
+
+    def run_files(self, files: list[Path], out_dir: Path, settings: Any) -> list[Path]:
+        """Handle the Lyot of ``files`` into ``out_dir``."""
+        return lyot_adjust_files(files, out_dir, settings, hash_params(settings.model_dump()))
+
+
+class AstrometricCatalogStep(JwstgalStep):
+    """Point sources of a mosaic for the absolute alignment (``[astrometric_catalog]``).
+
+    Returns the table (``ra``, ``dec`` through the mosaic's FITS WCS, centroids, flux, shape);
+    with ``save_results`` it is written as ``<name>_astro_cat.fits``.
+    """
+
+    class_alias = "astrometric_catalog"
+    settings_model = AstrometricCatalogSettings
+    spec = settings_spec(AstrometricCatalogSettings)
+
+    def process(self, input_data: Any) -> Any:
+        """Detect the point sources of one mosaic."""
+        s = self.settings()
+        model = self._open_images(input_data)
+        wcs = _fits_wcs(model)
+        data = np.where(np.asarray(model.data) == 0, np.nan, np.asarray(model.data, float))
+        fwhm = s.fwhm or _band_fwhm(model, _pixel_scale(lambda x, y: wcs.pixel_to_world_values(x, y),
+                                                        data.shape))
+        table = point_source_table(data, wcs, fwhm, s)
+        log.info("%s: %d point sources (%s finder, snr %g)", model.meta.filename, len(table), s.finder, s.snr)
+        if self.save_results:
+            path = self.make_output_path(basepath=model.meta.filename, suffix="astro_cat", ext=".fits")
+            table.write(path, format="fits", overwrite=True)
+            log.info("wrote %s", path)
+        return table
+
+
+def _fits_wcs(model: Any) -> Any:
+    """The FITS WCS a mosaic model carries (``meta.wcsinfo``: what its SCI header says)."""
+    from astropy.wcs import WCS
+
+    h = fits.Header()
+    for key in ("ctype1", "ctype2", "cunit1", "cunit2", "crval1", "crval2", "crpix1", "crpix2", "cdelt1",
+                "cdelt2", "pc1_1", "pc1_2", "pc2_1", "pc2_2"):
+        value = getattr(model.meta.wcsinfo, key, None)
+        if value is not None:
+            h[key.upper()] = value
+    return WCS(h)
+
+
 #: The stpipe steps, in registry order.
-STPIPE_STEPS: tuple[type[JwstgalStep], ...] = (DestripeStep, BgSubStep, WcsAdjustStep, LevelMatchStep,
-                                               StackDestripeStep, AstrometricAlignStep)
+STPIPE_STEPS: tuple[type[JwstgalStep], ...] = (LyotAdjustStep, DestripeStep, BgSubStep, WcsAdjustStep,
+                                               LevelMatchStep, StackDestripeStep, AstrometricCatalogStep,
+                                               AstrometricAlignStep)
 
 
 def get_steps() -> list[tuple[str, str, bool]]:
@@ -408,6 +393,6 @@ def get_steps() -> list[tuple[str, str, bool]]:
     return [(f"jwstgal.{c.__name__}", c.class_alias, False) for c in STPIPE_STEPS]
 
 
-__all__ = ["STPIPE_STEPS", "AstrometricAlignStep", "BgSubStep", "DestripeStep", "JwstgalStep",
-           "LevelMatchStep", "StackDestripeStep", "WcsAdjustStep", "get_steps", "settings_of",
-           "settings_spec"]
+__all__ = ["STPIPE_STEPS", "AstrometricAlignStep", "AstrometricCatalogStep", "BgSubStep", "DestripeStep",
+           "JwstgalStep", "LevelMatchStep", "LyotAdjustStep", "StackDestripeStep", "WcsAdjustStep",
+           "get_steps", "settings_of", "settings_spec"]

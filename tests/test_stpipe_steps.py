@@ -178,3 +178,51 @@ def test_stack_destripe_step_on_models_is_the_file_function(tmp_path):
         with ImageModel(str(e)) as ref:
             np.testing.assert_allclose(m.data, ref.data, atol=1e-5)
         assert F.score(f, np.asarray(m.data, float))["coherent_rms"] < F.score(f, f.data)["coherent_rms"]
+
+
+@pytest.mark.filterwarnings("ignore::photutils.utils.exceptions.NoDetectionsWarning")
+def test_lyot_adjust_step_on_one_model_is_the_file_function(tmp_path):
+    from test_lyot import write_miri
+
+    from jwstgal.steps.lyot_adjust import LyotAdjustSettings, lyot_adjust_files, lyot_mask
+    from jwstgal.stpipe_steps import LyotAdjustStep
+
+    src = write_miri(tmp_path / "jw01_mirimage_cal.fits")
+    (tmp_path / "ref").mkdir()
+    ref, = lyot_adjust_files([src], tmp_path / "ref", LyotAdjustSettings(method="adjust"))
+    out, = LyotAdjustStep.call([ImageModel(str(src))], method="adjust")
+    np.testing.assert_allclose(out.data, fits.getdata(ref, "SCI"))
+    lyot = lyot_mask(out.data.shape)
+    assert abs(np.median(out.data[lyot]) - np.median(out.data[:, 400:])) < 0.02
+
+
+def test_astrometric_catalog_step_finds_the_injected_stars(tmp_path):
+    from astropy.wcs import WCS
+
+    from jwstgal.stpipe_steps import AstrometricCatalogStep
+
+    rng = np.random.default_rng(4)
+    size, sigma = 300, 1.2
+    gx, gy = np.meshgrid(np.arange(6) * 45 + 35.0, np.arange(6) * 45 + 35.0)   # isolated stars
+    xs, ys = gx.ravel() + rng.uniform(-5, 5, 36), gy.ravel() + rng.uniform(-5, 5, 36)
+    n = xs.size
+    yy, xx = np.mgrid[:size, :size]
+    img = 5 + rng.normal(0, 0.05, (size, size))
+    for x, y in zip(xs, ys, strict=True):
+        img += 20 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2))
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval, w.wcs.crpix, w.wcs.cdelt = [24.17, 15.78], [150, 150], [-0.11 / 3600, 0.11 / 3600]
+    path = tmp_path / "mosaic_i2d.fits"
+    sci = fits.ImageHDU(img.astype(np.float32), w.to_header(), name="SCI")
+    fits.HDUList([fits.PrimaryHDU(), sci]).writeto(path)
+    table = AstrometricCatalogStep.call(ImageModel(str(path)), fwhm=2.355 * sigma, snr=10, save_results=True,
+                                        output_dir=str(tmp_path))
+    assert len(table) == n
+    ra, dec = w.pixel_to_world_values(xs, ys)
+    from astropy.coordinates import SkyCoord
+
+    found = SkyCoord(table["ra"], table["dec"], unit="deg")
+    _, sep, _ = found.match_to_catalog_sky(SkyCoord(ra, dec, unit="deg"))
+    assert sep.to_value("arcsec").max() < 0.1 * 0.11                 # within 0.1 pixel
+    assert len(list(tmp_path.glob("*astro_cat.fits"))) == 1
