@@ -8,7 +8,7 @@ removes the other frames' own stripes from the references as well.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -46,6 +46,18 @@ class StackParams:
         step already took the small scales, and the reference's own noise is smoothed away.
     dq_flags : list of str
         DQ flags that exclude a pixel.
+    combine : {"mean", "median"}
+        How the levelled overlapping frames make a frame's reference (a weighted mean, or the
+        median, which resists a frame with residual artefacts).
+    large_scale : bool
+        After the stripe fit, a full-width row pass against the reference smoothed along columns
+        (boxcar of ``ny / large_scale_factor`` rows), for stripes on scales of the emission
+        (the original's ``do_large_scale``, used for NIRCam long).
+    large_scale_factor : int
+        The boxcar is the frame height over this.
+    tolerance : float
+        Stop iterating once no frame's model changes by more than this rms between passes
+        (0: always run every pass); the pass after convergence writes the results.
     """
 
     quadrants: bool = True
@@ -57,6 +69,10 @@ class StackParams:
     min_overlap_frac: float = 0.5
     smooth_scale: int = 31
     dq_flags: list[str] = field(default_factory=lambda: ["DO_NOT_USE", "NON_SCIENCE"])
+    combine: str = "mean"
+    large_scale: bool = False
+    large_scale_factor: int = 4
+    tolerance: float = 0.0
 
     def as_dict(self) -> dict:
         """Plain dict (for headers and step records)."""
@@ -109,7 +125,27 @@ def _stripe_profiles(data: np.ndarray, reference: np.ndarray, dq: np.ndarray | N
             r = median_filter(r, size=p.smooth_scale, mode="reflect")
         rows.append(r)
     model = StripeModel(tuple(rows), tuple(amps), cols)
+    if p.large_scale:
+        model, mask = _large_scale_pass(data, reference, bad, model, p)
     return StripeModel(model.rows, model.amps, cols, float(np.median(model.expand(data.shape)))), mask
+
+
+def _large_scale_pass(data: np.ndarray, reference: np.ndarray, bad: np.ndarray, model: StripeModel,
+                      p: StackParams) -> tuple[StripeModel, np.ndarray]:
+    """Full-width row structure left against the reference smoothed along columns (added to the rows)."""
+    from scipy.ndimage import uniform_filter1d
+
+    ref = np.array(reference, float)
+    row_fill = np.nanmedian(np.where(np.isfinite(ref), ref, np.nan), axis=1)
+    ref = np.where(np.isfinite(ref), ref, np.nan_to_num(row_fill)[:, None])
+    smooth = uniform_filter1d(ref, size=max(data.shape[0] // p.large_scale_factor, 1), axis=0, mode="reflect")
+    d2 = data - model.expand(data.shape) - smooth
+    med, _ = background_stats(d2, bad, p.sigma, p.max_iters)
+    d2 = d2 - med
+    mask = bad | source_mask(d2, bad, p.sigma, 3, p.dilate_size, p.max_iters)
+    r = fill_nan_1d(clipped_median(np.where(mask, np.nan, d2), 1, p.sigma, p.max_iters))
+    r -= np.median(r)
+    return StripeModel(tuple(rr + r for rr in model.rows), model.amps, model.cols), mask
 
 
 def stack_stripe_model(
@@ -160,6 +196,7 @@ def stack_destripe_iter(
     n_amps: list[int] | None = None,
     iterations: int = 3,
     overlaps: np.ndarray | None = None,
+    weights: Sequence[float] | None = None,
 ) -> Iterator[tuple[int, DestripeResult]]:
     """Iterated multi-exposure stripe subtraction, streamed: memory of one frame and its neighbours.
 
@@ -191,6 +228,8 @@ def stack_destripe_iter(
     overlaps : numpy.ndarray, optional
         Boolean (n, n): which frames may enter which reference (default: all pairs; pairs covering
         less than ``min_overlap_frac`` of a frame are dropped on the first pass).
+    weights : sequence of float, optional
+        Weight of each frame in the others' references (``combine = "mean"``; default equal).
 
     Yields
     ------
@@ -223,8 +262,10 @@ def stack_destripe_iter(
     if n < 2 or iterations < 1:
         yield from ((i, unchanged(i)) for i in range(n))
         return
+    w = np.ones(n) if weights is None else np.asarray(weights, float)
+    converged = False
     for it in range(iterations):
-        last = it == iterations - 1
+        last = it == iterations - 1 or converged
         new_models = list(models)
         for i in range(n):
             data_i, dq_i = load(i)
@@ -232,6 +273,7 @@ def stack_destripe_iter(
             corrected_i = corrected(i)
             acc = np.zeros(data_i.shape)
             cnt = np.zeros_like(acc)
+            stack = []
             for j in np.flatnonzero(use[i]):
                 other = resample(int(j), i, corrected(int(j)))
                 ok = np.isfinite(other) & valid_i
@@ -239,19 +281,42 @@ def stack_destripe_iter(
                     use[i, j] = False
                     continue
                 delta = clipped_median((other - corrected_i)[ok][None], 1, p.sigma, p.max_iters)[0]
-                acc[ok] += other[ok] - delta
-                cnt[ok] += 1
+                acc[ok] += w[j] * (other[ok] - delta)
+                cnt[ok] += w[j]
+                if p.combine == "median":
+                    stack.append(np.where(ok, other - delta, np.nan))
             if not cnt.any():
                 if last:
                     yield i, unchanged(i)
                 continue
-            reference = np.where(cnt > 0, acc / np.maximum(cnt, 1), np.nan)
+            if stack:                       # median where at least one other frame covers
+                reference = np.full(data_i.shape, np.nan)
+                covered = cnt > 0
+                reference[covered] = np.nanmedian(np.array(stack)[:, covered], axis=0)
+            else:
+                reference = np.where(cnt > 0, acc / np.where(cnt > 0, cnt, 1), np.nan)
             model, mask = _stripe_profiles(data_i, reference, dq_i, p, amps[i])
             new_models[i] = model
             if last:
                 yield i, DestripeResult(model.expand(data_i.shape), mask, np.zeros(len(model.amps)))
+        if p.tolerance > 0 and not last:
+            change = max((_rms_change(models[i], new_models[i], load(i)[0].shape) for i in range(n)),
+                         default=0.0)
+            converged = change < p.tolerance
+            log.debug("stack destripe pass %d: largest model change %.3g", it + 1, change)
         models = new_models
-        log.debug("stack destripe pass %d of %d", it + 1, iterations)
+        if last:
+            log.info("stack destriping: %d passes%s", it + 1, " (converged)" if converged else "")
+            return
+
+
+def _rms_change(old: StripeModel | None, new: StripeModel | None, shape: tuple[int, ...]) -> float:
+    """Rms difference of two models of a frame (infinite when there was none before)."""
+    if new is None:
+        return 0.0
+    if old is None:
+        return float("inf")
+    return float(np.sqrt(np.mean((new.expand(shape) - old.expand(shape)) ** 2)))
 
 
 def stack_destripe_all(
@@ -263,6 +328,7 @@ def stack_destripe_all(
     n_amps: list[int] | None = None,
     iterations: int = 3,
     overlaps: np.ndarray | None = None,
+    weights: Sequence[float] | None = None,
 ) -> list[DestripeResult]:
     """:func:`stack_destripe_iter` on frames held in memory; one result per frame (subtract it).
 
@@ -272,7 +338,7 @@ def stack_destripe_all(
         Frames (each on its own detector grid).
     dqs : list of numpy.ndarray or None
         DQ arrays.
-    resample, params, n_amps, iterations, overlaps
+    resample, params, n_amps, iterations, overlaps, weights
         As for :func:`stack_destripe_iter`.
 
     Returns
@@ -282,4 +348,4 @@ def stack_destripe_all(
     arrays = [np.asarray(f, float) for f in frames]
     return [res for _, res in stack_destripe_iter(
         len(arrays), lambda i: (arrays[i], dqs[i]), resample, params, n_amps=n_amps,
-        iterations=iterations, overlaps=overlaps)]
+        iterations=iterations, overlaps=overlaps, weights=weights)]

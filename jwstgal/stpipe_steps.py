@@ -208,9 +208,9 @@ class StackDestripeStep(_FileStep):
         from jwstgal.destripe_stack import StackParams
 
         p = settings.model_dump()
-        iterations = p.pop("iterations")
+        iterations, weight = p.pop("iterations"), p.pop("weight")
         return stack_destripe_files(files, out_dir, StackParams(**p), iterations=iterations,
-                                    config_hash=hash_params(settings.model_dump()))
+                                    config_hash=hash_params(settings.model_dump()), weight=weight)
 
 
 def _fwhm_pix(path: Path) -> float:

@@ -17,7 +17,9 @@ from jwstgal.simulate import frames as F
 from jwstgal.steps.destripe import destripe_file
 from jwstgal.steps.stack_destripe import stack_destripe_files
 
-pytestmark = pytest.mark.filterwarnings("ignore::astropy.utils.exceptions.AstropyUserWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::astropy.utils.exceptions.AstropyUserWarning"),
+              # frames without stars: source masking finds nothing, as it should
+              pytest.mark.filterwarnings("ignore::photutils.utils.exceptions.NoDetectionsWarning")]
 
 LONG_SCALES = [3, 7, 15, 31, 63, 127, 255, 511, 1023]
 
@@ -334,3 +336,87 @@ def test_bg_sub_finds_the_sky_under_sources_and_writes_the_level(tmp_path):
     assert written == pytest.approx(level, abs=0.02 * noise)   # float32 file, same estimate
     good = ~bad & (fr.data != 0)
     assert np.allclose(out[good], fr.data.astype(np.float32)[good] - written, atol=1e-3)
+
+
+def _with_bad_frame(n=5):
+    """Dithered frames, the last one carrying strong extra stripes (rms 6) no other frame has."""
+    frames, offs = _dithered_galaxy(n=n)
+    bad = frames[-1]
+    extra = np.random.default_rng(99).normal(0, 6.0, bad.data.shape[0])[:, None]
+    bad.data = bad.data + np.where((bad.dq & 1) != 0, 0.0, extra)
+    return frames, offs
+
+
+@pytest.mark.parametrize("how", ["weight", "median"])
+def test_a_frame_with_an_artefact_is_kept_out_of_the_others_references(how):
+    """One pass (references from the uncorrected frames): the bad frame's stripes leak into the
+    others' stripe models through a plain mean, not with it weighted down or through a median."""
+    if how == "weight":
+        frames, offs = _with_bad_frame()
+        resample = _shift_resampler(offs, frames[0].data.shape[0])
+    else:                       # a median needs several frames at each pixel: five on one pointing
+        frames = [F.striped_frame(256, seed=40 + k, n_stars=0, amp_offset_rms=0, n_amps=2) for k in range(5)]
+        for f in frames[1:]:
+            f.sky, f.galaxy = frames[0].sky, frames[0].galaxy
+            f.data = f.sky + f.white + f.stripes
+        extra = np.random.default_rng(99).normal(0, 6.0, 256)[:, None]
+        frames[-1].data = frames[-1].data + extra
+
+        def resample(j, i, img):
+            return img
+    data, dqs = [f.data for f in frames], [f.dq for f in frames]
+    kw = {"n_amps": [2] * 5, "iterations": 1}
+    plain = stack_destripe_all(data, dqs, resample, StackParams(smooth_scale=0), **kw)
+    if how == "weight":
+        robust = stack_destripe_all(data, dqs, resample, StackParams(smooth_scale=0),
+                                    weights=[1, 1, 1, 1, 1e-6], **kw)
+    else:
+        robust = stack_destripe_all(data, dqs, resample, StackParams(smooth_scale=0, combine="median"), **kw)
+    for f, a, b in zip(frames[:-1], plain[:-1], robust[:-1], strict=True):
+        leaked = F.score(f, f.data - a.model)["coherent_rms"]
+        kept_out = F.score(f, f.data - b.model)["coherent_rms"]
+        assert kept_out < 0.8 * leaked, (how, leaked, kept_out)
+
+
+def test_iterations_stop_once_the_models_converge(caplog):
+    frames, offs = _dithered_galaxy(n=4)
+    resample = _shift_resampler(offs, frames[0].data.shape[0])
+    data, dqs = [f.data for f in frames], [f.dq for f in frames]
+    three = stack_destripe_all(data, dqs, resample, StackParams(), n_amps=[2] * 4, iterations=3)
+    with caplog.at_level("INFO"):      # converged after pass 2 (pass 1 has nothing to compare with)
+        early = stack_destripe_all(data, dqs, resample, StackParams(tolerance=1e9), n_amps=[2] * 4,
+                                   iterations=10)
+    assert "3 passes (converged)" in caplog.text
+    for a, b in zip(three, early, strict=True):
+        np.testing.assert_array_equal(a.model, b.model)
+
+
+def test_large_scale_pass_recovers_row_structure_against_a_smoothed_reference():
+    from jwstgal.destripe_stack import StripeModel, _large_scale_pass
+
+    rng = np.random.default_rng(8)
+    ny, nx = 400, 300
+    yy = np.arange(ny)[:, None]
+    xx = np.arange(nx)[None, :]
+    reference = 10 + np.exp(-((xx - 150) / 60.0) ** 2) + np.zeros((ny, nx))   # structure along x only
+    rows = 0.08 * np.sin(2 * np.pi * yy[:, 0] / 37.0)               # this frame's row structure
+    data = reference + rows[:, None] + rng.normal(0, 0.05, (ny, nx))
+    empty = StripeModel((np.zeros(ny),), (slice(0, nx),))
+    model, _ = _large_scale_pass(data, reference, np.zeros((ny, nx), bool), empty,
+                                 StackParams(large_scale=True))
+    got = model.rows[0] - np.median(model.rows[0])
+    assert np.sqrt(np.mean((got - (rows - np.median(rows))) ** 2)) < 0.01     # of 0.057 rms
+
+
+def test_frame_weights_from_the_headers_and_errors(tmp_path):
+    from jwstgal.steps.stack_destripe import frame_weight
+
+    fr = F.striped_frame(128, seed=1, n_amps=1)
+    path = tmp_path / "a_cal.fits"
+    _write_frame(path, fr)
+    with fits.open(path, mode="update") as h:
+        h[0].header["EFFEXPTM"] = 515.4
+        h.append(fits.ImageHDU(np.full(fr.data.shape, 0.25, np.float32), name="VAR_RNOISE"))
+    assert frame_weight(path, "equal") == 1.0
+    assert frame_weight(path, "exptime") == pytest.approx(515.4)
+    assert frame_weight(path, "ivm") == pytest.approx(4.0)

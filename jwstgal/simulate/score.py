@@ -129,8 +129,10 @@ def score_truth_centroids(
     if has_gwcs:
         with ImageModel(str(mosaic)) as m:
             data = np.array(m.data, float)
-            tx, ty = m.meta.wcs.world_to_pixel_values(np.asarray(truth["ra"]), np.asarray(truth["dec"]))
-    else:  # e.g. an aligned mosaic, whose FITS WCS is the authoritative one
+            has_gwcs = m.meta.wcs is not None
+            if has_gwcs:
+                tx, ty = m.meta.wcs.world_to_pixel_values(np.asarray(truth["ra"]), np.asarray(truth["dec"]))
+    if not has_gwcs:  # e.g. an aligned mosaic, whose FITS WCS is the authoritative one
         data = np.array(fits.getdata(mosaic, "SCI"), float)
         fw = WCS(fits.getheader(mosaic, "SCI"))
         tx, ty = fw.world_to_pixel_values(np.asarray(truth["ra"]), np.asarray(truth["dec"]))

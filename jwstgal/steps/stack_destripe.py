@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from astropy.io import fits
@@ -51,6 +52,15 @@ class StackDestripeSettings(StepSettings):
     smooth_scale: int = Field(31, ge=0, description="Median-filter the row profiles over this many "
                               "rows (0 = off): small scales are the single-frame step's job.")
     dq_flags: list[DQ_CHOICES] = added_field(list(dq.DEFAULT_BAD), "DQ flags excluded.")
+    combine: Literal["mean", "median"] = added_field("mean", "References: weighted mean or median of "
+                                                     "the overlapping frames.")
+    large_scale: bool = added_field(False, "Also a full-width row pass against the reference smoothed "
+                                    "along columns (the original's do_large_scale; NIRCam long).")
+    large_scale_factor: int = added_field(4, "That smoothing is the frame height over this.", ge=1)
+    tolerance: float = added_field(0.0, "Stop once no model changes by more than this rms between "
+                                   "passes (0: run every pass).", ge=0)
+    weight: Literal["equal", "exptime", "ivm"] = added_field(
+        "equal", "Frame weights in the mean: equal, exposure time, or inverse read-noise variance.")
 
 
 def _coarse_map(wcs_from: WCS, shape_from: tuple[int, int], wcs_to: WCS, step: int = 16
@@ -110,8 +120,33 @@ class _Frames:
         return self._cache[i]
 
 
+def frame_weight(path: Path, how: str) -> float:
+    """A frame's weight in the others' references: 1, its exposure time, or 1 / its read-noise variance.
+
+    ``ivm`` uses the median VAR_RNOISE of the good pixels (ERR squared when there is no
+    VAR_RNOISE), one number per frame.
+    """
+    if how == "equal":
+        return 1.0
+    with fits.open(path) as h:
+        if how == "exptime":
+            t = h[0].header.get("EFFEXPTM", h[0].header.get("EXPTIME"))
+            if t is None:
+                msg = f"{path.name}: no EFFEXPTM/EXPTIME for [stack_destripe] weight = 'exptime'"
+                raise ValueError(msg)
+            return float(t)
+        ext = "VAR_RNOISE" if "VAR_RNOISE" in h else "ERR"
+        var = np.array(h[ext].data, float) ** (1 if ext == "VAR_RNOISE" else 2)
+        good = np.isfinite(var) & (var > 0)
+        if not good.any():
+            msg = f"{path.name}: no usable {ext} for [stack_destripe] weight = 'ivm'"
+            raise ValueError(msg)
+        return float(1.0 / np.median(var[good]))
+
+
 def stack_destripe_files(files: list[Path], out_dir: Path, params: StackParams, *, iterations: int = 3,
-                         config_hash: str = "", plot_dir: Path | None = None) -> list[Path]:
+                         config_hash: str = "", plot_dir: Path | None = None, weight: str = "equal"
+                         ) -> list[Path]:
     """Multi-exposure stripe subtraction of one band's cal files into ``out_dir``.
 
     Memory is bounded by one frame and its overlapping neighbours, whatever the number of files:
@@ -166,9 +201,10 @@ def stack_destripe_files(files: list[Path], out_dir: Path, params: StackParams, 
         wt = map_coordinates(finite.astype(float), [oy, ox], order=1, mode="nearest")
         return np.where(_inside(ox, oy, img.shape) & (wt > 0.5), val / np.where(wt > 0, wt, 1.0), np.nan)
 
+    weights = [frame_weight(f, weight) for f in files]
     outputs = []
     for i, res in stack_destripe_iter(n, load, resample, params, n_amps=load.amps,
-                                      iterations=iterations, overlaps=overlaps):
+                                      iterations=iterations, overlaps=overlaps, weights=weights):
         f = files[i]
         sci, dq_arr = load(i)
         good = good_pixels(sci, dq_arr)
@@ -179,7 +215,8 @@ def stack_destripe_files(files: list[Path], out_dir: Path, params: StackParams, 
             h[0].header["STKNREF"] = (int(overlaps[i].sum()), "frames in its reference")
             if empty[i]:
                 h[0].header["STKSKIP"] = ("no valid pixel", "left out of stack-based destriping")
-            stamp_header(h[0].header, step=NAME, params={**params.as_dict(), "iterations": iterations},
+            stamp_header(h[0].header, step=NAME, params={**params.as_dict(), "iterations": iterations,
+                                                         "weight": weight},
                          config_hash=config_hash)
             out = out_dir / f.name
             with atomic_path(out) as tmp:
@@ -198,9 +235,10 @@ def stack_destripe_files(files: list[Path], out_dir: Path, params: StackParams, 
 def run_task(files: list[str], out_dir: str, params: dict, config_hash: str, plot_dir: str) -> list[str]:
     """Stack-destripe one band (worker)."""
     p = dict(params)
-    iterations = p.pop("iterations")
+    iterations, weight = p.pop("iterations"), p.pop("weight", "equal")
     outputs = stack_destripe_files([Path(f) for f in files], Path(out_dir), StackParams(**p),
-                                   iterations=iterations, config_hash=config_hash, plot_dir=Path(plot_dir))
+                                   iterations=iterations, config_hash=config_hash, plot_dir=Path(plot_dir),
+                                   weight=weight)
     return [str(o) for o in outputs]
 
 
