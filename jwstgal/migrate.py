@@ -215,12 +215,7 @@ def _science(m: Migration, old: dict[str, Any]) -> None:  # noqa: C901 - one bra
                   {"do_vertical_subtraction": "ignored by the original too (its attribute is "
                                               "vertical_subtraction)"})
         elif key == "dither_stripe_sub_parameters":
-            _copy(m, value, key, {"quadrants": "quadrants", "sigma": "sigma", "dilate_size": "dilate_size",
-                                  "maxiters": "max_iters"}, s.setdefault("stack_destripe", {}),
-                  {"weight_type": "stack_destripe's references are the unweighted mean of the "
-                                  "overlapping frames (no ivm/exptime weighting yet)",
-                   "do_large_scale": "no large-scale (boxcar) pass yet",
-                   "median_filter_factor": "no large-scale (boxcar) pass yet"})
+            _stack(m, value)
         elif key == "dither_match_parameters":
             _copy(m, value, key, {}, {}, {
                 "do_sigma_clip": "level_match always sigma-clips the pair differences",
@@ -241,6 +236,22 @@ def _science(m: Migration, old: dict[str, Any]) -> None:  # noqa: C901 - one bra
             continue                                     # pjpipe: handled by _pjpipe
         else:
             m.skip(key, "no equivalent table")
+
+
+def _stack(m: Migration, value: dict[str, Any]) -> None:
+    """``[dither_stripe_sub_parameters]`` -> ``[stack_destripe]`` (selector values -> overrides)."""
+    table = m.science.setdefault("stack_destripe", {})
+    names = {"quadrants": "quadrants", "sigma": "sigma", "dilate_size": "dilate_size",
+             "maxiters": "max_iters", "weight_type": "weight", "do_large_scale": "large_scale",
+             "median_filter_factor": "large_scale_factor"}
+    for k, v in value.items():
+        if k not in names or v is None:
+            m.skip(f"dither_stripe_sub_parameters.{k}", "no equivalent setting")
+        elif isinstance(v, dict):           # per band type: the override tables
+            for sel, sv in v.items():
+                table.setdefault("override", {}).setdefault(sel, {})[names[k]] = sv
+        else:
+            table[names[k]] = v
 
 
 def _catalog(m: Migration, value: dict[str, Any]) -> None:

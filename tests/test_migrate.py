@@ -40,7 +40,9 @@ def test_the_migrated_config_validates_and_keeps_the_science(migrated):
     assert s.pipeline.bgr_check_type == {"nircam": "none", "miri": "parallel_off"}
     assert s.pipeline.obs_to_skip == ["jw02107007003_02105_00003"]
     assert s.destripe.method == "median_filter" and s.destripe.filter_diffuse and s.destripe.dilate_size == 7
-    assert s.stack_destripe.sigma == 3
+    assert s.stack_destripe.sigma == 3 and s.stack_destripe.weight == "ivm"
+    assert s.stack_destripe.override["nircam_long"].large_scale is True
+    assert s.stack_destripe.override["nircam_short"].large_scale is False
     assert s.astrometric_catalog.snr == 10 and s.astrometric_catalog.roundness == [-0.5, 0.5]
     align = s.astrometric_align
     assert align.alignment_mapping == {"F770W": "F1000W", "F1130W": "F1000W", "F2100W": "F1000W"}
@@ -62,7 +64,7 @@ def test_every_key_left_behind_is_named_with_why(migrated):
     for key in ("pipeline.flush_crds", "pipeline.lev3_fields", "pipeline.group_tweakreg_dithers",
                 "lv3_parameters.tweakreg.align_to_gaia",
                 "lv3_parameters.tweakreg_source_catalog", "destripe_parameters.do_vertical_subtraction",
-                "dither_stripe_sub_parameters.weight_type", "dither_match_parameters.weight_method",
+                "dither_match_parameters.weight_method",
                 "psf_model", "local.updated_flats_dir"):
         line = next((li for li in text.splitlines() if li.startswith(f"#   {key}")), None)
         assert line and len(line.split(": ", 1)[1]) > 10, key       # named, with a reason
