@@ -109,8 +109,10 @@ def import_jwst_pipelines() -> dict[str, Any]:
     """Import and return the jwst pipeline classes (the single place the suite imports them)."""
     with crds_guard("import of the jwst pipelines"):
         from jwst.pipeline import Detector1Pipeline, Image2Pipeline, Image3Pipeline
+        from jwst.resample import ResampleStep
     return {
         "Detector1Pipeline": Detector1Pipeline,
         "Image2Pipeline": Image2Pipeline,
         "Image3Pipeline": Image3Pipeline,
+        "ResampleStep": ResampleStep,
     }

@@ -234,6 +234,44 @@ def run_stage3(cal_files: list[Path], product: str, out_dir: Path, params: Mappi
     return _run_into(out_dir, "lv3", params, config_hash, run, replace=True)
 
 
+def run_resample(crf_files: list[Path], product: str, out_dir: Path, params: Mapping[str, Any],
+                 config_hash: str = "", grid: Path | None = None) -> list[Path]:
+    """Resample aligned exposures (crf) with jwst ResampleStep into ``<product>_i2d.fits``.
+
+    ``params`` are ResampleStep parameters (the ``[lv3_parameters.resample]`` ones); with ``grid``
+    (a mosaic) the exposures are drawn onto that mosaic's pixel grid.
+    """
+    params = dict(params)
+
+    def run(tmp: Path) -> None:
+        asn = write_image3_asn(crf_files, product, tmp / f"{product}_asn.json")
+        if grid is not None:
+            params["output_wcs"] = str(_grid_asdf(grid, tmp / f"{product}_grid.asdf"))
+        _call("ResampleStep", f"the resampling of {product}", str(asn), output_dir=str(tmp),
+              save_results=True, **params)
+        (tmp / f"{product}_grid.asdf").unlink(missing_ok=True)
+        made = sorted(tmp.glob("*.fits"))       # stpipe names it after the association
+        if len(made) != 1:
+            msg = f"ResampleStep on {product} wrote {len(made)} FITS files, not one"
+            raise StepFailedError(msg)
+        made[0].replace(tmp / f"{product}_i2d.fits")
+        write_image3_asn(crf_files, product, asn, base=out_dir)
+
+    return _run_into(out_dir, "field_mosaics", params, config_hash, run)
+
+
+def _grid_asdf(mosaic: Path, out: Path) -> Path:
+    """An ASDF file holding a mosaic's gwcs, with its array shape (ResampleStep's ``output_wcs``)."""
+    import asdf
+    from stdatamodels.jwst.datamodels import ImageModel
+
+    with ImageModel(str(mosaic)) as m:
+        wcs = m.meta.wcs
+        wcs.array_shape = m.data.shape
+        asdf.AsdfFile({"wcs": wcs}).write_to(out)
+    return out
+
+
 def read_band_keys(path: Path) -> tuple[str, str | None, str]:
     """(FILTER, PUPIL, EXP_TYPE) from a JWST file's primary header."""
     h = fits.getheader(path)

@@ -30,7 +30,7 @@ nircam_bands = ["F200W"]
 miri_bands = ["F770W", "F2100W"]
 
 [pipeline.steps]
-nircam = ["lv1", "lv2", "wcs_adjust", "lv3", "astrometric_align"]
+nircam = ["lv1", "lv2", "wcs_adjust", "lv3", "astrometric_align", "field_mosaics"]
 miri = ["lv1", "lv2", "wcs_adjust", "lv3", "astrometric_catalog", "astrometric_align"]
 
 [alignment]
@@ -146,19 +146,32 @@ def test_released_catalogue_carries_the_alignment(run):
     assert median_offset(sky) < 10 < median_offset(before), (median_offset(sky), median_offset(before))
 
 
-def test_rerun_skips_every_step_and_an_edited_shift_file_reruns_wcs_adjust(run):
-    """Runs last in this module: it edits the shift file."""
+def test_dry_run_after_the_run_plans_only_what_changed(run):
+    """(Before the test that edits the shifts file by hand.)"""
     from factories import reprocess_cli
 
-    def rerun():
-        res = reprocess_cli(run / "s.toml", run / "l.toml", "--band", "F200W", timeout=1200)
-        assert res.returncode == 0, res.stderr[-3000:]
-        return res.stderr
+    def tree():
+        return sorted((str(p), p.stat().st_mtime_ns) for p in run.rglob("*"))
 
-    assert "F200W: ran -, skipped lv1,lv2,wcs_adjust,lv3,astrometric_align" in rerun()
-    toml = run / "work" / "jwst_lv3_reprocessed_ast" / "ngc0000" / "wcs_adjust.toml"
-    toml.write_text(toml.read_text() + "\n# checked by hand\n")
-    assert "F200W: ran wcs_adjust,lv3,astrometric_align, skipped lv1,lv2" in rerun()
+    changed = run / "s_changed.toml"
+    changed.write_text(SCIENCE.replace('alignment_mapping = { F2100W = "F770W" }',
+                                       'alignment_mapping = { F2100W = "F770W" }\nmin_matches = 4'))
+    before = tree()
+    same = reprocess_cli(run / "s.toml", run / "l.toml", "--dry-run", timeout=600)
+    edited = reprocess_cli(changed, run / "l.toml", "--dry-run", timeout=600)
+    assert tree() == before                         # a dry run writes nothing
+    assert same.returncode == 0 and edited.returncode == 0, edited.stderr[-3000:]
+
+    def actions(text):
+        return {(band, line.split()[0]): line.split()[1] for block in text.split("ngc0000 ")[1:]
+                for band, _, rest in [block.partition(":")] for line in rest.strip().splitlines()
+                if line.startswith("  ") and not line.startswith("      ")}
+
+    a, b = actions(same.stdout), actions(edited.stdout)
+    assert len(a) == 3 * 6 and set(a.values()) == {"skip"}, same.stdout
+    assert {k for k, v in b.items() if v == "run"} == {(band, "astrometric_align") for band in
+                                                       ("F200W", "F770W", "F2100W")}, edited.stdout
+    assert "settings or inputs changed" in edited.stdout
 
 
 def test_stpipe_steps_reproduce_the_pipeline(run):
@@ -189,33 +202,6 @@ def test_stpipe_steps_reproduce_the_pipeline(run):
     after = score_truth_centroids(path, truth / "stars.ecsv", "F200W")
     assert after.n_matched >= 20, after
     assert after.median_offset * after.pixel_scale * 1000 < LIMIT_MAS["F200W"], after
-
-
-def test_dry_run_after_the_run_plans_only_what_changed(run):
-    from factories import reprocess_cli
-
-    def tree():
-        return sorted((str(p), p.stat().st_mtime_ns) for p in run.rglob("*"))
-
-    changed = run / "s_changed.toml"
-    changed.write_text(SCIENCE.replace('alignment_mapping = { F2100W = "F770W" }',
-                                       'alignment_mapping = { F2100W = "F770W" }\nmin_matches = 4'))
-    before = tree()
-    same = reprocess_cli(run / "s.toml", run / "l.toml", "--dry-run", timeout=600)
-    edited = reprocess_cli(changed, run / "l.toml", "--dry-run", timeout=600)
-    assert tree() == before                         # a dry run writes nothing
-    assert same.returncode == 0 and edited.returncode == 0, edited.stderr[-3000:]
-
-    def actions(text):
-        return {(band, line.split()[0]): line.split()[1] for block in text.split("ngc0000 ")[1:]
-                for band, _, rest in [block.partition(":")] for line in rest.strip().splitlines()
-                if line.startswith("  ") and not line.startswith("      ")}
-
-    a, b = actions(same.stdout), actions(edited.stdout)
-    assert len(a) == 5 + 2 * 6 and set(a.values()) == {"skip"}, same.stdout
-    assert {k for k, v in b.items() if v == "run"} == {(band, "astrometric_align") for band in
-                                                       ("F200W", "F770W", "F2100W")}, edited.stdout
-    assert "settings or inputs changed" in edited.stdout
 
 
 def test_own_point_source_catalogue_is_what_miri_aligns_with(run):
@@ -265,3 +251,49 @@ def test_rotation_and_scale_are_pushed_back_to_the_crf_files(run, tmp_path):
     assert want.separation(before).to_value("mas").max() > 50                 # it is a real change
     assert got.separation(want).to_value("mas").max() < 1.0
     assert fits.getheader(out)["WCSROT"] == pytest.approx(0.03)
+
+
+def test_field_mosaics_on_the_combined_grid_with_its_alignment(run):
+    """One mosaic per visit, pixel for pixel with the combined mosaic, carrying its alignment."""
+    from astropy.wcs import WCS
+
+    from jwstgal.simulate.score import score_truth_centroids
+
+    base = run / "work" / "jwst_lv3_reprocessed_ast" / "ngc0000" / "F200W"
+    stem = "ngc0000_nircam_lv3_f200w"
+    fields = sorted((base / "field_mosaics").glob(f"{stem}_field*_i2d.fits"))
+    assert [f.name for f in fields] == [f"{stem}_field001001_i2d.fits", f"{stem}_field001002_i2d.fits"]
+    combined = base / "astrometric_align" / f"{stem}_i2d_align.fits"
+    whole = fits.getdata(combined, "SCI")
+    w_all = WCS(fits.getheader(combined, "SCI"))
+    covered = []
+    for f in fields:
+        data = fits.getdata(f, "SCI")
+        assert data.shape == whole.shape
+        w = WCS(fits.getheader(f, "SCI"))
+        assert np.allclose(w.wcs.crval, w_all.wcs.crval, rtol=0, atol=1e-10)   # the same aligned WCS
+        covered.append(np.isfinite(data) & (data != 0))
+    only = [c & ~covered[1 - k] for k, c in enumerate(covered)]
+    assert all(o.mean() > 0.1 for o in only)                  # each field sees sky the other does not
+    for f, o in zip(fields, only, strict=True):               # where one field alone covers: the same
+        diff = (fits.getdata(f, "SCI") - whole)[o & np.isfinite(whole)]
+        assert np.median(np.abs(diff)) < 1e-3 * np.nanstd(whole)
+    score = score_truth_centroids(fields[0], run / "raw" / "ngc0000" / "simulation_truth" / "stars.ecsv",
+                                  "F200W")
+    assert score.n_matched >= 10 and score.median_offset * score.pixel_scale * 1000 < LIMIT_MAS["F200W"]
+    assert len(list((base / "qa" / "field_mosaics").glob("*.png"))) == 2
+
+
+def test_rerun_skips_every_step_and_an_edited_shift_file_reruns_wcs_adjust(run):
+    """Runs last in this module: it edits the shift file."""
+    from factories import reprocess_cli
+
+    def rerun():
+        res = reprocess_cli(run / "s.toml", run / "l.toml", "--band", "F200W", timeout=1200)
+        assert res.returncode == 0, res.stderr[-3000:]
+        return res.stderr
+
+    assert "F200W: ran -, skipped lv1,lv2,wcs_adjust,lv3,astrometric_align,field_mosaics" in rerun()
+    toml = run / "work" / "jwst_lv3_reprocessed_ast" / "ngc0000" / "wcs_adjust.toml"
+    toml.write_text(toml.read_text() + "\n# checked by hand\n")
+    assert "F200W: ran wcs_adjust,lv3,astrometric_align,field_mosaics, skipped lv1,lv2" in rerun()

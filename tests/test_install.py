@@ -69,6 +69,12 @@ def test_console_scripts_and_module_entry_points(installed):
     assert res.returncode == 0, res.stderr
     pkg, align = res.stdout.split()
     assert pkg.startswith(str(site)) and Path(align, "ngc0628_agb_cat.fits").is_file()
+    # the stpipe.steps entry point of the installed wheel: `strun destripe` finds the step
+    res = run([py, "-c", "import inspect; from stpipe.utilities import resolve_step_class_alias as r, "
+               "import_class as i; c = i(r('destripe')); print(r('destripe'), inspect.getfile(c))"], cwd=d)
+    assert res.returncode == 0, res.stderr[-2000:]
+    name, where = res.stdout.split()
+    assert name == "jwstgal.DestripeStep" and where.startswith(str(site))
 
 
 def test_a_tiny_offline_run_from_a_scratch_folder_writes_only_there(installed, tmp_path):

@@ -110,6 +110,8 @@ OVERRIDES = {
     "bg_sub": ("[bg_sub.override.miri]\nsigma = 2.5\n", "F770W", "F200W", "sigma", 2.5),
     "lyot_adjust": ('[lyot_adjust.override.F770W]\nmethod = "adjust"\n', "F770W", None, "method",
                     "adjust"),
+    "field_mosaics": ("[field_mosaics.override.F200W]\nsame_grid = false\n", "F200W", "F300M", "same_grid",
+                      False),
     "astrometric_catalog": ("[astrometric_catalog.override.F200W]\nfwhm = 2.5\n", "F200W", "F300M",
                             "fwhm", 2.5),
 }

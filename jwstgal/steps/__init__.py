@@ -13,6 +13,7 @@ from jwstgal.steps.astrometric_catalog import AstrometricCatalog
 from jwstgal.steps.base import BandContext, Step, StepPlan, StepRecord
 from jwstgal.steps.bg_sub import BgSub
 from jwstgal.steps.destripe import Destripe
+from jwstgal.steps.field_mosaics import FieldMosaics
 from jwstgal.steps.level_match import LevelMatch
 from jwstgal.steps.lv1 import Lv1
 from jwstgal.steps.lv2 import Lv2
@@ -34,6 +35,7 @@ STEPS: tuple[Step, ...] = (
     Lv3(),
     AstrometricCatalog(),
     AstrometricAlign(),
+    FieldMosaics(),
 )
 
 #: Step names in order.
