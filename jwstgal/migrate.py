@@ -296,6 +296,8 @@ def _pipeline(m: Migration, p: dict[str, Any]) -> None:
                                       (("nircam", v), ("miri", v)))}
         elif k == "lyot_method":
             m.science.setdefault("lyot_adjust", {})["method"] = v
+        elif k == "process_bgr_like_science":
+            continue                             # after the steps are known (below)
         elif k == "astrometric_alignment_type":
             if v == "table":
                 m.science.setdefault("astrometric_align", {})["reference"] = "table"
@@ -305,15 +307,20 @@ def _pipeline(m: Migration, p: dict[str, Any]) -> None:
         else:
             m.skip(f"pipeline.{k}", {
                 "flush_crds": "delete crds_dir by hand to flush the CRDS cache",
-                "lev3_fields": "per-field mosaics are not supported yet",
+                "lev3_fields": "stage 3 of some visits only is not supported; the field_mosaics step "
+                               "makes one mosaic per visit besides the combined one",
                 "group_tweakreg_dithers": "tweakreg grouping of dithers is not supported yet",
                 "group_skymatch_dithers": "skymatch grouping of dithers is not supported yet",
                 "degroup_skymatch_dithers": "skymatch grouping of dithers is not supported yet",
                 "tweakreg_create_custom_catalogs": "use the astrometric_catalog step for the absolute "
                                                    "alignment",
                 "alignment_mapping_mode": "borrowed solutions are sky-plane shifts",
-                "process_bgr_like_science": "backgrounds are not mosaicked yet",
             }.get(k, "no equivalent setting"))
+    if p.get("process_bgr_like_science"):       # the background fields' own mosaics, last
+        steps = out.setdefault("steps", {})
+        for inst in ("nircam", "miri"):
+            if any(t.startswith(inst) for t in p.get("bgr_observation_types", ["miri"])):
+                steps.setdefault(inst, ["lv1", "lv2", "lv3"]).append("bgr_mosaics")
 
 
 def _local(m: Migration, old: dict[str, Any]) -> None:

@@ -164,7 +164,7 @@ def test_dry_run_after_the_run_plans_only_what_changed(run):
 
     def actions(text):
         return {(band, line.split()[0]): line.split()[1] for block in text.split("ngc0000 ")[1:]
-                for band, _, rest in [block.partition(":")] for line in rest.strip().splitlines()
+                for band, _, rest in [block.partition(":")] for line in rest.splitlines()
                 if line.startswith("  ") and not line.startswith("      ")}
 
     a, b = actions(same.stdout), actions(edited.stdout)

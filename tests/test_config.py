@@ -55,16 +55,16 @@ def test_unknown_step(tmp_path):
     msg = error_of(tmp_path, science=MINIMAL_SCIENCE + "\n[pipeline.steps]\nnircam=['lv1','lv22']\n")
     assert msg == ("<d>/config.toml: key 'pipeline.steps.nircam': value ['lv1', 'lv22']: unknown "
                    "step 'lv22' (allowed: lv1, lv2, lyot_adjust, destripe, bg_sub, wcs_adjust, level_match, "
-                   "stack_destripe, lv3, astrometric_catalog, astrometric_align, field_mosaics); "
-                   "did you mean 'lv2'?")
+                   "stack_destripe, lv3, astrometric_catalog, astrometric_align, field_mosaics, "
+                   "bgr_mosaics); did you mean 'lv2'?")
 
 
 def test_steps_must_be_in_pipeline_order(tmp_path):
     msg = error_of(tmp_path, science=MINIMAL_SCIENCE + "\n[pipeline.steps]\nmiri=['lv1','lv3','lv2']\n")
     assert msg == ("<d>/config.toml: key 'pipeline.steps.miri': value ['lv1', 'lv3', 'lv2']: steps run "
                    "in the order lv1, lv2, lyot_adjust, destripe, bg_sub, wcs_adjust, level_match, "
-                   "stack_destripe, lv3, astrometric_catalog, astrometric_align, field_mosaics; "
-                   "got lv1, lv3, lv2")
+                   "stack_destripe, lv3, astrometric_catalog, astrometric_align, field_mosaics, "
+                   "bgr_mosaics; got lv1, lv3, lv2")
 
 
 def test_wrong_type_is_not_coerced(tmp_path):

@@ -30,6 +30,9 @@ data_version = "e2e"
 nircam_bands = ["F200W"]
 miri_bands = ["F770W"]
 
+[pipeline.steps]
+miri = ["lv1", "lv2", "lv3", "bgr_mosaics"]      # the MIRI background field, reduced like science
+
 [alignment]
 ngc0000 = "ngc0000_sim_cat.fits"
 
@@ -122,3 +125,23 @@ def test_changed_stage3_parameter_reruns_only_stage3(chain):
     res = reprocess_cli(cfg, d / "local.toml", "F200W", timeout=1500)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "ngc0000 F200W: ran lv3, skipped lv1,lv2" in res.stderr
+
+
+def test_the_background_field_is_reduced_like_science(chain):
+    """bgr_mosaics: the MIRI off field through stages 2 and 3 on its own, at the simulated sky level."""
+    import numpy as np
+
+    from jwstgal.bands import get_band
+    from jwstgal.simulate.sky import sky_level
+
+    d, _ = chain
+    band_dir = d / "work" / "jwst_lv3_reprocessed_e2e" / "ngc0000" / "F770W"
+    mosaic = band_dir / "bgr_mosaics" / "ngc0000_miri_lv3_f770w_bgr_i2d.fits"
+    data = fits.getdata(mosaic, "SCI")
+    good = np.isfinite(data) & (data != 0)
+    assert good.mean() > 0.3
+    assert np.median(data[good]) == pytest.approx(sky_level(get_band("F770W")), rel=0.05)
+    cals = sorted((band_dir / "bgr_mosaics" / "cal").glob("*_cal.fits"))
+    assert len(cals) == 3 and all("_02201_" in c.name for c in cals)      # the off-field exposures
+    assert not any("_02201_" in c.name for c in (band_dir / "cal").glob("*_cal.fits"))
+    assert (band_dir / "qa" / "bgr_mosaics.png").is_file()

@@ -120,3 +120,12 @@ def test_pixel_lengths_become_arcsec_per_band_type():
         "miri": 0.22, "nircam": {"nircam_short": 0.093, "nircam_long": 0.189}, "F200W": 0.031,
         "ngc0628": 0.3}
     assert pix_to_arcsec(0.5) == 0.5
+
+
+def test_backgrounds_like_science_becomes_the_bgr_mosaics_step():
+    old = tomllib.loads((DATA / "original_config.toml").read_text())
+    old["pipeline"] = {"process_bgr_like_science": True, **old["pipeline"]}    # before [pipeline.steps]
+    m = migrate(old)
+    assert m.science["pipeline"]["steps"]["miri"][-1] == "bgr_mosaics"        # bgr_observation_types
+    assert "bgr_mosaics" not in m.science["pipeline"]["steps"]["nircam"]
+    assert "pipeline.process_bgr_like_science" not in dict(m.unmapped)

@@ -67,7 +67,8 @@ def test_every_configured_step_of_the_fixture_was_recorded():
 @pytest.mark.parametrize("name", STEP_NAMES)
 def test_plan_is_complete_after_finishing_and_reruns_when_overwritten(tmp_path, name):
     step = get_step(name)
-    ctx = context(tmp_path / "a", "F200W")
+    band = "F770W" if name == "bgr_mosaics" else "F200W"           # the fixture's background field
+    ctx = context(tmp_path / "a", band)
     plan = step.plan(ctx, "UPSTREAM", [])
     assert not plan.done and plan.tasks and plan.outputs
     assert all(ctx.band_dir in p.parents for p in plan.outputs)
@@ -86,7 +87,7 @@ def test_plan_is_complete_after_finishing_and_reruns_when_overwritten(tmp_path, 
     assert step.plan(ctx, "UPSTREAM", []).done
     plan.outputs[-1].unlink()
     assert not step.plan(ctx, "UPSTREAM", []).done                  # an output went missing
-    over = context(tmp_path / "b", "F200W", "")
+    over = context(tmp_path / "b", band, "")
     over.overwrite = {name}
     p2 = step.plan(over, "UPSTREAM", [])
     for p in p2.outputs:

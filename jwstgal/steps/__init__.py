@@ -12,6 +12,7 @@ from jwstgal.steps.astrometric_align import AstrometricAlign
 from jwstgal.steps.astrometric_catalog import AstrometricCatalog
 from jwstgal.steps.base import BandContext, Step, StepPlan, StepRecord
 from jwstgal.steps.bg_sub import BgSub
+from jwstgal.steps.bgr_mosaics import BgrMosaics
 from jwstgal.steps.destripe import Destripe
 from jwstgal.steps.field_mosaics import FieldMosaics
 from jwstgal.steps.level_match import LevelMatch
@@ -36,6 +37,7 @@ STEPS: tuple[Step, ...] = (
     AstrometricCatalog(),
     AstrometricAlign(),
     FieldMosaics(),
+    BgrMosaics(),
 )
 
 #: Step names in order.
