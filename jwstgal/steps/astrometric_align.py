@@ -36,7 +36,7 @@ from jwstgal.astrometry_io import (
     write_aligned_mosaic,
 )
 from jwstgal.bands import Band
-from jwstgal.errors import InputNotFoundError, StepFailedError
+from jwstgal.errors import StepFailedError
 from jwstgal.provenance import atomic_path, hash_params, write_text_atomic
 from jwstgal.settings import StepSettings, check_band
 from jwstgal.steps.base import BandContext, Step, StepPlan, alignment_catalogue, file_id
@@ -130,10 +130,7 @@ class AstrometricAlign(Step):
 
     def plan(self, ctx: BandContext, upstream: str, inputs: list[Path]) -> StepPlan:
         """One task for the band, in the second wave when it borrows another band's solution."""
-        i2d = layout.stage3_mosaic(ctx.band_dir, ctx.target, ctx.band)
-        if not i2d.is_file():
-            msg = f"{ctx.label}: astrometric alignment needs the stage 3 mosaic {i2d}"
-            raise InputNotFoundError(msg)
+        i2d = ctx.stage3_mosaic("astrometric alignment")
         run = ctx.run
         params = self.resolved(ctx)
         borrow_band = params["alignment_mapping"].get(ctx.band.name)

@@ -25,7 +25,6 @@ from pydantic import Field, model_validator
 from jwstgal import layout
 from jwstgal.astrometry_io import find_point_sources
 from jwstgal.bands import Band
-from jwstgal.errors import InputNotFoundError
 from jwstgal.provenance import atomic_path, hash_params, stamp_header
 from jwstgal.settings import StepSettings
 from jwstgal.steps.base import BandContext, Step, StepPlan, file_id
@@ -106,10 +105,7 @@ class AstrometricCatalog(Step):
 
     def plan(self, ctx: BandContext, upstream: str, inputs: list[Path]) -> StepPlan:
         """One task for the band's stage-3 mosaic."""
-        i2d = layout.stage3_mosaic(ctx.band_dir, ctx.target, ctx.band)
-        if not i2d.is_file():
-            msg = f"{ctx.label}: the astrometric catalogue needs the stage 3 mosaic {i2d}"
-            raise InputNotFoundError(msg)
+        i2d = ctx.stage3_mosaic("the astrometric catalogue")
         params = self.resolved(ctx)
         key = hash_params([NAME, self.key_params(params), upstream, file_id(i2d)])
         if (done := ctx.complete(NAME, key, params)) is not None:

@@ -296,6 +296,14 @@ class BandContext:
             raise InputNotFoundError(msg)
         return inputs
 
+    def stage3_mosaic(self, what: str) -> Path:
+        """The band's stage-3 mosaic (``InputNotFoundError`` saying ``what`` needs it if absent)."""
+        i2d = layout.stage3_mosaic(self.band_dir, self.target, self.band)
+        if not i2d.is_file():
+            msg = f"{self.label}: {what} needs the stage 3 mosaic {i2d}"
+            raise InputNotFoundError(msg)
+        return i2d
+
     def complete(self, step: str, key: str, params: dict[str, Any]) -> StepPlan | None:
         """The plan of a step already complete under ``key`` (nothing to run), else None."""
         rec = StepRecord(self.band_dir, step)
