@@ -191,7 +191,9 @@ def _match_and_fit(refcat: Table, imcat: Table, ref: np.ndarray, img: np.ndarray
             return None
     if len(ridx) < 3:
         return None
-    fit = iter_linear_fit(ref[ridx], img[iidx], fitgeom=fitgeom, nclip=p.nclip, sigma=(p.sigma, "rmse"))
+    # about the tangent point: reference = matrix @ image + shift (tweakwcs defaults to the points' centre)
+    fit = iter_linear_fit(ref[ridx], img[iidx], fitgeom=fitgeom, center=(0.0, 0.0), nclip=p.nclip,
+                          sigma=(p.sigma, "rmse"))
     m = fit["fitmask"]
     mat = np.asarray(fit["matrix"], float)
     resid = ref[ridx][m] - ((mat @ img[iidx][m].T).T + fit["shift"])

@@ -307,11 +307,21 @@ def tweakback(crf: Path, out: Path, result: AlignResult, config_hash: str = "") 
     shift = [float(result.shift[0]), float(result.shift[1])]
     if np.allclose(result.matrix, np.eye(2), rtol=0, atol=1e-12):
         return apply_wcs_adjust(crf, out, shift, config_hash, step="astrometric_align")
+    return apply_wcs_correction(crf, out, result, config_hash, step="astrometric_align")
+
+
+def apply_wcs_correction(cal: Path, out: Path, result: AlignResult, config_hash: str = "", *,
+                         step: str = "astrometric_align") -> Path:
+    """Copy of an exposure whose gwcs moves every pixel as ``result`` (shift, rotation, scale) does.
+
+    The jwst ``adjust_wcs`` arguments come from :func:`fit_wcs_adjustment`.
+    """
     from jwst.assign_wcs.util import update_fits_wcsinfo
     from jwst.tweakreg.utils import adjust_wcs
     from stdatamodels.jwst.datamodels import ImageModel
 
-    with ImageModel(str(crf)) as m:
+    shift = [float(result.shift[0]), float(result.shift[1])]
+    with ImageModel(str(cal)) as m:
         dra, ddec, droll, scale = fit_wcs_adjustment(m.meta.wcs, m.data.shape[-2:], result)
         m.meta.wcs = adjust_wcs(m.meta.wcs, delta_ra=dra, delta_dec=ddec, delta_roll=droll,
                                 scale_factor=scale)
@@ -319,13 +329,13 @@ def tweakback(crf: Path, out: Path, result: AlignResult, config_hash: str = "") 
         with atomic_path(out) as tmp:
             m.save(tmp)
     with fits.open(out, mode="update") as stamp:
-        stamp[0].header["WCSADJ"] = (_card_list(shift), "alignment shift [arcsec E, N]")
-        stamp[0].header["WCSROT"] = (result.rotation_deg, "alignment rotation [deg]")
-        stamp[0].header["WCSSCL"] = (result.scale, "alignment scale")
-        stamp_header(stamp[0].header, step="astrometric_align",
+        stamp[0].header["WCSADJ"] = (_card_list(shift), "shift [arcsec E, N]")
+        stamp[0].header["WCSROT"] = (result.rotation_deg, "rotation [deg]")
+        stamp[0].header["WCSSCL"] = (result.scale, "scale")
+        stamp_header(stamp[0].header, step=step,
                      params={"shift_arcsec": shift, "rotation_deg": result.rotation_deg,
-                             "scale": result.scale,
-                             "adjust_wcs": [dra, ddec, droll, scale]}, config_hash=config_hash)
+                             "scale": result.scale, "adjust_wcs": [dra, ddec, droll, scale]},
+                     config_hash=config_hash)
     return out
 
 

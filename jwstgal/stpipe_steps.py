@@ -30,7 +30,6 @@ from jwstgal import dq
 from jwstgal.astrometry import align_catalogs
 from jwstgal.astrometry_io import (
     align_pass,
-    apply_wcs_adjust,
     detect_stars,
     reference_positions,
 )
@@ -47,7 +46,7 @@ from jwstgal.steps.destripe import DestripeSettings, destripe_arrays, destripe_s
 from jwstgal.steps.level_match import LevelMatchSettings, level_match_files
 from jwstgal.steps.lyot_adjust import LyotAdjustSettings, lyot_adjust_files
 from jwstgal.steps.stack_destripe import StackDestripeSettings, stack_destripe_files
-from jwstgal.steps.wcs_adjust import WcsAdjustSettings, measure_visit_shifts
+from jwstgal.steps.wcs_adjust import WcsAdjustSettings, apply_visit_correction, measure_visit_shifts
 from jwstgal.stpipe_spec import settings_of, settings_spec
 
 log = logging.getLogger(__name__)
@@ -245,12 +244,12 @@ class WcsAdjustStep(_FileStep):
             pixscale = float(np.sqrt(abs(np.linalg.det(
                 _wcs_of(files[0]).celestial.pixel_scale_matrix))) * 3600)
             passes = [align_pass(p.model_dump(), pixscale) for p in settings.passes]
-            shifts = measure_visit_shifts(files, _fwhm_pix(files[0]), passes)
+            shifts = measure_visit_shifts(files, _fwhm_pix(files[0]), passes, fitgeom=settings.fitgeom)
         for v, sh in shifts.items():
-            log.info("visit %s: shift %+.4f\" E, %+.4f\" N", v, *sh["shift"])
+            log.info("visit %s: shift %+.4f\" E, %+.4f\" N, rotation %.5f deg", v, *sh["shift"],
+                     sh.get("rotation_deg", 0.0))
         key = hash_params(settings.model_dump())
-        return [apply_wcs_adjust(f, out_dir / f.name, shifts.get(visit_id(f), {}).get("shift", [0.0, 0.0]),
-                                 key) for f in files]
+        return [apply_visit_correction(f, out_dir / f.name, shifts.get(visit_id(f), {}), key) for f in files]
 
 
 def _wcs_of(path: Path) -> Any:

@@ -178,3 +178,40 @@ def test_reference_stars_in_close_pairs_still_match():
         res = align_catalogs(img_ra, img_dec, ref_ra, ref_dec, PASSES)
         assert res is not None and res.n_matches > 150, seed
         assert np.hypot(*(res.shift * 1000 + np.array([120.0, -80.0]))) < 2.0, seed
+
+
+def test_visit_rotations_are_solved_over_the_graph_too():
+    """fitgeom = "rshift": a chain A-B-C of visits each shifted and rotated; after its correction
+    every visit's stars sit where visit A sees them (C through B: it does not overlap A)."""
+    from jwstgal.astrometry import AlignResult, apply_to_positions
+    from jwstgal.steps.wcs_adjust import solve_visit_shifts
+
+    rng = np.random.default_rng(5)
+    stars = rng.uniform([-10, -30], [180, 30], (3000, 2))
+    boxes = {"A": (-5, 70), "B": (45, 120), "C": (95, 170)}
+    errors = {"A": ((30.0, -20.0), 0.0), "B": ((-80.0, 55.0), 0.01), "C": ((120.0, 90.0), -0.015)}
+
+    def seen(v, xy):                    # visit v's view: rotated about (0, 0) by its error, shifted
+        t = np.deg2rad(errors[v][1])
+        rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+        return (rot @ xy.T).T + np.asarray(errors[v][0]) / 1000
+
+    catalogs, truth = {}, {}
+    for v, (lo, hi) in boxes.items():
+        inside = stars[(stars[:, 0] > lo) & (stars[:, 0] < hi)]
+        if v == "A":
+            inside = np.vstack([inside, rng.uniform([-5, -30], [70, 30], (200, 2))])
+        truth[v] = inside
+        catalogs[v] = from_tangent_plane(seen(v, inside) + rng.normal(0, 0.002, inside.shape), RA0, DEC0)
+    passes = [AlignPass(searchrad=0.5, tolerance=0.3),
+              AlignPass(searchrad=0.2, tolerance=0.05, use2dhist=False)]
+    out = solve_visit_shifts(catalogs, passes, fitgeom="rshift")
+    assert abs(out["B"]["rotation_deg"] + 0.01) < 0.001 and abs(out["C"]["rotation_deg"] - 0.015) < 0.001
+    for v in "BC":
+        t = np.deg2rad(out[v]["rotation_deg"])
+        rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+        res = AlignResult(np.asarray(out[v]["shift"]), rot, out[v]["rotation_deg"], 1.0, 0.0, 0, 0,
+                          tuple(out[v]["center_deg"]))
+        got = tangent_plane(*apply_to_positions(res, *catalogs[v]), RA0, DEC0)
+        want = seen("A", truth[v])
+        assert np.median(np.hypot(*(got - want).T)) * 1000 < 3.0, v

@@ -15,7 +15,7 @@ import logging
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -28,7 +28,7 @@ from jwstgal.astrometry_io import PassSettings, align_pass, apply_wcs_adjust, ex
 from jwstgal.bands import get_band
 from jwstgal.errors import InputNotFoundError
 from jwstgal.provenance import hash_params, write_text_atomic
-from jwstgal.settings import StepSettings, check_band
+from jwstgal.settings import StepSettings, added_field, check_band
 from jwstgal.steps.base import BandContext, Step, StepPlan, content_hash
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,8 @@ class WcsAdjustSettings(StepSettings):
     bands: list[str] = Field(default_factory=list, description="Star-rich bands the visit shifts "
                              "are measured on (default: the target's first configured band).")
     passes: list[PassSettings] = Field(default_factory=_visit_passes, description="Matching passes.")
+    fitgeom: Literal["shift", "rshift"] = added_field(
+        "shift", "Per-visit shifts, or shifts and rotations (solved over the same graph).")
 
     @field_validator("bands")
     @classmethod
@@ -86,7 +88,7 @@ def _footprints_meet(a: np.ndarray, b: np.ndarray, margin: float) -> bool:
 
 
 def solve_visit_shifts(catalogs: dict[str, tuple[np.ndarray, np.ndarray]], passes: list[AlignPass], *,
-                       min_matches: int = 5) -> dict[str, dict[str, Any]]:
+                       min_matches: int = 5, fitgeom: str = "shift") -> dict[str, dict[str, Any]]:
     """Per-visit sky shifts (arcsec E, N) from every overlapping pair of visits, solved together.
 
     Each pair of visits whose stars overlap is matched (a shift fit of one visit's stars to the
@@ -103,13 +105,17 @@ def solve_visit_shifts(catalogs: dict[str, tuple[np.ndarray, np.ndarray]], passe
         Matching passes.
     min_matches : int
         Fewest matched stars for a pair to count.
+    fitgeom : {"shift", "rshift"}
+        ``rshift`` also solves a rotation per visit (about the common tangent point, ``center_deg``;
+        rotations and shifts add along the graph to first order in the small angles).
 
     Returns
     -------
     dict
         Visit id -> ``shift`` [E, N] arcsec, ``group`` (connected group number), ``reference``
         (held fixed), ``n_pairs`` (pairs it is in) and ``residual_mas`` (rms of its pairs'
-        residuals after the solution; 0 with no pair).
+        residuals after the solution; 0 with no pair); with ``rshift`` also ``rotation_deg`` and
+        ``center_deg``.
     """
     from jwstgal.astrometry import tangent_plane
     from jwstgal.level_match import PairDifference, solve_offsets
@@ -128,14 +134,14 @@ def solve_visit_shifts(catalogs: dict[str, tuple[np.ndarray, np.ndarray]], passe
             va, vb = visits[a], visits[b]
             if min(len(xy[va]), len(xy[vb])) < min_matches or not _footprints_meet(xy[va], xy[vb], margin):
                 continue
-            res = align_catalogs(*catalogs[vb], *catalogs[va], passes, fitgeom="shift",
+            res = align_catalogs(*catalogs[vb], *catalogs[va], passes, fitgeom=fitgeom,
                                  min_matches=min_matches, center=center)
             if res is None:
                 continue
             sigma = max(res.rms_mas, 1.0) / 1000 / np.sqrt(res.n_matches)
-            # offsets[b] - offsets[a] = the shift that brings visit b onto visit a
-            pairs.append(PairDifference(b, a, np.asarray(res.shift, float), sigma, res.n_matches,
-                                        res.rms_mas))
+            # offsets[b] - offsets[a] = the correction that brings visit b onto visit a
+            delta = [*res.shift, res.rotation_deg] if fitgeom == "rshift" else list(res.shift)
+            pairs.append(PairDifference(b, a, np.asarray(delta, float), sigma, res.n_matches, res.rms_mas))
             log.info("wcs_adjust: %s -> %s: %d stars, shift (%+.1f, %+.1f) mas, rms %.1f mas", vb, va,
                      res.n_matches, res.shift[0] * 1000, res.shift[1] * 1000, res.rms_mas)
     sol = solve_offsets(len(visits), pairs, reference=list(range(len(visits))))
@@ -146,10 +152,15 @@ def solve_visit_shifts(catalogs: dict[str, tuple[np.ndarray, np.ndarray]], passe
     out: dict[str, dict[str, Any]] = {}
     for k, v in enumerate(visits):
         mine = [p for p in sol.pairs if k in (p.i, p.j)]
-        resid = [np.linalg.norm(sol.offsets[p.i] - sol.offsets[p.j] - p.delta) * 1000 for p in mine]
-        out[v] = {"shift": [float(x) for x in sol.offsets[k]], "group": int(groups[k]),
+        resid = [np.linalg.norm((sol.offsets[p.i] - sol.offsets[p.j] - p.delta)[:2]) * 1000 for p in mine]
+        off = np.zeros(3)                     # E, N, rotation (none solved without pairs)
+        off[:sol.offsets.shape[1]] = sol.offsets[k][:3]
+        out[v] = {"shift": [float(off[0]), float(off[1])], "group": int(groups[k]),
                   "reference": k in sol.references or not mine, "n_pairs": len(mine),
                   "residual_mas": float(np.sqrt(np.mean(np.square(resid)))) if resid else 0.0}
+        if fitgeom == "rshift":
+            out[v]["rotation_deg"] = float(off[2])
+            out[v]["center_deg"] = list(center)
         if not mine and len(visits) > 1:
             log.warning("wcs_adjust: visit %s overlaps no other visit with enough stars; left unchanged", v)
     for p in sol.rejected:
@@ -159,7 +170,7 @@ def solve_visit_shifts(catalogs: dict[str, tuple[np.ndarray, np.ndarray]], passe
 
 
 def measure_visit_shifts(cal_files: list[Path], fwhm_pix: float, passes: list[AlignPass], *,
-                         min_matches: int = 5) -> dict[str, dict[str, Any]]:
+                         min_matches: int = 5, fitgeom: str = "shift") -> dict[str, dict[str, Any]]:
     """Per-visit sky shifts (arcsec) that align the visits with each other.
 
     Stars are detected in every exposure and merged per visit; the visits' shifts are then solved
@@ -171,7 +182,7 @@ def measure_visit_shifts(cal_files: list[Path], fwhm_pix: float, passes: list[Al
         visits.setdefault(visit_id(f), []).append(f)
     catalogs = {v: merge_detections([stars[f] for f in files], radius_arcsec=0.1)
                 for v, files in visits.items()}
-    return solve_visit_shifts(catalogs, passes, min_matches=min_matches)
+    return solve_visit_shifts(catalogs, passes, min_matches=min_matches, fitgeom=fitgeom)
 
 
 @contextlib.contextmanager
@@ -186,7 +197,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def ensure_wcs_adjust(toml_path: Path, ref_cal_files: list[Path], fwhm_pix: float | dict[str, float],
-                      passes: list[dict[str, Any]]) -> dict[str, Any]:
+                      passes: list[dict[str, Any]], fitgeom: str = "shift") -> dict[str, Any]:
     """Read the per-visit shifts of a target, measuring and writing them first if absent.
 
     ``ref_cal_files`` live in ``<target>/<BAND>/<step>/``; each band's visits are measured on its
@@ -208,10 +219,11 @@ def ensure_wcs_adjust(toml_path: Path, ref_cal_files: list[Path], fwhm_pix: floa
         for band, files in by_band.items():
             fwhm = fwhm_pix.get(band, 2.0) if isinstance(fwhm_pix, dict) else fwhm_pix
             pixscale = get_band(band).pixel_scale
-            for v, sh in measure_visit_shifts(files, fwhm, [align_pass(p, pixscale) for p in passes]
-                                              ).items():
+            for v, sh in measure_visit_shifts(files, fwhm, [align_pass(p, pixscale) for p in passes],
+                                              fitgeom=fitgeom).items():
                 shifts.setdefault(v, {**sh, "group": f"{band} {sh['group']}"})
-        doc = {"wcs_adjust": {v: {"shift": s["shift"], "group": s["group"], "n_pairs": s["n_pairs"],
+        keep = ("shift", "rotation_deg", "center_deg", "group", "n_pairs")
+        doc = {"wcs_adjust": {v: {**{k: s[k] for k in keep if k in s},
                                   "residual_mas": round(s["residual_mas"], 2)} for v, s in shifts.items()}}
         write_text_atomic(toml_path, "# per-visit sky shifts [arcsec east, north] (jwstgal wcs_adjust);\n"
                           "# group: visits linked by overlaps (one fixed per group), residual_mas: rms "
@@ -220,15 +232,28 @@ def ensure_wcs_adjust(toml_path: Path, ref_cal_files: list[Path], fwhm_pix: floa
         return doc["wcs_adjust"]
 
 
+def apply_visit_correction(cal: Path, out: Path, entry: dict[str, Any], config_hash: str = "") -> Path:
+    """Apply one visit's ``wcs_adjust.toml`` entry (a shift, or a shift and a rotation) to an exposure."""
+    shift = [float(x) for x in entry.get("shift", [0.0, 0.0])]
+    rot = float(entry.get("rotation_deg", 0.0))
+    if rot == 0.0:
+        return apply_wcs_adjust(cal, out, shift, config_hash)
+    from jwstgal.astrometry import AlignResult
+    from jwstgal.astrometry_io import apply_wcs_correction
+
+    t = np.deg2rad(rot)
+    result = AlignResult(np.asarray(shift), np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]),
+                         rot, 1.0, 0.0, 0, 0, tuple(entry["center_deg"]))
+    return apply_wcs_correction(cal, out, result, config_hash, step=NAME)
+
+
 def run_task(cal_files: list[str], out_dir: str, toml_path: str, ref_cal: list[str],
-             fwhm_pix: dict[str, float], passes: list[dict], config_hash: str) -> list[str]:
+             fwhm_pix: dict[str, float], passes: list[dict], config_hash: str, fitgeom: str = "shift"
+             ) -> list[str]:
     """Measure (once per target) and apply the visit shifts to one band's exposures (worker)."""
-    shifts = ensure_wcs_adjust(Path(toml_path), [Path(c) for c in ref_cal], fwhm_pix, passes)
-    out = []
-    for c in map(Path, cal_files):
-        shift = shifts.get(visit_id(c), {}).get("shift", [0.0, 0.0])
-        out.append(str(apply_wcs_adjust(c, Path(out_dir) / c.name, shift, config_hash)))
-    return out
+    shifts = ensure_wcs_adjust(Path(toml_path), [Path(c) for c in ref_cal], fwhm_pix, passes, fitgeom)
+    return [str(apply_visit_correction(c, Path(out_dir) / c.name, shifts.get(visit_id(c), {}), config_hash))
+            for c in map(Path, cal_files)]
 
 
 class WcsAdjust(Step):
@@ -261,6 +286,7 @@ class WcsAdjust(Step):
         out_dir, _ = ctx.prepare(NAME, key, params)
         plan = StepPlan(NAME, key, params, [out_dir / n for n in names], run_task,
                         [([str(p) for p in inputs], str(out_dir), str(toml_path),
-                          [str(p) for p in ref_cal], fwhm, params["passes"], ctx.run.config_hash)])
+                          [str(p) for p in ref_cal], fwhm, params["passes"], ctx.run.config_hash,
+                          params["fitgeom"])])
         plan.rekey = key_now  # the first run writes the shifts file: key on what it wrote
         return plan
