@@ -8,9 +8,10 @@ Settings that are tables in a config (``passes``) are given here as JSON strings
 
 The classes are registered through the ``stpipe.steps`` entry point (:func:`get_steps`) under the
 step names of the registry (``strun destripe``, or ``strun jwstgal::destripe`` if another package
-uses the alias too). Single-exposure steps (destripe, bg_sub) work on the arrays of the model;
-the multi-exposure steps run the same file functions as the pipeline driver on a scratch copy of
-their input models and return the results as a ``ModelContainer``.
+uses the alias too). Steps on one model (destripe, bg_sub, astrometric_catalog,
+astrometric_align) work on its arrays; the multi-exposure steps (lyot_adjust, wcs_adjust,
+level_match, stack_destripe) run the same file functions as the pipeline driver on a scratch copy
+of their input models and return the results as a ``ModelContainer``.
 """
 
 from __future__ import annotations
@@ -28,11 +29,7 @@ from jwst.stpipe import Step
 
 from jwstgal import dq
 from jwstgal.astrometry import align_catalogs
-from jwstgal.astrometry_io import (
-    align_pass,
-    detect_stars,
-    reference_positions,
-)
+from jwstgal.astrometry_io import align_pass, detect_stars, reference_positions
 from jwstgal.bands import get_band
 from jwstgal.destripe import DestripeParams
 from jwstgal.errors import InputNotFoundError, StepFailedError
@@ -50,6 +47,7 @@ from jwstgal.steps.wcs_adjust import WcsAdjustSettings, apply_visit_correction, 
 from jwstgal.stpipe_spec import settings_of, settings_spec
 
 log = logging.getLogger(__name__)
+
 
 def _primary_of(model: Any) -> fits.Header:
     """The primary-header keywords :func:`jwstgal.steps.destripe.frame_layout` reads, from a model."""
@@ -105,7 +103,7 @@ class DestripeStep(JwstgalStep):
         model.data = out.astype(model.data.dtype)
         stats = destripe_stats(res, good_pixels(sci, dq_arr), lyot)
         log.info("%s: %s, %d amplifier bands, stripe model rms %.3g", model.meta.filename,
-                      params.method, n_amps if params.quadrants else 1, stats["model_rms"])
+                 params.method, n_amps if params.quadrants else 1, stats["model_rms"])
         _history(model, "destripe", {**params.as_dict(), "model_rms": stats["model_rms"]})
         return model
 
