@@ -1,6 +1,8 @@
 """Relative background level matching of overlapping images (exposures, then mosaic tiles).
 
-Pure functions on arrays that share one pixel grid. For every overlapping pair the robust
+Pure functions on arrays that share one pixel grid, each image either the whole grid or a cutout
+placed at an ``origin`` (row, column) of it, so that memory goes with the exposures' own areas, not
+with the number of exposures times the mosaic's area. For every overlapping pair the robust
 difference ``median(a_i - a_j)`` (sigma-clipped, bright emission masked) is measured, optionally as a
 plane ``c0 + c1 x + c2 y``; all offsets are then solved at once by weighted sparse least squares
 (each pair weighted by the inverse variance of its median, rows scaled by sqrt(weight)), one
@@ -14,6 +16,7 @@ level, so ``a_i - a_j`` ~ ``offsets[i] - offsets[j]`` on their overlap.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -30,8 +33,11 @@ def block_reduce(data: np.ndarray, size: int = 128) -> np.ndarray:
     f = max(1, int(np.ceil(max(data.shape) / size)))
     ny, nx = (data.shape[0] // f) * f, (data.shape[1] // f) * f
     blocks = data[:ny, :nx].reshape(ny // f, f, nx // f, f)
-    with np.errstate(invalid="ignore"):
-        return np.nanmean(blocks, axis=(1, 3)) if np.isnan(blocks).any() else blocks.mean(axis=(1, 3))
+    if not np.isnan(blocks).any():
+        return blocks.mean(axis=(1, 3))
+    with warnings.catch_warnings():        # an all-NaN block is NaN, as it should be
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(blocks, axis=(1, 3))
 
 
 @dataclass(frozen=True)
@@ -176,31 +182,36 @@ def measure_pairs(
     plane: bool = False,
     mask_emission: bool = True,
     min_pixels: int = 100,
+    origins: Sequence[tuple[int, int]] | None = None,
 ) -> list[PairDifference]:
     """Differences of every overlapping pair of images on a common grid.
 
     Parameters
     ----------
     images : sequence of numpy.ndarray
-        Images on one grid (NaN outside each footprint).
+        Images on one grid (NaN outside each footprint), or cutouts of it (see ``origins``).
     plane : bool
         Measure planes instead of constants.
     mask_emission : bool
         Ignore bright emission/sources (masked in either image).
     min_pixels : int
         Minimum overlap.
+    origins : sequence of (int, int), optional
+        Grid (row, column) of each image's first pixel (default: all at (0, 0)). Plane
+        coefficients refer to the grid.
 
     Returns
     -------
     list of PairDifference
     """
+    origins = _origins(images, origins)
     masks = [emission_mask(im) if mask_emission else None for im in images]
     boxes = []
-    for im in images:
+    for im, (oy, ox) in zip(images, origins, strict=True):
         f = np.isfinite(im)
         rows, cols = np.any(f, axis=1), np.any(f, axis=0)
-        boxes.append((np.argmax(rows), len(rows) - np.argmax(rows[::-1]),
-                      np.argmax(cols), len(cols) - np.argmax(cols[::-1])) if f.any() else None)
+        boxes.append((oy + np.argmax(rows), oy + len(rows) - np.argmax(rows[::-1]),
+                      ox + np.argmax(cols), ox + len(cols) - np.argmax(cols[::-1])) if f.any() else None)
     pairs = []
     for i in range(len(images)):
         for j in range(i + 1, len(images)):
@@ -211,11 +222,12 @@ def measure_pairs(
             x0, x1 = max(bi[2], bj[2]), min(bi[3], bj[3])
             if y0 >= y1 or x0 >= x1:
                 continue
-            win = (slice(y0, y1), slice(x0, x1))
+            wi = _window(origins[i], y0, y1, x0, x1)
+            wj = _window(origins[j], y0, y1, x0, x1)
             m = None
             if mask_emission:
-                m = masks[i][win] | masks[j][win]
-            p = pair_difference(images[i][win], images[j][win], i, j, mask=m, plane=plane,
+                m = masks[i][wi] | masks[j][wj]
+            p = pair_difference(images[i][wi], images[j][wj], i, j, mask=m, plane=plane,
                                 min_pixels=min_pixels)
             if p is not None and plane:  # plane coefficients refer to the window: shift to grid
                 c0, c1, c2 = p.delta
@@ -224,6 +236,21 @@ def measure_pairs(
             if p is not None:
                 pairs.append(p)
     return pairs
+
+
+def _origins(images: Sequence[np.ndarray], origins: Sequence[tuple[int, int]] | None
+             ) -> list[tuple[int, int]]:
+    if origins is None:
+        return [(0, 0)] * len(images)
+    if len(origins) != len(images):
+        msg = f"{len(origins)} origins for {len(images)} images"
+        raise ValueError(msg)
+    return [(int(o[0]), int(o[1])) for o in origins]
+
+
+def _window(origin: tuple[int, int], y0: int, y1: int, x0: int, x1: int) -> tuple[slice, slice]:
+    """Slices of a cutout at ``origin`` that cover grid rows y0:y1 and columns x0:x1."""
+    return slice(y0 - origin[0], y1 - origin[0]), slice(x0 - origin[1], x1 - origin[1])
 
 
 def solve_offsets(
@@ -334,13 +361,15 @@ def match_levels(
     plane: bool = False,
     mask_emission: bool = True,
     min_pixels: int = 100,
+    origins: Sequence[tuple[int, int]] | None = None,
 ) -> LevelSolution:
     """Match the levels of images on a common grid: within groups first, then between groups.
 
     Parameters
     ----------
     images : sequence of numpy.ndarray
-        Images on one grid (NaN outside each footprint). Not modified.
+        Images on one grid (NaN outside each footprint), or cutouts of it (``origins``). Not
+        modified.
     groups : sequence of int, optional
         Group label of each image (e.g. the dither group / mosaic tile). Without groups all
         images are matched in one solve.
@@ -352,6 +381,8 @@ def match_levels(
         Ignore bright emission when measuring differences.
     min_pixels : int
         Minimum overlap of a pair.
+    origins : sequence of (int, int), optional
+        Grid (row, column) of each image's first pixel (default: all at (0, 0)).
 
     Returns
     -------
@@ -359,9 +390,11 @@ def match_levels(
         Total offsets (within-group plus group offsets) relative to the reference.
     """
     n = len(images)
+    origins = _origins(images, origins)
     prefs = [reference] if isinstance(reference, int) else list(reference)
     if groups is None or len(set(groups)) <= 1:
-        pairs = measure_pairs(images, plane=plane, mask_emission=mask_emission, min_pixels=min_pixels)
+        pairs = measure_pairs(images, plane=plane, mask_emission=mask_emission, min_pixels=min_pixels,
+                              origins=origins)
         return solve_offsets(n, pairs, reference=prefs)
     groups = list(groups)
     labels = list(dict.fromkeys(groups))
@@ -369,24 +402,24 @@ def match_levels(
     offsets = np.zeros((n, k))
     all_pairs: list[PairDifference] = []
     rejected: list[PairDifference] = []
-    stacks = []
+    stacks, stack_origins = [], []
     for g in labels:
         idx = [i for i in range(n) if groups[i] == g]
         sub = [images[i] for i in idx]
-        pairs = measure_pairs(sub, plane=plane, mask_emission=mask_emission, min_pixels=min_pixels)
+        pairs = measure_pairs(sub, plane=plane, mask_emission=mask_emission, min_pixels=min_pixels,
+                              origins=[origins[i] for i in idx])
         sol = solve_offsets(len(idx), pairs, reference=[idx.index(r) for r in prefs if r in idx])
         for local, i in enumerate(idx):
             offsets[i] = sol.offsets[local]
         all_pairs += [PairDifference(idx[p.i], idx[p.j], p.delta, p.sigma, p.npix, p.rms)
                       for p in sol.pairs]
         rejected += sol.rejected
-        yy, xx = np.indices(images[idx[0]].shape)
-        corrected = [images[i] - _level(offsets[i], xx, yy) for i in idx]
-        with np.errstate(invalid="ignore"), np.testing.suppress_warnings() as sup:
-            sup.filter(RuntimeWarning)
-            stacks.append(np.nanmean(np.stack(corrected), axis=0))
+        stack, origin = _group_mean([images[i] for i in idx], [origins[i] for i in idx],
+                                    [offsets[i] for i in idx])
+        stacks.append(stack)
+        stack_origins.append(origin)
     group_pairs = measure_pairs(stacks, plane=plane, mask_emission=mask_emission,
-                                min_pixels=min_pixels)
+                                min_pixels=min_pixels, origins=stack_origins)
     ref_groups = [labels.index(groups[r]) for r in prefs if 0 <= r < n]
     gsol = solve_offsets(len(labels), group_pairs, reference=ref_groups)
     for i in range(n):
@@ -399,16 +432,37 @@ def match_levels(
                          list(gsol.pairs))
 
 
+def _group_mean(images: Sequence[np.ndarray], origins: Sequence[tuple[int, int]],
+                offsets: Sequence[np.ndarray]) -> tuple[np.ndarray, tuple[int, int]]:
+    """NaN-aware mean of level-corrected images over the box that holds them all, and its origin."""
+    y0 = min(o[0] for o in origins)
+    x0 = min(o[1] for o in origins)
+    y1 = max(o[0] + im.shape[0] for im, o in zip(images, origins, strict=True))
+    x1 = max(o[1] + im.shape[1] for im, o in zip(images, origins, strict=True))
+    total = np.zeros((y1 - y0, x1 - x0))
+    count = np.zeros((y1 - y0, x1 - x0))
+    for im, (oy, ox), coef in zip(images, origins, offsets, strict=True):
+        yy, xx = np.indices(im.shape)
+        corr = im - _level(coef, xx + ox, yy + oy)
+        ok = np.isfinite(corr)
+        win = (slice(oy - y0, oy - y0 + im.shape[0]), slice(ox - x0, ox - x0 + im.shape[1]))
+        total[win][ok] += corr[ok]
+        count[win] += ok
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan), (y0, x0)
+
+
 def _level(coef: np.ndarray, xx: np.ndarray, yy: np.ndarray) -> np.ndarray | float:
     if len(coef) == 1:
         return float(coef[0])
     return coef[0] + coef[1] * xx + coef[2] * yy
 
 
-def apply_offsets(images: Sequence[np.ndarray], solution: LevelSolution) -> list[np.ndarray]:
+def apply_offsets(images: Sequence[np.ndarray], solution: LevelSolution,
+                  origins: Sequence[tuple[int, int]] | None = None) -> list[np.ndarray]:
     """Subtract solved offsets (or planes) from images on the common grid (new arrays)."""
     out = []
-    for im, coef in zip(images, solution.offsets, strict=True):
+    for im, coef, (oy, ox) in zip(images, solution.offsets, _origins(images, origins), strict=True):
         yy, xx = np.indices(im.shape)
-        out.append(im - _level(coef, xx, yy))
+        out.append(im - _level(coef, xx + ox, yy + oy))
     return out

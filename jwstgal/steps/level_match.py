@@ -1,8 +1,9 @@
 """Step ``level_match``: match the background levels of calibrated exposures before stage 3.
 
-Each exposure is block-averaged (``binning``), DQ-bad pixels masked, and sampled onto one common
-celestial grid; :func:`jwstgal.level_match.match_levels` then solves all offsets (within dither
-groups, then between tiles), and copies of the cal files with the offsets subtracted are written to
+Each exposure is block-averaged (``binning``), DQ-bad pixels masked, and sampled onto the cutout
+of one common celestial grid that holds its footprint (one exposure read at a time);
+:func:`jwstgal.level_match.match_levels` then solves all offsets (within dither groups, then
+between tiles), and copies of the cal files with the offsets subtracted are written to
 ``level_match/`` (``LVLOFFST`` keyword, HISTORY with plane terms), with ``offsets.ecsv`` and a
 diagnostic plot. The reference exposure is the one closest in time to the dedicated background
 exposures when there are any, else the first.
@@ -59,11 +60,31 @@ def common_grid(wcss: list[WCS], shapes: list[tuple[int, int]], pixscale: float
                                       resolution=pixscale * u.arcsec)
 
 
+def footprint_box(wcs: WCS, shape: tuple[int, int], grid: WCS, grid_shape: tuple[int, int]
+                  ) -> tuple[int, int, int, int]:
+    """Grid rows y0:y1 and columns x0:x1 that hold an exposure's footprint (its edges mapped)."""
+    ny, nx = shape
+    u, v = np.linspace(-0.5, nx - 0.5, 33), np.linspace(-0.5, ny - 0.5, 33)
+    ex = np.concatenate([u, np.full(33, nx - 0.5), u, np.full(33, -0.5)])
+    ey = np.concatenate([np.full(33, -0.5), v, np.full(33, ny - 0.5), v])
+    gx, gy = grid.world_to_pixel_values(*wcs.pixel_to_world_values(ex, ey))
+    y0 = int(np.clip(np.floor(np.nanmin(gy)) - 1, 0, grid_shape[0]))
+    y1 = int(np.clip(np.ceil(np.nanmax(gy)) + 2, 0, grid_shape[0]))
+    x0 = int(np.clip(np.floor(np.nanmin(gx)) - 1, 0, grid_shape[1]))
+    x1 = int(np.clip(np.ceil(np.nanmax(gx)) + 2, 0, grid_shape[1]))
+    return y0, y1, x0, x1
+
+
 def sample_on_grid(data: np.ndarray, wcs: WCS, binning: int, grid: WCS, shape: tuple[int, int]
-                   ) -> np.ndarray:
-    """Block-average an exposure and sample it (bilinearly) on a common grid; NaN outside."""
+                   ) -> tuple[np.ndarray, tuple[int, int]]:
+    """Block-average an exposure and sample it (bilinearly) on a common grid.
+
+    Returns the cutout of the grid that holds the exposure's footprint (NaN outside it) and the
+    grid (row, column) of its first pixel: memory goes with the exposure, not with the mosaic.
+    """
+    y0, y1, x0, x1 = footprint_box(wcs, data.shape, grid, shape)
     binned = block_reduce(data, size=max(data.shape) // binning)
-    yy, xx = np.indices(shape, dtype=float)
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(float)
     ra, dec = grid.pixel_to_world_values(xx, yy)
     x, y = wcs.world_to_pixel_values(ra, dec)
     b = data.shape[1] / binned.shape[1]
@@ -71,21 +92,24 @@ def sample_on_grid(data: np.ndarray, wcs: WCS, binning: int, grid: WCS, shape: t
     out = map_coordinates(binned, [yb, xb], order=1, mode="constant", cval=np.nan)
     outside = (xb < -0.5) | (yb < -0.5) | (xb > binned.shape[1] - 0.5) | (yb > binned.shape[0] - 0.5)
     out[outside] = np.nan
-    return out
+    return out, (y0, x0)
 
 
-def _read(path: Path) -> tuple[np.ndarray, WCS, fits.Header]:
+def _read_header(path: Path) -> tuple[WCS, tuple[int, int]]:
     with fits.open(path) as h:
         missing = [e for e in ("SCI", "DQ") if e not in h]
         if missing:
             msg = f"{path}: no {'/'.join(missing)} extension: not a calibrated exposure"
             raise StepFailedError(msg)
+        hdr = h["SCI"].header
+        return WCS(hdr), (int(hdr["NAXIS2"]), int(hdr["NAXIS1"]))
+
+
+def _read(path: Path) -> np.ndarray:
+    with fits.open(path) as h:
         data = np.array(h["SCI"].data, float)
-        dq_arr = np.array(h["DQ"].data)
-        hdr = h["SCI"].header.copy()
-        primary = h[0].header.copy()
-    data[dq.flagged(dq_arr, ["DO_NOT_USE"])] = np.nan
-    return data, WCS(hdr), primary
+        data[dq.flagged(np.asarray(h["DQ"].data), ["DO_NOT_USE"])] = np.nan
+    return data
 
 
 def choose_reference(files: list[Path], backgrounds: list[Path]) -> int:
@@ -128,17 +152,19 @@ def level_match_files(
     (list of pathlib.Path, LevelSolution)
     """
     s = params if isinstance(params, LevelMatchSettings) else LevelMatchSettings(**params)
-    loaded = [_read(f) for f in cal_files]
-    scale = float(np.sqrt(abs(np.linalg.det(loaded[0][1].celestial.pixel_scale_matrix))) * 3600)
-    grid, shape = common_grid([w for _, w, _ in loaded], [d.shape for d, _, _ in loaded],
-                              scale * s.binning)
-    images = [sample_on_grid(d, w, s.binning, grid, shape) for d, w, _ in loaded]
+    heads = [_read_header(f) for f in cal_files]      # headers first: the grid, then one frame at a time
+    scale = float(np.sqrt(abs(np.linalg.det(heads[0][0].celestial.pixel_scale_matrix))) * 3600)
+    grid, shape = common_grid([w for w, _ in heads], [sh for _, sh in heads], scale * s.binning)
+    cutouts = [sample_on_grid(_read(f), w, s.binning, grid, shape) for f, (w, _) in zip(cal_files, heads,
+                                                                                          strict=True)]
     groups = [dither_group(f) for f in cal_files] if s.by_group else None
     ref = choose_reference(cal_files, backgrounds or [])
-    sol = match_levels(images, groups=groups, reference=ref, plane=s.plane,
-                       mask_emission=s.mask_emission, min_pixels=s.min_pixels)
+    sol = match_levels([c for c, _ in cutouts], groups=groups, reference=ref, plane=s.plane,
+                       mask_emission=s.mask_emission, min_pixels=s.min_pixels,
+                       origins=[o for _, o in cutouts])
+    del cutouts
     outputs = []
-    for f, (_, wcs, _), coef in zip(cal_files, loaded, sol.offsets, strict=True):
+    for f, (wcs, _), coef in zip(cal_files, heads, sol.offsets, strict=True):
         with fits.open(f) as h:
             sci = np.array(h["SCI"].data, float)
             if len(coef) == 1:
