@@ -34,10 +34,10 @@ def stretch_limits(data: np.ndarray, lo: float = 0.5, hi: float = 99.7) -> tuple
     return float(vmin), float(vmax if vmax > vmin else vmin + 1.0)
 
 
-def _save(fig: Any, png: Path, dpi: int) -> Path:
+def _save(fig: Any, png: Path, dpi: int, *, tight: bool = True) -> Path:
     png.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(png) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight" if tight else None, format="png")
     plt.close(fig)
     return png
 
@@ -163,8 +163,21 @@ def quiver_png(res: dict[str, Any], png: Path, title: str) -> Path:
     return _save(fig, png, 90)
 
 
+def thumbnail(img: np.ndarray, size: int = 512) -> np.ndarray:
+    """Block mean of an image to at most ``size`` pixels a side (what a panel shows anyway)."""
+    if max(img.shape) <= size:
+        return img
+    return block_reduce(np.asarray(img, np.float32), size)
+
+
 def stripe_panels(before: np.ndarray, model: np.ndarray, mask: np.ndarray, png: Path, title: str) -> Path:
-    """Four panels: input, mask, stripe model and destriped frame (same stretch for data panels)."""
+    """Four panels: input, mask, stripe model and destriped frame (same stretch for data panels).
+
+    The panels show block means of at most 512 pixels a side (a 2048^2 frame in 4 x 4 blocks:
+    stripes of a row or more stay visible); the mask panel shows the masked fraction per block.
+    """
+    before, model = thumbnail(before), thumbnail(model)
+    mask = thumbnail(mask.astype(np.float32))
     after = before - model
     lo, hi = stretch_limits(after[np.isfinite(after)])
     mlim = max(float(np.nanpercentile(np.abs(model), 99)), 1e-12)
@@ -175,10 +188,10 @@ def stripe_panels(before: np.ndarray, model: np.ndarray, mask: np.ndarray, png: 
     for ax, (img, name, (a, b), cmap) in zip(axes, panels, strict=True):
         ax.imshow(img, origin="lower", vmin=a, vmax=b, cmap=cmap, interpolation="nearest")
         ax.set_title(name, fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set_axis_off()
     fig.suptitle(title, fontsize=10)
-    return _save(fig, png, 80)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=0.86, wspace=0.03)
+    return _save(fig, png, 80, tight=False)
 
 
 def offsets_png(files: list[str], groups: list[str], offsets: np.ndarray, png: Path, title: str) -> Path:

@@ -265,10 +265,11 @@ def _run_step(step: Step, states: list[_BandState], executor: Executor, progress
             st.status[step.name] = FAILED
             log.error("%s failed in %s: %s", st.ctx.label, step.name, err)
     failed: dict[int, BaseException] = {}
-    for wave in sorted({plan.wave for _, plan in plans}):
-        work = [(st, plan, args) for st, plan in plans
-                if not plan.done and plan.wave == wave and id(st) not in failed for args in plan.tasks]
-        results = executor.map(_run_task, [(plan.fn, args) for _, plan, args in work],
+    pre = {-1} if any(plan.pre_tasks for _, plan in plans if not plan.done) else set()
+    for wave in sorted({plan.wave for _, plan in plans} | pre):
+        work = [(st, fn, args) for st, plan in plans if not plan.done and id(st) not in failed
+                for fn, args in _wave_tasks(plan, wave)]
+        results = executor.map(_run_task, [(fn, args) for _, fn, args in work],
                                desc=step.name, progress=progress, return_exceptions=True)
         for (st, _, _), res in zip(work, results, strict=True):
             if isinstance(res, BaseException):
@@ -285,6 +286,13 @@ def _run_step(step: Step, states: list[_BandState], executor: Executor, progress
             _finish(step, st.ctx, plan)
             st.status[step.name] = RAN
         st.upstream, st.outputs = plan.key, plan.outputs
+
+
+def _wave_tasks(plan: StepPlan, wave: int) -> list[tuple[Any, tuple[Any, ...]]]:
+    """(function, arguments) of a plan's tasks in ``wave`` (-1: its pre-tasks)."""
+    if wave < 0:
+        return [(plan.pre_fn, args) for args in plan.pre_tasks]
+    return [(plan.fn, args) for args in plan.tasks] if plan.wave == wave else []
 
 
 def _finish(step: Step, ctx: BandContext, plan: StepPlan) -> None:

@@ -215,3 +215,73 @@ def test_visit_rotations_are_solved_over_the_graph_too():
         got = tangent_plane(*apply_to_positions(res, *catalogs[v]), RA0, DEC0)
         want = seen("A", truth[v])
         assert np.median(np.hypot(*(got - want).T)) * 1000 < 3.0, v
+
+
+def _cal_with_stars(path, ra_ref=150.1, dec_ref=2.2, size=256, seed=3):
+    """A small cal file with a gwcs (and its FITS approximation) and 40 stars."""
+    import dataclasses
+
+    from jwst.assign_wcs.util import update_fits_wcsinfo
+    from stdatamodels.jwst.datamodels import ImageModel
+
+    from jwstgal.bands import get_band
+    from jwstgal.simulate.instrument import build_gwcs, setup_for_band
+    from jwstgal.simulate.sky import render_points
+
+    setup = dataclasses.replace(setup_for_band(get_band("F200W"), size), v3yangle=3.0)
+    w = build_gwcs(setup, ra_ref, dec_ref, 20.0)
+    w.bounding_box = ((-0.5, size - 0.5), (-0.5, size - 0.5))
+    rng = np.random.default_rng(seed)
+    x, y = rng.uniform(12, size - 12, (2, 40))
+    data = render_points((size, size), x, y, rng.uniform(200, 800, 40), 2.1)
+    data += rng.normal(0, 0.5, (size, size))
+    m = ImageModel(data=data.astype(np.float32), dq=np.zeros((size, size), np.uint32))
+    m.meta.wcs = w
+    m.meta.wcsinfo.v2_ref, m.meta.wcsinfo.v3_ref = setup.v2_ref, setup.v3_ref
+    m.meta.wcsinfo.ra_ref, m.meta.wcsinfo.dec_ref, m.meta.wcsinfo.roll_ref = ra_ref, dec_ref, 20.0
+    update_fits_wcsinfo(m, max_pix_error=0.01, npoints=16)
+    m.save(str(path))
+    return path, np.asarray(w(x, y))
+
+
+def test_exposure_stars_read_the_fits_wcs_and_match_the_gwcs(tmp_path):
+    """Stars come from the arrays and the SCI header alone, at the gwcs positions (< 1 mas)."""
+    from astropy.io import fits
+
+    from jwstgal.astrometry_io import exposure_stars
+
+    cal, truth = _cal_with_stars(tmp_path / "jw02107001001_02101_00001_nrcb1_cal.fits")
+    assert fits.getheader(cal, "SCI")["CTYPE1"].startswith("RA---")
+    ra, dec = exposure_stars(cal, 2.1)
+    assert ra.size >= 35
+    xy_true = tangent_plane(*truth, 150.1, 2.2)
+    xy = tangent_plane(ra, dec, 150.1, 2.2)
+    d = np.min(np.hypot(*(xy[:, None, :] - xy_true[None, :, :]).transpose(2, 0, 1)), axis=1)
+    assert np.max(d) * 1000 < 15          # centroiding of noisy stars; the WCS adds < 1 mas:
+    with fits.open(cal, mode="update") as h:  # the same detections through the gwcs instead
+        for k in ("CTYPE1", "CTYPE2"):
+            del h["SCI"].header[k]
+    ra_g, dec_g = exposure_stars(cal, 2.1)
+    diff = tangent_plane(ra, dec, 150.1, 2.2) - tangent_plane(ra_g, dec_g, 150.1, 2.2)
+    assert np.max(np.abs(diff)) * 1000 < 1.0
+
+
+def test_star_cache_is_reused_and_redone_when_the_file_changes(tmp_path, monkeypatch):
+    import os
+
+    from jwstgal.steps import wcs_adjust
+
+    cal, _ = _cal_with_stars(tmp_path / "jw02107001001_02101_00001_nrcb1_cal.fits")
+    calls = []
+    real = wcs_adjust.exposure_stars
+    monkeypatch.setattr(wcs_adjust, "exposure_stars", lambda c, f: calls.append(c) or real(c, f))
+    cache = tmp_path / "stars" / "x_stars.ecsv"
+    first = wcs_adjust.cached_stars(cal, 2.1, cache)
+    again = wcs_adjust.cached_stars(cal, 2.1, cache)
+    assert len(calls) == 1 and np.array_equal(first[0], again[0]) and first[0].size >= 35
+    wcs_adjust.cached_stars(cal, 2.5, cache)                 # another FWHM: detected again
+    st = cal.stat()
+    os.utime(cal, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))   # the file was rewritten
+    wcs_adjust.cached_stars(cal, 2.5, cache)
+    assert len(calls) == 3
+    assert not list(cache.parent.glob("*.part*"))

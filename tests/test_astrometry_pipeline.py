@@ -88,6 +88,11 @@ def test_relative_visit_shifts_recovered(run, band):
     expected = mean_err(visits[1]) - mean_err(visits[0])
     assert np.linalg.norm(expected) > 15                     # the visits really were misaligned
     assert np.linalg.norm(measured - expected) < LIMIT_MAS[band], (measured, expected)
+    # the stars were found file by file (executor pre-tasks) and kept per exposure
+    target = run / "work" / "jwst_lv3_reprocessed_ast" / "ngc0000"
+    cached = {p.name.replace("_stars.ecsv", ".fits") for p in (target / ".wcs_adjust_stars" / band).iterdir()}
+    cal = {p.name for p in (target / band / "cal").glob("*_cal.fits")}
+    assert len(cached) >= 4 and cached <= cal
 
 
 @pytest.mark.parametrize(("band", "instr"), [("F200W", "nircam"), ("F770W", "miri")])

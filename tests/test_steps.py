@@ -51,11 +51,14 @@ def test_plans_and_keys_match_the_code_before_the_registry(fixed_root, case):
     # products added since (a finished run's record lists its own outputs, so it stays complete)
     added = [o for o in outputs[len(want["outputs"]):] if o.endswith(ADDED_OUTPUTS)]
     assert outputs == want["outputs"] + added
-    assert (len(plan.tasks), plan.wave) == (want["n_tasks"], want["wave"])
+    n_tasks = len(plan.outputs) if name in PER_EXPOSURE_NOW else want["n_tasks"]
+    assert (len(plan.tasks), plan.wave) == (n_tasks, want["wave"])
 
 
 #: Outputs steps have gained since the snapshot: astrometric_align's matched-star table.
 ADDED_OUTPUTS = ("_i2d_align_table.fits",)
+#: Steps that ran one task per band at the snapshot and now run one per exposure (issue #15).
+PER_EXPOSURE_NOW = ("wcs_adjust",)
 
 
 def test_every_configured_step_of_the_fixture_was_recorded():
@@ -223,7 +226,8 @@ LAYERS = [
      "jwstgal.layout", "jwstgal.stpipe_spec",
      "jwstgal.settings", "jwstgal.logs", "jwstgal.executor", "jwstgal.crds_setup"),
     ("jwstgal.destripe", "jwstgal.destripe_miri", "jwstgal.destripe_stack", "jwstgal.masking",
-     "jwstgal.level_match", "jwstgal.astrometry", "jwstgal.kernels", "jwstgal.kernel_grids", "jwstgal.psfs",
+     "jwstgal.level_match", "jwstgal.graph_solve", "jwstgal.astrometry", "jwstgal.kernels",
+     "jwstgal.kernel_grids", "jwstgal.psfs",
      "jwstgal.convolve", "jwstgal.ladder", "jwstgal.anchor", "jwstgal.pca", "jwstgal.simulate.sky",
      "jwstgal.simulate.detector",
      "jwstgal.simulate.instrument", "jwstgal.simulate.frames", "jwstgal.simulate.score"),
@@ -381,3 +385,24 @@ def test_readme_example_step_plans_and_runs(tmp_path):
     ns["run_task"](str(src), str(dst), plan.params, "cfg")
     out = fits.getdata(dst, "SCI")
     assert abs(np.median(out)) < 0.05 and fits.getheader(dst)["JG_MEDIA"]
+
+
+def test_wcs_adjust_finds_stars_file_by_file_before_the_solve(tmp_path):
+    """Without a shifts file, the reference band plans one star-finding pre-task per exposure."""
+    from jwstgal.steps.wcs_adjust import detect_task
+
+    ctx = context(tmp_path, "F200W")
+    toml = ctx.band_dir.parent / "wcs_adjust.toml"
+    step = get_step("wcs_adjust")
+    with_file = step.plan(ctx, "UPSTREAM", [])
+    assert with_file.pre_tasks == [] and len(with_file.tasks) == len(with_file.outputs) > 0
+    toml.unlink()
+    plan = step.plan(ctx, "UPSTREAM", [])
+    cal = sorted((ctx.band_dir / "cal").glob("*_cal.fits"))
+    assert plan.pre_fn is detect_task
+    assert [Path(t[0]) for t in plan.pre_tasks] == cal
+    assert all(".wcs_adjust_stars/F200W/" in t[2] for t in plan.pre_tasks)
+    other_ctx = context(tmp_path, "F300M")                           # not a reference band
+    toml.unlink(missing_ok=True)
+    other = step.plan(other_ctx, "UPSTREAM", [])
+    assert other.pre_tasks == [] and len(other.tasks) > 0

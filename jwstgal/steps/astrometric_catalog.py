@@ -23,7 +23,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from pydantic import Field, model_validator
 
 from jwstgal import layout
-from jwstgal.astrometry_io import find_point_sources
+from jwstgal.astrometry_io import centroids, find_point_sources
 from jwstgal.bands import Band
 from jwstgal.provenance import atomic_path, hash_params, stamp_header
 from jwstgal.settings import StepSettings
@@ -64,9 +64,9 @@ def point_source_table(data: np.ndarray, wcs: WCS, fwhm_pix: float, s: Astrometr
                              box=s.bkg_box, sharpness=s.sharpness, roundness=s.roundness)
     if tab is None or len(tab) == 0:
         return Table({"ra": [], "dec": [], "xcentroid": [], "ycentroid": [], "flux": []})
-    ra, dec = wcs.pixel_to_world_values(np.asarray(tab["xcentroid"]), np.asarray(tab["ycentroid"]))
-    out = Table({"ra": ra, "dec": dec, "xcentroid": tab["xcentroid"], "ycentroid": tab["ycentroid"],
-                 "flux": tab["flux"]})
+    x, y = centroids(tab)
+    ra, dec = wcs.pixel_to_world_values(x, y)
+    out = Table({"ra": ra, "dec": dec, "xcentroid": x, "ycentroid": y, "flux": tab["flux"]})
     for col in ("sharpness", "roundness1", "roundness2", "roundness", "peak"):
         if col in tab.colnames:
             out[col] = tab[col]

@@ -105,6 +105,11 @@ class StepPlan:
         Tasks of wave 1 run after those of wave 0 (bands borrowing another band's solution).
     rekey : callable or None
         Recomputes the key once the tasks ran (for a step whose inputs include a file it writes).
+    pre_fn : callable or None
+        Task function of ``pre_tasks``.
+    pre_tasks : list of tuple
+        Tasks run before every plan's ``tasks`` (e.g. per-file measurements that a band-wide
+        solution then reads), on the same executor.
     """
 
     step: str
@@ -115,6 +120,8 @@ class StepPlan:
     tasks: list[tuple[Any, ...]] = field(default_factory=list)
     wave: int = 0
     rekey: Callable[[], str] | None = None
+    pre_fn: Callable[..., Any] | None = None
+    pre_tasks: list[tuple[Any, ...]] = field(default_factory=list)
 
     @property
     def done(self) -> bool:

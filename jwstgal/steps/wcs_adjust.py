@@ -1,10 +1,12 @@
 """Step ``wcs_adjust``: relative per-visit astrometry, before level matching and stage 3.
 
-Per-visit shifts are measured once per target on the star-rich ``[wcs_adjust] bands`` (stars
-detected in every calibrated exposure, each exposure aligned to the reference visit's stars, shifts
-averaged per visit), written to ``<reprocess_dir>/<target>/wcs_adjust.toml`` (a hand-made or edited
-file is used as it is, and is part of the step's key), and applied to the exposures of every band
-(jwst ``adjust_wcs``). The step is solved once per target, so its overrides name targets only.
+Per-visit shifts are measured once per target on the star-rich ``[wcs_adjust] bands``: stars are
+detected in every calibrated exposure (one executor task per file, reading only its arrays and FITS
+WCS; kept in ``<target>/.wcs_adjust_stars/``), merged per visit, and the visits' shifts solved
+together over the graph of overlapping visits. They are written to
+``<reprocess_dir>/<target>/wcs_adjust.toml`` (a hand-made or edited file is used as it is, and is
+part of the step's key) and applied to the exposures of every band (jwst ``adjust_wcs``, one task
+per file). The step is solved once per target, so its overrides name targets only.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from jwstgal.astrometry import AlignPass, align_catalogs
 from jwstgal.astrometry_io import PassSettings, align_pass, apply_wcs_adjust, exposure_stars, visit_id
 from jwstgal.bands import get_band
 from jwstgal.errors import InputNotFoundError
-from jwstgal.provenance import hash_params, write_text_atomic
+from jwstgal.provenance import atomic_path, hash_params, write_text_atomic
 from jwstgal.settings import StepSettings, added_field, check_band
 from jwstgal.steps.base import BandContext, Step, StepPlan, content_hash
 
@@ -118,7 +120,7 @@ def solve_visit_shifts(catalogs: dict[str, tuple[np.ndarray, np.ndarray]], passe
         ``center_deg``.
     """
     from jwstgal.astrometry import tangent_plane
-    from jwstgal.level_match import PairDifference, solve_offsets
+    from jwstgal.graph_solve import PairDifference, solve_offsets
 
     visits = sorted(catalogs, key=lambda v: (-catalogs[v][0].size, v))   # most stars first
     if not visits:
@@ -169,14 +171,49 @@ def solve_visit_shifts(catalogs: dict[str, tuple[np.ndarray, np.ndarray]], passe
     return out
 
 
+#: Folder (in the target's folder) of the stars detected in each exposure.
+STARS_DIR = ".wcs_adjust_stars"
+
+
+def stars_cache(target_dir: Path, cal: Path) -> Path:
+    """Where the stars of an exposure (``<target>/<BAND>/<step>/<file>``) are kept."""
+    return target_dir / STARS_DIR / cal.parent.parent.name / f"{cal.stem}_stars.ecsv"
+
+
+def cached_stars(cal: Path, fwhm_pix: float, cache: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """RA/Dec of the stars of an exposure, from ``cache`` when it was made from this very file.
+
+    The cache records the file's size and modification time and the FWHM; any change detects
+    again (and rewrites the cache atomically).
+    """
+    from astropy.table import Table
+
+    st = cal.stat()
+    stamp = f"{st.st_size}:{st.st_mtime_ns}:{fwhm_pix:.6g}"
+    if cache is not None and cache.is_file():
+        t = Table.read(cache, format="ascii.ecsv")
+        if t.meta.get("source") == stamp:
+            return np.asarray(t["ra"], float), np.asarray(t["dec"], float)
+    ra, dec = exposure_stars(cal, fwhm_pix)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(cache) as tmp:
+            Table({"ra": ra, "dec": dec}, meta={"source": stamp, "file": cal.name}).write(
+                tmp, format="ascii.ecsv")
+    return ra, dec
+
+
 def measure_visit_shifts(cal_files: list[Path], fwhm_pix: float, passes: list[AlignPass], *,
-                         min_matches: int = 5, fitgeom: str = "shift") -> dict[str, dict[str, Any]]:
+                         min_matches: int = 5, fitgeom: str = "shift", cache_dir: Path | None = None
+                         ) -> dict[str, dict[str, Any]]:
     """Per-visit sky shifts (arcsec) that align the visits with each other.
 
-    Stars are detected in every exposure and merged per visit; the visits' shifts are then solved
-    together over all overlapping pairs (:func:`solve_visit_shifts`).
+    Stars are detected in every exposure (or read from ``cache_dir``, see :func:`stars_cache`) and
+    merged per visit; the visits' shifts are then solved together over all overlapping pairs
+    (:func:`solve_visit_shifts`).
     """
-    stars = {f: exposure_stars(f, fwhm_pix) for f in cal_files}
+    stars = {f: cached_stars(f, fwhm_pix, stars_cache(cache_dir, f) if cache_dir else None)
+             for f in cal_files}
     visits: dict[str, list[Path]] = {}
     for f in cal_files:
         visits.setdefault(visit_id(f), []).append(f)
@@ -220,7 +257,7 @@ def ensure_wcs_adjust(toml_path: Path, ref_cal_files: list[Path], fwhm_pix: floa
             fwhm = fwhm_pix.get(band, 2.0) if isinstance(fwhm_pix, dict) else fwhm_pix
             pixscale = get_band(band).pixel_scale
             for v, sh in measure_visit_shifts(files, fwhm, [align_pass(p, pixscale) for p in passes],
-                                              fitgeom=fitgeom).items():
+                                              fitgeom=fitgeom, cache_dir=toml_path.parent).items():
                 shifts.setdefault(v, {**sh, "group": f"{band} {sh['group']}"})
         keep = ("shift", "rotation_deg", "center_deg", "group", "n_pairs")
         doc = {"wcs_adjust": {v: {**{k: s[k] for k in keep if k in s},
@@ -247,13 +284,21 @@ def apply_visit_correction(cal: Path, out: Path, entry: dict[str, Any], config_h
     return apply_wcs_correction(cal, out, result, config_hash, step=NAME)
 
 
-def run_task(cal_files: list[str], out_dir: str, toml_path: str, ref_cal: list[str],
-             fwhm_pix: dict[str, float], passes: list[dict], config_hash: str, fitgeom: str = "shift"
-             ) -> list[str]:
-    """Measure (once per target) and apply the visit shifts to one band's exposures (worker)."""
+def detect_task(cal: str, fwhm_pix: float, cache: str) -> list[str]:
+    """Detect the stars of one exposure of a reference band into its cache (worker, before the solve)."""
+    cached_stars(Path(cal), fwhm_pix, Path(cache))
+    return [cache]
+
+
+def run_task(cal: str, out: str, toml_path: str, ref_cal: list[str], fwhm_pix: dict[str, float],
+             passes: list[dict], config_hash: str, fitgeom: str = "shift") -> list[str]:
+    """Apply the target's visit shifts to one exposure, solving them first if nobody has (worker).
+
+    The first task of a target to get the lock solves (from the cached stars); the others read.
+    """
     shifts = ensure_wcs_adjust(Path(toml_path), [Path(c) for c in ref_cal], fwhm_pix, passes, fitgeom)
-    return [str(apply_visit_correction(c, Path(out_dir) / c.name, shifts.get(visit_id(c), {}), config_hash))
-            for c in map(Path, cal_files)]
+    c = Path(cal)
+    return [str(apply_visit_correction(c, Path(out), shifts.get(visit_id(c), {}), config_hash))]
 
 
 class WcsAdjust(Step):
@@ -265,7 +310,10 @@ class WcsAdjust(Step):
     settings = WcsAdjustSettings
 
     def plan(self, ctx: BandContext, upstream: str, inputs: list[Path]) -> StepPlan:
-        """One task for the band; the shifts file is an input (a hand edit reruns this and what follows)."""
+        """One task per exposure, after star finding on the reference bands (while no shifts file).
+
+        The shifts file is an input: a hand edit reruns this step and what follows.
+        """
         inputs = ctx.science_cal(inputs, "wcs_adjust")
         params = self.resolved(ctx)
         ref_bands = params["bands"] or [ctx.run.science.bands[0]]
@@ -283,10 +331,15 @@ class WcsAdjust(Step):
         key = key_now()
         if (done := ctx.complete(NAME, key, params)) is not None:
             return done
-        out_dir, _ = ctx.prepare(NAME, key, params)
+        out_dir, reuse = ctx.prepare(NAME, key, params)
+        todo = [p for p in inputs if not (reuse and (out_dir / p.name).is_file())]
         plan = StepPlan(NAME, key, params, [out_dir / n for n in names], run_task,
-                        [([str(p) for p in inputs], str(out_dir), str(toml_path),
-                          [str(p) for p in ref_cal], fwhm, params["passes"], ctx.run.config_hash,
-                          params["fitgeom"])])
+                        [(str(p), str(out_dir / p.name), str(toml_path), [str(c) for c in ref_cal], fwhm,
+                          params["passes"], ctx.run.config_hash, params["fitgeom"]) for p in todo])
         plan.rekey = key_now  # the first run writes the shifts file: key on what it wrote
+        band = ctx.band_dir.name
+        if not toml_path.is_file() and band in ref_bands:   # each reference band detects its own files
+            own = [c for c in ref_cal if c.parent.parent.name == band]
+            plan.pre_fn = detect_task
+            plan.pre_tasks = [(str(c), fwhm[band], str(stars_cache(target_dir, c))) for c in own]
         return plan
