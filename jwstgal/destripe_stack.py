@@ -8,7 +8,7 @@ removes the other frames' own stripes from the references as well.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -238,26 +238,17 @@ def stack_destripe_iter(
     """
     p = params or StackParams()
     amps = n_amps or [1] * n
-
-    def bad_of(data: np.ndarray, dq: np.ndarray | None) -> np.ndarray:
-        return bad_pixel_mask(data, dq, None, p.dq_flags)
-
     use = np.ones((n, n), bool) if overlaps is None else overlaps.copy()
     np.fill_diagonal(use, False)
-    empty = np.array([not (~bad_of(*load(i))).any() for i in range(n)], bool)
+    empty = np.array([not (~_bad(p, *load(i))).any() for i in range(n)], bool)
     use[empty, :] = False  # no valid pixel: neither fitted nor a reference
     use[:, empty] = False
     models: list[StripeModel | None] = [None] * n
 
-    def corrected(j: int) -> np.ndarray:
-        data, dq = load(j)
-        model = models[j].expand(data.shape) if models[j] is not None else 0.0
-        return np.where(bad_of(data, dq), np.nan, data - model)
-
     def unchanged(i: int) -> DestripeResult:
         data, dq = load(i)
         model = models[i].expand(data.shape) if models[i] is not None else np.zeros(data.shape)
-        return DestripeResult(model, bad_of(data, dq), np.zeros(1))
+        return DestripeResult(model, _bad(p, data, dq), np.zeros(1))
 
     if n < 2 or iterations < 1:
         yield from ((i, unchanged(i)) for i in range(n))
@@ -269,38 +260,21 @@ def stack_destripe_iter(
         new_models = list(models)
         for i in range(n):
             data_i, dq_i = load(i)
-            valid_i = ~bad_of(data_i, dq_i)
-            corrected_i = corrected(i)
-            acc = np.zeros(data_i.shape)
-            cnt = np.zeros_like(acc)
-            stack = []
-            for j in np.flatnonzero(use[i]):
-                other = resample(int(j), i, corrected(int(j)))
-                ok = np.isfinite(other) & valid_i
-                if it == 0 and (not ok.any() or ok.sum() < p.min_overlap_frac * valid_i.sum()):
-                    use[i, j] = False
-                    continue
-                delta = clipped_median((other - corrected_i)[ok][None], 1, p.sigma, p.max_iters)[0]
-                acc[ok] += w[j] * (other[ok] - delta)
-                cnt[ok] += w[j]
-                if p.combine == "median":
-                    stack.append(np.where(ok, other - delta, np.nan))
-            if not cnt.any():
+            others = ((int(j), resample(int(j), i, corrected_frame(*load(int(j)), models[int(j)], p)))
+                      for j in np.flatnonzero(use[i]))
+            model, mask, kept = fit_frame(data_i, dq_i, models[i], others, p, w, amps[i], prune=it == 0)
+            if it == 0:
+                use[i] = False
+                use[i, kept] = True
+            if model is None:
                 if last:
                     yield i, unchanged(i)
                 continue
-            if stack:                       # median where at least one other frame covers
-                reference = np.full(data_i.shape, np.nan)
-                covered = cnt > 0
-                reference[covered] = np.nanmedian(np.array(stack)[:, covered], axis=0)
-            else:
-                reference = np.where(cnt > 0, acc / np.where(cnt > 0, cnt, 1), np.nan)
-            model, mask = _stripe_profiles(data_i, reference, dq_i, p, amps[i])
             new_models[i] = model
             if last:
                 yield i, DestripeResult(model.expand(data_i.shape), mask, np.zeros(len(model.amps)))
         if p.tolerance > 0 and not last:
-            change = max((_rms_change(models[i], new_models[i], load(i)[0].shape) for i in range(n)),
+            change = max((rms_change(models[i], new_models[i], load(i)[0].shape) for i in range(n)),
                          default=0.0)
             converged = change < p.tolerance
             log.debug("stack destripe pass %d: largest model change %.3g", it + 1, change)
@@ -310,7 +284,73 @@ def stack_destripe_iter(
             return
 
 
-def _rms_change(old: StripeModel | None, new: StripeModel | None, shape: tuple[int, ...]) -> float:
+def _bad(p: StackParams, data: np.ndarray, dq: np.ndarray | None) -> np.ndarray:
+    return bad_pixel_mask(data, dq, None, p.dq_flags)
+
+
+def corrected_frame(data: np.ndarray, dq: np.ndarray | None, model: StripeModel | None,
+                    p: StackParams) -> np.ndarray:
+    """A frame with its current stripe model subtracted, NaN on bad pixels."""
+    m = model.expand(data.shape) if model is not None else 0.0
+    return np.where(_bad(p, data, dq), np.nan, data - m)
+
+
+def fit_frame(data: np.ndarray, dq: np.ndarray | None, model: StripeModel | None,
+              others: Iterable[tuple[int, np.ndarray]], p: StackParams, weights: np.ndarray, n_amps: int,
+              *, prune: bool = False) -> tuple[StripeModel | None, np.ndarray | None, list[int]]:
+    """One pass of one frame: its reference from the others, then its stripes against it.
+
+    Parameters
+    ----------
+    data, dq : numpy.ndarray
+        The frame and its DQ.
+    model : StripeModel or None
+        Its current model (from the previous pass).
+    others : iterable of (int, numpy.ndarray)
+        Each other frame's index and its corrected image resampled onto this frame (consumed one
+        at a time: memory of one frame).
+    p : StackParams
+        Settings.
+    weights : numpy.ndarray
+        Weight of every frame (indexed by the others' indices).
+    n_amps : int
+        Amplifier bands of this frame.
+    prune : bool
+        Drop others covering less than ``min_overlap_frac`` of the frame (the first pass).
+
+    Returns
+    -------
+    (StripeModel or None, numpy.ndarray or None, list of int)
+        The new model and its mask (None when no other frame covers this one) and the others used.
+    """
+    valid = ~_bad(p, data, dq)
+    corrected_i = corrected_frame(data, dq, model, p)
+    acc = np.zeros(data.shape)
+    cnt = np.zeros_like(acc)
+    stack, kept = [], []
+    for j, other in others:
+        ok = np.isfinite(other) & valid
+        if prune and (not ok.any() or ok.sum() < p.min_overlap_frac * valid.sum()):
+            continue
+        kept.append(j)
+        delta = clipped_median((other - corrected_i)[ok][None], 1, p.sigma, p.max_iters)[0]
+        acc[ok] += weights[j] * (other[ok] - delta)
+        cnt[ok] += weights[j]
+        if p.combine == "median":
+            stack.append(np.where(ok, other - delta, np.nan))
+    if not cnt.any():
+        return None, None, kept
+    if stack:                       # median where at least one other frame covers
+        reference = np.full(data.shape, np.nan)
+        covered = cnt > 0
+        reference[covered] = np.nanmedian(np.array(stack)[:, covered], axis=0)
+    else:
+        reference = np.where(cnt > 0, acc / np.where(cnt > 0, cnt, 1), np.nan)
+    new, mask = _stripe_profiles(np.asarray(data, float), reference, dq, p, n_amps)
+    return new, mask, kept
+
+
+def rms_change(old: StripeModel | None, new: StripeModel | None, shape: tuple[int, ...]) -> float:
     """Rms difference of two models of a frame (infinite when there was none before)."""
     if new is None:
         return 0.0

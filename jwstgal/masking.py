@@ -168,16 +168,21 @@ def filter_diffuse(data: np.ndarray, bad: np.ndarray, scale: float = 200.0, orde
     coarse = np.where(np.isfinite(coarse), coarse, fill_val)
     up = np.repeat(np.repeat(coarse, b, 0), b, 1)[:ny, :nx]
     filled = np.where(np.isfinite(filled), filled, up)
-    py, px = ny // 2, nx // 2
-    padded = np.pad(filled, ((py, py), (px, px)), mode="reflect")
-    fy = scipy.fft.fftfreq(padded.shape[0])[:, None]
-    fx = scipy.fft.rfftfreq(padded.shape[1])[None, :]
+    # mirror padding of two cut-off scales (at most half the frame) on each side, to an FFT-friendly
+    # size: the filter's response has died out well before the padded image wraps around
+    py, px = (min(n // 2, int(np.ceil(2 * scale))) for n in (ny, nx))
+    sy, sx = scipy.fft.next_fast_len(ny + 2 * py, real=True), scipy.fft.next_fast_len(nx + 2 * px, real=True)
+    padded = np.pad(filled, ((py, sy - ny - py), (px, sx - nx - px)), mode="reflect").astype(np.float32)
+    fy = scipy.fft.fftfreq(sy)[:, None]
+    fx = scipy.fft.rfftfreq(sx)[None, :]
     f = np.hypot(fy, fx)
     fc = 1.0 / scale
     with np.errstate(divide="ignore"):
-        high = 1.0 / (1.0 + (fc / f) ** (2 * order))
+        high = (1.0 / (1.0 + (fc / f) ** (2 * order))).astype(np.float32)
     high[0, 0] = 0.0
+    # single precision: the filter's own precision is far below the data's noise
     out = scipy.fft.irfft2(scipy.fft.rfft2(padded) * high, s=padded.shape)[py:py + ny, px:px + nx]
+    out = out.astype(float)
     out[bad] = np.nan
     return out
 

@@ -266,7 +266,8 @@ def _run_step(step: Step, states: list[_BandState], executor: Executor, progress
             log.error("%s failed in %s: %s", st.ctx.label, step.name, err)
     failed: dict[int, BaseException] = {}
     pre = {-1} if any(plan.pre_tasks for _, plan in plans if not plan.done) else set()
-    for wave in sorted({plan.wave for _, plan in plans} | pre):
+    post = {POST_WAVE + k for _, plan in plans if not plan.done for k in range(len(plan.post))}
+    for wave in sorted({plan.wave for _, plan in plans} | pre | post):
         work = [(st, fn, args) for st, plan in plans if not plan.done and id(st) not in failed
                 for fn, args in _wave_tasks(plan, wave)]
         results = executor.map(_run_task, [(fn, args) for _, fn, args in work],
@@ -288,10 +289,17 @@ def _run_step(step: Step, states: list[_BandState], executor: Executor, progress
         st.upstream, st.outputs = plan.key, plan.outputs
 
 
+#: Waves of the plans' later stages (``StepPlan.post``) come after every ordinary wave.
+POST_WAVE = 1000
+
+
 def _wave_tasks(plan: StepPlan, wave: int) -> list[tuple[Any, tuple[Any, ...]]]:
-    """(function, arguments) of a plan's tasks in ``wave`` (-1: its pre-tasks)."""
+    """(function, arguments) of a plan's tasks in ``wave`` (-1: its pre-tasks; POST_WAVE + k: stage k)."""
     if wave < 0:
         return [(plan.pre_fn, args) for args in plan.pre_tasks]
+    if wave >= POST_WAVE:
+        k = wave - POST_WAVE
+        return [(plan.post[k][0], args) for args in plan.post[k][1]] if k < len(plan.post) else []
     return [(plan.fn, args) for args in plan.tasks] if plan.wave == wave else []
 
 

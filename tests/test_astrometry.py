@@ -285,3 +285,27 @@ def test_star_cache_is_reused_and_redone_when_the_file_changes(tmp_path, monkeyp
     wcs_adjust.cached_stars(cal, 2.5, cache)
     assert len(calls) == 3
     assert not list(cache.parent.glob("*.part*"))
+
+
+def test_point_sources_found_tile_by_tile_as_in_one_piece():
+    """A mosaic searched in tiles finds the same stars, at the same positions, as in one piece."""
+    from jwstgal.astrometry_io import centroids, find_point_sources
+    from jwstgal.simulate.sky import render_points
+
+    rng = np.random.default_rng(4)
+    ny, nx = 1500, 1700
+    x, y = rng.uniform(20, nx - 20, 150), rng.uniform(20, ny - 20, 150)
+    yy, xx = np.mgrid[:ny, :nx]
+    img = 5.0 + 0.002 * xx + render_points((ny, nx), x, y, rng.uniform(300, 3000, 150), 2.5)
+    img += rng.normal(0, 1.0, img.shape)
+    img[:, :100] = np.nan                           # a mosaic's empty border
+    whole = find_point_sources(img, 2.5, max_sources=0)
+    tiled = find_point_sources(img.astype(np.float32), 2.5, max_sources=0, tile=512)
+    xw, yw = centroids(whole)
+    xt, yt = centroids(tiled)
+    assert len(whole) > 100 and abs(len(tiled) - len(whole)) <= 3
+    d = np.hypot(xt[:, None] - xw[None], yt[:, None] - yw[None]).min(axis=1)
+    assert np.median(d) < 0.01 and np.mean(d < 0.1) > 0.97
+    brightest = find_point_sources(img, 2.5, max_sources=20, tile=512)
+    assert len(brightest) == 20
+    assert np.min(brightest["flux"]) >= np.sort(np.asarray(tiled["flux"]))[-20] - 1e-9

@@ -420,3 +420,43 @@ def test_frame_weights_from_the_headers_and_errors(tmp_path):
     assert frame_weight(path, "equal") == 1.0
     assert frame_weight(path, "exptime") == pytest.approx(515.4)
     assert frame_weight(path, "ivm") == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize(("settings", "empty"), [({}, False), ({"tolerance": 1e9}, False),
+                                                 ({"combine": "median", "weight": "ivm"}, True)])
+def test_stack_destripe_tasks_frame_by_frame_equal_the_band_at_once(tmp_path, settings, empty):
+    """The driver's tasks (overlap graph, then one per frame and pass) write the same bits."""
+    import json
+
+    from jwstgal.steps.stack_destripe import STATE, StackDestripeSettings, graph_task, pass_task
+
+    _, _, files = _dithered_files(tmp_path)
+    if empty:
+        with fits.open(files[2], mode="update") as h:
+            h["SCI"].data[:] = np.nan
+    n_pass = 4 if settings.get("tolerance") else 3
+    params = {**StackDestripeSettings().model_dump(), "smooth_scale": 0, "iterations": n_pass, **settings}
+    params.pop("override", None)
+    p = {k: v for k, v in params.items() if k not in ("iterations", "weight")}
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    ref = stack_destripe_files(files, whole, StackParams(**p), iterations=n_pass,
+                               weight=params.get("weight", "equal"))
+    out = tmp_path / "tasks"
+    out.mkdir()
+    state = str(out / STATE)
+    names = [str(f) for f in files]
+    graph_task(names, state, params)
+    written = []
+    for it in range(n_pass):                # waves: every frame of a pass, then the next pass
+        for i in range(len(files)):
+            written += pass_task(names, i, it, state, params, str(out), "", str(tmp_path / "qa"))
+    assert sorted(written) == sorted(str(out / f.name) for f in files)
+    for a, b in zip(ref, files, strict=True):
+        with fits.open(a) as h, fits.open(out / b.name) as g:
+            assert np.array_equal(h["SCI"].data, g["SCI"].data, equal_nan=True)
+            assert h[0].header["STKNREF"] == g[0].header["STKNREF"]
+    passes = sorted(p.name for p in (out / STATE).iterdir() if p.is_dir())
+    # converged after the second pass (the first changes from nothing): the third was the last
+    assert passes == ["pass0", "pass1", "pass2"]
+    assert json.loads((out / STATE / "graph.json").read_text())["empty"][2] is empty

@@ -57,8 +57,9 @@ def test_plans_and_keys_match_the_code_before_the_registry(fixed_root, case):
 
 #: Outputs steps have gained since the snapshot: astrometric_align's matched-star table.
 ADDED_OUTPUTS = ("_i2d_align_table.fits",)
-#: Steps that ran one task per band at the snapshot and now run one per exposure (issue #15).
-PER_EXPOSURE_NOW = ("wcs_adjust",)
+#: Steps that ran one task per band at the snapshot and now run one per exposure (issue #15;
+#: stack_destripe: the first pass, later passes are stages of their own).
+PER_EXPOSURE_NOW = ("wcs_adjust", "stack_destripe")
 
 
 def test_every_configured_step_of_the_fixture_was_recorded():
@@ -226,8 +227,8 @@ LAYERS = [
      "jwstgal.layout", "jwstgal.stpipe_spec",
      "jwstgal.settings", "jwstgal.logs", "jwstgal.executor", "jwstgal.crds_setup"),
     ("jwstgal.destripe", "jwstgal.destripe_miri", "jwstgal.destripe_stack", "jwstgal.masking",
-     "jwstgal.level_match", "jwstgal.graph_solve", "jwstgal.astrometry", "jwstgal.kernels",
-     "jwstgal.kernel_grids", "jwstgal.psfs",
+     "jwstgal.level_match", "jwstgal.graph_solve", "jwstgal.frame_maps", "jwstgal.astrometry",
+     "jwstgal.kernels", "jwstgal.kernel_grids", "jwstgal.psfs",
      "jwstgal.convolve", "jwstgal.ladder", "jwstgal.anchor", "jwstgal.pca", "jwstgal.simulate.sky",
      "jwstgal.simulate.detector",
      "jwstgal.simulate.instrument", "jwstgal.simulate.frames", "jwstgal.simulate.score"),

@@ -110,6 +110,9 @@ class StepPlan:
     pre_tasks : list of tuple
         Tasks run before every plan's ``tasks`` (e.g. per-file measurements that a band-wide
         solution then reads), on the same executor.
+    post : list of (callable, list of tuple)
+        Further stages, each run after the previous one (and ``tasks``) of every plan finished,
+        e.g. the passes of an iteration whose tasks read the previous pass's results.
     """
 
     step: str
@@ -122,6 +125,7 @@ class StepPlan:
     rekey: Callable[[], str] | None = None
     pre_fn: Callable[..., Any] | None = None
     pre_tasks: list[tuple[Any, ...]] = field(default_factory=list)
+    post: list[tuple[Callable[..., Any], list[tuple[Any, ...]]]] = field(default_factory=list)
 
     @property
     def done(self) -> bool:

@@ -9,6 +9,7 @@ frame and its overlapping neighbours, whatever the number of exposures.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Literal
@@ -17,13 +18,21 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 from pydantic import Field
-from scipy.interpolate import RegularGridInterpolator
-from scipy.ndimage import map_coordinates
 
 from jwstgal import dq
 from jwstgal.bands import Band
-from jwstgal.destripe_stack import StackParams, stack_destripe_iter
-from jwstgal.provenance import atomic_path, hash_params, stamp_header
+from jwstgal.destripe import DestripeResult
+from jwstgal.destripe_stack import (
+    StackParams,
+    StripeModel,
+    corrected_frame,
+    fit_frame,
+    rms_change,
+    stack_destripe_iter,
+)
+from jwstgal.dq import bad_pixel_mask
+from jwstgal.frame_maps import coarse_map, inside, nan_bilinear, pixel_map
+from jwstgal.provenance import atomic_path, hash_params, stamp_header, write_text_atomic
 from jwstgal.settings import StepSettings, added_field
 from jwstgal.steps.base import BandContext, Step, StepPlan
 from jwstgal.steps.destripe import DQ_CHOICES, frame_layout, good_pixels
@@ -61,38 +70,6 @@ class StackDestripeSettings(StepSettings):
                                    "passes (0: run every pass).", ge=0)
     weight: Literal["equal", "exptime", "ivm"] = added_field(
         "equal", "Frame weights in the mean: equal, exposure time, or inverse read-noise variance.")
-
-
-def _coarse_map(wcs_from: WCS, shape_from: tuple[int, int], wcs_to: WCS, step: int = 16
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Pixel coordinates in ``wcs_to`` of a coarse grid of a ``shape_from`` frame's pixels.
-
-    Returns the grid's rows and columns and the target x and y there; distortions are smooth on
-    16-pixel scales, so :func:`_pixel_map` interpolates the full map from this.
-    """
-    ny, nx = shape_from
-    gy = np.unique(np.r_[np.arange(0, ny, step), ny - 1]).astype(float)
-    gx = np.unique(np.r_[np.arange(0, nx, step), nx - 1]).astype(float)
-    yy, xx = np.meshgrid(gy, gx, indexing="ij")
-    x2, y2 = wcs_to.world_to_pixel_values(*wcs_from.pixel_to_world_values(xx, yy))
-    return gy, gx, np.asarray(x2), np.asarray(y2)
-
-
-def _pixel_map(coarse: tuple[np.ndarray, ...], shape_from: tuple[int, int]
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """Full-resolution pixel map (y, x in the other frame) of every pixel, from a coarse map."""
-    gy, gx, x2, y2 = coarse
-    ny, nx = shape_from
-    py, px = np.meshgrid(np.arange(ny, dtype=float), np.arange(nx, dtype=float), indexing="ij")
-    pts = np.column_stack([py.ravel(), px.ravel()])
-    ox = RegularGridInterpolator((gy, gx), x2)(pts).reshape(shape_from)
-    oy = RegularGridInterpolator((gy, gx), y2)(pts).reshape(shape_from)
-    return oy, ox
-
-
-def _inside(ox: np.ndarray, oy: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    ny, nx = shape
-    return (ox > -0.5) & (oy > -0.5) & (ox < nx - 0.5) & (oy < ny - 0.5)
 
 
 class _Frames:
@@ -188,58 +165,158 @@ def stack_destripe_files(files: list[Path], out_dir: Path, params: StackParams, 
         for j in range(n):
             if i == j or empty[i] or empty[j]:
                 continue
-            c = _coarse_map(load.wcss[i], load.shapes[i], load.wcss[j])
-            if _inside(c[2], c[3], load.shapes[j]).mean() > 0.02:
+            c = coarse_map(load.wcss[i], load.shapes[i], load.wcss[j])
+            if inside(c[2], c[3], load.shapes[j]).mean() > 0.02:
                 coarse[(i, j)] = c
                 overlaps[i, j] = True
 
     def resample(j: int, i: int, img: np.ndarray) -> np.ndarray:
-        # NaN-aware bilinear: a masked pixel only affects where it carries most of the weight
-        oy, ox = _pixel_map(coarse[(i, j)], load.shapes[i])
-        finite = np.isfinite(img)
-        val = map_coordinates(np.where(finite, img, 0.0), [oy, ox], order=1, mode="nearest")
-        wt = map_coordinates(finite.astype(float), [oy, ox], order=1, mode="nearest")
-        return np.where(_inside(ox, oy, img.shape) & (wt > 0.5), val / np.where(wt > 0, wt, 1.0), np.nan)
+        oy, ox = pixel_map(coarse[(i, j)], load.shapes[i])
+        return nan_bilinear(img, oy, ox)
 
     weights = [frame_weight(f, weight) for f in files]
     outputs = []
     for i, res in stack_destripe_iter(n, load, resample, params, n_amps=load.amps,
                                       iterations=iterations, overlaps=overlaps, weights=weights):
-        f = files[i]
-        sci, dq_arr = load(i)
-        good = good_pixels(sci, dq_arr)
-        with fits.open(f) as h:
-            h["SCI"].data = np.where(good, sci - res.model, sci).astype(h["SCI"].data.dtype)
-            rms = float(np.std(res.model[good])) if good.any() else 0.0
-            h[0].header["STKSTRMS"] = (rms, "rms of the stack stripe model [BUNIT]")
-            h[0].header["STKNREF"] = (int(overlaps[i].sum()), "frames in its reference")
-            if empty[i]:
-                h[0].header["STKSKIP"] = ("no valid pixel", "left out of stack-based destriping")
-            stamp_header(h[0].header, step=NAME, params={**params.as_dict(), "iterations": iterations,
-                                                         "weight": weight},
-                         config_hash=config_hash)
-            out = out_dir / f.name
-            with atomic_path(out) as tmp:
-                h.writeto(tmp)
-        outputs.append(out)
-        if plot_dir is not None:
-            from jwstgal.plots import stripe_panels
-
-            stripe_panels(np.where(good, sci, np.nan), np.where(good, res.model, 0.0), res.mask,
-                          plot_dir / f"{f.stem}.png", f"{f.name}: stack-based, model rms {rms:.3g}")
+        outputs.append(write_output(files[i], *load(i), res, out_dir, int(overlaps[i].sum()), empty[i],
+                                    {**params.as_dict(), "iterations": iterations, "weight": weight},
+                                    config_hash, plot_dir))
     log.info("stack destriping: %d frames, %d overlapping pairs, %d passes", n, int(overlaps.sum()),
              iterations)
     return outputs
 
 
-def run_task(files: list[str], out_dir: str, params: dict, config_hash: str, plot_dir: str) -> list[str]:
-    """Stack-destripe one band (worker)."""
+def write_output(f: Path, sci: np.ndarray, dq_arr: np.ndarray | None, res: DestripeResult, out_dir: Path,
+                 n_ref: int, empty: bool, params: dict, config_hash: str, plot_dir: Path | None) -> Path:
+    """Write a frame with its stack stripe model subtracted (and its panels)."""
+    good = good_pixels(sci, dq_arr)
+    out = out_dir / f.name
+    with fits.open(f) as h:
+        h["SCI"].data = np.where(good, sci - res.model, sci).astype(h["SCI"].data.dtype)
+        rms = float(np.std(res.model[good])) if good.any() else 0.0
+        h[0].header["STKSTRMS"] = (rms, "rms of the stack stripe model [BUNIT]")
+        h[0].header["STKNREF"] = (n_ref, "frames in its reference")
+        if empty:
+            h[0].header["STKSKIP"] = ("no valid pixel", "left out of stack-based destriping")
+        stamp_header(h[0].header, step=NAME, params=params, config_hash=config_hash)
+        with atomic_path(out) as tmp:
+            h.writeto(tmp)
+    if plot_dir is not None:
+        from jwstgal.plots import stripe_panels
+
+        stripe_panels(np.where(good, sci, np.nan), np.where(good, res.model, 0.0), res.mask,
+                      plot_dir / f"{f.stem}.png", f"{f.name}: stack-based, model rms {rms:.3g}")
+    return out
+
+
+#: Folder (in the step's output folder) of the per-pass state of the per-frame tasks.
+STATE = ".passes"
+
+
+def _split(params: dict) -> tuple[StackParams, int, str]:
     p = dict(params)
     iterations, weight = p.pop("iterations"), p.pop("weight", "equal")
-    outputs = stack_destripe_files([Path(f) for f in files], Path(out_dir), StackParams(**p),
-                                   iterations=iterations, config_hash=config_hash, plot_dir=Path(plot_dir),
-                                   weight=weight)
-    return [str(o) for o in outputs]
+    return StackParams(**p), int(iterations), weight
+
+
+def graph_task(files: list[str], state: str, params: dict) -> list[str]:
+    """Which frames overlap which, which are empty, and their weights (worker, before the passes)."""
+    _, _, weight = _split(params)
+    paths = [Path(f) for f in files]
+    load = _Frames(paths, keep=1)
+    n = len(paths)
+    empty = [not good_pixels(*load(i)).any() for i in range(n)]
+    neighbours = []
+    for i in range(n):
+        row = [j for j in range(n) if j != i and not empty[i] and not empty[j]
+               and inside(*coarse_map(load.wcss[i], load.shapes[i], load.wcss[j])[2:],
+                          load.shapes[j]).mean() > 0.02]
+        neighbours.append(row)
+    doc = {"files": [p.name for p in paths], "empty": empty, "neighbours": neighbours,
+           "weights": [frame_weight(f, weight) for f in paths], "amps": load.amps}
+    out = Path(state) / "graph.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out, json.dumps(doc))
+    return [str(out)]
+
+
+def _save_model(path: Path, model: StripeModel | None, kept: list[int], change: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {} if model is None else {
+        "rows": np.array(model.rows), "amps": np.array([[a.start or 0, a.stop] for a in model.amps]),
+        "cols": model.cols if model.cols is not None else np.zeros(0), "offset": np.array(model.offset)}
+    with atomic_path(path.with_suffix(".npz")) as tmp, tmp.open("wb") as fh:
+        np.savez(fh, **arrays)
+    write_text_atomic(path.with_suffix(".json"), json.dumps({"kept": kept, "change": change}))
+
+
+def _load_model(path: Path) -> StripeModel | None:
+    with np.load(path.with_suffix(".npz")) as z:
+        if "rows" not in z:
+            return None
+        cols = z["cols"] if z["cols"].size else None
+        return StripeModel(tuple(z["rows"]), tuple(slice(int(a), int(b)) for a, b in z["amps"]), cols,
+                           float(z["offset"]))
+
+
+def _pass_role(state: Path, it: int, iterations: int, tolerance: float, n: int) -> str:
+    """``fit`` (an intermediate pass), ``last`` (fit and write) or ``done`` (an earlier pass was last)."""
+    for q in range(it):
+        if tolerance > 0 and q < iterations - 1:
+            change = max((json.loads((state / f"pass{q}" / f"{k}.json").read_text())["change"]
+                          for k in range(n)), default=0.0)
+            if change < tolerance:            # converged after pass q: pass q + 1 is the last
+                return "last" if q + 1 == it else "done"
+    return "last" if it == iterations - 1 else "fit"
+
+
+def pass_task(files: list[str], i: int, it: int, state: str, params: dict, out_dir: str,
+              config_hash: str, plot_dir: str) -> list[str]:
+    """Pass ``it`` of frame ``i`` (worker): its reference from its neighbours' previous models.
+
+    Reads the overlap graph and the neighbours' models of the previous pass; writes this frame's
+    model of this pass, and in the last pass the destriped frame (as
+    :func:`stack_destripe_files` would, to the bit).
+    """
+    p, iterations, _ = _split(params)
+    st = Path(state)
+    graph = json.loads((st / "graph.json").read_text())
+    paths = [Path(f) for f in files]
+    n = len(paths)
+    role = _pass_role(st, it, iterations, p.tolerance, n)
+    out = Path(out_dir) / paths[i].name
+    me = st / f"pass{it}" / str(i)
+    if role == "fit" and me.with_suffix(".json").is_file():    # a resumed run: this pass is done
+        return []
+    if role == "done":                        # an earlier pass was the last and wrote it
+        return []
+    if role == "last" and out.is_file():
+        return [str(out)]
+    prev = (lambda k: _load_model(st / f"pass{it - 1}" / str(k))) if it > 0 else (lambda k: None)
+    neighbours = (graph["neighbours"][i] if it == 0
+                  else json.loads((st / "pass0" / f"{i}.json").read_text())["kept"])
+    load = _Frames([paths[i], *(paths[j] for j in neighbours)], keep=2)
+    data, dq_arr = load(0)
+    model_i = prev(i)
+    others = ((j, nan_bilinear(corrected_frame(*load(k + 1), prev(j), p),
+                               *pixel_map(coarse_map(load.wcss[0], load.shapes[0], load.wcss[k + 1]),
+                                          load.shapes[0])))
+              for k, j in enumerate(neighbours))
+    model, mask, kept = (None, None, []) if graph["empty"][i] or n < 2 else fit_frame(
+        data, dq_arr, model_i, others, p, np.asarray(graph["weights"]), graph["amps"][i], prune=it == 0)
+    if model is None:                         # nothing covers it: it keeps its previous model
+        model = model_i
+    change = rms_change(model_i, model, data.shape)
+    _save_model(me, model, kept if it == 0 else neighbours, change)
+    if role != "last":
+        return []
+    res = DestripeResult(model.expand(data.shape) if model is not None else np.zeros(data.shape),
+                         mask if mask is not None else bad_pixel_mask(data, dq_arr, None, p.dq_flags),
+                         np.zeros(1))
+    return [str(write_output(paths[i], data, dq_arr, res, Path(out_dir), len(graph["neighbours"][i]),
+                             graph["empty"][i], {**p.as_dict(), "iterations": iterations,
+                                                 "weight": _split(params)[2]},
+                             config_hash, Path(plot_dir)))]
 
 
 class StackDestripe(Step):
@@ -251,7 +328,7 @@ class StackDestripe(Step):
     settings = StackDestripeSettings
 
     def plan(self, ctx: BandContext, upstream: str, inputs: list[Path]) -> StepPlan:
-        """One task for the band (every frame needs its neighbours)."""
+        """The overlap graph, then one task per frame and pass (a pass waits for the previous one)."""
         inputs = ctx.science_cal(inputs, "stack-based destriping")
         params = self.resolved(ctx)
         key = hash_params([NAME, self.key_params(params), upstream, [p.name for p in inputs]])
@@ -260,9 +337,16 @@ class StackDestripe(Step):
         out_dir, _ = ctx.prepare(NAME, key, params)
         outputs = [out_dir / p.name for p in inputs]
         log.info("%s: stack-based destriping of %d exposures", ctx.label, len(inputs))
-        return StepPlan(NAME, key, params, outputs, run_task,
-                        [([str(p) for p in inputs], str(out_dir), params, ctx.run.config_hash,
-                          str(ctx.qa_dir / NAME))])
+        files, state = [str(p) for p in inputs], str(out_dir / STATE)
+
+        def one_pass(it: int) -> list[tuple]:
+            return [(files, i, it, state, params, str(out_dir), ctx.run.config_hash, str(ctx.qa_dir / NAME))
+                    for i in range(len(files))]
+
+        plan = StepPlan(NAME, key, params, outputs, pass_task, one_pass(0))
+        plan.pre_fn, plan.pre_tasks = graph_task, [(files, state, params)]
+        plan.post = [(pass_task, one_pass(it)) for it in range(1, params["iterations"])]
+        return plan
 
     def diagnostics(self, ctx: BandContext, plan: StepPlan) -> list[Path | None]:
         """Contact sheet of the corrected exposures."""

@@ -1,0 +1,421 @@
+"""The custom steps on one band at the size of a real programme, at N and 2N exposures (issue #15).
+
+Data (``bench/_programme_data.py``, cached in ``bench/.cache``): a NIRCam short-wavelength band of
+2 tiles x 4 dithers x 8 detectors = 64 cal files of 2048^2, and a MIRI band of 2 x 4 x 1 (1032 x
+1024) plus two background exposures, written directly as jwst cal files (gwcs + SIP header, no
+jwst stages), with a galaxy, ~600 stars, read-order stripes, level offsets and per-visit pointing
+errors; and each band's mosaic. N = one tile (32 NIRCam / 4 MIRI files), 2N = both tiles.
+
+Every case runs in a fresh process and reports wall time, CPU time (its own and its workers') and
+peak resident memory (the largest of the process and any one worker: ``ru_maxrss``). Per-file
+steps run on the executor with 2 worker processes, as a run on this 2-core machine would;
+band-wide steps run in one process, as in the driver. Cases:
+
+- ``destripe`` (default settings, with its QA figure) and ``destripe_noqa`` (without: their
+  difference is the figure's cost);
+- ``wcs_adjust``: star finding file by file, the solve, the shifts applied file by file;
+- ``level_match``; ``stack_destripe`` (default settings, three passes) as the driver runs it: the
+  overlap graph, then one task per frame and pass on the executor;
+- ``astrometric_align``: the mosaic's stars matched to the reference catalogue, the aligned
+  mosaic and the tweakback of every cal file;
+- ``convolve``: the mosaic to the 0.85" Gaussian rung (``convolve_data``'s ``to_rung``);
+- single-frame floor: one 2048^2 frame, destripe defaults vs one row median (``nanmedian`` along
+  rows, the least any row-based method does) and ``filter_diffuse`` vs plain;
+- ``kernel``: F200W -> F2100W (Gaussian PSFs), with the share of the quality metric;
+- pjpipe 1.3's equivalents in ``.bench-pjpipe`` (``SingleTileDestripeStep`` median_filter,
+  ``LevelMatchStep``, ``MultiTileDestripeStep``, each with ``procs=2``), stopped after
+  ``--pjpipe-timeout`` seconds.
+
+Usage: .venv/bin/python bench/bench_programme.py [--size 2048] [--pjpipe-python .bench-pjpipe/bin/python]
+       [--cases ...] [--readme]   (``--size 512`` for a quick look; ``--readme`` rewrites the table)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from _pjpipe import PREAMBLE
+
+HERE = Path(__file__).resolve().parent
+README = HERE.parent / "README.md"
+MARK_BEGIN, MARK_END = "<!-- bench_programme: begin -->", "<!-- bench_programme: end -->"
+OURS = ["destripe", "destripe_noqa", "wcs_adjust", "level_match", "stack_destripe", "astrometric_align",
+        "convolve"]
+PJPIPE = ["pjpipe_destripe", "pjpipe_level_match", "pjpipe_multi_tile_destripe"]
+PEER = {"destripe": "pjpipe_destripe", "level_match": "pjpipe_level_match",
+        "stack_destripe": "pjpipe_multi_tile_destripe"}
+BAND = {"nircam": "F200W", "miri": "F770W"}
+
+
+def prepare(size: int) -> Path:
+    """Write (once) both bands, their N / 2N folders of links and mosaics; return the cache folder."""
+    import _programme_data as data
+    from tqdm import tqdm
+
+    root = HERE / ".cache" / f"programme_{size}"
+    for instr in ("nircam", "miri"):
+        exposures = data.plan_band(root / instr / "all", instr, tiles=2)
+        for k, e in enumerate(tqdm(exposures, desc=f"{instr} cal files", leave=False)):
+            data.write_exposure(e, instr, size, seed=k)
+        for tiles in (1, 2):
+            sub = root / instr / f"n{tiles}"
+            sub.mkdir(parents=True, exist_ok=True)
+            for e in exposures:
+                link = sub / e.path.name
+                if e.tile < tiles and not e.background and not link.exists():
+                    link.symlink_to(e.path)
+            name = f"bench_{instr}_lv3_{BAND[instr].lower()}_i2d.fits"
+            data.write_mosaic(root / instr / f"mosaic_n{tiles}" / name, instr,
+                              [e for e in exposures if e.tile < tiles])
+        bgr = root / instr / "bgr"
+        bgr.mkdir(exist_ok=True)
+        for e in exposures:
+            if e.background and not (bgr / e.path.name).exists():
+                (bgr / e.path.name).symlink_to(e.path)
+    data.reference_catalog(root / "reference.fits")
+    return root
+
+
+def _usage() -> dict[str, float]:
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"cpu_s": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
+            "peak_mb": max(me.ru_maxrss, kids.ru_maxrss) / 1024}
+
+
+def _settings(name: str) -> dict:
+    from jwstgal.steps import STEP_SETTINGS
+
+    return STEP_SETTINGS[name]().model_dump()
+
+
+def run_ours(case: str, instr: str, folder: Path, root: Path, work: Path) -> dict:
+    """Run one of our steps on the files of ``folder``; what it did (the timing is the caller's)."""
+    from jwstgal.bands import get_band
+    from jwstgal.executor import ExecutorSpec, open_executor
+
+    files = sorted(folder.glob("*_cal.fits"))
+    band = get_band(BAND[instr])
+    tiles = folder.name
+    out = work / "out"
+    out.mkdir()
+    info: dict = {"files": len(files)}
+    if case in ("destripe", "destripe_noqa"):
+        from jwstgal.destripe import DestripeParams
+        from jwstgal.steps.destripe import destripe_file, run_task
+
+        params = {k: v for k, v in _settings("destripe").items() if k in DestripeParams.__dataclass_fields__}
+        with open_executor(ExecutorSpec("processes", 2)) as ex:
+            if case == "destripe":
+                ex.map(run_task, [(str(f), str(out / f.name), params, "", str(work / f"{f.stem}.png"))
+                                  for f in files], progress=False)
+            else:
+                ex.map(destripe_file, [(f, out / f.name, DestripeParams(**params)) for f in files],
+                       progress=False)
+    elif case == "wcs_adjust":
+        from jwstgal.steps.wcs_adjust import detect_task, run_task, stars_cache
+
+        s = _settings("wcs_adjust")
+        fwhm = {band.name: band.fwhm_pix}
+        target = work / "target"                    # <target>/<BAND>/<step>/ as the driver lays it out
+        (target / band.name).mkdir(parents=True)
+        (target / band.name / "cal").symlink_to(folder)
+        cal = [target / band.name / "cal" / f.name for f in files]
+        toml = target / "wcs_adjust.toml"
+        with open_executor(ExecutorSpec("processes", 2)) as ex:
+            ex.map(detect_task, [(str(c), band.fwhm_pix, str(stars_cache(target, c))) for c in cal],
+                   progress=False)
+            ex.map(run_task, [(str(c), str(out / c.name), str(toml), [str(x) for x in cal], fwhm,
+                               s["passes"], "", s["fitgeom"]) for c in cal], progress=False)
+        import tomllib
+
+        shifts = tomllib.loads(toml.read_text())["wcs_adjust"]
+        info["shifts_mas"] = {v: [round(x * 1000, 1) for x in d["shift"]] for v, d in shifts.items()}
+    elif case == "level_match":
+        from jwstgal.steps.level_match import level_match_files
+
+        bgr = sorted((root / instr / "bgr").glob("*_cal.fits"))
+        _, sol = level_match_files(files, out, {}, backgrounds=bgr, qa_png=work / "lm.png")
+        info["pairs"] = len(sol.pairs)
+    elif case == "stack_destripe":
+        from jwstgal.steps.stack_destripe import STATE, graph_task, pass_task
+
+        s = _settings("stack_destripe")
+        names, state = [str(f) for f in files], str(out / STATE)
+        with open_executor(ExecutorSpec("processes", 2)) as ex:   # the driver's waves
+            ex.map(graph_task, [(names, state, s)], progress=False)
+            for it in range(s["iterations"]):
+                ex.map(pass_task, [(names, i, it, state, s, str(out), "", str(work))
+                                   for i in range(len(names))], progress=False)
+    elif case == "astrometric_align":
+        from jwstgal.steps.astrometric_align import run_task
+
+        i2d = next((root / instr / f"mosaic_{tiles}").glob("*_i2d.fits"))
+        crfs = []
+        for f in files:                              # the step tweaks back stage 3's crf files
+            crfs.append(work / f.name.replace("_cal.fits", "_crf.fits"))
+            crfs[-1].symlink_to(f)
+        (work / "qa").mkdir()
+        run_task(str(i2d), str(work / "none_cat.ecsv"), [str(c) for c in crfs], str(out),
+                 _settings("astrometric_align"), str(root / "reference.fits"), None, band.fwhm_pix, "",
+                 str(work / "qa"))
+        sol = json.loads((out / "solution.json").read_text())
+        info["matched"] = sol.get("n_matches")
+    elif case == "convolve":
+        from jwstgal.config import KernelsConfig
+        from jwstgal.convolve_products import read_mosaic, to_rung
+        from jwstgal.kernel_products import make_kernel_set
+        from jwstgal.ladder import plan_rung
+        from jwstgal.layout import kernel_path
+
+        kdir = root / "kernels"
+        make_kernel_set([band.name], KernelsConfig(psf_source="gaussian"), kdir, kdir, progress=False,
+                        targets=["gauss0.85"])
+        i2d = next((root / instr / f"mosaic_{tiles}").glob("*_i2d.fits"))
+        m = read_mosaic(i2d)
+        sci, _, _, _ = to_rung(m, plan_rung(band.name, "gauss0.85", m.pixscale),
+                               kernel_path(kdir, "aniano", band.name, "gauss0.85"))
+        info["pixels"] = int(sci.size)
+    return info
+
+
+def floor_case(size: int) -> dict:
+    """Single-frame destripe against the row-median floor, and filter_diffuse against plain."""
+    from jwstgal.destripe import DestripeParams
+    from jwstgal.simulate.frames import striped_frame
+    from jwstgal.steps.destripe import destripe_arrays
+
+    fr = striped_frame(size, seed=3, scene="galaxy", n_amps=4)
+    hdr = {"INSTRUME": "NIRCAM", "SUBARRAY": "FULL", "NOUTPUTS": 4}
+    from astropy.io import fits
+
+    primary = fits.Header(hdr)
+
+    def best(fn, n=3):
+        t = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - t0)
+        return min(t)
+
+    floor = best(lambda: np.nanmedian(fr.data, axis=1))
+    plain = best(lambda: destripe_arrays(fr.data, fr.dq, None, primary, DestripeParams()))
+    diffuse = best(lambda: destripe_arrays(fr.data, fr.dq, None, primary,
+                                           DestripeParams(filter_diffuse=True)))
+    return {"floor_s": floor, "plain_s": plain, "diffuse_s": diffuse}
+
+
+def kernel_case() -> dict:
+    """F200W -> F2100W by Aniano's method from Gaussian PSFs; the share of the quality metric."""
+    import jwstgal.kernels as kernels
+    from jwstgal.config import KernelsConfig
+    from jwstgal.kernel_products import make_kernel_set
+
+    spent = [0.0]
+    real = kernels.kernel_metrics
+
+    def timed(*a, **k):
+        t0 = time.perf_counter()
+        try:
+            return real(*a, **k)
+        finally:
+            spent[0] += time.perf_counter() - t0
+
+    kernels.kernel_metrics = timed
+    import jwstgal.kernel_products as kp
+
+    if hasattr(kp, "kernel_metrics"):
+        kp.kernel_metrics = timed
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        make_kernel_set(["F200W"], KernelsConfig(psf_source="gaussian", methods=["aniano"]), Path(tmp),
+                        Path(tmp), progress=False, targets=["F2100W"])
+        wall = time.perf_counter() - t0
+    return {"kernel_s": wall, "metric_s": spent[0]}
+
+
+PJPIPE_DRIVER = PREAMBLE + r"""
+import os, resource
+case, in_dir, out_dir, band = sys.argv[1:5]
+warnings.simplefilter("ignore")
+t0 = time.perf_counter()
+if case == "pjpipe_destripe":
+    from pjpipe.single_tile_destripe.single_tile_destripe_step import SingleTileDestripeStep
+    SingleTileDestripeStep(in_dir=in_dir, out_dir=out_dir, step_ext="cal", procs=2,
+                           destriping_method="median_filter").do_step()
+elif case == "pjpipe_level_match":
+    from pjpipe.level_match.level_match_step import LevelMatchStep
+    LevelMatchStep(in_dir=in_dir, out_dir=out_dir, step_ext="cal", procs=2, band=band).do_step()
+else:
+    from pjpipe.multi_tile_destripe.multi_tile_destripe_step import MultiTileDestripeStep
+    MultiTileDestripeStep(in_dir=in_dir, out_dir=out_dir, step_ext="cal", procs=2).do_step()
+me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"wall_s": time.perf_counter() - t0,
+                  "cpu_s": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
+                  "peak_mb": max(me.ru_maxrss, kids.ru_maxrss) / 1024,
+                  "files": len([f for f in os.listdir(out_dir) if f.endswith("_cal.fits")])}))
+"""
+
+
+def child(case: str, instr: str, tiles: str, root: str) -> None:
+    """One case in this fresh process: print a JSON line."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        t0 = time.perf_counter()
+        if case == "floor":
+            info = floor_case(2048 if "2048" in root else 512)
+        elif case == "kernel":
+            info = kernel_case()
+        else:
+            info = run_ours(case, instr, Path(root) / instr / tiles, Path(root), Path(tmp))
+        wall = time.perf_counter() - t0
+    print(json.dumps({"case": case, "instr": instr, "tiles": tiles, "wall_s": wall, **_usage(), **info}))
+
+
+def run_case(case: str, instr: str, tiles: str, root: Path, pjpipe: str | None, timeout: float) -> dict:
+    """Run a case in a fresh process (ours, or pjpipe's in its environment) and parse its line."""
+    if case.startswith("pjpipe"):
+        with tempfile.TemporaryDirectory(dir=root) as tmp:
+            driver = Path(tmp) / "driver.py"
+            driver.write_text(PJPIPE_DRIVER)
+            in_dir = Path(tmp) / "in"            # pjpipe globs real files: copy the links' targets
+            shutil.copytree(root / instr / tiles, in_dir, symlinks=False)
+            try:
+                r = subprocess.run([pjpipe, str(driver), case, str(in_dir), str(Path(tmp) / "out"),
+                                    BAND[instr]], capture_output=True, text=True, timeout=timeout, cwd=tmp)
+            except subprocess.TimeoutExpired:
+                return {"case": case, "instr": instr, "tiles": tiles, "timeout": timeout}
+    else:
+        r = subprocess.run([sys.executable, __file__, "--child", case, instr, tiles, str(root)],
+                           capture_output=True, text=True)
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+    if r.returncode or not lines:
+        return {"case": case, "instr": instr, "tiles": tiles, "error": (r.stderr or r.stdout)[-600:]}
+    return {"case": case, "instr": instr, "tiles": tiles, **json.loads(lines[-1])}
+
+
+def _cell(r: dict | None, key: str, fmt: str) -> str:
+    if r is None:
+        return ""
+    if "timeout" in r:
+        return f"> {r['timeout']:.0f} (stopped)" if key == "wall_s" else ""
+    if "error" in r:
+        return "failed"
+    return format(r[key], fmt)
+
+
+def table(results: list[dict]) -> str:
+    """The markdown table of the N / 2N cases."""
+    by = {(r["case"], r["instr"], r["tiles"]): r for r in results}
+    rows = ["| band | step | files N / 2N | wall N / 2N [s] | 2N / N | CPU 2N [s] | peak RSS N / 2N [MiB] | "
+            "pjpipe wall N / 2N [s] | pjpipe peak N / 2N [MiB] |", "|---|---|---|---|---|---|---|---|---|"]
+    for instr in ("nircam", "miri"):
+        for case in OURS:
+            a, b = by.get((case, instr, "n1")), by.get((case, instr, "n2"))
+            if a is None and b is None:
+                continue
+            ratio = (f"{b['wall_s'] / a['wall_s']:.2f}" if a and b and "wall_s" in a and "wall_s" in b
+                     else "")
+            peer = PEER.get(case)
+            pa, pb = (by.get((peer, instr, t)) for t in ("n1", "n2")) if peer else (None, None)
+            pj_wall = f"{_cell(pa, 'wall_s', '.0f')} / {_cell(pb, 'wall_s', '.0f')}" if peer else ""
+            pj_peak = f"{_cell(pa, 'peak_mb', '.0f')} / {_cell(pb, 'peak_mb', '.0f')}" if peer else ""
+            rows.append(f"| {BAND[instr]} | {case} | {_cell(a, 'files', 'd')} / {_cell(b, 'files', 'd')} | "
+                        f"{_cell(a, 'wall_s', '.1f')} / {_cell(b, 'wall_s', '.1f')} | {ratio} | "
+                        f"{_cell(b, 'cpu_s', '.0f')} | "
+                        f"{_cell(a, 'peak_mb', '.0f')} / {_cell(b, 'peak_mb', '.0f')} | "
+                        f"{pj_wall} | {pj_peak} |")
+    return "\n".join(rows)
+
+
+def summary(results: list[dict]) -> list[str]:
+    """The targets of issue #15, measured."""
+    by = {(r["case"], r["instr"], r["tiles"]): r for r in results}
+    lines = []
+    steps = [by.get((c, "nircam", "n2")) for c in OURS if c != "destripe_noqa"]
+    if all(s and "wall_s" in s for s in steps):
+        lines.append(f"- NIRCam band of {steps[0]['files']} files, all custom steps: "
+                     f"{sum(s['wall_s'] for s in steps) / 60:.1f} min wall (target < 10), largest peak "
+                     f"{max(s['peak_mb'] for s in steps) / 1024:.2f} GB (target < 4).")
+    qa, noqa = by.get(("destripe", "nircam", "n2")), by.get(("destripe_noqa", "nircam", "n2"))
+    if qa and noqa and "wall_s" in qa and "wall_s" in noqa:
+        share = max(0.0, 1 - noqa["wall_s"] / qa["wall_s"]) * 100
+        lines.append(f"- destripe QA figure: {share:.0f} % of the step's wall time (target <= 20 %).")
+    fl = by.get(("floor", "", ""))
+    if fl and "plain_s" in fl:
+        lines.append(f"- single-frame destripe (defaults) {fl['plain_s']:.2f} s = "
+                     f"{fl['plain_s'] / fl['floor_s']:.1f}x one row median ({fl['floor_s']:.2f} s; "
+                     "target <= 4x); "
+                     f"filter_diffuse {fl['diffuse_s'] / fl['plain_s']:.2f}x plain (target <= 2x).")
+    k = by.get(("kernel", "", ""))
+    if k and "kernel_s" in k:
+        lines.append(f"- kernel F200W -> F2100W (Gaussian PSFs): {k['kernel_s']:.1f} s, metric "
+                     f"{k['metric_s'] / k['kernel_s'] * 100:.0f} % of it (target <= 30 %), peak "
+                     f"{k['peak_mb'] / 1024:.2f} GB (target < 1.5).")
+    return lines
+
+
+def main() -> None:
+    """Prepare the data, run every case in its own process, print (and optionally record) the table."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", type=int, default=2048, help="NIRCam frame side (MIRI scales with it)")
+    p.add_argument("--pjpipe-python", default=str(HERE.parent / ".bench-pjpipe" / "bin" / "python"))
+    p.add_argument("--pjpipe-timeout", type=float, default=240.0,
+                   help="stop a pjpipe case after this many seconds (2N is skipped when N was stopped)")
+    p.add_argument("--cases", nargs="+", default=[*OURS, "floor", "kernel", *PJPIPE])
+    p.add_argument("--readme", action="store_true", help="write the results into README.md")
+    p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    p.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.child:
+        child(*a.child)
+        return
+    sys.path.insert(0, str(HERE))
+    if a.prepare:
+        prepare(a.size)
+        return
+    # in its own process: the cases' processes, forked from this one, start from its small RSS
+    subprocess.run([sys.executable, __file__, "--prepare", "--size", str(a.size)], check=True)
+    root = HERE / ".cache" / f"programme_{a.size}"
+    load0 = os.getloadavg()[0]
+    pjpipe = a.pjpipe_python if Path(a.pjpipe_python).is_file() else None
+    results = []
+    for case in a.cases:
+        if case in ("floor", "kernel"):
+            results.append(run_case(case, "", "", root, None, 0))
+            print(json.dumps(results[-1]), flush=True)
+            continue
+        if case.startswith("pjpipe") and pjpipe is None:
+            continue
+        for instr in ("nircam", "miri"):
+            for tiles in ("n1", "n2"):
+                if tiles == "n2" and "timeout" in results[-1]:
+                    continue                          # N was already stopped: 2N would be too
+                results.append(run_case(case, instr, tiles, root, pjpipe, a.pjpipe_timeout))
+                print(json.dumps({k: v for k, v in results[-1].items() if k != "shifts_mas"}), flush=True)
+    head = (f"`bench/bench_programme.py` (size {a.size}), one run on {os.cpu_count()} cores, load average "
+            f"{load0:.2f} at the start and {os.getloadavg()[0]:.2f} at the end; peak RSS is the largest "
+            "single process (the driver or one of its 2 workers):")
+    text = "\n".join([head, "", table(results), "", *summary(results)])
+    print(text)
+    (HERE / ".cache" / f"programme_{a.size}" / "results.json").write_text(json.dumps(results, indent=1))
+    if a.readme:
+        readme = README.read_text()
+        i, j = readme.index(MARK_BEGIN) + len(MARK_BEGIN), readme.index(MARK_END)
+        README.write_text(readme[:i] + "\n" + text + "\n" + readme[j:])
+
+
+if __name__ == "__main__":
+    main()
