@@ -16,8 +16,8 @@ band-wide steps run in one process, as in the driver. Cases:
 - ``wcs_adjust``: star finding file by file, the solve, the shifts applied file by file;
 - ``level_match``; ``stack_destripe`` (default settings, three passes) as the driver runs it: the
   overlap graph, then one task per frame and pass on the executor;
-- ``astrometric_align``: the mosaic's stars matched to the reference catalogue, the aligned
-  mosaic and the tweakback of every cal file;
+- ``astrometric_align``: the mosaic's stars matched to the reference catalogue and the aligned
+  mosaic (one process), then the tweakback of every cal file (one task each);
 - ``convolve``: the mosaic to the 0.85" Gaussian rung (``convolve_data``'s ``to_rung``);
 - single-frame floor: one 2048^2 frame, destripe defaults vs one row median (``nanmedian`` along
   rows, the least any row-based method does) and ``filter_diffuse`` vs plain;
@@ -157,7 +157,7 @@ def run_ours(case: str, instr: str, folder: Path, root: Path, work: Path) -> dic
                 ex.map(pass_task, [(names, i, it, state, s, str(out), "", str(work))
                                    for i in range(len(names))], progress=False)
     elif case == "astrometric_align":
-        from jwstgal.steps.astrometric_align import run_task
+        from jwstgal.steps.astrometric_align import run_task, tweakback_task
 
         i2d = next((root / instr / f"mosaic_{tiles}").glob("*_i2d.fits"))
         crfs = []
@@ -165,9 +165,10 @@ def run_ours(case: str, instr: str, folder: Path, root: Path, work: Path) -> dic
             crfs.append(work / f.name.replace("_cal.fits", "_crf.fits"))
             crfs[-1].symlink_to(f)
         (work / "qa").mkdir()
-        run_task(str(i2d), str(work / "none_cat.ecsv"), [str(c) for c in crfs], str(out),
-                 _settings("astrometric_align"), str(root / "reference.fits"), None, band.fwhm_pix, "",
-                 str(work / "qa"))
+        run_task(str(i2d), str(work / "none_cat.ecsv"), [], str(out), _settings("astrometric_align"),
+                 str(root / "reference.fits"), None, band.fwhm_pix, "", str(work / "qa"))
+        with open_executor(ExecutorSpec("processes", 2)) as ex:     # then the tweakbacks, as a run does
+            ex.map(tweakback_task, [(str(c), str(out), "") for c in crfs], progress=False)
         sol = json.loads((out / "solution.json").read_text())
         info["matched"] = sol.get("n_matches")
     elif case == "convolve":

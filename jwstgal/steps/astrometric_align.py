@@ -120,6 +120,14 @@ def run_task(i2d: str, catalog: str, crfs: list[str], out_dir: str, params: dict
     return [str(o) for o in outputs]
 
 
+def tweakback_task(crf: str, out_dir: str, config_hash: str) -> list[str]:
+    """Push the band's solution (``solution.json`` in ``out_dir``) back to one crf file (worker)."""
+    out = Path(out_dir)
+    result = result_from_dict(json.loads((out / "solution.json").read_text()))
+    c = Path(crf)
+    return [str(tweakback(c, out / c.name.replace("_crf.fits", "_crf_tweakback.fits"), result, config_hash))]
+
+
 class AstrometricAlign(Step):
     """Absolute astrometry."""
 
@@ -129,7 +137,10 @@ class AstrometricAlign(Step):
     settings = AstrometricAlignSettings
 
     def plan(self, ctx: BandContext, upstream: str, inputs: list[Path]) -> StepPlan:
-        """One task for the band, in the second wave when it borrows another band's solution."""
+        """The alignment, then one tweakback task per crf file.
+
+        The alignment runs in the second wave when it borrows another band's solution.
+        """
         i2d = ctx.stage3_mosaic("astrometric alignment")
         run = ctx.run
         params = self.resolved(ctx)
@@ -159,9 +170,10 @@ class AstrometricAlign(Step):
         if not borrow:
             outputs.append(layout.align_table(ctx.band_dir, ctx.target, ctx.band))
         plan = StepPlan(NAME, key, params, outputs, run_task,
-                        [(str(i2d), str(catalog), [str(c) for c in crfs], str(out_dir), params,
+                        [(str(i2d), str(catalog), [], str(out_dir), params,
                           ref_path, borrow, ctx.band.fwhm_pix, run.config_hash, str(ctx.qa_dir))])
         plan.wave = 1 if borrow else 0
+        plan.post = [(tweakback_task, [(str(c), str(out_dir), run.config_hash) for c in crfs])]
         return plan
 
     def qa_summary(self, band_dir: Path, target: str, band: Band) -> dict[str, str]:

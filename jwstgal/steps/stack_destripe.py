@@ -166,7 +166,7 @@ def stack_destripe_files(files: list[Path], out_dir: Path, params: StackParams, 
             if i == j or empty[i] or empty[j]:
                 continue
             c = coarse_map(load.wcss[i], load.shapes[i], load.wcss[j])
-            if inside(c[2], c[3], load.shapes[j]).mean() > 0.02:
+            if inside(c[2], c[3], load.shapes[j]).mean() > min_cover(params):
                 coarse[(i, j)] = c
                 overlaps[i, j] = True
 
@@ -195,7 +195,7 @@ def write_output(f: Path, sci: np.ndarray, dq_arr: np.ndarray | None, res: Destr
         h["SCI"].data = np.where(good, sci - res.model, sci).astype(h["SCI"].data.dtype)
         rms = float(np.std(res.model[good])) if good.any() else 0.0
         h[0].header["STKSTRMS"] = (rms, "rms of the stack stripe model [BUNIT]")
-        h[0].header["STKNREF"] = (n_ref, "frames in its reference")
+        h[0].header["STKNREF"] = (n_ref, "overlapping frames resampled for its reference")
         if empty:
             h[0].header["STKSKIP"] = ("no valid pixel", "left out of stack-based destriping")
         stamp_header(h[0].header, step=NAME, params=params, config_hash=config_hash)
@@ -207,6 +207,16 @@ def write_output(f: Path, sci: np.ndarray, dq_arr: np.ndarray | None, res: Destr
         stripe_panels(np.where(good, sci, np.nan), np.where(good, res.model, 0.0), res.mask,
                       plot_dir / f"{f.stem}.png", f"{f.name}: stack-based, model rms {rms:.3g}")
     return out
+
+
+def min_cover(p: StackParams) -> float:
+    """Fraction of a frame another must cover (on the coarse map) to be resampled at all.
+
+    The first pass drops references covering less than ``min_overlap_frac`` of the frame's valid
+    pixels after resampling them; a frame whose coarse-map coverage is clearly below that (by a
+    margin far above the coarse map's error) is not resampled in the first place.
+    """
+    return max(0.02, 0.8 * p.min_overlap_frac)
 
 
 #: Folder (in the step's output folder) of the per-pass state of the per-frame tasks.
@@ -221,7 +231,7 @@ def _split(params: dict) -> tuple[StackParams, int, str]:
 
 def graph_task(files: list[str], state: str, params: dict) -> list[str]:
     """Which frames overlap which, which are empty, and their weights (worker, before the passes)."""
-    _, _, weight = _split(params)
+    p, _, weight = _split(params)
     paths = [Path(f) for f in files]
     load = _Frames(paths, keep=1)
     n = len(paths)
@@ -230,7 +240,7 @@ def graph_task(files: list[str], state: str, params: dict) -> list[str]:
     for i in range(n):
         row = [j for j in range(n) if j != i and not empty[i] and not empty[j]
                and inside(*coarse_map(load.wcss[i], load.shapes[i], load.wcss[j])[2:],
-                          load.shapes[j]).mean() > 0.02]
+                          load.shapes[j]).mean() > min_cover(p)]
         neighbours.append(row)
     doc = {"files": [p.name for p in paths], "empty": empty, "neighbours": neighbours,
            "weights": [frame_weight(f, weight) for f in paths], "amps": load.amps}
