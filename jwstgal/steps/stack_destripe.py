@@ -242,7 +242,7 @@ def graph_task(files: list[str], state: str, params: dict) -> list[str]:
                and inside(*coarse_map(load.wcss[i], load.shapes[i], load.wcss[j])[2:],
                           load.shapes[j]).mean() > min_cover(p)]
         neighbours.append(row)
-    doc = {"files": [p.name for p in paths], "empty": empty, "neighbours": neighbours,
+    doc = {"files": [f.name for f in paths], "empty": empty, "neighbours": neighbours,
            "weights": [frame_weight(f, weight) for f in paths], "amps": load.amps}
     out = Path(state) / "graph.json"
     out.parent.mkdir(parents=True, exist_ok=True)
