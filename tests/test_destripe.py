@@ -56,6 +56,58 @@ def test_vectorised_medians_match_numpy_and_astropy():
     assert np.abs(clipped_median(a, 1, 3, 10)[np.arange(40) != 5] - ref).max() < 0.05
 
 
+def _clipped_median_by_counting(row: np.ndarray, sigma: float, iters: int) -> float:
+    """One slice, the same clipping as :func:`clipped_median` with plain counting (no search)."""
+    s = np.sort(row[np.isfinite(row)])
+    if s.size == 0:
+        return np.nan
+    lo, hi = 0, s.size
+    med = 0.5 * (s[(hi - 1) // 2] + s[hi // 2])
+    for _ in range(iters):
+        m = hi - lo
+        std = 0.5 * (s[lo + int(0.8413 * (m - 1))] - s[lo + int(0.1587 * (m - 1))])
+        width = sigma * std if std > 0 else np.inf
+        new_lo, new_hi = int((s < med - width).sum()), int((s <= med + width).sum())
+        new_hi = max(new_hi, new_lo + 1)
+        if (new_lo, new_hi) == (lo, hi):
+            break
+        lo, hi = new_lo, min(new_hi, s.size)
+        m = hi - lo
+        med = 0.5 * (s[lo + max((m - 1) // 2, 0)] + s[lo + m // 2])
+    return med
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_clipped_median_window_search_equals_counting(axis):
+    rng = np.random.default_rng(4)
+    a = rng.integers(0, 6, (64, 97)).astype(float)          # many ties at the clipping bounds
+    a[rng.random(a.shape) < 0.15] = np.nan
+    a[:, 3] = 50.0                                          # outliers on one column / row
+    a[3] = 50.0
+    a[7] = np.nan                                           # an empty slice
+    a[:, 9] = np.nan
+    for iters in (0, 1, 5):
+        got = clipped_median(a, axis, 2.0, iters)
+        ref = [_clipped_median_by_counting(r, 2.0, iters) for r in np.moveaxis(a, axis, -1)]
+        np.testing.assert_array_equal(got, ref)
+
+
+def test_source_mask_finds_both_signs_and_dilates_by_a_square():
+    from scipy.ndimage import binary_dilation
+
+    from jwstgal.masking import source_mask
+
+    rng = np.random.default_rng(5)
+    d = rng.normal(0, 1, (200, 200))
+    d[50:53, 50:53] += 30                                   # a positive and a negative source
+    d[150:153, 120:123] -= 30
+    bad = np.zeros(d.shape, bool)
+    raw = source_mask(d, bad, 5.0, 5, 1)
+    assert raw[51, 51] and raw[151, 121] and raw.sum() <= 30
+    got = source_mask(d, bad, 5.0, 5, 11)
+    np.testing.assert_array_equal(got, binary_dilation(raw, np.ones((11, 11), bool)))
+
+
 @pytest.mark.parametrize("method, gain", [("row_median", 5), ("remstripe", 5), ("median_filter", 2),
                                           ("smooth", 2), ("pca", 1.5)])
 def test_each_method_removes_most_of_the_coherent_stripes(field, method, gain):
