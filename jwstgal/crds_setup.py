@@ -110,9 +110,13 @@ def import_jwst_pipelines() -> dict[str, Any]:
     with crds_guard("import of the jwst pipelines"):
         from jwst.pipeline import Detector1Pipeline, Image2Pipeline, Image3Pipeline
         from jwst.resample import ResampleStep
+        from jwst.skymatch import SkyMatchStep
+        from jwst.tweakreg import TweakRegStep
     return {
         "Detector1Pipeline": Detector1Pipeline,
         "Image2Pipeline": Image2Pipeline,
         "Image3Pipeline": Image3Pipeline,
         "ResampleStep": ResampleStep,
+        "SkyMatchStep": SkyMatchStep,
+        "TweakRegStep": TweakRegStep,
     }

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jwstgal.stages import MANAGED_PIPELINE_KEYS, STAGE_PIPELINES, pipeline_class
-from jwstgal.steps import STEP_NAMES
+from jwstgal.steps import REPEATABLE, order_key, repeat_of
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,12 @@ def _steps(m: Migration, where: str, names: list[str]) -> list[str]:
         base = name.split(".")[0]              # pjpipe: step.instrument.sci
         if base == "all":                      # overwrites: everything
             return ["all"]
-        if base not in STEP_MAP and re.sub(r"_\d+$", "", base) in STEP_MAP:
-            m.skip(f"{where}: {name}", "step repeats (destripe_2 ...) are not supported: the step runs once")
+        if base not in STEP_MAP and (root := re.sub(r"_\d+$", "", base)) in STEP_MAP:
+            again = f"{STEP_MAP[root]}_{base[len(root) + 1:]}"
+            if STEP_MAP[root] in REPEATABLE and repeat_of(again) and again not in out:
+                out.append(again)
+            else:
+                m.skip(f"{where}: {name}", f"only {', '.join(REPEATABLE)} may run again (<step>_2 ... _9)")
             continue
         new = STEP_MAP.get(base)
         if new is None:
@@ -111,7 +115,10 @@ def _steps(m: Migration, where: str, names: list[str]) -> list[str]:
             m.skip(f"{where}: {name}", "MIRI only")
         elif new not in out:
             out.append(new)
-    ordered = [s for s in STEP_NAMES if s in out]
+    for again in [s for s in out if (rep := repeat_of(s)) and rep[0] not in out]:
+        out.remove(again)
+        m.skip(f"{where}: {again}", f"runs {repeat_of(again)[0]} again, which the list does not run")
+    ordered = sorted(out, key=order_key)
     if ordered != out:
         m.skip(f"{where} (order)", f"steps run in the registry's order here: {', '.join(ordered)}")
     return ordered
@@ -298,6 +305,8 @@ def _pipeline(m: Migration, p: dict[str, Any]) -> None:
             m.science.setdefault("lyot_adjust", {})["method"] = v
         elif k == "process_bgr_like_science":
             continue                             # after the steps are known (below)
+        elif k in GROUPING_KEYS:
+            _grouping(m, f"pipeline.{k}", k, v)
         elif k == "astrometric_alignment_type":
             if v == "table":
                 m.science.setdefault("astrometric_align", {})["reference"] = "table"
@@ -309,9 +318,6 @@ def _pipeline(m: Migration, p: dict[str, Any]) -> None:
                 "flush_crds": "delete crds_dir by hand to flush the CRDS cache",
                 "lev3_fields": "stage 3 of some visits only is not supported; the field_mosaics step "
                                "makes one mosaic per visit besides the combined one",
-                "group_tweakreg_dithers": "tweakreg grouping of dithers is not supported yet",
-                "group_skymatch_dithers": "skymatch grouping of dithers is not supported yet",
-                "degroup_skymatch_dithers": "skymatch grouping of dithers is not supported yet",
                 "tweakreg_create_custom_catalogs": "use the astrometric_catalog step for the absolute "
                                                    "alignment",
                 "alignment_mapping_mode": "borrowed solutions are sky-plane shifts",
@@ -321,6 +327,34 @@ def _pipeline(m: Migration, p: dict[str, Any]) -> None:
         for inst in ("nircam", "miri"):
             if any(t.startswith(inst) for t in p.get("bgr_observation_types", ["miri"])):
                 steps.setdefault(inst, ["lv1", "lv2", "lv3"]).append("bgr_mosaics")
+
+
+#: The original's (and pjpipe's lv3) dither-grouping lists -> (``[lv3]`` setting, grouping).
+GROUPING_KEYS = {
+    "group_tweakreg_dithers": ("tweakreg_groups", "visit"),
+    "group_skymatch_dithers": ("skymatch_groups", "visit"),
+    "degroup_skymatch_dithers": ("skymatch_groups", "file"),
+    "tweakreg_group_dithers": ("tweakreg_groups", "visit"),
+    "skymatch_group_dithers": ("skymatch_groups", "visit"),
+    "tweakreg_degroup_dithers": ("tweakreg_groups", "file"),
+    "skymatch_degroup_dithers": ("skymatch_groups", "file"),
+}
+
+
+def _grouping(m: Migration, where: str, key: str, value: Any) -> None:
+    """A list of band types whose dithers are (de)grouped -> ``[lv3.override.<type>]`` settings.
+
+    Grouping wins over degrouping of the same type, as in the original (which tested it first).
+    """
+    setting, mode = GROUPING_KEYS[key]
+    for name in value if isinstance(value, list) else [value]:
+        band_type = _band_type(str(name))
+        if band_type is None:
+            m.skip(f"{where}: {name}", "not a band type (nircam, nircam_short, nircam_long, miri)")
+            continue
+        over = m.science.setdefault("lv3", {}).setdefault("override", {}).setdefault(band_type, {})
+        if mode == "visit" or over.get(setting) != "visit":
+            over[setting] = mode
 
 
 def _local(m: Migration, old: dict[str, Any]) -> None:
@@ -381,4 +415,7 @@ def _pjpipe(m: Migration, old: dict[str, Any]) -> None:
         else:
             rest = list(params)
         for k in rest:
-            m.skip(f"parameters.{step}.{k}", "pjpipe step setting without an equivalent here")
+            if step == "lv3" and k in GROUPING_KEYS:
+                _grouping(m, f"parameters.lv3.{k}", k, params[k])
+            else:
+                m.skip(f"parameters.{step}.{k}", "pjpipe step setting without an equivalent here")

@@ -23,7 +23,7 @@ from jwstgal import layout
 from jwstgal.bands import Band, get_band
 from jwstgal.config import RunConfig
 from jwstgal.provenance import write_text_atomic
-from jwstgal.steps import STEPS, StepRecord
+from jwstgal.steps import StepRecord, run_order
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def _css(word: str) -> str:
 
 def _step_rows(bdir: Path, steps: list[str], status: dict[str, str]) -> str:
     rows = []
-    for step in STEPS:
+    for step in run_order(steps):
         rec = StepRecord(bdir, step.name).read()
         if step.name not in steps and not rec:
             continue
@@ -133,8 +133,9 @@ def _summary_table(cfg: RunConfig, outcome: dict) -> str:
                "exposures": str(len(list((bdir / layout.step_folder("lv2")).glob("*_cal.fits"))))}
         if getattr(res, "error", ""):
             row["steps"] = "FAILED; " + row["steps"]
-        for step in STEPS:
-            row.update(step.qa_summary(bdir, target, band))
+        for step in run_order(getattr(cfg.science.pipeline.steps, band.instrument)):
+            cols = step.qa_summary(bdir, target, band)
+            row.update(cols if step.name == step.base else {f"{k} ({step.name})": v for k, v in cols.items()})
         wm = [h["KERN_WM"] for t in cfg.science.kernel_targets for m in cfg.science.kernels.methods
               if "KERN_WM" in (h := _header(layout.kernel_path(cfg.psf_dir, m, band.name, t)))]
         if wm:
@@ -204,7 +205,7 @@ def write_report(cfg: RunConfig, results: list[Any] | None = None) -> Path:
                          + "</ul>")
         steps = getattr(cfg.science.pipeline.steps, band.instrument)
         parts.append(_step_rows(bdir, steps, res.status if res is not None else {}))
-        for step in reversed(STEPS):
+        for step in reversed(run_order(steps)):
             figs = [_img(p, root, alt) for p, alt in step.figures(bdir, target, band) if p.is_file()]
             notes = step.notes(bdir, target, band)
             if figs or notes:

@@ -23,7 +23,7 @@ from jwstgal.bands import get_band
 from jwstgal.config import RunConfig
 from jwstgal.errors import CRDSError, InputNotFoundError, NothingToDo, StepFailedError
 from jwstgal.executor import Executor, ExecutorSpec, open_executor
-from jwstgal.steps import STEPS, BandContext, Step, StepPlan, StepRecord
+from jwstgal.steps import BandContext, Step, StepPlan, StepRecord, run_order
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +115,14 @@ def run_all(cfg: RunConfig, bands: list[str] | None = None, targets: list[str] |
         with open_executor(executor_spec(cfg)) as ex:
             return run_all(cfg, bands, targets, progress, ex, lock=lock)
     states = _states(cfg, bands, targets)
+    steps = run_order(s for st in states for s in st.ctx.steps)   # with the configured repeats
     for st in states:
-        st.status = {s.name: "" if s.name in st.ctx.steps else NOT_CONFIGURED for s in STEPS}
+        st.status = {s.name: "" if s.name in st.ctx.steps else NOT_CONFIGURED for s in steps}
     # the locks are held for the whole run: one run per band at a time
     with band_locks(cfg, bands, targets) if lock else contextlib.nullcontext():
         for st in states:
             remove_temporaries(st.ctx.band_dir)
-        for step in STEPS:
+        for step in steps:
             _run_step(step, states, executor, progress)
     results = []
     for st in states:
@@ -178,7 +179,7 @@ def plan_all(cfg: RunConfig, bands: list[str] | None = None, targets: list[str] 
     for st in _states(cfg, bands, targets, dry_run=True):
         rows: list[PlannedStep] = []
         pending = blocked = ""
-        for step in STEPS:
+        for step in run_order(st.ctx.steps):
             if step.name not in st.ctx.steps:
                 rows.append(PlannedStep(step.name, "not configured", ""))
                 continue

@@ -57,11 +57,11 @@ def _run_into(out_dir: Path, step: str, params: Mapping[str, Any], config_hash: 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _call(pipeline: str, what: str, *args: Any, **kwargs: Any) -> None:
+def _call(pipeline: str, what: str, *args: Any, **kwargs: Any) -> Any:
     cls = import_jwst_pipelines()[pipeline]
     with crds_guard(what):
         try:
-            cls.call(*args, configure_log=False, **kwargs)
+            return cls.call(*args, configure_log=False, **kwargs)
         except Exception as err:
             if type(err).__module__.startswith("crds"):
                 raise
@@ -161,11 +161,14 @@ def run_stage2(rate: Path, backgrounds: list[Path], out_dir: Path, params: Mappi
     return _run_into(out_dir, "lv2", params, config_hash, run)
 
 
-def write_image3_asn(cal_files: list[Path], product: str, path: Path, base: Path | None = None) -> Path:
+def write_image3_asn(cal_files: list[Path], product: str, path: Path, base: Path | None = None,
+                     group_ids: list[str] | None = None) -> Path:
     """Write a level-3 image association of science cal files.
 
     A standard association (``asn_from_list`` with ``asn_type`` image3, the program and target of
     the exposures' headers), member paths relative to ``base`` (default: the association's folder).
+    ``group_ids`` (one per file) are written into the members, where jwst's ModelLibrary takes
+    them from instead of the files' headers.
     """
     from jwst.associations import asn_from_list
     from jwst.associations.lib.rules_level3_base import DMS_Level3_Base
@@ -176,9 +179,80 @@ def write_image3_asn(cal_files: list[Path], product: str, path: Path, base: Path
     asn["asn_type"] = "image3"
     asn["program"], asn["target"] = _program_and_target(cal_files[0])
     asn["asn_pool"] = "jwstgal"
+    if group_ids is not None:
+        for member, gid in zip(asn["products"][0]["members"], group_ids, strict=True):
+            member["group_id"] = gid
     _, serialized = asn.dump(format="json")
     path.write_text(serialized)
     return path
+
+
+#: How exposures are grouped in tweakreg and skymatch: ``exposure`` (jwst's own: the detectors of
+#: one exposure together), ``visit`` (every dither of a visit together: one shift and one sky level
+#: per visit) or ``file`` (every file alone).
+GROUPINGS = ("exposure", "visit", "file")
+
+
+def group_ids(files: list[Path], mode: str) -> list[str]:
+    """The group of each file for ``mode`` (one of :data:`GROUPINGS`), from its observation keywords."""
+    from jwst.datamodels.utils import attrs_to_group_id
+    from stdatamodels.jwst.datamodels import read_metadata
+
+    if mode not in GROUPINGS:
+        msg = f"grouping {mode!r} is not one of {', '.join(GROUPINGS)}"
+        raise ValueError(msg)
+    out = []
+    for p in files:
+        if mode == "file":
+            out.append(p.name)
+            continue
+        obs = read_metadata(str(p), flatten=False)["meta"]["observation"]
+        try:
+            out.append(attrs_to_group_id(obs) if mode == "exposure" else
+                       f"jw{obs['program_number']}{obs['observation_number']}{obs['visit_number']}")
+        except KeyError as err:
+            msg = f"{p}: cannot group it by {mode}: header keyword missing ({err})"
+            raise StepFailedError(msg) from err
+    return out
+
+
+def _match_grouped(cal_files: list[Path], product: str, work: Path, steps: Mapping[str, Any],
+                   groups: Mapping[str, str]) -> list[Path]:
+    """Run tweakreg then skymatch, each with its own grouping; the matched exposures in ``work``.
+
+    jwst groups exposures once, by ``group_id``, for every step of stage 3; grouping dithers
+    for outlier detection too would merge them into one drizzled image. So the two steps run
+    here on their own, each on a library whose members carry its grouping, and stage 3 goes on
+    from the files written here with jwst's grouping.
+    """
+    from jwst.datamodels import ModelLibrary
+
+    work.mkdir()
+    asn = write_image3_asn(cal_files, product, work / "tweakreg_asn.json",
+                           group_ids=group_ids(cal_files, groups["tweakreg"]))
+    lib = ModelLibrary(str(asn), on_disk=False)
+    tweak = dict(steps.get("tweakreg", {}))
+    if not tweak.pop("skip", False):
+        log.info("%s: tweakreg on %d groups (%s)", product, len(lib.group_names), groups["tweakreg"])
+        lib = _call("TweakRegStep", f"tweakreg of {product}", lib, **tweak)
+    with lib:
+        models = [lib.borrow(i) for i in range(len(lib))]
+        for i, m in enumerate(models):
+            lib.shelve(m, i, modify=False)
+    for m, gid in zip(models, group_ids(cal_files, groups["skymatch"]), strict=True):
+        m.meta.group_id = gid
+    lib = ModelLibrary(models, on_disk=False)
+    sky = dict(steps.get("skymatch", {}))
+    if not sky.pop("skip", False):
+        log.info("%s: skymatch on %d groups (%s)", product, len(lib.group_names), groups["skymatch"])
+        lib = _call("SkyMatchStep", f"skymatch of {product}", lib, **sky)
+    out = [work / p.name for p in cal_files]
+    with lib:
+        for i, dst in enumerate(out):
+            m = lib.borrow(i)
+            m.save(str(dst))
+            lib.shelve(m, i, modify=False)
+    return out
 
 
 def reference_catalog_ecsv(catalog: Path, out: Path) -> Path:
@@ -194,7 +268,8 @@ def reference_catalog_ecsv(catalog: Path, out: Path) -> Path:
 
 
 def run_stage3(cal_files: list[Path], product: str, out_dir: Path, params: Mapping[str, Any],
-               config_hash: str = "", abs_refcat: Path | None = None) -> list[Path]:
+               config_hash: str = "", abs_refcat: Path | None = None,
+               groups: Mapping[str, str] | None = None) -> list[Path]:
     """Image3Pipeline: science cal files -> ``<product>_i2d.fits`` mosaic, catalogue, crf files.
 
     Parameters
@@ -211,22 +286,35 @@ def run_stage3(cal_files: list[Path], product: str, out_dir: Path, params: Mappi
         Recorded in the output headers.
     abs_refcat : pathlib.Path, optional
         Astrometric catalogue for tweakreg's absolute alignment (unless the config sets one).
+    groups : mapping, optional
+        Grouping (:data:`GROUPINGS`) of ``tweakreg`` and ``skymatch`` (default ``exposure``,
+        jwst's own). Any other grouping runs those two steps apart (:func:`_match_grouped`).
 
     Returns
     -------
     list of pathlib.Path
     """
-    params = json.loads(json.dumps(params))  # private deep copy
+    groups = {"tweakreg": "exposure", "skymatch": "exposure", **(groups or {})}
+    params = {**json.loads(json.dumps(params)), "groups": groups}  # private deep copy
 
     def run(tmp: Path) -> None:
-        asn = write_image3_asn(cal_files, product, tmp / f"{product}_asn.json")
-        steps = params.setdefault("steps", {})
+        call = json.loads(json.dumps(params))   # what the pipeline gets; the headers record params
+        call.pop("groups")
+        steps = call.setdefault("steps", {})
         tweak = steps.setdefault("tweakreg", {})
         refcat = tmp / "abs_refcat.ecsv"
         if abs_refcat is not None and "abs_refcat" not in tweak:
             tweak["abs_refcat"] = str(reference_catalog_ecsv(abs_refcat, refcat))
+        inputs, ids = cal_files, None
+        regroup = [s for s in ("tweakreg", "skymatch") if groups[s] != "exposure"]
+        if any(not steps.get(s, {}).get("skip") for s in regroup):
+            inputs = _match_grouped(cal_files, product, tmp / "grouped", steps, groups)
+            ids = group_ids(inputs, "exposure")  # not the group_id the matched files now carry
+            for s in ("tweakreg", "skymatch"):
+                steps[s] = {**steps.get(s, {}), "skip": True}
+        asn = write_image3_asn(inputs, product, tmp / f"{product}_asn.json", group_ids=ids)
         _call("Image3Pipeline", f"stage 3 of {product}", str(asn), output_dir=str(tmp),
-              save_results=True, **params)
+              save_results=True, **call)
         refcat.unlink(missing_ok=True)
         # kept beside the mosaic: its members relative to where it ends up
         write_image3_asn(cal_files, product, asn, base=out_dir)

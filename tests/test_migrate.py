@@ -54,6 +54,10 @@ def test_the_migrated_config_validates_and_keeps_the_science(migrated):
     assert tweakreg["brightest"] == {"nircam_short": 125, "nircam_long": 500, "miri": 500}
     assert s.lv2_parameters["bkg_subtract"]["sigma"] == 1.5
     assert s.release.include_crf and s.release.remove_bloat
+    for band_type in ("nircam_short", "nircam_long", "miri"):       # group_*_dithers
+        assert s.lv3.override[band_type].tweakreg_groups == "visit"
+        assert s.lv3.override[band_type].skymatch_groups == "visit"
+    assert s.lv3.tweakreg_groups == "exposure"
     assert cfg.local.processes == 20 and cfg.local.executor == "processes"
     assert str(cfg.raw_dir) == "/data/jwst/raw" and cfg.local.crds_dir == ""
 
@@ -61,7 +65,7 @@ def test_the_migrated_config_validates_and_keeps_the_science(migrated):
 def test_every_key_left_behind_is_named_with_why(migrated):
     out, res = migrated
     text = (out / "config.toml").read_text()
-    for key in ("pipeline.flush_crds", "pipeline.lev3_fields", "pipeline.group_tweakreg_dithers",
+    for key in ("pipeline.flush_crds", "pipeline.lev3_fields",
                 "lv3_parameters.tweakreg.align_to_gaia",
                 "lv3_parameters.tweakreg_source_catalog", "destripe_parameters.do_vertical_subtraction",
                 "dither_match_parameters.weight_method",
@@ -112,6 +116,37 @@ def test_pjpipe_config_steps_and_parameters():
     assert [p["searchrad"] for p in m.science["astrometric_align"]["passes"]] == [10, 2]
     skipped = dict(m.unmapped)
     assert "lyot_separate" in " ".join(skipped) and "parameters.single_tile_destripe.quadrants" in skipped
+
+
+def test_step_repeats_are_carried_over_where_the_step_may_repeat():
+    old = {"projects": {"2107": {"targets": ["ngc0628"]}},
+           "pipeline": {"nircam_bands": ["F200W"], "miri_bands": [],
+                        "steps": ["lv1", "lv2", "destripe", "destripe_2", "level_match",
+                                  "dither_match_2", "lv3", "lv3_2", "bg_sub_3"]}}
+    m = migrate(old)
+    assert m.science["pipeline"]["steps"]["nircam"] == ["lv1", "lv2", "destripe", "destripe_2",
+                                                        "level_match", "level_match_2", "lv3"]
+    skipped = dict(m.unmapped)
+    assert "may run again" in skipped["pipeline.steps.nircam: lv3_2"]
+    assert "bg_sub" in skipped["pipeline.steps.nircam: bg_sub_3"]       # its step is not run
+
+
+def test_dither_grouping_lists_become_lv3_overrides():
+    old = {"projects": {"2107": {"targets": ["ngc0628"]}},
+           "pipeline": {"nircam_bands": ["F200W"], "miri_bands": ["F770W"],
+                        "group_tweakreg_dithers": ["miri"], "group_skymatch_dithers": ["nircam_long"],
+                        "degroup_skymatch_dithers": ["nircam_long", "nircam_short", "nirspec"]}}
+    m = migrate(old)
+    assert m.science["lv3"]["override"] == {"miri": {"tweakreg_groups": "visit"},
+                                            "nircam_long": {"skymatch_groups": "visit"},  # group wins
+                                            "nircam_short": {"skymatch_groups": "file"}}
+    assert "pipeline.degroup_skymatch_dithers: nirspec" in dict(m.unmapped)
+    pj = migrate({"projects": {"2107": {"targets": ["ngc0628"]}}, "steps": ["lv1", "lv2", "lv3"],
+                  "parameters": {"lv3": {"tweakreg_degroup_dithers": ["nircam_short"],
+                                         "skymatch_group_dithers": ["miri", "nircam"]}}})
+    assert pj.science["lv3"]["override"] == {"nircam_short": {"tweakreg_groups": "file"},
+                                             "miri": {"skymatch_groups": "visit"},
+                                             "nircam": {"skymatch_groups": "visit"}}
 
 
 def test_pixel_lengths_become_arcsec_per_band_type():

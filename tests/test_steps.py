@@ -119,6 +119,8 @@ OVERRIDES = {
                       False),
     "astrometric_catalog": ("[astrometric_catalog.override.F200W]\nfwhm = 2.5\n", "F200W", "F300M",
                             "fwhm", 2.5),
+    "lv3": ('[lv3.override.nircam_short]\ntweakreg_groups = "visit"\n', "F200W", "F300M",
+            "tweakreg_groups", "visit"),
 }
 
 
@@ -407,3 +409,59 @@ def test_wcs_adjust_finds_stars_file_by_file_before_the_solve(tmp_path):
     toml.unlink(missing_ok=True)
     other = step.plan(other_ctx, "UPSTREAM", [])
     assert other.pre_tasks == [] and len(other.tasks) > 0
+
+
+def test_a_repeated_step_runs_again_on_the_first_runs_output_with_its_own_table(tmp_path):
+    """``destripe_2``: its own folder, record, figures and ``[destripe_2]`` (else ``[destripe]``'s)."""
+    import numpy as np
+    from astropy.io import fits
+
+    from jwstgal.executor import Executor, ExecutorSpec
+    from jwstgal.report import write_report
+    from jwstgal.reprocess import RAN, SKIPPED, run_all
+    from jwstgal.simulate.frames import striped_frame
+
+    cfg, loc = build_tree(tmp_path)
+    text = cfg.read_text().replace('nircam = ["lv1", "lv2", "destripe", "wcs_adjust", "level_match", '
+                                   '"stack_destripe", "lv3",\n          "astrometric_align"]',
+                                   'nircam = ["lv1", "lv2", "destripe", "destripe_2"]')
+    cfg.write_text(text + '\n[destripe_2]\nmethod = "row_median"\n')
+    run = load_config(cfg, loc, check_jwst=False)
+    ctx = BandContext.of(run, "ngc0628", get_band("F200W"))
+    lv1 = _finish(ctx, "lv1", "", [])
+    lv2 = _finish(ctx, "lv2", lv1.key, lv1.outputs)
+    for i, cal in enumerate(lv2.outputs):                      # real frames with stripes
+        fr = striped_frame(128, seed=i, n_amps=1, n_stars=20)
+        stem = cal.name.removesuffix("_cal.fits")
+        hdr = fits.getheader(tmp_path / "raw" / "ngc0628" / "mastDownload" / "JWST" / stem / f"{stem}_uncal.fits")
+        fits.HDUList([fits.PrimaryHDU(header=hdr), fits.ImageHDU(fr.data, name="SCI"),
+                      fits.ImageHDU(fr.err, name="ERR"), fits.ImageHDU(fr.dq, name="DQ")]
+                     ).writeto(cal, overwrite=True)
+    serial = Executor(ExecutorSpec("serial"))
+
+    def go():
+        (res,) = run_all(load_config(cfg, loc, check_jwst=False), bands=["F200W"], progress=False,
+                         executor=serial)
+        assert not res.error, res.error
+        return res
+
+    res = go()
+    assert res.status["destripe"] == res.status["destripe_2"] == RAN
+    again = sorted((ctx.band_dir / "destripe_2").glob("*_cal.fits"))
+    assert [p.name for p in again] == [p.name for p in lv2.outputs]
+    for p in again:                                            # destripe's output, destriped again
+        h = fits.getheader(p)
+        history = [str(c) for c in h["HISTORY"] if str(c).startswith("jwstgal destripe parameters")]
+        assert h["DSTRMETH"] == "row_median" and len(history) == 2
+        assert '"median_filter"' in history[0] and '"row_median"' in history[1]
+    first = fits.getdata(ctx.band_dir / "destripe" / again[0].name, "SCI")
+    assert not np.array_equal(first, fits.getdata(again[0], "SCI"))
+    assert (ctx.band_dir / "qa" / "destripe_2.png").is_file()
+    assert "<h3>destripe_2</h3>" in write_report(run, [res]).read_text()
+    assert go().status["destripe_2"] == SKIPPED                 # complete: nothing to redo
+    cfg.write_text(text + '\n[destripe_2]\nmethod = "row_median"\nsigma = 2.5\n')
+    res = go()                                                 # its own table changed: it alone reruns
+    assert (res.status["destripe"], res.status["destripe_2"]) == (SKIPPED, RAN)
+    cfg.write_text(text)                                       # no table: [destripe]'s settings
+    run = load_config(cfg, loc, check_jwst=False)
+    assert run.science.step_table("destripe_2") is run.science.destripe

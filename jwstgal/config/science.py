@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, create_model, field_validator, model_validator
+from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
 from jwstgal.bands import ALL_BANDS, get_band
 from jwstgal.config.products import AnchorConfig, ConvolveConfig, KernelsConfig, ReleaseConfig
 from jwstgal.settings import GROUP_SELECTORS, Strict, check_band, check_path_component, did_you_mean
 from jwstgal.stages import STAGE_PIPELINES
-from jwstgal.steps import DEFAULT_STEPS, STEP_NAMES, STEP_SETTINGS, get_step
+from jwstgal.steps import DEFAULT_STEPS, REPEATABLE, STEP_NAMES, STEP_SETTINGS, get_step, order_key, repeat_of
 
 
 class StepLists(Strict):
@@ -31,16 +31,27 @@ class StepLists(Strict):
     @classmethod
     def _known_steps(cls, steps: list[str], info: Any) -> list[str]:
         for step in steps:
-            if step not in STEP_NAMES and step != "all":
-                msg = (f"unknown step {step!r} (allowed: {', '.join(STEP_NAMES)})"
-                       f"{did_you_mean(step, STEP_NAMES)}")
+            if step == "all":
+                continue
+            rep = repeat_of(step)
+            if step not in STEP_NAMES and rep is None:
+                msg = (f"unknown step {step!r} (allowed: {', '.join(STEP_NAMES)}; a repeat is "
+                       f"<step>_2 ... <step>_9 of {', '.join(REPEATABLE)}){did_you_mean(step, STEP_NAMES)}")
                 raise ValueError(msg)
-            if step != "all" and info.field_name not in get_step(step).instruments:
-                msg = f"step {step!r} is for {' and '.join(get_step(step).instruments).upper()} only"
+            try:
+                found = get_step(step)
+            except KeyError as err:
+                raise ValueError(err.args[0]) from None
+            if info.field_name not in found.instruments:
+                msg = f"step {step!r} is for {' and '.join(found.instruments).upper()} only"
+                raise ValueError(msg)
+            if rep is not None and cls is StepLists and rep[0] not in steps:
+                msg = f"step {step!r} runs {rep[0]!r} again, which the list does not run"
                 raise ValueError(msg)
         real = [s for s in steps if s != "all"]
-        if real != sorted(real, key=STEP_NAMES.index):
-            msg = f"steps run in the order {', '.join(STEP_NAMES)}; got {', '.join(real)}"
+        if real != sorted(real, key=order_key):
+            msg = (f"steps run in the order {', '.join(STEP_NAMES)} (a repeat <step>_<n> right after "
+                   f"its step); got {', '.join(real)}")
             raise ValueError(msg)
         return steps
 
@@ -193,6 +204,52 @@ class _ScienceTables(Strict):
     convolve: ConvolveConfig = Field(default_factory=ConvolveConfig)
     anchor: AnchorConfig = Field(default_factory=AnchorConfig)
     release: ReleaseConfig = Field(default_factory=ReleaseConfig)
+    repeat_tables: dict[str, Any] = Field(
+        default_factory=dict, description="Not a table of the file: the validated [<step>_<n>] tables "
+        "of repeated steps (see :meth:`step_table`).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _repeats(cls, data: Any) -> Any:
+        """Validate each ``[<step>_<n>]`` table: ``[<step>]``'s keys, replaced by its own."""
+        if not isinstance(data, dict):
+            return data
+        if "repeat_tables" in data:
+            msg = "unknown table [repeat_tables]"
+            raise ValueError(msg)
+        out = {k: v for k, v in data.items() if repeat_of(k) is None}
+        tables: dict[str, Any] = {}
+        for name, table in data.items():
+            if (rep := repeat_of(name)) is None:
+                continue
+            if rep[0] not in REPEATABLE or rep[0] not in STEP_SETTINGS:
+                msg = (f"[{name}]: step {rep[0]!r} cannot run again (repeatable: {', '.join(REPEATABLE)})")
+                raise ValueError(msg)
+            if not isinstance(table, dict):
+                msg = f"[{name}] must be a table"
+                raise ValueError(msg)
+            base = data.get(rep[0], {})
+            try:
+                tables[name] = STEP_SETTINGS[rep[0]].table().model_validate(
+                    {**(base if isinstance(base, dict) else {}), **table})
+            except ValidationError as err:
+                fields = list(STEP_SETTINGS[rep[0]].model_fields)
+                problems = "; ".join(
+                    f"{'.'.join(map(str, e['loc'])) or '-'}: {e['msg']}"
+                    + (f" (allowed: {', '.join(fields)}){did_you_mean(str(e['loc'][-1]), fields)}"
+                       if e["type"] == "extra_forbidden" and len(e["loc"]) == 1 else "")
+                    for e in err.errors())
+                msg = f"[{name}] ({rep[0]!r} again): {problems}"
+                raise ValueError(msg) from None
+        out["repeat_tables"] = tables
+        return out
+
+    def step_table(self, step: str) -> Any:
+        """The settings table of a step, or of a repeat (its own, else its step's)."""
+        if step in self.repeat_tables:
+            return self.repeat_tables[step]
+        rep = repeat_of(step)
+        return getattr(self, rep[0] if rep else step)
 
     @property
     def targets(self) -> list[str]:
@@ -273,6 +330,8 @@ class _ScienceTables(Strict):
             _check_selectors(getattr(self, stage), stage, selectors)
         for name, settings in STEP_SETTINGS.items():
             settings.check_selectors(getattr(self, name), name, targets, selectors)
+        for name, table in self.repeat_tables.items():
+            STEP_SETTINGS[repeat_of(name)[0]].check_selectors(table, name, targets, selectors)
         return self
 
 

@@ -4,9 +4,16 @@ The registry's order is the only order in which steps may run; the config valida
 the QA page and the README's step table (:func:`markdown_table`) all read it. A new step is one
 module here (settings model, plan, task, diagnostics; see :mod:`jwstgal.steps.base`) plus one line
 below.
+
+A *repeatable* step may also run again under ``<step>_<n>`` (``destripe_2``, n = 2-9): right after
+the step (and its lower repeats), into its own folder, with its own ``[<step>_<n>]`` table
+(:func:`get_step`, :func:`run_order`).
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Iterable
 
 from jwstgal.steps.astrometric_align import AstrometricAlign
 from jwstgal.steps.astrometric_catalog import AstrometricCatalog
@@ -48,13 +55,50 @@ DEFAULT_STEPS: tuple[str, ...] = tuple(s.name for s in STEPS if s.default)
 STEP_SETTINGS = {s.name: s.settings for s in STEPS if s.settings is not None}
 
 
+#: Steps that may run again as ``<step>_<n>``.
+REPEATABLE: tuple[str, ...] = tuple(s.name for s in STEPS if s.repeatable)
+_REPEAT = re.compile(r"(?P<base>[a-z0-9_]+?)_(?P<n>[2-9])")
+_REPEATS: dict[str, Step] = {}
+
+
+def repeat_of(name: str) -> tuple[str, int] | None:
+    """``(step, n)`` when ``name`` is ``<registered step>_<n>`` (n = 2-9), else None."""
+    m = _REPEAT.fullmatch(name)
+    return (m["base"], int(m["n"])) if m and m["base"] in STEP_NAMES else None
+
+
+def order_key(name: str) -> tuple[int, int]:
+    """Where a step (or a repeat) runs: its step's place in the registry, then the repeat's number."""
+    base, n = repeat_of(name) or (name, 1)
+    return STEP_NAMES.index(base), n
+
+
 def get_step(name: str) -> Step:
-    """The registered step called ``name`` (``KeyError`` naming the allowed steps otherwise)."""
+    """The step called ``name``: a registered one or a repeat of a repeatable one.
+
+    Raises
+    ------
+    KeyError
+        Naming the allowed steps (or the repeatable ones, for a repeat of another step).
+    """
     for s in STEPS:
         if s.name == name:
             return s
-    msg = f"unknown step {name!r} (allowed: {', '.join(STEP_NAMES)})"
+    if (rep := repeat_of(name)) is not None:
+        base = next(s for s in STEPS if s.name == rep[0])
+        if not base.repeatable:
+            msg = (f"step {rep[0]!r} cannot run again as {name!r} (repeatable: "
+                   f"{', '.join(REPEATABLE)})")
+            raise KeyError(msg)
+        return _REPEATS.setdefault(name, base.repeat(name))
+    msg = f"unknown step {name!r} (allowed: {', '.join(STEP_NAMES)}; repeats: <step>_2 ...)"
     raise KeyError(msg)
+
+
+def run_order(names: Iterable[str] = ()) -> list[Step]:
+    """Every registered step and the repeats among ``names``, in the order they run."""
+    repeats = {n for n in names if n != "all" and repeat_of(n) is not None}
+    return sorted([*STEPS, *(get_step(n) for n in repeats)], key=lambda s: order_key(s.name))
 
 
 def markdown_table() -> str:
@@ -66,5 +110,5 @@ def markdown_table() -> str:
     return "\n".join(rows) + "\n"
 
 
-__all__ = ["DEFAULT_STEPS", "STEPS", "STEP_NAMES", "STEP_SETTINGS", "BandContext", "Step", "StepPlan",
-           "StepRecord", "get_step", "markdown_table"]
+__all__ = ["DEFAULT_STEPS", "REPEATABLE", "STEPS", "STEP_NAMES", "STEP_SETTINGS", "BandContext", "Step",
+           "StepPlan", "StepRecord", "get_step", "markdown_table", "order_key", "repeat_of", "run_order"]

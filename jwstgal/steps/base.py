@@ -19,6 +19,7 @@ This module knows nothing of the driver or of the config package: a step reads t
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import hashlib
 import json
@@ -253,7 +254,7 @@ class BandContext:
 
     def settings(self, step: str, scope: str = "band") -> dict[str, Any]:
         """A step table resolved for this target/band (``scope="target"``: target overrides only)."""
-        table: StepSettings = getattr(self.run.science, step)
+        table: StepSettings = self.run.science.step_table(step)
         return table.for_band(self.target, None if scope == "target" else self.band)
 
     def stage_params(self, stage: str) -> dict[str, Any]:
@@ -357,13 +358,29 @@ class Step:
         The ``[<name>]`` table's model (None: the step has no table of its own).
     default : bool
         Run when a config names no steps (the plain STScI pipeline).
+    repeatable : bool
+        May run again as ``<name>_<n>`` (:meth:`repeat`): a step that turns exposures into
+        exposures, whose code names its folder, record and figures by ``self.name``.
     """
 
-    name: ClassVar[str]
-    summary: ClassVar[str]
+    name: str
+    summary: str
     settings: ClassVar[type[StepSettings] | None] = None
     default: ClassVar[bool] = False
+    repeatable: ClassVar[bool] = False
     instruments: ClassVar[tuple[str, ...]] = ("nircam", "miri")
+
+    @property
+    def base(self) -> str:
+        """The registered step this one is (its own name, or the step it repeats)."""
+        return type(self).name
+
+    def repeat(self, name: str) -> Step:
+        """The same step again as ``name`` (``destripe_2``): own folder, record, figures and table."""
+        clone = copy.copy(self)
+        clone.name = name
+        clone.summary = f"`{self.name}` again, `[{name}]` (its settings default to `[{self.name}]`'s)"
+        return clone
 
     def plan(self, ctx: BandContext, upstream: str, inputs: list[Path]) -> StepPlan:
         """Plan this step for one target/band from the upstream key and outputs.

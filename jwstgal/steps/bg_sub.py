@@ -67,6 +67,7 @@ class BgSub(Step):
     """Per-exposure sky subtraction."""
 
     name = NAME
+    repeatable = True
     summary = ("optional: each exposure's sigma-clipped, source- and DQ-masked median subtracted, "
                "`[bg_sub]`")
     settings = BgSubSettings
@@ -83,8 +84,8 @@ class BgSub(Step):
         levels = np.array([fits.getheader(p)["BGSUBLVL"] for p in plan.outputs])
         names = [p.name for p in plan.outputs]
         return [offsets_png(names, ["_".join(n.split("_")[:2]) for n in names], levels,
-                            ctx.qa_dir / f"{NAME}.png", f"{ctx.label}: sky levels subtracted")]
+                            ctx.qa_dir / f"{self.name}.png", f"{ctx.label}: sky levels subtracted")]
 
     def figures(self, band_dir: Path, target: str, band: Band) -> list[tuple[Path, str]]:
         """The levels."""
-        return [(band_dir / "qa" / f"{NAME}.png", "sky levels subtracted")]
+        return [(band_dir / "qa" / f"{self.name}.png", "sky levels subtracted")]

@@ -207,13 +207,14 @@ class Destripe(Step):
     """Single-frame destriping."""
 
     name = NAME
+    repeatable = True
     summary = ("single-frame 1/f stripe subtraction of every exposure (NIRCam amplifiers, MIRI "
                "rows/columns, Lyot), `[destripe]`")
     settings = DestripeSettings
 
     def plan(self, ctx: BandContext, upstream: str, inputs: list[Path]) -> StepPlan:
         """One task per science exposure; finished ones are reused on a rerun with the same key."""
-        panels = ctx.qa_dir / NAME
+        panels = ctx.qa_dir / self.name
         return self.plan_per_exposure(
             ctx, upstream, inputs, "destriping", run_task,
             lambda p, o, params: (str(p), str(o), params, ctx.run.config_hash, str(panels / f"{p.stem}.png")))
@@ -222,19 +223,19 @@ class Destripe(Step):
         """Contact sheet of the destriped exposures (per-exposure panels are drawn by the tasks)."""
         from jwstgal.plots import contact_sheet
 
-        return [contact_sheet(plan.outputs, ctx.qa_dir / f"{NAME}.png",
+        return [contact_sheet(plan.outputs, ctx.qa_dir / f"{self.name}.png",
                               f"{ctx.label}: after single-frame destriping")]
 
     def qa_summary(self, band_dir: Path, target: str, band: Band) -> dict[str, str]:
         """Median rms of the stripe models subtracted (DSTRRMS of the outputs)."""
-        rms = [fits.getheader(p).get("DSTRRMS") for p in sorted((band_dir / NAME).glob("*_cal.fits"))]
+        rms = [fits.getheader(p).get("DSTRRMS") for p in sorted((band_dir / self.name).glob("*_cal.fits"))]
         rms = [float(r) for r in rms if r is not None]
         return {"stripes removed (median rms)": f"{np.median(rms):.3g}"} if rms else {}
 
     def figures(self, band_dir: Path, target: str, band: Band) -> list[tuple[Path, str]]:
         """Contact sheet, then the first three exposures' panels."""
-        panels = sorted((band_dir / "qa" / NAME).glob("*.png"))[:3]
-        return [(band_dir / "qa" / f"{NAME}.png", "after single-frame destriping"),
+        panels = sorted((band_dir / "qa" / self.name).glob("*.png"))[:3]
+        return [(band_dir / "qa" / f"{self.name}.png", "after single-frame destriping"),
                 *((p, f"single-frame destriping of {p.stem}: input, mask, stripe model, result")
                   for p in panels)]
 

@@ -211,6 +211,7 @@ class LevelMatch(Step):
     """Background level matching."""
 
     name = NAME
+    repeatable = True
     summary = ("background levels of overlapping exposures matched (dither groups, then tiles), "
                "`[level_match]`")
     settings = LevelMatchSettings
@@ -222,19 +223,19 @@ class LevelMatch(Step):
         rate_dir = ctx.band_dir / layout.step_folder("lv1")
         backgrounds = ([p for p in sorted(rate_dir.glob("*_rate.fits")) if ctx.is_background(p)]
                        if ctx.uses_backgrounds() else [])
-        key = hash_params([NAME, self.key_params(params), upstream, [p.name for p in inputs]])
-        if (done := ctx.complete(NAME, key, params)) is not None:
+        key = hash_params([self.name, self.key_params(params), upstream, [p.name for p in inputs]])
+        if (done := ctx.complete(self.name, key, params)) is not None:
             return done
-        out_dir, _ = ctx.prepare(NAME, key, params)
+        out_dir, _ = ctx.prepare(self.name, key, params)
         outputs = [out_dir / p.name for p in inputs]
         log.info("%s: level matching %d exposures", ctx.label, len(inputs))
-        return StepPlan(NAME, key, params, outputs, run_task,
+        return StepPlan(self.name, key, params, outputs, run_task,
                         [([str(p) for p in inputs], str(out_dir), params, [str(b) for b in backgrounds],
-                          ctx.run.config_hash, str(ctx.qa_dir / f"{NAME}.png"))])
+                          ctx.run.config_hash, str(ctx.qa_dir / f"{self.name}.png"))])
 
     def qa_summary(self, band_dir: Path, target: str, band: Band) -> dict[str, str]:
         """Spread (rms) of the level offsets subtracted."""
-        path = band_dir / layout.step_folder(NAME) / "offsets.ecsv"
+        path = band_dir / layout.step_folder(self.name) / "offsets.ecsv"
         if not path.is_file():
             return {}
         off = np.asarray(Table.read(path, format="ascii.ecsv")["offset"], float)
@@ -242,4 +243,4 @@ class LevelMatch(Step):
 
     def figures(self, band_dir: Path, target: str, band: Band) -> list[tuple[Path, str]]:
         """The offsets (drawn by the task)."""
-        return [(band_dir / "qa" / f"{NAME}.png", "level offsets")]
+        return [(band_dir / "qa" / f"{self.name}.png", "level offsets")]

@@ -3,9 +3,10 @@
 Inputs are the upstream step's exposures. When the target has an ``[alignment]`` catalogue and the
 band does not run ``astrometric_align``, tweakreg aligns absolutely to it. The detection kernels of
 tweakreg and source_catalog match the band's PSF unless configured. Parameters:
-``[lv3_parameters]``. A mosaic is all-or-nothing: stage 3 runs in a temporary folder and the
-products replace the previous ones only when it succeeded (a failed rerun keeps the last good
-mosaic).
+``[lv3_parameters]``; ``[lv3]`` sets how tweakreg and skymatch group the exposures (the original
+scripts' ``group_tweakreg_dithers`` / ``group_skymatch_dithers``). A mosaic is all-or-nothing:
+stage 3 runs in a temporary folder and the products replace the previous ones only when it
+succeeded (a failed rerun keeps the last good mosaic).
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from jwstgal import layout
 from jwstgal.bands import Band
 from jwstgal.provenance import hash_params, write_text_atomic
+from jwstgal.settings import StepSettings, added_field
 from jwstgal.stages import run_stage3
 from jwstgal.steps.base import BandContext, Step, StepPlan, alignment_catalogue, file_id
 
@@ -28,11 +30,28 @@ log = logging.getLogger(__name__)
 NAME = "lv3"
 
 
+Grouping = Literal["exposure", "visit", "file"]
+GROUPING_HELP = ("`exposure` (jwst's own: the detectors of one exposure move together), `visit` (all "
+                 "dithers of a visit together) or `file` (every file alone)")
+
+
+class Lv3Settings(StepSettings):
+    """The ``[lv3]`` table (step ``lv3``: how tweakreg and skymatch group the exposures).
+
+    jwst's own stage-3 parameters are ``[lv3_parameters]``.
+    """
+
+    tweakreg_groups: Grouping = added_field(
+        "exposure", f"Groups that tweakreg fits one shift to: {GROUPING_HELP}.")
+    skymatch_groups: Grouping = added_field(
+        "exposure", f"Groups that skymatch gives one sky level: {GROUPING_HELP}.")
+
+
 def run_task(cal_files: list[str], product: str, out_dir: str, params: dict, config_hash: str,
-             refcat: str | None) -> list[str]:
+             refcat: str | None, groups: dict[str, str] | None = None) -> list[str]:
     """Stage 3 of one band (worker)."""
     return [str(p) for p in run_stage3([Path(c) for c in cal_files], product, Path(out_dir), params,
-                                       config_hash, Path(refcat) if refcat else None)]
+                                       config_hash, Path(refcat) if refcat else None, groups)]
 
 
 def astrometric_residuals(catalog: Path, refcat: Path, match_arcsec: float = 0.3) -> dict[str, Any]:
@@ -61,7 +80,9 @@ class Lv3(Step):
 
     name = NAME
     summary = ("jwst Image3Pipeline per band (mosaic `_i2d`, catalogue, `crf` files), absolute "
-               "tweakreg to `[alignment]` unless `astrometric_align` runs, `[lv3_parameters]`")
+               "tweakreg to `[alignment]` unless `astrometric_align` runs, `[lv3_parameters]`; "
+               "tweakreg/skymatch grouping of dithers")
+    settings = Lv3Settings
     default = True
 
     def params(self, ctx: BandContext) -> dict[str, Any]:
@@ -79,8 +100,10 @@ class Lv3(Step):
         refcat = None
         if ctx.target in science.alignment and "astrometric_align" not in ctx.steps:
             refcat = alignment_catalogue(run, ctx.target)
+        grouping = self.resolved(ctx)
+        groups = {"tweakreg": grouping["tweakreg_groups"], "skymatch": grouping["skymatch_groups"]}
         key = hash_params([NAME, params, upstream, [p.name for p in inputs],
-                           file_id(refcat) if refcat else None])
+                           file_id(refcat) if refcat else None, *self.key_params(grouping).values()])
         if (done := ctx.complete(NAME, key, params)) is not None:
             return done
         out_dir, _ = ctx.prepare(NAME, key, params, clear=False)  # replaced only when stage 3 succeeds
@@ -88,7 +111,7 @@ class Lv3(Step):
         log.info("%s: stage 3 on %d exposures -> %s", ctx.label, len(inputs), product)
         return StepPlan(NAME, key, params, [layout.stage3_mosaic(ctx.band_dir, ctx.target, ctx.band)],
                         run_task, [([str(p) for p in inputs], product, str(out_dir), params,
-                                    run.config_hash, str(refcat) if refcat else None)])
+                                    run.config_hash, str(refcat) if refcat else None, groups)])
 
     def diagnostics(self, ctx: BandContext, plan: StepPlan) -> list[Path | None]:
         """Quicklook of the mosaic; residuals against the target's astrometric catalogue."""

@@ -333,6 +333,7 @@ class StackDestripe(Step):
     """Stack-based destriping."""
 
     name = NAME
+    repeatable = True
     summary = ("multi-exposure stripe subtraction against the overlapping level-matched exposures, "
                "`[stack_destripe]`")
     settings = StackDestripeSettings
@@ -341,19 +342,20 @@ class StackDestripe(Step):
         """The overlap graph, then one task per frame and pass (a pass waits for the previous one)."""
         inputs = ctx.science_cal(inputs, "stack-based destriping")
         params = self.resolved(ctx)
-        key = hash_params([NAME, self.key_params(params), upstream, [p.name for p in inputs]])
-        if (done := ctx.complete(NAME, key, params)) is not None:
+        key = hash_params([self.name, self.key_params(params), upstream, [p.name for p in inputs]])
+        if (done := ctx.complete(self.name, key, params)) is not None:
             return done
-        out_dir, _ = ctx.prepare(NAME, key, params)
+        out_dir, _ = ctx.prepare(self.name, key, params)
         outputs = [out_dir / p.name for p in inputs]
         log.info("%s: stack-based destriping of %d exposures", ctx.label, len(inputs))
         files, state = [str(p) for p in inputs], str(out_dir / STATE)
 
         def one_pass(it: int) -> list[tuple]:
-            return [(files, i, it, state, params, str(out_dir), ctx.run.config_hash, str(ctx.qa_dir / NAME))
+            qa = str(ctx.qa_dir / self.name)
+            return [(files, i, it, state, params, str(out_dir), ctx.run.config_hash, qa)
                     for i in range(len(files))]
 
-        plan = StepPlan(NAME, key, params, outputs, pass_task, one_pass(0))
+        plan = StepPlan(self.name, key, params, outputs, pass_task, one_pass(0))
         plan.pre_fn, plan.pre_tasks = graph_task, [(files, state, params)]
         plan.post = [(pass_task, one_pass(it)) for it in range(1, params["iterations"])]
         return plan
@@ -362,12 +364,12 @@ class StackDestripe(Step):
         """Contact sheet of the corrected exposures."""
         from jwstgal.plots import contact_sheet
 
-        return [contact_sheet(plan.outputs, ctx.qa_dir / f"{NAME}.png",
+        return [contact_sheet(plan.outputs, ctx.qa_dir / f"{self.name}.png",
                               f"{ctx.label}: after stack-based destriping")]
 
     def figures(self, band_dir: Path, target: str, band: Band) -> list[tuple[Path, str]]:
         """Contact sheet, then the first three exposures' panels."""
-        panels = sorted((band_dir / "qa" / NAME).glob("*.png"))[:3]
-        return [(band_dir / "qa" / f"{NAME}.png", "after stack-based destriping"),
+        panels = sorted((band_dir / "qa" / self.name).glob("*.png"))[:3]
+        return [(band_dir / "qa" / f"{self.name}.png", "after stack-based destriping"),
                 *((p, f"stack-based destriping of {p.stem}: input, mask, stripe model, result")
                   for p in panels)]
