@@ -433,7 +433,8 @@ def test_a_repeated_step_runs_again_on_the_first_runs_output_with_its_own_table(
     for i, cal in enumerate(lv2.outputs):                      # real frames with stripes
         fr = striped_frame(128, seed=i, n_amps=1, n_stars=20)
         stem = cal.name.removesuffix("_cal.fits")
-        hdr = fits.getheader(tmp_path / "raw" / "ngc0628" / "mastDownload" / "JWST" / stem / f"{stem}_uncal.fits")
+        raw = tmp_path / "raw" / "ngc0628" / "mastDownload" / "JWST" / stem
+        hdr = fits.getheader(raw / f"{stem}_uncal.fits")
         fits.HDUList([fits.PrimaryHDU(header=hdr), fits.ImageHDU(fr.data, name="SCI"),
                       fits.ImageHDU(fr.err, name="ERR"), fits.ImageHDU(fr.dq, name="DQ")]
                      ).writeto(cal, overwrite=True)
