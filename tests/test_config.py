@@ -32,7 +32,7 @@ def test_unknown_table_names_file_key_allowed_and_suggestion(tmp_path):
         "<d>/config.toml: unknown key 'pipline' (allowed: pipeline, projects, extra_obs_to_include, "
         "download, alignment, lv1_parameters, lv2_parameters, lv3_parameters, simulation, kernels, "
         "convolve, anchor, release, lyot_adjust, destripe, bg_sub, wcs_adjust, level_match, "
-        "stack_destripe, astrometric_catalog, astrometric_align, field_mosaics); "
+        "stack_destripe, lv3, astrometric_catalog, astrometric_align, field_mosaics); "
         "did you mean 'pipeline'?")
 
 
@@ -56,7 +56,8 @@ def test_unknown_step(tmp_path):
     assert msg == ("<d>/config.toml: key 'pipeline.steps.nircam': value ['lv1', 'lv22']: unknown "
                    "step 'lv22' (allowed: lv1, lv2, lyot_adjust, destripe, bg_sub, wcs_adjust, level_match, "
                    "stack_destripe, lv3, astrometric_catalog, astrometric_align, field_mosaics, "
-                   "bgr_mosaics); did you mean 'lv2'?")
+                   "bgr_mosaics; a repeat is <step>_2 ... <step>_9 of destripe, bg_sub, level_match, "
+                   "stack_destripe); did you mean 'lv2'?")
 
 
 def test_steps_must_be_in_pipeline_order(tmp_path):
@@ -64,7 +65,7 @@ def test_steps_must_be_in_pipeline_order(tmp_path):
     assert msg == ("<d>/config.toml: key 'pipeline.steps.miri': value ['lv1', 'lv3', 'lv2']: steps run "
                    "in the order lv1, lv2, lyot_adjust, destripe, bg_sub, wcs_adjust, level_match, "
                    "stack_destripe, lv3, astrometric_catalog, astrometric_align, field_mosaics, "
-                   "bgr_mosaics; got lv1, lv3, lv2")
+                   "bgr_mosaics (a repeat <step>_<n> right after its step); got lv1, lv3, lv2")
 
 
 def test_wrong_type_is_not_coerced(tmp_path):

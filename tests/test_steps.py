@@ -376,6 +376,7 @@ def test_readme_example_step_plans_and_runs(tmp_path):
     run = load_config(cfg, loc, check_jwst=False)
     table = ns["MedianSubSettings"].table()(sigma=2.5, override={"F200W": {"sigma": 4.0}})
     science = SimpleNamespace(**dict(run.science), median_sub=table)
+    science.step_table = lambda name: getattr(science, name)      # as ScienceConfig.step_table
     view = SimpleNamespace(**{k: getattr(run, k) for k in ("raw_dir", "reprocess_dir", "alignment_dir",
                                                             "config_path", "config_hash")}, science=science)
     ctx = BandContext(view, "ngc0628", get_band("F200W"), ["lv1", "lv2", "median_sub"], set())

@@ -38,7 +38,7 @@ def format_errors(err: ValidationError, path: Path, root: type[BaseModel]) -> st
         key = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[")
         if e["type"] == "extra_forbidden":
             owner = model_at(root, loc)
-            allowed = list(owner.model_fields) if owner else []
+            allowed = [f for f in owner.model_fields if f != "repeat_tables"] if owner else []  # not a table
             bad = str(loc[-1])
             lines.append(f"{path}: unknown key {key!r} (allowed: {', '.join(allowed)})"
                          f"{did_you_mean(bad, allowed)}")
