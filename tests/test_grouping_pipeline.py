@@ -84,6 +84,8 @@ def _within_visit_spread(corr):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = run_reprocessing(tmp_path_factory.mktemp("grp"), SCIENCE + GROUPED)
+    page = (root / "work" / "jwst_lv3_reprocessed_grp" / "qa" / "index.html").read_text()
+    assert "Stage 3 grouping: tweakreg on 2 groups (by visit), skymatch on 2 groups (by visit)." in page
     grouped = _corrections(root)
     # the same run with jwst's grouping: only lv3 is redone (the grouping is in its key)
     (root / "s.toml").write_text(SCIENCE)

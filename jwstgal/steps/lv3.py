@@ -114,9 +114,13 @@ class Lv3(Step):
                                     run.config_hash, str(refcat) if refcat else None, groups)])
 
     def diagnostics(self, ctx: BandContext, plan: StepPlan) -> list[Path | None]:
-        """Quicklook of the mosaic; residuals against the target's astrometric catalogue."""
+        """Quicklook of the mosaic; residuals against the target's astrometric catalogue; groups."""
         from jwstgal.plots import quicklook_png, quiver_png
+        from jwstgal.stages import group_ids
 
+        cal, groups = [Path(f) for f in plan.tasks[0][0]], plan.tasks[0][6]
+        write_text_atomic(ctx.qa_dir / "lv3_groups.json", json.dumps(
+            {step: [mode, len(set(group_ids(cal, mode)))] for step, mode in groups.items()}))
         mosaic = plan.outputs[0]
         out: list[Path | None] = [quicklook_png(mosaic, mosaic.with_suffix(".png"), title=ctx.label)]
         cat = layout.stage3_catalog(ctx.band_dir, ctx.target, ctx.band)
@@ -134,11 +138,17 @@ class Lv3(Step):
                 (band_dir / "qa" / "lv3_astrometry.png", "astrometric residuals")]
 
     def notes(self, band_dir: Path, target: str, band: Band) -> list[str]:
-        """The residuals against the reference after stage 3, in one sentence."""
+        """How tweakreg and skymatch grouped the exposures; the residuals against the reference."""
+        out = []
+        groups = band_dir / "qa" / "lv3_groups.json"
+        if groups.is_file():
+            g = json.loads(groups.read_text())
+            out.append("Stage 3 grouping: " + ", ".join(
+                f"{step} on {n} groups (by {mode})" for step, (mode, n) in g.items()) + ".")
         astro = band_dir / "qa" / "lv3_astrometry.json"
         a = json.loads(astro.read_text()) if astro.is_file() else {}
         if not a.get("n"):
-            return []
-        return [f"Astrometry vs reference after stage 3 (before any astrometric_align): {a['n']} "
+            return out
+        return [*out, f"Astrometry vs reference after stage 3 (before any astrometric_align): {a['n']} "
                 f"matches, median offset ({a['median_dra_mas']:.1f}, {a['median_ddec_mas']:.1f}) mas, "
                 f"rms {a['rms_mas']:.1f} mas."]
