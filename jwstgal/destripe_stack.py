@@ -328,14 +328,16 @@ def fit_frame(data: np.ndarray, dq: np.ndarray | None, model: StripeModel | None
     acc = np.zeros(data.shape)
     cnt = np.zeros_like(acc)
     stack, kept = [], []
+    n_valid = np.count_nonzero(valid)
     for j, other in others:
         ok = np.isfinite(other) & valid
-        if prune and (not ok.any() or ok.sum() < p.min_overlap_frac * valid.sum()):
+        n_ok = np.count_nonzero(ok)
+        if prune and (n_ok == 0 or n_ok < p.min_overlap_frac * n_valid):
             continue
         kept.append(j)
-        delta = clipped_median((other - corrected_i)[ok][None], 1, p.sigma, p.max_iters)[0]
-        acc[ok] += weights[j] * (other[ok] - delta)
-        cnt[ok] += weights[j]
+        delta = level_offset(other - corrected_i, p)
+        acc += np.where(ok, weights[j] * (other - delta), 0.0)
+        cnt += weights[j] * ok
         if p.combine == "median":
             stack.append(np.where(ok, other - delta, np.nan))
     if not cnt.any():
@@ -348,6 +350,20 @@ def fit_frame(data: np.ndarray, dq: np.ndarray | None, model: StripeModel | None
         reference = np.where(cnt > 0, acc / np.where(cnt > 0, cnt, 1), np.nan)
     new, mask = _stripe_profiles(np.asarray(data, float), reference, dq, p, n_amps)
     return new, mask, kept
+
+
+def level_offset(diff: np.ndarray, p: StackParams, stride: int = 3) -> float:
+    """Clipped median of the finite pixels of a difference of two frames (their level offset).
+
+    Taken on every ``stride``-th pixel in each direction (as :func:`jwstgal.masking.background_stats`
+    does): a 2048^2 overlap still gives ~4e5 pixels, whose median is known to 0.2 % of a pixel's
+    noise, for a ninth of the sort. All finite pixels are used when the subsample has none.
+    """
+    sub = diff[::stride, ::stride]
+    sub = sub[np.isfinite(sub)]
+    if sub.size == 0:
+        sub = diff[np.isfinite(diff)]
+    return float(clipped_median(sub[None], 1, p.sigma, p.max_iters)[0])
 
 
 def rms_change(old: StripeModel | None, new: StripeModel | None, shape: tuple[int, ...]) -> float:

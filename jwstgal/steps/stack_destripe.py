@@ -31,7 +31,7 @@ from jwstgal.destripe_stack import (
     stack_destripe_iter,
 )
 from jwstgal.dq import bad_pixel_mask
-from jwstgal.frame_maps import coarse_map, inside, nan_bilinear, pixel_map
+from jwstgal.frame_maps import boxes_meet, coarse_map, coverage, resample_onto, sky_boxes
 from jwstgal.provenance import atomic_path, hash_params, stamp_header, write_text_atomic
 from jwstgal.settings import StepSettings, added_field
 from jwstgal.steps.base import BandContext, Step, StepPlan
@@ -86,6 +86,14 @@ class _Frames:
                 self.shapes.append(shape)
                 self.wcss.append(WCS(h["SCI"].header))
                 self.amps.append(frame_layout(h[0].header, shape)[1])
+        self._boxes: np.ndarray | None = None
+
+    @property
+    def boxes(self) -> np.ndarray:
+        """The frames' boxes on the sky (:func:`jwstgal.frame_maps.sky_boxes`)."""
+        if self._boxes is None:
+            self._boxes = sky_boxes(self.wcss, self.shapes)
+        return self._boxes
 
     def __call__(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
         if i not in self._cache:
@@ -162,17 +170,12 @@ def stack_destripe_files(files: list[Path], out_dir: Path, params: StackParams, 
     coarse: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
     overlaps = np.zeros((n, n), bool)
     for i in range(n):
-        for j in range(n):
-            if i == j or empty[i] or empty[j]:
-                continue
-            c = coarse_map(load.wcss[i], load.shapes[i], load.wcss[j])
-            if inside(c[2], c[3], load.shapes[j]).mean() > min_cover(params):
-                coarse[(i, j)] = c
-                overlaps[i, j] = True
+        for j in neighbours(load, empty, i, params):
+            coarse[(i, j)] = coarse_map(load.wcss[i], load.shapes[i], load.wcss[j])
+            overlaps[i, j] = True
 
     def resample(j: int, i: int, img: np.ndarray) -> np.ndarray:
-        oy, ox = pixel_map(coarse[(i, j)], load.shapes[i])
-        return nan_bilinear(img, oy, ox)
+        return resample_onto(img, coarse[(i, j)], load.shapes[i])
 
     weights = [frame_weight(f, weight) for f in files]
     outputs = []
@@ -209,6 +212,19 @@ def write_output(f: Path, sci: np.ndarray, dq_arr: np.ndarray | None, res: Destr
     return out
 
 
+def neighbours(load: _Frames, empty: list[bool], i: int, p: StackParams) -> list[int]:
+    """The frames covering enough of frame ``i`` to be resampled for its reference.
+
+    Frames whose outlines cannot meet on the sky are skipped without mapping them; the others
+    must cover more than :func:`min_cover` of the frame.
+    """
+    if empty[i]:
+        return []
+    return [j for j in range(len(load.files)) if j != i and not empty[j]
+            and boxes_meet(load.boxes[i], load.boxes[j])
+            and coverage(load.wcss[i], load.shapes[i], load.wcss[j], load.shapes[j]) > min_cover(p)]
+
+
 def min_cover(p: StackParams) -> float:
     """Fraction of a frame another must cover (on the coarse map) to be resampled at all.
 
@@ -236,13 +252,8 @@ def graph_task(files: list[str], state: str, params: dict) -> list[str]:
     load = _Frames(paths, keep=1)
     n = len(paths)
     empty = [not good_pixels(*load(i)).any() for i in range(n)]
-    neighbours = []
-    for i in range(n):
-        row = [j for j in range(n) if j != i and not empty[i] and not empty[j]
-               and inside(*coarse_map(load.wcss[i], load.shapes[i], load.wcss[j])[2:],
-                          load.shapes[j]).mean() > min_cover(p)]
-        neighbours.append(row)
-    doc = {"files": [f.name for f in paths], "empty": empty, "neighbours": neighbours,
+    doc = {"files": [f.name for f in paths], "empty": empty,
+           "neighbours": [neighbours(load, empty, i, p) for i in range(n)],
            "weights": [frame_weight(f, weight) for f in paths], "amps": load.amps}
     out = Path(state) / "graph.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -308,9 +319,8 @@ def pass_task(files: list[str], i: int, it: int, state: str, params: dict, out_d
     load = _Frames([paths[i], *(paths[j] for j in neighbours)], keep=2)
     data, dq_arr = load(0)
     model_i = prev(i)
-    others = ((j, nan_bilinear(corrected_frame(*load(k + 1), prev(j), p),
-                               *pixel_map(coarse_map(load.wcss[0], load.shapes[0], load.wcss[k + 1]),
-                                          load.shapes[0])))
+    others = ((j, resample_onto(corrected_frame(*load(k + 1), prev(j), p),
+                                coarse_map(load.wcss[0], load.shapes[0], load.wcss[k + 1]), load.shapes[0]))
               for k, j in enumerate(neighbours))
     model, mask, kept = (None, None, []) if graph["empty"][i] or n < 2 else fit_frame(
         data, dq_arr, model_i, others, p, np.asarray(graph["weights"]), graph["amps"][i], prune=it == 0)
