@@ -201,18 +201,17 @@ def floor_case(size: int) -> dict:
 
     primary = fits.Header(hdr)
 
-    def best(fn, n=3):
-        t = []
-        for _ in range(n):
+    cases = {"floor": lambda: np.nanmedian(fr.data, axis=1),
+             "plain": lambda: destripe_arrays(fr.data, fr.dq, None, primary, DestripeParams()),
+             "diffuse": lambda: destripe_arrays(fr.data, fr.dq, None, primary,
+                                                DestripeParams(filter_diffuse=True))}
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    for _ in range(5):                  # interleaved, so a burst of load hits every case alike
+        for k, fn in cases.items():
             t0 = time.perf_counter()
             fn()
-            t.append(time.perf_counter() - t0)
-        return min(t)
-
-    floor = best(lambda: np.nanmedian(fr.data, axis=1))
-    plain = best(lambda: destripe_arrays(fr.data, fr.dq, None, primary, DestripeParams()))
-    diffuse = best(lambda: destripe_arrays(fr.data, fr.dq, None, primary,
-                                           DestripeParams(filter_diffuse=True)))
+            times[k].append(time.perf_counter() - t0)
+    floor, plain, diffuse = (min(times[k]) for k in ("floor", "plain", "diffuse"))
     return {"floor_s": floor, "plain_s": plain, "diffuse_s": diffuse}
 
 

@@ -196,15 +196,17 @@ def row_profiles(d: np.ndarray, amps: list[slice], min_frac: float, clip: tuple[
     def med(block: np.ndarray) -> np.ndarray:
         return clipped_median(block, 1, *clip) if clip else masked_median(block, 1)
 
-    full = med(d) if len(amps) > 1 else None
-    out = []
+    out, sparse = [], []
     for sl in amps:
         block = d[:, sl]
-        r = med(block)
-        if full is not None:
-            sparse = np.isfinite(block).sum(axis=1) < min_frac * block.shape[1]
-            r = np.where(sparse, full, r)
-        out.append(r)
+        out.append(med(block))
+        if len(amps) > 1:
+            sparse.append(np.count_nonzero(np.isfinite(block), axis=1) < min_frac * block.shape[1])
+    if sparse and np.any(sparse):         # full-row medians, only for the rows that need them
+        rows = np.flatnonzero(np.any(sparse, axis=0))
+        full = med(d[rows])
+        for r, sp in zip(out, sparse, strict=True):
+            r[rows] = np.where(sp[rows], full, r[rows])
     return out
 
 
@@ -339,15 +341,14 @@ def destripe(
     if extra_mask is not None:
         bad |= extra_mask
     amps = amplifier_slices(data.shape[1], n_amps if p.quadrants else 1)
-    model = np.zeros_like(data)
-    srcmask = source_mask(data, bad, p.sigma, p.npixels, p.dilate_size, p.max_iters)
-    mask = bad | srcmask
+    mask = bad | source_mask(data, bad, p.sigma, p.npixels, p.dilate_size, p.max_iters)
     offsets = np.zeros(len(amps))
+    per_col = np.zeros(data.shape[1])        # what depends on the column only: amplifier offsets, c(x)
     if p.level_amplifiers and len(amps) > 1:
         offsets = level_amplifiers(data, mask, amps, sigma=p.sigma)
         for sl, o in zip(amps, offsets, strict=True):
-            model[:, sl] += o
-    work = data - model
+            per_col[sl] = o
+    work = data - per_col[None, :] if per_col.any() else data
     if p.filter_diffuse:
         work = filter_diffuse(work, bad, p.diffuse_scale)
         mask = bad | source_mask(work, bad, p.sigma, p.npixels, p.dilate_size, p.max_iters)
@@ -355,9 +356,10 @@ def destripe(
     if p.vertical:
         col = column_model(d, p.filter_scales if p.method != "row_median" else None,
                            (p.sigma, p.max_iters))
-        model += col[None, :]
-        d = d - col[None, :]
-    model += row_model(d, amps, p, err)
+        per_col += col
+        d -= col[None, :]
+    model = row_model(d, amps, p, err)
+    model += per_col[None, :]
     if log.isEnabledFor(logging.DEBUG):  # the statistics cost ~10 % of the method
         log.debug("destripe %s: model rms %.3g, %.1f%% masked", p.method, np.nanstd(model), 100 * mask.mean())
     return DestripeResult(model=model, mask=mask, amp_offsets=offsets)

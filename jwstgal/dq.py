@@ -52,7 +52,11 @@ def bits(names: Iterable[str]) -> int:
 
 def flagged(dq: np.ndarray, names: Iterable[str] = DEFAULT_BAD) -> np.ndarray:
     """Boolean map of the pixels with any of the named flags set (full bit depth)."""
-    return (np.asarray(dq).astype(np.int64) & bits(names)) != 0
+    dq = np.asarray(dq)
+    b = bits(names)
+    if np.issubdtype(dq.dtype, np.integer) and b <= np.iinfo(dq.dtype).max:
+        return (dq & dq.dtype.type(b)) != 0         # the flags fit the array's own type: no copy
+    return (dq.astype(np.int64) & b) != 0
 
 
 def bad_pixel_mask(data: np.ndarray, dq: np.ndarray | None, err: np.ndarray | None = None,

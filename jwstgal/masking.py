@@ -7,14 +7,29 @@ high-pass that removes diffuse emission. Used by the destriping methods.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import scipy.fft
-from scipy.ndimage import maximum_filter1d
 
 
 def masked_median(a: np.ndarray, axis: int = 1) -> np.ndarray:
     """NaN-ignoring median along ``axis`` (NaN where a slice is all NaN); a sort, not a Python loop."""
     return clipped_median(a, axis, max_iters=0)
+
+
+def _slices_copy(a: np.ndarray, axis: int, block: int = 128) -> np.ndarray:
+    """A float copy of ``a`` with ``axis`` last and contiguous (to be sorted in place).
+
+    Columns of an image are copied in blocks of ``block`` rows: a transposing copy a block at a
+    time stays in the cache (2-3x faster than one strided copy of a 2048^2 frame).
+    """
+    if a.ndim == 2 and axis in (0, -2):
+        out = np.empty(a.shape[::-1])
+        for i in range(0, a.shape[0], block):
+            out[:, i:i + block] = a[i:i + block].T
+        return out
+    return np.array(np.moveaxis(a, axis, -1), dtype=float, order="C")
 
 
 def clipped_median(a: np.ndarray, axis: int = 1, sigma: float = 3.0, max_iters: int = 5) -> np.ndarray:
@@ -39,7 +54,8 @@ def clipped_median(a: np.ndarray, axis: int = 1, sigma: float = 3.0, max_iters: 
     numpy.ndarray
         Medians; NaN where a slice has no finite value.
     """
-    s = np.sort(np.ascontiguousarray(np.moveaxis(np.asarray(a, float), axis, -1)), axis=-1)
+    s = _slices_copy(np.asarray(a), axis)
+    s.sort(axis=-1)
     if s.shape[-1] == 0:  # empty slices have no median
         return np.full(s.shape[:-1], np.nan)
     n = np.isfinite(s).sum(axis=-1)
@@ -92,7 +108,7 @@ def fill_nan_1d(r: np.ndarray) -> np.ndarray:
 def background_stats(data: np.ndarray, bad: np.ndarray, sigma: float = 3.0, max_iters: int = 10,
                      stride: int = 3) -> tuple[float, float]:
     """Sigma-clipped median and standard deviation of the good pixels (on a regular subsample)."""
-    sub = np.where(bad, np.nan, data)[::stride, ::stride].ravel()
+    sub = np.where(bad[::stride, ::stride], np.nan, data[::stride, ::stride]).ravel()
     med = float(clipped_median(sub[None], 1, sigma, max_iters)[0])
     if not np.isfinite(med):
         return 0.0, 0.0
@@ -137,10 +153,55 @@ def source_mask(data: np.ndarray, bad: np.ndarray, nsigma: float = 3.0, npixels:
     segm = detect_sources(np.abs(np.where(bad, 0.0, data - med)), nsigma * std, npixels, mask=bad)
     if segm is not None:
         mask |= segm.data > 0
-    if dilate_size > 1 and mask.any():  # a square is separable: two 1-D running maxima
-        u = mask.view(np.uint8)
-        mask = maximum_filter1d(maximum_filter1d(u, dilate_size, axis=1), dilate_size, axis=0).view(bool)
+    if dilate_size > 1 and mask.any():
+        mask = dilate(mask, dilate_size)
     return mask
+
+
+def _dilate_axis(mask: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """``mask`` OR-ed over a window of ``size`` along ``axis`` (centred as scipy.ndimage centres it).
+
+    The window is built by doubling: after each step a pixel holds the OR of the next ``w`` pixels,
+    so ``size`` costs ~log2(size) passes over the mask. The mask is first padded with ``size // 2``
+    False pixels, which shifts the forward window onto the centred one and treats the outside as
+    False (as a running maximum with reflected edges does).
+    """
+    h = size // 2
+    m = np.moveaxis(mask, axis, -1)
+    f = np.concatenate([np.zeros((*m.shape[:-1], h), bool), m], axis=-1)
+    w = 1
+    while w < size:
+        s = min(w, size - w)
+        f[..., :-s] |= f[..., s:]          # numpy buffers the overlapping operands
+        w += s
+    return np.moveaxis(f[..., :m.shape[-1]], -1, axis)
+
+
+def dilate(mask: np.ndarray, size: int) -> np.ndarray:
+    """Binary dilation of a 2-D mask by a ``size`` x ``size`` square (separable: rows, then columns).
+
+    Equal to ``scipy.ndimage.maximum_filter`` of the mask with that size, in ~log2(size) boolean
+    passes per axis instead of a running maximum per pixel (5x faster at 2048^2).
+    """
+    if size <= 1:
+        return np.array(mask, bool)
+    return _dilate_axis(_dilate_axis(np.asarray(mask, bool), size, 1), size, 0)
+
+
+@functools.lru_cache(maxsize=4)
+def _butterworth_high(ny: int, nx: int, scale: float, order: int) -> np.ndarray:
+    """Butterworth high-pass on the (ny, nx) DCT-II grid (frequency k / 2n), float32; kept per shape.
+
+    Every frame of a band has the same shape, so a worker computes it once.
+    """
+    fy = (np.arange(ny, dtype=np.float32) / np.float32(2 * ny))[:, None]
+    fx = (np.arange(nx, dtype=np.float32) / np.float32(2 * nx))[None, :]
+    with np.errstate(divide="ignore", over="ignore"):
+        ratio = np.float32(1.0 / scale) ** 2 / (fy * fy + fx * fx)      # (fc / f)^2
+        high = 1.0 / (1.0 + ratio ** order)
+    high[0, 0] = 0.0
+    high.flags.writeable = False
+    return high
 
 
 def filter_diffuse(data: np.ndarray, bad: np.ndarray, scale: float = 200.0, order: int = 2
@@ -148,7 +209,10 @@ def filter_diffuse(data: np.ndarray, bad: np.ndarray, scale: float = 200.0, orde
     """Remove emission on scales larger than ``scale`` with a Butterworth high-pass filter.
 
     Bad pixels are first filled from a heavily smoothed version of the image (deterministic, unlike
-    the seed's random noise) and the image is mirror-padded to suppress edge ringing.
+    the seed's random noise). The filter is applied to the DCT-II of the image, which is the
+    convolution of the image mirrored about its edges (no edge ringing, no padding, no wrap-around:
+    the frame's own FFT-friendly size). Single precision: the filter's own precision is far below
+    the data's noise.
 
     Parameters
     ----------
@@ -166,32 +230,27 @@ def filter_diffuse(data: np.ndarray, bad: np.ndarray, scale: float = 200.0, orde
     numpy.ndarray
         High-passed image (NaN at ``bad``).
     """
-    filled = np.where(bad, np.nan, data).astype(float)
+    filled = np.where(bad, np.nan, np.asarray(data, np.float32))
     ny, nx = filled.shape
-    # deterministic fill: block medians, upsampled (blocks ~ scale/4)
-    b = max(int(scale // 4), 1)
-    pad_y, pad_x = (-ny) % b, (-nx) % b
-    blocks = np.pad(filled, ((0, pad_y), (0, pad_x)), constant_values=np.nan)
-    blocks = blocks.reshape((ny + pad_y) // b, b, (nx + pad_x) // b, b).transpose(0, 2, 1, 3)
-    coarse = masked_median(blocks.reshape(*blocks.shape[:2], -1), axis=-1)
-    fill_val = np.nanmedian(coarse) if np.isfinite(coarse).any() else 0.0
-    coarse = np.where(np.isfinite(coarse), coarse, fill_val)
-    up = np.repeat(np.repeat(coarse, b, 0), b, 1)[:ny, :nx]
-    filled = np.where(np.isfinite(filled), filled, up)
-    # mirror padding of two cut-off scales (at most half the frame) on each side, to an FFT-friendly
-    # size: the filter's response has died out well before the padded image wraps around
-    py, px = (min(n // 2, int(np.ceil(2 * scale))) for n in (ny, nx))
-    sy, sx = scipy.fft.next_fast_len(ny + 2 * py, real=True), scipy.fft.next_fast_len(nx + 2 * px, real=True)
-    padded = np.pad(filled, ((py, sy - ny - py), (px, sx - nx - px)), mode="reflect").astype(np.float32)
-    fy = scipy.fft.fftfreq(sy)[:, None]
-    fx = scipy.fft.rfftfreq(sx)[None, :]
-    f = np.hypot(fy, fx)
-    fc = 1.0 / scale
-    with np.errstate(divide="ignore"):
-        high = (1.0 / (1.0 + (fc / f) ** (2 * order))).astype(np.float32)
-    high[0, 0] = 0.0
-    # single precision: the filter's own precision is far below the data's noise
-    out = scipy.fft.irfft2(scipy.fft.rfft2(padded) * high, s=padded.shape)[py:py + ny, px:px + nx]
+    holes = ~np.isfinite(filled)
+    if holes.any():
+        # deterministic fill: block medians (blocks ~ scale/4), each from every other pixel of its
+        # block (a quarter of the sort: it only fills holes), at the holes' blocks
+        b = max(int(scale // 4), 1)
+        st = 2 if b >= 8 else 1
+        sub = filled[::st, ::st]
+        bs = -(-b // st)
+        pad_y, pad_x = (-sub.shape[0]) % bs, (-sub.shape[1]) % bs
+        blocks = np.pad(sub, ((0, pad_y), (0, pad_x)), constant_values=np.nan)
+        blocks = blocks.reshape(blocks.shape[0] // bs, bs, blocks.shape[1] // bs, bs).transpose(0, 2, 1, 3)
+        coarse = masked_median(blocks.reshape(*blocks.shape[:2], -1), axis=-1)
+        fill_val = np.nanmedian(coarse) if np.isfinite(coarse).any() else 0.0
+        coarse = np.where(np.isfinite(coarse), coarse, fill_val)
+        yy, xx = np.nonzero(holes)
+        filled[yy, xx] = coarse[yy // (bs * st), xx // (bs * st)]
+    spec = scipy.fft.dctn(filled, type=2, norm="ortho")
+    spec *= _butterworth_high(ny, nx, float(scale), order)
+    out = scipy.fft.idctn(spec, type=2, norm="ortho", overwrite_x=True)
     out = out.astype(float)
     out[bad] = np.nan
     return out

@@ -163,13 +163,6 @@ def quiver_png(res: dict[str, Any], png: Path, title: str) -> Path:
     return _save(fig, png, 90)
 
 
-def thumbnail(img: np.ndarray, size: int = 256) -> np.ndarray:
-    """Block mean of an image to at most ``size`` pixels a side (what a panel shows anyway)."""
-    if max(img.shape) <= size:
-        return np.asarray(img, np.float32)
-    return block_reduce(np.asarray(img, np.float32), size)
-
-
 _LABELS: dict[tuple[int, int, tuple[str, ...]], np.ndarray] = {}
 
 
@@ -197,18 +190,41 @@ def _rgba(img: np.ndarray, lo: float, hi: float, cmap: str) -> np.ndarray:
     return rgba
 
 
-def stripe_panels(before: np.ndarray, model: np.ndarray, mask: np.ndarray, png: Path, title: str) -> Path:
+def block_means(images: list[np.ndarray], good: np.ndarray, size: int = 256
+                ) -> tuple[list[np.ndarray], np.ndarray]:
+    """Means over the ``good`` pixels of blocks of each image, at most ``size`` blocks a side.
+
+    The sums skip the other pixels (``where=``, no masked copy of the frame) and run along rows,
+    then columns. Returns the block means (NaN where a block has no good pixel) and the fraction
+    of good pixels per block. Edge pixels that do not fill a block are left out.
+    """
+    f = max(1, int(np.ceil(max(good.shape) / size)))
+    ny, nx = (good.shape[0] // f) * f, (good.shape[1] // f) * f
+    g = good[:ny, :nx].reshape(ny, nx // f, f)
+    cnt = np.count_nonzero(g, axis=-1).reshape(ny // f, f, nx // f).sum(axis=1)
+    out = []
+    for img in images:
+        s = np.add.reduce(np.asarray(img)[:ny, :nx].reshape(ny, nx // f, f), axis=-1, where=g, dtype=float)
+        s = s.reshape(ny // f, f, nx // f).sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out.append((s / cnt).astype(np.float32))
+    return out, (cnt / f**2).astype(np.float32)
+
+
+def stripe_panels(sci: np.ndarray, model: np.ndarray, mask: np.ndarray, good: np.ndarray, png: Path,
+                  title: str) -> Path:
     """Four panels: input, mask, stripe model and destriped frame (same stretch for data panels).
 
-    The panels show block means of at most 256 pixels a side (a 2048^2 frame in 8 x 8 blocks: row
-    stripes show as bands); the mask panel shows the masked fraction per block. The image is made
-    from the arrays directly (the panel names drawn once per process), with ``title`` in the PNG's
-    ``Title`` field: cheap enough to draw for every exposure.
+    The panels show block means over the ``good`` pixels (the ones the model is subtracted from),
+    at most 256 blocks a side (a 2048^2 frame in 8 x 8 blocks: row stripes show as bands); the mask
+    panel shows the masked fraction per block. The image is made from the arrays directly (the
+    panel names drawn once per process), with ``title`` in the PNG's ``Title`` field: cheap enough
+    to draw for every exposure.
     """
     from PIL import Image, PngImagePlugin
 
-    before, model = thumbnail(before), thumbnail(model)
-    mask = thumbnail(mask.astype(np.float32))
+    (before, model), _ = block_means([sci, model], good)
+    mask = 1.0 - block_means([], ~np.asarray(mask, bool))[1]
     after = before - model
     lo, hi = stretch_limits(after[np.isfinite(after)])
     mlim = max(float(np.nanpercentile(np.abs(model), 99)), 1e-12) if np.isfinite(model).any() else 1.0

@@ -42,6 +42,72 @@ def test_dq_mask_uses_the_full_bit_depth():
     assert dq.astype(np.uint8)[0, 2] == 0                   # the seed's 8-bit cast lost NON_SCIENCE
 
 
+@pytest.mark.parametrize("dtype", [np.uint32, np.int32, np.int64, np.uint16, np.float64])
+def test_dq_flags_are_read_in_the_array_own_type_or_widened(dtype):
+    """uint32 DQ is tested in place; a type the flags do not fit (int32 and bit 31) is widened."""
+    from jwstgal.dq import flagged
+
+    vals = [0, 1, 2**9, 2**9 | 4, 2**15]
+    if dtype in (np.uint32, np.int64, np.float64):
+        vals += [2**31 - 1, 2**31]
+    dq = np.array([vals], dtype)
+    want = [(v & (1 | 2**9 | 2**31)) != 0 for v in vals]
+    assert flagged(dq, ["DO_NOT_USE", "NON_SCIENCE", "REFERENCE_PIXEL"]).tolist() == [want]
+    neg = np.array([[-(2**31)]], np.int32)                  # bit 31 of an int32: its sign bit
+    assert flagged(neg, ["REFERENCE_PIXEL"]).tolist() == [[True]]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 8, 11, 12, 70])
+def test_dilate_equals_a_maximum_filter_by_a_square(size):
+    from scipy.ndimage import maximum_filter
+
+    from jwstgal.masking import dilate
+
+    rng = np.random.default_rng(size)
+    for shape in ((64, 37), (5, 90)):
+        m = rng.random(shape) < 0.03
+        m[0, 0] = m[-1, -1] = True                            # sources on the edges
+        got = dilate(m, size)
+        assert got.dtype == bool and got.shape == m.shape
+        np.testing.assert_array_equal(got, maximum_filter(m, size))
+
+
+def test_filter_diffuse_is_the_high_pass_of_the_mirrored_image_and_keeps_compact_sources():
+    """Equal to the Butterworth high-pass of the image mirrored about its edges (a 2N-periodic FFT,
+    no wrap-around), a broad blob gone inside, compact sources kept, holes filled then NaN."""
+    import scipy.fft
+
+    from jwstgal.masking import filter_diffuse
+
+    ny, nx = 256, 300
+    yy, xx = np.mgrid[:ny, :nx]
+    blob = 100.0 * np.exp(-((yy - 128) ** 2 + (xx - 150) ** 2) / (2 * 300.0**2))
+    stars = np.zeros((ny, nx))
+    pos = [(128, 150), (60, 220), (190, 80)]
+    for y, x in pos:
+        stars += 50.0 * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 1.5**2))
+    img = blob + stars
+    # reference: the image mirrored into a (2ny, 2nx) period, its FFT, the same filter
+    ext = np.block([[img, img[:, ::-1]], [img[::-1], img[::-1, ::-1]]])
+    f = np.hypot(scipy.fft.fftfreq(2 * ny)[:, None], scipy.fft.rfftfreq(2 * nx)[None, :])
+    with np.errstate(divide="ignore"):
+        high = 1.0 / (1.0 + ((1 / 100.0) / f) ** 4)
+    high[0, 0] = 0.0
+    ref = scipy.fft.irfft2(scipy.fft.rfft2(ext) * high, s=ext.shape)[:ny, :nx]
+    out = filter_diffuse(img, np.zeros((ny, nx), bool), scale=100.0)
+    assert np.abs(out - ref).max() < 1e-4 * np.abs(img).max()          # single precision
+    inner = (slice(60, -60), slice(60, -60))
+    assert np.abs((out - stars)[inner]).max() < 0.01 * blob.max()      # the broad blob is gone
+    for y, x in pos:                                                  # 5 x 5 flux kept to 2 %
+        box = (slice(y - 2, y + 3), slice(x - 2, x + 3))
+        assert out[box].sum() == pytest.approx(stars[box].sum(), rel=0.02)
+    bad = np.zeros((ny, nx), bool)
+    bad[100:103, 30:70] = True
+    holed = filter_diffuse(np.where(bad, np.nan, img), bad, scale=100.0)
+    assert np.isnan(holed[bad]).all() and np.isfinite(holed[~bad]).all()
+    assert np.abs(holed - out)[~bad].max() < 0.01 * blob.max()       # filled from the surroundings
+
+
 def test_vectorised_medians_match_numpy_and_astropy():
     rng = np.random.default_rng(0)
     a = rng.standard_normal((40, 301))
@@ -513,3 +579,31 @@ def test_stack_destripe_tasks_frame_by_frame_equal_the_band_at_once(tmp_path, se
     # converged after the second pass (the first changes from nothing): the third was the last
     assert passes == ["pass0", "pass1", "pass2"]
     assert json.loads((out / STATE / "graph.json").read_text())["empty"][2] is empty
+
+
+def test_panel_block_means_are_means_over_the_good_pixels(tmp_path):
+    """The QA panels' blocks: means over the pixels the model is subtracted from, NaN where none."""
+    from PIL import Image
+
+    from jwstgal.plots import block_means, stripe_panels
+
+    rng = np.random.default_rng(8)
+    sci = rng.normal(size=(70, 53))
+    good = rng.random(sci.shape) > 0.3
+    good[:8, :8] = False                                         # a block with no good pixel
+    sci[~good] = np.nan
+    model = rng.normal(size=sci.shape)
+    (b, m), frac = block_means([sci, model], good, size=16)      # 5 x 5 blocks, edges left out
+    assert b.shape == m.shape == frac.shape == (70 // 5, 53 // 5)
+    for i, j in [(0, 0), (3, 7), (13, 9)]:
+        blk = (slice(5 * i, 5 * i + 5), slice(5 * j, 5 * j + 5))
+        g = good[blk]
+        assert frac[i, j] == pytest.approx(g.mean())
+        if g.any():
+            assert b[i, j] == pytest.approx(sci[blk][g].mean(), rel=1e-5)
+            assert m[i, j] == pytest.approx(model[blk][g].mean(), rel=1e-5)
+        else:
+            assert np.isnan(b[i, j]) and np.isnan(m[i, j])
+    png = stripe_panels(sci, model, ~good, good, tmp_path / "p.png", "t")
+    with Image.open(png) as im:
+        assert im.info["Title"] == "t" and im.size[0] > 4 * 14

@@ -132,7 +132,8 @@ def destripe_arrays(sci: np.ndarray, dq_arr: np.ndarray | None, err: np.ndarray 
         res = destripe(sci, dq_arr, err, params, n_amps=n_amps)
         lyot = np.zeros(sci.shape, bool)
     out = np.where(good_pixels(sci, dq_arr), sci - res.model, sci)
-    out[lyot] = np.nan
+    if lyot.any():
+        out[lyot] = np.nan
     return out, lyot, res, n_amps
 
 
@@ -181,7 +182,7 @@ def destripe_file(src: Path, dst: Path, params: DestripeParams, *, config_hash: 
     if plot_png is not None:
         from jwstgal.plots import stripe_panels
 
-        stripe_panels(np.where(good, sci, np.nan), np.where(good, res.model, 0.0), res.mask, plot_png,
+        stripe_panels(sci, res.model, res.mask, good, plot_png,
                       f"{src.name}: {params.method}, model rms {stats['model_rms']:.3g}")
     log.info("destriped %s (%s, %d amplifier bands): model rms %.3g", src.name, params.method,
              n_amps if params.quadrants else 1, stats["model_rms"])

@@ -207,7 +207,7 @@ def write_output(f: Path, sci: np.ndarray, dq_arr: np.ndarray | None, res: Destr
     if plot_dir is not None:
         from jwstgal.plots import stripe_panels
 
-        stripe_panels(np.where(good, sci, np.nan), np.where(good, res.model, 0.0), res.mask,
+        stripe_panels(sci, res.model, res.mask, good,
                       plot_dir / f"{f.stem}.png", f"{f.name}: stack-based, model rms {rms:.3g}")
     return out
 
