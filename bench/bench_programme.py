@@ -22,6 +22,8 @@ band-wide steps run in one process, as in the driver. Cases:
 - single-frame floor: one 2048^2 frame, destripe defaults vs one row median (``nanmedian`` along
   rows, the least any row-based method does) and ``filter_diffuse`` vs plain;
 - ``kernel``: F200W -> F2100W (Gaussian PSFs), with the share of the quality metric;
+- ``psf_stpsf``: the real F200W and F2100W PSFs by stpsf (offline instrument files, cached in
+  ``bench/.cache``), then ``kernel_stpsf``: the same kernel from them (its time, metric share, peak);
 - pjpipe 1.3's equivalents in ``.bench-pjpipe`` (``SingleTileDestripeStep`` median_filter,
   ``LevelMatchStep``, ``MultiTileDestripeStep``, each with ``procs=2``), stopped after
   ``--pjpipe-timeout`` seconds.
@@ -215,11 +217,16 @@ def floor_case(size: int) -> dict:
     return {"floor_s": floor, "plain_s": plain, "diffuse_s": diffuse}
 
 
-def kernel_case() -> dict:
-    """F200W -> F2100W by Aniano's method from Gaussian PSFs; the share of the quality metric."""
+def kernel_case(source: str = "gaussian", psf_dir: Path | None = None) -> dict:
+    """F200W -> F2100W by Aniano's method; the share of the quality metric.
+
+    ``source`` "gaussian": Gaussian PSFs made on the spot; "stpsf": the real PSFs cached in
+    ``psf_dir`` by the ``psf_stpsf`` case (their computation, stpsf's, is timed there).
+    """
     import jwstgal.kernels as kernels
     from jwstgal.config import KernelsConfig
     from jwstgal.kernel_products import make_kernel_set
+    from jwstgal.psfs import DEFAULT_DATA_DIR
 
     spent = [0.0]
     real = kernels.kernel_metrics
@@ -236,12 +243,38 @@ def kernel_case() -> dict:
 
     if hasattr(kp, "kernel_metrics"):
         kp.kernel_metrics = timed
+    cfg = KernelsConfig(psf_source=source, methods=["aniano"],
+                        nlambda=STPSF_NLAMBDA if source == "stpsf" else 0)
     with tempfile.TemporaryDirectory() as tmp:
+        where = Path(tmp)
+        if psf_dir is not None:                  # the cached PSFs, the kernel written in tmp
+            (where / "psfs").symlink_to(psf_dir / "psfs")
         t0 = time.perf_counter()
-        make_kernel_set(["F200W"], KernelsConfig(psf_source="gaussian", methods=["aniano"]), Path(tmp),
-                        Path(tmp), progress=False, targets=["F2100W"])
+        make_kernel_set(["F200W"], cfg, where, DEFAULT_DATA_DIR, progress=False, targets=["F2100W"])
         wall = time.perf_counter() - t0
     return {"kernel_s": wall, "metric_s": spent[0]}
+
+
+#: stpsf wavelengths per band in the bench (the kernel's grids, time and memory do not depend on it).
+STPSF_NLAMBDA = 3
+
+
+def psf_case(psf_dir: Path) -> dict:
+    """The real F200W and F2100W PSFs by stpsf (offline instrument files), cached for ``kernel_stpsf``.
+
+    ``STPSF_NLAMBDA`` wavelengths per band, to keep the bench short.
+    """
+    from jwstgal.config import KernelsConfig
+    from jwstgal.kernel_products import band_psf, cached_psf
+    from jwstgal.psfs import DEFAULT_DATA_DIR
+
+    cfg = KernelsConfig(psf_source="stpsf", methods=["aniano"], nlambda=STPSF_NLAMBDA)
+    made = [b for b in ("F200W", "F2100W") if cached_psf(b, cfg, psf_dir) is None]
+    sizes = {}
+    for b in ("F200W", "F2100W"):
+        psf = band_psf(b, cfg, psf_dir, DEFAULT_DATA_DIR)
+        sizes[b] = [int(psf.data.shape[0]), round(float(psf.pixscale), 5)]
+    return {"made": made, "psf_grids": sizes}
 
 
 PJPIPE_DRIVER = PREAMBLE + r"""
@@ -278,6 +311,10 @@ def child(case: str, instr: str, tiles: str, root: str) -> None:
             info = floor_case(2048 if "2048" in root else 512)
         elif case == "kernel":
             info = kernel_case()
+        elif case == "psf_stpsf":
+            info = psf_case(Path(root) / "psfs_stpsf")
+        elif case == "kernel_stpsf":
+            info = kernel_case("stpsf", Path(root) / "psfs_stpsf")
         else:
             info = run_ours(case, instr, Path(root) / instr / tiles, Path(root), Path(tmp))
         wall = time.perf_counter() - t0
@@ -359,11 +396,18 @@ def summary(results: list[dict]) -> list[str]:
                      f"{fl['plain_s'] / fl['floor_s']:.1f}x one row median ({fl['floor_s']:.2f} s; "
                      "target <= 4x); "
                      f"filter_diffuse {fl['diffuse_s'] / fl['plain_s']:.2f}x plain (target <= 2x).")
-    k = by.get(("kernel", "", ""))
-    if k and "kernel_s" in k:
-        lines.append(f"- kernel F200W -> F2100W (Gaussian PSFs): {k['kernel_s']:.1f} s, metric "
-                     f"{k['metric_s'] / k['kernel_s'] * 100:.0f} % of it (target <= 30 %), peak "
-                     f"{k['peak_mb'] / 1024:.2f} GB (target < 1.5).")
+    for case, what in (("kernel", "Gaussian PSFs"), ("kernel_stpsf", "stpsf PSFs")):
+        k = by.get((case, "", ""))
+        if k and "kernel_s" in k:
+            lines.append(f"- kernel F200W -> F2100W ({what}): {k['kernel_s']:.1f} s, metric "
+                         f"{k['metric_s'] / k['kernel_s'] * 100:.0f} % of it (target <= 30 %), peak "
+                         f"{k['peak_mb'] / 1024:.2f} GB (target < 1.5).")
+    ps = by.get(("psf_stpsf", "", ""))
+    if ps and "psf_grids" in ps:
+        grids = ", ".join(f"{b} {n}^2 at {pix}\"" for b, (n, pix) in ps["psf_grids"].items())
+        made = (f"computed in this run in {ps['wall_s']:.0f} s, peak {ps['peak_mb'] / 1024:.2f} GB"
+                if ps["made"] else "cached from an earlier run")
+        lines.append(f"- the stpsf PSFs ({grids}; {STPSF_NLAMBDA} wavelengths each): {made}.")
     return lines
 
 
@@ -374,7 +418,8 @@ def main() -> None:
     p.add_argument("--pjpipe-python", default=str(HERE.parent / ".bench-pjpipe" / "bin" / "python"))
     p.add_argument("--pjpipe-timeout", type=float, default=240.0,
                    help="stop a pjpipe case after this many seconds (2N is skipped when N was stopped)")
-    p.add_argument("--cases", nargs="+", default=[*OURS, "floor", "kernel", *PJPIPE])
+    p.add_argument("--cases", nargs="+", default=[*OURS, "floor", "kernel", "psf_stpsf", "kernel_stpsf",
+                                                  *PJPIPE])
     p.add_argument("--readme", action="store_true", help="write the results into README.md")
     p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     p.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
@@ -393,7 +438,7 @@ def main() -> None:
     pjpipe = a.pjpipe_python if Path(a.pjpipe_python).is_file() else None
     results = []
     for case in a.cases:
-        if case in ("floor", "kernel"):
+        if case in ("floor", "kernel", "psf_stpsf", "kernel_stpsf"):
             results.append(run_case(case, "", "", root, None, 0))
             print(json.dumps(results[-1]), flush=True)
             continue

@@ -79,7 +79,9 @@ def merge_detections(catalogs: list[tuple[np.ndarray, np.ndarray]], radius_arcse
     for i in range(len(xy)):
         if label[i] < 0:
             label[tree.query_ball_point(xy[i], radius_arcsec)] = i
-    merged = np.array([xy[label == k].mean(axis=0) for k in np.unique(label)])
+    _, star = np.unique(label, return_inverse=True)       # each detection's star, in label order
+    n = np.bincount(star)
+    merged = np.stack([np.bincount(star, xy[:, 0]) / n, np.bincount(star, xy[:, 1]) / n], axis=1)
     return from_tangent_plane(merged, *center)
 
 
@@ -87,6 +89,12 @@ def _footprints_meet(a: np.ndarray, b: np.ndarray, margin: float) -> bool:
     """Whether the bounding boxes of two tangent-plane star lists (arcsec) overlap within ``margin``."""
     return bool(np.all(a.min(axis=0) - margin <= b.max(axis=0))
                 and np.all(b.min(axis=0) - margin <= a.max(axis=0)))
+
+
+def _within(a: np.ndarray, b: np.ndarray, margin: float) -> np.ndarray:
+    """Which of the tangent-plane points ``a`` fall in the bounding box of ``b`` widened by ``margin``."""
+    lo, hi = b.min(axis=0) - margin, b.max(axis=0) + margin
+    return np.all((a >= lo) & (a <= hi), axis=1)
 
 
 def solve_visit_shifts(catalogs: dict[str, tuple[np.ndarray, np.ndarray]], passes: list[AlignPass], *,
@@ -136,8 +144,14 @@ def solve_visit_shifts(catalogs: dict[str, tuple[np.ndarray, np.ndarray]], passe
             va, vb = visits[a], visits[b]
             if min(len(xy[va]), len(xy[vb])) < min_matches or not _footprints_meet(xy[va], xy[vb], margin):
                 continue
-            res = align_catalogs(*catalogs[vb], *catalogs[va], passes, fitgeom=fitgeom,
-                                 min_matches=min_matches, center=center)
+            # only the stars where the two visits overlap can match: the rest is left out of the
+            # matching (visits of neighbouring tiles share a strip; the cost stays with the strip)
+            in_a, in_b = _within(xy[va], xy[vb], margin), _within(xy[vb], xy[va], margin)
+            if min(in_a.sum(), in_b.sum()) < min_matches:
+                continue
+            res = align_catalogs(catalogs[vb][0][in_b], catalogs[vb][1][in_b], catalogs[va][0][in_a],
+                                 catalogs[va][1][in_a], passes, fitgeom=fitgeom, min_matches=min_matches,
+                                 center=center)
             if res is None:
                 continue
             sigma = max(res.rms_mas, 1.0) / 1000 / np.sqrt(res.n_matches)
