@@ -132,9 +132,11 @@ def _radius(size: int) -> np.ndarray:
 def centroid(psf: np.ndarray) -> tuple[float, float]:
     """Centre (x, y) of a PSF: the flux-weighted centroid of its core (pixels above 10 % of peak)."""
     core = np.where(psf > 0.1 * np.nanmax(psf), psf, 0.0)
-    y, x = np.indices(psf.shape)
     s = core.sum()
-    return float((core * x).sum() / s), float((core * y).sum() / s)
+    # first moments from the row and column sums (no index arrays of the image's size)
+    x = np.arange(psf.shape[1], dtype=float) @ core.sum(axis=0)
+    y = np.arange(psf.shape[0], dtype=float) @ core.sum(axis=1)
+    return float(x / s), float(y / s)
 
 
 def resample_psf(psf: np.ndarray, pixscale_in: float, pixscale_out: float, size: int) -> np.ndarray:
@@ -163,11 +165,12 @@ def resample_psf(psf: np.ndarray, pixscale_in: float, pixscale_out: float, size:
     cx, cy = centroid(psf)
     c = (size - 1) / 2
     ratio = pixscale_out / pixscale_in
-    yy, xx = np.indices((size, size), dtype=float)
-    coords = [cy + (yy - c) * ratio, cx + (xx - c) * ratio]
     order = 3 if ratio < 1.5 else 1
     src = ndi.gaussian_filter(psf, 0.4 * ratio) if ratio > 1.5 else psf  # anti-alias downsampling
-    out = ndi.map_coordinates(src, coords, order=order, mode="constant", cval=0.0)
+    # output pixel (y, x) samples the input at (cy + (y - c) ratio, cx + (x - c) ratio): a diagonal
+    # affine map, evaluated on the fly (no coordinate arrays of the output's size)
+    out = ndi.affine_transform(src, [ratio, ratio], offset=[cy - c * ratio, cx - c * ratio],
+                               output_shape=(size, size), order=order, mode="constant", cval=0.0)
     return out / out.sum()
 
 
@@ -245,10 +248,11 @@ def radial_profile(
     return radii[good], sums[good] / counts[good]
 
 
-def _kgrid(size: int, pixscale: float) -> np.ndarray:
-    """|k| in rad/arcsec on the unshifted FFT grid."""
+def _kgrid(size: int, pixscale: float, half: bool = False) -> np.ndarray:
+    """|k| in rad/arcsec on the unshifted FFT grid (``half``: the rfft2 half-plane, kx >= 0)."""
     k = 2 * np.pi * scipy.fft.fftfreq(size, d=pixscale)
-    return np.hypot(k[None, :], k[:, None])
+    kx = 2 * np.pi * scipy.fft.rfftfreq(size, d=pixscale) if half else k
+    return np.hypot(kx[None, :], k[:, None])
 
 
 def high_frequency_filter(k: np.ndarray, fwhm: float) -> np.ndarray:
@@ -259,8 +263,12 @@ def high_frequency_filter(k: np.ndarray, fwhm: float) -> np.ndarray:
     return np.where(k <= k_a, 1.0, np.where(k <= k_b, f, 0.0))
 
 
-def low_pass_filter(k: np.ndarray, source_ft: np.ndarray) -> tuple[np.ndarray, float]:
+def low_pass_filter(k: np.ndarray, source_ft: np.ndarray, half: bool = False) -> tuple[np.ndarray, float]:
     """Aniano's phi: cosine taper from k_L = 0.7 k_H to k_H, where |S(k)| first drops below 0.5 %.
+
+    With ``half``, ``k`` and ``source_ft`` are the rfft2 half-plane of an odd-sized grid: every
+    column but kx = 0 stands for two of the full plane, and is counted twice in the annuli (the
+    profile, hence k_H, is the full plane's).
 
     Returns
     -------
@@ -273,8 +281,15 @@ def low_pass_filter(k: np.ndarray, source_ft: np.ndarray) -> tuple[np.ndarray, f
     vals = np.abs(source_ft.ravel())
     step = np.min(kr[kr > 0])  # the fundamental frequency: annuli one grid step wide
     idx = np.rint(kr / step).astype(int)
-    counts = np.bincount(idx)
-    prof = np.bincount(idx, vals) / np.maximum(counts, 1)
+    if half:
+        w = np.full(k.shape, 2.0)
+        w[:, 0] = 1.0
+        w = w.ravel()
+        counts = np.bincount(idx, w)
+        prof = np.bincount(idx, vals * w) / np.maximum(counts, 1)
+    else:
+        counts = np.bincount(idx)
+        prof = np.bincount(idx, vals) / np.maximum(counts, 1)
     centres = np.arange(prof.size) * step
     filled = counts > 0
     prof, centres = prof[filled], centres[filled]
@@ -362,17 +377,21 @@ def make_aniano_kernel(
     s = circularise(resample_psf(source, source_pixscale, common, size))
     t = circularise(resample_psf(target, target_pixscale, common, size))
     s, t = s / s.sum(), t / t.sum()
-    k = _kgrid(size, common)
-    s_ft = scipy.fft.fft2(scipy.fft.ifftshift(s)).real
-    t_ft = scipy.fft.fft2(scipy.fft.ifftshift(t)).real
-    phi, k_h = low_pass_filter(k, s_ft)
-    f_s = high_frequency_filter(k, fwhm_s)
-    f_t = high_frequency_filter(k, fwhm_t)
-    denom = f_s * s_ft
+    # the PSFs are real and circular, so are their transforms: the rfft2 half-plane holds them all
+    # (half the memory of the full plane; the grid is odd, so no Nyquist column)
+    k = _kgrid(size, common, half=True)
+    s_ft = scipy.fft.rfft2(scipy.fft.ifftshift(s)).real
+    phi, k_h = low_pass_filter(k, s_ft, half=True)
+    k_ft = high_frequency_filter(k, fwhm_s) * s_ft        # the denominator, then the kernel in place
+    del s_ft
     with np.errstate(divide="ignore", invalid="ignore"):
-        inv = np.where(np.abs(denom) > 0, 1.0 / denom, 0.0)
-    k_ft = f_t * t_ft * phi * inv
-    kern = scipy.fft.fftshift(scipy.fft.ifft2(k_ft).real)
+        k_ft = np.where(np.abs(k_ft) > 0, 1.0 / k_ft, 0.0)
+    k_ft *= phi
+    del phi
+    k_ft *= high_frequency_filter(k, fwhm_t)
+    k_ft *= scipy.fft.rfft2(scipy.fft.ifftshift(t)).real
+    del k
+    kern = scipy.fft.fftshift(scipy.fft.irfft2(k_ft, s=(size, size)))
     kern[np.abs(kern) < np.finfo(float).eps * np.abs(kern).max()] = 0.0
     kern = circularise(trim_energy(kern, energy))
     kern /= kern.sum()
