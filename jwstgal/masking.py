@@ -211,7 +211,7 @@ def filter_diffuse(data: np.ndarray, bad: np.ndarray, scale: float = 200.0, orde
     Bad pixels are first filled from a heavily smoothed version of the image (deterministic, unlike
     the seed's random noise). The filter is applied to the DCT-II of the image, which is the
     convolution of the image mirrored about its edges (no edge ringing, no padding, no wrap-around:
-    the frame's own FFT-friendly size). Single precision: the filter's own precision is far below
+    the transform is of the frame's own size). Single precision: the filter's own precision is far below
     the data's noise.
 
     Parameters
