@@ -18,6 +18,7 @@ import scipy.ndimage as ndi
 from scipy.signal import fftconvolve
 
 from jwstgal.kernel_grids import fast_odd as fast_odd  # re-exported: kernels on grids live there
+from jwstgal.kernel_grids import high_frequency_filter, kgrid, low_pass_filter
 from jwstgal.kernel_grids import resample_kernel as resample_kernel
 from jwstgal.kernel_grids import rotate_kernel as rotate_kernel
 from jwstgal.kernel_grids import working_grid as working_grid
@@ -248,59 +249,6 @@ def radial_profile(
     return radii[good], sums[good] / counts[good]
 
 
-def _kgrid(size: int, pixscale: float, half: bool = False) -> np.ndarray:
-    """|k| in rad/arcsec on the unshifted FFT grid (``half``: the rfft2 half-plane, kx >= 0)."""
-    k = 2 * np.pi * scipy.fft.fftfreq(size, d=pixscale)
-    kx = 2 * np.pi * scipy.fft.rfftfreq(size, d=pixscale) if half else k
-    return np.hypot(kx[None, :], k[:, None])
-
-
-def high_frequency_filter(k: np.ndarray, fwhm: float) -> np.ndarray:
-    """Aniano's f_A: 1 below k_a = 0.9 k_b, a steep exponential roll-off to 0 at k_b = 8 pi / FWHM."""
-    k_b = 8 * np.pi / fwhm
-    k_a = 0.9 * k_b
-    f = np.exp(-((1.8249 * (k - k_a) / (k_b - k_a)) ** 4))
-    return np.where(k <= k_a, 1.0, np.where(k <= k_b, f, 0.0))
-
-
-def low_pass_filter(k: np.ndarray, source_ft: np.ndarray, half: bool = False) -> tuple[np.ndarray, float]:
-    """Aniano's phi: cosine taper from k_L = 0.7 k_H to k_H, where |S(k)| first drops below 0.5 %.
-
-    With ``half``, ``k`` and ``source_ft`` are the rfft2 half-plane of an odd-sized grid: every
-    column but kx = 0 stands for two of the full plane, and is counted twice in the annuli (the
-    profile, hence k_H, is the full plane's).
-
-    Returns
-    -------
-    phi : numpy.ndarray
-        The filter on the same grid as ``k``.
-    k_h : float
-        The cut-off (rad/arcsec).
-    """
-    kr = k.ravel()
-    vals = np.abs(source_ft.ravel())
-    step = np.min(kr[kr > 0])  # the fundamental frequency: annuli one grid step wide
-    idx = np.rint(kr / step).astype(int)
-    if half:
-        w = np.full(k.shape, 2.0)
-        w[:, 0] = 1.0
-        w = w.ravel()
-        counts = np.bincount(idx, w)
-        prof = np.bincount(idx, vals * w) / np.maximum(counts, 1)
-    else:
-        counts = np.bincount(idx)
-        prof = np.bincount(idx, vals) / np.maximum(counts, 1)
-    centres = np.arange(prof.size) * step
-    filled = counts > 0
-    prof, centres = prof[filled], centres[filled]
-    below = np.nonzero(prof < 0.005 * prof.max())[0]
-    k_h = float(centres[below[0]]) if below.size else float(kr.max())
-    k_l = 0.7 * k_h
-    phi = np.where(k <= k_l, 1.0,
-                   np.where(k <= k_h, 0.5 * (1 + np.cos(np.pi * (k - k_l) / (k_h - k_l))), 0.0))
-    return phi, k_h
-
-
 def trim_energy(kernel: np.ndarray, energy: float = 0.999) -> np.ndarray:
     """Trim a centred kernel to the smallest odd square holding ``energy`` of its sum of |K|."""
     size = kernel.shape[0]
@@ -379,7 +327,7 @@ def make_aniano_kernel(
     s, t = s / s.sum(), t / t.sum()
     # the PSFs are real and circular, so are their transforms: the rfft2 half-plane holds them all
     # (half the memory of the full plane; the grid is odd, so no Nyquist column)
-    k = _kgrid(size, common, half=True)
+    k = kgrid(size, common, half=True)
     s_ft = scipy.fft.rfft2(scipy.fft.ifftshift(s)).real
     phi, k_h = low_pass_filter(k, s_ft, half=True)
     k_ft = high_frequency_filter(k, fwhm_s) * s_ft        # the denominator, then the kernel in place
