@@ -18,7 +18,8 @@ band-wide steps run in one process, as in the driver. Cases:
   overlap graph, then one task per frame and pass on the executor;
 - ``astrometric_align``: the mosaic's stars matched to the reference catalogue and the aligned
   mosaic (one process), then the tweakback of every cal file (one task each);
-- ``convolve``: the mosaic to the 0.85" Gaussian rung (``convolve_data``'s ``to_rung``);
+- ``convolve``: the mosaic to the 0.85" Gaussian rung and its product written (``convolve_data``'s
+  ``read_mosaic``, ``to_rung``, ``write_convolved``);
 - single-frame floor: one 2048^2 frame, destripe defaults vs one row median (``nanmedian`` along
   rows, the least any row-based method does) and ``filter_diffuse`` vs plain;
 - ``kernel``: F200W -> F2100W (Gaussian PSFs), with the share of the quality metric;
@@ -175,7 +176,7 @@ def run_ours(case: str, instr: str, folder: Path, root: Path, work: Path) -> dic
         info["matched"] = sol.get("n_matches")
     elif case == "convolve":
         from jwstgal.config import KernelsConfig
-        from jwstgal.convolve_products import read_mosaic, to_rung
+        from jwstgal.convolve_products import read_mosaic, to_rung, write_convolved
         from jwstgal.kernel_products import make_kernel_set
         from jwstgal.ladder import plan_rung
         from jwstgal.layout import kernel_path
@@ -184,10 +185,12 @@ def run_ours(case: str, instr: str, folder: Path, root: Path, work: Path) -> dic
         make_kernel_set([band.name], KernelsConfig(psf_source="gaussian"), kdir, kdir, progress=False,
                         targets=["gauss0.85"])
         i2d = next((root / instr / f"mosaic_{tiles}").glob("*_i2d.fits"))
-        m = read_mosaic(i2d)
-        sci, _, _, _ = to_rung(m, plan_rung(band.name, "gauss0.85", m.pixscale),
-                               kernel_path(kdir, "aniano", band.name, "gauss0.85"))
-        info["pixels"] = int(sci.size)
+        m = read_mosaic(i2d, scratch=out)
+        rung = plan_rung(band.name, "gauss0.85", m.pixscale)
+        sci, err, wcs, params = to_rung(m, rung, kernel_path(kdir, "aniano", band.name, "gauss0.85"))
+        write_convolved(out / "conv.fits", m, sci, err, wcs, rung, params)    # as convolve_data does
+        info["pixels"] = int(sci.shape[0] * sci.shape[1])
+        m.close()
     return info
 
 

@@ -306,32 +306,34 @@ def image_sources(i2d: Path, catalog: Path, fwhm_pix: float) -> tuple[np.ndarray
         return np.asarray(sc.ra.deg), np.asarray(sc.dec.deg)
     from astropy.wcs import WCS
 
-    with fits.open(i2d) as h:
-        data = np.array(h["SCI"].data, np.float32)       # the searched tiles are made float64 one by one
-        data[data == 0] = np.nan
-        w = WCS(h["SCI"].header)
-    x, y = detect_stars(data, fwhm_pix)
-    return w.pixel_to_world_values(x, y)
+    from jwstgal.tiled_io import FitsImage
+
+    data = FitsImage(i2d, "SCI", zero_is_nan=True)     # read tile by tile by the search
+    try:
+        x, y = detect_stars(data, fwhm_pix)
+    finally:
+        data.close()
+    return WCS(fits.getheader(i2d, "SCI")).pixel_to_world_values(x, y)
 
 
 def write_aligned_mosaic(i2d: Path, out: Path, result: AlignResult, config_hash: str = "") -> Path:
-    """Copy of a mosaic with every celestial FITS WCS corrected (the stale gwcs ASDF is dropped)."""
-    with fits.open(i2d) as h:
-        hdus = []
-        for hdu in h:
-            if hdu.name == "ASDF":
-                continue
-            new = hdu.copy()
+    """Copy of a mosaic with every celestial FITS WCS corrected (the stale gwcs ASDF is dropped).
+
+    Only headers change: the data are copied byte for byte, a chunk at a time.
+    """
+    from jwstgal.tiled_io import copy_with_headers
+
+    headers = {}
+    with fits.open(i2d, memmap=False, lazy_load_hdus=True) as h:
+        for i, hdu in enumerate(h):
             if hdu.header.get("CTYPE1", "").startswith("RA"):
-                new.header = correct_fits_wcs(hdu.header, result)
-            hdus.append(new)
-        primary = hdus[0].header
-        primary["ASTALIGN"] = (_card_list(result.to_dict()["shift_arcsec"]),
-                               "absolute alignment shift [arcsec E, N]")
-        stamp_header(primary, step="astrometric_align", params=result.to_dict(), config_hash=config_hash)
-        with atomic_path(out) as tmp:
-            fits.HDUList(hdus).writeto(tmp)
-    return out
+                headers[i] = correct_fits_wcs(hdu.header, result)
+        primary = headers.get(0, h[0].header.copy())
+    primary["ASTALIGN"] = (_card_list(result.to_dict()["shift_arcsec"]),
+                           "absolute alignment shift [arcsec E, N]")
+    stamp_header(primary, step="astrometric_align", params=result.to_dict(), config_hash=config_hash)
+    headers[0] = primary
+    return copy_with_headers(i2d, out, headers, drop=("ASDF",))
 
 
 def fit_wcs_adjustment(wcs: Any, shape: tuple[int, int], result: AlignResult, iterations: int = 4

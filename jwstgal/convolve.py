@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.fft
@@ -23,8 +24,8 @@ log = logging.getLogger(__name__)
 class ConvolveResult:
     """Convolved data and propagated errors (``err`` is None when no errors were given)."""
 
-    data: np.ndarray
-    err: np.ndarray | None
+    data: Any
+    err: Any
 
 
 def convolve_image(
@@ -36,13 +37,16 @@ def convolve_image(
     min_weight: float = 0.5,
     preserve_nan: bool = True,
     workers: int = -1,
+    out: Any = None,
+    out_err: Any = None,
 ) -> ConvolveResult:
     """Convolve an image with a kernel, tile by tile, ignoring NaNs.
 
     Parameters
     ----------
-    data : numpy.ndarray
-        2-D image; NaNs mark missing pixels. Not modified.
+    data : array-like
+        2-D image; NaNs mark missing pixels. Not modified. Anything sliced like an array works
+        (e.g. a :class:`jwstgal.tiled_io.FitsImage`): only one tile and its halo is read at a time.
     kernel : numpy.ndarray
         Odd-sized, centred kernel at the image's pixel scale (normalised to unit sum here).
     err : numpy.ndarray, optional
@@ -55,12 +59,17 @@ def convolve_image(
         Keep input NaNs as NaN in the output.
     workers : int
         Threads for scipy.fft (-1 = all cores).
+    out, out_err : array-like, optional
+        Where to write the result (and its errors), tile by tile: arrays of the image's shape or
+        :class:`jwstgal.tiled_io.ScratchImage`; new arrays by default.
 
     Returns
     -------
     ConvolveResult
+        ``out`` and ``out_err`` (or the new arrays).
     """
-    data = np.asarray(data)
+    if not hasattr(data, "shape") or len(data.shape) != 2:
+        data = np.asarray(data)
     if kernel.shape[0] % 2 == 0 or kernel.shape[0] != kernel.shape[1]:
         msg = f"convolve_image: kernel must be square and odd-sized, got {kernel.shape}"
         raise ValueError(msg)
@@ -77,9 +86,10 @@ def convolve_image(
 
     k_ft = kernel_ft(k)
     k2_ft = kernel_ft(k**2) if err is not None else None
-    valid = np.isfinite(data)
-    out = np.full((ny, nx), np.nan, dtype=np.float32 if data.dtype == np.float32 else float)
-    out_err = np.full_like(out, np.nan) if err is not None else None
+    if out is None:
+        out = np.full((ny, nx), np.nan, dtype=np.float32 if data.dtype == np.float32 else float)
+    if out_err is None and err is not None:
+        out_err = np.full((ny, nx), np.nan, dtype=out.dtype)
 
     def conv(tile: np.ndarray, kft: np.ndarray) -> np.ndarray:
         pad = np.zeros((fy, fx))
@@ -96,25 +106,22 @@ def convolve_image(
             sy0, sy1, sx0, sx1 = max(iy0, 0), min(iy1, ny), max(ix0, 0), min(ix1, nx)
             shape = (iy1 - iy0, ix1 - ix0)
             win = (slice(sy0 - iy0, sy1 - iy0), slice(sx0 - ix0, sx1 - ix0))
-            v = np.zeros(shape, bool)
-            v[win] = valid[sy0:sy1, sx0:sx1]
-            d = np.zeros(shape)
-            d[win] = np.where(v[win], data[sy0:sy1, sx0:sx1], 0.0)
+            d = np.full(shape, np.nan)                   # outside the image: missing
+            d[win] = data[sy0:sy1, sx0:sx1]
+            v = np.isfinite(d)
+            d[~v] = 0.0
             num = conv(d, k_ft)
             complete = v.all()
             wgt = np.ones_like(num) if complete else conv(v.astype(float), k_ft)
+            lost = (wgt < min_weight) | (~v[h: h + y1 - y0, h: h + x1 - x0] if preserve_nan else False)
             with np.errstate(divide="ignore", invalid="ignore"):
-                res = np.where(wgt >= min_weight, num / wgt, np.nan)
-                out[y0:y1, x0:x1] = res
+                out[y0:y1, x0:x1] = np.where(lost, np.nan, num / wgt)
                 if err is not None:
                     e2 = np.zeros(shape)
-                    e2[win] = np.where(v[win], np.asarray(err[sy0:sy1, sx0:sx1], float) ** 2, 0.0)
+                    e2[win] = np.asarray(err[sy0:sy1, sx0:sx1], float) ** 2
+                    e2[~v] = 0.0
                     var = np.clip(conv(e2, k2_ft), 0, None)
-                    out_err[y0:y1, x0:x1] = np.where(wgt >= min_weight, np.sqrt(var) / wgt, np.nan)
-    if preserve_nan:
-        out[~valid] = np.nan
-        if out_err is not None:
-            out_err[~valid] = np.nan
+                    out_err[y0:y1, x0:x1] = np.where(lost, np.nan, np.sqrt(var) / wgt)
     return ConvolveResult(out, out_err)
 
 

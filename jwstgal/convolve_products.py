@@ -9,6 +9,7 @@ grid recorded (``PSF``, ``BMAJ``/``BMIN``/``BPA`` for Gaussians, ``JG_GRID``) an
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,17 +22,24 @@ from jwstgal.convolve import convolve_image, image_pixel_scale, reproject_image
 from jwstgal.errors import InputNotFoundError
 from jwstgal.kernels import resample_kernel, rotate_kernel
 from jwstgal.ladder import Rung, block_average, block_wcs, gaussian_fwhm, gaussian_kernel
-from jwstgal.provenance import atomic_path, hash_params, stamp_header
+from jwstgal.provenance import hash_params, stamp_header
+from jwstgal.tiled_io import FitsImage, ScratchImage, remove_scratch, scratch_dir, write_image_file
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Mosaic:
-    """A mosaic in memory: surface brightness (NaN where nothing contributed), errors, WCS."""
+    """A mosaic: surface brightness (NaN where nothing contributed), errors, WCS.
 
-    sci: np.ndarray
-    err: np.ndarray | None
+    ``sci`` and ``err`` are arrays or, as :func:`read_mosaic` gives them, images read from the file
+    tile by tile (:class:`jwstgal.tiled_io.FitsImage`). Results at the mosaic's own pixel are kept in
+    scratch files (:class:`jwstgal.tiled_io.ScratchImage`) in a folder under ``scratch`` (the system's
+    temporary folder if None), removed by :meth:`close` or when the mosaic is garbage-collected.
+    """
+
+    sci: Any
+    err: Any
     wcs: WCS
     bunit: str
     primary: fits.Header
@@ -39,25 +47,51 @@ class Mosaic:
     #: position angle (deg E of N) of the detector y axis on this north-up mosaic, if known
     roll: float | None = None
     #: results of the first (kernel) stage, by kernel file: shared by the rungs that start alike
-    stage1: dict[str, tuple[np.ndarray, np.ndarray | None, dict[str, Any]]] = field(
-        default_factory=dict)
+    stage1: dict[str, tuple[Any, Any, dict[str, Any]]] = field(default_factory=dict)
+    #: folder under which the scratch folder is made
+    scratch: Path | None = None
+    _scratch_dir: Path | None = field(default=None, init=False, repr=False)
 
     @property
     def pixscale(self) -> float:
         """Pixel scale (arcsec)."""
         return image_pixel_scale(self.wcs)
 
+    def scratch_image(self, name: str) -> ScratchImage:
+        """A new scratch image of the mosaic's shape."""
+        if self._scratch_dir is None:
+            self._scratch_dir = scratch_dir(self.scratch, ".jwstgal-conv-")
+            weakref.finalize(self, remove_scratch, self._scratch_dir)
+        return ScratchImage(self._scratch_dir / f"{name}.f32", tuple(self.sci.shape))
 
-def read_mosaic(path: Path) -> Mosaic:
-    """Read the SCI (and ERR) of a mosaic; zeros (no input, as resample writes them) become NaN."""
-    with fits.open(path) as h:
-        sci = np.asarray(h["SCI"].data, np.float32).copy()
-        err = np.asarray(h["ERR"].data, np.float32).copy() if "ERR" in h else None
-        hdr = h["SCI"].header
+    def close(self) -> None:
+        """Close the files read and remove the scratch files (the mosaic is unusable after)."""
+        for sci, err, _ in self.stage1.values():
+            for img in (sci, err):
+                if isinstance(img, ScratchImage):
+                    img.close()
+        self.stage1.clear()
+        for img in (self.sci, self.err):
+            if isinstance(img, FitsImage):
+                img.close()
+        if self._scratch_dir is not None:
+            remove_scratch(self._scratch_dir)
+
+
+def read_mosaic(path: Path, scratch: Path | None = None) -> Mosaic:
+    """Open the SCI (and ERR) of a mosaic, to be read tile by tile.
+
+    Zeros (no input, as resample writes them) read as NaN. ``scratch``: where the scratch folder
+    goes (see :class:`Mosaic`).
+    """
+    with fits.open(path, memmap=False, lazy_load_hdus=True) as h:
+        hdr = h["SCI"].header.copy()
         primary = h[0].header.copy()
-        roll = detector_roll(primary, hdr)
-    sci[sci == 0] = np.nan
-    return Mosaic(sci, err, WCS(hdr).celestial, str(hdr.get("BUNIT", "")), primary, path, roll)
+        has_err = "ERR" in h
+    sci = FitsImage(path, "SCI", zero_is_nan=True)
+    err = FitsImage(path, "ERR") if has_err else None
+    return Mosaic(sci, err, WCS(hdr).celestial, str(hdr.get("BUNIT", "")), primary, path,
+                  detector_roll(primary, hdr), scratch=scratch)
 
 
 def detector_roll(primary: fits.Header, sci: fits.Header) -> float | None:
@@ -120,7 +154,9 @@ def to_rung(mosaic: Mosaic, rung: Rung, kernel_file: Path | None, *, block_size:
 
     Returns
     -------
-    sci, err : numpy.ndarray
+    sci, err : numpy.ndarray or jwstgal.tiled_io.ScratchImage
+        At the mosaic's own pixel (no block-averaging, no reprojection) the kernel stage's scratch
+        images (owned by ``mosaic``); otherwise arrays. ``numpy.asarray`` turns either into an array.
     wcs : astropy.wcs.WCS
     params : dict
         What was applied (for the header).
@@ -142,8 +178,11 @@ def to_rung(mosaic: Mosaic, rung: Rung, kernel_file: Path | None, *, block_size:
                     angle = mosaic.roll
                     kern = rotate_kernel(kern, angle)
             kern = resample_kernel(kern, float(kh["PIXELSCL"]), mosaic.pixscale)
+            n = len(mosaic.stage1)
             res = convolve_image(mosaic.sci, kern, err=mosaic.err, block=block_size,
-                                 min_weight=min_weight)
+                                 min_weight=min_weight, out=mosaic.scratch_image(f"stage{n}_sci"),
+                                 out_err=mosaic.scratch_image(f"stage{n}_err") if mosaic.err is not None
+                                 else None)
             mosaic.stage1[cache] = (res.data, res.err, {
                 "kernel": kernel_file.name, "kernel_method": kh.get("KMETHOD"),
                 "kernel_D": kh.get("KERN_D"), "kernel_W_minus": kh.get("KERN_WM"),
@@ -164,8 +203,8 @@ def to_rung(mosaic: Mosaic, rung: Rung, kernel_file: Path | None, *, block_size:
         gh = fits.getheader(grid, "SCI")
         gw = WCS(gh).celestial
         shape = (gh["NAXIS2"], gh["NAXIS1"])
-        sci = reproject_image(np.asarray(sci, float), wcs, gw, shape)
-        err = reproject_image(np.asarray(err, float), wcs, gw, shape) if err is not None else None
+        sci = reproject_image(np.asarray(sci), wcs, gw, shape)   # (reproject needs the whole input)
+        err = reproject_image(np.asarray(err), wcs, gw, shape) if err is not None else None
         wcs = gw
         params["reproject_onto"] = grid.name
     return sci, err, wcs, params
@@ -182,9 +221,12 @@ def psf_cards(target: str) -> dict[str, tuple[Any, str]]:
     return cards
 
 
-def write_convolved(out: Path, mosaic: Mosaic, sci: np.ndarray, err: np.ndarray | None, wcs: WCS,
+def write_convolved(out: Path, mosaic: Mosaic, sci: Any, err: Any, wcs: WCS,
                     rung: Rung, params: dict[str, Any], *, config_hash: str = "", key: str = "") -> Path:
-    """Write one rung's product atomically (SCI, ERR; PSF, grid and provenance in the headers)."""
+    """Write one rung's product atomically (SCI, ERR; PSF, grid and provenance in the headers).
+
+    ``sci`` and ``err`` may be arrays or scratch images (written a band of rows at a time).
+    """
     hdr = wcs.to_header()
     hdr["BUNIT"] = mosaic.bunit
     for k, v in psf_cards(rung.target).items():
@@ -196,13 +238,8 @@ def write_convolved(out: Path, mosaic: Mosaic, sci: np.ndarray, err: np.ndarray 
     stamp_header(primary, step="conv", params={"source": mosaic.path.name, **params},
                  config_hash=config_hash)
     primary["JG_CKEY"] = key
-    hdus = [fits.PrimaryHDU(header=primary), fits.ImageHDU(np.asarray(sci, np.float32), hdr, name="SCI")]
-    if err is not None:
-        hdus.append(fits.ImageHDU(np.asarray(err, np.float32), hdr, name="ERR"))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        fits.HDUList(hdus).writeto(tmp)
-    return out
+    images = [("SCI", hdr, sci)] + ([("ERR", hdr, err)] if err is not None else [])
+    return write_image_file(out, primary, images)
 
 
 def product_key(i2d: Path, kernel_file: Path | None, rung: Rung, settings: dict[str, Any],

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.fft
@@ -128,19 +129,20 @@ def kernel_targets(targets: list[str], direct_max: float) -> list[str]:
     return out
 
 
-def block_average(data: np.ndarray, factor: int, err: np.ndarray | None = None,
-                  min_valid: float = 0.5) -> tuple[np.ndarray, np.ndarray | None]:
+def block_average(data: Any, factor: int, err: Any = None,
+                  min_valid: float = 0.5) -> tuple[Any, Any]:
     """Average ``factor`` x ``factor`` blocks, ignoring NaNs.
 
-    Edge rows and columns that do not fill a block are dropped.
+    Edge rows and columns that do not fill a block are dropped. The image is read a band of rows
+    at a time, so it may be a tiled image (:mod:`jwstgal.tiled_io`) larger than memory.
 
     Parameters
     ----------
-    data : numpy.ndarray
+    data : array-like
         Surface brightness; NaN = missing.
     factor : int
         Block side (pixels).
-    err : numpy.ndarray, optional
+    err : array-like, optional
         1-sigma errors, propagated for independent pixels: sqrt(sum err^2) / n.
     min_valid : float
         Blocks with a smaller fraction of valid pixels become NaN.
@@ -148,26 +150,34 @@ def block_average(data: np.ndarray, factor: int, err: np.ndarray | None = None,
     Returns
     -------
     data, err : numpy.ndarray
+        (``data`` and ``err`` themselves when ``factor`` is 1.)
     """
     if factor == 1:
         return data, err
     ny, nx = (s // factor for s in data.shape)
+    step = factor * max(1, 2**22 // max(1, nx * factor * factor))     # ~4 M pixels read at a time
+    mean = np.full((ny, nx), np.nan)
+    out_err = np.full((ny, nx), np.nan) if err is not None else None
+    for y0 in range(0, ny * factor, step):
+        y1 = min(y0 + step, ny * factor)
+        rows = slice(y0 // factor, y1 // factor)
 
-    def blocks(a: np.ndarray) -> np.ndarray:
-        return a[: ny * factor, : nx * factor].reshape(ny, factor, nx, factor)
+        def blocks(a: Any, y0: int = y0, y1: int = y1) -> np.ndarray:
+            return np.asarray(a[y0:y1, : nx * factor], float).reshape(-1, factor, nx, factor)
 
-    d = blocks(np.asarray(data, float))
-    valid = np.isfinite(d)
-    n = valid.sum(axis=(1, 3))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean = np.where(valid, d, 0.0).sum(axis=(1, 3)) / n
+        d = blocks(data)
+        valid = np.isfinite(d)
+        n = valid.sum(axis=(1, 3))
         keep = n >= min_valid * factor * factor
-        mean[~keep] = np.nan
-        out_err = None
-        if err is not None:
-            e = blocks(np.asarray(err, float))
-            out_err = np.sqrt(np.where(valid, e**2, 0.0).sum(axis=(1, 3))) / n
-            out_err[~keep] = np.nan
+        with np.errstate(divide="ignore", invalid="ignore"):
+            m = np.where(valid, d, 0.0).sum(axis=(1, 3)) / n
+            m[~keep] = np.nan
+            mean[rows] = m
+            if err is not None:
+                e = blocks(err)
+                eb = np.sqrt(np.where(valid, e**2, 0.0).sum(axis=(1, 3))) / n
+                eb[~keep] = np.nan
+                out_err[rows] = eb
     return mean, out_err
 
 

@@ -108,13 +108,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         say(f"{target} {band.name} -> {psf}: make ({why}; {rung.grid}): "
                             f"{i2d.name} -> {out.relative_to(cfg.reprocess_dir)}")
                         continue
-                    mosaic = mosaic or read_mosaic(i2d)
+                    mosaic = mosaic or read_mosaic(i2d, scratch=out.parent)   # scratch beside products
                     sci, err, wcs, params = to_rung(mosaic, rung, kfile, block_size=conv.block_size,
                                                    grid=grid)
                     write_convolved(out, mosaic, sci, err, wcs, rung, params,
                                     config_hash=cfg.config_hash, key=key)
                     log.info("%s %s -> %s (%s): %s", target, band.name, psf, rung.grid, out)
                     done += 1
+                if mosaic is not None:
+                    mosaic.close()              # its scratch files go
         if args.dry_run:
             return 0
         log.info("%d products convolved", done)
