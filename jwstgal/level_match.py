@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from astropy.stats import sigma_clipped_stats
@@ -152,7 +153,7 @@ def measure_pairs(
     list of PairDifference
     """
     origins = _origins(images, origins)
-    masks = [emission_mask(im) if mask_emission else None for im in images]
+    masks = _per_image(images, emission_mask) if mask_emission else None
     boxes = []
     for im, (oy, ox) in zip(images, origins, strict=True):
         f = np.isfinite(im)
@@ -183,6 +184,28 @@ def measure_pairs(
             if p is not None:
                 pairs.append(p)
     return pairs
+
+
+def _per_image(images: Sequence[np.ndarray], fn: Any) -> Sequence[np.ndarray]:
+    """``fn`` of every image.
+
+    A list, or what ``images.derived(fn)`` gives for a sequence that keeps its images on disk
+    (``jwstgal.steps.level_match.CutoutStore``), so that memory holds a few.
+    """
+    derived = getattr(images, "derived", None)
+    return derived(fn) if derived is not None else [fn(im) for im in images]
+
+
+def _empty_like(images: Sequence[np.ndarray]) -> Any:
+    """An empty list, or an empty store of the same kind (``images.new()``) for images on disk."""
+    new = getattr(images, "new", None)
+    return new() if new is not None else []
+
+
+def _subset(images: Sequence[np.ndarray], idx: list[int]) -> Sequence[np.ndarray]:
+    """The images ``idx``, still on disk if they were (``images.subset``)."""
+    subset = getattr(images, "subset", None)
+    return subset(idx) if subset is not None else [images[i] for i in idx]
 
 
 def _origins(images: Sequence[np.ndarray], origins: Sequence[tuple[int, int]] | None
@@ -216,7 +239,8 @@ def match_levels(
     ----------
     images : sequence of numpy.ndarray
         Images on one grid (NaN outside each footprint), or cutouts of it (``origins``). Not
-        modified.
+        modified. A sequence that reads them from disk when indexed works too (it may offer
+        ``derived`` and ``subset``, see :func:`_per_image`): then a few are in memory at a time.
     groups : sequence of int, optional
         Group label of each image (e.g. the dither group / mosaic tile). Without groups all
         images are matched in one solve.
@@ -249,10 +273,10 @@ def match_levels(
     offsets = np.zeros((n, k))
     all_pairs: list[PairDifference] = []
     rejected: list[PairDifference] = []
-    stacks, stack_origins = [], []
+    stacks, stack_origins = _empty_like(images), []
     for g in labels:
         idx = [i for i in range(n) if groups[i] == g]
-        sub = [images[i] for i in idx]
+        sub = _subset(images, idx)
         pairs = measure_pairs(sub, plane=plane, mask_emission=mask_emission, min_pixels=min_pixels,
                               origins=[origins[i] for i in idx])
         sol = solve_offsets(len(idx), pairs, reference=[idx.index(r) for r in prefs if r in idx])
@@ -261,7 +285,7 @@ def match_levels(
         all_pairs += [PairDifference(idx[p.i], idx[p.j], p.delta, p.sigma, p.npix, p.rms)
                       for p in sol.pairs]
         rejected += sol.rejected
-        stack, origin = _group_mean([images[i] for i in idx], [origins[i] for i in idx],
+        stack, origin = _group_mean(sub, [origins[i] for i in idx],
                                     [offsets[i] for i in idx])
         stacks.append(stack)
         stack_origins.append(origin)

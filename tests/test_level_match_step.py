@@ -59,3 +59,42 @@ def test_files_offsets_recovered_and_copies_written(tmp_path):
     table = Table.read(out_dir / "offsets.ecsv")
     assert list(table["group"]) == ["jw09999002001_02101"] * 3 + ["jw09999002002_02101"] * 3
     assert (tmp_path / "lm.png").is_file()
+
+
+def test_cutouts_on_disk_solve_as_in_memory_with_memory_flat_in_the_exposures(tmp_path):
+    """A CutoutStore gives the same offsets as a list; the solve's traced peak does not grow with
+    the number of exposures (4x more: < 1.3x; the list's inputs alone grow 4x)."""
+    import tracemalloc
+
+    from test_level_match import tiles
+
+    from jwstgal.level_match import match_levels
+    from jwstgal.steps.level_match import CutoutStore
+
+    peaks = {}
+    for n_tiles in (2, 8):
+        images, groups, truth = tiles(n_tiles=n_tiles, dithers=4, size=(260, 180 * n_tiles + 100),
+                                      step=180, seed=n_tiles)
+        origins, cutouts = [], []
+        for im in images:
+            rows, cols = np.nonzero(np.isfinite(im))
+            y0, x0 = int(rows.min()), int(cols.min())
+            cutouts.append(im[y0:rows.max() + 1, x0:cols.max() + 1].copy())
+            origins.append((y0, x0))
+        del images
+        folder = tmp_path / f"n{n_tiles}"
+        folder.mkdir()
+        store = CutoutStore(folder)
+        for c in cutouts:
+            store.append(c)
+        ref = match_levels(cutouts, groups=groups, reference=0, origins=origins)
+        del cutouts
+        tracemalloc.start()
+        try:
+            sol = match_levels(store, groups=groups, reference=0, origins=origins)
+            peaks[n_tiles] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        np.testing.assert_array_equal(sol.offsets, ref.offsets)
+        assert np.max(np.abs(ref.offsets[:, 0] - (truth - truth[0]))) < 0.02
+    assert peaks[8] < 1.3 * peaks[2], peaks

@@ -12,6 +12,7 @@ exposures when there are any, else the first.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from jwstgal.level_match import LevelSolution, block_reduce, match_levels
 from jwstgal.provenance import atomic_path, hash_params, stamp_header
 from jwstgal.settings import StepSettings
 from jwstgal.steps.base import BandContext, Step, StepPlan
+from jwstgal.tiled_io import remove_scratch, scratch_dir
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,56 @@ def sample_on_grid(data: np.ndarray, wcs: WCS, binning: int, grid: WCS, shape: t
     return out, (y0, x0)
 
 
+class CutoutStore(Sequence[np.ndarray]):
+    """Cutouts kept in ``.npy`` files of a folder, read back when indexed.
+
+    The solve visits the cutouts pair by pair, so memory holds the last few read (``keep``), not
+    every exposure's. :func:`jwstgal.level_match.match_levels` also asks for ``derived`` (a function
+    of each cutout, e.g. its emission mask, stored the same way), ``subset`` and ``new`` (a store
+    for the dither groups' mean images).
+    """
+
+    def __init__(self, folder: Path, paths: list[Path] | None = None, keep: int = 4) -> None:
+        self.folder, self.paths, self.keep = folder, list(paths or []), keep
+        self._recent: dict[int, np.ndarray] = {}
+
+    def append(self, a: np.ndarray) -> None:
+        """Store one more cutout."""
+        path = self.folder / f"{len(self.paths)}.npy"
+        np.save(path, a)
+        self.paths.append(path)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i %= len(self)
+        if i not in self._recent:
+            if len(self._recent) >= self.keep:
+                self._recent.pop(next(iter(self._recent)))
+            self._recent[i] = np.load(self.paths[i])
+        return self._recent[i]
+
+    def new(self) -> CutoutStore:
+        """An empty store in a new subfolder."""
+        sub = self.folder / f"sub{len(list(self.folder.glob('sub*')))}"
+        sub.mkdir()
+        return CutoutStore(sub, keep=self.keep)
+
+    def derived(self, fn: Any) -> CutoutStore:
+        """``fn`` of every cutout, computed one at a time and stored in a new subfolder."""
+        out = self.new()
+        for k in range(len(self)):
+            out.append(fn(self[k]))
+        return out
+
+    def subset(self, idx: list[int]) -> CutoutStore:
+        """The cutouts ``idx`` (the same files)."""
+        return CutoutStore(self.folder, [self.paths[i] for i in idx], self.keep)
+
+
 def _read_header(path: Path) -> tuple[WCS, tuple[int, int]]:
     with fits.open(path) as h:
         missing = [e for e in ("SCI", "DQ") if e not in h]
@@ -155,14 +207,19 @@ def level_match_files(
     heads = [_read_header(f) for f in cal_files]      # headers first: the grid, then one frame at a time
     scale = float(np.sqrt(abs(np.linalg.det(heads[0][0].celestial.pixel_scale_matrix))) * 3600)
     grid, shape = common_grid([w for w, _ in heads], [sh for _, sh in heads], scale * s.binning)
-    cutouts = [sample_on_grid(_read(f), w, s.binning, grid, shape) for f, (w, _) in zip(cal_files, heads,
-                                                                                          strict=True)]
-    groups = [dither_group(f) for f in cal_files] if s.by_group else None
-    ref = choose_reference(cal_files, backgrounds or [])
-    sol = match_levels([c for c, _ in cutouts], groups=groups, reference=ref, plane=s.plane,
-                       mask_emission=s.mask_emission, min_pixels=s.min_pixels,
-                       origins=[o for _, o in cutouts])
-    del cutouts
+    scratch = scratch_dir(out_dir, ".level_match-")       # the cutouts wait on disk, not in memory
+    try:
+        cutouts, origins = CutoutStore(scratch), []
+        for f, (w, _) in zip(cal_files, heads, strict=True):
+            cut, origin = sample_on_grid(_read(f), w, s.binning, grid, shape)
+            cutouts.append(cut)
+            origins.append(origin)
+        groups = [dither_group(f) for f in cal_files] if s.by_group else None
+        ref = choose_reference(cal_files, backgrounds or [])
+        sol = match_levels(cutouts, groups=groups, reference=ref, plane=s.plane,
+                           mask_emission=s.mask_emission, min_pixels=s.min_pixels, origins=origins)
+    finally:
+        remove_scratch(scratch)
     outputs = []
     for f, (wcs, _), coef in zip(cal_files, heads, sol.offsets, strict=True):
         with fits.open(f) as h:
