@@ -4,8 +4,9 @@ Each rung is taken by :func:`jwstgal.convolve_products.to_rung` in a fresh proce
 the intermediate gauss2 on the 0.031" grid, block-averaging, the analytic Gaussian on the coarse
 grid), reporting wall time, CPU time and the process's peak RSS; the target is a peak below 4 GB
 whatever the rung. For scale, the same process first reports the peak after only reading the
-mosaic (SCI + ERR, float32), and the time of one plain ``scipy.signal.fftconvolve`` of the mosaic
-with the intermediate kernel. Kernels use Gaussian band PSFs (cached in bench/.cache).
+whole mosaic into memory (SCI + ERR, float32; the rungs read it by tiles), and the time of one
+plain ``scipy.signal.fftconvolve`` of the mosaic with the intermediate kernel. Kernels use
+Gaussian band PSFs (cached in bench/.cache).
 
 Usage: .venv/bin/python bench/bench_ladder.py [--size 8192]
 """
@@ -56,8 +57,11 @@ def child(mosaic: str, kernel: str, rung: str) -> None:
     from jwstgal.ladder import plan_rung
 
     t0, c0 = time.perf_counter(), time.process_time()
-    m = read_mosaic(Path(mosaic))
-    if rung == "fftconvolve":
+    m = read_mosaic(Path(mosaic))             # opened: read tile by tile by to_rung
+    if rung == "read":                        # the whole mosaic in memory, for scale
+        sci, err = np.asarray(m.sci), np.asarray(m.err)
+        assert np.isfinite(sci).any() and np.isfinite(err).any()
+    elif rung == "fftconvolve":
         from astropy.io import fits
         from scipy.signal import fftconvolve
 
@@ -66,10 +70,11 @@ def child(mosaic: str, kernel: str, rung: str) -> None:
         kh = fits.getheader(kernel)
         k = resample_kernel(fits.getdata(kernel).astype(float), kh["PIXELSCL"], m.pixscale)
         fftconvolve(np.nan_to_num(m.sci), k.astype(np.float32), mode="same")
-    elif rung != "read":
+    else:
         r = plan_rung("F200W", rung, m.pixscale)
         sci, _, _, _ = to_rung(m, r, Path(kernel))
         assert np.isfinite(sci).any()
+    m.close()
     print(json.dumps({"rung": rung, "wall_s": time.perf_counter() - t0,
                       "cpu_s": time.process_time() - c0,
                       "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2}))
