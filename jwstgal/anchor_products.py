@@ -180,38 +180,38 @@ def anchor_instrument(cfg: RunConfig, target: str, inst: str) -> list[AnchorRow]
         for b in bands:
             rows[b].status = rows[b].status or f"not anchored: no external map ({where})"
         return list(rows.values())
-    ref_mosaic = read_mosaic(finals[ref])
-    ext_data, ext_wcs = read_external(ext_path)
-    # a grid 3x finer than the map's, so that reprojection averages over the map's pixels
-    jw, jw_wcs = _at(cfg, ref_mosaic, ref, ext.psf, max_pixel=image_pixel_scale(ext_wcs) / 3)
-    jw_on_ext = reproject_image(jw, jw_wcs, ext_wcs, ext_data.shape)
-    fit = _fit(cfg, ext_data, jw_on_ext)
-    off_ref, err_ref = fit.offset, fit.intercept_err
-    _fill(rows[ref], fit, off_ref, err_ref, ext.band, ext.psf)
-    anchor_fit_png(ext_data, jw_on_ext, fit, layout.anchor_plot(cfg.reprocess_dir, target, ref, ext.band),
-                   f"{target} {ref} vs {ext.band} at {ext.psf}: offset {off_ref:+.4f} ± {err_ref:.4f}",
-                   f"{ext.band} ({ext_path.name}) [MJy/sr]", f"{ref} at {ext.psf} [MJy/sr]")
-    others = [b for b in bands if b != ref and b not in missing]
-    if others:
-        psf = a.internal_psf[inst]
-        grid = finals[psf] if psf in finals and psf not in missing else None
-        x, x_wcs = _at(cfg, ref_mosaic, ref, psf, tuple(bands), grid)
-        del ref_mosaic
-        for b in others:
-            y, y_wcs = _at(cfg, read_mosaic(finals[b]), b, psf, tuple(bands), grid)
-            if y.shape != x.shape or not y_wcs.wcs.compare(x_wcs.wcs, tolerance=1e-9):
-                y = reproject_image(y, y_wcs, x_wcs, x.shape)
-            try:
-                fit_b = _fit(cfg, x, y)
-            except ValueError as err:
-                rows[b].status = f"not anchored: fit against {ref} failed ({err})"
-                log.warning("%s %s: %s", target, b, rows[b].status)
-                continue
-            off, err_b = chained_offset(fit_b, off_ref, err_ref)
-            _fill(rows[b], fit_b, off, err_b, ref, psf)
-            anchor_fit_png(x, y, fit_b, layout.anchor_plot(cfg.reprocess_dir, target, b, ref),
-                           f"{target} {b} vs {ref} at {psf}: offset {off:+.4f} ± {err_b:.4f}",
-                           f"{ref} at {psf} [MJy/sr]", f"{b} at {psf} [MJy/sr]")
+    with read_mosaic(finals[ref]) as ref_mosaic:     # its scratch files go when done
+        ext_data, ext_wcs = read_external(ext_path)
+        # a grid 3x finer than the map's, so that reprojection averages over the map's pixels
+        jw, jw_wcs = _at(cfg, ref_mosaic, ref, ext.psf, max_pixel=image_pixel_scale(ext_wcs) / 3)
+        jw_on_ext = reproject_image(jw, jw_wcs, ext_wcs, ext_data.shape)
+        fit = _fit(cfg, ext_data, jw_on_ext)
+        off_ref, err_ref = fit.offset, fit.intercept_err
+        _fill(rows[ref], fit, off_ref, err_ref, ext.band, ext.psf)
+        anchor_fit_png(ext_data, jw_on_ext, fit, layout.anchor_plot(cfg.reprocess_dir, target, ref, ext.band),
+                       f"{target} {ref} vs {ext.band} at {ext.psf}: offset {off_ref:+.4f} ± {err_ref:.4f}",
+                       f"{ext.band} ({ext_path.name}) [MJy/sr]", f"{ref} at {ext.psf} [MJy/sr]")
+        others = [b for b in bands if b != ref and b not in missing]
+        if others:
+            psf = a.internal_psf[inst]
+            grid = finals[psf] if psf in finals and psf not in missing else None
+            x, x_wcs = _at(cfg, ref_mosaic, ref, psf, tuple(bands), grid)
+            for b in others:
+                with read_mosaic(finals[b]) as mosaic:
+                    y, y_wcs = _at(cfg, mosaic, b, psf, tuple(bands), grid)
+                if y.shape != x.shape or not y_wcs.wcs.compare(x_wcs.wcs, tolerance=1e-9):
+                    y = reproject_image(y, y_wcs, x_wcs, x.shape)
+                try:
+                    fit_b = _fit(cfg, x, y)
+                except ValueError as err:
+                    rows[b].status = f"not anchored: fit against {ref} failed ({err})"
+                    log.warning("%s %s: %s", target, b, rows[b].status)
+                    continue
+                off, err_b = chained_offset(fit_b, off_ref, err_ref)
+                _fill(rows[b], fit_b, off, err_b, ref, psf)
+                anchor_fit_png(x, y, fit_b, layout.anchor_plot(cfg.reprocess_dir, target, b, ref),
+                               f"{target} {b} vs {ref} at {psf}: offset {off:+.4f} ± {err_b:.4f}",
+                               f"{ref} at {psf} [MJy/sr]", f"{b} at {psf} [MJy/sr]")
     for b, row in rows.items():
         if row.status == "anchored":
             write_anchored(finals[b], layout.anchored_mosaic(folders[b], target, get_band(b)), row,

@@ -64,6 +64,12 @@ class Mosaic:
             weakref.finalize(self, remove_scratch, self._scratch_dir)
         return ScratchImage(self._scratch_dir / f"{name}.f32", tuple(self.sci.shape))
 
+    def __enter__(self) -> Mosaic:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         """Close the files read and remove the scratch files (the mosaic is unusable after)."""
         for sci, err, _ in self.stage1.values():
