@@ -103,15 +103,21 @@ def test_inputs_not_modified():
     assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(images, copies, strict=True))
 
 
-def test_cutouts_placed_on_the_grid_match_as_the_full_grid_does():
-    """Images given as cutouts at their origins solve exactly as the same images on the full grid."""
-    images, groups, _ = tiles()
+def cutouts_of(images):
+    """Each image cut to the box of its finite pixels, and the box's (row, column) on the grid."""
     origins, cutouts = [], []
     for im in images:
         rows, cols = np.nonzero(np.isfinite(im))
         y0, x0 = int(rows.min()), int(cols.min())
         cutouts.append(im[y0:rows.max() + 1, x0:cols.max() + 1].copy())
         origins.append((y0, x0))
+    return cutouts, origins
+
+
+def test_cutouts_placed_on_the_grid_match_as_the_full_grid_does():
+    """Images given as cutouts at their origins solve exactly as the same images on the full grid."""
+    images, groups, _ = tiles()
+    cutouts, origins = cutouts_of(images)
     for plane in (False, True):
         full = match_levels(images, groups=groups, reference=0, plane=plane)
         cut = match_levels(cutouts, groups=groups, reference=0, plane=plane, origins=origins)

@@ -66,7 +66,7 @@ def test_cutouts_on_disk_solve_as_in_memory_with_memory_flat_in_the_exposures(tm
     the number of exposures (4x more: < 1.3x; the list's inputs alone grow 4x)."""
     import tracemalloc
 
-    from test_level_match import tiles
+    from test_level_match import cutouts_of, tiles
 
     from jwstgal.level_match import match_levels
     from jwstgal.steps.level_match import CutoutStore
@@ -75,12 +75,7 @@ def test_cutouts_on_disk_solve_as_in_memory_with_memory_flat_in_the_exposures(tm
     for n_tiles in (2, 8):
         images, groups, truth = tiles(n_tiles=n_tiles, dithers=4, size=(260, 180 * n_tiles + 100),
                                       step=180, seed=n_tiles)
-        origins, cutouts = [], []
-        for im in images:
-            rows, cols = np.nonzero(np.isfinite(im))
-            y0, x0 = int(rows.min()), int(cols.min())
-            cutouts.append(im[y0:rows.max() + 1, x0:cols.max() + 1].copy())
-            origins.append((y0, x0))
+        cutouts, origins = cutouts_of(images)
         del images
         folder = tmp_path / f"n{n_tiles}"
         folder.mkdir()
