@@ -104,7 +104,7 @@ def _at(cfg: RunConfig, mosaic: Mosaic, band: str, psf: str, grid_bands: tuple[s
         if why := kernel_is_refused(kfile, conv.allow_unsafe):
             raise ReductionError(why)
     sci, _, wcs, _ = to_rung(mosaic, rung, kfile, block_size=conv.block_size, grid=grid,
-                             min_weight=FULL_WEIGHT)
+                             min_weight=FULL_WEIGHT, sampling=conv.kernel_sampling)
     return np.asarray(sci, float), wcs
 
 
@@ -120,8 +120,9 @@ def _inputs_key(cfg: RunConfig, paths: list[Path], bands: list[str]) -> str:
     kdir = cfg.psf_dir / "kernels" / cfg.science.convolve.method
     kernels = [(k.name, fits.getheader(k).get("JG_KERN")) for b in bands
                for k in sorted(kdir.glob(f"{b}_to_*.fits"))]
-    return hash_params([stats, kernels, cfg.science.anchor.model_dump(), cfg.science.convolve.method,
-                        cfg.science.convolve.direct_max])
+    conv = cfg.science.convolve
+    return hash_params([stats, kernels, cfg.science.anchor.model_dump(), conv.method, conv.direct_max,
+                        conv.kernel_sampling])
 
 
 def write_anchored(final: Path, out: Path, row: AnchorRow, config_hash: str = "") -> Path:

@@ -20,9 +20,11 @@ from astropy.wcs import WCS
 
 from jwstgal.convolve import convolve_image, image_pixel_scale, reproject_image
 from jwstgal.errors import InputNotFoundError
-from jwstgal.kernels import resample_kernel, rotate_kernel
+from jwstgal.kernels import circularise, pixel_centre_kernel, resample_kernel, resample_psf, rotate_kernel
 from jwstgal.ladder import Rung, block_average, block_wcs, gaussian_fwhm, gaussian_kernel
+from jwstgal.layout import kernel_source_psf
 from jwstgal.provenance import hash_params, stamp_header
+from jwstgal.psfs import read_psf
 from jwstgal.tiled_io import FitsImage, ScratchImage, remove_scratch, scratch_dir, write_image_file
 
 log = logging.getLogger(__name__)
@@ -137,8 +139,78 @@ def kernel_is_refused(kernel_file: Path, allow_unsafe: bool) -> str:
     return ""
 
 
+SAMPLINGS = ("auto", "pixel_centre", "band_limited")
+
+
+def auto_sampling(psf_file: Path) -> str:
+    """The kernel sampling that is exact for the kind of PSF a kernel was built from.
+
+    stpsf PSFs are band-limited by the telescope's aperture, and the band-limited kernel matches
+    them even where the mosaic undersamples them (F300M -> F360M at 0.063": 0.01 % in FWHM at the
+    pixel centre, ~0.2 % anywhere in the pixel; ``bench/bench_kernel_sampling.py``). Analytic PSFs
+    (Gaussians) are not band-limited: there the band-limited kernel rings and loses 2-3 % of a
+    compact source's aperture flux, the pixel-centre kernel < 0.5 %. Without the PSF file:
+    band-limited.
+    """
+    if not psf_file.is_file():
+        log.warning("%s missing: kernel brought to the mosaic pixel band-limited", psf_file)
+        return "band_limited"
+    origin = str(fits.getheader(psf_file).get("ORIGIN", ""))
+    return "band_limited" if origin.lower().startswith("stpsf") else "pixel_centre"
+
+
+def kernel_on_mosaic(kernel_file: Path, mosaic: Mosaic, sampling: str = "auto"
+                     ) -> tuple[np.ndarray, float, fits.Header, str]:
+    """A kernel file brought to a mosaic's orientation and pixel.
+
+    A pypher kernel (anisotropic) is rotated by the mosaic's detector roll. ``sampling``:
+    ``pixel_centre`` (:func:`jwstgal.kernel_grids.pixel_centre_kernel`, from the PSF the kernel was
+    built from, ``psfs/<KSOURCE>.fits`` beside the kernels), ``band_limited``
+    (:func:`jwstgal.kernel_grids.resample_kernel`, from the kernel alone) or ``auto``
+    (:func:`auto_sampling`).
+
+    Returns
+    -------
+    kernel : numpy.ndarray
+    angle : float
+        Rotation applied (deg).
+    header : astropy.io.fits.Header
+        The kernel file's.
+    sampling : str
+        The sampling applied.
+    """
+    if sampling not in SAMPLINGS:
+        msg = f"kernel sampling {sampling!r}: allowed are {', '.join(map(repr, SAMPLINGS))}"
+        raise ValueError(msg)
+    kh = fits.getheader(kernel_file)
+    kern = fits.getdata(kernel_file).astype(float)
+    kpix = float(kh["PIXELSCL"])
+    angle = 0.0
+    pypher = kh.get("KMETHOD") == "pypher"
+    if pypher:                              # anisotropic: into the mosaic's orientation
+        if mosaic.roll is None:
+            log.warning("%s: detector roll unknown; pypher kernel %s applied unrotated",
+                        mosaic.path, kernel_file.name)
+        else:
+            angle = mosaic.roll
+            kern = rotate_kernel(kern, angle)
+    psf_file = kernel_source_psf(kernel_file, str(kh.get("KSOURCE", "")))
+    if sampling == "auto":
+        sampling = auto_sampling(psf_file)
+    if sampling == "band_limited":
+        return resample_kernel(kern, kpix, mosaic.pixscale), angle, kh, sampling
+    if not psf_file.is_file():
+        msg = (f"kernel {kernel_file}: the PSF it was built from, {psf_file}, is missing (run "
+               "make_kernels.py, or set [convolve] kernel_sampling = \"band_limited\")")
+        raise InputNotFoundError(msg)
+    psf = read_psf(psf_file)
+    src = resample_psf(psf.data, psf.pixscale, kpix, kern.shape[0])
+    src = rotate_kernel(src, angle) if pypher else circularise(src)   # as the kernel was built
+    return pixel_centre_kernel(kern, src, kpix, mosaic.pixscale), angle, kh, sampling
+
+
 def to_rung(mosaic: Mosaic, rung: Rung, kernel_file: Path | None, *, block_size: int = 2048,
-            grid: Path | None = None, min_weight: float = 0.5
+            grid: Path | None = None, min_weight: float = 0.5, sampling: str = "auto"
             ) -> tuple[np.ndarray, np.ndarray | None, WCS, dict[str, Any]]:
     """Take a mosaic to a rung of the ladder (in memory).
 
@@ -157,6 +229,8 @@ def to_rung(mosaic: Mosaic, rung: Rung, kernel_file: Path | None, *, block_size:
     min_weight : float
         Pixels whose valid kernel weight is below this are NaN (near edges and holes); anchoring
         asks for ~1, so that every pixel it fits has the full resolution.
+    sampling : str
+        How the kernel is brought to the mosaic's pixel (:func:`kernel_on_mosaic`).
 
     Returns
     -------
@@ -171,19 +245,9 @@ def to_rung(mosaic: Mosaic, rung: Rung, kernel_file: Path | None, *, block_size:
     if kernel_file is None:
         sci, err = mosaic.sci, mosaic.err
     else:
-        cache = f"{kernel_file}:{min_weight}"
+        cache = f"{kernel_file}:{min_weight}:{sampling}"
         if cache not in mosaic.stage1:
-            kh = fits.getheader(kernel_file)
-            kern = fits.getdata(kernel_file).astype(float)
-            angle = 0.0
-            if kh.get("KMETHOD") == "pypher":      # anisotropic: into the mosaic's orientation
-                if mosaic.roll is None:
-                    log.warning("%s: detector roll unknown; pypher kernel %s applied unrotated",
-                                mosaic.path, kernel_file.name)
-                else:
-                    angle = mosaic.roll
-                    kern = rotate_kernel(kern, angle)
-            kern = resample_kernel(kern, float(kh["PIXELSCL"]), mosaic.pixscale)
+            kern, angle, kh, used = kernel_on_mosaic(kernel_file, mosaic, sampling)
             n = len(mosaic.stage1)
             res = convolve_image(mosaic.sci, kern, err=mosaic.err, block=block_size,
                                  min_weight=min_weight, out=mosaic.scratch_image(f"stage{n}_sci"),
@@ -192,7 +256,8 @@ def to_rung(mosaic: Mosaic, rung: Rung, kernel_file: Path | None, *, block_size:
             mosaic.stage1[cache] = (res.data, res.err, {
                 "kernel": kernel_file.name, "kernel_method": kh.get("KMETHOD"),
                 "kernel_D": kh.get("KERN_D"), "kernel_W_minus": kh.get("KERN_WM"),
-                "kernel_size": kern.shape[0], "kernel_rotation_deg": round(angle, 4)})
+                "kernel_size": kern.shape[0], "kernel_rotation_deg": round(angle, 4),
+                "kernel_sampling": used})
         sci, err, kparams = mosaic.stage1[cache]
         params.update(kparams)
     wcs = mosaic.wcs

@@ -27,7 +27,7 @@ from jwstgal.kernels import (
     radial_profile,
     resample_psf,
 )
-from jwstgal.layout import kernel_path
+from jwstgal.layout import kernel_path, psf_path
 from jwstgal.logs import bar_disabled
 from jwstgal.provenance import atomic_path, hash_params, stamp_header
 from jwstgal.psfs import (
@@ -49,7 +49,7 @@ def _psf_file(band: str, cfg: KernelsConfig, psf_dir: Path) -> tuple[Path, str]:
     params = {"band": band, "source": cfg.psf_source, "oversample": cfg.oversample,
               "nlambda": cfg.nlambda, "use_opd": cfg.use_opd, "min_fov": MIN_FOV_ARCSEC,
               "product": cfg.psf_product}
-    return psf_dir / "psfs" / f"{band}.fits", hash_params(params)
+    return psf_path(psf_dir, band), hash_params(params)
 
 
 def cached_psf(band: str, cfg: KernelsConfig, psf_dir: Path) -> PSF | None:

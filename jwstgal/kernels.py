@@ -19,6 +19,7 @@ from scipy.signal import fftconvolve
 
 from jwstgal.kernel_grids import fast_odd as fast_odd  # re-exported: kernels on grids live there
 from jwstgal.kernel_grids import high_frequency_filter, kgrid, low_pass_filter
+from jwstgal.kernel_grids import pixel_centre_kernel as pixel_centre_kernel
 from jwstgal.kernel_grids import resample_kernel as resample_kernel
 from jwstgal.kernel_grids import rotate_kernel as rotate_kernel
 from jwstgal.kernel_grids import working_grid as working_grid

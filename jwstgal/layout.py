@@ -104,6 +104,16 @@ def kernel_path(psf_dir: Path, method: str, source: str, target: str) -> Path:
     return psf_dir / "kernels" / method / f"{source}_to_{target}.fits"
 
 
+def psf_path(psf_dir: Path, band: str) -> Path:
+    """Where a band's PSF lives (make_kernels.py writes it; kernels are built from it)."""
+    return psf_dir / "psfs" / f"{band}.fits"
+
+
+def kernel_source_psf(kernel_file: Path, source: str) -> Path:
+    """The PSF a kernel at :func:`kernel_path` was built from (``source``: its ``KSOURCE``)."""
+    return psf_path(kernel_file.parent.parent.parent, source)
+
+
 def anchored_mosaic(band_folder: Path, target: str, band: Band) -> Path:
     """The band's final mosaic with its background anchored (``anchor_data.py``)."""
     return band_folder / "anchor" / f"{product_name(target, band)}_i2d_anchor.fits"

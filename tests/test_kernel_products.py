@@ -105,3 +105,56 @@ def test_working_grid_from_both_fwhms_is_fft_friendly():
     pix, size = working_grid(0.066, 0.1, 0.0078, 20.0)
     assert pix <= 0.1 / 8
     assert [fast_odd(n) for n in (2049, 100, 7)] == [2079, 105, 7]   # 3^3 7 11, 3 5 7, 7
+
+
+def _integrated(psf, pix: float, size: int, phase: tuple[int, int], over: int = 8) -> np.ndarray:
+    """A PSF integrated over pixels of ``pix``, the star ``phase`` eighths of a pixel off centre."""
+    fine = resample_psf(psf.data, psf.pixscale, pix / over, size * over + 1)[:-1, :-1]
+    g = np.roll(fine, phase, axis=(0, 1)).reshape(size, over, size, over).sum(axis=(1, 3))
+    return g / g.sum()
+
+
+def test_real_undersampled_pair_matches_on_the_mosaic_pixel_at_every_phase(tmp_path):
+    """F300M -> F360M on the 0.063" long-wavelength mosaic (undersampled), real stpsf PSFs: the
+    kernel file brought to the mosaic pixel (``auto``: band-limited, for stpsf PSFs), applied to the
+    source PSF integrated over the mosaic pixel, gives the target PSF integrated over the same pixel:
+    FWHM within 0.1 % for a star at the pixel centre (0.04 %) and 0.25 % anywhere in the pixel
+    (0.21 % at the corner), aperture flux (1 and 2 FWHM) within 0.3 % everywhere."""
+    from dataclasses import replace
+
+    from astropy.modeling import fitting, models
+    from astropy.wcs import WCS
+
+    from jwstgal.convolve_products import Mosaic, kernel_on_mosaic
+    from jwstgal.kernels import circularise
+
+    cfg = KernelsConfig(targets=["F360M"], methods=["aniano"], nlambda=3)
+    (path,) = make_kernel_set(["F300M"], cfg, tmp_path, DEFAULT_DATA_DIR, progress=False)
+    pix = 0.063
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype, wcs.wcs.cdelt = ["RA---TAN", "DEC--TAN"], [-pix / 3600, pix / 3600]
+    kern, _, _, sampling = kernel_on_mosaic(path, Mosaic(np.zeros((3, 3)), None, wcs, "", None, tmp_path))
+    assert sampling == "band_limited"
+    src, tgt = (band_psf(b, cfg, tmp_path, DEFAULT_DATA_DIR) for b in ("F300M", "F360M"))
+    src, tgt = (replace(p, data=circularise(resample_psf(p.data, p.pixscale, p.pixscale,
+                                                             p.data.shape[0] - 1 + p.data.shape[0] % 2)))
+                for p in (src, tgt))                   # Aniano kernels match the circularised pair
+
+    def fwhm(img):
+        y, x = np.indices(img.shape)
+        c = (img.shape[0] - 1) / 2
+        fit = fitting.LevMarLSQFitter()(models.Gaussian2D(img.max(), c, c, 1.0, 1.0), x, y, img)
+        return np.sqrt(abs(fit.x_stddev.value * fit.y_stddev.value))
+
+    n = 41
+    yy, xx = np.indices((n, n)) - (n - 1) / 2
+    width, flux = [], []
+    for phase in [(0, 0), (0, 2), (0, 4), (2, 2), (2, 4), (4, 4)]:
+        s, t = _integrated(src, pix, n, phase), _integrated(tgt, pix, n, phase)
+        conv = fftconvolve(s, kern, mode="same")
+        conv /= conv.sum()                             # as t: unit sum in the box
+        r = np.hypot(xx - phase[1] / 8, yy - phase[0] / 8) * pix
+        width.append(fwhm(conv) / fwhm(t) - 1)
+        flux += [conv[r <= a].sum() / t[r <= a].sum() - 1 for a in (0.12, 0.24)]
+    assert abs(width[0]) < 0.001 and np.abs(width).max() < 0.0025, width
+    assert np.abs(flux).max() < 0.003, flux

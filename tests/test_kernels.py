@@ -92,24 +92,37 @@ def _fitted_fwhm(img, pix):
     return 2.3548 * np.sqrt(fit.x_stddev.value * fit.y_stddev.value) * pix
 
 
-@pytest.mark.parametrize(("fwhm_s", "fwhm_t", "pix", "tol", "peak_tol"), [
-    (0.066, 0.120, 0.031, 0.002, 0.02),    # F200W -> F360M on the F200W mosaic (was +2.0 %)
-    (0.27, 0.67, 0.11, 0.002, 0.02),       # F770W -> F2100W on the MIRI mosaic (was +0.9 %)
-    (0.10, 0.92, 0.063, 0.002, 0.02),      # F300M -> Gaussian 0.92" on a long-wavelength mosaic
-    (0.100, 0.120, 0.063, 0.005, 0.04),    # F300M -> F360M at 0.063" (was +8.3 %): a kernel narrower
-])  # than a pixel on undersampled data; band-limited sampling leaves ~0.4 % in FWHM and a Gibbs
-#     ripple of 1.5-3 % of the peak whose phase depends on the working grid
-def test_kernel_on_the_mosaic_pixel_matches_the_pixel_integrated_target(fwhm_s, fwhm_t, pix, tol,
-                                                                        peak_tol):
-    """Source PSF integrated over the mosaic pixel, convolved with the kernel resampled to that
-    pixel, equals the target PSF integrated over the same pixel."""
+def _on_kernel_grid(res, fwhm_s):
+    """The Gaussian source PSF as the kernel was built from it (its grid, circularised)."""
+    from jwstgal.kernels import circularise, resample_psf
+
+    return circularise(resample_psf(gaussian_psf(fwhm_s, 0.005), 0.005, res.pixscale, res.kernel.shape[0]))
+
+
+CASES = [(0.066, 0.120, 0.031),    # F200W -> F360M on the F200W mosaic (was +2.0 %)
+         (0.27, 0.67, 0.11),       # F770W -> F2100W on the MIRI mosaic (was +0.9 %)
+         (0.10, 0.92, 0.063),      # F300M -> Gaussian 0.92" on a long-wavelength mosaic
+         (0.100, 0.120, 0.063)]    # F300M -> F360M at 0.063" (was +8.3 %): undersampled, the kernel
+#                                    is narrower than a pixel
+
+
+@pytest.mark.parametrize(("fwhm_s", "fwhm_t", "pix"), CASES)
+def test_kernel_on_the_mosaic_pixel_matches_the_pixel_integrated_target(fwhm_s, fwhm_t, pix):
+    """Source PSF integrated over the mosaic pixel, convolved with the kernel on that pixel, equals
+    the target PSF integrated over the same pixel: FWHM within 0.2 %, every pixel within 1 % of the
+    peak. Where the source is Nyquist-sampled the band-limited kernel is the same kernel."""
+    from jwstgal.kernels import pixel_centre_kernel
+
     res = make_aniano_kernel(gaussian_psf(fwhm_s, 0.005), 0.005, gaussian_psf(fwhm_t, 0.005), 0.005)
-    kern = resample_kernel(res.kernel, res.pixscale, pix)
+    kern = pixel_centre_kernel(res.kernel, _on_kernel_grid(res, fwhm_s), res.pixscale, pix)
     n = 101 if fwhm_t > 0.7 else 61
     src, tgt = _pixel_integrated_gaussian(fwhm_s, pix, n), _pixel_integrated_gaussian(fwhm_t, pix, n)
     conv = fftconvolve(src, kern, mode="same")
-    assert _fitted_fwhm(conv, pix) / _fitted_fwhm(tgt, pix) == pytest.approx(1.0, abs=tol)
-    assert np.abs(conv / conv.sum() - tgt).max() < peak_tol * tgt.max()
+    assert _fitted_fwhm(conv, pix) / _fitted_fwhm(tgt, pix) == pytest.approx(1.0, abs=0.002)
+    assert np.abs(conv / conv.sum() - tgt).max() < 0.01 * tgt.max()
+    if fwhm_s / pix > 2:
+        band_limited = resample_kernel(res.kernel, res.pixscale, pix)
+        assert np.abs(band_limited - kern).max() < 1e-3 * kern.max()
 
 
 def _pixel_integrated_at(fwhm, pix, size, dx, dy, over=15):
@@ -121,32 +134,36 @@ def _pixel_integrated_at(fwhm, pix, size, dx, dy, over=15):
     return g / g.sum()
 
 
-def test_undersampled_match_depends_on_where_the_star_falls_in_its_pixel():
-    """F300M -> F360M at 0.063": the data are undersampled, so the matched FWHM depends on the star's
-    sub-pixel phase (aliasing), from -0.2 % (pixel centre) to +0.5 % (pixel corner); over the
-    phases the mismatch averages out to within 0.2 %. Point samples of the kernel (no band limit)
-    would be ~5 % too narrow here."""
-    from jwstgal.kernel_grids import _odd
+def test_undersampled_photometry_holds_at_every_sub_pixel_phase():
+    """Gaussian F300M -> F360M at 0.063": stars fall anywhere in their pixel. With the kernel built
+    on the pixel, the flux in apertures of 1 and 2 target FWHM is within 0.5 % of the target's at
+    every phase, and the FWHM within 0.2 % at the centre and 1.2 % anywhere. Gaussians are not
+    band-limited: the band-limited kernel (cut at the mosaic's Nyquist frequency) rings, 2-3 % of
+    the aperture flux goes into the ripple at every phase, and the residual image is 3x larger.
+    (Real, optics-limited PSFs do not ring: ``test_real_undersampled_pair_matches_on_the_mosaic_pixel
+    _at_every_phase``.)"""
+    from jwstgal.kernels import pixel_centre_kernel
 
     fs, ft, pix, n = 0.100, 0.120, 0.063, 61
     res = make_aniano_kernel(gaussian_psf(fs, 0.005), 0.005, gaussian_psf(ft, 0.005), 0.005)
-    kern = resample_kernel(res.kernel, res.pixscale, pix)
-    ratios = []
+    kernels = {"pixel_centre": pixel_centre_kernel(res.kernel, _on_kernel_grid(res, fs), res.pixscale, pix),
+               "band_limited": resample_kernel(res.kernel, res.pixscale, pix)}
+    yy, xx = np.indices((n, n)) - (n - 1) / 2
+    flux, fwhm, rms = ({k: [] for k in kernels} for _ in range(3))
     for dx in (0.0, 0.25, 0.5):
         for dy in (0.0, 0.25, 0.5):
             src, tgt = _pixel_integrated_at(fs, pix, n, dx, dy), _pixel_integrated_at(ft, pix, n, dx, dy)
-            ratios.append(_fitted_fwhm(fftconvolve(src, kern, mode="same"), pix) / _fitted_fwhm(tgt, pix))
-    ratios = np.array(ratios) - 1
-    assert abs(ratios.mean()) < 0.002 and np.abs(ratios).max() < 0.006, ratios
-    assert ratios.max() - ratios.min() > 0.005                       # the phase matters at this sampling
-    size = _odd(res.kernel.shape[0] * res.pixscale / pix)          # point samples of the same kernel
-    half = (size - 1) / 2 * pix
-    fine = (np.arange(res.kernel.shape[0]) - (res.kernel.shape[0] - 1) / 2) * res.pixscale
-    at = np.abs(np.subtract.outer(np.linspace(-half, half, size), fine)) < res.pixscale / 2
-    point = at.astype(float) @ res.kernel @ at.T.astype(float)
-    src, tgt = _pixel_integrated_at(fs, pix, n, 0, 0), _pixel_integrated_at(ft, pix, n, 0, 0)
-    narrow = _fitted_fwhm(fftconvolve(src, point / point.sum(), mode="same"), pix) / _fitted_fwhm(tgt, pix)
-    assert narrow < 0.98
+            r = np.hypot(xx - dx, yy - dy) * pix
+            for name, kern in kernels.items():
+                conv = fftconvolve(src, kern, mode="same")
+                conv /= conv.sum()
+                flux[name] += [conv[r <= a].sum() / tgt[r <= a].sum() - 1 for a in (ft, 2 * ft)]
+                fwhm[name].append(_fitted_fwhm(conv, pix) / _fitted_fwhm(tgt, pix) - 1)
+                rms[name].append(np.sqrt(((conv - tgt) ** 2).sum() / (tgt**2).sum()))
+    assert np.abs(flux["pixel_centre"]).max() < 0.005, flux["pixel_centre"]
+    assert abs(fwhm["pixel_centre"][0]) < 0.002 and np.abs(fwhm["pixel_centre"]).max() < 0.012
+    assert np.max(flux["band_limited"]) < -0.015, flux["band_limited"]
+    assert np.max(rms["band_limited"]) > 2.5 * np.max(rms["pixel_centre"])
 
 
 def _elliptical(sx: float, sy: float, angle_deg: float, n: int = 201) -> np.ndarray:
@@ -191,3 +208,48 @@ def test_detector_roll_from_headers():
     long_b = detector_roll(fits.Header({"INSTRUME": "NIRCAM", "DETECTOR": "NRCBLONG"}), sci)
     assert long_b is not None and abs(long_b - 290.0) < 1.0               # NRCB5_FULL in the SIAF
     assert detector_roll(fits.Header(), fits.Header()) is None
+
+
+def test_kernel_file_on_a_rolled_mosaic_pixel(tmp_path):
+    """A pypher kernel file brought to a 15-deg rolled mosaic at 0.05" (a coarser pixel than it was
+    built on): rotated, and built on the pixel from the PSF file beside it, it turns the rolled source
+    integrated over the mosaic pixel into the rolled target within 0.2 % (summed |difference|), 4x better
+    than unrotated. Without that PSF file the error names it and the way out; ``auto`` then samples
+    band-limited."""
+    from astropy.wcs import WCS
+
+    from jwstgal.convolve_products import Mosaic, kernel_on_mosaic
+    from jwstgal.errors import InputNotFoundError
+    from jwstgal.kernel_products import write_kernel
+    from jwstgal.layout import kernel_path, psf_path
+    from jwstgal.psfs import PSF, write_psf
+
+    fine, pix, over, roll = 0.01, 0.05, 5, 15.0
+    src_psf, tgt_psf = _elliptical(3.0, 6.0, 0, 401), _elliptical(7.5, 9.0, 0, 401)
+    write_psf(PSF("F300M", src_psf, fine, "test"), psf_path(tmp_path, "F300M"))
+    kfile = kernel_path(tmp_path, "pypher", "F300M", "F360M")
+    kfile.parent.mkdir(parents=True)
+    write_kernel(make_pypher_kernel(src_psf, fine, tgt_psf, fine), "F300M", "F360M", kfile, "key")
+
+    def on_mosaic(sx, sy):                    # rolled, integrated over the mosaic pixel, centred
+        g = _elliptical(sx, sy, roll, 61 * over)
+        return g.reshape(61, over, 61, over).sum(axis=(1, 3))
+
+    src, tgt = on_mosaic(3.0, 6.0), on_mosaic(7.5, 9.0)
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype, wcs.wcs.cdelt = ["RA---TAN", "DEC--TAN"], [-pix / 3600, pix / 3600]
+
+    def mismatch(m):
+        kern, angle, _, _ = kernel_on_mosaic(kfile, m, "pixel_centre")
+        conv = fftconvolve(src, kern, mode="same")
+        return np.abs(conv / conv.sum() - tgt).sum(), angle
+
+    rolled = Mosaic(src, None, wcs, "MJy/sr", None, tmp_path / "m.fits", roll=roll)
+    (rotated, angle), (plain, _) = mismatch(rolled), mismatch(Mosaic(src, None, wcs, "", None, tmp_path))
+    assert angle == roll and rotated < 0.002 and rotated < plain / 4, (rotated, plain)
+    assert kernel_on_mosaic(kfile, rolled)[3] == "pixel_centre"     # auto: not an stpsf PSF
+    psf_path(tmp_path, "F300M").unlink()
+    with pytest.raises(InputNotFoundError, match=r"F300M\.fits.*kernel_sampling = \"band_limited\""):
+        kernel_on_mosaic(kfile, rolled, "pixel_centre")
+    assert kernel_on_mosaic(kfile, rolled, "band_limited")[0].sum() == pytest.approx(1.0)
+    assert kernel_on_mosaic(kfile, rolled)[3] == "band_limited"     # auto, without the PSF

@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         continue
                     mosaic = mosaic or read_mosaic(i2d, scratch=out.parent)   # scratch beside products
                     sci, err, wcs, params = to_rung(mosaic, rung, kfile, block_size=conv.block_size,
-                                                   grid=grid)
+                                                   grid=grid, sampling=conv.kernel_sampling)
                     write_convolved(out, mosaic, sci, err, wcs, rung, params,
                                     config_hash=cfg.config_hash, key=key)
                     log.info("%s %s -> %s (%s): %s", target, band.name, psf, rung.grid, out)
