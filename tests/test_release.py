@@ -129,7 +129,9 @@ def test_convolve_needs_kernels_first(tmp_path):
 @pytest.mark.parametrize(("bad", "message"), [
     ('[convolve]\ntargets = ["gauss4", "F44W"]\n', "unknown band 'F44W'"),
     ('[convolve]\ntarget = "F2100W"\nmethod = "pypher"\n', "method 'pypher' is not among"),
-    ('[convolve]\ntarget = "F2100W"\nkernel_sampling = "point"\n', "'auto', 'band_limited', 'pixel_centre'"),
+    ('[convolve]\ntarget = "F2100W"\nkernel_sampling = "point"\n',
+     "key 'convolve.kernel_sampling': value 'point': "
+     "Input should be 'auto', 'band_limited' or 'pixel_centre'"),
     ('[convolve]\ntarget = "F2100W"\n[anchor]\nreference = {miri = "F770W"}\n'
      'external = {miri = [{band = "irac4", psf = "gauss4"}]}\n', "reference F770W is not among"),
     ('[convolve]\ntarget = "F2100W"\n[anchor]\nreference = {miri = "F2100W"}\n', "lists no map"),
