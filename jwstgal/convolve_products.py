@@ -305,6 +305,8 @@ def write_convolved(out: Path, mosaic: Mosaic, sci: Any, err: Any, wcs: WCS,
     hdr["JG_GRID"] = (rung.grid, "grid of this image")
     if params.get("kernel_rotation_deg"):
         hdr["JG_KROT"] = (params["kernel_rotation_deg"], "[deg] pypher kernel rotated CCW by this")
+    if params.get("kernel_sampling"):
+        hdr["JG_KSAMP"] = (params["kernel_sampling"], "how the kernel was put on this pixel")
     primary = mosaic.primary.copy()
     stamp_header(primary, step="conv", params={"source": mosaic.path.name, **params},
                  config_hash=config_hash)

@@ -101,6 +101,7 @@ def test_make_kernels_convolve_and_release_scripts(tmp_path):
     with fits.open(conv) as h:
         assert h["SCI"].data.shape == (60, 60)          # reprojected onto the F2100W grid
         assert h["SCI"].header["PSF"] == "F2100W"
+        assert h["SCI"].header["JG_KSAMP"] == "pixel_centre"    # auto, for Gaussian band PSFs
         # the point source is now as wide as the F2100W PSF (0.66"): its peak fell a lot
         assert np.nanmax(h["SCI"].data) < 5
     again = run("convolve_data.py", cfg, loc)
@@ -113,6 +114,43 @@ def test_make_kernels_convolve_and_release_scripts(tmp_path):
     assert "keep mosaic" in plan and "  make " not in plan
     manifest = Table.read(tmp_path / "work" / "jwst_release" / "t1" / "MANIFEST.ecsv")
     assert "convolved" in set(manifest["kind"])
+
+
+def test_make_kernels_draws_its_bar_on_a_terminal_unless_told_not_to(tmp_path):
+    """On a terminal make_kernels.py shows its progress bar; ``--no-progress`` turns it off."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    cfg, loc = write_config(tmp_path, science=SCIENCE,
+                            local='[local]\nraw_dir="raw"\nworking_dir="work"\npsf_dir="psf"\n')
+
+    def on_terminal(*extra):
+        main, child = pty.openpty()
+        fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # 120 columns
+        proc = subprocess.Popen([sys.executable, str(REPO / "make_kernels.py"), str(cfg), str(loc),
+                                 "--overwrite", *extra], stdin=subprocess.DEVNULL, stdout=child,
+                                stderr=child, cwd=REPO)
+        os.close(child)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(main, 4096)
+            except OSError:                     # the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        os.close(main)
+        assert proc.wait(timeout=300) == 0, out.decode(errors="replace")[-3000:]
+        return out.decode(errors="replace")
+
+    shown, quiet = on_terminal(), on_terminal("--no-progress")
+    bar = re.compile(r"kernels: +\d+%\|")
+    assert bar.search(shown) and "1/1" in shown, shown[-2000:]
+    assert not bar.search(quiet) and "kernel/s" not in quiet, quiet[-2000:]
 
 
 def test_convolve_needs_kernels_first(tmp_path):
