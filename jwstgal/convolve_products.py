@@ -25,6 +25,7 @@ from jwstgal.ladder import Rung, block_average, block_wcs, gaussian_fwhm, gaussi
 from jwstgal.layout import kernel_source_psf
 from jwstgal.provenance import hash_params, stamp_header
 from jwstgal.psfs import read_psf
+from jwstgal.settings import check_path_component
 from jwstgal.tiled_io import FitsImage, ScratchImage, remove_scratch, scratch_dir, write_image_file
 
 log = logging.getLogger(__name__)
@@ -194,7 +195,11 @@ def kernel_on_mosaic(kernel_file: Path, mosaic: Mosaic, sampling: str = "auto"
         else:
             angle = mosaic.roll
             kern = rotate_kernel(kern, angle)
-    psf_file = kernel_source_psf(kernel_file, str(kh.get("KSOURCE", "")))
+    try:                                    # a header value becomes a file name: one plain component
+        source = check_path_component(str(kh.get("KSOURCE", "")), f"{kernel_file}: KSOURCE")
+    except ValueError as err:
+        raise InputNotFoundError(str(err)) from None
+    psf_file = kernel_source_psf(kernel_file, source)
     if sampling == "auto":
         sampling = auto_sampling(psf_file)
     if sampling == "band_limited":

@@ -216,6 +216,7 @@ def test_kernel_file_on_a_rolled_mosaic_pixel(tmp_path):
     integrated over the mosaic pixel into the rolled target within 0.2 % (summed |difference|), 4x better
     than unrotated. Without that PSF file the error names it and the way out; ``auto`` then samples
     band-limited."""
+    from astropy.io import fits
     from astropy.wcs import WCS
 
     from jwstgal.convolve_products import Mosaic, kernel_on_mosaic
@@ -253,3 +254,7 @@ def test_kernel_file_on_a_rolled_mosaic_pixel(tmp_path):
         kernel_on_mosaic(kfile, rolled, "pixel_centre")
     assert kernel_on_mosaic(kfile, rolled, "band_limited")[0].sum() == pytest.approx(1.0)
     assert kernel_on_mosaic(kfile, rolled)[3] == "band_limited"     # auto, without the PSF
+    with fits.open(kfile, mode="update") as h:                      # a header naming a path
+        h[0].header["KSOURCE"] = "../../F300M"
+    with pytest.raises(InputNotFoundError, match=r"KSOURCE '\.\./\.\./F300M' becomes a folder name"):
+        kernel_on_mosaic(kfile, rolled)
