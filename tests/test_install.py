@@ -1,12 +1,15 @@
-"""A real install: the wheel, into a fresh virtual environment, used from a scratch folder (slow).
+"""A real install: the wheel, with the locked dependencies, into a fresh virtual environment, used from a
+scratch folder (slow).
 
-The fresh environment reuses the resolved dependencies of the development one (a path entry to its
-site-packages, after its own), offline; jwstgal itself comes only from the wheel.
+The fresh environment gets every package of requirements/lock.txt (hash-checked) and jwstgal only from
+the wheel, as the README tells users outside the checkout to install it. uv installs from its cache
+when setup.sh used it (seconds, offline); otherwise pip installs from the registry.
 """
 
+import os
+import shutil
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,18 @@ pytestmark = pytest.mark.slow
 
 def run(cmd, **kw):
     return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=600, **kw)
+
+
+def install_lock(py: Path) -> subprocess.CompletedProcess:
+    """Install requirements/lock.txt into the environment of ``py`` as setup.sh does."""
+    lock = REPO / "requirements" / "lock.txt"
+    uv = shutil.which("uv") or REPO / ".venv" / "tools" / "bin" / "uv"
+    if Path(uv).is_file() and os.environ.get("JWSTGAL_INSTALLER") != "pip":
+        cmd = [uv, "pip", "sync", "--quiet", "--python", py, "--require-hashes", lock]
+        env = {**os.environ, "UV_LINK_MODE": "copy"}
+        res = run([*cmd, "--offline"], env=env)           # from the cache setup.sh filled
+        return res if res.returncode == 0 else run(cmd, env=env)
+    return run([py, "-m", "pip", "install", "--quiet", "--require-hashes", "-r", lock])
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +45,17 @@ def installed(tmp_path_factory):
     assert run([sys.executable, "-m", "venv", d / "venv"]).returncode == 0
     py = d / "venv" / "bin" / "python"
     site = Path(run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
-    (site / "_jwstgal_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    res = install_lock(py)
+    assert res.returncode == 0, res.stderr[-3000:]
     res = run([py, "-m", "pip", "install", "--no-deps", "--no-index", wheel])
     assert res.returncode == 0, res.stderr[-3000:]
+    # the wheel's requirements are all met by the locked set (pip check reads the wheel's metadata)
+    res = run([py, "-m", "pip", "check"])
+    assert res.returncode == 0, res.stdout[-3000:]
+    res = run([py, "-c", "import importlib.metadata as m; print(m.version('jwst'), m.version('numpy'))"])
+    locked = (REPO / "requirements" / "lock.txt").read_text()
+    jwst_v, numpy_v = res.stdout.split()
+    assert f"\njwst=={jwst_v} " in locked and f"\nnumpy=={numpy_v} " in locked
     return d, py, site, wheel
 
 
@@ -43,6 +66,7 @@ def test_wheel_holds_the_package_its_data_and_no_top_level_pca(installed):
     names = zipfile.ZipFile(wheel).namelist()
     assert not any(n.startswith("pca/") for n in names)                       # jwstgal.pca only
     assert "jwstgal/pca/robust.py" in names and "jwstgal/__main__.py" in names
+    assert "jwstgal/py.typed" in names                                        # PEP 561
     assert "jwstgal/data/alignment/ngc0628_agb_cat.fits" in names
     shipped = {n.split("/stpsf_data/", 1)[1] for n in names if "/stpsf_data/" in n}
     data = REPO / "PSF" / "stpsf_data"
