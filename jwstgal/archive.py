@@ -10,10 +10,14 @@ do), the checksums must hold; a corrupt file is fetched again from the start. Tr
 (connection resets, broken streams, timeouts, HTTP 5xx) are retried with exponential backoff.
 
 What the server says is not trusted: every ``obs_id`` and ``productFilename`` must be a plain file
-name of the kind MAST issues (:func:`safe_name`) before anything is written; a transfer has connect
-and read timeouts and stops at the size MAST reported (a longer body is a corrupt transfer); the
-token cookie is bound to the configured MAST host, so a redirect elsewhere never carries it. One
-file that fails does not stop the others, and the manifest lists what arrived.
+name of the kind MAST issues (:func:`safe_name`) before anything is written. The token cookie is bound
+to the configured MAST origin (scheme, host and port) before the first request, so a redirect
+elsewhere never carries it. Redirects of a transfer are followed by hand: at most
+:data:`MAX_REDIRECTS`, only to ``http(s)``. A transfer has connect and read timeouts, stops at the size
+MAST reported (a longer body is a corrupt transfer) and at ``max_bytes`` (``[download] max_file_gb``)
+whatever MAST lists (a listed size above it is refused), and is dropped and resumed when slower than
+``min_rate`` over ``rate_window`` seconds. A ``.part`` is never followed through a link. One file that
+fails does not stop the others, and the manifest lists what arrived.
 
 Layout: ``<dest>/mastDownload/JWST/<obs_id>/<file>``, astroquery's, which the reprocessing reads.
 """
@@ -50,6 +54,8 @@ log = logging.getLogger(__name__)
 DEFAULT_SERVER = "https://mast.stsci.edu"
 INSTRUMENT_MODES = {"nircam": "NIRCAM/IMAGE", "miri": "MIRI/IMAGE"}
 _CHUNK = 65536
+#: Redirects one transfer may follow before it counts as failed (a loop never ends otherwise).
+MAX_REDIRECTS = 5
 
 __all__ = ["DEFAULT_SERVER", "INSTRUMENT_MODES", "PRODUCT_SUFFIXES", "SIZE_MARGIN", "DownloadPlan",
            "MastArchive", "name_key", "plan_config_downloads", "product_path", "safe_name",
@@ -57,7 +63,46 @@ __all__ = ["DEFAULT_SERVER", "INSTRUMENT_MODES", "PRODUCT_SUFFIXES", "SIZE_MARGI
 
 
 class _TooLong(Exception):
-    """A body ran past the size MAST reported."""
+    """A body ran past the size MAST reported, or the configured cap."""
+
+
+class _TooSlow(Exception):
+    """A transfer fell below the minimum rate (a drip that keeps a connection alive)."""
+
+
+class _BadRedirect(Exception):
+    """A redirect the downloader will not follow (a loop, or a scheme other than http/https)."""
+
+
+def _origin(url: str) -> tuple[str, str, int]:
+    """``(scheme, host, port)`` of ``url``, the port made explicit."""
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    scheme = u.scheme.lower()
+    return scheme, (u.hostname or "").lower(), u.port or {"http": 80, "https": 443}.get(scheme, 0)
+
+
+class _OriginToken:
+    """requests auth: the ``mast_token`` cookie on requests to exactly one origin, never elsewhere.
+
+    Applied by requests to every request the session makes itself; requests drops the ``Cookie``
+    header on every redirect it follows and does not apply this again, so no redirect, not even to
+    another port of the same host, carries the token.
+    """
+
+    def __init__(self, token: str, server: str) -> None:
+        self._token = token
+        self.origin = _origin(server)
+
+    def __call__(self, request: Any) -> Any:
+        if _origin(request.url) == self.origin:
+            cookie = request.headers.get("Cookie")
+            request.headers["Cookie"] = "; ".join(c for c in (cookie, f"mast_token={self._token}") if c)
+        return request
+
+    def __repr__(self) -> str:  # never the token
+        return f"_OriginToken(origin={self.origin})"
 
 
 class MastArchive:
@@ -76,6 +121,14 @@ class MastArchive:
     connect_timeout, read_timeout : float
         Seconds to wait for a connection, and for each block of a response (a stalled transfer is
         retried like a broken one).
+    max_bytes : int
+        Largest file accepted, whatever MAST lists: a body past it is cut off and its ``.part``
+        deleted; a listed size above it is refused without a transfer.
+    min_rate : float
+        Bytes per second a transfer must keep up over each ``rate_window`` (0: no minimum); a slower
+        one is dropped and resumed like a broken one.
+    rate_window : float
+        Seconds over which the rate is measured.
 
     Raises
     ------
@@ -86,7 +139,8 @@ class MastArchive:
     """
 
     def __init__(self, server: str = DEFAULT_SERVER, token: str | None = None, *, retries: int = 5,
-                 backoff: float = 2.0, connect_timeout: float = 30.0, read_timeout: float = 120.0
+                 backoff: float = 2.0, connect_timeout: float = 30.0, read_timeout: float = 120.0,
+                 max_bytes: int = 16 * 2**30, min_rate: float = 1024.0, rate_window: float = 120.0
                  ) -> None:
         from urllib.parse import urlparse
 
@@ -97,37 +151,44 @@ class MastArchive:
         self.retries = retries
         self.backoff = backoff
         self.timeout = (connect_timeout, read_timeout)
+        self.max_bytes = int(max_bytes)
+        self.min_rate = float(min_rate)
+        self.rate_window = float(rate_window)
         self.obs = ObservationsClass()
         portal = self.obs._portal_api_connection
         portal.MAST_REQUEST_URL = self.server + "/api/v0/invoke"
         portal.COLUMNS_CONFIG_URL = self.server + "/portal/Mashup/Mashup.asmx/columnsconfig"
         portal.MAST_DOWNLOAD_URL = self.server + "/api/v0.1/Download/file"
         portal.MAST_BUNDLE_URL = self.server + "/api/v0.1/Download/bundle"
-        self.obs._auth_obj.SESSION_INFO_URL = self.server + "/whoami"
         if token:
             self._login(token)
 
     def _login(self, token: str) -> None:
-        from astroquery.exceptions import LoginError
-
-        try:
-            with self._network("logging in"):
-                self.obs.login(token=token)
-        except LoginError:
+        """Bind the token to the MAST origin, then check it at ``/whoami`` (no redirect followed)."""
+        session = self.obs._session
+        session.auth = _OriginToken(token, self.server)   # before the first request that carries it
+        with self._network("logging in"):
+            resp = session.get(self.server + "/whoami", headers={"Accept": "application/json"},
+                               allow_redirects=False, timeout=self.timeout)
+        with resp:
+            if resp.is_redirect:
+                where = "://".join(_origin(resp.headers.get("Location", ""))[:2])
+                msg = (f"MAST's login check at {self.server}/whoami redirected to {where}; not "
+                       "following it with the API token. Check [local] mast_server")
+                raise DownloadError(msg)
+            try:
+                info = resp.json() if resp.status_code == 200 else {}
+            except ValueError:
+                info = {}
+        if not isinstance(info, dict) or "anon" not in info:
+            msg = (f"MAST at {self.server} did not answer the login check (HTTP {resp.status_code} from "
+                   "/whoami); check [local] mast_server")
+            raise DownloadError(msg)
+        if info["anon"]:
             msg = (f"MAST at {self.server} rejected the API token (from [local] api_key or "
                    "$MAST_API_TOKEN; not shown). Make a new one at https://auth.mast.stsci.edu/token "
                    "and put it in config/local.toml")
-            raise DownloadError(msg) from None
-        self._bind_token()
-
-    def _bind_token(self) -> None:
-        """Restrict astroquery's ``mast_token`` cookie (set for every host) to the MAST host."""
-        jar = self.obs._session.cookies
-        token = jar.get("mast_token")
-        if token is None:
-            return
-        jar.clear()  # the session holds no other cookie of ours
-        jar.set("mast_token", token, domain=self.host, path="/")
+            raise DownloadError(msg)
 
     @contextlib.contextmanager
     def _network(self, what: str) -> Iterator[None]:
@@ -200,38 +261,90 @@ class MastArchive:
             warnings.simplefilter("ignore")
             return Table(self.obs.get_product_list(observations))
 
-    def _transfer(self, url: str, part: Path, size: int | None) -> None:
-        """Stream ``url`` into ``part`` through the astroquery session, resuming with ``Range``.
+    def _get(self, url: str, headers: dict[str, str]) -> Any:
+        """GET ``url`` as a stream, following at most :data:`MAX_REDIRECTS` http(s) redirects by hand.
 
-        Blocks are written as they come, so a broken transfer leaves its bytes for the next
-        ``Range`` request. Connect and read timeouts apply; a body that runs more than
-        :data:`SIZE_MARGIN` past ``size`` raises :class:`_TooLong`. (astroquery's own downloader
-        has neither a timeout nor a size cap, hence this loop.)
+        The session's auth adds the token only where the origin is MAST's, so a redirect elsewhere
+        goes without it.
         """
+        from urllib.parse import urljoin
+
+        for _ in range(MAX_REDIRECTS + 1):
+            resp = self.obs._session.get(url, headers=headers, stream=True, timeout=self.timeout,
+                                         allow_redirects=False)
+            if not resp.is_redirect:
+                return resp
+            resp.close()
+            url = urljoin(url, resp.headers.get("Location", ""))
+            scheme = _origin(url)[0]
+            if scheme not in ("http", "https"):
+                raise _BadRedirect(f"MAST redirected the transfer to a {scheme or 'schemeless'}: URL")
+        raise _BadRedirect(f"more than {MAX_REDIRECTS} redirects (a redirect loop?)")
+
+    def _cap(self, size: int | None) -> int:
+        """Bytes a transfer may write: the listed size (+ margin) when plausible, else the cap."""
+        return min(size + SIZE_MARGIN, self.max_bytes) if size else self.max_bytes
+
+    def _transfer(self, url: str, part: Path, size: int | None) -> None:
+        """Stream ``url`` into ``part``, resuming with ``Range``.
+
+        Blocks are written as they arrive (never waiting for a full block), so a broken transfer
+        leaves its bytes for the next ``Range`` request. Connect and read timeouts apply; a body
+        that runs past :meth:`_cap` raises :class:`_TooLong`, a rate below ``min_rate`` over
+        ``rate_window`` raises :class:`_TooSlow`. (astroquery's own downloader has neither a
+        timeout nor a size cap, hence this loop.) ``part`` is opened without following a link.
+        """
+        import os
+
         start = part.stat().st_size if part.is_file() else 0
-        headers = {"Range": f"bytes={start}-{size - 1 if size else ''}"} if start else {}
-        cap = size + SIZE_MARGIN if size else None
-        with self.obs._session.get(url, headers=headers, stream=True, timeout=self.timeout) as resp:
+        headers = {"Accept-Encoding": "identity"}
+        if start:
+            headers["Range"] = f"bytes={start}-{size - 1 if size else ''}"
+        cap = self._cap(size)
+        with self._get(url, headers) as resp:
             resp.raise_for_status()
             if start and resp.status_code != 206:  # the server ignored the range: start over
                 start = 0
             written = start
-            with part.open("ab" if start else "wb") as fh:
-                for block in resp.iter_content(_CHUNK):
+            flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+            flags |= os.O_APPEND if start else os.O_TRUNC
+            window_t, window_bytes = time.monotonic(), written
+            with os.fdopen(os.open(part, flags, 0o644), "wb") as fh:
+                while block := resp.raw.read1(_CHUNK, decode_content=True):
                     written += len(block)
-                    if cap is not None and written > cap:
-                        raise _TooLong(f"body longer than the {size} bytes MAST reported")
+                    if written > cap:
+                        what = (f"the {size} bytes MAST reported" if size and cap < self.max_bytes
+                                else f"the {self.max_bytes / 2**30:g} GiB cap ([download] max_file_gb)")
+                        raise _TooLong(f"body longer than {what}")
                     fh.write(block)
+                    now = time.monotonic()
+                    if now - window_t >= self.rate_window:
+                        rate = (written - window_bytes) / (now - window_t)
+                        if rate < self.min_rate:
+                            msg = (f"{rate:.0f} B/s over {now - window_t:.0f} s, under the minimum "
+                                   f"{self.min_rate:.0f} B/s ([download] min_rate_kbs)")
+                            raise _TooSlow(msg)
+                        window_t, window_bytes = now, written
 
     def _fetch(self, row: Any, dest: Path) -> str:
         """Download one product to ``dest`` (resuming a ``.part``); returns how it went."""
         import requests
+        from urllib3.exceptions import DecodeError
+        from urllib3.exceptions import HTTPError as Urllib3Error
 
         size = int(row["size"]) if not np.ma.is_masked(row["size"]) else None
+        if size is not None and size > self.max_bytes:
+            msg = (f"{dest.name}: MAST lists it at {size / 2**30:.3g} GiB, over the "
+                   f"{self.max_bytes / 2**30:g} GiB cap ([download] max_file_gb); not fetched")
+            raise DownloadError(msg)
         if dest.is_file() and not verify_file(dest, size):
             return "already complete"
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = dest.with_name(dest.name + ".part")
+        if part.is_symlink() or (part.exists() and not part.is_file()):
+            log.warning("%s: %s is not a plain file (a link?); removing it, not following it",
+                        dest.name, part.name)
+            part.unlink()
         url = f"{self.obs._portal_api_connection.MAST_DOWNLOAD_URL}?uri={row['dataURI']}"
         if part.is_file() and size and part.stat().st_size >= size:  # complete but never renamed
             if not verify_file(part, size):
@@ -247,11 +360,14 @@ class MastArchive:
                 time.sleep(delay)
             try:
                 self._transfer(url, part, size)
-            except _TooLong as err:
+            except (_TooLong, DecodeError, requests.exceptions.ContentDecodingError) as err:
                 last = f"{err}: fetching it again from the start"
                 part.unlink(missing_ok=True)
                 resumed = False
                 continue
+            except _BadRedirect as err:
+                part.unlink(missing_ok=True)
+                raise DownloadError(f"{dest.name}: {err}; not followed") from None
             except requests.exceptions.HTTPError as err:
                 code = err.response.status_code if err.response is not None else 0
                 if code in (401, 403):
@@ -263,10 +379,16 @@ class MastArchive:
                     raise DownloadError(msg) from None
                 last = f"HTTP {code}"
                 continue
+            except _TooSlow as err:
+                last = f"transfer too slow ({err})"
+                continue
             except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
-                    requests.exceptions.Timeout, ConnectionResetError) as err:
+                    requests.exceptions.Timeout, ConnectionResetError, Urllib3Error, TimeoutError) as err:
                 last = f"transfer broke off ({type(err).__name__})"
                 continue
+            except requests.exceptions.RequestException as err:   # anything else of requests': this file
+                part.unlink(missing_ok=True)
+                raise DownloadError(f"{dest.name}: {type(err).__name__}: {err}") from None
             why = verify_file(part, size)
             if not why:
                 part.replace(dest)

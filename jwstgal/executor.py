@@ -99,8 +99,24 @@ class ExecutorSpec:
 
 def _with_env(env: dict[str, str], fn: Callable[..., Any], *args: Any) -> Any:
     """Run ``fn(*args)`` after adopting the driver's shared environment (in a worker)."""
+    for name in PRIVATE_ENV:
+        os.environ.pop(name, None)
     os.environ.update(env)
     return fn(*args)
+
+
+@contextlib.contextmanager
+def _private_env_withheld() -> Iterator[None]:
+    """Keep :data:`PRIVATE_ENV` out of the environment while a cluster starts and runs.
+
+    Dask's local workers inherit the driver's environment and ``sbatch`` exports it to Slurm jobs
+    by default, so the token must not be in it while either starts processes; it is restored after.
+    """
+    saved = {name: os.environ.pop(name) for name in PRIVATE_ENV if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 class Executor:
@@ -222,22 +238,22 @@ def open_executor(spec: ExecutorSpec | None = None) -> Iterator[Executor]:
                "pip install 'jwstgal[cluster]'")
         raise ConfigError(msg) from None
 
-    cluster = None
-    if spec.kind == "slurm":
-        cluster = SLURMCluster(**spec.slurm)
-        cluster.scale(jobs=spec.workers)
-        log.info("Slurm cluster: %d jobs requested (%s)", spec.workers, spec.slurm)
-    elif not spec.scheduler:
-        cluster = LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
-    client = Client(cluster) if cluster is not None else Client(spec.scheduler)
-    log.info("Dask client: %s", client)
-    with contextlib.suppress(AttributeError):      # the workers' jwstgal records, logged here
-        client.forward_logging("jwstgal", level=logging.getLogger("jwstgal").getEffectiveLevel())
-    try:
-        yield Executor(spec, client=client)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-
+    with _private_env_withheld():    # not inherited by local workers, not exported by sbatch
+        cluster = None
+        if spec.kind == "slurm":
+            cluster = SLURMCluster(**spec.slurm)
+            cluster.scale(jobs=spec.workers)
+            log.info("Slurm cluster: %d jobs requested (%s)", spec.workers, spec.slurm)
+        elif not spec.scheduler:
+            cluster = LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=None)
+        client = Client(cluster) if cluster is not None else Client(spec.scheduler)
+        log.info("Dask client: %s", client)
+        with contextlib.suppress(AttributeError):      # the workers' jwstgal records, logged here
+            client.forward_logging("jwstgal", level=logging.getLogger("jwstgal").getEffectiveLevel())
+        try:
+            yield Executor(spec, client=client)
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()

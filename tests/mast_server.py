@@ -12,7 +12,9 @@
 Faults can be injected: ``drop_after[filename] = n`` closes the connection after n bytes of the next
 full GET of that file; ``stall[filename] = s`` sends the headers and then nothing for s seconds;
 ``endless`` (a set of file names) streams such a file without a length, forever (until the client
-hangs up, or 64 MiB); ``redirect[filename] = url`` answers 302 to ``url``. Every request is logged in
+hangs up, or 64 MiB); ``redirect[filename] = url`` answers 302 to ``url`` (``redirect["whoami"]``: the
+login check); ``drip[filename] = (n, s)`` sends the file n bytes at a time, s seconds apart;
+``encoding[filename] = "gzip"`` labels the (plain) body gzip-encoded. Every request is logged in
 ``server.log`` as (method, path, Range header) and its cookies in ``server.cookies``.
 """
 
@@ -55,6 +57,8 @@ class MastState:
         self.stall: dict[str, float] = {}
         self.endless: set[str] = set()
         self.redirect: dict[str, str] = {}
+        self.drip: dict[str, tuple[int, float]] = {}
+        self.encoding: dict[str, str] = {}
         self.cookies: list[tuple[str, str]] = []           # (path, Cookie header) of every GET
         self.log: list[tuple[str, str, str]] = []
         self.pagesize_override: int | None = None
@@ -132,6 +136,11 @@ class Handler(BaseHTTPRequestHandler):
             coords = ([{"searchString": name.lower(), "ra": hit[0], "decl": hit[1], "resolver": "NED",
                         "canonicalName": name.upper()}] if hit else [])
             self._json({"resolvedCoordinate": coords})
+        elif url.path == "/whoami" and "whoami" in self.state.redirect:
+            self.send_response(302)
+            self.send_header("Location", self.state.redirect["whoami"])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
         elif url.path == "/whoami":
             ok = self._token_ok()
             self._json({"anon": not ok, "attrib": {"display_name": "Test User"} if ok else {}})
@@ -186,6 +195,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_response(200)
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Content-Type", "application/octet-stream")
+        if name in self.state.encoding:
+            self.send_header("Content-Encoding", self.state.encoding[name])
         self.send_header("Content-Length", str(len(content) - start))
         self.end_headers()
         if head:
@@ -196,6 +207,18 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             time.sleep(self.state.stall[name])
         body = content[start:]
+        if name in self.state.drip:
+            import time
+
+            n, pause = self.state.drip[name]
+            try:
+                for i in range(0, len(body), n):
+                    self.wfile.write(body[i:i + n])
+                    self.wfile.flush()
+                    time.sleep(pause)
+            except OSError:                                # the client gave up
+                self.close_connection = True
+            return
         drop = self.state.drop_after.pop(name, None) if not rng else None
         if drop is not None:  # the connection dies mid-file
             self.wfile.write(body[:drop])

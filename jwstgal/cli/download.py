@@ -28,6 +28,29 @@ from jwstgal.errors import DownloadError
 log = logging.getLogger(__name__)
 
 
+def _positive(text: str) -> float:
+    """A finite number > 0 (an argparse type)."""
+    value = _non_negative(text)
+    if value == 0:
+        msg = f"{text!r} is not > 0"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _non_negative(text: str) -> float:
+    """A finite number >= 0 (an argparse type)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        msg = f"{text!r} is not a finite number >= 0"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="list what would be fetched; write nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (cron)")
@@ -73,7 +96,9 @@ def main_phangs(argv: Sequence[str] | None = None) -> int:
         token = cfg.local.api_key or os.environ.get("MAST_API_TOKEN") or None
         dl = cfg.science.download
         archive = MastArchive(cfg.local.mast_server, token, retries=dl.retries,
-                              connect_timeout=dl.connect_timeout, read_timeout=dl.read_timeout)
+                              connect_timeout=dl.connect_timeout, read_timeout=dl.read_timeout,
+                              max_bytes=int(dl.max_file_gb * 2**30), min_rate=dl.min_rate_kbs * 1000,
+                              rate_window=dl.rate_window)
         plans, missing = plan_config_downloads(cfg.science, cfg.raw_dir, archive, args.targets or None)
         _report(plans, args.dry_run)
         if not args.dry_run:
@@ -116,6 +141,10 @@ def main_archive(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--connect-timeout", type=float, default=30.0, help="seconds to wait for a connection")
     p.add_argument("--read-timeout", type=float, default=120.0,
                    help="seconds to wait for each block before a transfer counts as stalled")
+    p.add_argument("--max-file-gb", type=_positive, default=16.0,
+                   help="largest file fetched (GiB), whatever MAST lists (default 16)")
+    p.add_argument("--min-rate-kbs", type=_non_negative, default=1.0,
+                   help="slowest transfer kept, kB/s over 2 minutes (default 1; 0: no minimum)")
     _common(p)
     args = parse(p, argv)
     if args.config_target is not None:   # --target is a config key everywhere else: say so
@@ -145,7 +174,8 @@ def main_archive(argv: Sequence[str] | None = None) -> int:
             token = local.api_key or token
             server = server or local.mast_server
         archive = MastArchive(server or DEFAULT_SERVER, token, retries=args.retries,
-                              connect_timeout=args.connect_timeout, read_timeout=args.read_timeout)
+                              connect_timeout=args.connect_timeout, read_timeout=args.read_timeout,
+                              max_bytes=int(args.max_file_gb * 2**30), min_rate=args.min_rate_kbs * 1000)
         coords = (args.ra, args.dec) if args.ra is not None and args.dec is not None else None
         obs = archive.query(proposal_id=args.proposal_id, target=args.object, coordinates=coords,
                             radius_deg=args.radius,

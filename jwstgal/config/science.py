@@ -157,6 +157,12 @@ class DownloadConfig(Strict):
     connect_timeout: float = Field(30.0, gt=0, le=600, description="Seconds to wait for a connection.")
     read_timeout: float = Field(120.0, gt=0, le=3600, description="Seconds to wait for each block of a "
                                 "transfer before it counts as stalled (and is retried).")
+    max_file_gb: float = Field(16.0, gt=0, le=1024, description="Largest file fetched (GiB), whatever "
+                               "MAST lists: a body past it is cut off, a listed size above it refused.")
+    min_rate_kbs: float = Field(1.0, ge=0, le=1e6, description="Slowest transfer kept (kB/s over "
+                                "rate_window); a slower one is dropped and resumed. 0: no minimum.")
+    rate_window: float = Field(120.0, gt=0, le=3600, description="Seconds over which min_rate_kbs is "
+                               "measured.")
 
 
 class SimulationConfig(Strict):
