@@ -47,63 +47,26 @@ from jwstgal.mast_products import (
     select_products,
     verify_file,
 )
+from jwstgal.mast_transfer import (
+    MAX_REDIRECTS,
+    BadRedirect,
+    OriginToken,
+    TooLong,
+    TooSlow,
+    get_following_redirects,
+    origin,
+    stream_into,
+)
 from jwstgal.provenance import atomic_path
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SERVER = "https://mast.stsci.edu"
 INSTRUMENT_MODES = {"nircam": "NIRCAM/IMAGE", "miri": "MIRI/IMAGE"}
-_CHUNK = 65536
-#: Redirects one transfer may follow before it counts as failed (a loop never ends otherwise).
-MAX_REDIRECTS = 5
 
-__all__ = ["DEFAULT_SERVER", "INSTRUMENT_MODES", "PRODUCT_SUFFIXES", "SIZE_MARGIN", "DownloadPlan",
-           "MastArchive", "name_key", "plan_config_downloads", "product_path", "safe_name",
+__all__ = ["DEFAULT_SERVER", "INSTRUMENT_MODES", "MAX_REDIRECTS", "PRODUCT_SUFFIXES", "SIZE_MARGIN",
+           "DownloadPlan", "MastArchive", "name_key", "plan_config_downloads", "product_path", "safe_name",
            "select_observations", "select_products", "verify_file"]
-
-
-class _TooLong(Exception):
-    """A body ran past the size MAST reported, or the configured cap."""
-
-
-class _TooSlow(Exception):
-    """A transfer fell below the minimum rate (a drip that keeps a connection alive)."""
-
-
-class _BadRedirect(Exception):
-    """A redirect the downloader will not follow (a loop, or a scheme other than http/https)."""
-
-
-def _origin(url: str) -> tuple[str, str, int]:
-    """``(scheme, host, port)`` of ``url``, the port made explicit."""
-    from urllib.parse import urlsplit
-
-    u = urlsplit(url)
-    scheme = u.scheme.lower()
-    return scheme, (u.hostname or "").lower(), u.port or {"http": 80, "https": 443}.get(scheme, 0)
-
-
-class _OriginToken:
-    """requests auth: the ``mast_token`` cookie on requests to exactly one origin, never elsewhere.
-
-    Applied by requests to every request the session makes itself; requests drops the ``Cookie``
-    header on every redirect it follows and does not apply this again, so no redirect, not even to
-    another port of the same host, carries the token.
-    """
-
-    def __init__(self, token: str, server: str) -> None:
-        self._token = token
-        self.origin = _origin(server)
-
-    def __call__(self, request: Any) -> Any:
-        if _origin(request.url) == self.origin:
-            cookie = request.headers.get("Cookie")
-            request.headers["Cookie"] = "; ".join(c for c in (cookie, f"mast_token={self._token}") if c)
-        return request
-
-    def __repr__(self) -> str:  # never the token
-        return f"_OriginToken(origin={self.origin})"
-
 
 class MastArchive:
     """astroquery.mast ``Observations`` bound to one server, optionally logged in.
@@ -166,13 +129,13 @@ class MastArchive:
     def _login(self, token: str) -> None:
         """Bind the token to the MAST origin, then check it at ``/whoami`` (no redirect followed)."""
         session = self.obs._session
-        session.auth = _OriginToken(token, self.server)   # before the first request that carries it
+        session.auth = OriginToken(token, self.server)   # before the first request that carries it
         with self._network("logging in"):
             resp = session.get(self.server + "/whoami", headers={"Accept": "application/json"},
                                allow_redirects=False, timeout=self.timeout)
         with resp:
             if resp.is_redirect:
-                where = "://".join(_origin(resp.headers.get("Location", ""))[:2])
+                where = "://".join(origin(resp.headers.get("Location", ""))[:2])
                 msg = (f"MAST's login check at {self.server}/whoami redirected to {where}; not "
                        "following it with the API token. Check [local] mast_server")
                 raise DownloadError(msg)
@@ -261,70 +224,31 @@ class MastArchive:
             warnings.simplefilter("ignore")
             return Table(self.obs.get_product_list(observations))
 
-    def _get(self, url: str, headers: dict[str, str]) -> Any:
-        """GET ``url`` as a stream, following at most :data:`MAX_REDIRECTS` http(s) redirects by hand.
-
-        The session's auth adds the token only where the origin is MAST's, so a redirect elsewhere
-        goes without it.
-        """
-        from urllib.parse import urljoin
-
-        for _ in range(MAX_REDIRECTS + 1):
-            resp = self.obs._session.get(url, headers=headers, stream=True, timeout=self.timeout,
-                                         allow_redirects=False)
-            if not resp.is_redirect:
-                return resp
-            resp.close()
-            url = urljoin(url, resp.headers.get("Location", ""))
-            scheme = _origin(url)[0]
-            if scheme not in ("http", "https"):
-                raise _BadRedirect(f"MAST redirected the transfer to a {scheme or 'schemeless'}: URL")
-        raise _BadRedirect(f"more than {MAX_REDIRECTS} redirects (a redirect loop?)")
-
     def _cap(self, size: int | None) -> int:
         """Bytes a transfer may write: the listed size (+ margin) when plausible, else the cap."""
         return min(size + SIZE_MARGIN, self.max_bytes) if size else self.max_bytes
 
     def _transfer(self, url: str, part: Path, size: int | None) -> None:
-        """Stream ``url`` into ``part``, resuming with ``Range``.
+        """Stream ``url`` into ``part``, resuming with ``Range`` (:func:`mast_transfer.stream_into`).
 
-        Blocks are written as they arrive (never waiting for a full block), so a broken transfer
-        leaves its bytes for the next ``Range`` request. Connect and read timeouts apply; a body
-        that runs past :meth:`_cap` raises :class:`_TooLong`, a rate below ``min_rate`` over
-        ``rate_window`` raises :class:`_TooSlow`. (astroquery's own downloader has neither a
-        timeout nor a size cap, hence this loop.) ``part`` is opened without following a link.
+        Connect and read timeouts apply, redirects are followed by hand
+        (:func:`mast_transfer.get_following_redirects`), the body is capped at :meth:`_cap` and must
+        keep ``min_rate`` over each ``rate_window``. (astroquery's own downloader has neither a
+        timeout nor a size cap, hence this loop.)
         """
-        import os
-
         start = part.stat().st_size if part.is_file() else 0
         headers = {"Accept-Encoding": "identity"}
         if start:
             headers["Range"] = f"bytes={start}-{size - 1 if size else ''}"
         cap = self._cap(size)
-        with self._get(url, headers) as resp:
+        what = (f"the {size} bytes MAST reported" if size and cap < self.max_bytes
+                else f"the {self.max_bytes / 2**30:g} GiB cap ([download] max_file_gb)")
+        with get_following_redirects(self.obs._session, url, headers, self.timeout) as resp:
             resp.raise_for_status()
             if start and resp.status_code != 206:  # the server ignored the range: start over
                 start = 0
-            written = start
-            flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-            flags |= os.O_APPEND if start else os.O_TRUNC
-            window_t, window_bytes = time.monotonic(), written
-            with os.fdopen(os.open(part, flags, 0o644), "wb") as fh:
-                while block := resp.raw.read1(_CHUNK, decode_content=True):
-                    written += len(block)
-                    if written > cap:
-                        what = (f"the {size} bytes MAST reported" if size and cap < self.max_bytes
-                                else f"the {self.max_bytes / 2**30:g} GiB cap ([download] max_file_gb)")
-                        raise _TooLong(f"body longer than {what}")
-                    fh.write(block)
-                    now = time.monotonic()
-                    if now - window_t >= self.rate_window:
-                        rate = (written - window_bytes) / (now - window_t)
-                        if rate < self.min_rate:
-                            msg = (f"{rate:.0f} B/s over {now - window_t:.0f} s, under the minimum "
-                                   f"{self.min_rate:.0f} B/s ([download] min_rate_kbs)")
-                            raise _TooSlow(msg)
-                        window_t, window_bytes = now, written
+            stream_into(resp, part, start=start, cap=cap, cap_words=what, min_rate=self.min_rate,
+                        rate_window=self.rate_window)
 
     def _fetch(self, row: Any, dest: Path) -> str:
         """Download one product to ``dest`` (resuming a ``.part``); returns how it went."""
@@ -360,12 +284,12 @@ class MastArchive:
                 time.sleep(delay)
             try:
                 self._transfer(url, part, size)
-            except (_TooLong, DecodeError, requests.exceptions.ContentDecodingError) as err:
+            except (TooLong, DecodeError, requests.exceptions.ContentDecodingError) as err:
                 last = f"{err}: fetching it again from the start"
                 part.unlink(missing_ok=True)
                 resumed = False
                 continue
-            except _BadRedirect as err:
+            except BadRedirect as err:
                 part.unlink(missing_ok=True)
                 raise DownloadError(f"{dest.name}: {err}; not followed") from None
             except requests.exceptions.HTTPError as err:
@@ -379,7 +303,7 @@ class MastArchive:
                     raise DownloadError(msg) from None
                 last = f"HTTP {code}"
                 continue
-            except _TooSlow as err:
+            except TooSlow as err:
                 last = f"transfer too slow ({err})"
                 continue
             except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,

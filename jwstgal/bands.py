@@ -6,8 +6,9 @@ that both suites agree band by band.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 Instrument = Literal["nircam", "miri"]
 BandType = Literal["nircam_short", "nircam_long", "miri"]
@@ -119,3 +120,44 @@ def get_band(name: str) -> Band:
     band_type: BandType = "nircam_short" if int(key[1:4]) <= 212 else "nircam_long"
     filt, pupil = (_PUPIL_BANDS[key], key) if key in _PUPIL_BANDS else (key, "CLEAR")
     return Band(key, "nircam", band_type, filt, pupil, PIXEL_SCALES[band_type], FWHM_PIX[key])
+
+
+def detector_channel(detector: str) -> BandType | None:
+    """The channel a DETECTOR header value belongs to (None if it is not an imaging detector)."""
+    import re
+
+    d = str(detector).strip().upper()
+    if d == "MIRIMAGE":
+        return "miri"
+    if re.fullmatch(r"NRC[AB](LONG|5)", d):
+        return "nircam_long"
+    if re.fullmatch(r"NRC[AB][1-4]", d):
+        return "nircam_short"
+    return None
+
+
+def header_mismatch(band: Band, header: Mapping[str, Any]) -> str:
+    """Why a JWST file's primary header contradicts ``band`` ('' if it does not).
+
+    INSTRUME must be the band's instrument, FILTER (and, for NIRCam, PUPIL) the band's, and the
+    DETECTOR must be of the band's channel: a short-wave NIRCam detector cannot observe a long-wave
+    filter. A key the header lacks is not held against it.
+    """
+    inst = str(header.get("INSTRUME", "") or "").strip().lower()
+    if inst and inst != band.instrument:
+        return f"INSTRUME {inst.upper()} is not {band.name}'s {band.instrument.upper()}"
+    filt = header.get("FILTER", "")
+    pupil = header.get("PUPIL") if band.instrument == "nircam" else None
+    want_pupil = band.pupil if band.instrument == "nircam" else None
+    if (filt, pupil) != (band.filter, want_pupil):
+        got = f"FILTER {filt}" + (f", PUPIL {pupil}" if band.instrument == "nircam" else "")
+        want = f"FILTER {band.filter}" + (f", PUPIL {band.pupil}" if band.instrument == "nircam" else "")
+        return f"{got} are not {band.name}'s {want}"
+    det = header.get("DETECTOR")
+    if det is not None and str(det).strip():
+        channel = detector_channel(str(det))
+        if channel != band.band_type:
+            what = {"nircam_short": "a NIRCam short-wave", "nircam_long": "a NIRCam long-wave",
+                    "miri": "the MIRI imager", None: "not an imaging"}[channel]
+            return f"DETECTOR {str(det).upper()} is {what} detector; {band.name} is a {band.band_type} band"
+    return ""

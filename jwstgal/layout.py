@@ -136,3 +136,23 @@ def anchor_table(reprocess_dir: Path, target: str) -> Path:
 def anchor_plot(reprocess_dir: Path, target: str, band: str, reference: str) -> Path:
     """Scatter plot of one anchoring fit."""
     return reprocess_dir / target / "anchor" / f"{target}_{band}_vs_{reference}.png"
+
+
+def not_a_regular_file(path: Path) -> str:
+    """Why ``path`` must not be opened as a data file ('' if it may).
+
+    Only regular files are read (links are followed to what they name): a FIFO would block the
+    reader for ever and a device (a link to ``/dev/zero``) would be read without end.
+    """
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError as err:
+        return f"cannot be read ({err.strerror or err})"
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else "a folder" if stat.S_ISDIR(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "not a regular file")
+        return f"{kind}, not a regular file"
+    return ""

@@ -360,12 +360,6 @@ def _grid_asdf(mosaic: Path, out: Path) -> Path:
     return out
 
 
-def read_band_keys(path: Path) -> tuple[str, str | None, str]:
-    """(FILTER, PUPIL, EXP_TYPE) from a JWST file's primary header."""
-    h = fits.getheader(path)
-    return h.get("FILTER", ""), h.get("PUPIL"), h.get("EXP_TYPE", "")
-
-
 #: jwst pipeline behind each stage's parameter table.
 STAGE_PIPELINES: dict[str, str] = {
     "lv1_parameters": "Detector1Pipeline",

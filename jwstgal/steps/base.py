@@ -273,21 +273,22 @@ class BandContext:
     def foreign(self, path: Path) -> str:
         """Why a file does not belong to this band's folder ('' if it does).
 
-        It is unreadable, or its INSTRUME/FILTER/PUPIL are another band's.
+        It is not a regular file, unreadable, or its INSTRUME/FILTER/PUPIL are another band's or its
+        DETECTOR another channel's (:func:`~jwstgal.bands.header_mismatch`).
         """
         from astropy.io import fits
 
+        from jwstgal.bands import header_mismatch
+
+        if why := layout.not_a_regular_file(path):
+            return why
         try:
             h = fits.getheader(path)
         except (OSError, ValueError) as err:
             return f"not a readable FITS file ({err})"
-        got = (str(h.get("INSTRUME", "")).lower(), h.get("FILTER", ""),
-               h.get("PUPIL") if self.band.instrument == "nircam" else None)
-        want = (self.band.instrument, self.band.filter,
-                self.band.pupil if self.band.instrument == "nircam" else None)
-        if got != want:
-            return f"INSTRUME/FILTER/PUPIL {got} are not {self.band.name}'s {want}"
-        return ""
+        if str(h.get("INSTRUME", "")).lower() != self.band.instrument:
+            return f"INSTRUME {h.get('INSTRUME')!r} is not {self.band.name}'s {self.band.instrument.upper()}"
+        return header_mismatch(self.band, h)
 
     def band_files(self, step: str, pattern: str) -> list[Path]:
         """The files of a step's folder that belong to this band; others are reported, left out."""

@@ -10,10 +10,11 @@ import fnmatch
 import logging
 from pathlib import Path
 
-from jwstgal.bands import Band
+from jwstgal.bands import Band, header_mismatch
 from jwstgal.errors import InputNotFoundError
+from jwstgal.layout import not_a_regular_file
 from jwstgal.provenance import hash_params
-from jwstgal.stages import read_band_keys, run_stage1
+from jwstgal.stages import run_stage1
 from jwstgal.steps.base import BandContext, RunView, Step, StepPlan, file_id
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,12 @@ def raw_exposures(run: RunView, target: str, band: Band) -> list[Path]:
     ``[extra_obs_to_include.<target>] <other> = [prefixes]``, matching files of the other target.
     Names containing an ``obs_to_skip`` substring are dropped; the rest are kept when their FILTER
     (and PUPIL for NIRCam) header matches the band. A file whose header cannot be read (empty,
-    truncated, not FITS) is reported with the reason and left out; the others go on.
+    truncated, not FITS, or not a regular file: a FIFO, a link to a device) is reported with the
+    reason and left out, and so is one whose FILTER names the band but whose INSTRUME or DETECTOR
+    contradict it (:func:`~jwstgal.bands.header_mismatch`); the others go on.
     """
+    from astropy.io import fits
+
     def glob(t: str, pattern: str = "*") -> list[Path]:
         return sorted((run.raw_dir / t / "mastDownload" / "JWST").glob(f"{pattern}/*_uncal.fits"))
 
@@ -43,13 +48,22 @@ def raw_exposures(run: RunView, target: str, band: Band) -> list[Path]:
         if any(s in p.name for s in skip):
             log.info("%s %s: skipping %s (obs_to_skip)", target, band.name, p.name)
             continue
+        if why := not_a_regular_file(p):
+            log.error("%s %s: skipping %s: %s", target, band.name, p, why)
+            continue
         try:
-            filt, pupil, _ = read_band_keys(p)
+            header = fits.getheader(p)
         except (OSError, ValueError) as err:
             log.error("%s %s: skipping %s: not a readable FITS file (%s)", target, band.name, p, err)
             continue
-        if filt == band.filter and (band.instrument == "miri" or pupil == band.pupil):
-            out.append(p)
+        if header.get("FILTER", "") != band.filter or (band.instrument == "nircam"
+                                                       and header.get("PUPIL") != band.pupil):
+            continue                                  # another band's exposure
+        if why := header_mismatch(band, header):
+            log.error("%s %s: leaving out %s: its FILTER names %s but %s", target, band.name, p.name,
+                      band.name, why)
+            continue
+        out.append(p)
     return out
 
 
