@@ -28,6 +28,8 @@ DEFAULT_DATA_DIR = data_path("stpsf_data")
 MIN_FOV_ARCSEC = 30.0
 _GAUSS = re.compile(r"^gauss(\d+(?:\.\d+)?)$", re.IGNORECASE)
 _MOFFAT = re.compile(r"^moffat(\d+(?:\.\d+)?)b(\d+(?:\.\d+)?)$", re.IGNORECASE)
+#: Widest analytic target (arcsec): far past the coarsest rung anyone convolves to (Herschel 500 um, 36").
+MAX_ANALYTIC_FWHM = 120.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,16 @@ def check_psf_name(name: str) -> str:
         If it is neither a band nor an analytic name.
     """
     if is_analytic(name):
+        m = _GAUSS.match(name) or _MOFFAT.match(name)
+        fwhm = float(m.group(1))
+        if not 0.01 <= fwhm <= MAX_ANALYTIC_FWHM:
+            msg = (f"analytic target {name!r}: FWHM {fwhm:g}\" is outside 0.01-{MAX_ANALYTIC_FWHM:g}\" "
+                   "(a kernel to a PSF narrower than the band's cannot be made, and one wider than "
+                   "the field is meaningless)")
+            raise ValueError(msg)
+        if m.re is _MOFFAT and not 1.0 < float(m.group(2)) <= 20.0:
+            msg = f"analytic target {name!r}: Moffat beta {float(m.group(2)):g} is outside (1, 20]"
+            raise ValueError(msg)
         return name.lower()
     try:
         return get_band(name).name

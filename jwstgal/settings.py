@@ -88,6 +88,17 @@ def resolve(value: Any, target: str, band: Band) -> Any:
     return MISSING
 
 
+#: A length in pixels of the band's detector, as the original scripts wrote it (``"5pix"``).
+_PIXELS = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*pix\s*", re.IGNORECASE)
+
+
+def pixel_length(value: Any) -> float | None:
+    """The number of pixels in a ``"<n>pix"`` string (None for anything else)."""
+    if isinstance(value, str) and (m := _PIXELS.fullmatch(value)):
+        return float(m.group(1))
+    return None
+
+
 def added_field(default: Any, description: str, **kwargs: Any) -> Any:
     """A settings field added after runs were made with its step.
 

@@ -23,7 +23,7 @@ from jwstgal.bands import Band
 from jwstgal.crds_setup import crds_guard, import_jwst_pipelines
 from jwstgal.errors import StepFailedError
 from jwstgal.provenance import stamp_fits_file
-from jwstgal.settings import MISSING, resolve
+from jwstgal.settings import MISSING, pixel_length, resolve
 
 log = logging.getLogger(__name__)
 
@@ -394,17 +394,23 @@ def stage_parameters(table: Mapping[str, Any], stage: str, target: str, band: Ba
     -------
     dict
         ``{"steps": {step: {param: value}}, <pipeline param>: value}`` with every selector resolved
-        and unmatched selector values left out.
+        and unmatched selector values left out; a length in pixels (``"5pix"``, as the original
+        scripts accepted it) becomes arcsec at the band's native pixel scale.
     """
+    def value_of(v: Any) -> Any:
+        v = resolve(v, target, band)
+        n = pixel_length(v)
+        return v if n is None else n * band.pixel_scale
+
     pipeline_kw: dict[str, Any] = {}
     steps: dict[str, dict[str, Any]] = {}
     step_names = tuple(pipeline_class(stage).step_defs)
     for key, value in table.items():
         if key in step_names:
-            resolved = {p: resolve(v, target, band) for p, v in value.items()}
+            resolved = {p: value_of(v) for p, v in value.items()}
             steps[key] = {p: v for p, v in resolved.items() if v is not MISSING}
         else:
-            v = resolve(value, target, band)
+            v = value_of(value)
             if v is not MISSING:
                 pipeline_kw[key] = v
     return {**pipeline_kw, "steps": steps}

@@ -67,15 +67,33 @@ class RunConfig(BaseModel):
         return self.working_dir / f"jwst_lv3_reprocessed_{self.science.pipeline.data_version}"
 
 
+#: Largest config file read (a config is a few kB; anything this size is not one).
+MAX_CONFIG_BYTES = 4 * 2**20
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError:
         msg = f"{path}: config file not found"
+        raise ConfigError(msg) from None
+    if not stat.S_ISREG(mode):          # a FIFO would block the read, a device never end it
+        msg = f"{path}: not a regular file; a config is a TOML text file"
+        raise ConfigError(msg)
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        msg = (f"{path}: {path.stat().st_size} bytes is too large for a config file "
+               f"(at most {MAX_CONFIG_BYTES})")
         raise ConfigError(msg)
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as err:
         msg = f"{path}: not valid TOML: {err}"
+        raise ConfigError(msg) from None
+    except RecursionError:
+        msg = f"{path}: not valid TOML here: arrays or tables nested too deeply"
         raise ConfigError(msg) from None
     except UnicodeDecodeError as err:
         msg = f"{path}: not a text file in UTF-8 (byte {err.start}: {err.reason}); TOML is UTF-8 text"
@@ -194,6 +212,14 @@ def load_config(
     if working.exists() and not working.is_dir():
         msg = f"{local_path}: key 'local.working_dir': {working} is a file, not a folder"
         raise ConfigError(msg)
+    raw = absolute(local.raw_dir, base)
+    if working == raw or raw in working.parents:
+        msg = (f"{local_path}: key 'local.working_dir': {working} is inside raw_dir {raw}; raw data are "
+               "never written to, so the products must go to a folder outside it")
+        raise ConfigError(msg)
+    if why := _unwritable(working):
+        msg = f"{local_path}: key 'local.working_dir': {working} {why}"
+        raise ConfigError(msg)
     # a simulation writes its own reference catalogue: into the working tree unless told otherwise
     default_alignment = working / "alignment" if science.simulation is not None else data_path("alignment")
     return RunConfig(
@@ -201,7 +227,7 @@ def load_config(
         local=local,
         config_path=config_path,
         local_path=local_path,
-        raw_dir=absolute(local.raw_dir, base),
+        raw_dir=raw,
         working_dir=working,
         crds_dir=absolute(local.crds_dir, working / "crds"),
         alignment_dir=absolute(local.alignment_dir, default_alignment),
@@ -210,6 +236,22 @@ def load_config(
         config_hash=config_hash(science),
         anchor_ref_dir=(base / local.anchor_ref_dir).resolve() if local.anchor_ref_dir else None,
     )
+
+
+def _unwritable(folder: Path) -> str:
+    """Why outputs cannot be created in ``folder`` ('' if they can).
+
+    Checked on the folder or its nearest existing parent, before anything is written.
+    """
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"cannot be created: {probe} is not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        where = "is" if probe == folder else f"cannot be created: {probe}"
+        return f"{where} not writable by this user"
+    return ""
 
 
 def config_hash(science: ScienceConfig) -> str:

@@ -28,9 +28,9 @@ class KernelsConfig(Strict):
     psf_product: Literal["OVERDIST", "OVERSAMP"] = Field(
         "OVERDIST", description="stpsf product: OVERDIST (distortion and detector charge diffusion "
         "/ IPC included, as in the pixels a mosaic is drizzled from) or OVERSAMP (optics only).")
-    nlambda: int = Field(0, ge=0, description="stpsf wavelengths per band (0 = stpsf default).")
+    nlambda: int = Field(0, ge=0, le=100, description="stpsf wavelengths per band (0 = stpsf default).")
     use_opd: bool = Field(False, description="Use stpsf's telescope OPD (needs full stpsf data).")
-    reg_fact: float = Field(1e-4, gt=0, description="pypher regularisation factor.")
+    reg_fact: float = Field(1e-4, gt=0, le=1, description="pypher regularisation factor.")
 
     @field_validator("targets")
     @classmethod

@@ -175,7 +175,7 @@ class SimulationConfig(Strict):
                                description="Pixels per side of each simulated detector (2048 = full).")
     n_dithers: int = Field(4, ge=1, le=9, description="Dither positions per tile.")
     n_tiles: int = Field(2, ge=1, le=4, description="Mosaic tiles (each with its own background).")
-    n_stars: int = Field(120, ge=0, description="Point sources in the field.")
+    n_stars: int = Field(120, ge=0, le=100_000, description="Point sources in the field.")
     pointing_error_mas: float = Field(20.0, ge=0, description="Rms of per-exposure pointing errors.")
     visit_pointing_error_mas: float = Field(0.0, ge=0, description="Rms of an extra pointing error "
                                             "shared by all exposures of a visit (tile).")
