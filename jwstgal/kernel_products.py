@@ -36,6 +36,7 @@ from jwstgal.psfs import (
     analytic_psf,
     band_gaussian_psf,
     is_analytic,
+    psf_file_problem,
     read_psf,
     stpsf_psf,
     write_psf,
@@ -55,7 +56,12 @@ def _psf_file(band: str, cfg: KernelsConfig, psf_dir: Path) -> tuple[Path, str]:
 def cached_psf(band: str, cfg: KernelsConfig, psf_dir: Path) -> PSF | None:
     """The band's cached PSF if it is current, else None (nothing is computed or written)."""
     path, key = _psf_file(band, cfg, psf_dir)
-    if path.is_file() and fits.getheader(path).get("JG_PKEY") == key:
+    if not path.is_file():
+        return None
+    if why := psf_file_problem(path):
+        log.warning("cached PSF %s is unusable (%s): it is made again", path, why)
+        return None
+    if fits.getheader(path).get("JG_PKEY") == key:
         return read_psf(path)
     return None
 
@@ -104,6 +110,8 @@ def plan_kernel_set(cfg: KernelsConfig, psf_dir: Path, pairs: list[tuple[str, st
             why = f"PSF of {band if src is None else target} to be made ({cfg.psf_source})"
         elif not path.is_file():
             why = "no kernel yet"
+        elif bad := psf_file_problem(path, kernel=True):
+            why = f"unusable ({bad})"
         elif fits.getheader(path).get("JG_KERN") != kernel_key(method, src, tgt, cfg):
             why = "PSFs or settings changed"
         else:
@@ -155,16 +163,29 @@ def write_kernel(result: KernelResult, source: str, target: str, path: Path, key
     return path
 
 
+def current_kernel(path: Path, key: str) -> bool:
+    """Whether ``path`` is a usable kernel made with ``key`` (a corrupt one is reported, remade)."""
+    if not path.is_file():
+        return False
+    if why := psf_file_problem(path, kernel=True):
+        log.warning("kernel %s is unusable (%s): it is made again", path, why)
+        return False
+    return fits.getheader(path).get("JG_KERN") == key
+
+
 def make_kernel_set(
     bands: Iterable[str], cfg: KernelsConfig, psf_dir: Path, data_dir: Path, overwrite: bool = False,
     progress: bool = True, targets: list[str] | None = None, pairs: list[tuple[str, str]] | None = None,
+    failures: list[str] | None = None,
 ) -> list[Path]:
     """Make every kernel from each band to each target, by each configured method.
 
     ``targets`` defaults to the configured ones; ``pairs`` (source band, target), when given,
     replaces the bands x targets product.
 
-    Targets that are not broader than a source are skipped with a warning (no kernel exists).
+    Targets that are not broader than a source are skipped with an error (no kernel exists), each
+    appended to ``failures`` when given. A kernel or cached PSF that is unusable (truncated, NaN,
+    not normalised) is made again.
 
     Returns
     -------
@@ -183,7 +204,7 @@ def make_kernel_set(
                else band_psf(target, cfg, psf_dir, data_dir))
         key = kernel_key(method, src, tgt, cfg)
         path = kernel_path(psf_dir, method, band, target)
-        if not overwrite and path.is_file() and fits.getheader(path).get("JG_KERN") == key:
+        if not overwrite and current_kernel(path, key):
             out.append(path)
             continue
         try:
@@ -193,7 +214,9 @@ def make_kernel_set(
                 res = make_pypher_kernel(src.data, src.pixscale, tgt.data, tgt.pixscale,
                                          reg_fact=cfg.reg_fact)
         except ValueError as err:
-            log.warning("%s -> %s (%s): %s", band, target, method, err)
+            log.error("kernel %s -> %s (%s) cannot be made: %s", band, target, method, err)
+            if failures is not None:
+                failures.append(f"{band} -> {target} ({method}): {err}")
             continue
         write_kernel(res, band, target, path, key, psfs=(src, tgt))
         level = logging.WARNING if res.safety == "unsafe" else logging.INFO

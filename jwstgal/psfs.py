@@ -187,3 +187,50 @@ def read_psf(path: Path) -> PSF:
         hdr = h[0].header
         return PSF(hdr.get("PSFNAME", path.stem), np.asarray(h[0].data, float),
                    float(hdr["PIXELSCL"]), hdr.get("ORIGIN", ""))
+
+
+def psf_file_problem(path: Path, *, kernel: bool = False) -> str:
+    """Why a PSF or kernel FITS file cannot be used ('' if it can).
+
+    It must be a regular file that reads whole, hold one square 2-D image of size >= 3 with finite
+    values and a positive ``PIXELSCL``; a kernel must also be of odd size, sum to 1 (within 1 %)
+    and name its source and target (``KSOURCE``/``KTARGET``), a PSF must hold positive flux. A 1x1 kernel
+    would hand back the unconvolved mosaic labelled as the rung, a NaN one an all-NaN product.
+    """
+    import stat
+    import warnings
+
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            return "not a regular file"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with fits.open(path, memmap=False) as h:
+                hdr, data = h[0].header, h[0].data
+                data = None if data is None else np.asarray(data, float)
+    except (OSError, ValueError, TypeError) as err:        # truncated, not FITS, garbage header
+        return f"not a readable FITS file ({err})"
+    if cut := [w for w in caught if "truncated" in str(w.message)]:
+        return f"not a readable FITS file (truncated: {cut[0].message})"
+    if data is None or data.ndim != 2 or data.shape[0] != data.shape[1]:
+        return f"no square 2-D image (shape {None if data is None else data.shape})"
+    if data.shape[0] < 3 or (kernel and data.shape[0] % 2 == 0):
+        return (f"a {data.shape[0]}x{data.shape[1]} image: a {'kernel is an odd' if kernel else 'PSF is a'} "
+                "size >= 3")
+    if not np.isfinite(data).all():
+        return f"{int((~np.isfinite(data)).sum())} non-finite values"
+    try:
+        pix = float(hdr["PIXELSCL"])
+    except (KeyError, ValueError, TypeError):
+        return "no numeric PIXELSCL (arcsec / pixel) in its header"
+    if not (np.isfinite(pix) and pix > 0):
+        return f"PIXELSCL = {pix} is not a pixel scale"
+    total = float(data.sum())
+    if kernel:
+        if not (hdr.get("KSOURCE") and hdr.get("KTARGET")):
+            return "no KSOURCE/KTARGET in its header (not a kernel of make_kernels.py)"
+        if not abs(total - 1.0) <= 0.01:
+            return f"its values sum to {total:.6g}, not 1: a kernel must conserve flux"
+    elif not total > 0:
+        return f"its values sum to {total:.6g}: a PSF holds positive flux"
+    return ""

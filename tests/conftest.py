@@ -46,3 +46,27 @@ def tiny_raw(tiny_sim, tmp_path_factory):
     raw = tmp_path_factory.mktemp("raw")
     simulate_programme(tiny_sim, "ngc0000", ["F200W", "F770W"], raw, progress=False)
     return raw
+
+
+#: The MAST token of the hostile-server tests: it must never reach another origin or a worker.
+TOKEN = "t0ken-that-must-stay-home"
+
+
+@pytest.fixture
+def small_archive(tmp_path):
+    """Three small NIRCam 'uncal' files of target NGC 0000 in proposal 9999."""
+    import numpy as np
+    from astropy.io import fits
+    from mast_server import MastState, serve_directory_of_uncals
+
+    files = []
+    for i in range(3):
+        p = tmp_path / "src" / f"jw09999001001_02101_0000{i + 1}_nrcb1_uncal.fits"
+        p.parent.mkdir(exist_ok=True)
+        hdr = fits.Header({"INSTRUME": "NIRCAM", "FILTER": "F200W", "PUPIL": "CLEAR"})
+        fits.PrimaryHDU(np.full((32, 32), i, np.float32), hdr).writeto(p)
+        files.append(p)
+    state = MastState()
+    serve_directory_of_uncals(state, files, target_name="NGC-0000", proposal_id="9999", ra=1.0, dec=2.0)
+    state.tokens.add(TOKEN)
+    return state

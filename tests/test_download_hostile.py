@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
+from conftest import TOKEN
 from mast_server import MastServer, MastState
-from test_faults import TOKEN, _products, _rows, small_archive  # noqa: F401 (a fixture)
+from test_faults import _products, _rows
 
 from jwstgal.archive import MAX_REDIRECTS, DownloadPlan, MastArchive
 from jwstgal.errors import DownloadError
@@ -139,7 +141,7 @@ def _token_seen() -> dict[str, bool]:
     return {"at_start": TOKEN.encode() in start, "now": os.environ.get("MAST_API_TOKEN") == TOKEN}
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/environ"), reason="needs /proc")
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
 def test_dask_workers_never_hold_the_token(monkeypatch):
     from jwstgal.executor import ExecutorSpec, open_executor
 

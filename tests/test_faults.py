@@ -6,31 +6,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from astropy.io import fits
-from mast_server import MastServer, MastState, serve_directory_of_uncals
+from conftest import TOKEN
+from mast_server import MastServer, MastState
 
 from jwstgal.archive import SIZE_MARGIN, DownloadPlan, MastArchive, select_products
 from jwstgal.errors import DownloadError
-
-TOKEN = "t0ken-that-must-stay-home"
-
-
-@pytest.fixture
-def small_archive(tmp_path):
-    """Three small NIRCam 'uncal' files of target NGC 0000 in proposal 9999."""
-    files = []
-    for i in range(3):
-        p = tmp_path / "src" / f"jw09999001001_02101_0000{i + 1}_nrcb1_uncal.fits"
-        p.parent.mkdir(exist_ok=True)
-        hdr = fits.Header({"INSTRUME": "NIRCAM", "FILTER": "F200W", "PUPIL": "CLEAR"})
-        fits.PrimaryHDU(np.full((32, 32), i, np.float32), hdr).writeto(p)
-        files.append(p)
-    state = MastState()
-    serve_directory_of_uncals(state, files, target_name="NGC-0000", proposal_id="9999", ra=1.0, dec=2.0)
-    state.tokens.add(TOKEN)
-    return state
 
 
 def _products(arch: MastArchive):

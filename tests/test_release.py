@@ -86,7 +86,7 @@ def test_make_kernels_convolve_and_release_scripts(tmp_path):
                 shape=(60, 60), seed=1)
     assert "make PSF of F200W to be made" in dry_run("make_kernels.py", cfg, loc)
     plan = dry_run("convolve_data.py", cfg, loc)
-    assert "F200W -> F2100W: fails: kernel" in plan and "not made yet" in plan
+    assert "F200W -> F2100W: fails: kernel" in plan and "not found; run make_kernels.py first" in plan
     plan = dry_run("prepare_release.py", cfg, loc)
     assert "make mosaic" in plan and "ngc0000/ngc0000_nircam_lv3_f200w_i2d.fits" in plan
     res = run("make_kernels.py", cfg, loc)

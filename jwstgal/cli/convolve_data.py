@@ -40,13 +40,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from jwstgal.convolve import image_pixel_scale
         from jwstgal.convolve_products import (
             kernel_is_refused,
-            need_kernel,
             product_key,
             read_mosaic,
             to_rung,
             write_convolved,
         )
         from jwstgal.ladder import plan_rung
+        from jwstgal.psfs import psf_file_problem
 
         cfg = load_config(args.config, args.local, check_jwst=False)
         bands, targets = selected(args, cfg)
@@ -63,6 +63,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.dry_run:
             sys.stdout.write(f"dry run: convolution under {cfg.reprocess_dir} (nothing is written)\n")
         done = refused = 0
+        failed: list[str] = []
+
+        def fail(what: str, why: str) -> None:   # that rung only: the others go on
+            if not args.dry_run:
+                log.error("%s: %s", what, why)
+            say(f"{what}: fails: {why}")
+            failed.append(f"{what}: {why}")
+
         for target in targets or cfg.science.targets:
             for name in bands or cfg.science.bands:
                 band = get_band(name)
@@ -75,45 +83,53 @@ def main(argv: Sequence[str] | None = None) -> int:
                 mosaic = None           # read once, when a rung needs computing
                 pix = image_pixel_scale(WCS(fits.getheader(i2d, "SCI")))
                 for psf in conv.rungs:
+                    what = f"{target} {band.name} -> {psf}"
                     grid = None
                     if conv.reproject and psf in cfg.science.bands and psf != band.name:
                         tb = get_band(psf)
                         grid = layout.final_mosaic(layout.band_dir(cfg.reprocess_dir, target, tb), target, tb)
                         if not grid.is_file():
-                            msg = f"{target}: reprojection grid {grid} does not exist (run stage 3 of {psf})"
-                            raise InputNotFoundError(msg)
+                            fail(what, f"reprojection grid {grid} does not exist (run stage 3 of {psf})")
+                            continue
                     rung = plan_rung(band.name, psf, pix, direct_max=conv.direct_max,
                                      reproject=conv.reproject, bands=tuple(cfg.science.bands))
                     kfile = None
                     if rung.kernel_target:
                         kfile = layout.kernel_path(cfg.psf_dir, conv.method, band.name, rung.kernel_target)
-                        if args.dry_run and not kfile.is_file():
-                            say(f"{target} {band.name} -> {psf}: fails: kernel {kfile} not made yet")
+                        if not kfile.is_file():
+                            fail(what, f"kernel {kfile} not found; run make_kernels.py first")
                             continue
-                        kfile = need_kernel(kfile)
+                        if bad := psf_file_problem(kfile, kernel=True):
+                            fail(what, f"kernel {kfile} is unusable ({bad}); make it again with "
+                                       "make_kernels.py")
+                            continue
                         if why := kernel_is_refused(kfile, conv.allow_unsafe):
                             log.error("%s %s: %s", target, band.name, why)
-                            say(f"{target} {band.name} -> {psf}: refused: {why}")
+                            say(f"{what}: refused: {why}")
                             refused += 1
                             continue
                     key = product_key(i2d, kfile, rung, settings, grid)
                     out = layout.convolved_mosaic(bdir, target, band, psf)
                     if not args.overwrite and out.is_file() and fits.getheader(out).get("JG_CKEY") == key:
-                        log.info("%s %s -> %s: convolved product up to date", target, band.name, psf)
-                        say(f"{target} {band.name} -> {psf}: skip: up to date ({out.name})")
+                        log.info("%s: convolved product up to date", what)
+                        say(f"{what}: skip: up to date ({out.name})")
                         continue
                     if args.dry_run:
                         why = "--overwrite" if args.overwrite else \
                             "inputs or settings changed" if out.is_file() else "not made yet"
-                        say(f"{target} {band.name} -> {psf}: make ({why}; {rung.grid}): "
+                        say(f"{what}: make ({why}; {rung.grid}): "
                             f"{i2d.name} -> {out.relative_to(cfg.reprocess_dir)}")
                         continue
                     mosaic = mosaic or read_mosaic(i2d, scratch=out.parent)   # scratch beside products
-                    sci, err, wcs, params = to_rung(mosaic, rung, kfile, block_size=conv.block_size,
-                                                   grid=grid, sampling=conv.kernel_sampling)
-                    write_convolved(out, mosaic, sci, err, wcs, rung, params,
-                                    config_hash=cfg.config_hash, key=key)
-                    log.info("%s %s -> %s (%s): %s", target, band.name, psf, rung.grid, out)
+                    try:
+                        sci, err, wcs, params = to_rung(mosaic, rung, kfile, block_size=conv.block_size,
+                                                       grid=grid, sampling=conv.kernel_sampling)
+                        write_convolved(out, mosaic, sci, err, wcs, rung, params,
+                                        config_hash=cfg.config_hash, key=key)
+                    except (InputNotFoundError, OSError, ValueError) as err:
+                        fail(what, f"{type(err).__name__}: {err}")
+                        continue
+                    log.info("%s (%s): %s", what, rung.grid, out)
                     done += 1
                 if mosaic is not None:
                     mosaic.close()              # its scratch files go
@@ -123,7 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from jwstgal.report import write_report
 
         log.info("QA page updated: %s", write_report(cfg))
-        return 1 if refused else 0
+        if failed:
+            log.error("%d rungs failed (the others were convolved):\n  %s", len(failed), "\n  ".join(failed))
+        return 1 if refused or failed else 0
 
     return run_main(run)
 

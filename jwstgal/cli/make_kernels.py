@@ -54,13 +54,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sys.stdout.write(f"  {band:>7} -> {target:<8} {method:<7} {'make' if why else 'skip':<5}"
                                  f"{why or 'up to date'}: {path.relative_to(cfg.psf_dir)}\n")
             return 0
+        failures: list[str] = []
         paths = make_kernel_set([], cfg.science.kernels, cfg.psf_dir, cfg.psf_data_dir,
-                                overwrite=args.overwrite, progress=not args.no_progress, pairs=pairs)
+                                overwrite=args.overwrite, progress=not args.no_progress, pairs=pairs,
+                                failures=failures)
         log.info("%d kernels in %s", len(paths), cfg.psf_dir / "kernels")
         if cfg.reprocess_dir.is_dir():
             from jwstgal.report import write_report
 
             log.info("QA page updated: %s", write_report(cfg))
+        if failures:
+            log.error("%d requested kernels could not be made (their rungs will fail): %s",
+                      len(failures), "; ".join(failures))
+            return 1
         return 0
 
     return run_main(run)
