@@ -321,12 +321,28 @@ def write_convolved(out: Path, mosaic: Mosaic, sci: Any, err: Any, wcs: WCS,
 
 
 def product_key(i2d: Path, kernel_file: Path | None, rung: Rung, settings: dict[str, Any],
-                grid: Path | None) -> str:
-    """Hash of what a convolved product depends on (input file, kernel, stages, settings)."""
+                grid: Path | None, *, legacy: bool = False) -> str:
+    """Hash of what a convolved product depends on (input file, kernel, stages, settings).
+
+    The reprojection grid enters by its file name, so a working tree moved elsewhere keeps its
+    products; ``legacy`` gives the key of earlier versions (the grid's absolute path), which a
+    product made by them in place still matches.
+    """
     st = i2d.stat()
+    where = (str(grid) if legacy else grid.name) if grid else None
     return hash_params([i2d.name, st.st_size, int(st.st_mtime),
                         fits.getheader(kernel_file).get("JG_KERN") if kernel_file else None,
-                        asdict(rung), settings, str(grid) if grid else None])
+                        asdict(rung), settings, where])
+
+
+def product_current(out: Path, i2d: Path, kernel_file: Path | None, rung: Rung, settings: dict[str, Any],
+                    grid: Path | None) -> bool:
+    """Whether the convolved product ``out`` exists and was made from these inputs."""
+    if not out.is_file():
+        return False
+    have = fits.getheader(out).get("JG_CKEY")
+    return have == product_key(i2d, kernel_file, rung, settings, grid) or (
+        grid is not None and have == product_key(i2d, kernel_file, rung, settings, grid, legacy=True))
 
 
 def need_kernel(kernel_file: Path) -> Path:

@@ -359,9 +359,11 @@ def write_manifest(release_dir: Path, files: list[ReleasedFile]) -> Path:
     release_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(release_dir / "MANIFEST.ecsv") as tmp:
         table.write(tmp, format="ascii.ecsv")
-    write_text_atomic(release_dir / "SHA256SUMS",
-                      "".join(f"{r[5]}  {r[0]}\n" for r in rows))
     write_text_atomic(release_dir / "README.md", release_readme(release_dir, rows))
+    # the manifest and the README are checked too (SHA256SUMS cannot list itself)
+    own = [(name, _sha256(release_dir / name)) for name in ("MANIFEST.ecsv", "README.md")]
+    write_text_atomic(release_dir / "SHA256SUMS",
+                      "".join(f"{r[5]}  {r[0]}\n" for r in rows) + "".join(f"{h}  {n}\n" for n, h in own))
     return release_dir / "MANIFEST.ecsv"
 
 

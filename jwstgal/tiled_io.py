@@ -285,13 +285,55 @@ def copy_with_headers(src: Path, out: Path, headers: dict[int, fits.Header], *,
     return out
 
 
+def _owner_tag() -> str:
+    """``<host>-<pid>-`` of this process, the part of a scratch folder's name that names its owner."""
+    import socket
+
+    host = "".join(c if c.isalnum() else "_" for c in socket.gethostname())[:40] or "host"
+    return f"{host}-{os.getpid()}-"
+
+
 def scratch_dir(parent: Path | None, prefix: str) -> Path:
-    """A new scratch folder under ``parent`` (the system's temporary folder if None)."""
+    """A new scratch folder under ``parent`` (the system's temporary folder if None).
+
+    Its name carries the owner (host and process id), so that :func:`remove_stale_scratch` can tell
+    the folders of a killed run from those of a running one.
+    """
     import tempfile
 
     if parent is not None:
         parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    return Path(tempfile.mkdtemp(prefix=prefix + _owner_tag(), dir=parent))
+
+
+def remove_stale_scratch(parent: Path, prefix: str) -> list[Path]:
+    """Remove the scratch folders under ``parent`` whose owning process on this host is gone.
+
+    A run killed with ``kill -9`` cannot remove its scratch folder; the next run does. Folders of
+    live processes, of other hosts (a shared file system) and of unknown owners are kept.
+
+    Returns
+    -------
+    list of Path
+        The folders removed.
+    """
+    host = _owner_tag().split("-")[0]
+    removed = []
+    if not parent.is_dir():
+        return removed
+    for d in parent.glob(prefix + "*"):
+        owner = d.name[len(prefix):].split("-")
+        if not d.is_dir() or d.is_symlink() or len(owner) < 3 or owner[0] != host:
+            continue
+        try:
+            pid = int(owner[1])
+            os.kill(pid, 0)                 # alive (or not ours to signal): keep it
+        except ProcessLookupError:
+            remove_scratch(d)
+            removed.append(d)
+        except (ValueError, PermissionError):
+            continue
+    return removed
 
 
 def remove_scratch(path: Path) -> None:

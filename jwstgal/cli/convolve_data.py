@@ -40,6 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from jwstgal.convolve import image_pixel_scale
         from jwstgal.convolve_products import (
             kernel_is_refused,
+            product_current,
             product_key,
             read_mosaic,
             to_rung,
@@ -47,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         from jwstgal.ladder import plan_rung
         from jwstgal.psfs import psf_file_problem
+        from jwstgal.tiled_io import remove_stale_scratch
 
         cfg = load_config(args.config, args.local, check_jwst=False)
         bands, targets = selected(args, cfg)
@@ -81,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     say(f"{target} {band.name}: no mosaic yet ({i2d.name})")
                     continue
                 mosaic = None           # read once, when a rung needs computing
+                if not args.dry_run:    # what a killed run left behind
+                    for d in remove_stale_scratch(layout.convolved_dir(bdir), ".jwstgal-conv-"):
+                        log.info("%s %s: removed %s, left by a killed run", target, band.name, d)
                 pix = image_pixel_scale(WCS(fits.getheader(i2d, "SCI")))
                 for psf in conv.rungs:
                     what = f"{target} {band.name} -> {psf}"
@@ -110,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             continue
                     key = product_key(i2d, kfile, rung, settings, grid)
                     out = layout.convolved_mosaic(bdir, target, band, psf)
-                    if not args.overwrite and out.is_file() and fits.getheader(out).get("JG_CKEY") == key:
+                    if not args.overwrite and product_current(out, i2d, kfile, rung, settings, grid):
                         log.info("%s: convolved product up to date", what)
                         say(f"{what}: skip: up to date ({out.name})")
                         continue

@@ -1,7 +1,10 @@
-"""Kernel and cached-PSF files are checked when read (issue #30 item 5, #31 item 2): a NaN, zero, 1x1,
-truncated or foreign kernel fails its rung only, with its file named; corrupt kernels and cached PSFs
-are made again; make_kernels.py says when a requested kernel cannot be made. Each test failed before
-its fix."""
+"""Faults of the ladder and the release (issues #30 item 5 and its low items, #31 item 2).
+
+Kernel and cached-PSF files are checked when read: a NaN, zero, 1x1, truncated or foreign kernel fails
+its rung only, with its file named; corrupt kernels and cached PSFs are made again; make_kernels.py says
+when a requested kernel cannot be made. A killed convolution's scratch folder is removed by the next
+run; a moved working tree keeps its products; SHA256SUMS covers the release's own files. Each test
+failed before its fix."""
 
 from __future__ import annotations
 
@@ -124,3 +127,57 @@ def test_make_kernels_exits_nonzero_when_a_requested_kernel_cannot_be_made(tmp_p
     res = run("make_kernels.py", cfg, loc)
     assert res.returncode == 1, res.stderr[-3000:]
     assert "cannot be made" in res.stderr and "gauss0.05" in res.stderr
+
+
+def test_the_scratch_folder_of_a_killed_run_is_removed_by_the_next(tree):
+    import subprocess
+    import sys
+
+    from jwstgal.tiled_io import scratch_dir
+
+    cfg, loc, _, rep = tree
+    conv = rep / "F200W" / "convolved"
+    code = ("import os, signal; from pathlib import Path; from jwstgal.tiled_io import scratch_dir; "
+            f"d = scratch_dir(Path({str(conv)!r}), '.jwstgal-conv-'); "
+            "(d / 'sci.f32').write_bytes(bytes(4096)); os.kill(os.getpid(), signal.SIGKILL)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == -9          # kill -9 mid-run
+    (dead,) = conv.glob(".jwstgal-conv-*")
+    alive = scratch_dir(conv, ".jwstgal-conv-")                 # this process's: running, kept
+    res = run("convolve_data.py", cfg, loc)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert not dead.exists() and alive.is_dir()
+    assert "left by a killed run" in res.stderr
+
+
+def test_a_moved_working_tree_keeps_its_ladder(tree, tmp_path):
+    import shutil
+
+    cfg, loc, _, rep = tree
+    science = cfg.read_text().replace("reproject = false", "reproject = true")
+    cfg.write_text(science)
+    res = run("convolve_data.py", cfg, loc)
+    assert res.returncode == 0, res.stderr[-3000:]
+    moved = tmp_path.parent / (tmp_path.name + "-moved")
+    shutil.move(tmp_path, moved)
+    try:
+        res = run("convolve_data.py", moved / cfg.name, moved / loc.name)
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert "0 products convolved" in res.stderr, res.stderr[-3000:]
+    finally:
+        shutil.move(moved, tmp_path)
+
+
+def test_sha256sums_covers_the_manifest_and_the_readme(tmp_path):
+    import subprocess
+
+    from jwstgal.release import build_release
+
+    rep = tmp_path / "rep"
+    fake_mosaic(rep / "ngc0000" / "F200W" / "lv3" / "ngc0000_nircam_lv3_f200w_i2d.fits")
+    rel = tmp_path / "release"
+    build_release(rep, rel, ["ngc0000"], ["F200W"], config_hash="abc")
+    listed = {line.split("  ", 1)[1] for line in (rel / "SHA256SUMS").read_text().splitlines()}
+    assert {"MANIFEST.ecsv", "README.md"} <= listed
+    assert subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=rel, capture_output=True).returncode == 0
+    (rel / "README.md").write_text("tampered\n")
+    assert subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=rel, capture_output=True).returncode != 0
