@@ -2,18 +2,24 @@
 
 Per instrument with an ``[anchor] reference`` band:
 
-1. the reference band is taken to the resolution of the first external map found
-   (``<anchor_ref_dir>/<target>_<map>.fits``, in the configured order) through the resolution ladder
+1. the reference band is taken to the resolution of an external map
+   (``<anchor_ref_dir>/<target>_<map>.fits``) through the resolution ladder
    (:func:`jwstgal.convolve_products.to_rung`), reprojected onto the map's grid and fitted against
-   it (:func:`jwstgal.anchor.binned_fit`): ``offset_ref = -intercept``;
+   it (:func:`jwstgal.anchor.binned_fit`): ``offset_ref = -intercept``. The maps are tried in the
+   configured order: one that is missing, unreadable, without a celestial WCS, too small, without
+   finite surface brightness, in other units (BUNIT), without overlap, or whose fit fails or has an
+   implausible slope (``[anchor] slope_range``) is passed over, and the table says which map was
+   used and why the others were not;
 2. every other band of the instrument and the reference band are taken to ``internal_psf`` on one
    grid, and the band is fitted against the reference: ``offset = -intercept + slope x offset_ref``;
 3. each anchored band is written as ``<BAND>/anchor/<product>_i2d_anchor.fits`` (the final mosaic
    plus its offset where it has data; ``ANCHOFF``, ``ANCHERR``, ``ANCHREF``, ``ANCHSLP`` keywords)
    and the target's ``anchor/<target>_anchor.ecsv`` lists every band (anchored or why not).
 
-A missing external map or mosaic leaves that instrument's bands un-anchored with the reason in the
-table and the log; nothing else stops. A run whose inputs and settings are unchanged is skipped.
+No usable external map, or a missing mosaic, leaves that instrument's bands un-anchored with the
+reason in the table and the log, and removes anchored mosaics of an earlier run; nothing else stops
+(a failed band or target leaves the others going). A run whose inputs and settings are unchanged is
+skipped.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from jwstgal.bands import get_band
 from jwstgal.config import RunConfig
 from jwstgal.convolve import image_pixel_scale, reproject_image
 from jwstgal.convolve_products import Mosaic, kernel_is_refused, need_kernel, read_mosaic, to_rung
-from jwstgal.errors import ReductionError
+from jwstgal.errors import InputNotFoundError, ReductionError
 from jwstgal.ladder import plan_rung
 from jwstgal.plots import anchor_fit_png
 from jwstgal.provenance import atomic_path, hash_params, stamp_header
@@ -45,6 +51,12 @@ log = logging.getLogger(__name__)
 #: Valid kernel weight a convolved pixel needs to enter a fit: pixels near edges and holes have a
 #: truncated kernel, hence not the resolution of the map they are compared with.
 FULL_WEIGHT = 0.99
+#: |surface brightness| (MJy/sr) from which an external map's value is a blank (1e30) or another unit.
+MAX_BRIGHTNESS = 1e7
+#: Least pixels per side of an external map that can be fitted.
+MIN_MAP_PIXELS = 10
+#: What a failed map or band is caught as: its reason goes into the table, the rest goes on.
+_ANCHOR_ERRORS = (ReductionError, InputNotFoundError, ValueError, OSError)
 
 
 @dataclass
@@ -64,32 +76,76 @@ class AnchorRow:
     offset_err: float = np.nan
     npix: int = 0
     status: str = ""
+    note: str = ""
 
 
-def _external(cfg: RunConfig, target: str, inst: str) -> tuple[Path | None, Any, list[Path]]:
-    """The first external map of an instrument that exists, its settings, and every path tried."""
-    tried = []
-    for m in cfg.science.anchor.external.get(inst, []):
-        if cfg.anchor_ref_dir is None:
-            break
-        path = cfg.anchor_ref_dir / f"{target}_{m.band}.fits"
-        tried.append(path)
-        if path.is_file():
-            return path, m, tried
-    return None, None, tried
+def _external_maps(cfg: RunConfig, target: str, inst: str) -> list[tuple[Path, Any]]:
+    """Every configured external map of an instrument (path, settings), in order of preference."""
+    if cfg.anchor_ref_dir is None:
+        return []
+    return [(cfg.anchor_ref_dir / f"{target}_{m.band}.fits", m)
+            for m in cfg.science.anchor.external.get(inst, [])]
+
+
+def _is_mjy_per_sr(bunit: str) -> bool:
+    compact = bunit.replace(" ", "").lower()
+    if compact in ("mjy/sr", "mjysr-1", "mjy/steradian", "mjy.sr-1", "mjy/sr^1"):
+        return True
+    import astropy.units as u
+
+    try:
+        return u.Unit(bunit) == u.MJy / u.sr
+    except ValueError:
+        return False
+
+
+def external_problem(data: np.ndarray, wcs: WCS, header: fits.Header) -> str:
+    """Why an external map cannot anchor ('' if it may): size, WCS, values, units."""
+    if min(data.shape) < MIN_MAP_PIXELS:
+        return (f"a {data.shape[1]}x{data.shape[0]} image is too small to fit (at least "
+                f"{MIN_MAP_PIXELS}x{MIN_MAP_PIXELS})")
+    if wcs.naxis != 2 or not wcs.has_celestial:
+        return "no celestial WCS"
+    if not (np.isfinite(data) & (np.abs(data) < MAX_BRIGHTNESS)).any():
+        return "no finite surface brightness (all NaN, or blank values such as 1e30)"
+    bunit = str(header.get("BUNIT", "") or "").strip()
+    if bunit and not _is_mjy_per_sr(bunit):
+        return f"BUNIT {bunit!r} is not MJy/sr (convert the map first)"
+    return ""
 
 
 def read_external(path: Path) -> tuple[np.ndarray, WCS]:
-    """Image and celestial WCS of an external map (the first HDU holding a 2-D image)."""
-    with fits.open(path) as h:
-        for hdu in h:
-            if hdu.data is not None and np.ndim(hdu.data) >= 2:
-                data = np.asarray(np.squeeze(hdu.data), float)
-                if data.ndim != 2:
-                    continue
-                return data, WCS(hdu.header).celestial
-    msg = f"{path}: no 2-D image in any HDU"
-    raise ReductionError(msg)
+    """Image and celestial WCS of an external map (the first HDU holding a 2-D image), checked.
+
+    Values beyond :data:`MAX_BRIGHTNESS` (blanks such as 1e30) read as NaN.
+
+    Raises
+    ------
+    ReductionError
+        Naming the file and what is wrong with it (:func:`external_problem`).
+    """
+    if why := layout.not_a_regular_file(path):
+        raise ReductionError(f"{path}: {why}")
+    found = None
+    try:
+        with fits.open(path) as h:
+            for hdu in h:
+                if hdu.data is not None and np.ndim(hdu.data) >= 2:
+                    data = np.asarray(np.squeeze(hdu.data), float)
+                    if data.ndim == 2:
+                        found = data, hdu.header.copy()
+                        break
+        if found is None:
+            msg = f"{path}: no 2-D image in any HDU"
+            raise ReductionError(msg)
+        data, header = found
+        wcs = WCS(header).celestial
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        msg = f"{path}: not a readable FITS image ({err})"
+        raise ReductionError(msg) from None
+    if why := external_problem(data, wcs, header):
+        raise ReductionError(f"{path}: {why}")
+    return np.where(np.abs(data) < MAX_BRIGHTNESS, data, np.nan), wcs
 
 
 def _at(cfg: RunConfig, mosaic: Mosaic, band: str, psf: str, grid_bands: tuple[str, ...] = (),
@@ -121,7 +177,7 @@ def _inputs_key(cfg: RunConfig, paths: list[Path], bands: list[str]) -> str:
     kernels = [(k.name, fits.getheader(k).get("JG_KERN")) for b in bands
                for k in sorted(kdir.glob(f"{b}_to_*.fits"))]
     conv = cfg.science.convolve
-    return hash_params([stats, kernels, cfg.science.anchor.model_dump(), conv.method, conv.direct_max,
+    return hash_params([stats, kernels, cfg.science.anchor.key_dump(), conv.method, conv.direct_max,
                         conv.kernel_sampling])
 
 
@@ -142,7 +198,7 @@ def write_anchored(final: Path, out: Path, row: AnchorRow, config_hash: str = ""
     primary["ANCHREF"] = (row.reference, "anchored against this map or band")
     primary["ANCHSLP"] = (row.slope, "fitted slope against ANCHREF")
     stamp_header(primary, step="anchor", params={k: v for k, v in asdict(row).items()
-                                                 if k not in ("target", "status")},
+                                                 if k not in ("target", "status", "note")},
                  config_hash=config_hash)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
@@ -158,8 +214,41 @@ def _fill(row: AnchorRow, fit: BinnedFit, offset: float, err: float, reference: 
     row.status = "anchored"
 
 
+def _fit_external(cfg: RunConfig, target: str, inst: str, ref: str, ref_mosaic: Mosaic
+                  ) -> tuple[tuple[Path, Any, np.ndarray, np.ndarray, BinnedFit] | None, list[str]]:
+    """The first external map the reference band fits against, and why each one before was not used."""
+    lo, hi = cfg.science.anchor.slope_range
+    notes = []
+    for path, ext in _external_maps(cfg, target, inst):
+        if not path.is_file():
+            notes.append(f"{ext.band}: no file {path}")
+            continue
+        try:
+            ext_data, ext_wcs = read_external(path)
+            # a grid 3x finer than the map's, so that reprojection averages over the map's pixels
+            jw, jw_wcs = _at(cfg, ref_mosaic, ref, ext.psf, max_pixel=image_pixel_scale(ext_wcs) / 3)
+            jw_on_ext = reproject_image(jw, jw_wcs, ext_wcs, ext_data.shape)
+            if not (np.isfinite(jw_on_ext) & np.isfinite(ext_data)).any():
+                notes.append(f"{ext.band}: {path.name} does not overlap the {ref} mosaic")
+                continue
+            fit = _fit(cfg, ext_data, jw_on_ext)
+        except _ANCHOR_ERRORS as err:
+            notes.append(f"{ext.band}: {err}")
+            continue
+        if not lo <= fit.slope <= hi:
+            notes.append(f"{ext.band}: fitted slope {fit.slope:.3g} is outside [anchor] slope_range "
+                         f"{lo:g}-{hi:g} (a map in other units, or of another field?)")
+            continue
+        return (path, ext, ext_data, jw_on_ext, fit), notes
+    return None, notes
+
+
 def anchor_instrument(cfg: RunConfig, target: str, inst: str) -> list[AnchorRow]:
-    """Fit and write every band of one instrument of one target; the rows of the table."""
+    """Fit and write every band of one instrument of one target; the rows of the table.
+
+    Nothing here stops the run: a band or map that fails is recorded in its row's status (and the
+    maps passed over in ``note``), and the other bands go on.
+    """
     a = cfg.science.anchor
     bands = getattr(cfg.science.pipeline, f"{inst}_bands")
     ref = a.reference[inst]
@@ -173,22 +262,30 @@ def anchor_instrument(cfg: RunConfig, target: str, inst: str) -> list[AnchorRow]
         for b in bands:
             rows[b].status = rows[b].status or f"not anchored: reference band {ref} has no mosaic"
         return list(rows.values())
-    ext_path, ext, tried = _external(cfg, target, inst)
-    if ext_path is None:
-        where = ", ".join(map(str, tried)) if tried else "(set [local] anchor_ref_dir)"
+    maps = [p for p, _ in _external_maps(cfg, target, inst)]
+    if not any(p.is_file() for p in maps):
+        where = ", ".join(map(str, maps)) if maps else "(set [local] anchor_ref_dir)"
         log.warning("%s %s: no external map to anchor to; expected one of %s; %s bands left "
                     "un-anchored", target, inst.upper(), where, inst.upper())
         for b in bands:
             rows[b].status = rows[b].status or f"not anchored: no external map ({where})"
         return list(rows.values())
     with read_mosaic(finals[ref]) as ref_mosaic:     # its scratch files go when done
-        ext_data, ext_wcs = read_external(ext_path)
-        # a grid 3x finer than the map's, so that reprojection averages over the map's pixels
-        jw, jw_wcs = _at(cfg, ref_mosaic, ref, ext.psf, max_pixel=image_pixel_scale(ext_wcs) / 3)
-        jw_on_ext = reproject_image(jw, jw_wcs, ext_wcs, ext_data.shape)
-        fit = _fit(cfg, ext_data, jw_on_ext)
+        used, notes = _fit_external(cfg, target, inst, ref, ref_mosaic)
+        if used is None:
+            why = "; ".join(notes)
+            log.warning("%s %s: no usable external map (%s); %s bands left un-anchored", target,
+                        inst.upper(), why, inst.upper())
+            for b in bands:
+                rows[b].status = rows[b].status or f"not anchored: no usable external map ({why})"
+            return list(rows.values())
+        ext_path, ext, ext_data, jw_on_ext, fit = used
+        note = f"not used: {'; '.join(notes)}" if notes else ""
+        if notes:
+            log.warning("%s %s: anchored against %s; %s", target, inst.upper(), ext.band, note)
         off_ref, err_ref = fit.offset, fit.intercept_err
         _fill(rows[ref], fit, off_ref, err_ref, ext.band, ext.psf)
+        rows[ref].note = note
         anchor_fit_png(ext_data, jw_on_ext, fit, layout.anchor_plot(cfg.reprocess_dir, target, ref, ext.band),
                        f"{target} {ref} vs {ext.band} at {ext.psf}: offset {off_ref:+.4f} ± {err_ref:.4f}",
                        f"{ext.band} ({ext_path.name}) [MJy/sr]", f"{ref} at {ext.psf} [MJy/sr]")
@@ -196,15 +293,20 @@ def anchor_instrument(cfg: RunConfig, target: str, inst: str) -> list[AnchorRow]
         if others:
             psf = a.internal_psf[inst]
             grid = finals[psf] if psf in finals and psf not in missing else None
-            x, x_wcs = _at(cfg, ref_mosaic, ref, psf, tuple(bands), grid)
+            try:
+                x, x_wcs = _at(cfg, ref_mosaic, ref, psf, tuple(bands), grid)
+            except _ANCHOR_ERRORS as err:
+                for b in others:
+                    rows[b].status = f"not anchored: {ref} at {psf} failed ({err})"
+                others = []
             for b in others:
-                with read_mosaic(finals[b]) as mosaic:
-                    y, y_wcs = _at(cfg, mosaic, b, psf, tuple(bands), grid)
-                if y.shape != x.shape or not y_wcs.wcs.compare(x_wcs.wcs, tolerance=1e-9):
-                    y = reproject_image(y, y_wcs, x_wcs, x.shape)
                 try:
+                    with read_mosaic(finals[b]) as mosaic:
+                        y, y_wcs = _at(cfg, mosaic, b, psf, tuple(bands), grid)
+                    if y.shape != x.shape or not y_wcs.wcs.compare(x_wcs.wcs, tolerance=1e-9):
+                        y = reproject_image(y, y_wcs, x_wcs, x.shape)
                     fit_b = _fit(cfg, x, y)
-                except ValueError as err:
+                except _ANCHOR_ERRORS as err:
                     rows[b].status = f"not anchored: fit against {ref} failed ({err})"
                     log.warning("%s %s: %s", target, b, rows[b].status)
                     continue
@@ -238,8 +340,9 @@ def _instrument_state(cfg: RunConfig, target: str, inst: str, old_rows: list[Anc
     bands = getattr(cfg.science.pipeline, f"{inst}_bands")
     folders = {b: layout.band_dir(cfg.reprocess_dir, target, b) for b in bands}
     inputs = [p for b in bands if (p := layout.final_mosaic(folders[b], target, get_band(b))).is_file()]
-    ext_path, _, _ = _external(cfg, target, inst)
-    key = _inputs_key(cfg, inputs + ([ext_path] if ext_path else []), bands)
+    maps = [p for p, _ in _external_maps(cfg, target, inst) if p.is_file()]   # any of them may be used
+    key = _inputs_key(cfg, inputs + maps, bands)
+    ext_path = maps[0] if maps else None
     kept = [r for r in old_rows if r.instrument == inst]
     done = all(layout.anchored_mosaic(folders[r.band], target, get_band(r.band)).is_file()
                for r in kept if r.status == "anchored")

@@ -89,6 +89,8 @@ def _anchor_part(cfg: RunConfig, target: str, band: str, root: Path) -> str:
     text = (f"offset {r['offset']:+.4f} ± {r['offset_err']:.4f} MJy/sr against {r['reference']} at "
             f"{r['psf']} (slope {r['slope']:.3f}, {r['npix']} pixels)" if r["status"] == "anchored"
             else str(r["status"]))
+    if "note" in r.colnames and str(r["note"]).strip() not in ("", "--"):
+        text += f" ({r['note']})"
     figs = [_img(p, root, p.stem) for p in sorted(table.parent.glob(f"{target}_{band}_vs_*.png"))]
     return (f"<h3>anchoring</h3><p>{html.escape(text)}</p>" + '<div class="figs">' + "".join(figs)
             + "</div>")

@@ -51,9 +51,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     sys.stdout.write(f"  {target} {inst.upper()}: {what}\n")
                     sys.stdout.writelines(f"      in : {p.relative_to(cfg.reprocess_dir)}\n" for p in inputs)
             return 0
+        from jwstgal.errors import InputNotFoundError, ReductionError
+
         left = 0
         for target in targets or cfg.science.targets:
-            for row in anchor_target(cfg, target, overwrite=args.overwrite):
+            try:
+                rows = anchor_target(cfg, target, overwrite=args.overwrite)
+            except (ReductionError, InputNotFoundError, OSError, ValueError) as err:   # next target goes on
+                log.error("%s: anchoring failed: %s", target, err)
+                left += 1
+                continue
+            for row in rows:
                 if row.status != "anchored":
                     log.warning("%s %s: %s", target, row.band, row.status)
                     left += 1

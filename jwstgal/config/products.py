@@ -7,7 +7,7 @@ do. Strict pydantic models like every table (unknown keys are errors).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -131,6 +131,9 @@ class AnchorConfig(Strict):
     min_per_bin: int = Field(10, ge=1, description="Least pixels for a bin to be used.")
     clip_sigma: float = Field(3.0, gt=0, description="Bins further from the line (in errors) are "
                               "dropped and the line refitted.")
+    slope_range: tuple[float, float] = Field(
+        (0.2, 5.0), description="Plausible slopes of the reference band against an external map; a "
+        "fit outside (a map in other units, a wrong map) is not used and the next map is tried.")
 
     @field_validator("reference")
     @classmethod
@@ -160,7 +163,17 @@ class AnchorConfig(Strict):
         if self.fit_range[0] >= self.fit_range[1] or not 0 <= self.fit_range[0] < self.fit_range[1] <= 100:
             msg = f"[anchor] fit_range must be two increasing percentiles in 0-100, got {self.fit_range}"
             raise ValueError(msg)
+        if not 0 < self.slope_range[0] < self.slope_range[1] < float("inf"):
+            msg = f"[anchor] slope_range must be two increasing positive slopes, got {self.slope_range}"
+            raise ValueError(msg)
         return self
+
+    def key_dump(self) -> dict[str, Any]:
+        """The settings that enter anchoring's input key.
+
+        A key added later is left out at its default, so anchoring done before it existed stays done.
+        """
+        return self.model_dump(exclude={"slope_range"} if self.slope_range == (0.2, 5.0) else None)
 
     @property
     def psfs(self) -> list[str]:
