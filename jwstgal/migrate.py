@@ -364,9 +364,12 @@ def _local(m: Migration, old: dict[str, Any]) -> None:
             "anchor_ref_dir": "anchor_ref_dir", "reprocess_dir": "working_dir"}
     for k, v in old.get("local", old).items():
         if k in ("processors", "procs"):
-            if isinstance(v, int) and v > 0:
+            if isinstance(v, int) and not isinstance(v, bool) and v > 0:
                 loc["processes"] = v
                 loc["executor"] = "processes" if v > 1 else "serial"
+            else:
+                m.skip(f"local.{k}", f"{v!r} is not a number of processes (>= 1; 'all cores but N' "
+                       "counts are not carried over): set [local] processes by hand")
             continue
         if k in keys and keys[k] not in loc:
             if v != "" or keys[k] in ("api_key",):

@@ -164,3 +164,35 @@ def test_backgrounds_like_science_becomes_the_bgr_mosaics_step():
     assert m.science["pipeline"]["steps"]["miri"][-1] == "bgr_mosaics"        # bgr_observation_types
     assert "bgr_mosaics" not in m.science["pipeline"]["steps"]["nircam"]
     assert "pipeline.process_bgr_like_science" not in dict(m.unmapped)
+
+
+# ---------------------------------------------------------------- hostile inputs (issue #30)
+
+@pytest.mark.parametrize("text", [
+    'pipeline = 5\n[projects.1]\ntargets = ["a"]\n',
+    '[projects]\n1 = "ngc0628"\n[pipeline]\nnircam_bands = ["F200W"]\n',
+    'steps = ["lv1"]\nparameters = { lv1 = 3 }\n',
+])
+def test_valid_toml_of_the_wrong_shape_is_one_message_not_a_traceback(tmp_path, text):
+    old = tmp_path / "old.toml"
+    old.write_text(text)
+    res = run(old, "--out-dir", tmp_path / "out")
+    assert res.returncode == 3, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr and str(old) in res.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_impossible_process_count_is_named_not_dropped(tmp_path):
+    m = migrate(tomllib.loads((DATA / "original_config.toml").read_text()),
+                {"local": {"raw_dir": "r", "working_dir": "w", "processors": -3}})
+    assert "processes" not in m.local["local"]
+    assert any(k == "local.processors" and "-3" in why for k, why in m.unmapped)
+
+
+def test_overwrite_never_replaces_the_old_config_itself(tmp_path):
+    old = tmp_path / "config.toml"
+    old.write_text((DATA / "original_config.toml").read_text())
+    before = old.read_bytes()
+    res = run(old, "--out-dir", tmp_path, "--overwrite")
+    assert res.returncode == 3 and "is the old config itself" in res.stderr
+    assert old.read_bytes() == before

@@ -61,7 +61,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from jwstgal.migrate import migrate
         from jwstgal.provenance import write_text_atomic
 
-        m = migrate(_read(args.config), _read(args.local) if args.local else None)
+        old, old_local = _read(args.config), _read(args.local) if args.local else None
+        try:
+            m = migrate(old, old_local)
+        except (AttributeError, TypeError, KeyError, ValueError) as err:   # valid TOML, wrong shape
+            msg = (f"{args.config}{' / ' + str(args.local) if args.local else ''}: not a config of the "
+                   f"original scripts or of pjpipe: a table or value has an unexpected shape "
+                   f"({type(err).__name__}: {err})")
+            raise ConfigError(msg) from None
         science = _header(f"migrated from {args.config}", m.unmapped) + tomli_w.dumps(m.science)
         local = tomli_w.dumps(m.local if m.local else {"local": {"raw_dir": "raw", "working_dir": "work"}})
         if not m.local:
@@ -77,6 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(f"dry run: would write {', '.join(map(str, targets))} (nothing is written)\n")
             sys.stdout.write(science)
             return 0
+        sources = {p.resolve() for p in (args.config, args.local) if p is not None}
+        if clash := [str(t) for t in targets if t.resolve() in sources]:
+            msg = (f"{', '.join(clash)} is the old config itself; write the migrated one to another "
+                   "--out-dir (--overwrite never replaces the file it reads)")
+            raise ConfigError(msg)
         taken = [str(t) for t in targets if t.exists()]
         if taken and not args.overwrite:
             msg = f"{', '.join(taken)} already exist; use --overwrite to replace them"
