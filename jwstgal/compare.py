@@ -125,19 +125,60 @@ def sky_shift_mas(old_wcs: WCS, new_wcs: WCS, shape: tuple[int, int], dy: float,
 
 
 def _mosaics(release: Path) -> dict[tuple[str, str], Path]:
+    """The mosaics a release's manifest lists, by (target, band).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the manifest is missing, unreadable, or lacks the columns of a jwstgal manifest.
+    """
+    from jwstgal.settings import check_path_component
+
     manifest = release / "MANIFEST.ecsv"
     if not manifest.is_file():
         msg = f"{release}: no MANIFEST.ecsv (not a jwstgal release?)"
         raise FileNotFoundError(msg)
-    table = Table.read(manifest, format="ascii.ecsv")
-    return {(str(r["target"]), str(r["band"])): release / str(r["file"])
-            for r in table if r["kind"] == "mosaic"}
+    try:
+        table = Table.read(manifest, format="ascii.ecsv")
+    except Exception as err:                  # astropy raises many kinds on a garbage table
+        msg = f"{manifest}: not a readable release manifest ({type(err).__name__}: {err})"
+        raise FileNotFoundError(msg) from None
+    if missing := {"file", "target", "band", "kind"} - set(table.colnames):
+        msg = f"{manifest}: not a jwstgal manifest (no column {', '.join(sorted(missing))})"
+        raise FileNotFoundError(msg)
+    out = {}
+    for r in table:
+        if r["kind"] != "mosaic":
+            continue
+        name = str(r["file"])
+        try:                                  # a manifest line names a file inside the release
+            for part in name.split("/"):
+                check_path_component(part, f"{manifest}: file")
+        except ValueError as err:
+            log.error("%s; row left out", err)
+            continue
+        out[(str(r["target"]), str(r["band"]))] = release / name
+    return out
 
 
 def _read(path: Path) -> tuple[np.ndarray, WCS]:
-    with fits.open(path) as h:
-        data = np.asarray(h["SCI"].data, float)
-        wcs = WCS(h["SCI"].header).celestial
+    """SCI image (zeros as NaN) and celestial WCS of a released mosaic.
+
+    Raises
+    ------
+    ValueError
+        Naming the file, if it is missing, not FITS, or has no 2-D SCI image with a celestial WCS.
+    """
+    try:
+        with fits.open(path) as h:
+            data = np.asarray(h["SCI"].data, float)
+            wcs = WCS(h["SCI"].header).celestial
+    except (OSError, KeyError, ValueError, TypeError) as err:
+        msg = f"{path}: unreadable ({type(err).__name__}: {err})"
+        raise ValueError(msg) from None
+    if data.ndim != 2 or wcs.naxis != 2:
+        msg = f"{path}: no 2-D SCI image with a celestial WCS"
+        raise ValueError(msg)
     data[data == 0] = np.nan
     return data, wcs
 
@@ -165,8 +206,12 @@ def compare_releases(old: Path, new: Path, png_dir: Path | None = None) -> list[
         if key not in a:
             rows.append(Comparison(target, band, "added", file=str(b[key].relative_to(new))))
             continue
-        od, ow = _read(a[key])
-        nd, nw = _read(b[key])
+        try:
+            od, ow = _read(a[key])
+            nd, nw = _read(b[key])
+        except ValueError as err:             # one garbage mosaic: its row says so, the rest go on
+            rows.append(Comparison(target, band, f"unreadable: {err}", file=str(b[key].relative_to(new))))
+            continue
         native = None
         if nd.shape == od.shape and np.allclose(nw.pixel_scale_matrix, ow.pixel_scale_matrix,
                                                 rtol=1e-6, atol=0):

@@ -101,3 +101,47 @@ compare_tolerances = {{ flux_ratio = 0.01 }}
     assert res.returncode == 1 and "flux ratio 0.98" in res.stderr, res.stderr[-2000:]
     table = Table.read(tmp_path / "work" / "jwst_release" / "comparison_v1_to_v2" / "comparison.ecsv")
     assert table["flux_ratio"][0] == pytest.approx(0.98, abs=0.002)
+
+
+# ---------------------------------------------------------------- garbage releases (issue #30)
+
+def _compare(*args):
+    return subprocess.run([sys.executable, str(REPO / "compare_releases.py"), *map(str, args)],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+
+
+@pytest.mark.parametrize("garbage", ["manifest_text", "manifest_columns", "mosaic_text", "mosaic_no_sci",
+                                     "escaping_row"])
+def test_a_garbage_release_is_reported_not_a_traceback(tmp_path, garbage):
+    old = _release(tmp_path, "v1")
+    new = _release(tmp_path, "v2")
+    manifest = new / "MANIFEST.ecsv"
+    mosaic = next(new.rglob("*_i2d.fits"))
+    if garbage == "manifest_text":
+        manifest.write_text("this is not an ECSV table\n\x00\x01")
+    elif garbage == "manifest_columns":
+        manifest.write_text("# %ECSV 1.0\n# ---\n# datatype:\n# - {name: a, datatype: int64}\na\n1\n")
+    elif garbage == "mosaic_text":
+        mosaic.write_text("not FITS\n" * 500)
+    elif garbage == "mosaic_no_sci":
+        fits.PrimaryHDU(np.zeros((4, 4))).writeto(mosaic, overwrite=True)
+    elif garbage == "escaping_row":
+        text = manifest.read_text().replace("ngc0000/", "../../", 1)
+        manifest.write_text(text)
+    res = _compare(old, new, "--out-dir", tmp_path / "cmp")
+    assert res.returncode == 1, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+    if garbage.startswith("manifest"):
+        assert "MANIFEST.ecsv" in res.stderr
+    elif garbage.startswith("mosaic"):
+        table = Table.read(tmp_path / "cmp" / "comparison.ecsv")
+        assert str(table["status"][0]).startswith("unreadable") and mosaic.name in table["status"][0]
+
+
+def test_an_out_dir_inside_a_release_is_refused(tmp_path):
+    old = _release(tmp_path, "v1")
+    new = _release(tmp_path, "v2")
+    before = sorted(p.name for p in new.rglob("*"))
+    res = _compare(old, new, "--out-dir", new / "cmp")
+    assert res.returncode == 3 and "inside the release" in res.stderr
+    assert sorted(p.name for p in new.rglob("*")) == before

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from jwstgal.cli._common import add_dry_run, add_version, run_main
-from jwstgal.errors import InputNotFoundError
+from jwstgal.errors import ConfigError, InputNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +35,19 @@ def run_comparison(old: Path, new: Path, out_dir: Path | None, tol, *, dry_run: 
         if not (rel / "MANIFEST.ecsv").is_file():
             msg = f"{rel}: not a release (no MANIFEST.ecsv)"
             raise InputNotFoundError(msg)
-    out_dir = out_dir or new.parent / f"comparison_{old.name}_to_{new.name}"
+    try:
+        plan = plan_comparison(old, new)
+    except FileNotFoundError as err:          # a garbage manifest
+        raise InputNotFoundError(str(err)) from None
+    out_dir = (out_dir or new.parent / f"comparison_{old.name}_to_{new.name}").resolve()
+    for rel in (old, new):
+        if out_dir == rel or rel in out_dir.parents:
+            msg = (f"--out-dir {out_dir} is inside the release {rel}: the comparison would add files "
+                   "its manifest does not list; write it beside the release")
+            raise ConfigError(msg)
     if dry_run:
         sys.stdout.write(f"dry run: compare {old} -> {new} into {out_dir} (nothing is written)\n")
-        sys.stdout.writelines(f"  {t} {band}: {how}\n" for t, band, how in plan_comparison(old, new))
+        sys.stdout.writelines(f"  {t} {band}: {how}\n" for t, band, how in plan)
         return 0
     rows = compare_releases(old, new, png_dir=out_dir)
     table = write_comparison(rows, tol, out_dir, old, new)
