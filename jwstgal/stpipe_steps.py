@@ -71,15 +71,26 @@ class JwstgalStep(Step):
 
     settings_model: ClassVar[type[StepSettings]]
     excluded: ClassVar[tuple[str, ...]] = ()
+    #: Whether the step works on one exposure (and refuses a resampled mosaic).
+    single_exposure: ClassVar[bool] = True
 
     def settings(self) -> StepSettings:
         """The parameters of this run, validated by the settings model."""
         return settings_of(self, self.settings_model, self.excluded)
 
     def _open_images(self, input_data: Any) -> Any:
+        """A copy of the input model; a resampled mosaic is refused by single-exposure steps."""
         from jwst.datamodels import ImageModel  # type: ignore[attr-defined]
 
-        return input_data.copy() if isinstance(input_data, ImageModel) else ImageModel(input_data)
+        model = input_data.copy() if isinstance(input_data, ImageModel) else ImageModel(input_data)
+        name = str(model.meta.filename or input_data)
+        resampled = (getattr(model.meta.cal_step, "resample", None) == "COMPLETE" or "_i2d" in name
+                     or model.meta.hasattr("resample"))
+        if self.single_exposure and resampled:
+            msg = (f"{name}: a resampled mosaic (i2d), not a single exposure; {self.class_alias} works "
+                   "on one exposure's rate or cal file")
+            raise ValueError(msg)
+        return model
 
 
 class DestripeStep(JwstgalStep):
@@ -265,6 +276,7 @@ class AstrometricAlignStep(JwstgalStep):
     image, so the stale gwcs is dropped, as the pipeline's step drops it from ``_i2d_align.fits``.
     """
 
+    single_exposure = False     # works on the mosaic
     class_alias = "astrometric_align"
     settings_model = AstrometricAlignSettings
     excluded = ("alignment_mapping", "reference")
@@ -345,6 +357,7 @@ class AstrometricCatalogStep(JwstgalStep):
     with ``save_results`` it is written as ``<name>_astro_cat.fits``.
     """
 
+    single_exposure = False     # works on the mosaic
     class_alias = "astrometric_catalog"
     settings_model = AstrometricCatalogSettings
     spec = settings_spec(AstrometricCatalogSettings)

@@ -226,3 +226,30 @@ def test_astrometric_catalog_step_finds_the_injected_stars(tmp_path):
     _, sep, _ = found.match_to_catalog_sky(SkyCoord(ra, dec, unit="deg"))
     assert sep.to_value("arcsec").max() < 0.1 * 0.11                 # within 0.1 pixel
     assert len(list(tmp_path.glob("*astro_cat.fits"))) == 1
+
+
+# ---------------------------------------------------------------- hostile inputs (issue #30)
+
+@pytest.mark.parametrize("how", ["resampled", "i2d_name"])
+def test_a_mosaic_is_refused_by_the_single_exposure_steps(frame, how):
+    from jwstgal.stpipe_steps import BgSubStep
+
+    model = _image_model(frame)
+    if how == "resampled":
+        model.meta.cal_step.resample = "COMPLETE"
+    else:
+        model.meta.filename = "ngc0000_nircam_lv3_f200w_i2d.fits"
+    for cls in (DestripeStep, BgSubStep):
+        with pytest.raises(ValueError, match="a resampled mosaic"):
+            cls.call(model)
+
+
+def test_a_memory_bomb_parameter_is_refused_before_any_work():
+    with pytest.raises(Exception, match="dilate_size"):       # stpipe's spec carries the bound
+        DestripeStep(dilate_size=10**9)
+    with pytest.raises(Exception, match="dilate_size"):
+        DestripeStep.call(ImageModel((8, 8)), dilate_size=10**9)
+    from jwstgal.steps.destripe import DestripeSettings
+
+    with pytest.raises(ValueError, match="dilate_size"):           # and so does the config table
+        DestripeSettings(dilate_size=10**9)

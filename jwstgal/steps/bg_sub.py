@@ -34,7 +34,7 @@ class BgSubSettings(StepSettings):
 
     sigma: float = Field(3.0, gt=0, description="Clipping and source-detection threshold.")
     npixels: int = Field(5, ge=1, description="Minimum connected pixels of a source.")
-    dilate_size: int = Field(5, ge=1, description="Dilation of the source mask (pixels).")
+    dilate_size: int = Field(5, ge=1, le=256, description="Dilation of the source mask (pixels).")
     max_iters: int = Field(20, ge=1, description="Clipping iterations.")
     dq_flags: list[DQ_CHOICES] = Field(default_factory=lambda: list(dq.DEFAULT_BAD),
                                        description="DQ flags excluded from the level.")

@@ -46,18 +46,18 @@ class DestripeSettings(StepSettings):
     quadrants: bool = Field(True, description="Fit amplifier bands separately (NOUTPUTS > 1).")
     level_amplifiers: bool = Field(True, description="Remove amplifier offsets first.")
     vertical: bool = Field(True, description="Column pass before the row pass.")
-    filter_scales: list[Annotated[int, Field(ge=1)]] = Field(
+    filter_scales: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
         default_factory=lambda: [3, 7, 15, 31, 63, 127],
         description="Median-filter scales (pixels), small to large.")
     min_mask_frac: float = Field(0.2, ge=0, le=1, description="Minimum unmasked fraction of an "
                                  "amplifier row before the full row is used.")
     sigma: float = Field(3.0, gt=0, description="Detection and clipping threshold.")
     npixels: int = Field(3, ge=1, description="Minimum connected pixels of a source.")
-    dilate_size: int = Field(11, ge=1, description="Dilation of the source mask (pixels).")
-    max_iters: int = Field(10, ge=0, description="Clipping iterations.")
+    dilate_size: int = Field(11, ge=1, le=256, description="Dilation of the source mask (pixels).")
+    max_iters: int = Field(10, ge=0, le=1000, description="Clipping iterations.")
     filter_diffuse: bool = Field(False, description="High-pass diffuse emission before fitting.")
     diffuse_scale: float = Field(200.0, gt=0, description="Cut-off scale of that filter (pixels).")
-    pca_components: int = Field(10, ge=1, description="Eigenvectors fitted (method pca).")
+    pca_components: int = Field(10, ge=1, le=2048, description="Eigenvectors fitted (method pca).")
     pca_reconstruct_components: int = Field(5, ge=1, description="Eigenvectors used to reconstruct.")
     pca_seed: int = Field(0, description="Seed of the robust PCA.")
     dq_flags: list[DQ_CHOICES] = Field(default_factory=lambda: list(dq.DEFAULT_BAD),

@@ -50,7 +50,7 @@ class LyotAdjustSettings(StepSettings):
         "mask", description="Flag the Lyot, flag it where other exposures cover it, or level it.")
     sigma: float = Field(3.0, gt=0, description="Clipping and source-detection threshold (adjust).")
     npixels: int = Field(5, ge=1, description="Minimum connected pixels of a source (adjust).")
-    dilate_size: int = Field(5, ge=1, description="Dilation of the source mask (adjust).")
+    dilate_size: int = Field(5, ge=1, le=256, description="Dilation of the source mask (adjust).")
     max_iters: int = Field(10, ge=1, description="Clipping iterations (adjust).")
 
 

@@ -53,7 +53,7 @@ class StackDestripeSettings(StepSettings):
     vertical: bool = Field(False, description="Also fit column structure.")
     min_mask_frac: float = Field(0.2, ge=0, le=1, description="Minimum unmasked fraction of a row.")
     sigma: float = Field(3.0, gt=0, description="Detection and clipping threshold.")
-    dilate_size: int = Field(7, ge=1, description="Dilation of the residual-source mask.")
+    dilate_size: int = Field(7, ge=1, le=256, description="Dilation of the residual-source mask.")
     max_iters: int = Field(10, ge=0, description="Clipping iterations.")
     min_overlap_frac: float = Field(0.5, gt=0, le=1, description="Coverage another frame needs to "
                                     "enter a frame's reference.")
