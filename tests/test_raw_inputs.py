@@ -107,3 +107,24 @@ def test_a_fifo_in_a_band_folder_is_named_not_opened(tmp_path):
     intruder = fake_uncal(ctx.band_dir / "cal" / "jw02107001009_02101_00002_nrcb1_cal.fits",
                           INSTRUME="NIRCAM", FILTER="F200W", PUPIL="CLEAR", DETECTOR="NRCBLONG")
     assert "NRCBLONG is a NIRCam long-wave detector" in ctx.foreign(intruder)
+
+
+def test_a_truncated_raw_file_whose_header_reads_is_left_out_at_planning(tmp_path, caplog):
+    import numpy as np
+    from astropy.io import fits
+
+    from jwstgal.steps.lv1 import raw_exposures
+
+    run = _run(tmp_path)
+    stem = "jw02107001003_02101_00001_nrcb1"
+    path = tmp_path / RAW / stem / f"{stem}_uncal.fits"
+    path.parent.mkdir(parents=True)
+    hdr = fits.Header({"INSTRUME": "NIRCAM", "DETECTOR": "NRCB1", "FILTER": "F200W", "PUPIL": "CLEAR"})
+    fits.HDUList([fits.PrimaryHDU(header=hdr),
+                  fits.ImageHDU(np.zeros((2, 3, 64, 64), np.uint16), name="SCI")]).writeto(path)
+    path.write_bytes(path.read_bytes()[:-20000])             # a download or copy cut short
+    assert fits.getheader(path)["FILTER"] == "F200W"          # its header still reads
+    with caplog.at_level("ERROR"):
+        got = raw_exposures(run, "ngc0628", get_band("F200W"))
+    assert path not in got and len(got) == 3
+    assert any(path.name in r.getMessage() and "truncated" in r.getMessage() for r in caplog.records)

@@ -276,16 +276,13 @@ class BandContext:
         It is not a regular file, unreadable, or its INSTRUME/FILTER/PUPIL are another band's or its
         DETECTOR another channel's (:func:`~jwstgal.bands.header_mismatch`).
         """
-        from astropy.io import fits
-
         from jwstgal.bands import header_mismatch
+        from jwstgal.fits_checks import checked_header
 
-        if why := layout.not_a_regular_file(path):
-            return why
         try:
-            h = fits.getheader(path)
-        except (OSError, ValueError) as err:
-            return f"not a readable FITS file ({err})"
+            h = checked_header(path)
+        except ValueError as err:
+            return str(err)
         if str(h.get("INSTRUME", "")).lower() != self.band.instrument:
             return f"INSTRUME {h.get('INSTRUME')!r} is not {self.band.name}'s {self.band.instrument.upper()}"
         return header_mismatch(self.band, h)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from jwstgal.bands import Band, header_mismatch
 from jwstgal.errors import InputNotFoundError
-from jwstgal.layout import not_a_regular_file
+from jwstgal.fits_checks import checked_header
 from jwstgal.provenance import hash_params
 from jwstgal.stages import run_stage1
 from jwstgal.steps.base import BandContext, RunView, Step, StepPlan, file_id
@@ -28,13 +28,12 @@ def raw_exposures(run: RunView, target: str, band: Band) -> list[Path]:
     Files come from ``raw_dir/<target>/mastDownload/JWST/*/`` plus, for each
     ``[extra_obs_to_include.<target>] <other> = [prefixes]``, matching files of the other target.
     Names containing an ``obs_to_skip`` substring are dropped; the rest are kept when their FILTER
-    (and PUPIL for NIRCam) header matches the band. A file whose header cannot be read (empty,
-    truncated, not FITS, or not a regular file: a FIFO, a link to a device) is reported with the
-    reason and left out, and so is one whose FILTER names the band but whose INSTRUME or DETECTOR
-    contradict it (:func:`~jwstgal.bands.header_mismatch`); the others go on.
+    (and PUPIL for NIRCam) header matches the band. A file that cannot be used (empty, not FITS,
+    shorter than its headers say, or not a regular file: a FIFO, a link to a device;
+    :func:`~jwstgal.fits_checks.checked_header`) is reported with the reason and left out, and so
+    is one whose FILTER names the band but whose INSTRUME or DETECTOR contradict it
+    (:func:`~jwstgal.bands.header_mismatch`); the others go on.
     """
-    from astropy.io import fits
-
     def glob(t: str, pattern: str = "*") -> list[Path]:
         return sorted((run.raw_dir / t / "mastDownload" / "JWST").glob(f"{pattern}/*_uncal.fits"))
 
@@ -48,13 +47,10 @@ def raw_exposures(run: RunView, target: str, band: Band) -> list[Path]:
         if any(s in p.name for s in skip):
             log.info("%s %s: skipping %s (obs_to_skip)", target, band.name, p.name)
             continue
-        if why := not_a_regular_file(p):
-            log.error("%s %s: skipping %s: %s", target, band.name, p, why)
-            continue
         try:
-            header = fits.getheader(p)
-        except (OSError, ValueError) as err:
-            log.error("%s %s: skipping %s: not a readable FITS file (%s)", target, band.name, p, err)
+            header = checked_header(p)
+        except ValueError as err:
+            log.error("%s %s: skipping %s: %s", target, band.name, p, err)
             continue
         if header.get("FILTER", "") != band.filter or (band.instrument == "nircam"
                                                        and header.get("PUPIL") != band.pupil):
