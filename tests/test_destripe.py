@@ -418,6 +418,7 @@ def test_an_all_nan_exposure_is_left_out_of_the_stack_with_a_warning(tmp_path, c
     with fits.open(outs[2]) as h:
         assert h[0].header["STKSKIP"] and h[0].header["STKNREF"] == 0
         assert np.isnan(h["SCI"].data).all()
+
     alone = tmp_path / "alone"                          # the same run without the empty exposure
     alone.mkdir()
     ref = stack_destripe_files([files[k] for k in (0, 1, 3)], alone, StackParams(smooth_scale=0),
@@ -429,6 +430,22 @@ def test_an_all_nan_exposure_is_left_out_of_the_stack_with_a_warning(tmp_path, c
     with fits.open(outs[1]) as h:
         assert F.score(frames[1], h["SCI"].data.astype(float))["coherent_rms"] < \
             0.95 * F.score(frames[1], frames[1].data)["coherent_rms"]
+
+def test_the_pipelines_graph_task_logs_an_all_nan_exposure_too(tmp_path, caplog):
+    """In a pipeline run the frames are judged by the graph task in a worker (issue #30)."""
+    import json
+
+    from jwstgal.steps.stack_destripe import graph_task
+
+    _, _, files = _dithered_files(tmp_path)
+    with fits.open(files[1], mode="update") as h:
+        h["SCI"].data[:] = np.nan
+    with caplog.at_level("WARNING"):
+        (out,) = graph_task([str(f) for f in files], str(tmp_path / "state"), {"iterations": 2})
+    with open(out) as fh:
+        assert json.load(fh)["empty"] == [False, True, False, False]
+    assert any(str(files[1]) in r.getMessage() and "no valid pixel" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_bg_sub_finds_the_sky_under_sources_and_writes_the_level(tmp_path):

@@ -161,12 +161,7 @@ def stack_destripe_files(files: list[Path], out_dir: Path, params: StackParams, 
     """
     load = _Frames(files)
     n = len(files)
-    empty = []
-    for f, i in zip(files, range(n), strict=True):
-        empty.append(not good_pixels(*load(i)).any())
-        if empty[-1]:
-            log.warning("%s: no valid pixel (all NaN, zero or DO_NOT_USE): left out of stack-based "
-                        "destriping and copied unchanged", f)
+    empty = empty_frames(load)
     coarse: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
     overlaps = np.zeros((n, n), bool)
     for i in range(n):
@@ -187,6 +182,17 @@ def stack_destripe_files(files: list[Path], out_dir: Path, params: StackParams, 
     log.info("stack destriping: %d frames, %d overlapping pairs, %d passes", n, int(overlaps.sum()),
              iterations)
     return outputs
+
+
+def empty_frames(load: _Frames) -> list[bool]:
+    """Which frames have no valid pixel; each is logged (it is left out and copied unchanged)."""
+    empty = []
+    for i, f in enumerate(load.files):
+        empty.append(not good_pixels(*load(i)).any())
+        if empty[-1]:
+            log.warning("%s: no valid pixel (all NaN, zero or DO_NOT_USE): left out of stack-based "
+                        "destriping and copied unchanged", f)
+    return empty
 
 
 def write_output(f: Path, sci: np.ndarray, dq_arr: np.ndarray | None, res: DestripeResult, out_dir: Path,
@@ -251,7 +257,7 @@ def graph_task(files: list[str], state: str, params: dict) -> list[str]:
     paths = [Path(f) for f in files]
     load = _Frames(paths, keep=1)
     n = len(paths)
-    empty = [not good_pixels(*load(i)).any() for i in range(n)]
+    empty = empty_frames(load)
     doc = {"files": [f.name for f in paths], "empty": empty,
            "neighbours": [neighbours(load, empty, i, p) for i in range(n)],
            "weights": [frame_weight(f, weight) for f in paths], "amps": load.amps}
