@@ -19,17 +19,17 @@ import json
 import logging
 import shutil
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
 from jwstgal.bands import get_band
+from jwstgal.errors import ReductionError
 from jwstgal.layout import anchor_table, anchored_mosaic, convolved_dir, final_mosaic, product_name
 from jwstgal.provenance import atomic_path, stamp_header, write_text_atomic
+from jwstgal.release_readme import release_readme
 
 log = logging.getLogger(__name__)
 
@@ -311,21 +311,40 @@ def build_release(
         log.warning("no mosaic to release under %s: nothing written", reprocess_dir)
         return []                     # no empty release tree
     files: list[ReleasedFile] = []
-    for target in targets:
-        tdir = release_dir / target
-        for name in bands:
-            files += _release_band(reprocess_dir, tdir, target, name, opts, config_hash)
-        anchor_dir = anchor_table(reprocess_dir, target).parent
-        if anchor_dir.is_dir() and any(f.target == target for f in files):
-            for src in sorted([*anchor_dir.glob("*.ecsv"), *anchor_dir.glob("*.png")]):
-                files.append(ReleasedFile(_copy(src, tdir / "anchor" / src.name, overwrite), target, "",
-                                          "anchoring"))
-    if run_config is not None:
-        release_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(release_dir / "run_config.json", json.dumps(run_config, indent=2, default=str))
-        files.append(ReleasedFile(release_dir / "run_config.json", "", "", "configuration"))
+    try:
+        for target in targets:
+            tdir = release_dir / target
+            for name in bands:
+                files += _release_band(reprocess_dir, tdir, target, name, opts, config_hash)
+            anchor_dir = anchor_table(reprocess_dir, target).parent
+            if anchor_dir.is_dir() and any(f.target == target for f in files):
+                for src in sorted([*anchor_dir.glob("*.ecsv"), *anchor_dir.glob("*.png")]):
+                    files.append(ReleasedFile(_copy(src, tdir / "anchor" / src.name, overwrite), target, "",
+                                              "anchoring"))
+        if run_config is not None:
+            release_dir.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(release_dir / "run_config.json",
+                              json.dumps(run_config, indent=2, default=str))
+            files.append(ReleasedFile(release_dir / "run_config.json", "", "", "configuration"))
+    except OSError as err:            # a full disk, a quota, a folder gone: say what is there
+        raise _incomplete(release_dir, files, err) from None
     write_manifest(release_dir, files)
     return files
+
+
+def _incomplete(release_dir: Path, files: list[ReleasedFile], err: OSError) -> ReductionError:
+    """The error of a release cut short; the manifest is written for what is there, if it can be."""
+    import errno
+
+    what = "the disk is full" if err.errno in (errno.ENOSPC, errno.EDQUOT) else (err.strerror or str(err))
+    listed = "MANIFEST.ecsv and SHA256SUMS list what is there"
+    try:
+        write_manifest(release_dir, files)
+    except OSError:
+        listed = "no manifest could be written either"
+    return ReductionError(f"{release_dir}: release incomplete: {what} while writing {err.filename} "
+                          f"({len(files)} files released); {listed}. Free space and run "
+                          "prepare_release.py again: released files are kept")
 
 
 #: The release's own description files (not listed in the manifest).
@@ -365,69 +384,3 @@ def write_manifest(release_dir: Path, files: list[ReleasedFile]) -> Path:
     write_text_atomic(release_dir / "SHA256SUMS",
                       "".join(f"{r[5]}  {r[0]}\n" for r in rows) + "".join(f"{h}  {n}\n" for n, h in own))
     return release_dir / "MANIFEST.ecsv"
-
-
-def release_readme(release_dir: Path, rows: list[tuple]) -> str:
-    """The release's README: what is actually in it (targets, bands, PSFs, offsets, versions)."""
-    from jwstgal import __version__
-
-    by_band: dict[tuple[str, str], dict[str, Any]] = {}
-    versions: set[str] = set()
-    for rel, target, band, kind, *_ in rows:
-        if not band:
-            continue
-        entry = by_band.setdefault((target, band), {"rungs": [], "anchor": "", "sources": "",
-                                                     "aligned": ""})
-        path = release_dir / rel
-        if kind == "mosaic":
-            h = fits.getheader(path)
-            versions.add(f"jwst {h.get('CAL_VER', '?')}, CRDS {h.get('CRDS_VER', '?')} "
-                         f"context {h.get('CRDS_CTX', '?')}")
-            entry["aligned"] = "yes" if h.get("ASTALIGN") else "no"
-        elif kind == "anchored mosaic":
-            h = fits.getheader(path)
-            entry["anchor"] = (f"{h.get('ANCHOFF', float('nan')):+.4f} ± {h.get('ANCHERR', float('nan')):.4f}"
-                               f" ({h.get('ANCHREF', '?')})")
-        elif kind == "catalogue":
-            entry["sources"] = str(len(Table.read(path, format="ascii.ecsv")))
-        elif kind == "convolved":
-            entry["rungs"].append(rel.rsplit("_conv_", 1)[-1].removesuffix(".fits"))
-    lines = [f"# JWST imaging release {release_dir.name} (jwstgal)", "",
-             f"Assembled {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} by jwstgal {__version__}; "
-             f"reduced with {'; '.join(sorted(versions)) or 'unknown versions'}.", "",
-             "| target | band | aligned | background offset [MJy/sr] (anchored to) | sources | "
-             "convolved to |", "|---|---|---|---|---|---|"]
-    for (target, band), e in sorted(by_band.items()):
-        lines.append(f"| {target} | {band} | {e['aligned']} | {e['anchor'] or 'not anchored'} | "
-                     f"{e['sources'] or '-'} | {', '.join(sorted(e['rungs'])) or '-'} |")
-    return "\n".join(lines) + "\n\n" + RELEASE_README
-
-
-RELEASE_README = """## Products
-
-One folder per target. For each band:
-
-- `<target>_<nircam|miri>_lv3_<band>_i2d.fits`: the final mosaic (astrometrically aligned where the
-  table says so). Extensions: `SCI` (surface brightness, MJy/sr), `ERR` (1-sigma, MJy/sr), `WHT`
-  (drizzle weight). Its FITS WCS is the aligned solution. The jwst gwcs (`ASDF` extension) is not
-  released: after alignment it no longer describes the image; use the FITS WCS. The per-component
-  variances (`VAR_*`) and the context image (`CON`) are dropped when the release is slimmed.
-- `<...>_i2d_anchor.fits`: the same mosaic with its absolute background anchored (`ANCHOFF` added
-  to `SCI`, error `ANCHERR`, anchored to `ANCHREF`); `anchor/<target>_anchor.ecsv` holds every
-  band's fit (slope, intercept, errors, pixels) and `anchor/*.png` the fits.
-- `<...>_coverage.fits`: number of exposures contributing to each pixel (from the context image).
-- `<...>_cat.ecsv`: the stage-3 source catalogue, its sky positions recomputed from the pixel
-  positions with the released mosaic's WCS (so they carry the alignment); `<...>_segm.fits`: its
-  segmentation map; `<...>_i2d.png`: quicklook.
-- `convolved/<...>_i2d_conv_<PSF>.fits`: the (anchored, where available) mosaic at each rung of the
-  resolution ladder (`PSF` keyword; `BMAJ`/`BMIN`/`BPA` for Gaussians; grid in `JG_GRID`): band
-  PSFs reprojected onto that band's grid, Gaussians wider than a few arcsec on a block-averaged
-  grid of >= 4 pixels per FWHM. `ERR` assumes independent pixels (a lower bound).
-- `exposures/<BAND>/*_crf*.fits` (when configured): the calibrated exposures, with the absolute
-  alignment pushed back into their WCS.
-
-`run_config.json` is the resolved configuration of the run. Every FITS file records the software
-versions (`JGAL_VER` and HISTORY), the configuration hash (`JGAL_CFG`) and step parameters.
-`MANIFEST.ecsv` lists every file with its size and SHA-256; `sha256sum -c SHA256SUMS` verifies the
-release.
-"""

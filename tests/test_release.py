@@ -323,3 +323,31 @@ def test_shipped_config_runs_the_quickstart_commands_up_to_their_inputs(tmp_path
                              capture_output=True, text=True, cwd=tmp_path, timeout=600)
         assert res.returncode in (0, 1), (script, res.stderr[-2000:])
         assert "configuration error" not in res.stderr, (script, res.stderr[-2000:])
+
+
+def test_a_full_disk_mid_release_is_one_message_and_leaves_a_manifest_of_what_is_there(tmp_path, monkeypatch):
+    """Issue #30: a full disk during prepare_release gave a traceback and a release without manifest."""
+    import errno
+
+    import jwstgal.release as rel_mod
+    from jwstgal.errors import ReductionError
+
+    rep = tmp_path / "rep"
+    fake_mosaic(rep / "ngc0000" / "F200W" / "lv3" / "ngc0000_nircam_lv3_f200w_i2d.fits")
+    fake_mosaic(rep / "ngc0001" / "F200W" / "lv3" / "ngc0001_nircam_lv3_f200w_i2d.fits", seed=1)
+    real = rel_mod._release_band
+
+    def fills_the_disk(reprocess_dir, tdir, target, *args, **kw):
+        if target == "ngc0001":
+            raise OSError(errno.ENOSPC, "No space left on device", str(tdir / "x.fits"))
+        return real(reprocess_dir, tdir, target, *args, **kw)
+
+    monkeypatch.setattr(rel_mod, "_release_band", fills_the_disk)
+    rel = tmp_path / "release"
+    with pytest.raises(ReductionError, match="release incomplete: the disk is full") as err:
+        build_release(rep, rel, ["ngc0000", "ngc0001"], ["F200W"])
+    assert "MANIFEST.ecsv and SHA256SUMS list what is there" in str(err.value)
+    manifest = Table.read(rel / "MANIFEST.ecsv")
+    assert {str(t) for t in manifest["target"]} == {"ngc0000"}
+    assert subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=rel, capture_output=True).returncode == 0
+    assert not list(rel.rglob("*.tmp*"))

@@ -235,7 +235,7 @@ LAYERS = [
      "jwstgal.simulate.detector",
      "jwstgal.simulate.instrument", "jwstgal.simulate.frames", "jwstgal.simulate.score"),
     ("jwstgal.plots", "jwstgal.stages", "jwstgal.astrometry_io", "jwstgal.archive", "jwstgal.mast_products",
-     "jwstgal.mast_transfer",
+     "jwstgal.mast_transfer", "jwstgal.release_readme",
      "jwstgal.release", "jwstgal.simulate.refs", "jwstgal.simulate", "jwstgal.convolve_products",
      "jwstgal.simulate.external", "jwstgal.compare"),
     ("jwstgal.steps", "jwstgal.stpipe_steps"),
