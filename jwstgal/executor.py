@@ -221,10 +221,20 @@ def open_executor(spec: ExecutorSpec | None = None) -> Iterator[Executor]:
         return
     if spec.kind == "processes":
         ctx = multiprocessing.get_context("spawn")
-        with forward_worker_logs(ctx) as (queue, level), ProcessPoolExecutor(
-                max_workers=spec.workers, mp_context=ctx, initializer=worker_init,
-                initargs=(os.getpid(), queue, level)) as pool:
-            yield Executor(spec, pool=pool)
+        with forward_worker_logs(ctx) as (queue, level):
+            pool = ProcessPoolExecutor(max_workers=spec.workers, mp_context=ctx, initializer=worker_init,
+                                       initargs=(os.getpid(), queue, level))
+            try:
+                yield Executor(spec, pool=pool)
+            except BaseException:
+                # interrupted or failed: the workers were killed (Executor.cancel) or are finishing;
+                # do not wait on a pool whose queues a killed worker may have left locked
+                for proc in list(getattr(pool, "_processes", None) or {}):
+                    with contextlib.suppress(Exception):
+                        pool._processes[proc].kill()
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown(wait=True)
         return
     try:
         from distributed import Client, LocalCluster

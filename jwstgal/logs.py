@@ -83,4 +83,13 @@ def forward_worker_logs(ctx: Any) -> Iterator[tuple[Any, int]]:
     try:
         yield q, logging.getLogger("jwstgal").getEffectiveLevel()
     finally:
-        listener.stop()
+        # A worker killed while writing a record (Ctrl-C, kill -9) leaves the queue's write lock
+        # held for ever: the sentinel may never arrive. Wait a moment, then let both threads go
+        # rather than hang the driver's exit on them.
+        thread = listener._thread
+        listener.enqueue_sentinel()
+        if thread is not None:
+            thread.join(timeout=5.0)
+        listener._thread = None
+        q.cancel_join_thread()
+        q.close()

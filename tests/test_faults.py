@@ -110,6 +110,11 @@ import os, sys, time
 from pathlib import Path
 
 def task(out, i):
+    if os.environ.get("HOLD_LOG_LOCK") and i == 0:   # as if killed in the middle of writing a record
+        import logging
+        from logging.handlers import QueueHandler
+        (h,) = [h for h in logging.getLogger().handlers if isinstance(h, QueueHandler)]
+        h.queue._wlock.acquire()
     Path(out, f"worker{i}.pid").write_text(str(os.getpid()))
     Path(out, f"token{i}").write_text(os.environ.get("MAST_API_TOKEN", ""))
     time.sleep(60)
@@ -123,6 +128,7 @@ if __name__ == "__main__":
     out = sys.argv[1]
 
     def run():
+        Path(out, "started").touch()                 # run_main is in charge from here
         with open_executor(ExecutorSpec("processes", 2)) as ex:
             ex.map(task, [(out, i) for i in range(4)], progress=False)
         return 0
@@ -139,7 +145,22 @@ def _alive(pid: int) -> bool:
     return "\nState:\tZ" not in state          # a zombie has stopped working
 
 
-def _start_driver(tmp_path):
+def _group_alive(pgid: int) -> list[int]:
+    """Processes (not zombies) still in a process group."""
+    import os
+
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if os.getpgid(int(d.name)) == pgid and _alive(int(d.name)):
+                    out.append(int(d.name))
+            except (ProcessLookupError, PermissionError):
+                continue
+    return out
+
+
+def _start_driver(tmp_path, wait_for_workers: bool = True, **env_extra: str):
     import os
     import subprocess
     import sys
@@ -150,11 +171,14 @@ def _start_driver(tmp_path):
     script.write_text(DRIVER)
     out = tmp_path / "out"
     out.mkdir()
-    env = {**os.environ, "MAST_API_TOKEN": TOKEN, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "MAST_API_TOKEN": TOKEN, "PYTHONPATH": str(REPO), **env_extra}
     proc = subprocess.Popen([sys.executable, str(script), str(out)], env=env, cwd=tmp_path,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 60
-    while len(list(out.glob("worker*.pid"))) < 2:
+    while not wait_for_workers and not (out / "started").exists():
+        assert time.monotonic() < deadline and proc.poll() is None, "the driver never started"
+        time.sleep(0.01)
+    while wait_for_workers and len(list(out.glob("worker*.pid"))) < 2:
         assert time.monotonic() < deadline and proc.poll() is None, "workers never started"
         time.sleep(0.2)
     return proc, out, [int(p.read_text()) for p in out.glob("worker*.pid")]
@@ -189,6 +213,43 @@ def test_ctrl_c_stops_the_run_at_once_with_exit_130(tmp_path):
     assert "interrupted: finished products are kept" in err and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1, err                   # one line
     assert not list(out.glob("done*")) and not any(_alive(p) for p in pids)
+
+
+def test_ctrl_c_exits_even_when_a_killed_worker_held_the_log_queue(tmp_path):
+    """A worker killed while writing a log record leaves the queue's lock held (issue #30): the
+    driver used to wait for ever for its log listener and the queue's feeder thread."""
+    import os
+    import signal
+
+    proc, out, pids = _start_driver(tmp_path, HOLD_LOG_LOCK="1")
+    t0 = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=40)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - t0 < 20, f"exit took {time.monotonic() - t0:.0f} s"
+    assert "interrupted: finished products are kept" in err and "Traceback" not in err, err
+    assert not any(_alive(p) for p in pids)
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.2, 0.5, 1.0])
+def test_ctrl_c_during_start_up_exits_at_once_with_exit_130(tmp_path, delay):
+    """Ctrl-C while the pool starts and its workers import (issue #30): never lost, never a hang."""
+    import os
+    import signal
+
+    proc, out, _ = _start_driver(tmp_path, wait_for_workers=False)
+    time.sleep(delay)                           # somewhere in pool creation and worker start-up
+    t0 = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - t0 < 15, f"exit took {time.monotonic() - t0:.0f} s"
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    deadline = time.monotonic() + 10
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _group_alive(proc.pid), "workers outlived the interrupted driver"
+    assert not list(out.glob("done*"))
 
 
 # ---------------------------------------------------------------- bad inputs, stage 3, temporaries
