@@ -230,3 +230,25 @@ def correct_fits_wcs(header, result: AlignResult):
     for k, v in w.to_header().items():
         out[k] = v
     return out
+
+
+#: Epoch (decimal year) of an image that records no time at all: JWST's second year of science.
+FALLBACK_EPOCH = 2024.0
+
+
+def observation_epoch(mjds: list[Any], date: str | None = None, *, what: str = "") -> float:
+    """Decimal year of an observation: the first MJD given (mid-exposure first), else its date.
+
+    Without either, :data:`FALLBACK_EPOCH` with a warning (proper motions then move the reference
+    stars to that epoch). The pipeline's step and the stpipe step use this one rule.
+    """
+    from astropy.time import Time
+
+    for mjd in mjds:
+        if mjd not in (None, "") and np.isfinite(float(mjd)):
+            return float(Time(float(mjd), format="mjd").decimalyear)
+    if date:
+        return float(Time(str(date)).decimalyear)
+    log.warning("%s: no observation time (MJD-AVG, EXPMID, EXPSTART, DATE-OBS): proper motions "
+                "propagated to %.1f", what or "image", FALLBACK_EPOCH)
+    return FALLBACK_EPOCH

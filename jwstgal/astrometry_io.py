@@ -21,7 +21,13 @@ from astropy.table import Table
 from pydantic import AfterValidator, Field
 
 from jwstgal import dq
-from jwstgal.astrometry import AlignPass, AlignResult, correct_fits_wcs, propagate_proper_motion
+from jwstgal.astrometry import (
+    AlignPass,
+    AlignResult,
+    correct_fits_wcs,
+    observation_epoch,
+    propagate_proper_motion,
+)
 from jwstgal.errors import StepFailedError
 from jwstgal.provenance import atomic_path, stamp_header
 from jwstgal.settings import Strict
@@ -301,12 +307,10 @@ def query_gaia(ra: float, dec: float, radius_arcmin: float, out: Path) -> Path:
 
 
 def mosaic_epoch(i2d: Path) -> float:
-    """Decimal year of a mosaic's mid-exposure time."""
-    from astropy.time import Time
-
+    """Decimal year of a mosaic's mid-exposure time (:func:`observation_epoch`)."""
     h = fits.getheader(i2d)
-    mjd = h.get("MJD-AVG") or h.get("EXPMID") or h.get("EXPSTART")
-    return float(Time(mjd, format="mjd").decimalyear) if mjd else 2024.0
+    return observation_epoch([h.get("MJD-AVG"), h.get("EXPMID"), h.get("EXPSTART")], h.get("DATE-OBS"),
+                             what=str(i2d))
 
 
 def image_sources(i2d: Path, catalog: Path, fwhm_pix: float) -> tuple[np.ndarray, np.ndarray]:

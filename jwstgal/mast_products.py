@@ -18,7 +18,7 @@ import numpy as np
 from astropy.table import Table
 
 from jwstgal.errors import DownloadError
-from jwstgal.settings import PATH_COMPONENT
+from jwstgal.settings import PATH_COMPONENT, name_skipped
 
 #: Extensions of the products MAST serves for JWST imaging (anything else is refused).
 PRODUCT_SUFFIXES = (".fits", ".json", ".ecsv", ".jpg", ".png", ".txt", ".csv", ".xml", ".asdf")
@@ -87,7 +87,8 @@ def select_products(products: Table, *, product_types: Iterable[str] = ("SCIENCE
     calib_levels : iterable of int
         ``calib_level`` values.
     skip : iterable of str
-        File-name substrings never fetched (``obs_to_skip``).
+        ``obs_to_skip`` entries: file-name substrings or globs never fetched
+        (:func:`jwstgal.settings.name_skipped`).
     patterns : iterable of str, optional
         Keep only file names matching one of these globs (a prefix matches as ``prefix*``).
 
@@ -103,7 +104,8 @@ def select_products(products: Table, *, product_types: Iterable[str] = ("SCIENCE
     if sub:
         keep &= np.isin(np.char.upper(_col(products, "productSubGroupDescription")), sub)
     keep &= np.isin(np.asarray(products["calib_level"]).astype(int), list(calib_levels))
-    keep &= np.array([not any(s in n for s in skip) for n in names])
+    skip = tuple(skip)
+    keep &= np.array([not name_skipped(str(n), skip) for n in names])
     if patterns is not None:
         pats = [p if any(c in p for c in "*?[") else f"{p}*" for p in patterns]
         keep &= np.array([any(fnmatch(n, p) for p in pats) for n in names])

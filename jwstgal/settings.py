@@ -88,6 +88,17 @@ def resolve(value: Any, target: str, band: Band) -> Any:
     return MISSING
 
 
+def name_skipped(name: str, patterns: list[str] | tuple[str, ...]) -> bool:
+    """Whether a file name matches an ``obs_to_skip`` entry.
+
+    An entry matches anywhere in the name: a plain one as a substring (the original scripts'
+    rule), one with glob characters (``*?[``) as a glob (pjpipe's), e.g. ``jw02107001001_0210?_00001``.
+    """
+    from fnmatch import fnmatchcase
+
+    return any(fnmatchcase(name, f"*{p}*") if any(c in p for c in "*?[") else p in name for p in patterns)
+
+
 #: A length in pixels of the band's detector, as the original scripts wrote it (``"5pix"``).
 _PIXELS = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*pix\s*", re.IGNORECASE)
 

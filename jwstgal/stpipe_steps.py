@@ -24,11 +24,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 from astropy.io import fits
-from astropy.time import Time
 from jwst.stpipe import Step
 
 from jwstgal import dq
-from jwstgal.astrometry import align_catalogs
+from jwstgal.astrometry import align_catalogs, observation_epoch
 from jwstgal.astrometry_io import align_pass, detect_stars, reference_positions
 from jwstgal.bands import get_band
 from jwstgal.destripe import DestripeParams
@@ -297,8 +296,9 @@ class AstrometricAlignStep(JwstgalStep):
         pixscale = _pixel_scale(wcs.pixel_to_world_values, data.shape)
         x, y = detect_stars(data, _band_fwhm(model, pixscale))
         ra, dec = wcs.pixel_to_world_values(x, y)
-        epoch = Time(model.meta.observation.date or "2023-01-01").decimalyear
-        ref_ra, ref_dec = reference_positions(Path(self.catalog), float(epoch))
+        epoch = observation_epoch([model.meta.exposure.mid_time, model.meta.exposure.start_time],
+                                  model.meta.observation.date, what=str(model.meta.filename))
+        ref_ra, ref_dec = reference_positions(Path(self.catalog), epoch)
         result = align_catalogs(np.asarray(ra), np.asarray(dec), ref_ra, ref_dec,
                                 [align_pass(p.model_dump(), pixscale) for p in s.passes],
                                 fitgeom=s.fitgeom, min_matches=s.min_matches)

@@ -344,3 +344,24 @@ def test_shifted_copies_leave_no_cyclic_garbage(tmp_path):
         tracemalloc.stop()
         gc.enable()
     assert fits.getheader(tmp_path / "shifted_cal.fits")["WCSADJ"] == "[0.1, -0.05]"
+
+
+def test_one_epoch_rule_for_the_pipeline_step_and_the_stpipe_step(tmp_path, caplog):
+    """Issue #31 item 6: without a time keyword both used to fall back, to different epochs."""
+    from astropy.io import fits
+    from astropy.time import Time
+
+    from jwstgal.astrometry import FALLBACK_EPOCH, observation_epoch
+    from jwstgal.astrometry_io import mosaic_epoch
+
+    mjd = Time("2023-07-02T12:00:00").mjd
+    assert observation_epoch([None, mjd]) == pytest.approx(Time(mjd, format="mjd").decimalyear)
+    assert observation_epoch([], "2023-07-02") == pytest.approx(Time("2023-07-02").decimalyear)
+    bare = tmp_path / "bare_i2d.fits"
+    fits.PrimaryHDU().writeto(bare)
+    with caplog.at_level("WARNING"):
+        assert mosaic_epoch(bare) == FALLBACK_EPOCH == observation_epoch([None], None)
+    assert "no observation time" in caplog.text and "bare_i2d.fits" in caplog.text
+    dated = tmp_path / "dated_i2d.fits"
+    fits.PrimaryHDU(header=fits.Header({"DATE-OBS": "2023-07-02"})).writeto(dated)
+    assert mosaic_epoch(dated) == pytest.approx(Time("2023-07-02").decimalyear)

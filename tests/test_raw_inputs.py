@@ -128,3 +128,22 @@ def test_a_truncated_raw_file_whose_header_reads_is_left_out_at_planning(tmp_pat
         got = raw_exposures(run, "ngc0628", get_band("F200W"))
     assert path not in got and len(got) == 3
     assert any(path.name in r.getMessage() and "truncated" in r.getMessage() for r in caplog.records)
+
+
+def test_obs_to_skip_takes_globs_as_pjpipe_did_and_substrings_as_the_original():
+    """Issue #31 item 6: pjpipe's obs_to_skip entries are fnmatch patterns."""
+    from astropy.table import Table
+
+    from jwstgal.mast_products import select_products
+    from jwstgal.settings import name_skipped
+
+    name = "jw02107001001_02101_00001_nrcb1_uncal.fits"
+    assert name_skipped(name, ["02101_00001"])                          # a substring (the original)
+    assert name_skipped(name, ["jw02107001001_0210?_00001"])            # a glob (pjpipe)
+    assert name_skipped(name, ["jw021070010[0-9]1_*_nrcb1"])
+    assert not name_skipped(name, ["jw02107001001_0210?_00002", "nrcb2"])
+    products = Table({"productFilename": [name, name.replace("00001", "00002")],
+                      "productType": ["SCIENCE"] * 2, "productSubGroupDescription": ["UNCAL"] * 2,
+                      "calib_level": [1, 1], "dataURI": ["mast:a", "mast:b"]})
+    kept = select_products(products, skip=["*_0210?_00001_*"])
+    assert list(kept["productFilename"]) == [name.replace("00001", "00002")]

@@ -78,7 +78,8 @@ class PipelineConfig(Strict):
     overwrites: OverwriteLists = Field(default_factory=OverwriteLists,
                                        description="Steps to recompute per instrument.")
     obs_to_skip: list[str] = Field(default_factory=list,
-                                   description="File-name substrings of exposures never used.")
+                                   description="Exposures never used: file-name substrings, or globs "
+                                   "matched anywhere in the name (jw02107001001_0210?_00001).")
     bgr_check_type: BgrCheck | dict[Literal["nircam", "miri"], BgrCheck] = Field(
         default_factory=lambda: {"nircam": "none", "miri": "parallel_off"},
         description="How dedicated background exposures are recognised, per instrument: 'none', "

@@ -14,6 +14,7 @@ from jwstgal.bands import Band, header_mismatch
 from jwstgal.errors import InputNotFoundError
 from jwstgal.fits_checks import checked_header
 from jwstgal.provenance import hash_params
+from jwstgal.settings import name_skipped
 from jwstgal.stages import run_stage1
 from jwstgal.steps.base import BandContext, RunView, Step, StepPlan, file_id
 
@@ -27,9 +28,9 @@ def raw_exposures(run: RunView, target: str, band: Band) -> list[Path]:
 
     Files come from ``raw_dir/<target>/mastDownload/JWST/*/`` plus, for each
     ``[extra_obs_to_include.<target>] <other> = [prefixes]``, matching files of the other target.
-    Names containing an ``obs_to_skip`` substring are dropped; the rest are kept when their FILTER
-    (and PUPIL for NIRCam) header matches the band. A file that cannot be used (empty, not FITS,
-    shorter than its headers say, or not a regular file: a FIFO, a link to a device;
+    Names matching an ``obs_to_skip`` entry (a substring, or a glob) are dropped; the rest are kept
+    when their FILTER (and PUPIL for NIRCam) header matches the band. A file that cannot be used
+    (empty, not FITS, shorter than its headers say, or not a regular file: a FIFO, a link to a device;
     :func:`~jwstgal.fits_checks.checked_header`) is reported with the reason and left out, and so
     is one whose FILTER names the band but whose INSTRUME or DETECTOR contradict it
     (:func:`~jwstgal.bands.header_mismatch`); the others go on.
@@ -44,7 +45,7 @@ def raw_exposures(run: RunView, target: str, band: Band) -> list[Path]:
     skip = run.science.pipeline.obs_to_skip
     out = []
     for p in dict.fromkeys(files):
-        if any(s in p.name for s in skip):
+        if name_skipped(p.name, skip):
             log.info("%s %s: skipping %s (obs_to_skip)", target, band.name, p.name)
             continue
         try:
