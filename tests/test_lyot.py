@@ -98,3 +98,15 @@ def test_config_keeps_lyot_adjust_to_miri_and_apart_from_destripe(tmp_path):
     cfg, loc = write_config(tmp_path, extra=both + '[destripe]\nlyot = "include"\n'
                             '[lyot_adjust]\nmethod = "mask_overlap"\n')
     assert load_config(cfg, loc, check_jwst=False).science.lyot_adjust.method == "mask_overlap"
+
+
+def test_the_destripe_lyot_conflict_is_judged_as_each_miri_band_resolves_it(tmp_path):
+    """Issue #31 item 6: the check read [destripe] alone, not [destripe.override.miri]."""
+    both = '[pipeline.steps]\nmiri = ["lv1", "lv2", "lyot_adjust", "destripe"]\n'
+    cfg, loc = write_config(tmp_path, extra=both + '[destripe]\nlyot = "include"\n'
+                            '[destripe.override.miri]\nlyot = "mask"\n')
+    with pytest.raises(ConfigError, match="F770W of ngc0628: lyot = 'mask'"):
+        load_config(cfg, loc, check_jwst=False)
+    cfg, loc = write_config(tmp_path, extra=both + '[destripe]\nlyot = "mask"\n'
+                            '[destripe.override.miri]\nlyot = "include"\n')
+    assert load_config(cfg, loc, check_jwst=False).science.destripe.lyot == "mask"   # NIRCam's

@@ -324,10 +324,15 @@ class _ScienceTables(Strict):
                        f"bands against {ref} (e.g. the broadest band, or a gauss<FWHM>)")
                 raise ValueError(msg)
         miri = self.pipeline.steps.miri
-        if "lyot_adjust" in miri and "destripe" in miri and self.destripe.lyot != "include":
-            msg = (f"[pipeline.steps] miri runs lyot_adjust and destripe: destripe would handle the Lyot "
-                   f"again ([destripe] lyot = {self.destripe.lyot!r}); set [destripe] lyot = \"include\"")
-            raise ValueError(msg)
+        if "lyot_adjust" in miri and "destripe" in miri:     # as each MIRI band resolves it, overrides too
+            clash = sorted({f"{b} of {t}: lyot = {lyot!r}" for t in targets for b in self.pipeline.miri_bands
+                            if (lyot := self.destripe.for_band(t, get_band(b))["lyot"]) != "include"})
+            if clash:
+                msg = (f"[pipeline.steps] miri runs lyot_adjust and destripe: destripe would handle the "
+                       f"Lyot again ([destripe] and its overrides give {'; '.join(clash[:3])}"
+                       f"{' ...' if len(clash) > 3 else ''}); set [destripe] lyot = \"include\" (or in "
+                       "[destripe.override.miri])")
+                raise ValueError(msg)
         if self.convolve.rungs and self.convolve.method not in self.kernels.methods:
             msg = (f"[convolve] method {self.convolve.method!r} is not among [kernels] methods "
                    f"({', '.join(self.kernels.methods)})")
