@@ -30,7 +30,7 @@ STEP_MAP: dict[str, str | None] = {
     "lyot_adjust": "lyot_adjust", "lyot_mask": "lyot_adjust", "lyot_separate": None, "psf_model": None,
     "download": None,
     "gaia_query": None, "move_raw_obs": None, "single_tile_destripe": "destripe",
-    "mosaic_individual_fields": None, "release": None, "regress_against_previous": None,
+    "mosaic_individual_fields": "field_mosaics", "release": None, "regress_against_previous": None,
     "anchoring": None, "psf_matching": None,
 }  # fmt: skip
 
@@ -40,12 +40,15 @@ NO_STEP = {
     "download": "downloading is download_phangs_jwst.py, not a step",
     "gaia_query": "[astrometric_align] reference = 'gaia' queries Gaia itself",
     "move_raw_obs": "the raw tree is read in place (never copied)",
-    "mosaic_individual_fields": "per-field mosaics are not supported yet",
     "release": "the release is prepare_release.py, not a step",
     "regress_against_previous": "compare_releases.py / [release] compare_with",
     "anchoring": "anchoring is anchor_data.py ([anchor]), not a step",
     "psf_matching": "convolution is make_kernels.py + convolve_data.py ([kernels], [convolve])",
 }
+
+#: Why the original's user flats are not carried over, and how to give them here.
+FLATS = ("flats are jwst's own parameter here: [lv2_parameters.flat_field] override_flat = "
+         "{ <BAND> = '<flat>.fits' } (one file per band: MIRI, or a NIRCam band of one detector)")
 
 #: The original's pixel scales for 'Npix' lengths (arcsec), per band type.
 PIXEL_SCALES = {"nircam_short": 0.031, "nircam_long": 0.063, "miri": 0.11}
@@ -375,8 +378,7 @@ def _local(m: Migration, old: dict[str, Any]) -> None:
             if v != "" or keys[k] in ("api_key",):
                 loc[keys[k]] = v
         else:
-            m.skip(f"local.{k}", {"updated_flats_dir": "user-supplied flats are not supported yet"}.get(
-                k, "no equivalent setting"))
+            m.skip(f"local.{k}", FLATS if k == "updated_flats_dir" else "no equivalent setting")
 
 
 def migrate(old: dict[str, Any], old_local: dict[str, Any] | None = None) -> Migration:

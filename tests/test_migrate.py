@@ -196,3 +196,15 @@ def test_overwrite_never_replaces_the_old_config_itself(tmp_path):
     res = run(old, "--out-dir", tmp_path, "--overwrite")
     assert res.returncode == 3 and "is the old config itself" in res.stderr
     assert old.read_bytes() == before
+
+
+def test_per_field_mosaics_and_user_flats_are_not_called_unsupported():
+    """Issue #31 item 6: the field_mosaics step exists; flats are jwst's override_flat."""
+    old = {"projects": {"2107": {"targets": ["ngc0628"]}},
+           "pipeline": {"nircam_bands": ["F200W"], "miri_bands": ["F770W"]},
+           "steps": ["lv1", "lv2", "lv3", "mosaic_individual_fields"], "parameters": {}}
+    m = migrate(old, {"local": {"raw_dir": "r", "working_dir": "w", "updated_flats_dir": "/flats"}})
+    assert m.science["pipeline"]["steps"]["miri"] == ["lv1", "lv2", "lv3", "field_mosaics"]
+    skipped = dict(m.unmapped)
+    assert not any("not supported" in why for why in skipped.values()), skipped
+    assert "override_flat" in skipped["local.updated_flats_dir"]
