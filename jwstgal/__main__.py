@@ -11,6 +11,7 @@ from importlib import import_module
 
 #: command -> (module in jwstgal.cli, function, what it does)
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "init": ("init", "main", "write the example config.toml and local.toml into DIR/config/"),
     "download": ("download", "main_phangs", "fetch a programme's files from MAST (download_phangs_jwst.py)"),
     "archive-download": ("download", "main_archive", "any MAST query (archive_download.py)"),
     "reprocess": ("run_jwst_reprocessing", "main", "stages 1-3 and the steps between it"),
@@ -59,7 +60,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"jwstgal: unknown command {args[0]!r}"
                          f"{f'; did you mean {near[0]!r}?' if near else ''}\n{_usage()}")
         return 2
-    return command(args[0])(args[1:])
+    # the command's parser names itself after sys.argv[0]: "jwstgal reprocess", not "__main__.py"
+    root = "python -m jwstgal" if sys.argv[0].endswith("__main__.py") else "jwstgal"
+    saved, sys.argv[0] = sys.argv[0], f"{root} {args[0]}"
+    try:
+        return command(args[0])(args[1:])
+    finally:
+        sys.argv[0] = saved
 
 
 if __name__ == "__main__":

@@ -82,6 +82,12 @@ def test_console_scripts_and_module_entry_points(installed):
                    "jwstgal-convolve", "jwstgal-release", "jwstgal-compare-releases"):
         res = run([bin_dir / script, "--help"], cwd=d)
         assert res.returncode == 0 and "usage:" in res.stdout, (script, res.stderr[-2000:])
+        assert ".py" not in res.stdout and "%run" not in res.stdout, (script, res.stdout)  # the command's
+    res = run([bin_dir / "jwstgal-init", d / "proj"], cwd=d)          # a project from the shipped examples
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert all((d / "proj" / "config" / n).is_file() for n in ("config.toml", "local.toml"))
+    res = run([bin_dir / "jwstgal-kernels"], cwd=d)                    # no config here: says how to make one
+    assert res.returncode == 3 and "jwstgal init" in res.stderr, res.stderr[-2000:]
     res = run([py, "-m", "jwstgal", "--help"], cwd=d)
     assert res.returncode == 0 and "compare-releases" in res.stdout
     assert run([py, "-m", "jwstgal", "convolv"], cwd=d).returncode == 2          # unknown command

@@ -75,3 +75,54 @@ def test_three_kinds_of_config_errors_in_one_pass(tmp_path):
     assert "local.procesess" in res.stderr
     assert "lv3_parameters.tweakreg.searchradius" in res.stderr and "did you mean 'searchrad'" in res.stderr
     assert not (tmp_path / "w").exists()
+
+
+# ---------------------------------------------------------------- installed users (issue #28 item 3)
+
+def _run(*args, cwd=REPO):
+    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          timeout=120)
+
+
+def test_init_writes_the_shipped_examples_and_never_replaces_without_force(tmp_path):
+    from jwstgal.data import data_path
+
+    res = _run("-m", "jwstgal", "init", tmp_path / "proj")
+    assert res.returncode == 0, res.stderr
+    for name in ("config.toml", "local.toml"):
+        written = tmp_path / "proj" / "config" / name
+        assert written.read_text() == (data_path("config") / name).read_text()
+    (tmp_path / "proj" / "config" / "local.toml").write_text("# mine\n")
+    res = _run("-m", "jwstgal", "init", tmp_path / "proj")
+    assert res.returncode == 3 and "--force" in res.stderr
+    assert (tmp_path / "proj" / "config" / "local.toml").read_text() == "# mine\n"
+    assert _run("-m", "jwstgal", "init", tmp_path / "proj", "--force").returncode == 0
+    assert (tmp_path / "proj" / "config" / "local.toml").read_text() != "# mine\n"
+
+
+def test_a_missing_config_says_how_to_make_one(tmp_path):
+    res = _run("-m", "jwstgal", "kernels", tmp_path / "config" / "config.toml", cwd=tmp_path)
+    assert res.returncode == 3 and "config file not found" in res.stderr and "jwstgal init" in res.stderr
+
+
+@pytest.mark.parametrize(("command", "script"), [("reprocess", "run_jwst_reprocessing.py"),
+                                                 ("kernels", "make_kernels.py"),
+                                                 ("compare-releases", "compare_releases.py")])
+def test_help_of_a_command_names_the_command_not_the_checkout_script(command, script):
+    res = _run("-m", "jwstgal", command, "--help")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith(f"usage: python -m jwstgal {command}")
+    assert ".py" not in res.stdout and "%run" not in res.stdout, res.stdout
+    res = _run(REPO / script, "--help")                             # the checkout script keeps its name
+    assert res.stdout.startswith(f"usage: {script}") and script in res.stdout.split("\n", 1)[1]
+
+
+def test_a_band_given_where_the_machine_config_goes_is_taken_as_the_band(tmp_path):
+    (tmp_path / "config.toml").write_text('[projects.1]\ntargets=["a"]\n[pipeline]\nnircam_bands=["F200W"]\n'
+                                          'miri_bands=["F770W"]\n')
+    (tmp_path / "local.toml").write_text('[local]\nraw_dir="r"\nworking_dir="w"\n')
+    (tmp_path / "r").mkdir()
+    res = _run(REPO / "run_jwst_reprocessing.py", tmp_path / "config.toml", "F770W", "--dry-run")
+    assert "'F770W' is a band, not a machine config" in res.stderr, res.stderr[-2000:]
+    assert "config file not found" not in res.stderr
+    assert "F200W" not in res.stdout and "F770W" in res.stdout, res.stdout[-2000:]

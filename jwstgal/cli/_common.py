@@ -30,6 +30,36 @@ def default_config() -> Path:
 DEFAULT_CONFIG = default_config()
 
 
+#: The top-level scripts of a checkout, and the command each one is once installed.
+SCRIPT_COMMANDS = {
+    "run_jwst_reprocessing.py": "reprocess", "log_jwst_reprocessing.py": "log-reprocess",
+    "download_phangs_jwst.py": "download", "archive_download.py": "archive-download",
+    "nircam_destriping.py": "nircam-destripe", "miri_destriping.py": "miri-destripe",
+    "make_kernels.py": "kernels", "anchor_data.py": "anchor", "convolve_data.py": "convolve",
+    "prepare_release.py": "release", "compare_releases.py": "compare-releases",
+    "migrate_config.py": "migrate-config",
+}  # fmt: skip
+
+
+def describe(doc: str | None) -> str:
+    """A command's ``--help`` text for how it was invoked.
+
+    Run as a checkout script (``python make_kernels.py``) the text names the scripts; run as an
+    installed command (``jwstgal-kernels``, ``jwstgal kernels``, ``python -m jwstgal kernels``) it
+    names the commands, and the IPython ``%run`` notes of the scripts are left out.
+    """
+    import sys
+
+    doc = doc or ""
+    prog = Path(sys.argv[0]).name
+    if prog.endswith(".py") and prog != "__main__.py":
+        return doc
+    doc = "\n".join(line for line in doc.splitlines() if "%run" not in line)
+    for script, cmd in SCRIPT_COMMANDS.items():
+        doc = doc.replace(f"python {script}", f"jwstgal {cmd}").replace(script, f"jwstgal {cmd}")
+    return doc
+
+
 def add_version(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """``--version``: the suite's version and the jwst version it runs."""
     from importlib.metadata import PackageNotFoundError, version
@@ -46,10 +76,11 @@ def add_version(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def base_parser(description: str) -> argparse.ArgumentParser:
     """Parser with the seed's calling convention: ``[CONFIG] [LOCAL] [BAND]``."""
-    p = argparse.ArgumentParser(description=description,
+    p = argparse.ArgumentParser(description=describe(description),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG),
-                   help="science config (default: config/config.toml of the repository)")
+                   help="science config (default: ./config/config.toml, else the checkout's; "
+                        "`jwstgal init` writes one)")
     p.add_argument("local", nargs="?", default=None,
                    help="machine config (default: local.toml beside CONFIG)")
     p.add_argument("band", nargs="?", default=None, help="process only this band (e.g. F200W)")
@@ -125,5 +156,23 @@ def selected(args: argparse.Namespace, cfg: Any = None) -> tuple[list[str] | Non
 
 
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
-    """Parse ``argv``; under IPython's ``%run`` with no arguments the defaults apply."""
-    return parser.parse_intermixed_args(list(argv) if argv is not None else None)
+    """Parse ``argv``; under IPython's ``%run`` with no arguments the defaults apply.
+
+    A band given where the machine config goes (``CONFIG F200W``) is taken as the band, saying so:
+    no file of that name exists, and the machine config is then ``local.toml`` beside CONFIG.
+    """
+    import sys
+
+    from jwstgal.bands import FWHM_PIX
+
+    args = parser.parse_intermixed_args(list(argv) if argv is not None else None)
+    local = getattr(args, "local", None)
+    if (local and hasattr(args, "band") and str(local).upper() in FWHM_PIX
+            and not Path(local).exists()):
+        if args.band:
+            parser.error(f"{local!r} is a band, not a machine config, and {args.band!r} is one too: "
+                         "give LOCAL before BAND, or --band twice")
+        sys.stderr.write(f"{parser.prog}: {local!r} is a band, not a machine config: processing band "
+                         f"{str(local).upper()} with the local.toml beside {args.config}\n")
+        args.band, args.local = str(local), None
+    return args

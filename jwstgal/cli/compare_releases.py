@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from jwstgal.cli._common import add_dry_run, add_version, run_main
+from jwstgal.cli._common import add_dry_run, add_version, describe, run_main
 from jwstgal.errors import ConfigError, InputNotFoundError
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def run_comparison(old: Path, new: Path, out_dir: Path | None, tol, *, dry_run: 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    p = add_version(argparse.ArgumentParser(description=__doc__,
+    p = add_version(argparse.ArgumentParser(description=describe(__doc__),
                                             formatter_class=argparse.RawDescriptionHelpFormatter))
     p.add_argument("old", type=Path, help="the previous release folder")
     p.add_argument("new", type=Path, help="the new release folder")

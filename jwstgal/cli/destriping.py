@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jwstgal.cli._common import add_dry_run, add_version, parse, run_main
+from jwstgal.cli._common import add_dry_run, add_version, describe, parse, run_main
 from jwstgal.errors import ConfigError, InputNotFoundError, StepFailedError
 
 #: File names the destriping scripts accept: single exposures, not mosaics or other products.
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 def _parser(instrument: str) -> argparse.ArgumentParser:
     from jwstgal.destripe import METHODS
 
-    p = add_version(argparse.ArgumentParser(description=__doc__,
+    p = add_version(argparse.ArgumentParser(description=describe(__doc__),
                                             formatter_class=argparse.RawDescriptionHelpFormatter))
     p.add_argument("files", nargs="+", type=Path, help=f"{instrument} *_rate.fits or *_cal.fits files")
     p.add_argument("--out-dir", type=Path, required=True, help="where destriped copies are written")

@@ -22,7 +22,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from jwstgal.cli._common import DEFAULT_CONFIG, add_version, parse, run_main
+from jwstgal.cli._common import DEFAULT_CONFIG, add_version, describe, parse, run_main
 from jwstgal.errors import DownloadError
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def _report(plans: list, dry_run: bool) -> None:
 
 def main_phangs(argv: Sequence[str] | None = None) -> int:
     """``download_phangs_jwst.py`` entry point."""
-    p = add_version(argparse.ArgumentParser(description=__doc__,
+    p = add_version(argparse.ArgumentParser(description=describe(__doc__),
                                             formatter_class=argparse.RawDescriptionHelpFormatter))
     p.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG), help="science config")
     p.add_argument("local", nargs="?", default=None, help="machine config (default: local.toml beside)")
@@ -115,7 +115,7 @@ def main_phangs(argv: Sequence[str] | None = None) -> int:
 
 def main_archive(argv: Sequence[str] | None = None) -> int:
     """``archive_download.py`` entry point."""
-    p = add_version(argparse.ArgumentParser(description=__doc__,
+    p = add_version(argparse.ArgumentParser(description=describe(__doc__),
                                             formatter_class=argparse.RawDescriptionHelpFormatter))
     p.add_argument("--object", default=None,
                    help="MAST object name, e.g. 'NGC 628' (resolved by MAST unless --proposal-id)")

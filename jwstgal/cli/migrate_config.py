@@ -17,7 +17,7 @@ import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
-from jwstgal.cli._common import add_dry_run, add_version, parse, run_main
+from jwstgal.cli._common import add_dry_run, add_version, describe, parse, run_main
 from jwstgal.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def _header(title: str, unmapped: list[tuple[str, str]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    p = add_version(argparse.ArgumentParser(description=__doc__,
+    p = add_version(argparse.ArgumentParser(description=describe(__doc__),
                                             formatter_class=argparse.RawDescriptionHelpFormatter))
     p.add_argument("config", type=Path, help="the original's config.toml (or a pjpipe config)")
     p.add_argument("local", type=Path, nargs="?", default=None, help="the original's local.toml")

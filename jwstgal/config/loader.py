@@ -77,7 +77,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
     try:
         mode = path.stat().st_mode
     except OSError:
-        msg = f"{path}: config file not found"
+        msg = (f"{path}: config file not found (give its path, or write the examples with "
+               "`jwstgal init` and edit them)")
         raise ConfigError(msg) from None
     if not stat.S_ISREG(mode):          # a FIFO would block the read, a device never end it
         msg = f"{path}: not a regular file; a config is a TOML text file"
