@@ -252,3 +252,44 @@ def observation_epoch(mjds: list[Any], date: str | None = None, *, what: str = "
     log.warning("%s: no observation time (MJD-AVG, EXPMID, EXPSTART, DATE-OBS): proper motions "
                 "propagated to %.1f", what or "image", FALLBACK_EPOCH)
     return FALLBACK_EPOCH
+
+
+#: Gaia quality cuts for astrometric reference stars: a good single-star fit (RUWE), a full 5/6-parameter
+#: solution (proper motions), no duplicate, no significant excess noise (galaxy knots, blends).
+GAIA_MAX_RUWE = 1.4
+GAIA_MAX_EXCESS_NOISE_SIG = 2.0
+
+
+def select_gaia_stars(table: Table) -> Table:
+    """The rows of a Gaia table fit to be astrometric references (cuts applied where columns exist)."""
+    keep = np.ones(len(table), bool)
+
+    def col(name: str) -> np.ndarray | None:
+        if name not in table.colnames:
+            return None
+        return np.ma.filled(np.ma.asarray(table[name]).astype(float), np.nan)
+
+    if (ruwe := col("ruwe")) is not None:
+        keep &= ruwe < GAIA_MAX_RUWE
+    if (pmra := col("pmra")) is not None:
+        keep &= np.isfinite(pmra)
+    if (noise := col("astrometric_excess_noise_sig")) is not None:
+        keep &= ~(noise > GAIA_MAX_EXCESS_NOISE_SIG)
+    if "duplicated_source" in table.colnames:
+        keep &= ~np.asarray(np.ma.filled(table["duplicated_source"], True), bool)
+    return table[keep]
+
+
+def footprint_cone(wcs: Any, shape: tuple[int, int], margin: float = 1.1) -> tuple[float, float, float]:
+    """A cone covering an image: centre (RA, Dec, deg) and radius (arcmin).
+
+    The radius is ``margin`` x the distance to the farthest corner.
+    """
+    ny, nx = shape
+    cx, cy = (nx - 1) / 2, (ny - 1) / 2
+    xs = np.array([cx, 0, nx - 1, 0, nx - 1], float)
+    ys = np.array([cy, 0, 0, ny - 1, ny - 1], float)
+    ra, dec = (np.deg2rad(np.asarray(v, float)) for v in wcs.pixel_to_world_values(xs, ys))
+    cos_d = (np.sin(dec[0]) * np.sin(dec[1:]) + np.cos(dec[0]) * np.cos(dec[1:]) * np.cos(ra[1:] - ra[0]))
+    radius = float(np.rad2deg(np.arccos(np.clip(cos_d, -1, 1))).max()) * 60 * margin
+    return float(np.rad2deg(ra[0]) % 360), float(np.rad2deg(dec[0])), radius

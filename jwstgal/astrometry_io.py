@@ -27,6 +27,7 @@ from jwstgal.astrometry import (
     correct_fits_wcs,
     observation_epoch,
     propagate_proper_motion,
+    select_gaia_stars,
 )
 from jwstgal.errors import StepFailedError
 from jwstgal.provenance import atomic_path, stamp_header
@@ -284,7 +285,10 @@ def reference_positions(ref_path: Path, epoch: float) -> tuple[np.ndarray, np.nd
 
 
 def query_gaia(ra: float, dec: float, radius_arcmin: float, out: Path) -> Path:
-    """Gaia DR3 sources around a position, cached as ECSV (needs the internet)."""
+    """Gaia DR3 stars around a position, cached as ECSV (needs the internet).
+
+    Only stars fit to be references are kept (:func:`~jwstgal.astrometry.select_gaia_stars`).
+    """
     import astropy.units as u
     from astropy.coordinates import SkyCoord
 
@@ -295,9 +299,9 @@ def query_gaia(ra: float, dec: float, radius_arcmin: float, out: Path) -> Path:
 
         Gaia.ROW_LIMIT = -1
         job = Gaia.cone_search_async(SkyCoord(ra, dec, unit="deg"), radius=radius_arcmin * u.arcmin,
-                                     columns=["ra", "dec", "pmra", "pmdec", "ref_epoch",
-                                              "phot_g_mean_mag"])
-        table = job.get_results()
+                                     columns=["ra", "dec", "pmra", "pmdec", "ref_epoch", "phot_g_mean_mag",
+                                              "ruwe", "astrometric_excess_noise_sig", "duplicated_source"])
+        table = select_gaia_stars(job.get_results())
     except OSError as err:
         msg = f"Gaia query around ({ra:.5f}, {dec:.5f}) failed (no network?): {err}"
         raise StepFailedError(msg) from err

@@ -365,3 +365,27 @@ def test_one_epoch_rule_for_the_pipeline_step_and_the_stpipe_step(tmp_path, capl
     dated = tmp_path / "dated_i2d.fits"
     fits.PrimaryHDU(header=fits.Header({"DATE-OBS": "2023-07-02"})).writeto(dated)
     assert mosaic_epoch(dated) == pytest.approx(Time("2023-07-02").decimalyear)
+
+
+def test_the_gaia_cone_covers_the_mosaic_and_keeps_only_good_stars():
+    """Issue #31 item 6: the cone followed a fixed 5' radius; no quality cuts."""
+    from astropy.table import MaskedColumn
+
+    from jwstgal.astrometry import footprint_cone, select_gaia_stars
+
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [24.17, 15.78]
+    w.wcs.crpix = [1, 1]
+    w.wcs.cdelt = [-0.11 / 3600, 0.11 / 3600]
+    ra, dec, radius = footprint_cone(w, (6000, 9000))          # a 16.5' x 11' mosaic
+    half_diagonal = 0.11 * np.hypot(9000, 6000) / 2 / 60
+    assert radius == pytest.approx(1.1 * half_diagonal, rel=0.01) and radius > 5
+    assert w.world_to_pixel_values(ra, dec) == pytest.approx((4499.5, 2999.5), abs=0.5)
+    small = footprint_cone(w, (600, 600))[2]
+    assert small == pytest.approx(1.1 * 0.11 * 600 * np.sqrt(2) / 2 / 60, rel=0.01) and small < 1
+    t = Table({"ra": [1.0] * 5, "dec": [2.0] * 5, "ruwe": [1.0, 2.5, 1.1, 1.0, 1.2],
+               "pmra": MaskedColumn([1.0, 1.0, 1.0, 0.0, 1.0], mask=[0, 0, 0, 1, 0]),
+               "astrometric_excess_noise_sig": [0.5, 0.5, 8.0, 0.5, 0.1],
+               "duplicated_source": [False, False, False, False, True]})
+    assert len(select_gaia_stars(t)) == 1                        # RUWE, excess noise, no pm, duplicate

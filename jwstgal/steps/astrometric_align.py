@@ -23,7 +23,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from pydantic import Field, field_validator
 
 from jwstgal import layout
-from jwstgal.astrometry import align_catalogs, from_tangent_plane
+from jwstgal.astrometry import align_catalogs, footprint_cone, from_tangent_plane
 from jwstgal.astrometry_io import (
     PassSettings,
     align_pass,
@@ -85,8 +85,9 @@ def run_task(i2d: str, catalog: str, crfs: list[str], out_dir: str, params: dict
     else:
         ra, dec = image_sources(i2d_p, Path(catalog), fwhm_pix)
         if ref_path is None:
-            h = fits.getheader(i2d_p, "SCI")
-            ref_path = str(query_gaia(float(h["CRVAL1"]), float(h["CRVAL2"]), 5.0, out / "gaia.ecsv"))
+            h = fits.getheader(i2d_p, "SCI")            # the cone covers the mosaic, not a fixed 5'
+            ra0, dec0, radius = footprint_cone(WCS(h).celestial, (int(h["NAXIS2"]), int(h["NAXIS1"])))
+            ref_path = str(query_gaia(ra0, dec0, radius, out / "gaia.ecsv"))
         ref_ra, ref_dec = reference_positions(Path(ref_path), mosaic_epoch(i2d_p))
         sci_wcs = WCS(fits.getheader(i2d_p, "SCI")).celestial
         pixscale = float(np.mean(proj_plane_pixel_scales(sci_wcs))) * 3600  # for "5pix" lengths
