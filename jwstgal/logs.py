@@ -38,10 +38,29 @@ def setup_logging(level: str = "INFO", log_file: Path | None = None) -> None:
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file))
+    suite_first = SuiteFirst(verbose=level in ("DEBUG", logging.DEBUG))
     for h in handlers:
         h.setFormatter(logging.Formatter(FORMAT, datefmt=DATEFMT))
+        h.addFilter(suite_first)
         root.addHandler(h)
     _levels_and_filters(level)
+
+
+class SuiteFirst(logging.Filter):
+    """The suite's log: its own records, and other packages' warnings and errors only.
+
+    Some packages set their own loggers' levels (tweakwcs puts its loggers at DEBUG on import), so
+    logger levels alone do not keep their chatter out of a batch log; this filter on the handlers
+    does, whatever the loggers say. With ``--log-level DEBUG`` everything passes.
+    """
+
+    def __init__(self, verbose: bool = False) -> None:
+        super().__init__()
+        self.verbose = verbose
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Whether a record goes to the log."""
+        return self.verbose or record.levelno >= logging.WARNING or record.name.split(".")[0] == "jwstgal"
 
 
 def _levels_and_filters(level: str | int) -> None:

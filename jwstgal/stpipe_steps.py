@@ -73,6 +73,15 @@ class JwstgalStep(Step):
     #: Whether the step works on one exposure (and refuses a resampled mosaic).
     single_exposure: ClassVar[bool] = True
 
+    @staticmethod
+    def get_stpipe_loggers() -> tuple[str, ...]:
+        """The loggers stpipe configures: jwst's and the suite's.
+
+        Under ``strun`` (and ``Step.call``) the custom steps then log what they do like a jwst step,
+        in its format and at its ``--log-level``.
+        """
+        return (*Step.get_stpipe_loggers(), "jwstgal")
+
     def settings(self) -> StepSettings:
         """The parameters of this run, validated by the settings model."""
         return settings_of(self, self.settings_model, self.excluded)

@@ -41,3 +41,28 @@ def test_worker_records_reach_the_drivers_log_file_with_dates(tmp_path):
                if line and not line.startswith(" "))
     assert "a warning of task 3" in text and "DEFAULT_COLUMNS" not in text   # same filters as the driver
     assert "task/s" not in res.stderr and "it/s" not in res.stderr           # no bar without a terminal
+
+
+def test_other_packages_chatter_stays_out_of_the_suites_log(capsys):
+    """Issue #28: tweakwcs sets its loggers to DEBUG, and its INFO lines filled batch logs."""
+    import logging
+
+    from jwstgal.logs import setup_logging
+
+    chatty = logging.getLogger("tweakwcs.matchutils")
+    try:
+        chatty.setLevel(logging.DEBUG)                      # what tweakwcs does on import
+        setup_logging("INFO")
+        chatty.info("Matching sources from 'Unnamed' catalog")
+        chatty.warning("a real problem")
+        logging.getLogger("jwstgal.steps.lv3").info("our summary line")
+        err = capsys.readouterr().err
+        assert "our summary line" in err and "a real problem" in err
+        assert "Matching sources" not in err
+        setup_logging("DEBUG")                               # all of it, when asked
+        chatty.info("Matching sources again")
+        assert "Matching sources again" in capsys.readouterr().err
+    finally:
+        chatty.setLevel(logging.NOTSET)
+        setup_logging("INFO")
+        logging.getLogger().handlers.clear()

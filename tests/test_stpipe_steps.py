@@ -1,5 +1,6 @@
 """The custom steps as stpipe steps: spec from the settings model, ``.call`` and ``strun``."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -109,6 +110,9 @@ def test_strun_runs_the_step_by_class_and_by_alias(frame, tmp_path):
                             f"--output_dir={tmp_path / sub}"],
                            capture_output=True, text=True, timeout=600, cwd=tmp_path)
         assert r.returncode == 0, r.stderr[-3000:]
+        # the step's own log line, in stpipe's format (issue #28: jwstgal's loggers were not configured)
+        assert re.search(r" - jwstgal\.stpipe_steps - INFO - .*row_median, .*stripe model rms",
+                         r.stdout + r.stderr), (r.stdout + r.stderr)[-3000:]
         outs = list((tmp_path / sub).glob("*.fits"))
         assert len(outs) == 1, outs
         with ImageModel(str(outs[0])) as m:
@@ -116,6 +120,10 @@ def test_strun_runs_the_step_by_class_and_by_alias(frame, tmp_path):
     np.testing.assert_array_equal(env_out["a"], env_out["b"])
     raw, after = F.score(frame, frame.data), F.score(frame, env_out["a"].astype(float))
     assert after["coherent_rms"] < raw["coherent_rms"] / 5
+    quiet = subprocess.run([str(STRUN), "destripe", str(src), "--method=row_median", "--log-level=WARNING",
+                            f"--output_dir={tmp_path / 'a'}"], capture_output=True, text=True, timeout=600,
+                           cwd=tmp_path)
+    assert quiet.returncode == 0 and "stripe model rms" not in quiet.stdout + quiet.stderr
     bad = subprocess.run([str(STRUN), "destripe", str(src), "--method=nonsense"], capture_output=True,
                          text=True, timeout=600, cwd=tmp_path)
     assert bad.returncode != 0 and "method" in bad.stderr
