@@ -128,6 +128,38 @@ def stamp_header(
     return header
 
 
+def read_provenance(header: fits.Header) -> dict[str, dict[str, Any]]:
+    """The provenance :func:`stamp_header` recorded, read back whole.
+
+    FITS splits a long ``HISTORY`` entry over several 72-character cards; the pieces are joined
+    again (an entry starts with ``jwstgal <step> versions:`` or ``... parameters:``).
+
+    Returns
+    -------
+    dict
+        ``{step: {"versions": {...}, "parameters": {...}}}``, the last record of each step.
+    """
+    import re
+
+    entries: list[str] = []
+    for card in header.get("HISTORY", []):
+        text = str(card)
+        if re.match(r"jwstgal \S+ (versions|parameters): ", text) or not entries:
+            entries.append(text)
+        else:
+            entries[-1] += text
+    out: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        m = re.match(r"jwstgal (\S+) (versions|parameters): (.*)", entry, flags=re.S)
+        if m is None:
+            continue
+        try:
+            out.setdefault(m.group(1), {})[m.group(2)] = json.loads(m.group(3))
+        except json.JSONDecodeError:
+            continue                              # another tool's HISTORY, or a cut card
+    return out
+
+
 def stamp_fits_file(
     path: str | os.PathLike[str],
     *,

@@ -148,6 +148,11 @@ class BgSubStep(JwstgalStep):
         return model
 
 
+#: Spec line of the multi-exposure steps: each output is saved under its exposure's name, as
+#: tweakreg's are (``jw..._<step>.fits``, not one name numbered per model).
+USE_MODEL_NAMES = "    output_use_model = boolean(default=True)  # save each exposure under its own name\n"
+
+
 class _FileStep(JwstgalStep):
     """A multi-exposure step: input models go to a scratch folder, outputs come back as models."""
 
@@ -203,7 +208,7 @@ class LevelMatchStep(_FileStep):
 
     class_alias = "level_match"
     settings_model = LevelMatchSettings
-    spec = settings_spec(LevelMatchSettings)
+    spec = settings_spec(LevelMatchSettings) + USE_MODEL_NAMES
 
     def run_files(self, files: list[Path], out_dir: Path, settings: Any) -> list[Path]:
         """Level-match ``files`` into ``out_dir``."""
@@ -217,7 +222,7 @@ class StackDestripeStep(_FileStep):
 
     class_alias = "stack_destripe"
     settings_model = StackDestripeSettings
-    spec = settings_spec(StackDestripeSettings)
+    spec = settings_spec(StackDestripeSettings) + USE_MODEL_NAMES
 
     def run_files(self, files: list[Path], out_dir: Path, settings: Any) -> list[Path]:
         """Stack-destripe ``files`` into ``out_dir``."""
@@ -246,7 +251,7 @@ class WcsAdjustStep(_FileStep):
     class_alias = "wcs_adjust"
     settings_model = WcsAdjustSettings
     excluded = ("bands",)
-    spec = settings_spec(WcsAdjustSettings, excluded) + \
+    spec = settings_spec(WcsAdjustSettings, excluded) + USE_MODEL_NAMES + \
         "    shifts_file = string(default=None)  # wcs_adjust.toml to apply instead of measuring\n"
 
     def run_files(self, files: list[Path], out_dir: Path, settings: Any) -> list[Path]:
@@ -351,7 +356,7 @@ class LyotAdjustStep(_FileStep):
 
     class_alias = "lyot_adjust"
     settings_model = LyotAdjustSettings
-    spec = settings_spec(LyotAdjustSettings)
+    spec = settings_spec(LyotAdjustSettings) + USE_MODEL_NAMES
     min_inputs = 1
 
     def run_files(self, files: list[Path], out_dir: Path, settings: Any) -> list[Path]:

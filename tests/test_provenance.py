@@ -36,3 +36,23 @@ def test_stamp_header_records_versions_config_and_params():
 def test_hash_params_is_order_independent():
     assert hash_params({"a": 1, "b": [1, 2]}) == hash_params({"b": [1, 2], "a": 1})
     assert hash_params({"a": 1}) != hash_params({"a": 2})
+
+
+def test_provenance_reads_back_whole_from_a_saved_file(tmp_path):
+    """Issue #28 item 4: FITS cuts HISTORY at 72 characters; the JSON must come back whole."""
+    import numpy as np
+    from astropy.io import fits
+
+    from jwstgal.provenance import read_provenance, stamp_header
+
+    params = {"method": "row_median", "filter_scales": list(range(40)), "note": "x" * 150}
+    h = fits.Header()
+    h.add_history("an earlier tool's history card")
+    stamp_header(h, step="destripe", params=params, config_hash="abc")
+    stamp_header(h, step="level_match", params={"binning": 4})
+    fits.PrimaryHDU(np.zeros((2, 2)), h).writeto(tmp_path / "f.fits")
+    got = read_provenance(fits.getheader(tmp_path / "f.fits"))
+    assert max(len(c) for c in fits.getheader(tmp_path / "f.fits")["HISTORY"]) <= 72
+    assert got["destripe"]["parameters"] == params
+    assert got["level_match"]["parameters"] == {"binning": 4}
+    assert "numpy" in got["destripe"]["versions"]

@@ -164,6 +164,11 @@ def test_level_match_step_on_models_recovers_the_offsets(tmp_path):
     for m_in, m_out, t in zip(models, out, truth, strict=True):
         good = np.asarray(m_in.dq) == 0
         assert abs(np.median((m_in.data - m_out.data)[good]) - t) < 0.05 * NOISE   # 300^2 frames
+    saved = tmp_path / "saved"                     # saved, each exposure keeps its name (as tweakreg's)
+    saved.mkdir()
+    LevelMatchStep.call(models, binning=2, save_results=True, output_dir=str(saved))
+    names = sorted(p.name for p in saved.glob("*.fits"))
+    assert names == sorted(m.meta.filename.replace("_cal.fits", "_levelmatchstep.fits") for m in models)
 
 
 @pytest.mark.filterwarnings("ignore::photutils.utils.exceptions.NoDetectionsWarning")  # starless frames
