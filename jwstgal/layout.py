@@ -41,6 +41,11 @@ def record_dir(band_folder: Path) -> Path:
     return band_folder / ".jwstgal"
 
 
+def rung_failures(band_folder: Path) -> Path:
+    """The rungs of the ladder the last convolution could not make, and why (JSON list)."""
+    return band_folder / "qa" / "convolve_failures.json"
+
+
 def qa_dir(band_folder: Path) -> Path:
     """Folder of a band's diagnostics."""
     return band_folder / "qa"

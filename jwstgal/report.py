@@ -8,9 +8,11 @@ served.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import logging
+import math
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,10 +26,13 @@ from jwstgal.bands import Band, get_band
 from jwstgal.config import RunConfig
 from jwstgal.provenance import write_text_atomic
 from jwstgal.steps import StepRecord, run_order
+from jwstgal.verdicts import BandFacts, band_verdict
 
 log = logging.getLogger(__name__)
 
 _STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1400px}"
+          ".verdict-ok{color:#070;font-weight:bold}.verdict-check{color:#b60;font-weight:bold}"
+          ".verdict-failed{color:#b00;font-weight:bold}"
           "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px}"
           ".figs{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0}img{max-width:420px}"
           ".fail,.failed{color:#b00;font-weight:bold}.complete,.ran{color:#070}.started{color:#b60}"
@@ -60,18 +65,19 @@ def _step_rows(bdir: Path, steps: list[str], status: dict[str, str]) -> str:
             "<th>outputs</th></tr>" + "".join(rows) + "</table>")
 
 
-def _kernel_rows(cfg: RunConfig, band: str) -> str:
+def _kernel_rows(cfg: RunConfig, band: str, max_wminus: float) -> str:
     rows = []
     for t in cfg.science.kernel_targets:
         for m in cfg.science.kernels.methods:
             kp = layout.kernel_path(cfg.psf_dir, m, band, t)
-            if kp.is_file():
-                h = fits.getheader(kp)
-                rows.append(f"<tr><td>{t}</td><td>{m}</td><td>{h['KERN_D']:.2e}</td>"
+            if "KERN_WM" in (h := _header(kp)):
+                flag = " class='fail'" if h["KERN_WM"] > max_wminus else ""
+                rows.append(f"<tr{flag}><td>{t}</td><td>{m}</td><td>{h['KERN_D']:.2e}</td>"
                             f"<td>{h['KERN_WM']:.3f}</td><td>{h['SAFETY']}</td></tr>")
     if not rows:
         return ""
-    return ("<table><tr><th>kernel to</th><th>method</th><th>D</th><th>W-</th><th>safety</th></tr>"
+    return ("<table><tr><th>kernel to</th><th>method</th><th>D = Σ|S⊗K − T| (dimensionless)</th>"
+            "<th>W− (total negative weight)</th><th>safety (Aniano 2011)</th></tr>"
             + "".join(rows) + "</table>")
 
 
@@ -116,6 +122,53 @@ def _bands_on_disk(cfg: RunConfig) -> Iterator[tuple[str, Band, Path]]:
             bdir = layout.band_dir(cfg.reprocess_dir, target, band)
             if bdir.is_dir():
                 yield target, band, bdir
+
+
+def band_facts(cfg: RunConfig, target: str, band: Band, bdir: Path, res: Any) -> BandFacts:
+    """What the page knows about a band, for its verdict (:func:`jwstgal.verdicts.band_verdict`)."""
+    status = dict(getattr(res, "status", {}) or {})
+    facts = BandFacts(error=str(getattr(res, "error", "") or ""),
+                      failed_steps=[s for s, w in status.items() if w.startswith("failed")])
+    for t in cfg.science.kernel_targets:
+        for m in cfg.science.kernels.methods:
+            if "KERN_WM" in (h := _header(layout.kernel_path(cfg.psf_dir, m, band.name, t))):
+                facts.kernel_wminus[f"{t} ({m})"] = float(h["KERN_WM"])
+    sol = bdir / "astrometric_align" / "solution.json"
+    if sol.is_file():
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            s = json.loads(sol.read_text())
+            facts.alignment_shift_mas = float(math.hypot(*s["shift_arcsec"]) * 1000)
+            facts.alignment_rms_mas = float(s["rms_mas"])
+            facts.alignment_matches = int(s["n_matches"])
+            facts.alignment_borrowed = str(s.get("borrowed_from") or "")
+    table = layout.anchor_table(cfg.reprocess_dir, target)
+    if table.is_file():
+        from astropy.table import Table
+
+        with contextlib.suppress(ValueError, KeyError, OSError):
+            for r in Table.read(table, format="ascii.ecsv"):
+                if r["band"] == band.name:
+                    facts.anchor_status, facts.anchor_error = str(r["status"]), float(r["offset_err"])
+    rungs = layout.rung_failures(bdir)
+    if rungs.is_file():
+        with contextlib.suppress(ValueError):
+            facts.failed_rungs = [str(x) for x in json.loads(rungs.read_text())]
+    return facts
+
+
+def _verdict_table(cfg: RunConfig, outcome: dict) -> str:
+    """One line per band at the top of the page: ok / check / failed, with the reasons, linked."""
+    rows = []
+    for target, band, bdir in _bands_on_disk(cfg):
+        word, why = band_verdict(band_facts(cfg, target, band, bdir, outcome.get((target, band.name))),
+                                 cfg.science.qa)
+        rows.append(f"<tr class='band-verdict' data-verdict='{word}'><td><a href='#{target}-{band.name}'>"
+                    f"{target} {band.name}</a></td><td class='verdict-{word}'>{word}</td>"
+                    f"<td>{html.escape('; '.join(why)) or 'nothing beyond the [qa] limits'}</td></tr>")
+    if not rows:
+        return ""
+    return ("<h2>Verdicts</h2><table id='verdicts'><tr><th>band</th><th>verdict</th><th>why</th></tr>"
+            + "".join(rows) + "</table>")
 
 
 def _summary_table(cfg: RunConfig, outcome: dict) -> str:
@@ -196,7 +249,8 @@ def write_report(cfg: RunConfig, results: list[Any] | None = None) -> Path:
     parts = [f"<h1>jwstgal QA: {html.escape(cfg.config_path.name)} "
              f"({html.escape(cfg.science.pipeline.data_version)})</h1>",
              f"<p>Config hash <code>{cfg.config_hash}</code>. Raw data: "
-             f"<code>{html.escape(str(cfg.raw_dir))}</code>.</p>", parts_summary]
+             f"<code>{html.escape(str(cfg.raw_dir))}</code>.</p>", _verdict_table(cfg, outcome),
+             parts_summary]
     for target, band, bdir in _bands_on_disk(cfg):
         res = outcome.get((target, band.name))
         parts.append(f'<section id="{target}-{band.name}"><h2>{target} {band.name}</h2>')
@@ -213,7 +267,10 @@ def write_report(cfg: RunConfig, results: list[Any] | None = None) -> Path:
             if figs or notes:
                 parts.append(f"<h3>{step.name}</h3>" + "".join(f"<p>{html.escape(n)}</p>" for n in notes)
                              + '<div class="figs">' + "".join(figs) + "</div>")
-        parts.append(_kernel_rows(cfg, band.name))
+        parts.append(_kernel_rows(cfg, band.name, cfg.science.qa.max_kernel_wminus))
+        if (rungs := layout.rung_failures(bdir)).is_file() and (failed := json.loads(rungs.read_text())):
+            parts.append("<h3>convolution</h3><ul class='fail'>" + "".join(
+                f"<li>not convolved: {html.escape(str(f))}</li>" for f in failed) + "</ul>")
         parts.append(_anchor_part(cfg, target, band.name, root))
         parts.append("</section>")
     page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>jwstgal QA</title>"

@@ -31,7 +31,7 @@ def test_unknown_table_names_file_key_allowed_and_suggestion(tmp_path):
     assert msg == (
         "<d>/config.toml: unknown key 'pipline' (allowed: pipeline, projects, extra_obs_to_include, "
         "download, alignment, lv1_parameters, lv2_parameters, lv3_parameters, simulation, kernels, "
-        "convolve, anchor, release, lyot_adjust, destripe, bg_sub, wcs_adjust, level_match, "
+        "convolve, anchor, release, qa, lyot_adjust, destripe, bg_sub, wcs_adjust, level_match, "
         "stack_destripe, lv3, astrometric_catalog, astrometric_align, field_mosaics); "
         "did you mean 'pipeline'?")
 

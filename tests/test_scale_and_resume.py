@@ -156,6 +156,16 @@ def test_qa_report_renders_in_a_headless_browser(runs):
         text = driver.find_element("tag name", "body").text
         assert text.count("complete") >= 6 and "Astrometry vs reference" in text
         # the page opens with the per-band summary: one row per band, what ran, exposures
+        # above it, one verdict per band, coloured, linked to the band's section (issue #28)
+        verdicts = driver.find_elements("css selector", "table#verdicts tr.band-verdict")
+        assert len(verdicts) == 2, [v.text for v in verdicts]
+        for v in verdicts:
+            word = v.get_attribute("data-verdict")
+            assert word in ("ok", "check", "failed") and word in v.text
+            cell = v.find_element("css selector", f"td.verdict-{word}")
+            assert cell.value_of_css_property("color") != "rgba(0, 0, 0, 1)"      # in colour, not plain
+            href = v.find_element("tag name", "a").get_attribute("href")
+            assert driver.find_element("id", href.rsplit("#", 1)[1]).tag_name == "section"
         rows = driver.find_elements("css selector", "table#summary tr")
         assert len(rows) == 3, [r.text for r in rows]
         header = rows[0].text

@@ -226,7 +226,7 @@ def test_config_order_and_defaults_come_from_the_registry(tmp_path):
 #: Layers, low to high: a module may import its own layer and those below, never above.
 LAYERS = [
     ("jwstgal", "jwstgal.data", "jwstgal.errors", "jwstgal.bands", "jwstgal.provenance", "jwstgal.dq",
-     "jwstgal.layout", "jwstgal.fits_checks", "jwstgal.stpipe_spec", "jwstgal.tiled_io",
+     "jwstgal.layout", "jwstgal.fits_checks", "jwstgal.verdicts", "jwstgal.stpipe_spec", "jwstgal.tiled_io",
      "jwstgal.settings", "jwstgal.logs", "jwstgal.executor", "jwstgal.crds_setup"),
     ("jwstgal.destripe", "jwstgal.destripe_miri", "jwstgal.destripe_stack", "jwstgal.masking",
      "jwstgal.level_match", "jwstgal.graph_solve", "jwstgal.frame_maps", "jwstgal.astrometry",

@@ -11,6 +11,7 @@ grid of >= 4 pixels per FWHM; the PSF (BMAJ/BMIN/BPA for Gaussians) and grid are
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -47,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_convolved,
         )
         from jwstgal.ladder import plan_rung
+        from jwstgal.provenance import write_text_atomic
         from jwstgal.psfs import psf_file_problem
         from jwstgal.tiled_io import remove_stale_scratch
 
@@ -138,6 +140,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     done += 1
                 if mosaic is not None:
                     mosaic.close()              # its scratch files go
+                if not args.dry_run:            # for the QA page: this band's failed rungs, now
+                    record = layout.rung_failures(bdir)
+                    head = f"{target} {band.name} -> "
+                    mine = [f.removeprefix(head) for f in failed if f.startswith(head)]
+                    if mine or record.is_file():
+                        write_text_atomic(record, json.dumps(mine))
         if args.dry_run:
             return 0
         log.info("%d products convolved", done)

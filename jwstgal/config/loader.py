@@ -257,5 +257,6 @@ def _unwritable(folder: Path) -> str:
 
 def config_hash(science: ScienceConfig) -> str:
     """Short SHA-256 of the validated science config (stable across key order)."""
-    blob = json.dumps(science.model_dump(mode="json"), sort_keys=True).encode()
+    # the QA page's limits change no product: they are left out (configs keep their hash)
+    blob = json.dumps(science.model_dump(mode="json", exclude={"qa"}), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

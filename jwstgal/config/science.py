@@ -17,6 +17,7 @@ from jwstgal.config.products import AnchorConfig, ConvolveConfig, KernelsConfig,
 from jwstgal.settings import GROUP_SELECTORS, Strict, check_band, check_path_component, did_you_mean
 from jwstgal.stages import STAGE_PIPELINES
 from jwstgal.steps import DEFAULT_STEPS, REPEATABLE, STEP_NAMES, STEP_SETTINGS, get_step, order_key, repeat_of
+from jwstgal.verdicts import QaLimits
 
 
 class StepLists(Strict):
@@ -211,6 +212,7 @@ class _ScienceTables(Strict):
     convolve: ConvolveConfig = Field(default_factory=ConvolveConfig)
     anchor: AnchorConfig = Field(default_factory=AnchorConfig)
     release: ReleaseConfig = Field(default_factory=ReleaseConfig)
+    qa: QaLimits = Field(default_factory=QaLimits, description="When the QA page asks for a look.")
     repeat_tables: dict[str, Any] = Field(
         default_factory=dict, description="Not a table of the file: the validated [<step>_<n>] tables "
         "of repeated steps (see :meth:`step_table`).")

@@ -1,0 +1,79 @@
+"""One verdict per band for the QA page: ``ok``, ``check`` or ``failed``, with the reasons in words.
+
+:func:`band_verdict` is a pure function of what is known about a band (:class:`BandFacts`) and the
+limits of the ``[qa]`` table (:class:`QaLimits`): a band whose reduction failed is ``failed``; one
+with an unsafe kernel, an alignment beyond its limits, an anchoring that failed or is too
+uncertain, or a rung that could not be convolved is ``check``; anything else is ``ok``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from pydantic import Field
+
+from jwstgal.settings import Strict
+
+#: Verdicts, worst last.
+VERDICTS = ("ok", "check", "failed")
+
+
+class QaLimits(Strict):
+    """The ``[qa]`` table: when the QA page asks for a look (``check``)."""
+
+    max_kernel_wminus: float = Field(0.5, gt=0, description="Largest Aniano W- (total negative "
+                                     "weight) of a band's kernels; 0.5 is Aniano et al.'s 'unsafe'.")
+    max_alignment_rms_mas: float = Field(30.0, gt=0, description="Largest rms (mas) of the absolute "
+                                         "alignment's residuals.")
+    max_alignment_shift_mas: float = Field(1000.0, gt=0, description="Largest absolute-alignment "
+                                           "shift (mas) before it is worth a look.")
+    min_alignment_matches: int = Field(5, ge=1, description="Fewest matched stars of an alignment "
+                                       "solved on the band itself.")
+    max_anchor_error: float = Field(0.05, gt=0, description="Largest 1-sigma error (MJy/sr) of a "
+                                    "band's background offset.")
+
+
+@dataclass
+class BandFacts:
+    """What the QA page knows about one band (NaN or empty where it does not)."""
+
+    error: str = ""
+    failed_steps: list[str] = field(default_factory=list)
+    kernel_wminus: dict[str, float] = field(default_factory=dict)   # kernel target -> W-
+    alignment_shift_mas: float = math.nan
+    alignment_rms_mas: float = math.nan
+    alignment_matches: int = 0
+    alignment_borrowed: str = ""
+    anchor_status: str = ""
+    anchor_error: float = math.nan
+    failed_rungs: list[str] = field(default_factory=list)
+
+
+def band_verdict(facts: BandFacts, limits: QaLimits) -> tuple[str, list[str]]:
+    """The band's verdict and its reasons (empty for ``ok``), each reason with its unit."""
+    failed, check = [], []
+    if facts.error:
+        failed.append(f"reduction failed: {facts.error}")
+    failed += [f"step {s} failed" for s in facts.failed_steps]
+    for target, wm in sorted(facts.kernel_wminus.items()):
+        if wm > limits.max_kernel_wminus:
+            how = "very unsafe" if wm > 1.0 else "unsafe"
+            check.append(f"kernel to {target} {how}: W- = {wm:.2f} > {limits.max_kernel_wminus:g}")
+    rms, shift = facts.alignment_rms_mas, facts.alignment_shift_mas
+    if math.isfinite(rms) and rms > limits.max_alignment_rms_mas:
+        check.append(f"alignment rms {rms:.1f} mas > {limits.max_alignment_rms_mas:g} mas")
+    if math.isfinite(shift) and shift > limits.max_alignment_shift_mas:
+        check.append(f"alignment shift {shift:.0f} mas > {limits.max_alignment_shift_mas:g} mas")
+    if (math.isfinite(rms) and not facts.alignment_borrowed
+            and facts.alignment_matches < limits.min_alignment_matches):
+        check.append(f"alignment on {facts.alignment_matches} stars < {limits.min_alignment_matches}")
+    if facts.anchor_status.startswith("not anchored"):
+        check.append(facts.anchor_status)
+    elif math.isfinite(facts.anchor_error) and facts.anchor_error > limits.max_anchor_error:
+        check.append(f"background offset error {facts.anchor_error:.3f} MJy/sr > "
+                     f"{limits.max_anchor_error:g} MJy/sr")
+    check += [f"rung not convolved: {r}" for r in facts.failed_rungs]
+    if failed:
+        return "failed", failed + check
+    return ("check", check) if check else ("ok", [])
