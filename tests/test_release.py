@@ -351,3 +351,22 @@ def test_a_full_disk_mid_release_is_one_message_and_leaves_a_manifest_of_what_is
     assert {str(t) for t in manifest["target"]} == {"ngc0000"}
     assert subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=rel, capture_output=True).returncode == 0
     assert not list(rel.rglob("*.tmp*"))
+
+
+def test_the_released_run_config_holds_no_machine_path_or_secret(tmp_path):
+    """Issue #31 item 9: run_config.json carried this machine's absolute paths."""
+    import json
+
+    from jwstgal.cli.prepare_release import run_config
+    from jwstgal.config import load_config
+
+    (tmp_path / "raw").mkdir()
+    local = (f'[local]\nraw_dir = "{tmp_path / "raw"}"\nworking_dir = "{tmp_path / "work"}"\n'
+             f'api_key = "s3cret-token"\nanchor_ref_dir = "{tmp_path / "ext"}"\n')
+    cfg, loc = write_config(tmp_path, science=SCIENCE + f'[release]\ncompare_with = "{tmp_path / "v0"}"\n',
+                            local=local)
+    text = json.dumps(run_config(load_config(cfg, loc, check_jwst=False)))
+    assert str(tmp_path) not in text and "s3cret-token" not in text
+    doc = json.loads(text)
+    assert doc["config_file"] == "config.toml" and doc["science"]["release"]["compare_with"] == "v0"
+    assert doc["local"]["executor"] and "jwst" in doc["versions"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from jwstgal.cli._common import base_parser, parse, run_main, selected
 
@@ -19,14 +20,34 @@ log = logging.getLogger(__name__)
 
 
 def run_config(cfg) -> dict:
-    """The resolved configuration of a run, as released (``run_config.json``; secrets left out)."""
+    """The resolved configuration of a run, as released (``run_config.json``).
+
+    Secrets and this machine's folders are left out (``local``'s paths, the Slurm set-up, the
+    scheduler address), and any absolute path left is reduced to its last component: a release
+    says how it was made, not where.
+    """
     from jwstgal.config.messages import SECRET_KEYS
     from jwstgal.provenance import software_versions
 
-    local = {k: v for k, v in cfg.local.model_dump(mode="json").items() if k not in SECRET_KEYS}
-    return {"config_file": str(cfg.config_path), "config_hash": cfg.config_hash,
-            "versions": software_versions(), "science": cfg.science.model_dump(mode="json"),
-            "local": local}
+    machine = {"slurm", "dask_scheduler", "mast_server"}
+    local = {k: v for k, v in cfg.local.model_dump(mode="json").items()
+             if k not in SECRET_KEYS and k not in machine and not k.endswith("_dir")}
+    return _no_machine_paths({"config_file": cfg.config_path.name, "config_hash": cfg.config_hash,
+                              "versions": software_versions(),
+                              "science": cfg.science.model_dump(mode="json"), "local": local})
+
+
+def _no_machine_paths(obj: Any) -> Any:
+    """``obj`` with every absolute path string reduced to its last component."""
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    if isinstance(obj, dict):
+        return {k: _no_machine_paths(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_no_machine_paths(v) for v in obj]
+    if isinstance(obj, str) and (obj.startswith(("/", "~")) or PureWindowsPath(obj).drive):
+        return PurePosixPath(obj.replace("\\", "/")).name
+    return obj
 
 
 def _dry_run(cfg, release_dir, targets: list[str], bands: list[str], overwrite: bool) -> int:
