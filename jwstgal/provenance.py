@@ -22,7 +22,9 @@ from astropy.io import fits
 from jwstgal import __version__
 
 #: Packages whose versions are recorded in every product.
-_VERSIONED = ("jwst", "stcal", "stdatamodels", "crds", "astropy", "numpy", "photutils")
+_VERSIONED = ("jwst", "stcal", "stdatamodels", "stpipe", "crds", "gwcs", "asdf", "drizzle", "tweakwcs",
+              "astropy", "numpy", "scipy", "photutils", "reproject", "scikit-image", "pypher", "stpsf",
+              "poppy")
 
 
 @contextlib.contextmanager
