@@ -8,6 +8,7 @@ directory, then rename), so a crash never leaves a half-written file under a fin
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -68,13 +69,23 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
 
 def software_versions() -> dict[str, str]:
     """Return the versions of this suite and of the pipeline packages it drives."""
-    out = {"jwstgal": __version__}
+    return dict(_versions())
+
+
+@functools.cache
+def _versions() -> tuple[tuple[str, str], ...]:
+    """The versions, looked up once per process.
+
+    Each lookup parses package metadata and leaves reference cycles behind: a worker stamping
+    exposure after exposure would pile them up.
+    """
+    out = [("jwstgal", __version__)]
     for name in _VERSIONED:
         try:
-            out[name] = metadata.version(name)
+            out.append((name, metadata.version(name)))
         except metadata.PackageNotFoundError:
-            out[name] = "absent"
-    return out
+            out.append((name, "absent"))
+    return tuple(out)
 
 
 def hash_params(params: Any) -> str:
