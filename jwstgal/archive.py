@@ -1,23 +1,17 @@
 """MAST queries and resumable, verified downloads through astroquery.mast.
 
 Selection is pure (:func:`select_observations`, :func:`select_products` work on astropy tables);
-:class:`MastArchive` does the network work with astroquery's ``ObservationsClass``: portal queries
-(``query_criteria``, ``get_product_list``), optional token login, and file transfer with astroquery's
-own downloader in *continuation* mode (HTTP ``Range``), so a transfer that broke off resumes where it
-stopped. Files arrive as ``<name>.part`` and are renamed only once complete and verified: their size
-must be what MAST reports and, for FITS files carrying ``CHECKSUM``/``DATASUM`` cards (JWST products
-do), the checksums must hold; a corrupt file is fetched again from the start. Transient errors
-(connection resets, broken streams, timeouts, HTTP 5xx) are retried with exponential backoff.
+:class:`MastArchive` does the network work with astroquery's ``ObservationsClass`` (portal queries,
+``get_product_list``) and its session: token login and transfers resumed with HTTP ``Range``. Files
+arrive as ``<name>.part`` and are renamed only once complete and verified: their size must be what
+MAST reports and, for FITS files carrying ``CHECKSUM``/``DATASUM`` cards, the checksums must hold; a
+corrupt file is fetched again from the start. Transient errors (connection resets, broken streams,
+timeouts, HTTP 5xx) are retried with exponential backoff.
 
 What the server says is not trusted: every ``obs_id`` and ``productFilename`` must be a plain file
-name of the kind MAST issues (:func:`safe_name`) before anything is written. The token cookie is bound
-to the configured MAST origin (scheme, host and port) before the first request, so a redirect
-elsewhere never carries it. Redirects of a transfer are followed by hand: at most
-:data:`MAX_REDIRECTS`, only to ``http(s)``. A transfer has connect and read timeouts, stops at the size
-MAST reported (a longer body is a corrupt transfer) and at ``max_bytes`` (``[download] max_file_gb``)
-whatever MAST lists (a listed size above it is refused), and is dropped and resumed when slower than
-``min_rate`` over ``rate_window`` seconds. A ``.part`` is never followed through a link. One file that
-fails does not stop the others, and the manifest lists what arrived.
+name of the kind MAST issues (:func:`safe_name`) before anything is written. The token, redirects,
+size caps and rates are :mod:`jwstgal.mast_transfer`'s. One file that fails does not stop the
+others, and the manifest lists what arrived.
 
 Layout: ``<dest>/mastDownload/JWST/<obs_id>/<file>``, astroquery's, which the reprocessing reads.
 """
@@ -127,18 +121,30 @@ class MastArchive:
             self._login(token)
 
     def _login(self, token: str) -> None:
-        """Bind the token to the MAST origin, then check it at ``/whoami`` (no redirect followed)."""
+        """Bind the token to the MAST origin, then check it at ``/whoami``.
+
+        A redirect within the MAST origin is followed (the token goes along); one to any other
+        origin is refused, never followed.
+        """
+        from urllib.parse import urljoin
+
         session = self.obs._session
         session.auth = OriginToken(token, self.server)   # before the first request that carries it
-        with self._network("logging in"):
-            resp = session.get(self.server + "/whoami", headers={"Accept": "application/json"},
-                               allow_redirects=False, timeout=self.timeout)
-        with resp:
-            if resp.is_redirect:
-                where = "://".join(origin(resp.headers.get("Location", ""))[:2])
+        url = self.server + "/whoami"
+        for _ in range(MAX_REDIRECTS + 1):
+            with self._network("logging in"):
+                resp = session.get(url, headers={"Accept": "application/json"}, allow_redirects=False,
+                                   timeout=self.timeout)
+            if not resp.is_redirect:
+                break
+            resp.close()
+            url = urljoin(url, resp.headers.get("Location", ""))
+            if origin(url) != origin(self.server):
+                where = "://".join(origin(url)[:2])
                 msg = (f"MAST's login check at {self.server}/whoami redirected to {where}; not "
                        "following it with the API token. Check [local] mast_server")
                 raise DownloadError(msg)
+        with resp:
             try:
                 info = resp.json() if resp.status_code == 200 else {}
             except ValueError:

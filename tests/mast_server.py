@@ -141,7 +141,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Location", self.state.redirect["whoami"])
             self.send_header("Content-Length", "0")
             self.end_headers()
-        elif url.path == "/whoami":
+        elif url.path in ("/whoami", "/whoami/"):
             ok = self._token_ok()
             self._json({"anon": not ok, "attrib": {"display_name": "Test User"} if ok else {}})
         elif url.path == "/api/v0.1/Download/file":

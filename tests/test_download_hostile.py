@@ -54,6 +54,13 @@ def test_a_redirected_login_check_is_refused_and_never_carries_the_token(small_a
     assert not other_state.log                                # the redirect was not followed at all
 
 
+def test_a_login_check_redirected_within_the_mast_origin_is_followed(small_archive):
+    with MastServer(small_archive) as srv:
+        small_archive.redirect["whoami"] = srv.url + "/whoami/"       # same scheme, host and port
+        MastArchive(srv.url, TOKEN, retries=0)                         # accepted: no error
+    assert any(p == "/whoami/" and TOKEN in c for p, c in small_archive.cookies)
+
+
 def test_a_product_listed_with_size_zero_is_cut_off_at_the_cap(small_archive, tmp_path):
     row = _rows(small_archive)[0]
     row["size"] = 0                                           # MAST lists no size
