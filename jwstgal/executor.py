@@ -227,12 +227,16 @@ def open_executor(spec: ExecutorSpec | None = None) -> Iterator[Executor]:
             try:
                 yield Executor(spec, pool=pool)
             except BaseException:
-                # interrupted or failed: the workers were killed (Executor.cancel) or are finishing;
-                # do not wait on a pool whose queues a killed worker may have left locked
+                # interrupted or failed: the workers are killed (Executor.cancel did it on Ctrl-C),
+                # then the pool is shut down cleanly (its queues and semaphores released) - but not
+                # waited on for ever, in case a killed worker left one of its queues locked
                 for proc in list(getattr(pool, "_processes", None) or {}):
                     with contextlib.suppress(Exception):
                         pool._processes[proc].kill()
-                pool.shutdown(wait=False, cancel_futures=True)
+                closing = threading.Thread(target=pool.shutdown, daemon=True,
+                                           kwargs={"wait": True, "cancel_futures": True})
+                closing.start()
+                closing.join(timeout=10.0)
                 raise
             pool.shutdown(wait=True)
         return
