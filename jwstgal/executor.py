@@ -53,6 +53,31 @@ def _watch_parent(parent: int) -> None:
         time.sleep(1.0)
 
 
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C while processes are spawned and the queues and locks they share are made.
+
+    A :class:`KeyboardInterrupt` in the middle of either leaves a named semaphore behind (the
+    resource tracker warns about it at exit) or a half-started worker. Here ``SIGINT`` is recorded
+    instead, and blocked in this thread so that processes spawned meanwhile start with it blocked
+    (:func:`worker_init` ignores it, then unblocks it); the interrupt is raised on leaving, so a
+    Ctrl-C is delayed by milliseconds, never lost. Outside the main thread it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)   # a pending SIGINT lands in `caught`
+        signal.signal(signal.SIGINT, previous)
+        if caught and callable(previous):
+            previous(signal.SIGINT, None)       # Python's default handler: KeyboardInterrupt
+
+
 def worker_init(parent: int, log_queue: Any = None, level: int = logging.INFO) -> None:
     """Set up a local worker process: die with the driver, leave Ctrl-C to it, drop secrets.
 
@@ -63,6 +88,7 @@ def worker_init(parent: int, log_queue: Any = None, level: int = logging.INFO) -
     if log_queue is not None:
         worker_logging(log_queue, level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})   # blocked since the spawn
     for name in PRIVATE_ENV:
         os.environ.pop(name, None)
     if sys.platform.startswith("linux"):
@@ -182,7 +208,9 @@ class Executor:
                 for fut in dask_completed(list(futures)):
                     collect(futures[fut], fut.result)
             elif self._pool is not None and len(tasks) > 1:
-                futures = {self._pool.submit(_with_env, env, fn, *t): i for i, t in enumerate(tasks)}
+                with interrupts_deferred():              # the workers are spawned here
+                    futures = {self._pool.submit(_with_env, env, fn, *t): i
+                               for i, t in enumerate(tasks)}
                 for fut in as_completed(futures):
                     collect(futures[fut], fut.result)
             else:
@@ -212,6 +240,19 @@ class Executor:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _join_queue_feeders(timeout: float) -> None:
+    """Wait (a bounded time) for this process's multiprocessing queue feeder threads to end.
+
+    They are daemon threads holding the last references to their queues' named semaphores: one
+    that ends during interpreter shutdown is frozen between unlinking a semaphore and telling the
+    resource tracker, which then warns of a leak at exit.
+    """
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if thread.name == "QueueFeederThread" and thread is not threading.current_thread():
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
+
 @contextlib.contextmanager
 def open_executor(spec: ExecutorSpec | None = None) -> Iterator[Executor]:
     """Start the backend of ``spec`` (pool, local cluster or Slurm jobs) for the duration of a run."""
@@ -221,24 +262,29 @@ def open_executor(spec: ExecutorSpec | None = None) -> Iterator[Executor]:
         return
     if spec.kind == "processes":
         ctx = multiprocessing.get_context("spawn")
-        with forward_worker_logs(ctx) as (queue, level):
-            pool = ProcessPoolExecutor(max_workers=spec.workers, mp_context=ctx, initializer=worker_init,
-                                       initargs=(os.getpid(), queue, level))
-            try:
-                yield Executor(spec, pool=pool)
-            except BaseException:
-                # interrupted or failed: the workers are killed (Executor.cancel did it on Ctrl-C),
-                # then the pool is shut down cleanly (its queues and semaphores released) - but not
-                # waited on for ever, in case a killed worker left one of its queues locked
-                for proc in list(getattr(pool, "_processes", None) or {}):
-                    with contextlib.suppress(Exception):
-                        pool._processes[proc].kill()
-                closing = threading.Thread(target=pool.shutdown, daemon=True,
-                                           kwargs={"wait": True, "cancel_futures": True})
-                closing.start()
-                closing.join(timeout=10.0)
-                raise
-            pool.shutdown(wait=True)
+        try:
+            with forward_worker_logs(ctx, interrupts_deferred) as (queue, level):
+                with interrupts_deferred():
+                    pool = ProcessPoolExecutor(max_workers=spec.workers, mp_context=ctx,
+                                               initializer=worker_init,
+                                               initargs=(os.getpid(), queue, level))
+                try:
+                    yield Executor(spec, pool=pool)
+                except BaseException:
+                    # interrupted or failed: the workers are killed (Executor.cancel did it on Ctrl-C),
+                    # then the pool is shut down cleanly (its queues and semaphores released) - but not
+                    # waited on for ever, in case a killed worker left one of its queues locked
+                    for proc in list(getattr(pool, "_processes", None) or {}):
+                        with contextlib.suppress(Exception):
+                            pool._processes[proc].kill()
+                    closing = threading.Thread(target=pool.shutdown, daemon=True,
+                                               kwargs={"wait": True, "cancel_futures": True})
+                    closing.start()
+                    closing.join(timeout=10.0)
+                    raise
+                pool.shutdown(wait=True)
+        finally:
+            _join_queue_feeders(timeout=5.0)
         return
     try:
         from distributed import Client, LocalCluster

@@ -6,7 +6,8 @@ import contextlib
 import logging
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from logging.handlers import QueueHandler, QueueListener
 from pathlib import Path
 from typing import Any
@@ -91,14 +92,17 @@ def worker_logging(queue: Any, level: int) -> None:
 
 
 @contextlib.contextmanager
-def forward_worker_logs(ctx: Any) -> Iterator[tuple[Any, int]]:
+def forward_worker_logs(ctx: Any, guard: Callable[[], AbstractContextManager[Any]] = nullcontext,
+                        ) -> Iterator[tuple[Any, int]]:
     """In the driver: a queue the workers log into, emptied into this process's handlers.
 
-    Yields the queue and the level of the suite's loggers, for :func:`worker_logging`.
+    Yields the queue and the level of the suite's loggers, for :func:`worker_logging`. The queue
+    is made under ``guard()`` (the executor holds Ctrl-C there: see its ``interrupts_deferred``).
     """
-    q = ctx.Queue()
-    listener = QueueListener(q, *logging.getLogger().handlers, respect_handler_level=True)
-    listener.start()
+    with guard():
+        q = ctx.Queue()
+        listener = QueueListener(q, *logging.getLogger().handlers, respect_handler_level=True)
+        listener.start()
     try:
         yield q, logging.getLogger("jwstgal").getEffectiveLevel()
     finally:
