@@ -210,6 +210,42 @@ def apply_to_positions(result: AlignResult, ra: np.ndarray, dec: np.ndarray
     return from_tangent_plane((result.matrix @ xy.T).T + result.shift, *result.center)
 
 
+def own_star_offsets(result: AlignResult, img_ra: np.ndarray, img_dec: np.ndarray, ref_ra: np.ndarray,
+                     ref_dec: np.ndarray, radius_arcsec: float = 1.0) -> tuple[int, float]:
+    """How well a correction (one borrowed from another band) fits a band's own stars.
+
+    Parameters
+    ----------
+    result : AlignResult
+        The correction.
+    img_ra, img_dec : numpy.ndarray
+        The band's own sources, as measured (degrees).
+    ref_ra, ref_dec : numpy.ndarray
+        Reference positions at the band's epoch (degrees).
+    radius_arcsec : float
+        Largest distance of a match after the correction.
+
+    Returns
+    -------
+    (int, float)
+        Sources matched, and the length (mas) of their median offset from the reference (NaN
+        when none matched).
+    """
+    from scipy.spatial import cKDTree
+
+    if len(img_ra) == 0 or len(ref_ra) == 0:
+        return 0, float("nan")
+    ra, dec = apply_to_positions(result, np.asarray(img_ra, float), np.asarray(img_dec, float))
+    img = tangent_plane(ra, dec, *result.center)
+    ref = tangent_plane(np.asarray(ref_ra, float), np.asarray(ref_dec, float), *result.center)
+    dist, idx = cKDTree(ref).query(img, distance_upper_bound=radius_arcsec)
+    ok = np.isfinite(dist)
+    if not ok.any():
+        return 0, float("nan")
+    offset = np.median(ref[idx[ok]] - img[ok], axis=0)
+    return int(ok.sum()), float(np.hypot(*offset) * 1000)
+
+
 def correct_fits_wcs(header, result: AlignResult):
     """Apply a correction to a celestial FITS WCS header (returns a new header).
 

@@ -29,6 +29,7 @@ high-pass in Fourier space, deterministic) lets stripes be measured through exte
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -363,3 +364,63 @@ def destripe(
     if log.isEnabledFor(logging.DEBUG):  # the statistics cost ~10 % of the method
         log.debug("destripe %s: model rms %.3g, %.1f%% masked", p.method, np.nanstd(model), 100 * mask.mean())
     return DestripeResult(model=model, mask=mask, amp_offsets=offsets)
+
+
+def _smooth_background(d: np.ndarray, box: int) -> np.ndarray:
+    """Median of ``box`` x ``box`` blocks (NaN ignored), interpolated back to every pixel."""
+    from scipy.ndimage import zoom
+
+    ny, nx = (-(-n // box) for n in d.shape)
+    pad = np.full((ny * box, nx * box), np.nan)
+    pad[:d.shape[0], :d.shape[1]] = d
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)            # all-NaN blocks
+        blocks = np.nanmedian(pad.reshape(ny, box, nx, box), axis=(1, 3))
+    blocks = np.where(np.isfinite(blocks), blocks, np.nanmedian(blocks) if np.isfinite(blocks).any() else 0)
+    return zoom(blocks, box, order=1, mode="nearest", grid_mode=True)[:d.shape[0], :d.shape[1]]
+
+
+def stripe_residual(image: np.ndarray, mask: np.ndarray, *, box: int = 32, min_pixels: int = 50
+                    ) -> float:
+    """Stripes in a frame: line-to-line scatter of its row and column medians over pixel noise.
+
+    A smooth background (median of ``box``-pixel blocks) is taken out, then the medians of every
+    row (and column) over the unmasked pixels are differenced line to line (what is left of sky
+    and emission varies too slowly to survive that; stripes do not), and compared with what
+    pixel noise alone gives a median of n pixels (1.2533 sigma / sqrt(n),
+    sigma the robust rms of pixel-to-pixel differences along rows). About 1 means no stripes; the
+    worse of rows and columns is returned.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        Frame (any unit).
+    mask : numpy.ndarray of bool
+        Pixels left out (sources, bad pixels); non-finite pixels are left out too.
+    box : int
+        Block size (pixels) of the smooth background taken out first.
+    min_pixels : int
+        Fewest unmasked pixels of a line that counts.
+
+    Returns
+    -------
+    float
+        The ratio (NaN when fewer than 10 lines have enough pixels).
+    """
+    d = np.where(np.asarray(mask, bool) | ~np.isfinite(image), np.nan, np.asarray(image, float))
+    d = d - _smooth_background(d, box)        # a median is noisier on a slope: take slopes out
+    step = np.diff(d, axis=1)                 # neighbours in a row: sky, emission and stripes cancel
+    if not np.isfinite(step).any():
+        return float("nan")
+    sigma = 1.4826 * float(np.nanmedian(np.abs(step - np.nanmedian(step)))) / np.sqrt(2)
+    ratios = []
+    for axis in (1, 0):                           # rows, then columns
+        n = np.sum(np.isfinite(d), axis=axis)
+        ok = np.flatnonzero(n >= min_pixels)
+        if ok.size < 10 or sigma <= 0:
+            continue
+        med = np.nanmedian(d[ok] if axis == 1 else d[:, ok], axis=axis)
+        var = (1.2533 * sigma) ** 2 / n[ok]
+        first = np.diff(med)
+        ratios.append(float(np.sqrt(np.mean(first ** 2 / (var[1:] + var[:-1])))))
+    return max(ratios) if ratios else float("nan")

@@ -147,20 +147,28 @@ def contact_sheet(files: list[Path], png: Path, title: str, ext: str = "SCI") ->
 
 def quiver_png(res: dict[str, Any], png: Path, title: str) -> Path:
     """Quiver plot of astrometric residuals (``ra``, ``dec`` in deg, ``dra``, ``ddec`` in mas)."""
+    return _save(quiver_figure(res, title), png, 90)
+
+
+def quiver_figure(res: dict[str, Any], title: str) -> Any:
+    """The figure of :func:`quiver_png`: arrows, their key below the axes, the numbers on top."""
     fig, ax = plt.subplots(figsize=(5.5, 5))
     if res["n"]:
         ra, dec = np.asarray(res["ra"]), np.asarray(res["dec"])
         x = (ra - ra.mean()) * np.cos(np.deg2rad(dec.mean())) * 3600
         y = (dec - dec.mean()) * 3600
         q = ax.quiver(x, y, res["dra"], res["ddec"], angles="xy")
-        ax.quiverkey(q, 0.85, 1.03, 20, "20 mas", labelpos="E")
+        typical = float(np.median(np.hypot(res["dra"], res["ddec"]))) or 1.0
+        key = next((k for k in (1, 2, 5, 10, 20, 50, 100, 200, 500) if k >= typical), 1000)
+        # below the axes, right of the x label: clear of the title's numbers and of the arrows
+        ax.quiverkey(q, 0.92, 0.025, key, f"{key} mas", labelpos="W", coordinates="figure")
         ax.invert_xaxis()
     ax.set_xlabel("RA offset [arcsec]")
     ax.set_ylabel("Dec offset [arcsec]")
     med = (f"median ({res['median_dra_mas']:.1f}, {res['median_ddec_mas']:.1f}) mas, "
            f"rms {res['rms_mas']:.1f} mas" if res["n"] else "no match")
     ax.set_title(f"{title}: {res['n']} matches\n{med}", fontsize=9)
-    return _save(fig, png, 90)
+    return fig
 
 
 _LABELS: dict[tuple[int, int, tuple[str, ...]], np.ndarray] = {}
@@ -245,15 +253,16 @@ def stripe_panels(sci: np.ndarray, model: np.ndarray, mask: np.ndarray, good: np
     return png
 
 
-def offsets_png(files: list[str], groups: list[str], offsets: np.ndarray, png: Path, title: str) -> Path:
-    """Bar chart of per-exposure level offsets, coloured by dither group."""
+def offsets_png(files: list[str], groups: list[str], offsets: np.ndarray, png: Path, title: str,
+                unit: str = "") -> Path:
+    """Bar chart of per-exposure level offsets (in ``unit``), coloured by dither group."""
     fig, ax = plt.subplots(figsize=(max(5, 0.35 * len(files)), 3.5))
     names = list(dict.fromkeys(groups))
     colours = [names.index(g) for g in groups]
     ax.bar(range(len(files)), offsets, color=plt.cm.tab10(np.asarray(colours) % 10))
     ax.axhline(0, color="k", lw=0.5)
     ax.set_xticks(range(len(files)), [f[:25] for f in files], rotation=90, fontsize=6)
-    ax.set_ylabel("offset subtracted")
+    ax.set_ylabel(f"offset subtracted [{unit or 'no unit'}]")
     ax.set_title(title, fontsize=9)
     return _save(fig, png, 90)
 

@@ -1,9 +1,10 @@
 """The QA page of a run: ``<reprocess_dir>/qa/index.html``, built from the step registry.
 
-For every target/band on disk: one row per registered step (what happened to it in this run, what
-its record says, its hash key, how many outputs), then each step's figures and notes (final
-products first), then the band's kernels. Links are relative, so the folder can be copied or
-served.
+The page opens with one verdict per band (:mod:`jwstgal.verdicts`) and a summary table. Then, for
+every target/band on disk, a section folded under its verdict: one row per registered step (what
+happened to it in this run, what its record says, its hash key, how many outputs), each step's
+figures and notes (final products first), the band's kernels and its anchoring. Links are
+relative, so the folder can be copied or served.
 """
 
 from __future__ import annotations
@@ -36,7 +37,12 @@ _STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1400px}"
           "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px}"
           ".figs{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0}img{max-width:420px}"
           ".fail,.failed{color:#b00;font-weight:bold}.complete,.ran{color:#070}.started{color:#b60}"
-          ".skipped{color:#555}")
+          ".skipped{color:#555}summary{cursor:pointer}summary h2{display:inline}")
+
+#: Bands' sections are folded (the page opens short); a link to one (the verdict table's) opens it.
+_OPEN_LINKED = ("<script>function openLinked(){const s=document.getElementById(location.hash.slice(1));"
+                "const d=s&&s.querySelector('details');if(d){d.open=true;s.scrollIntoView();}}"
+                "window.addEventListener('hashchange',openLinked);openLinked();</script>")
 
 
 def _img(path: Path, root: Path, alt: str) -> str:
@@ -140,7 +146,11 @@ def band_facts(cfg: RunConfig, target: str, band: Band, bdir: Path, res: Any) ->
             facts.alignment_shift_mas = float(math.hypot(*s["shift_arcsec"]) * 1000)
             facts.alignment_rms_mas = float(s["rms_mas"])
             facts.alignment_matches = int(s["n_matches"])
-            facts.alignment_borrowed = str(s.get("borrowed_from") or "")
+            lender = str(s.get("borrowed_from") or "")
+            facts.alignment_borrowed = Path(lender).parent.parent.name if lender else ""
+            own = s.get("own_stars") or {}
+            facts.borrowed_own_stars = int(own.get("n") or 0)
+            facts.borrowed_offset_mas = float(own.get("offset_mas") or math.nan)
     table = layout.anchor_table(cfg.reprocess_dir, target)
     if table.is_file():
         from astropy.table import Table
@@ -153,7 +163,29 @@ def band_facts(cfg: RunConfig, target: str, band: Band, bdir: Path, res: Any) ->
     if rungs.is_file():
         with contextlib.suppress(ValueError):
             facts.failed_rungs = [str(x) for x in json.loads(rungs.read_text())]
+    _destripe_and_level_facts(facts, cfg, band, bdir)
     return facts
+
+
+def _destripe_and_level_facts(facts: BandFacts, cfg: RunConfig, band: Band, bdir: Path) -> None:
+    """Stripes left by the last destriping step (worst exposure), and the level matching's pairs."""
+    for step in reversed(run_order(getattr(cfg.science.pipeline.steps, band.instrument))):
+        if step.base in ("destripe", "stack_destripe"):
+            res = {p.name: _header(p).get("DSTRRES") for p in sorted((bdir / step.name).glob("*_cal.fits"))}
+            res = {k: float(v) for k, v in res.items() if isinstance(v, int | float)}
+            if res:
+                facts.stripe_residual_file = max(res, key=res.__getitem__)
+                facts.stripe_residual = res[facts.stripe_residual_file]
+                break
+    offsets = bdir / layout.step_folder("level_match") / "offsets.ecsv"
+    if offsets.is_file():
+        from astropy.table import Table
+
+        with contextlib.suppress(ValueError, KeyError, OSError):
+            t = Table.read(offsets, format="ascii.ecsv")
+            facts.level_pairs = int(t.meta.get("n_pairs", 0))
+            facts.level_rejected = int(t.meta.get("n_rejected", 0))
+            facts.level_isolated = int(sum(bool(x) for x in t["isolated"])) if len(t) > 1 else 0
 
 
 def _verdict_table(cfg: RunConfig, outcome: dict) -> str:
@@ -201,7 +233,7 @@ def _summary_table(cfg: RunConfig, outcome: dict) -> str:
             row["convolved to"] = ", ".join(rungs)
         anchored = layout.anchored_mosaic(bdir, target, band)
         if "ANCHOFF" in (h := _header(anchored)):
-            row["background offset"] = f"{h['ANCHOFF']:+.4f} ± {h['ANCHERR']:.4f} ({h['ANCHREF']})"
+            row["background offset [MJy/sr]"] = f"{h['ANCHOFF']:+.4f} ± {h['ANCHERR']:.4f} ({h['ANCHREF']})"
         if h := _header(layout.final_mosaic(bdir, target, band)):
             context.add(f"jwst {h.get('CAL_VER', '?')}, CRDS context {h.get('CRDS_CTX', '?')}")
         rows.append(row)
@@ -253,7 +285,9 @@ def write_report(cfg: RunConfig, results: list[Any] | None = None) -> Path:
              parts_summary]
     for target, band, bdir in _bands_on_disk(cfg):
         res = outcome.get((target, band.name))
-        parts.append(f'<section id="{target}-{band.name}"><h2>{target} {band.name}</h2>')
+        word, _ = band_verdict(band_facts(cfg, target, band, bdir, res), cfg.science.qa)
+        parts.append(f'<section id="{target}-{band.name}"><details><summary><h2>{target} {band.name}: '
+                     f"<span class='verdict-{word}'>{word}</span></h2></summary>")
         if res is not None and res.error:
             parts.append(f'<p class="fail">FAILED: {html.escape(res.error)}</p>')
         if res is not None and res.notes:
@@ -272,8 +306,8 @@ def write_report(cfg: RunConfig, results: list[Any] | None = None) -> Path:
             parts.append("<h3>convolution</h3><ul class='fail'>" + "".join(
                 f"<li>not convolved: {html.escape(str(f))}</li>" for f in failed) + "</ul>")
         parts.append(_anchor_part(cfg, target, band.name, root))
-        parts.append("</section>")
+        parts.append("</details></section>")
     page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>jwstgal QA</title>"
-            f"<style>{_STYLE}</style></head><body>" + "\n".join(parts) + "</body></html>")
+            f"<style>{_STYLE}</style></head><body>" + "\n".join(parts) + _OPEN_LINKED + "</body></html>")
     write_text_atomic(root / "index.html", page)
     return root / "index.html"

@@ -3,7 +3,9 @@
 :func:`band_verdict` is a pure function of what is known about a band (:class:`BandFacts`) and the
 limits of the ``[qa]`` table (:class:`QaLimits`): a band whose reduction failed is ``failed``; one
 with an unsafe kernel, an alignment beyond its limits, an anchoring that failed or is too
-uncertain, or a rung that could not be convolved is ``check``; anything else is ``ok``.
+uncertain, stripes left after destriping, a level matching with rejected overlaps or unmatched
+exposures, a borrowed alignment that its own stars disagree with, or a rung that could not be
+convolved is ``check``; anything else is ``ok``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,14 @@ class QaLimits(Strict):
                                        "solved on the band itself.")
     max_anchor_error: float = Field(0.05, gt=0, description="Largest 1-sigma error (MJy/sr) of a "
                                     "band's background offset.")
+    max_borrowed_offset_mas: float = Field(30.0, gt=0, description="Largest median offset (mas) of "
+                                           "a band's own stars from the reference after a borrowed "
+                                           "alignment.")
+    max_stripe_residual: float = Field(2.0, gt=0, description="Largest stripe residual of a "
+                                       "destriped exposure: rms of its row/column medians over what "
+                                       "pixel noise alone gives (1 = no stripes left).")
+    max_level_rejected_frac: float = Field(0.25, ge=0, le=1, description="Largest fraction of "
+                                           "overlaps rejected as outliers by the level matching.")
 
 
 @dataclass
@@ -48,6 +58,13 @@ class BandFacts:
     anchor_status: str = ""
     anchor_error: float = math.nan
     failed_rungs: list[str] = field(default_factory=list)
+    borrowed_own_stars: int = 0                  # own stars matched after a borrowed alignment
+    borrowed_offset_mas: float = math.nan        # their median offset from the reference
+    stripe_residual: float = math.nan            # worst destriped exposure (1 = noise only)
+    stripe_residual_file: str = ""
+    level_pairs: int = 0                         # overlaps used by the level matching
+    level_rejected: int = 0                      # overlaps it rejected as outliers
+    level_isolated: int = 0                      # exposures that overlap no other
 
 
 def band_verdict(facts: BandFacts, limits: QaLimits) -> tuple[str, list[str]]:
@@ -68,6 +85,23 @@ def band_verdict(facts: BandFacts, limits: QaLimits) -> tuple[str, list[str]]:
     if (math.isfinite(rms) and not facts.alignment_borrowed
             and facts.alignment_matches < limits.min_alignment_matches):
         check.append(f"alignment on {facts.alignment_matches} stars < {limits.min_alignment_matches}")
+    if (facts.alignment_borrowed and math.isfinite(facts.borrowed_offset_mas)
+            and facts.borrowed_own_stars >= limits.min_alignment_matches
+            and facts.borrowed_offset_mas > limits.max_borrowed_offset_mas):
+        check.append(f"borrowed alignment ({facts.alignment_borrowed}) off by "
+                     f"{facts.borrowed_offset_mas:.0f} mas on the band's own {facts.borrowed_own_stars} "
+                     f"stars > {limits.max_borrowed_offset_mas:g} mas")
+    if math.isfinite(facts.stripe_residual) and facts.stripe_residual > limits.max_stripe_residual:
+        check.append(f"stripes left after destriping: residual {facts.stripe_residual:.1f} x noise "
+                     f"> {limits.max_stripe_residual:g} ({facts.stripe_residual_file})")
+    tried = facts.level_pairs + facts.level_rejected
+    if tried and facts.level_rejected / tried > limits.max_level_rejected_frac:
+        check.append(f"level matching rejected {facts.level_rejected} of {tried} overlaps "
+                     f"({100 * facts.level_rejected / tried:.0f} % > "
+                     f"{100 * limits.max_level_rejected_frac:g} %)")
+    if facts.level_isolated:
+        check.append(f"level matching: {facts.level_isolated} exposure(s) overlap no other "
+                     "(levels not matched)")
     if facts.anchor_status.startswith("not anchored"):
         check.append(facts.anchor_status)
     elif math.isfinite(facts.anchor_error) and facts.anchor_error > limits.max_anchor_error:

@@ -389,3 +389,52 @@ def test_the_gaia_cone_covers_the_mosaic_and_keeps_only_good_stars():
                "astrometric_excess_noise_sig": [0.5, 0.5, 8.0, 0.5, 0.1],
                "duplicated_source": [False, False, False, False, True]})
     assert len(select_gaia_stars(t)) == 1                        # RUWE, excess noise, no pm, duplicate
+
+
+def test_a_borrowed_solution_is_measured_on_the_borrowers_own_stars():
+    """Issue #28: the QA page checks a borrowed alignment against the band's own stars."""
+    from jwstgal.astrometry import AlignResult, from_tangent_plane, own_star_offsets, tangent_plane
+
+    rng = np.random.default_rng(3)
+    c = (150.0, 2.0)
+    ref_ra, ref_dec = c[0] + rng.uniform(-0.02, 0.02, 60), c[1] + rng.uniform(-0.02, 0.02, 60)
+    true_shift = np.array([0.060, -0.050])                  # the band's own error: 78 mas
+    xy = tangent_plane(ref_ra, ref_dec, *c) - true_shift + rng.normal(0, 0.004, (60, 2))
+    img_ra, img_dec = from_tangent_plane(xy, *c)
+
+    def result(shift):
+        return AlignResult(np.asarray(shift, float), np.eye(2), 0.0, 1.0, 5.0, 20, 2, c)
+
+    n, off = own_star_offsets(result(true_shift), img_ra, img_dec, ref_ra, ref_dec)
+    assert n == 60 and off < 3.0                                # the right correction
+    n, off = own_star_offsets(result([0.0, 0.0]), img_ra, img_dec, ref_ra, ref_dec)
+    assert n >= 55 and abs(off - 78.1) < 3.0                   # a wrong one: off by what it missed
+    assert own_star_offsets(result(true_shift), img_ra[:0], img_dec[:0], ref_ra, ref_dec)[0] == 0
+
+
+def test_the_quiver_key_covers_neither_the_numbers_nor_the_arrows():
+    """Issue #28: the key sat on the title's median/rms numbers."""
+    import matplotlib.pyplot as plt
+
+    from jwstgal.plots import quiver_figure
+
+    rng = np.random.default_rng(0)
+    res = {"n": 40, "ra": (150 + rng.uniform(-0.01, 0.01, 40)).tolist(),
+           "dec": (2 + rng.uniform(-0.01, 0.01, 40)).tolist(), "dra": rng.normal(0, 8, 40).tolist(),
+           "ddec": rng.normal(0, 8, 40).tolist(), "median_dra_mas": 0.4, "median_ddec_mas": -0.2,
+           "rms_mas": 8.1}
+    fig = quiver_figure(res, "ngc0000_miri_lv3_f770w_i2d.fits: residuals after alignment")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    (ax,) = fig.axes
+    key = next(a for a in ax.get_children() + fig.get_children() if type(a).__name__ == "QuiverKey")
+    from matplotlib.transforms import Bbox
+
+    x, y = fig.transFigure.transform((key.X, key.Y))               # where the arrow is drawn
+    key_box = Bbox.union([key.text.get_window_extent(renderer),
+                          Bbox.from_extents(x - 2, y - 2, x + 2, y + 2)])
+    assert not key_box.overlaps(ax.title.get_window_extent(renderer))
+    assert not key_box.overlaps(ax.get_window_extent(renderer))
+    assert not key_box.overlaps(ax.xaxis.label.get_window_extent(renderer))
+    assert key.text.get_text() == "10 mas"                  # a length like the residuals'
+    plt.close(fig)

@@ -111,6 +111,7 @@ def test_absolute_alignment_puts_the_mosaic_on_the_truth(run, band, instr):
     assert "ASTALIGN" in fits.getheader(out / f"{stem}_i2d_align.fits")
     assert len(list(out.glob("*_crf_tweakback.fits"))) == 6
     assert (out.parent / "qa" / "astrometric_align.png").is_file()
+    assert (out.parent / "qa" / "astrometric_align_mosaic.png").is_file()     # the aligned quicklook
 
 
 def test_weak_band_borrows_the_reference_band_solution(run):
@@ -121,6 +122,7 @@ def test_weak_band_borrows_the_reference_band_solution(run):
     borrowed = json.loads((base / "F2100W" / "astrometric_align" / "solution.json").read_text())
     assert borrowed["borrowed_from"].endswith("F770W/astrometric_align/solution.json")
     assert borrowed["shift_arcsec"] == own["shift_arcsec"]
+    assert borrowed["own_stars"]["n"] >= 5 and borrowed["own_stars"]["offset_mas"] < 30   # checked
     h = fits.getheader(base / "F2100W" / "astrometric_align" / "ngc0000_miri_lv3_f2100w_i2d_align.fits")
     assert json.loads(h["ASTALIGN"]) == pytest.approx(own["shift_arcsec"], abs=1e-6)
 

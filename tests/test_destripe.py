@@ -270,6 +270,26 @@ def _write_frame(path, frame, wcs=None, instrument="NIRCAM", noutputs=4):
                   fits.ImageHDU(frame.dq, name="DQ")]).writeto(path)
 
 
+def test_stripe_residual_is_one_on_noise_and_grows_with_the_stripes():
+    """The QA page's stripe check (issue #28): noise alone reads ~1 whatever the scene, stripes
+    read many times more, and a destriped frame reads ~1 again."""
+    from jwstgal.destripe import stripe_residual
+    from jwstgal.masking import source_mask
+
+    def ratio(fr, img):
+        bad = bad_pixel_mask(img, fr.dq, fr.err, ["DO_NOT_USE"])
+        return stripe_residual(img, bad | source_mask(img, bad, 3.0, 5, 11))
+
+    clean = F.striped_frame(1024, seed=4, stripe_rms=0.0, amp_offset_rms=0.0)
+    galaxy = F.striped_frame(1024, seed=5, scene="galaxy", stripe_rms=0.0, amp_offset_rms=0.0)
+    assert 0.8 < ratio(clean, clean.data) < 1.25 and 0.8 < ratio(galaxy, galaxy.data) < 1.3
+    weak = F.striped_frame(1024, seed=6, stripe_rms=0.3, amp_offset_rms=0.0)    # 0.3 x pixel noise
+    striped = F.striped_frame(1024, seed=6, stripe_rms=1.0, amp_offset_rms=0.0)
+    assert ratio(weak, weak.data) > 2.0 and ratio(striped, striped.data) > 5
+    res = destripe(striped.data, striped.dq, striped.err, DestripeParams(method="row_median"))
+    assert ratio(striped, striped.data - res.model) < 1.5
+
+
 def test_destripe_file_writes_a_new_file_with_provenance_and_plot(tmp_path):
     fr = F.striped_frame(1024, seed=9, n_amps=4)
     src, dst, png = tmp_path / "a_cal.fits", tmp_path / "out" / "a_cal.fits", tmp_path / "qa" / "a.png"
@@ -281,6 +301,7 @@ def test_destripe_file_writes_a_new_file_with_provenance_and_plot(tmp_path):
     assert hashlib.sha256(src.read_bytes()).hexdigest() == before      # input untouched
     with fits.open(dst) as h:
         assert h[0].header["DSTRMETH"] == "row_median" and h[0].header["DSTRAMPS"] == 4
+        assert h[0].header["DSTRRES0"] > 3 > 1.5 > h[0].header["DSTRRES"]    # stripes before / left
         assert h[0].header["JG_DESTR"] and h[0].header["JGAL_CFG"] == "abc"
         assert any('"method": "row_median"' in c for c in h[0].header["HISTORY"])
         out = h["SCI"].data.astype(float)

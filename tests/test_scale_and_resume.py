@@ -137,6 +137,20 @@ def test_qa_report_renders_in_a_headless_browser(runs):
 
     page = runs / "work_serial" / "jwst_lv3_reprocessed_s" / "qa" / "index.html"
     assert page.is_file()
+    # the page again, as make_kernels rewrites it, with an unsafe kernel for F770W (issue #28)
+    from jwstgal import layout
+    from jwstgal.config import load_config
+    from jwstgal.report import write_report
+
+    (runs / "science_qa.toml").write_text(SCIENCE + '[kernels]\ntargets = ["gauss0.92"]\n'
+                                          'methods = ["pypher"]\n')
+    (runs / "serial_qa.toml").write_text(local_toml("serial", "work_serial", 1) + 'psf_dir = "psf"\n')
+    cfg = load_config(runs / "science_qa.toml", runs / "serial_qa.toml", check_jwst=False)
+    kern = layout.kernel_path(cfg.psf_dir, "pypher", "F770W", "gauss0.92")
+    kern.parent.mkdir(parents=True, exist_ok=True)
+    fits.PrimaryHDU(np.zeros((3, 3)), fits.Header({"KERN_WM": 3.07, "KERN_D": 0.02,
+                                                   "SAFETY": "very unsafe"})).writeto(kern, overwrite=True)
+    assert write_report(cfg) == page
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -147,6 +161,26 @@ def test_qa_report_renders_in_a_headless_browser(runs):
         driver.get(page.as_uri())
         sections = driver.find_elements("css selector", "section")
         assert [s.get_attribute("id") for s in sections] == ["ngc0000-F200W", "ngc0000-F770W"]
+        # it opens short: every band's section folded under its verdict
+        height = driver.execute_script("return document.documentElement.scrollHeight;")
+        assert height < 2500, height
+        assert not any(d.get_attribute("open") for d in driver.find_elements("css selector", "details"))
+        # the unsafe kernel is flagged: a 'check' verdict in colour, with the reason in words
+        (f770,) = [v for v in driver.find_elements("css selector", "table#verdicts tr.band-verdict")
+                   if "F770W" in v.text]
+        assert f770.get_attribute("data-verdict") == "check" and "very unsafe: W- = 3.07 > 0.5" in f770.text
+        assert f770.find_element("css selector", "td.verdict-check").value_of_css_property(
+            "color") == "rgba(187, 102, 0, 1)"
+        f770.find_element("tag name", "a").click()                  # the link opens its section
+        assert driver.find_element("css selector", "#ngc0000-F770W details").get_attribute("open")
+        row = driver.find_element("css selector", "#ngc0000-F770W tr.fail")
+        assert "gauss0.92" in row.text and row.value_of_css_property("color") == "rgba(187, 0, 0, 1)"
+        driver.execute_script("document.querySelectorAll('details').forEach(d => d.open = true);"
+                              "document.querySelectorAll('img').forEach(i => i.loading = 'eager');")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not driver.execute_script(
+                "return Array.from(document.images).every(i => i.complete);"):
+            time.sleep(0.2)
         widths = driver.execute_script(
             "return Array.from(document.images).map(i => [i.alt, i.complete && i.naturalWidth]);")
         alts = [a for a, _ in widths]

@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pytest
 from astropy.io import fits
+from factories import MINIMAL_SCIENCE as MINIMAL
 from factories import write_config
 
 from jwstgal.verdicts import BandFacts, QaLimits, band_verdict
@@ -31,6 +32,16 @@ LIMITS = QaLimits()
     (BandFacts(failed_rungs=["F2100W: kernel ... not found"]), "check", "rung not convolved: F2100W"),
     (BandFacts(error="stage 3 failed", kernel_wminus={"x (aniano)": 2.0}), "failed", "reduction failed"),
     (BandFacts(failed_steps=["lv3"]), "failed", "step lv3 failed"),
+    (BandFacts(alignment_borrowed="F770W", borrowed_own_stars=12, borrowed_offset_mas=85.0), "check",
+     "borrowed alignment (F770W) off by 85 mas on the band's own 12 stars > 30 mas"),
+    (BandFacts(alignment_borrowed="F770W", borrowed_own_stars=12, borrowed_offset_mas=8.0), "ok", ""),
+    (BandFacts(alignment_borrowed="F770W", borrowed_own_stars=2, borrowed_offset_mas=85.0), "ok", ""),
+    (BandFacts(stripe_residual=4.5, stripe_residual_file="jw1_cal.fits"), "check",
+     "stripes left after destriping: residual 4.5 x noise > 2 (jw1_cal.fits)"),
+    (BandFacts(stripe_residual=1.1), "ok", ""),
+    (BandFacts(level_pairs=6, level_rejected=4), "check", "level matching rejected 4 of 10 overlaps"),
+    (BandFacts(level_pairs=9, level_rejected=1), "ok", ""),
+    (BandFacts(level_pairs=9, level_isolated=1), "check", "1 exposure(s) overlap no other"),
 ])
 def test_a_band_verdict_follows_the_limits_with_reasons_in_words(facts, word, reason):
     got, why = band_verdict(facts, LIMITS)
@@ -75,3 +86,56 @@ def test_the_qa_page_opens_with_a_linked_verdict_per_band(tmp_path):
     assert "<tr class='fail'><td>gauss0.92</td><td>pypher</td>" in page          # the kernel row too
     assert page.index("id='verdicts'") < page.index("id='summary'")               # the page opens with it
     assert 'id="ngc0628-F770W"' in page                                           # the link's target
+
+
+def test_stripes_level_matching_and_a_borrowed_alignment_reach_the_verdicts_with_units(tmp_path):
+    """What the steps leave on disk (DSTRRES headers, the level matching's table, the borrowed
+    solution's check on the band's own stars) becomes flags; the summary's columns carry units;
+    every band's section is folded."""
+    from astropy.table import Table
+
+    from jwstgal import layout
+    from jwstgal.bands import get_band
+    from jwstgal.config import load_config
+    from jwstgal.report import write_report
+
+    extra = ('[pipeline.steps]\nnircam = ["lv1", "lv2", "destripe", "level_match", "lv3", '
+             '"astrometric_align"]\n[astrometric_align]\nreference = "gaia"\n'
+             'alignment_mapping = { F300M = "F200W" }\n')
+    cfg, loc = write_config(tmp_path, science=MINIMAL.replace('"ngc0628", "ngc1365"', '"ngc0628"'),
+                            extra=extra)
+    run = load_config(cfg, loc, check_jwst=False)
+    f200, f300 = (layout.band_dir(run.reprocess_dir, "ngc0628", get_band(b)) for b in ("F200W", "F300M"))
+    for bdir, res in ((f200, [1.1, 1.3]), (f300, [1.2, 6.5])):
+        (bdir / "destripe").mkdir(parents=True)
+        for k, r in enumerate(res):
+            sci = fits.ImageHDU(np.zeros((4, 4), np.float32), name="SCI")
+            sci.header["BUNIT"] = "MJy/sr"
+            fits.HDUList([fits.PrimaryHDU(header=fits.Header({"DSTRRMS": 0.01, "DSTRRES": r})),
+                          sci]).writeto(bdir / "destripe" / f"jw0{k}_nrcb1_cal.fits")
+    lm = f200 / layout.step_folder("level_match")
+    lm.mkdir()
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((2, 2)), name="SCI")]).writeto(lm / "a_cal.fits")
+    Table({"file": ["a_cal.fits", "b_cal.fits", "c_cal.fits"], "group": ["g"] * 3, "offset": [0.0, 0.1, 0.2],
+           "isolated": [False, False, True]}, meta={"n_pairs": 2, "n_rejected": 3}
+          ).write(lm / "offsets.ecsv", format="ascii.ecsv")
+    for bdir, sol in ((f200, {"borrowed_from": None}),
+                      (f300, {"borrowed_from": str(f200 / "astrometric_align" / "solution.json"),
+                              "own_stars": {"n": 14, "offset_mas": 64.0}})):
+        (bdir / "astrometric_align").mkdir()
+        (bdir / "astrometric_align" / "solution.json").write_text(json.dumps(
+            {"shift_arcsec": [0.01, 0.0], "rms_mas": 4.0, "n_matches": 30, **sol}))
+    page = write_report(run).read_text()
+    rows = dict(re.findall(r"<tr class='band-verdict' data-verdict='\w+'><td><a href='#[\w-]+'>"
+                           r"ngc0628 (\w+)</a></td><td class='verdict-\w+'>\w+</td><td>(.*?)</td></tr>",
+                           page))
+    assert "level matching rejected 3 of 5 overlaps" in rows["F200W"]
+    assert "1 exposure(s) overlap no other" in rows["F200W"] and "stripes" not in rows["F200W"]
+    assert "stripes left after destriping: residual 6.5 x noise &gt; 2 (jw01_nrcb1_cal.fits)" in rows["F300M"]
+    assert "borrowed alignment (F200W) off by 64 mas on the band&#x27;s own 14 stars" in rows["F300M"]
+    summary = page[page.index("id='summary'"):]
+    heads = re.findall(r"<th>(.*?)</th>", summary[:summary.index("</tr>")])
+    for name in ("stripes removed", "level offsets", "alignment"):
+        (head,) = [h for h in heads if h.startswith(name)]
+        assert re.search(r"\[(MJy/sr|mas|no unit)\]", head), head             # with its unit
+    assert page.count("<details>") == 2 and "<details open" not in page     # folded, opened by links

@@ -23,7 +23,13 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from pydantic import Field, field_validator
 
 from jwstgal import layout
-from jwstgal.astrometry import align_catalogs, footprint_cone, from_tangent_plane
+from jwstgal.astrometry import (
+    AlignResult,
+    align_catalogs,
+    footprint_cone,
+    from_tangent_plane,
+    own_star_offsets,
+)
 from jwstgal.astrometry_io import (
     PassSettings,
     align_pass,
@@ -79,9 +85,11 @@ def run_task(i2d: str, catalog: str, crfs: list[str], out_dir: str, params: dict
              config_hash: str, qa_dir: str) -> list[str]:
     """Align one band's mosaic (or apply a borrowed solution) and tweak back its crf files (worker)."""
     i2d_p, out = Path(i2d), Path(out_dir)
+    own: dict = {}
     if borrow:
         result = result_from_dict(json.loads(Path(borrow).read_text()))
         log.info("%s: borrowing the astrometric solution of %s", i2d_p.name, borrow)
+        own = check_borrowed(result, i2d_p, Path(catalog), fwhm_pix, ref_path, Path(borrow))
     else:
         ra, dec = image_sources(i2d_p, Path(catalog), fwhm_pix)
         if ref_path is None:
@@ -112,13 +120,41 @@ def run_task(i2d: str, catalog: str, crfs: list[str], out_dir: str, params: dict
         with atomic_path(table_path) as tmp:    # the matched stars: corrected position, residual
             matched.write(tmp, format="fits")
     solution = out / "solution.json"
-    write_text_atomic(solution, json.dumps({**result.to_dict(), "borrowed_from": borrow}, indent=1))
+    write_text_atomic(solution, json.dumps({**result.to_dict(), "borrowed_from": borrow,
+                                            **({"own_stars": own} if borrow else {})}, indent=1))
     outputs = [write_aligned_mosaic(i2d_p, out / i2d_p.name.replace("_i2d.fits", "_i2d_align.fits"),
                                     result, config_hash), solution]
+    from jwstgal.plots import quicklook_png
+
+    shift = np.hypot(*result.shift) * 1000
+    quicklook_png(outputs[0], Path(qa_dir) / f"{NAME}_mosaic.png",
+                  title=f"{outputs[0].name}: shifted {shift:.0f} mas"
+                        + (f" (borrowed from {Path(borrow).parent.parent.name})" if borrow else ""))
     for c in map(Path, crfs):
         outputs.append(tweakback(c, out / c.name.replace("_crf.fits", "_crf_tweakback.fits"), result,
                                  config_hash))
     return [str(o) for o in outputs]
+
+
+def check_borrowed(result: AlignResult, i2d: Path, catalog: Path, fwhm_pix: float, ref_path: str | None,
+                   lender: Path) -> dict:
+    """A borrowed solution measured on the borrower's own stars: ``{"n", "offset_mas"}``.
+
+    The reference is the target's catalogue, else the Gaia stars the lender was aligned to; with
+    neither, or when the band's sources cannot be had, the reason is kept instead (``"error"``).
+    """
+    ref = Path(ref_path) if ref_path else lender.parent / "gaia.ecsv"
+    if not ref.is_file():
+        return {"error": "no reference catalogue to check it against"}
+    try:
+        ra, dec = image_sources(i2d, catalog, fwhm_pix)
+        ref_ra, ref_dec = reference_positions(ref, mosaic_epoch(i2d))
+    except (OSError, ValueError, KeyError) as err:
+        return {"error": f"not checked: {err}"}
+    n, offset = own_star_offsets(result, ra, dec, ref_ra, ref_dec)
+    log.info("%s: borrowed solution checked on %d own stars: median offset %.1f mas", i2d.name, n,
+             offset)
+    return {"n": n, "offset_mas": offset if np.isfinite(offset) else None}
 
 
 def tweakback_task(crf: str, out_dir: str, config_hash: str) -> list[str]:
@@ -148,8 +184,10 @@ class AstrometricAlign(Step):
         borrow_band = params["alignment_mapping"].get(ctx.band.name)
         borrow = (str(ctx.band_dir.parent / borrow_band / layout.step_folder(NAME) / "solution.json")
                   if borrow_band else None)
-        ref_path = None
-        if params["reference"] == "table" and not borrow:
+        ref_path = check_ref = None
+        if params["reference"] == "table" and borrow and ctx.target in run.science.alignment:
+            check_ref = str(alignment_catalogue(run, ctx.target))  # a check only: not in the key
+        elif params["reference"] == "table" and not borrow:
             if ctx.target not in run.science.alignment:
                 msg = (f"{run.config_path}: [astrometric_align] reference = 'table' needs an "
                        f"[alignment] catalogue for {ctx.target}")
@@ -172,7 +210,8 @@ class AstrometricAlign(Step):
             outputs.append(layout.align_table(ctx.band_dir, ctx.target, ctx.band))
         plan = StepPlan(NAME, key, params, outputs, run_task,
                         [(str(i2d), str(catalog), [], str(out_dir), params,
-                          ref_path, borrow, ctx.band.fwhm_pix, run.config_hash, str(ctx.qa_dir))])
+                          ref_path or check_ref, borrow, ctx.band.fwhm_pix, run.config_hash,
+                          str(ctx.qa_dir))])
         plan.wave = 1 if borrow else 0
         plan.post = [(tweakback_task, [(str(c), str(out_dir), run.config_hash) for c in crfs])]
         return plan
@@ -185,9 +224,12 @@ class AstrometricAlign(Step):
         sol = json.loads(path.read_text())
         shift = np.hypot(*sol["shift_arcsec"]) * 1000
         how = " (borrowed)" if sol.get("borrowed_from") else ""
-        return {"alignment shift / rms / matches": f"{shift:.1f} mas / {sol['rms_mas']:.1f} mas / "
-                                                   f"{sol['n_matches']}{how}"}
+        if (own := sol.get("own_stars") or {}).get("offset_mas") is not None:
+            how = f" (borrowed; own {own['n']} stars off by {own['offset_mas']:.1f} mas)"
+        return {"alignment: shift [mas] / rms [mas] / matches": f"{shift:.1f} / {sol['rms_mas']:.1f} / "
+                                                                 f"{sol['n_matches']}{how}"}
 
     def figures(self, band_dir: Path, target: str, band: Band) -> list[tuple[Path, str]]:
-        """Residuals against the reference after alignment (drawn by the task)."""
-        return [(band_dir / "qa" / f"{NAME}.png", "residuals after absolute alignment")]
+        """The aligned mosaic, and the residuals against the reference (drawn by the task)."""
+        return [(band_dir / "qa" / f"{NAME}_mosaic.png", "aligned mosaic"),
+                (band_dir / "qa" / f"{NAME}.png", "residuals after absolute alignment")]

@@ -88,6 +88,7 @@ class BgrMosaics(Step):
         mosaics = sorted((band_dir / NAME).glob("*_bgr_i2d.fits"))
         if not mosaics:
             return {}
-        data = fits.getdata(mosaics[0], "SCI")
+        data, head = fits.getdata(mosaics[0], "SCI", header=True)
         good = np.isfinite(data) & (data != 0)
-        return {"background field level": f"{np.median(data[good]):.4g}"} if good.any() else {}
+        unit = head.get("BUNIT") or "no unit"
+        return {f"background field level [{unit}]": f"{np.median(data[good]):.4g}"} if good.any() else {}

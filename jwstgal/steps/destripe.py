@@ -20,7 +20,7 @@ from pydantic import Field
 
 from jwstgal import dq
 from jwstgal.bands import Band
-from jwstgal.destripe import DestripeParams, destripe
+from jwstgal.destripe import DestripeParams, destripe, stripe_residual
 from jwstgal.destripe_miri import miri_destripe
 from jwstgal.provenance import atomic_path, stamp_header
 from jwstgal.settings import StepSettings
@@ -176,6 +176,10 @@ def destripe_file(src: Path, dst: Path, params: DestripeParams, *, config_hash: 
         hdr["DSTRMETH"] = (params.method, "jwstgal destriping method")
         hdr["DSTRRMS"] = (stats["model_rms"], "rms of the stripe model [BUNIT]")
         hdr["DSTRAMPS"] = (n_amps if params.quadrants else 1, "amplifier bands fitted separately")
+        hdr["DSTRRES0"] = (_finite(stripe_residual(sci, res.mask | ~good)),
+                           "stripes before: line-median scatter / noise")
+        hdr["DSTRRES"] = (_finite(stripe_residual(out, res.mask | ~good)),
+                          "stripes left: line-median scatter / noise (1 = none)")
         stamp_header(hdr, step=NAME, params=params.as_dict(), config_hash=config_hash)
         with atomic_path(dst) as tmp:
             h.writeto(tmp)
@@ -187,6 +191,11 @@ def destripe_file(src: Path, dst: Path, params: DestripeParams, *, config_hash: 
     log.info("destriped %s (%s, %d amplifier bands): model rms %.3g", src.name, params.method,
              n_amps if params.quadrants else 1, stats["model_rms"])
     return stats
+
+
+def _finite(x: float) -> float | str:
+    """A header value: the number, or 'n/a' for NaN (not a FITS value)."""
+    return round(x, 3) if np.isfinite(x) else "n/a"
 
 
 def destripe_stats(res: Any, good: np.ndarray, lyot: np.ndarray) -> dict[str, Any]:
@@ -228,10 +237,18 @@ class Destripe(Step):
                               f"{ctx.label}: after single-frame destriping")]
 
     def qa_summary(self, band_dir: Path, target: str, band: Band) -> dict[str, str]:
-        """Median rms of the stripe models subtracted (DSTRRMS of the outputs)."""
-        rms = [fits.getheader(p).get("DSTRRMS") for p in sorted((band_dir / self.name).glob("*_cal.fits"))]
-        rms = [float(r) for r in rms if r is not None]
-        return {"stripes removed (median rms)": f"{np.median(rms):.3g}"} if rms else {}
+        """Median rms of the stripe models subtracted, and the worst stripes left (x pixel noise)."""
+        files = sorted((band_dir / self.name).glob("*_cal.fits"))
+        heads = [fits.getheader(p) for p in files]
+        rms = [float(h["DSTRRMS"]) for h in heads if h.get("DSTRRMS") is not None]
+        left = [float(v) for h in heads if isinstance(v := h.get("DSTRRES"), int | float)]
+        if not rms:
+            return {}
+        unit = fits.getheader(files[0], "SCI").get("BUNIT") or "no unit"
+        out = {f"stripes removed: median rms [{unit}]": f"{np.median(rms):.3g}"}
+        if left:
+            out["stripes left: worst [x noise]"] = f"{max(left):.2f}"
+        return out
 
     def figures(self, band_dir: Path, target: str, band: Band) -> list[tuple[Path, str]]:
         """Contact sheet, then the first three exposures' panels."""

@@ -241,7 +241,9 @@ def level_match_files(
         outputs.append(out)
     table = Table({"file": [f.name for f in cal_files], "group": groups or [""] * len(cal_files),
                    "offset": sol.offsets[:, 0],
-                   "isolated": [i in sol.isolated for i in range(len(cal_files))]})
+                   "isolated": [i in sol.isolated for i in range(len(cal_files))]},
+                  meta={"n_pairs": len(sol.pairs) + len(sol.group_pairs), "n_rejected": len(sol.rejected),
+                        "reference": cal_files[ref].name})
     with atomic_path(out_dir / "offsets.ecsv") as tmp:
         table.write(tmp, format="ascii.ecsv")
     if qa_png is not None:
@@ -249,10 +251,18 @@ def level_match_files(
 
         offsets_png(list(table["file"]), list(table["group"]), np.asarray(table["offset"]), qa_png,
                     f"level matching: {len(sol.pairs)} pairs, {len(sol.rejected)} rejected, "
-                    f"reference #{ref}")
+                    f"reference #{ref}", unit=_unit(cal_files[0]))
     log.info("level matching: %d exposures, %d pairs, %d rejected, reference %s", len(cal_files),
              len(sol.pairs), len(sol.rejected), cal_files[ref].name)
     return outputs, sol
+
+
+def _unit(path: Path) -> str:
+    """The BUNIT of a file's SCI extension ('' when it has none)."""
+    try:
+        return str(fits.getheader(path, "SCI").get("BUNIT", ""))
+    except (OSError, KeyError):
+        return ""
 
 
 def run_task(cal_files: list[str], out_dir: str, params: dict, backgrounds: list[str],
@@ -295,8 +305,11 @@ class LevelMatch(Step):
         path = band_dir / layout.step_folder(self.name) / "offsets.ecsv"
         if not path.is_file():
             return {}
-        off = np.asarray(Table.read(path, format="ascii.ecsv")["offset"], float)
-        return {"level offsets (rms)": f"{np.sqrt(np.mean((off - off.mean()) ** 2)):.3g} ({off.size} exp.)"}
+        t = Table.read(path, format="ascii.ecsv")
+        off = np.asarray(t["offset"], float)
+        unit = _unit(band_dir / layout.step_folder(self.name) / str(t["file"][0])) or "no unit"
+        return {f"level offsets: rms [{unit}]": f"{np.sqrt(np.mean((off - off.mean()) ** 2)):.3g} "
+                                                f"({off.size} exp.)"}
 
     def figures(self, band_dir: Path, target: str, band: Band) -> list[tuple[Path, str]]:
         """The offsets (drawn by the task)."""

@@ -185,9 +185,11 @@ class LyotAdjust(Step):
 
     def qa_summary(self, band_dir: Path, target: str, band: Band) -> dict[str, str]:
         """Median fraction of the Lyot flagged, or the median offset added."""
-        heads = [fits.getheader(p) for p in sorted((band_dir / NAME).glob("*_cal.fits"))]
-        if not heads:
+        files = sorted((band_dir / NAME).glob("*_cal.fits"))
+        if not files:
             return {}
+        heads = [fits.getheader(p) for p in files]
         frac = np.median([h.get("LYOTFRAC", 0.0) for h in heads])
         off = np.median([h.get("LYOTOFF", 0.0) for h in heads])
-        return {"Lyot flagged / offset": f"{100 * frac:.0f} % / {off:.3g}"}
+        unit = fits.getheader(files[0], "SCI").get("BUNIT") or "no unit"
+        return {f"Lyot flagged [%] / offset [{unit}]": f"{100 * frac:.0f} / {off:.3g}"}

@@ -21,7 +21,7 @@ from pydantic import Field
 
 from jwstgal import dq
 from jwstgal.bands import Band
-from jwstgal.destripe import DestripeResult
+from jwstgal.destripe import DestripeResult, stripe_residual
 from jwstgal.destripe_stack import (
     StackParams,
     StripeModel,
@@ -205,6 +205,11 @@ def write_output(f: Path, sci: np.ndarray, dq_arr: np.ndarray | None, res: Destr
         rms = float(np.std(res.model[good])) if good.any() else 0.0
         h[0].header["STKSTRMS"] = (rms, "rms of the stack stripe model [BUNIT]")
         h[0].header["STKNREF"] = (n_ref, "overlapping frames resampled for its reference")
+        for key, img, what in (("DSTRRES0", sci, "stripes before"),
+                               ("DSTRRES", h["SCI"].data, "stripes left")):
+            r = stripe_residual(img, res.mask | ~good)
+            h[0].header[key] = (round(r, 3) if np.isfinite(r) else "n/a",
+                                f"{what}: line-median scatter / noise (1 = none)")
         if empty:
             h[0].header["STKSKIP"] = ("no valid pixel", "left out of stack-based destriping")
         stamp_header(h[0].header, step=NAME, params=params, config_hash=config_hash)
