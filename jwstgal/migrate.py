@@ -112,6 +112,9 @@ def _steps(m: Migration, where: str, names: list[str]) -> list[str]:
                 m.skip(f"{where}: {name}", f"only {', '.join(REPEATABLE)} may run again (<step>_2 ... _9)")
             continue
         new = STEP_MAP.get(base)
+        later = [n.split(".")[0] for n in names[names.index(name) + 1:]]
+        if new in ("destripe", "bg_sub") and "lv2" in later:
+            new = f"rate_{new}"                # before stage 2 (pjpipe's PHANGS order): on rate files
         if new is None:
             m.skip(f"{where}: {name}", NO_STEP.get(base, "no such step here"))
         elif new == "lyot_adjust" and "nircam" in where:

@@ -170,8 +170,9 @@ def band_facts(cfg: RunConfig, target: str, band: Band, bdir: Path, res: Any) ->
 def _destripe_and_level_facts(facts: BandFacts, cfg: RunConfig, band: Band, bdir: Path) -> None:
     """Stripes left by the last destriping step (worst exposure), and the level matching's pairs."""
     for step in reversed(run_order(getattr(cfg.science.pipeline.steps, band.instrument))):
-        if step.base in ("destripe", "stack_destripe"):
-            res = {p.name: _header(p).get("DSTRRES") for p in sorted((bdir / step.name).glob("*_cal.fits"))}
+        if step.base in ("destripe", "stack_destripe", "rate_destripe"):
+            pattern = getattr(step, "pattern", "*_cal.fits")
+            res = {p.name: _header(p).get("DSTRRES") for p in sorted((bdir / step.name).glob(pattern))}
             res = {k: float(v) for k, v in res.items() if isinstance(v, int | float)}
             if res:
                 facts.stripe_residual_file = max(res, key=res.__getitem__)

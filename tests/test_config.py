@@ -31,7 +31,8 @@ def test_unknown_table_names_file_key_allowed_and_suggestion(tmp_path):
     assert msg == (
         "<d>/config.toml: unknown key 'pipline' (allowed: pipeline, projects, extra_obs_to_include, "
         "download, alignment, lv1_parameters, lv2_parameters, lv3_parameters, simulation, kernels, "
-        "convolve, anchor, release, qa, lyot_adjust, destripe, bg_sub, wcs_adjust, level_match, "
+        "convolve, anchor, release, qa, rate_destripe, rate_bg_sub, lyot_adjust, destripe, bg_sub, "
+        "wcs_adjust, level_match, "
         "stack_destripe, lv3, astrometric_catalog, astrometric_align, field_mosaics); "
         "did you mean 'pipeline'?")
 
@@ -54,7 +55,8 @@ def test_band_of_wrong_instrument(tmp_path):
 def test_unknown_step(tmp_path):
     msg = error_of(tmp_path, science=MINIMAL_SCIENCE + "\n[pipeline.steps]\nnircam=['lv1','lv22']\n")
     assert msg == ("<d>/config.toml: key 'pipeline.steps.nircam': value ['lv1', 'lv22']: unknown "
-                   "step 'lv22' (allowed: lv1, lv2, lyot_adjust, destripe, bg_sub, wcs_adjust, level_match, "
+                   "step 'lv22' (allowed: lv1, rate_destripe, rate_bg_sub, lv2, lyot_adjust, destripe, "
+                   "bg_sub, wcs_adjust, level_match, "
                    "stack_destripe, lv3, astrometric_catalog, astrometric_align, field_mosaics, "
                    "bgr_mosaics; a repeat is <step>_2 ... <step>_9 of destripe, bg_sub, level_match, "
                    "stack_destripe); did you mean 'lv2'?")
@@ -63,9 +65,17 @@ def test_unknown_step(tmp_path):
 def test_steps_must_be_in_pipeline_order(tmp_path):
     msg = error_of(tmp_path, science=MINIMAL_SCIENCE + "\n[pipeline.steps]\nmiri=['lv1','lv3','lv2']\n")
     assert msg == ("<d>/config.toml: key 'pipeline.steps.miri': value ['lv1', 'lv3', 'lv2']: steps run "
-                   "in the order lv1, lv2, lyot_adjust, destripe, bg_sub, wcs_adjust, level_match, "
+                   "in the order lv1, rate_destripe, rate_bg_sub, lv2, lyot_adjust, destripe, bg_sub, "
+                   "wcs_adjust, level_match, "
                    "stack_destripe, lv3, astrometric_catalog, astrometric_align, field_mosaics, "
                    "bgr_mosaics (a repeat <step>_<n> right after its step); got lv1, lv3, lv2")
+
+
+def test_destriping_listed_before_stage_2_points_to_the_rate_steps(tmp_path):
+    msg = error_of(tmp_path, science=MINIMAL_SCIENCE + "\n[pipeline.steps]\n"
+                   "nircam=['lv1','destripe','bg_sub','lv2']\n")
+    assert msg.endswith("got lv1, destripe, bg_sub, lv2; on the rate files before stage 2 they are "
+                        "rate_destripe, rate_bg_sub"), msg
 
 
 def test_wrong_type_is_not_coerced(tmp_path):

@@ -110,3 +110,37 @@ def test_destripe_diagnostics_reach_the_qa_page(run):
     captions = re.findall(r"<figcaption>([^<]*)</figcaption>", section)
     assert sum("input, mask, stripe model, result" in c for c in captions) == 6   # 3 per step
     assert "single-frame destriping of" in page and "stack-based destriping of" in page
+
+
+RATE_SCIENCE = SCIENCE.replace('''nircam = ["lv1", "lv2", "destripe", "level_match", "stack_destripe"]
+miri = ["lv1", "lv2", "destripe"]''', '''nircam = ["lv1", "rate_destripe", "rate_bg_sub", "lv2"]
+miri = ["lv1", "lv2"]''').replace('miri_bands = ["F770W"]', "miri_bands = []").replace(
+    "n_dithers = 3", "n_dithers = 2").replace('data_version = "ds"', 'data_version = "rds"')
+
+
+def test_rate_files_are_destriped_and_sky_subtracted_before_stage_2(tmp_path):
+    """Issue #31 item 8: pjpipe's PHANGS order. Stage 2 reads the destriped, sky-subtracted rates."""
+    from jwstgal.destripe import stripe_residual
+    from jwstgal.dq import bad_pixel_mask
+    from jwstgal.masking import source_mask
+
+    run = run_reprocessing(tmp_path, RATE_SCIENCE + '\n[rate_destripe]\nmethod = "row_median"\n')
+    band_dir = run / "work" / "jwst_lv3_reprocessed_rds" / "ngc0000" / "F200W"
+
+    def stripes(path):
+        with fits.open(path) as h:
+            sci, dq = h["SCI"].data.astype(float), h["DQ"].data
+        bad = bad_pixel_mask(sci, dq, None, ["DO_NOT_USE"])
+        return stripe_residual(sci, bad | source_mask(sci, bad, 3.0, 5, 11)), float(np.nanmedian(sci[~bad]))
+
+    rates = sorted((band_dir / "rate").glob("*_rate.fits"))
+    assert len(rates) == 2
+    for rate in rates:
+        cal = band_dir / "cal" / rate.name.replace("_rate", "_cal")
+        (before, sky), (after, cal_sky) = stripes(rate), stripes(cal)
+        assert before > 3 and after < 1.5, (before, after)          # what stage 2 read was destriped
+        h = fits.getheader(band_dir / "rate_bg_sub" / rate.name)
+        assert h["DSTRMETH"] == "row_median" and h["BGSUBLVL"] > 0.5 * sky > 0
+        assert abs(cal_sky) < 0.05 * abs(fits.getheader(cal, "SCI")["PHOTMJSR"] * sky)   # and sky-subtracted
+    page = (run / "work" / "jwst_lv3_reprocessed_rds" / "qa" / "index.html").read_text()
+    assert "after destriping the rate files" in page

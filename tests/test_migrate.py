@@ -208,3 +208,14 @@ def test_per_field_mosaics_and_user_flats_are_not_called_unsupported():
     skipped = dict(m.unmapped)
     assert not any("not supported" in why for why in skipped.values()), skipped
     assert "override_flat" in skipped["local.updated_flats_dir"]
+
+
+def test_destriping_before_stage_2_becomes_the_rate_steps():
+    """Issue #31 item 8: pjpipe's PHANGS order destripes (and sky-subtracts) the rate files."""
+    old = {"projects": {"2107": {"targets": ["ngc0628"]}},
+           "pipeline": {"nircam_bands": ["F200W"], "miri_bands": ["F770W"]},
+           "steps": ["lv1", "single_tile_destripe.nircam", "bg_sub", "lv2", "destripe.miri", "lv3"],
+           "parameters": {}}
+    steps = migrate(old).science["pipeline"]["steps"]
+    assert steps["nircam"] == ["lv1", "rate_destripe", "rate_bg_sub", "lv2", "lv3"]
+    assert steps["miri"] == ["lv1", "rate_bg_sub", "lv2", "destripe", "lv3"]

@@ -53,6 +53,9 @@ class StepLists(Strict):
         if real != sorted(real, key=order_key):
             msg = (f"steps run in the order {', '.join(STEP_NAMES)} (a repeat <step>_<n> right after "
                    f"its step); got {', '.join(real)}")
+            early = [s for s in ("destripe", "bg_sub") if "lv2" in real and s in real[:real.index("lv2")]]
+            if early:          # pjpipe's order: on the rate files
+                msg += "; on the rate files before stage 2 they are " + ", ".join(f"rate_{s}" for s in early)
             raise ValueError(msg)
         return steps
 
@@ -326,14 +329,16 @@ class _ScienceTables(Strict):
                        f"bands against {ref} (e.g. the broadest band, or a gauss<FWHM>)")
                 raise ValueError(msg)
         miri = self.pipeline.steps.miri
-        if "lyot_adjust" in miri and "destripe" in miri:     # as each MIRI band resolves it, overrides too
+        for ds in ("rate_destripe", "destripe"):
+            if "lyot_adjust" not in miri or ds not in miri:     # as each MIRI band resolves it
+                continue
             clash = sorted({f"{b} of {t}: lyot = {lyot!r}" for t in targets for b in self.pipeline.miri_bands
-                            if (lyot := self.destripe.for_band(t, get_band(b))["lyot"]) != "include"})
+                            if (lyot := getattr(self, ds).for_band(t, get_band(b))["lyot"]) != "include"})
             if clash:
-                msg = (f"[pipeline.steps] miri runs lyot_adjust and destripe: destripe would handle the "
-                       f"Lyot again ([destripe] and its overrides give {'; '.join(clash[:3])}"
-                       f"{' ...' if len(clash) > 3 else ''}); set [destripe] lyot = \"include\" (or in "
-                       "[destripe.override.miri])")
+                msg = (f"[pipeline.steps] miri runs lyot_adjust and {ds}: {ds} would handle the "
+                       f"Lyot again ([{ds}] and its overrides give {'; '.join(clash[:3])}"
+                       f"{' ...' if len(clash) > 3 else ''}); set [{ds}] lyot = \"include\" (or in "
+                       f"[{ds}.override.miri])")
                 raise ValueError(msg)
         if self.convolve.rungs and self.convolve.method not in self.kernels.methods:
             msg = (f"[convolve] method {self.convolve.method!r} is not among [kernels] methods "

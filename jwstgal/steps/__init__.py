@@ -27,12 +27,16 @@ from jwstgal.steps.lv1 import Lv1
 from jwstgal.steps.lv2 import Lv2
 from jwstgal.steps.lv3 import Lv3
 from jwstgal.steps.lyot_adjust import LyotAdjust
+from jwstgal.steps.rate_bg_sub import RateBgSub
+from jwstgal.steps.rate_destripe import RateDestripe
 from jwstgal.steps.stack_destripe import StackDestripe
 from jwstgal.steps.wcs_adjust import WcsAdjust
 
 #: Every step, in the only order in which they may run.
 STEPS: tuple[Step, ...] = (
     Lv1(),
+    RateDestripe(),
+    RateBgSub(),
     Lv2(),
     LyotAdjust(),
     Destripe(),

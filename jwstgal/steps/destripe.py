@@ -36,7 +36,7 @@ DQ_CHOICES = Literal["DO_NOT_USE", "SATURATED", "JUMP_DET", "DROPOUT", "OUTLIER"
 
 
 class DestripeSettings(StepSettings):
-    """The ``[destripe]`` table (step ``destripe``, single frames, after stage 2).
+    """The ``[destripe]`` table (single frames after stage 2), also ``[rate_destripe]`` (before it).
 
     Same fields as :class:`jwstgal.destripe.DestripeParams` (a test holds them together).
     """
@@ -177,9 +177,9 @@ def destripe_file(src: Path, dst: Path, params: DestripeParams, *, config_hash: 
         hdr["DSTRRMS"] = (stats["model_rms"], "rms of the stripe model [BUNIT]")
         hdr["DSTRAMPS"] = (n_amps if params.quadrants else 1, "amplifier bands fitted separately")
         hdr["DSTRRES0"] = (_finite(stripe_residual(sci, res.mask | ~good)),
-                           "stripes before: line-median scatter / noise")
+                           "stripes before destriping [x noise]")
         hdr["DSTRRES"] = (_finite(stripe_residual(out, res.mask | ~good)),
-                          "stripes left: line-median scatter / noise (1 = none)")
+                          "stripes left [x noise], 1 = none")
         stamp_header(hdr, step=NAME, params=params.as_dict(), config_hash=config_hash)
         with atomic_path(dst) as tmp:
             h.writeto(tmp)
@@ -221,6 +221,9 @@ class Destripe(Step):
     summary = ("single-frame 1/f stripe subtraction of every exposure (NIRCam amplifiers, MIRI "
                "rows/columns, Lyot), `[destripe]`")
     settings = DestripeSettings
+    #: The files it writes, and what its figures say it did.
+    pattern = "*_cal.fits"
+    caption = "after single-frame destriping"
 
     def plan(self, ctx: BandContext, upstream: str, inputs: list[Path]) -> StepPlan:
         """One task per science exposure; finished ones are reused on a rerun with the same key."""
@@ -233,12 +236,11 @@ class Destripe(Step):
         """Contact sheet of the destriped exposures (per-exposure panels are drawn by the tasks)."""
         from jwstgal.plots import contact_sheet
 
-        return [contact_sheet(plan.outputs, ctx.qa_dir / f"{self.name}.png",
-                              f"{ctx.label}: after single-frame destriping")]
+        return [contact_sheet(plan.outputs, ctx.qa_dir / f"{self.name}.png", f"{ctx.label}: {self.caption}")]
 
     def qa_summary(self, band_dir: Path, target: str, band: Band) -> dict[str, str]:
         """Median rms of the stripe models subtracted, and the worst stripes left (x pixel noise)."""
-        files = sorted((band_dir / self.name).glob("*_cal.fits"))
+        files = sorted((band_dir / self.name).glob(self.pattern))
         heads = [fits.getheader(p) for p in files]
         rms = [float(h["DSTRRMS"]) for h in heads if h.get("DSTRRMS") is not None]
         left = [float(v) for h in heads if isinstance(v := h.get("DSTRRES"), int | float)]
@@ -253,7 +255,7 @@ class Destripe(Step):
     def figures(self, band_dir: Path, target: str, band: Band) -> list[tuple[Path, str]]:
         """Contact sheet, then the first three exposures' panels."""
         panels = sorted((band_dir / "qa" / self.name).glob("*.png"))[:3]
-        return [(band_dir / "qa" / f"{self.name}.png", "after single-frame destriping"),
+        return [(band_dir / "qa" / f"{self.name}.png", self.caption),
                 *((p, f"single-frame destriping of {p.stem}: input, mask, stripe model, result")
                   for p in panels)]
 

@@ -209,7 +209,7 @@ def write_output(f: Path, sci: np.ndarray, dq_arr: np.ndarray | None, res: Destr
                                ("DSTRRES", h["SCI"].data, "stripes left")):
             r = stripe_residual(img, res.mask | ~good)
             h[0].header[key] = (round(r, 3) if np.isfinite(r) else "n/a",
-                                f"{what}: line-median scatter / noise (1 = none)")
+                                f"{what} [x noise], 1 = none")
         if empty:
             h[0].header["STKSKIP"] = ("no valid pixel", "left out of stack-based destriping")
         stamp_header(h[0].header, step=NAME, params=params, config_hash=config_hash)
