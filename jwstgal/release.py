@@ -1,8 +1,10 @@
 """Flatten the reduction into a documented release tree.
 
 ``<working_dir>/jwst_release/<data_version>/<target>/`` receives, per band, the mosaic (science,
-error, weight and a coverage map derived from the context image), the source catalogue and the
-convolved products. Only *copies* are slimmed (VAR_* and CON extensions dropped when
+error, weight and a coverage map derived from the context image), the source catalogue, the
+convolved products and (each optional, see :data:`OPTIONS`) the alignment's tables, the per-field
+and background-field mosaics and the QA figures; names follow the suite's scheme or MAST's HLSP
+one. Only *copies* are slimmed (VAR_* and CON extensions dropped when
 ``remove_bloat``); the working and raw data are never touched. Every file gets provenance keywords,
 and the release carries ``MANIFEST.ecsv`` (file, target, band, kind, size, SHA-256), ``SHA256SUMS``
 and a ``README.md`` describing the products.
@@ -20,6 +22,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from astropy.io import fits
@@ -27,13 +30,58 @@ from astropy.table import Table
 
 from jwstgal.bands import get_band
 from jwstgal.errors import ReductionError
-from jwstgal.layout import anchor_table, anchored_mosaic, convolved_dir, final_mosaic, product_name
+from jwstgal.layout import (
+    align_table,
+    anchor_table,
+    anchored_mosaic,
+    astro_catalog,
+    convolved_dir,
+    final_mosaic,
+    product_name,
+)
 from jwstgal.provenance import atomic_path, stamp_header, write_text_atomic
 from jwstgal.release_readme import release_readme
 
 log = logging.getLogger(__name__)
 
 BLOAT = ("VAR_POISSON", "VAR_RNOISE", "VAR_FLAT", "CON", "ASDF")
+
+#: What a release holds unless told otherwise (the ``[release]`` keys of the same names).
+OPTIONS: dict[str, Any] = {
+    "remove_bloat": True, "include_convolved": True, "include_segm": True, "include_crf": False,
+    "include_alignment": True, "include_fields": True, "include_backgrounds": True,
+    "include_qa": True, "naming": "suite", "hlsp_project": "", "overwrite": False,
+}
+#: The QA figures of a band a reader needs (``<band>/qa/<name>``), released under ``qa/<BAND>/``.
+QA_FIGURES = ("lv3_astrometry.png", "astrometric_align.png", "astrometric_align_mosaic.png",
+              "lv2_cal.png", "destripe.png", "rate_destripe.png", "stack_destripe.png",
+              "level_match.png", "bg_sub.png", "bgr_mosaics.png")
+
+
+def _options(given: dict[str, Any]) -> dict[str, Any]:
+    """:data:`OPTIONS` with ``given`` applied (an unknown option is a programming error)."""
+    unknown = set(given) - set(OPTIONS)
+    if unknown:
+        msg = f"unknown release option(s) {', '.join(sorted(unknown))} (allowed: {', '.join(OPTIONS)})"
+        raise TypeError(msg)
+    opts = {**OPTIONS, **given}
+    if opts["naming"] == "hlsp" and not opts["hlsp_project"]:
+        msg = "naming = 'hlsp' needs hlsp_project"
+        raise ValueError(msg)
+    return opts
+
+
+def release_name(name: str, stem: str, target: str, band: Any, opts: dict[str, Any], version: str) -> str:
+    """A released file's name: as made (``naming = "suite"``) or in MAST's HLSP scheme.
+
+    HLSP: ``hlsp_<project>_jwst_<instrument>_<target>_<band>_<version>_<rest>``, lower case, where
+    ``<rest>`` is what follows the product stem (``i2d.fits``, ``cat.ecsv``, ...).
+    """
+    if opts["naming"] != "hlsp" or stem not in name:
+        return name
+    rest = name.split(stem, 1)[1].lstrip("_")
+    head = f"hlsp_{opts['hlsp_project']}_jwst_{band.instrument}_{target}_{band.name}_{version}"
+    return f"{head}_{rest}".lower()
 
 
 def coverage_from_context(con: np.ndarray) -> np.ndarray:
@@ -173,7 +221,7 @@ class _Item:
     after: Path | None = None
 
 
-def _band_items(reprocess_dir: Path, tdir: Path, target: str, name: str, opts: dict[str, bool]
+def _band_items(reprocess_dir: Path, tdir: Path, target: str, name: str, opts: dict[str, Any]
                 ) -> list[_Item]:
     """The files of one band's release, in order (nothing is read but the file system)."""
     band = get_band(name)
@@ -184,14 +232,20 @@ def _band_items(reprocess_dir: Path, tdir: Path, target: str, name: str, opts: d
     if not i2d.is_file():
         log.warning("%s %s: no mosaic to release (%s)", target, band.name, i2d)
         return []
-    out = tdir / f"{stem}_i2d.fits"   # one name whether or not it was realigned
+    version = reprocess_dir.name.rsplit("_", 1)[-1]        # jwst_lv3_reprocessed_<data_version>
+
+    def named(folder: Path, src_name: str) -> Path:
+        return folder / release_name(src_name, stem, target, band, opts, version)
+
+    out = named(tdir, f"{stem}_i2d.fits")   # one name whether or not it was realigned
     items = [_Item(i2d, out, target, band.name, "mosaic", "mosaic")]
     anchored = anchored_mosaic(bdir, target, band)
     if anchored.is_file() and anchored.stat().st_mtime >= i2d.stat().st_mtime:
-        items.append(_Item(anchored, tdir / anchored.name, target, band.name, "anchored mosaic", "anchored"))
+        items.append(_Item(anchored, named(tdir, anchored.name), target, band.name, "anchored mosaic",
+                           "anchored"))
     cat = lv3 / f"{stem}_cat.ecsv"
     if cat.is_file():
-        items.append(_Item(cat, tdir / cat.name, target, band.name, "catalogue", "catalogue", out))
+        items.append(_Item(cat, named(tdir, cat.name), target, band.name, "catalogue", "catalogue", out))
     extras = [(lv3 / f"{stem}_i2d.png", tdir, "quicklook", True),
               (lv3 / f"{stem}_segm.fits", tdir, "segmentation", opts["include_segm"])]
     if opts["include_convolved"]:
@@ -201,8 +255,20 @@ def _band_items(reprocess_dir: Path, tdir: Path, target: str, name: str, opts: d
         tweaked = sorted((bdir / "astrometric_align").glob("*_crf_tweakback.fits"))
         extras += [(p, tdir / "exposures" / band.name, "exposure", True)
                    for p in (tweaked or sorted(lv3.glob("*_crf.fits")))]
-    items += [_Item(src, folder / src.name, target, band.name, kind)
+    if opts["include_alignment"]:
+        extras += [(align_table(bdir, target, band), tdir / "alignment", "alignment table", True),
+                   (astro_catalog(bdir, target, band), tdir / "alignment", "astrometric catalogue", True)]
+    items += [_Item(src, named(folder, src.name), target, band.name, kind)
               for src, folder, kind, wanted in extras if wanted and src.is_file()]
+    if opts["include_fields"]:
+        items += [_Item(p, named(tdir / "fields", p.name), target, band.name, "field mosaic", "field")
+                  for p in sorted((bdir / "field_mosaics").glob("*_i2d.fits"))]
+    if opts["include_backgrounds"]:
+        items += [_Item(p, named(tdir / "background", p.name), target, band.name, "background mosaic",
+                        "field") for p in sorted((bdir / "bgr_mosaics").glob("*_bgr_i2d.fits"))]
+    if opts["include_qa"]:
+        items += [_Item(bdir / "qa" / f, tdir / "qa" / band.name / f, target, band.name, "qa figure")
+                  for f in QA_FIGURES if (bdir / "qa" / f).is_file()]
     return items
 
 
@@ -217,7 +283,7 @@ def _is_due(item: _Item, overwrite: bool) -> bool:
 def _make(item: _Item, opts: dict[str, bool], config_hash: str) -> list[ReleasedFile]:
     """Release one item (if due); the released files it stands for."""
     if _is_due(item, opts["overwrite"]):
-        if item.how in ("mosaic", "anchored"):
+        if item.how in ("mosaic", "anchored", "field"):
             release_mosaic(item.src, item.dst, remove_bloat=opts["remove_bloat"], config_hash=config_hash,
                            coverage=item.how == "mosaic")
         elif item.how == "catalogue":
@@ -237,17 +303,16 @@ def _release_band(reprocess_dir: Path, tdir: Path, target: str, name: str, opts:
             for f in _make(item, opts, config_hash)]
 
 
-def plan_release(reprocess_dir: Path, release_dir: Path, targets: list[str], bands: list[str], *,
-                 remove_bloat: bool = True, include_convolved: bool = True, include_segm: bool = True,
-                 include_crf: bool = False, overwrite: bool = False) -> list[tuple[Path, Path, str, bool]]:
+def plan_release(reprocess_dir: Path, release_dir: Path, targets: list[str], bands: list[str],
+                 **options: Any) -> list[tuple[Path, Path, str, bool]]:
     """What :func:`build_release` would release, writing nothing (``--dry-run``).
 
     Returns
     -------
     list of (source, released path, kind, whether it would be (re)made now)
     """
-    opts = {"remove_bloat": remove_bloat, "include_convolved": include_convolved,
-            "include_segm": include_segm, "include_crf": include_crf, "overwrite": overwrite}
+    opts = _options(options)
+    overwrite = opts["overwrite"]
     out = []
     for target in targets:
         items = [i for name in bands for i in _band_items(reprocess_dir, release_dir / target, target, name,
@@ -266,13 +331,9 @@ def build_release(
     targets: list[str],
     bands: list[str],
     *,
-    remove_bloat: bool = True,
-    include_convolved: bool = True,
-    include_segm: bool = True,
-    include_crf: bool = False,
-    overwrite: bool = False,
     config_hash: str = "",
     run_config: dict | None = None,
+    **options: Any,
 ) -> list[ReleasedFile]:
     """Assemble the release tree for the given targets and bands.
 
@@ -284,27 +345,25 @@ def build_release(
         Release root (``jwst_release/<version>``).
     targets, bands : list of str
         What to release.
-    remove_bloat : bool
-        Drop VAR_*, CON and ASDF extensions from the released mosaics.
-    include_convolved : bool
-        Also release every rung of the resolution ladder.
-    include_segm : bool
-        Also release stage 3's segmentation maps.
-    include_crf : bool
-        Also release the per-exposure ``crf`` files (tweakback'd to the absolute alignment).
-    overwrite : bool
-        Replace files that are already released.
     config_hash : str
         Recorded in the released files.
     run_config : dict, optional
         The resolved configuration, written as ``run_config.json``.
+    **options
+        :data:`OPTIONS` (the ``[release]`` keys): ``remove_bloat`` (drop VAR_*, CON and ASDF
+        extensions from released mosaics), ``include_convolved`` (every rung of the ladder),
+        ``include_segm`` (stage 3's segmentation maps), ``include_crf`` (the per-exposure ``crf``
+        files, tweaked back to the absolute alignment), ``include_alignment`` (alignment tables and
+        astrometric catalogues), ``include_fields`` (per-field mosaics), ``include_backgrounds``
+        (background-field mosaics), ``include_qa`` (the QA figures), ``naming`` (``"suite"`` or
+        ``"hlsp"`` with ``hlsp_project``) and ``overwrite`` (replace released files).
 
     Returns
     -------
     list of ReleasedFile
     """
-    opts = {"remove_bloat": remove_bloat, "include_convolved": include_convolved,
-            "include_segm": include_segm, "include_crf": include_crf, "overwrite": overwrite}
+    opts = _options(options)
+    overwrite = opts["overwrite"]
     has_mosaic = any(final_mosaic(reprocess_dir / t / b, t, get_band(b)).is_file()
                      for t in targets for b in bands)
     if not has_mosaic and not (release_dir / "MANIFEST.ecsv").is_file():

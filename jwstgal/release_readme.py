@@ -68,6 +68,17 @@ One folder per target. For each band:
   grid of >= 4 pixels per FWHM. `ERR` assumes independent pixels (a lower bound).
 - `exposures/<BAND>/*_crf*.fits` (when configured): the calibrated exposures, with the absolute
   alignment pushed back into their WCS.
+- `alignment/<...>_i2d_align_table.fits`: the stars the absolute alignment matched (corrected
+  position, residual in mas, reference catalogue in `REFCAT`); `alignment/<...>_astro_cat.fits`:
+  the point sources it was fitted on (the astrometric_catalog step).
+- `fields/<...>_field<OOOVVV>_i2d.fits`: one mosaic per observation/visit (field), slimmed as the
+  mosaic is; `background/<...>_bgr_i2d.fits`: the dedicated background field, reduced like science.
+- `qa/<BAND>/*.png`: the QA figures a reader needs: alignment residuals and the aligned mosaic,
+  stage-3 astrometry, destriping and level-matching plots, the stage-2 contact sheet.
+
+With `[release] naming = "hlsp"` every product of a band is named in MAST's high-level science
+product scheme, `hlsp_<project>_jwst_<instrument>_<target>_<band>_<version>_<product>` (lower
+case), e.g. `..._i2d.fits`, `..._coverage.fits`, `..._cat.ecsv`.
 
 `run_config.json` is the resolved configuration of the run. Every FITS file records the software
 versions (`JGAL_VER` and HISTORY), the configuration hash (`JGAL_CFG`) and step parameters.

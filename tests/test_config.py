@@ -230,3 +230,22 @@ def test_destripe_override_unknown_key_and_selector(tmp_path):
     assert "selector 'F200X'" in msg and "did you mean 'F200W'" in msg
     msg = error_of(tmp_path, science=MINIMAL_SCIENCE + "\n[destripe]\nmethod = 'pcaa'\n")
     assert "'destripe.method'" in msg and "pca" in msg
+
+
+def test_configs_keep_their_hash_across_added_tables_and_keys(tmp_path):
+    """The hashes of the shipped configs before the rate steps and the release keys were added:
+    a product's JGAL_CFG still names its config after an upgrade (issue #31). Set, they count."""
+    from conftest import REPO
+
+    for name, local, old in (("config.toml", "local.toml", "822eac37ddfb7c51"),
+                             ("demo.toml", "demo_local.toml", "6892222232f5c869")):
+        cfg = load_config(REPO / "config" / name, REPO / "config" / local, check_jwst=False)
+        assert cfg.config_hash == old, name
+
+    def hash_with(extra):
+        return load_config(*write_config(tmp_path, extra=extra), check_jwst=False).config_hash
+
+    plain = hash_with("")
+    assert hash_with('[rate_destripe]\nmethod = "median_filter"\n') == plain     # the default
+    assert hash_with('[rate_destripe]\nmethod = "pca"\n') != plain
+    assert hash_with("[release]\ninclude_qa = false\n") != plain

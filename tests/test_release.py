@@ -370,3 +370,75 @@ def test_the_released_run_config_holds_no_machine_path_or_secret(tmp_path):
     doc = json.loads(text)
     assert doc["config_file"] == "config.toml" and doc["science"]["release"]["compare_with"] == "v0"
     assert doc["local"]["executor"] and "jwst" in doc["versions"]
+
+
+def _full_band(rep):
+    """A band folder with every optional product: alignment tables, field and background mosaics,
+    QA figures (and a per-exposure panel folder, which is not released)."""
+    bdir = rep / "ngc0000" / "F200W"
+    stem = "ngc0000_nircam_lv3_f200w"
+    fake_mosaic(bdir / "lv3" / f"{stem}_i2d.fits")
+    fake_mosaic(bdir / "field_mosaics" / f"{stem}_field001001_i2d.fits", seed=1)
+    fake_mosaic(bdir / "bgr_mosaics" / f"{stem}_bgr_i2d.fits", seed=2)
+    (bdir / "astrometric_align").mkdir()
+    Table({"ra": [1.0], "dec": [2.0], "dra_mas": [3.0], "ddec_mas": [1.0]}).write(
+        bdir / "astrometric_align" / f"{stem}_i2d_align_table.fits")
+    (bdir / "astrometric_catalog").mkdir()
+    Table({"ra": [1.0], "dec": [2.0]}).write(bdir / "astrometric_catalog" / f"{stem}_astro_cat.fits")
+    (bdir / "qa" / "destripe").mkdir(parents=True)
+    for name in ("astrometric_align.png", "astrometric_align_mosaic.png", "level_match.png",
+                 "destripe/jw01_cal.png"):
+        (bdir / "qa" / name).write_bytes(b"\x89PNG fake")
+    return stem
+
+
+def test_a_complete_release_holds_alignment_fields_backgrounds_and_qa_figures(tmp_path):
+    """Issue #31 item 9: what a reader needs besides the mosaic, in the manifest and the README."""
+    rep, rel = tmp_path / "jwst_lv3_reprocessed_t1", tmp_path / "release"
+    stem = _full_band(rep)
+    build_release(rep, rel, ["ngc0000"], ["F200W"])
+    kinds = dict(zip(Table.read(rel / "MANIFEST.ecsv")["file"], Table.read(rel / "MANIFEST.ecsv")["kind"],
+                     strict=True))
+    assert kinds[f"ngc0000/alignment/{stem}_i2d_align_table.fits"] == "alignment table"
+    assert kinds[f"ngc0000/alignment/{stem}_astro_cat.fits"] == "astrometric catalogue"
+    assert kinds[f"ngc0000/fields/{stem}_field001001_i2d.fits"] == "field mosaic"
+    assert kinds[f"ngc0000/background/{stem}_bgr_i2d.fits"] == "background mosaic"
+    assert sorted(k for k, v in kinds.items() if v == "qa figure") == [
+        "ngc0000/qa/F200W/astrometric_align.png", "ngc0000/qa/F200W/astrometric_align_mosaic.png",
+        "ngc0000/qa/F200W/level_match.png"]                               # not the per-exposure panels
+    with fits.open(rel / "ngc0000" / "fields" / f"{stem}_field001001_i2d.fits") as h:
+        assert "CON" not in h and h[0].header["JGAL_VER"]                    # slimmed, with provenance
+    readme = (rel / "README.md").read_text()
+    for words in ("alignment/", "fields/", "background/", "qa/<BAND>/"):
+        assert words in readme
+    assert subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=rel, capture_output=True).returncode == 0
+    lean = tmp_path / "lean"
+    build_release(rep, lean, ["ngc0000"], ["F200W"], include_alignment=False, include_fields=False,
+                  include_backgrounds=False, include_qa=False)
+    assert sorted(Table.read(lean / "MANIFEST.ecsv")["kind"]) == ["coverage", "mosaic"]
+
+
+def test_hlsp_names_follow_the_mast_scheme(tmp_path):
+    rep, rel = tmp_path / "jwst_lv3_reprocessed_v1p2", tmp_path / "release"
+    _full_band(rep)
+    build_release(rep, rel, ["ngc0000"], ["F200W"], naming="hlsp", hlsp_project="phangs-jwst")
+    files = set(Table.read(rel / "MANIFEST.ecsv")["file"])
+    head = "hlsp_phangs-jwst_jwst_nircam_ngc0000_f200w_v1p2"
+    for name in (f"ngc0000/{head}_i2d.fits", f"ngc0000/{head}_coverage.fits",
+                 f"ngc0000/fields/{head}_field001001_i2d.fits", f"ngc0000/background/{head}_bgr_i2d.fits",
+                 f"ngc0000/alignment/{head}_i2d_align_table.fits"):
+        assert name in files, sorted(files)
+    assert not [f for f in files if "ngc0000_nircam_lv3" in f]
+    with pytest.raises(ValueError, match="hlsp_project"):
+        build_release(rep, rel, ["ngc0000"], ["F200W"], naming="hlsp")
+
+
+def test_release_naming_is_checked_in_the_config(tmp_path):
+    from jwstgal.config import load_config
+    from jwstgal.errors import ConfigError
+
+    for extra, words in (('[release]\nnaming = "hlsp"\n', "needs hlsp_project"),
+                         ('[release]\nnaming = "hlsp"\nhlsp_project = "PHANGS JWST"\n',
+                          "lower-case letters, digits and '-'")):
+        with pytest.raises(ConfigError, match=words):
+            load_config(*write_config(tmp_path, science=SCIENCE, extra=extra), check_jwst=False)

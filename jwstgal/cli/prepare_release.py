@@ -57,9 +57,8 @@ def _dry_run(cfg, release_dir, targets: list[str], bands: list[str], overwrite: 
     from jwstgal.release import plan_release
 
     rel = cfg.science.release
-    plan = plan_release(cfg.reprocess_dir, release_dir, targets, bands, remove_bloat=rel.remove_bloat,
-                        include_convolved=rel.include_convolved, include_segm=rel.include_segm,
-                        include_crf=rel.include_crf, overwrite=rel.overwrite or overwrite)
+    plan = plan_release(cfg.reprocess_dir, release_dir, targets, bands,
+                        **{**rel.options(), "overwrite": rel.overwrite or overwrite})
     sys.stdout.write(f"dry run: release {release_dir} (nothing is written)\n")
     if not plan:
         sys.stdout.write(f"  nothing to release under {cfg.reprocess_dir}\n")
@@ -92,10 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _dry_run(cfg, release_dir, targets or cfg.science.targets, bands or cfg.science.bands,
                             args.overwrite)
         files = build_release(cfg.reprocess_dir, release_dir, targets or cfg.science.targets,
-                              bands or cfg.science.bands, remove_bloat=rel.remove_bloat,
-                              include_convolved=rel.include_convolved, include_segm=rel.include_segm,
-                              include_crf=rel.include_crf, overwrite=rel.overwrite or args.overwrite,
-                              config_hash=cfg.config_hash, run_config=run_config(cfg))
+                              bands or cfg.science.bands, config_hash=cfg.config_hash,
+                              run_config=run_config(cfg),
+                              **{**rel.options(), "overwrite": rel.overwrite or args.overwrite})
         if not files:
             log.error("nothing to release under %s", cfg.reprocess_dir)
             return 1

@@ -255,8 +255,28 @@ def _unwritable(folder: Path) -> str:
     return ""
 
 
+#: Tables and keys added after configs were hashed: left out while they hold their defaults, so a
+#: config keeps its hash (and a product's ``JGAL_CFG`` still names its config) across upgrades.
+ADDED_KEYS: tuple[tuple[str, ...], ...] = (
+    ("rate_destripe",), ("rate_bg_sub",), ("release", "include_alignment"),
+    ("release", "include_fields"), ("release", "include_backgrounds"), ("release", "include_qa"),
+    ("release", "naming"), ("release", "hlsp_project"),
+)
+
+
 def config_hash(science: ScienceConfig) -> str:
     """Short SHA-256 of the validated science config (stable across key order)."""
     # the QA page's limits change no product: they are left out (configs keep their hash)
-    blob = json.dumps(science.model_dump(mode="json", exclude={"qa"}), sort_keys=True).encode()
+    dump = science.model_dump(mode="json", exclude={"qa"})
+    for path in ADDED_KEYS:
+        owner, model = dump, science
+        for key in path[:-1]:
+            owner, model = owner[key], getattr(model, key)
+        field = type(model).model_fields[path[-1]]
+        default = field.get_default(call_default_factory=True)
+        if hasattr(default, "model_dump"):
+            default = default.model_dump(mode="json")
+        if owner.get(path[-1]) == default:
+            del owner[path[-1]]
+    blob = json.dumps(dump, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
