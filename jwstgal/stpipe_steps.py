@@ -42,7 +42,13 @@ from jwstgal.steps.destripe import DestripeSettings, destripe_arrays, destripe_s
 from jwstgal.steps.level_match import LevelMatchSettings, level_match_files
 from jwstgal.steps.lyot_adjust import LyotAdjustSettings, lyot_adjust_files
 from jwstgal.steps.stack_destripe import StackDestripeSettings, stack_destripe_files
-from jwstgal.steps.wcs_adjust import WcsAdjustSettings, apply_visit_correction, measure_visit_shifts
+from jwstgal.steps.wcs_adjust import (
+    WcsAdjustSettings,
+    apply_visit_correction,
+    check_known_visits,
+    measure_visit_shifts,
+    read_wcs_adjust,
+)
 from jwstgal.stpipe_spec import settings_of, settings_spec
 
 log = logging.getLogger(__name__)
@@ -256,12 +262,11 @@ class WcsAdjustStep(_FileStep):
 
     def run_files(self, files: list[Path], out_dir: Path, settings: Any) -> list[Path]:
         """Measure (or read) the visit shifts and write shifted copies of ``files``."""
-        import tomllib
-
         from jwstgal.astrometry_io import visit_id
 
-        if self.shifts_file:
-            shifts = tomllib.loads(Path(self.shifts_file).read_text()).get("wcs_adjust", {})
+        if self.shifts_file:        # this suite's format or the original scripts'
+            shifts = read_wcs_adjust(Path(self.shifts_file), visits={visit_id(f) for f in files})
+            check_known_visits(Path(self.shifts_file), shifts, files)
         else:
             pixscale = float(np.sqrt(abs(np.linalg.det(
                 _wcs_of(files[0]).celestial.pixel_scale_matrix))) * 3600)

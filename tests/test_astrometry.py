@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
@@ -12,6 +13,7 @@ from jwstgal.astrometry import (
     propagate_proper_motion,
     tangent_plane,
 )
+from jwstgal.errors import StepFailedError
 
 RA0, DEC0 = 24.17, 15.78
 PASSES = [AlignPass(searchrad=2.0, tolerance=0.5), AlignPass(searchrad=0.2, tolerance=0.05,
@@ -321,7 +323,7 @@ def test_shifted_copies_leave_no_cyclic_garbage(tmp_path):
     from astropy.io import fits
 
     from jwstgal.astrometry import AlignResult
-    from jwstgal.astrometry_io import apply_wcs_adjust, tweakback
+    from jwstgal.wcs_corrections import apply_wcs_adjust, tweakback
 
     cal, _ = _cal_with_stars(tmp_path / "jw02107001001_02101_00001_nrcb1_cal.fits")
     t = np.deg2rad(0.02)
@@ -438,3 +440,61 @@ def test_the_quiver_key_covers_neither_the_numbers_nor_the_arrows():
     assert not key_box.overlaps(ax.xaxis.label.get_window_extent(renderer))
     assert key.text.get_text() == "10 mas"                  # a length like the residuals'
     plt.close(fig)
+
+
+ORIGINAL_WCS_ADJUST = """
+[wcs_adjust.ngc0628.jw02107001001]
+shift = [0.1, -0.05]
+matrix = [[0.9999999996192378, -8.726646259971648e-4], [8.726646259971648e-4, 0.9999999996192378]]
+
+[wcs_adjust.ngc0628.jw02107002001]
+shift = [0.02, 0.0]
+
+[wcs_adjust.ngc1365.jw02107005001]
+shift = [0.3, 0.3]
+"""
+
+
+def test_the_original_wcs_adjust_file_is_read_and_applied_as_the_original_did(tmp_path):
+    """Issue #31 item 4: the seed's [wcs_adjust.<target>.<visit>] shift/matrix used to be read as
+    no visit at all (every exposure kept its WCS, silently)."""
+    from stdatamodels.jwst.datamodels import ImageModel
+
+    from jwstgal.steps.wcs_adjust import TANGENT_PLANE, apply_visit_correction, read_wcs_adjust
+
+    toml_path = tmp_path / "ngc0628" / "wcs_adjust.toml"
+    toml_path.parent.mkdir()
+    toml_path.write_text(ORIGINAL_WCS_ADJUST)
+    shifts = read_wcs_adjust(toml_path)
+    assert sorted(shifts) == ["jw02107001001", "jw02107002001"]
+    assert shifts["jw02107002001"] == {"frame": TANGENT_PLANE, "shift": [0.02, 0.0],
+                                       "matrix": [[1.0, 0.0], [0.0, 1.0]]}
+    cal, _ = _cal_with_stars(tmp_path / "jw02107001001_02101_00001_nrcb1_cal.fits")
+    out = apply_visit_correction(cal, tmp_path / "out_cal.fits", shifts["jw02107001001"])
+    x, y = np.meshgrid([10.0, 245.0], [10.0, 245.0])
+    with ImageModel(str(cal)) as a, ImageModel(str(out)) as b:
+        before = tangent_plane(*map(np.asarray, a.meta.wcs(x.ravel(), y.ravel())), 150.1, 2.2)
+        after = tangent_plane(*map(np.asarray, b.meta.wcs(x.ravel(), y.ravel())), 150.1, 2.2)
+    moved = (after - before) * 1000                                         # mas
+    assert np.allclose(np.median(moved, axis=0), [100, -50], atol=8), moved   # the shift...
+    sep, dd = before[3] - before[0], (after[3] - before[3]) - (after[0] - before[0])
+    turn = np.degrees((sep[0] * dd[1] - sep[1] * dd[0]) / (sep @ sep))
+    assert abs(abs(turn) - 0.05) < 0.005, turn                                  # ...and the matrix
+    assert fits.getheader(out)["WCSTPSHF"] == "[0.1, -0.05]"
+    (tmp_path / "ngc2997").mkdir()
+    (tmp_path / "ngc2997" / "wcs_adjust.toml").write_text(ORIGINAL_WCS_ADJUST)
+    with pytest.raises(StepFailedError, match="without 'ngc2997' .it has ngc0628, ngc1365"):
+        read_wcs_adjust(tmp_path / "ngc2997" / "wcs_adjust.toml")
+    # strun knows exposures, not targets: their visits pick the entries
+    picked = read_wcs_adjust(tmp_path / "ngc2997" / "wcs_adjust.toml", visits={"jw02107005001"})
+    assert list(picked) == ["jw02107005001"] and picked["jw02107005001"]["shift"] == [0.3, 0.3]
+
+
+def test_a_shifts_file_naming_no_visit_of_the_target_is_refused(tmp_path):
+    from jwstgal.steps.wcs_adjust import check_known_visits
+
+    f = tmp_path / "wcs_adjust.toml"
+    exposures = [tmp_path / "jw02107001001_02101_00001_nrcb1_cal.fits"]
+    check_known_visits(f, {"jw02107001001": {"shift": [0.0, 0.0]}}, exposures)
+    with pytest.raises(StepFailedError, match="names no visit of this target's exposures"):
+        check_known_visits(f, {"jw09999001001": {"shift": [0.1, 0.0]}}, exposures)

@@ -238,7 +238,8 @@ def test_rotation_and_scale_are_pushed_back_to_the_crf_files(run, tmp_path):
     from stdatamodels.jwst.datamodels import ImageModel
 
     from jwstgal.astrometry import apply_to_positions
-    from jwstgal.astrometry_io import result_from_dict, tweakback
+    from jwstgal.astrometry_io import result_from_dict
+    from jwstgal.wcs_corrections import tweakback
 
     lv3 = run / "work" / "jwst_lv3_reprocessed_ast" / "ngc0000" / "F200W" / "lv3"
     crf = sorted(lv3.glob("*_crf.fits"))[0]

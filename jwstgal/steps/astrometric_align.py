@@ -38,7 +38,6 @@ from jwstgal.astrometry_io import (
     query_gaia,
     reference_positions,
     result_from_dict,
-    tweakback,
     write_aligned_mosaic,
 )
 from jwstgal.bands import Band
@@ -46,6 +45,7 @@ from jwstgal.errors import StepFailedError
 from jwstgal.provenance import atomic_path, hash_params, write_text_atomic
 from jwstgal.settings import StepSettings, check_band
 from jwstgal.steps.base import BandContext, Step, StepPlan, alignment_catalogue, file_id
+from jwstgal.wcs_corrections import tweakback
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import re
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -26,12 +27,13 @@ from scipy.sparse.csgraph import connected_components
 
 from jwstgal import layout
 from jwstgal.astrometry import AlignPass, align_catalogs
-from jwstgal.astrometry_io import PassSettings, align_pass, apply_wcs_adjust, exposure_stars, visit_id
+from jwstgal.astrometry_io import PassSettings, align_pass, exposure_stars, visit_id
 from jwstgal.bands import get_band
-from jwstgal.errors import InputNotFoundError
+from jwstgal.errors import InputNotFoundError, StepFailedError
 from jwstgal.provenance import atomic_path, hash_params, write_text_atomic
 from jwstgal.settings import StepSettings, added_field, check_band
 from jwstgal.steps.base import BandContext, Step, StepPlan, content_hash
+from jwstgal.wcs_corrections import apply_wcs_adjust
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +261,7 @@ def ensure_wcs_adjust(toml_path: Path, ref_cal_files: list[Path], fwhm_pix: floa
 
     with _locked(toml_path):
         if toml_path.is_file():
-            return tomllib.loads(toml_path.read_text()).get("wcs_adjust", {})
+            return read_wcs_adjust(toml_path)
         if not ref_cal_files:
             msg = f"{toml_path}: no exposures of the [wcs_adjust] bands to measure visit shifts on"
             raise InputNotFoundError(msg)
@@ -283,14 +285,81 @@ def ensure_wcs_adjust(toml_path: Path, ref_cal_files: list[Path], fwhm_pix: floa
         return doc["wcs_adjust"]
 
 
+#: A visit id (``jwPPPPPOOOVVV``), as this suite's shifts file keys its entries.
+_VISIT = re.compile(r"jw\d{11}")
+#: How the original scripts' entries are marked once read (their shifts are not east/north).
+TANGENT_PLANE = "jwst_tangent_plane"
+
+
+def read_wcs_adjust(toml_path: Path, target: str | None = None, visits: Iterable[str] = ()
+                    ) -> dict[str, dict[str, Any]]:
+    """The per-visit corrections of a target's shifts file, in either format, by visit id.
+
+    This suite's format is ``[wcs_adjust.<visit>]`` with ``shift`` (arcsec east, north) and
+    optionally ``rotation_deg`` and ``center_deg``. The original scripts' (and pjpipe's) is
+    ``[wcs_adjust.<target>.<visit>]`` with ``shift`` and ``matrix`` in the tangent plane of
+    tweakwcs' ``JWSTWCSCorrector``: those entries come back with ``frame = "jwst_tangent_plane"``
+    (applied with that corrector). ``target`` defaults to the name of the file's folder; where the
+    file has no such target, the entries of ``visits`` are taken from whichever target holds them
+    (``strun`` knows exposures, not targets).
+
+    Raises
+    ------
+    StepFailedError
+        A file that is not TOML, or in the original format without the target.
+    """
+    target = target or toml_path.parent.name
+    try:
+        doc = tomllib.loads(toml_path.read_text()).get("wcs_adjust", {})
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        msg = f"{toml_path}: not a TOML file ({err})"
+        raise StepFailedError(msg) from None
+    if not isinstance(doc, dict):
+        msg = f"{toml_path}: [wcs_adjust] must be a table of visits"
+        raise StepFailedError(msg)
+    wanted = set(visits)
+    own = {k: v for k, v in doc.items() if _VISIT.fullmatch(k) and isinstance(v, dict)}
+    nested = {k: v for k, v in doc.items() if not _VISIT.fullmatch(k) and isinstance(v, dict)}
+    if own or not nested:
+        return own
+    # the original format: [wcs_adjust.<target>.<visit>]
+    entries = nested[target] if target in nested else {
+        v: e for t in nested.values() for v, e in t.items() if v in wanted}
+    if not entries:
+        msg = (f"{toml_path}: the original scripts' format ([wcs_adjust.<target>.<visit>]) without "
+               f"{target!r} (it has {', '.join(sorted(nested))})")
+        raise StepFailedError(msg)
+    return {v: {"frame": TANGENT_PLANE, "shift": [float(x) for x in e.get("shift", [0.0, 0.0])],
+                "matrix": [[float(x) for x in r] for r in e.get("matrix", [[1.0, 0.0], [0.0, 1.0]])]}
+            for v, e in entries.items() if isinstance(e, dict)}
+
+
+def check_known_visits(toml_path: Path, shifts: dict[str, Any], exposures: list[Path]) -> None:
+    """Refuse a shifts file that names none of the target's visits (it would shift nothing)."""
+    known = {visit_id(p) for p in exposures}
+    if known and not known & set(shifts):
+        msg = (f"{toml_path}: names no visit of this target's exposures (it has "
+               f"{', '.join(sorted(shifts)[:5]) or 'none'}; the exposures are of "
+               f"{', '.join(sorted(known)[:5])}): every exposure would keep its WCS")
+        raise StepFailedError(msg)
+
+
 def apply_visit_correction(cal: Path, out: Path, entry: dict[str, Any], config_hash: str = "") -> Path:
-    """Apply one visit's ``wcs_adjust.toml`` entry (a shift, or a shift and a rotation) to an exposure."""
+    """Apply one visit's ``wcs_adjust.toml`` entry to an exposure.
+
+    The entry is a shift (east, north), a shift and a rotation, or an original tangent-plane shift
+    and matrix (:func:`read_wcs_adjust`).
+    """
+    if entry.get("frame") == TANGENT_PLANE:
+        from jwstgal.wcs_corrections import apply_tangent_plane_correction
+
+        return apply_tangent_plane_correction(cal, out, entry["shift"], entry["matrix"], config_hash)
     shift = [float(x) for x in entry.get("shift", [0.0, 0.0])]
     rot = float(entry.get("rotation_deg", 0.0))
     if rot == 0.0:
         return apply_wcs_adjust(cal, out, shift, config_hash)
     from jwstgal.astrometry import AlignResult
-    from jwstgal.astrometry_io import apply_wcs_correction
+    from jwstgal.wcs_corrections import apply_wcs_correction
 
     t = np.deg2rad(rot)
     result = AlignResult(np.asarray(shift), np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]),
@@ -343,6 +412,9 @@ class WcsAdjust(Step):
             return hash_params([NAME, self.key_params(params), upstream, names, content_hash(toml_path)])
 
         key = key_now()
+        if toml_path.is_file():              # hand-made or edited: it must be about this target
+            exposures = [p for b in ctx.run.science.bands for p in (target_dir / b / cal).glob("*_cal.fits")]
+            check_known_visits(toml_path, read_wcs_adjust(toml_path), exposures)
         if (done := ctx.complete(NAME, key, params)) is not None:
             return done
         out_dir, reuse = ctx.prepare(NAME, key, params)
