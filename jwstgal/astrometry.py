@@ -329,3 +329,57 @@ def footprint_cone(wcs: Any, shape: tuple[int, int], margin: float = 1.1) -> tup
     cos_d = (np.sin(dec[0]) * np.sin(dec[1:]) + np.cos(dec[0]) * np.cos(dec[1:]) * np.cos(ra[1:] - ra[0]))
     radius = float(np.rad2deg(np.arccos(np.clip(cos_d, -1, 1))).max()) * 60 * margin
     return float(np.rad2deg(ra[0]) % 360), float(np.rad2deg(dec[0])), radius
+
+
+def image_offset(image: np.ndarray, reference: np.ndarray, *, upsample: int = 100, n_sub: int = 2
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The shift that registers an image onto a reference on the same grid, with its error.
+
+    For bands too poor in point sources to be matched star by star (pjpipe's ``cross_corr``):
+    the two images (NaN and median removed) are cross-correlated in Fourier space
+    (scikit-image's ``phase_cross_correlation`` without phase normalisation, so that bands of
+    different resolution and noise still agree), to ``1 / upsample`` pixel. The 1-sigma error is
+    the spread of the same measurement over ``n_sub`` x ``n_sub`` sub-images, over sqrt(n - 1).
+
+    Parameters
+    ----------
+    image, reference : numpy.ndarray
+        The two images on one pixel grid (any units; NaN where there is no data).
+    upsample : int
+        Sub-pixel precision of the correlation peak.
+    n_sub : int
+        Sub-images a side for the error.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        ``(dy, dx)`` in pixels: what is at pixel ``p`` of ``image`` is at ``p + (dy, dx)`` of
+        ``reference``; and its 1-sigma errors.
+    """
+    from skimage.registration import phase_cross_correlation
+
+    ok = np.isfinite(image) & np.isfinite(reference)
+    if ok.sum() < 100:
+        msg = "fewer than 100 pixels with data in both images"
+        raise ValueError(msg)
+
+    def prep(a: np.ndarray, good: np.ndarray) -> np.ndarray:
+        return np.where(good, a - np.median(a[good]), 0.0)
+
+    def measure(a: np.ndarray, b: np.ndarray, good: np.ndarray) -> np.ndarray:
+        shift, _, _ = phase_cross_correlation(prep(b, good), prep(a, good), upsample_factor=upsample,
+                                              normalization=None)
+        return np.asarray(shift, float)
+
+    total = measure(image, reference, ok)
+    ny, nx = image.shape
+    subs = []
+    for j in range(n_sub):
+        for i in range(n_sub):
+            sl = (slice(j * ny // n_sub, (j + 1) * ny // n_sub),
+                  slice(i * nx // n_sub, (i + 1) * nx // n_sub))
+            if ok[sl].sum() >= 100:
+                subs.append(measure(image[sl], reference[sl], ok[sl]))
+    err = (np.std(subs, axis=0, ddof=1) / np.sqrt(len(subs) - 1) if len(subs) > 2
+           else np.full(2, np.nan))
+    return total, err

@@ -26,6 +26,7 @@ from jwstgal.astrometry import (
     observation_epoch,
     propagate_proper_motion,
     select_gaia_stars,
+    tangent_plane,
 )
 from jwstgal.errors import StepFailedError
 from jwstgal.provenance import atomic_path, stamp_header
@@ -306,3 +307,47 @@ def result_from_dict(d: dict[str, Any]) -> AlignResult:
     """Rebuild a (borrowed) solution saved with :meth:`AlignResult.to_dict`."""
     return AlignResult(np.asarray(d["shift_arcsec"]), np.asarray(d["matrix"]), d["rotation_deg"],
                        d["scale"], d["rms_mas"], d["n_matches"], d["passes_ok"], tuple(d["center_deg"]))
+
+
+def cross_correlation_result(i2d: Path, reference: Path) -> tuple[AlignResult, list[float]]:
+    """The correction of a mosaic found by cross-correlating it with an aligned reference mosaic.
+
+    Both mosaics are put on the coarser of their two pixel grids (``reproject_interp``) and
+    registered with :func:`jwstgal.astrometry.image_offset`; the pixel shift becomes a sky shift
+    (east, north) through that grid's WCS at its centre.
+
+    Returns
+    -------
+    (AlignResult, list of float)
+        The shift-only correction (``rms_mas`` is the length of its 1-sigma error, no matches), and
+        the 1-sigma error (mas) along each axis of the grid (x, y).
+    """
+    from astropy.wcs import WCS
+    from astropy.wcs.utils import proj_plane_pixel_scales
+    from reproject import reproject_interp
+
+    from jwstgal.astrometry import image_offset
+
+    def load(path: Path) -> tuple[np.ndarray, WCS]:
+        with fits.open(path) as h:
+            data = np.array(h["SCI"].data, float)
+            wcs = WCS(h["SCI"].header).celestial
+        data[data == 0] = np.nan                  # resample's uncovered pixels
+        return data, wcs
+
+    (img, iw), (ref, rw) = load(i2d), load(reference)
+    coarse_is_ref = np.mean(proj_plane_pixel_scales(rw)) >= np.mean(proj_plane_pixel_scales(iw))
+    grid, shape = (rw, ref.shape) if coarse_is_ref else (iw, img.shape)
+    if coarse_is_ref:
+        img = reproject_interp((img, iw), grid, shape_out=shape, return_footprint=False)
+    else:
+        ref = reproject_interp((ref, rw), grid, shape_out=shape, return_footprint=False)
+    (dy, dx), (ey, ex) = image_offset(img, ref)
+    cy, cx = (shape[0] - 1) / 2, (shape[1] - 1) / 2
+    ra, dec = grid.pixel_to_world_values([cx, cx + dx, cx + ex, cx], [cy, cy + dy, cy, cy + ey])
+    xy = tangent_plane(np.asarray(ra), np.asarray(dec), float(ra[0]), float(dec[0]))
+    shift = xy[1] - xy[0]                         # what the band's WCS must move by, arcsec E, N
+    err = [float(np.hypot(*(xy[2] - xy[0])) * 1000), float(np.hypot(*(xy[3] - xy[0])) * 1000)]
+    result = AlignResult(shift, np.eye(2), 0.0, 1.0, float(np.hypot(*err)), 0, 1,
+                         (float(ra[0]), float(dec[0])))
+    return result, err

@@ -317,8 +317,12 @@ def _pipeline(m: Migration, p: dict[str, Any]) -> None:
             if v == "table":
                 m.science.setdefault("astrometric_align", {})["reference"] = "table"
             else:
-                m.skip("pipeline.astrometric_alignment_type", "image cross-correlation alignment is not "
-                       "supported; the mosaic is matched to the [alignment] table or Gaia")
+                m.skip("pipeline.astrometric_alignment_type", "a mosaic is matched to the [alignment] "
+                       "table or Gaia; bands without stars cross-correlate with a reference band: "
+                       "[astrometric_align] alignment_mapping with mapping_mode = 'cross_correlate'")
+        elif k == "alignment_mapping_mode" and str(v).lower() in ("cross_corr", "shift", "copy"):
+            m.science.setdefault("astrometric_align", {})["mapping_mode"] = (
+                "cross_correlate" if str(v).lower() == "cross_corr" else "borrow")
         else:
             m.skip(f"pipeline.{k}", {
                 "flush_crds": "delete crds_dir by hand to flush the CRDS cache",
@@ -326,7 +330,7 @@ def _pipeline(m: Migration, p: dict[str, Any]) -> None:
                                "makes one mosaic per visit besides the combined one",
                 "tweakreg_create_custom_catalogs": "use the astrometric_catalog step for the absolute "
                                                    "alignment",
-                "alignment_mapping_mode": "borrowed solutions are sky-plane shifts",
+                "alignment_mapping_mode": "'cross_corr' or 'shift' only",
             }.get(k, "no equivalent setting"))
     if p.get("process_bgr_like_science"):       # the background fields' own mosaics, last
         steps = out.setdefault("steps", {})

@@ -148,6 +148,8 @@ def band_facts(cfg: RunConfig, target: str, band: Band, bdir: Path, res: Any) ->
             facts.alignment_matches = int(s["n_matches"])
             lender = str(s.get("borrowed_from") or "")
             facts.alignment_borrowed = Path(lender).parent.parent.name if lender else ""
+            if s.get("cross_correlated_with"):      # no stars matched: its error stands for the rms
+                facts.alignment_borrowed = f"{s['cross_correlated_with']}, cross-correlated"
             own = s.get("own_stars") or {}
             facts.borrowed_own_stars = int(own.get("n") or 0)
             facts.borrowed_offset_mas = float(own.get("offset_mas") or math.nan)

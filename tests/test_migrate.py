@@ -219,3 +219,14 @@ def test_destriping_before_stage_2_becomes_the_rate_steps():
     steps = migrate(old).science["pipeline"]["steps"]
     assert steps["nircam"] == ["lv1", "rate_destripe", "rate_bg_sub", "lv2", "lv3"]
     assert steps["miri"] == ["lv1", "rate_bg_sub", "lv2", "destripe", "lv3"]
+
+
+def test_cross_correlation_mapping_mode_is_carried_over():
+    """Issue #31 item 7: pjpipe's alignment_mapping_mode = 'cross_corr'."""
+    old = {"projects": {"2107": {"targets": ["ngc0628"]}},
+           "pipeline": {"nircam_bands": [], "miri_bands": ["F770W", "F2100W"],
+                        "alignment_mapping_mode": "cross_corr"},
+           "alignment_mapping": {"F2100W": "F770W"}}
+    m = migrate(old)
+    assert m.science["astrometric_align"]["mapping_mode"] == "cross_correlate"
+    assert "pipeline.alignment_mapping_mode" not in dict(m.unmapped)

@@ -33,6 +33,7 @@ from jwstgal.astrometry import (
 from jwstgal.astrometry_io import (
     PassSettings,
     align_pass,
+    cross_correlation_result,
     image_sources,
     mosaic_epoch,
     query_gaia,
@@ -43,7 +44,7 @@ from jwstgal.astrometry_io import (
 from jwstgal.bands import Band
 from jwstgal.errors import StepFailedError
 from jwstgal.provenance import atomic_path, hash_params, write_text_atomic
-from jwstgal.settings import StepSettings, check_band
+from jwstgal.settings import StepSettings, added_field, check_band
 from jwstgal.steps.base import BandContext, Step, StepPlan, alignment_catalogue, file_id
 from jwstgal.wcs_corrections import tweakback
 
@@ -68,6 +69,10 @@ class AstrometricAlignSettings(StepSettings):
     passes: list[PassSettings] = Field(default_factory=_default_passes, description="Wide, then tight.")
     alignment_mapping: dict[str, str] = Field(
         default_factory=dict, description="band -> reference band whose solution it borrows.")
+    mapping_mode: Literal["borrow", "cross_correlate"] = added_field(
+        "borrow", "How a band of alignment_mapping gets its solution: 'borrow' its reference "
+        "band's, or 'cross_correlate' its mosaic with the reference band's aligned mosaic (for "
+        "bands without enough point sources; pjpipe's cross_corr).")
 
     @field_validator("alignment_mapping")
     @classmethod
@@ -86,7 +91,20 @@ def run_task(i2d: str, catalog: str, crfs: list[str], out_dir: str, params: dict
     """Align one band's mosaic (or apply a borrowed solution) and tweak back its crf files (worker)."""
     i2d_p, out = Path(i2d), Path(out_dir)
     own: dict = {}
-    if borrow:
+    method: dict = {}
+    if borrow and params.get("mapping_mode") == "cross_correlate":
+        lender = Path(borrow).parent.parent.name
+        ref_mosaic = next(iter(sorted(Path(borrow).parent.glob("*_i2d_align.fits"))), None)
+        if ref_mosaic is None:
+            msg = (f"{i2d_p.name}: no aligned mosaic of {lender} to cross-correlate with in "
+                   f"{Path(borrow).parent}")
+            raise StepFailedError(msg)
+        result, err = cross_correlation_result(i2d_p, ref_mosaic)
+        method = {"method": "cross_correlation", "cross_correlated_with": lender, "shift_err_mas": err}
+        log.info("%s: cross-correlated with %s: shift (%+.1f, %+.1f) mas +- (%.1f, %.1f) mas", i2d_p.name,
+                 ref_mosaic.name, *(result.shift * 1000), *err)
+        borrow = None
+    elif borrow:
         result = result_from_dict(json.loads(Path(borrow).read_text()))
         log.info("%s: borrowing the astrometric solution of %s", i2d_p.name, borrow)
         own = check_borrowed(result, i2d_p, Path(catalog), fwhm_pix, ref_path, Path(borrow))
@@ -120,7 +138,7 @@ def run_task(i2d: str, catalog: str, crfs: list[str], out_dir: str, params: dict
         with atomic_path(table_path) as tmp:    # the matched stars: corrected position, residual
             matched.write(tmp, format="fits")
     solution = out / "solution.json"
-    write_text_atomic(solution, json.dumps({**result.to_dict(), "borrowed_from": borrow,
+    write_text_atomic(solution, json.dumps({**result.to_dict(), "borrowed_from": borrow, **method,
                                             **({"own_stars": own} if borrow else {})}, indent=1))
     outputs = [write_aligned_mosaic(i2d_p, out / i2d_p.name.replace("_i2d.fits", "_i2d_align.fits"),
                                     result, config_hash), solution]
@@ -224,6 +242,8 @@ class AstrometricAlign(Step):
         sol = json.loads(path.read_text())
         shift = np.hypot(*sol["shift_arcsec"]) * 1000
         how = " (borrowed)" if sol.get("borrowed_from") else ""
+        if sol.get("cross_correlated_with"):
+            how = f" (cross-correlated with {sol['cross_correlated_with']}; rms = its 1-sigma error)"
         if (own := sol.get("own_stars") or {}).get("offset_mas") is not None:
             how = f" (borrowed; own {own['n']} stars off by {own['offset_mas']:.1f} mas)"
         return {"alignment: shift [mas] / rms [mas] / matches": f"{shift:.1f} / {sol['rms_mas']:.1f} / "
