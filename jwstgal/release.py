@@ -38,6 +38,7 @@ from jwstgal.layout import (
     convolved_dir,
     final_mosaic,
     product_name,
+    step_folder,
 )
 from jwstgal.provenance import atomic_path, stamp_header, write_text_atomic
 from jwstgal.release_readme import release_readme
@@ -266,6 +267,8 @@ def _band_items(reprocess_dir: Path, tdir: Path, target: str, name: str, opts: d
     if opts["include_backgrounds"]:
         items += [_Item(p, named(tdir / "background", p.name), target, band.name, "background mosaic",
                         "field") for p in sorted((bdir / "bgr_mosaics").glob("*_bgr_i2d.fits"))]
+        items += [_Item(p, tdir / "background" / "stage2" / p.name, target, band.name, "stage-2 background")
+                  for p in sorted((bdir / step_folder("lv2")).glob("*_combinedbackground.fits"))]
     if opts["include_qa"]:
         items += [_Item(bdir / "qa" / f, tdir / "qa" / band.name / f, target, band.name, "qa figure")
                   for f in QA_FIGURES if (bdir / "qa" / f).is_file()]

@@ -72,7 +72,9 @@ One folder per target. For each band:
   position, residual in mas, reference catalogue in `REFCAT`); `alignment/<...>_astro_cat.fits`:
   the point sources it was fitted on (the astrometric_catalog step).
 - `fields/<...>_field<OOOVVV>_i2d.fits`: one mosaic per observation/visit (field), slimmed as the
-  mosaic is; `background/<...>_bgr_i2d.fits`: the dedicated background field, reduced like science.
+  mosaic is; `background/<...>_bgr_i2d.fits`: the dedicated background field, reduced like science;
+  `background/stage2/*_combinedbackground.fits`: the background stage 2 subtracted from each
+  exposure, where dedicated background exposures were used.
 - `qa/<BAND>/*.png`: the QA figures a reader needs: alignment residuals and the aligned mosaic,
   stage-3 astrometry, destriping and level-matching plots, the stage-2 contact sheet.
 

@@ -149,12 +149,18 @@ def run_stage2(rate: Path, backgrounds: list[Path], out_dir: Path, params: Mappi
     -------
     list of pathlib.Path
     """
+    call = dict(params)
+    if backgrounds:     # the background subtracted is kept (and released) unless told otherwise
+        steps = {k: dict(v) for k, v in dict(call.get("steps", {})).items()}
+        steps.setdefault("bkg_subtract", {}).setdefault("save_combined_background", True)
+        call["steps"] = steps
+
     def run(tmp: Path) -> None:
         src = rate
         if backgrounds:
             src = write_image2_asn(rate, backgrounds, tmp / f"{rate.stem}_asn.json")
         _call("Image2Pipeline", f"stage 2 of {rate.name}", str(src), output_dir=str(tmp),
-              save_results=True, **params)
+              save_results=True, **call)
         for p in tmp.glob("*_asn.json"):
             p.unlink()
 

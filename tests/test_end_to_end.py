@@ -147,4 +147,8 @@ def test_the_background_field_is_reduced_like_science(chain):
 
     assert len(cals) == 3 and all(off_field(c) for c in cals)
     assert not any(off_field(c) for c in (band_dir / "cal").glob("*_cal.fits"))
+    # what stage 2 subtracted from each science exposure is kept, for the release (issue #31 item 9)
+    kept = sorted(p.name.replace("_combinedbackground", "_cal") for p in (band_dir / "cal").glob(
+        "*_combinedbackground.fits"))
+    assert kept == sorted(p.name for p in (band_dir / "cal").glob("*_cal.fits")) and kept
     assert (band_dir / "qa" / "bgr_mosaics.png").is_file()

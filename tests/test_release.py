@@ -385,6 +385,7 @@ def _full_band(rep):
         bdir / "astrometric_align" / f"{stem}_i2d_align_table.fits")
     (bdir / "astrometric_catalog").mkdir()
     Table({"ra": [1.0], "dec": [2.0]}).write(bdir / "astrometric_catalog" / f"{stem}_astro_cat.fits")
+    fake_mosaic(bdir / "cal" / "jw09999002001_02103_00001_mirimage_combinedbackground.fits", seed=3)
     (bdir / "qa" / "destripe").mkdir(parents=True)
     for name in ("astrometric_align.png", "astrometric_align_mosaic.png", "level_match.png",
                  "destripe/jw01_cal.png"):
@@ -403,6 +404,8 @@ def test_a_complete_release_holds_alignment_fields_backgrounds_and_qa_figures(tm
     assert kinds[f"ngc0000/alignment/{stem}_astro_cat.fits"] == "astrometric catalogue"
     assert kinds[f"ngc0000/fields/{stem}_field001001_i2d.fits"] == "field mosaic"
     assert kinds[f"ngc0000/background/{stem}_bgr_i2d.fits"] == "background mosaic"
+    assert kinds["ngc0000/background/stage2/jw09999002001_02103_00001_mirimage_combinedbackground.fits"] \
+        == "stage-2 background"
     assert sorted(k for k, v in kinds.items() if v == "qa figure") == [
         "ngc0000/qa/F200W/astrometric_align.png", "ngc0000/qa/F200W/astrometric_align_mosaic.png",
         "ngc0000/qa/F200W/level_match.png"]                               # not the per-exposure panels
@@ -416,6 +419,7 @@ def test_a_complete_release_holds_alignment_fields_backgrounds_and_qa_figures(tm
     build_release(rep, lean, ["ngc0000"], ["F200W"], include_alignment=False, include_fields=False,
                   include_backgrounds=False, include_qa=False)
     assert sorted(Table.read(lean / "MANIFEST.ecsv")["kind"]) == ["coverage", "mosaic"]
+    assert not (lean / "ngc0000" / "background").exists()
 
 
 def test_hlsp_names_follow_the_mast_scheme(tmp_path):
