@@ -7,7 +7,8 @@ A rung is reached in at most two stages:
    ``gauss<direct_max>``. Kernels of wide Gaussians at a NIRCam working pixel would not fit any
    grid (F200W -> 15" needs > 20 000 pixels a side); the intermediate one does.
 2. **On a coarser grid**, for Gaussians wider than ``direct_max``: the image is block-averaged to a
-   pixel that samples the target by at least :data:`PIXELS_PER_FWHM` pixels per FWHM, then
+   pixel that samples the target by at least :data:`PIXELS_PER_FWHM` pixels per FWHM and the
+   intermediate Gaussian by at least :data:`INTERMEDIATE_PIXELS` (so that it does not alias), then
    convolved with the Gaussian that takes the intermediate Gaussian to the target
    (FWHM^2 = target^2 - intermediate^2). A pixel value is the sky convolved with the PSF and
    integrated over the pixel, so block-averaging keeps the PSF what it was (only the pixel grows)
@@ -29,8 +30,13 @@ import scipy.fft
 
 log = logging.getLogger(__name__)
 
-#: Coarse-grid pixels per FWHM of a wide Gaussian target.
+#: Coarse-grid pixels per FWHM of a wide Gaussian target, at least.
 PIXELS_PER_FWHM = 4.0
+#: Coarse-grid pixels per FWHM of the intermediate Gaussian, at least. The block-averaged image is
+#: the intermediate Gaussian integrated over the coarse pixel: sampled any coarser, it aliases, and
+#: a compact source's FWHM at the rung depends on where it falls in the coarse pixel (at 0.53
+#: pixels per FWHM, 15" varied by -0.8 to +1.9 %; at 3 it stays within 0.1 %).
+INTERMEDIATE_PIXELS = 3.0
 _GAUSS = re.compile(r"^gauss(\d+(?:\.\d+)?)$")
 _FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 
@@ -111,7 +117,8 @@ def plan_rung(band: str, target: str, pixscale: float, *, direct_max: float = 2.
     if fwhm is None or fwhm <= direct_max:
         regrid = target if reproject and target in bands else None
         return Rung(target, target, reproject_band=regrid)
-    block = max(1, int(np.floor(min(fwhm / PIXELS_PER_FWHM, max_pixel) / pixscale)))
+    pixel = min(fwhm / PIXELS_PER_FWHM, direct_max / INTERMEDIATE_PIXELS, max_pixel)
+    block = max(1, int(np.floor(pixel / pixscale)))
     return Rung(target, intermediate_name(direct_max), block, float(np.sqrt(fwhm**2 - direct_max**2)))
 
 

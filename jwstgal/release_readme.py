@@ -65,7 +65,8 @@ One folder per target. For each band:
 - `convolved/<...>_i2d_conv_<PSF>.fits`: the (anchored, where available) mosaic at each rung of the
   resolution ladder (`PSF` keyword; `BMAJ`/`BMIN`/`BPA` for Gaussians; grid in `JG_GRID`): band
   PSFs reprojected onto that band's grid, Gaussians wider than a few arcsec on a block-averaged
-  grid of >= 4 pixels per FWHM. `ERR` assumes independent pixels (a lower bound).
+  grid of >= 4 pixels per FWHM (and >= 3 pixels per FWHM of the 2" intermediate PSF). `ERR` assumes
+  independent pixels (a lower bound).
 - `exposures/<BAND>/*_crf*.fits` (when configured): the calibrated exposures, with the absolute
   alignment pushed back into their WCS.
 - `alignment/<...>_i2d_align_table.fits`: the stars the absolute alignment matched (corrected

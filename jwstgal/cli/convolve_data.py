@@ -6,7 +6,8 @@ Needs the kernels from make_kernels.py. The anchored mosaic is convolved where a
 one (else the aligned, else stage 3's). Writes
 <reprocess_dir>/<target>/<BAND>/convolved/<product>_i2d_conv_<PSF>.fits (SCI, ERR): band rungs
 reprojected onto that band's grid, Gaussians wider than [convolve] direct_max on a block-averaged
-grid of >= 4 pixels per FWHM; the PSF (BMAJ/BMIN/BPA for Gaussians) and grid are in the header.
+grid of >= 4 pixels per FWHM (>= 3 per FWHM of the intermediate Gaussian); the PSF (BMAJ/BMIN/BPA
+for Gaussians) and grid are in the header.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ class ConvolveConfig(Strict):
                             "band's mosaic grid.")
     direct_max: float = Field(2.0, ge=0.5, le=10.0, description="Widest Gaussian (arcsec) reached "
                               "by a kernel on the mosaic grid; wider ones go through gauss<direct_max> "
-                              "and a block-averaged grid of >= 4 pixels per FWHM.")
+                              "and a block-averaged grid of >= 4 pixels per FWHM (and >= 3 per direct_max).")
     block_size: int = Field(2048, ge=256, description="Tile size bounding the FFT memory.")
     kernel_sampling: Literal["auto", "band_limited", "pixel_centre"] = Field(
         "auto", description="How a kernel is brought to the mosaic's pixel: band_limited (the "
