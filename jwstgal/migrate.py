@@ -15,7 +15,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from jwstgal.stages import MANAGED_PIPELINE_KEYS, STAGE_PIPELINES, pipeline_class
+from jwstgal.migrate_pjpipe import from_pjpipe, is_pjpipe
+from jwstgal.stages import MANAGED_PIPELINE_KEYS, MANAGED_RUN_KEYS, STAGE_PIPELINES, pipeline_class
 from jwstgal.steps import REPEATABLE, order_key, repeat_of
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ def _stage(m: Migration, stage: str, table: dict[str, Any]) -> dict[str, Any]:
     """A lvN_parameters table with the keys jwst knows (and that the suite does not set itself)."""
     pipe = pipeline_class(stage)
     steps = pipe.step_defs
-    pipe_keys = set(pipe.load_spec_file().keys()) - MANAGED_PIPELINE_KEYS
+    pipe_keys = set(pipe.load_spec_file().keys()) - MANAGED_RUN_KEYS
     out: dict[str, Any] = {}
     for key, value in table.items():
         if key in steps and isinstance(value, dict):
@@ -172,8 +173,9 @@ def _passes(m: Migration, table: dict[str, Any]) -> dict[str, Any]:
         iters = [table]
     out: dict[str, Any] = {}
     fitgeom = {it.get("fitgeom") for it in iters} - {None}
-    if fitgeom:
-        out["fitgeom"] = sorted(fitgeom)[-1]
+    if fitgeom:                  # one geometry here: the most general of the passes'
+        order = ["shift", "rshift", "rscale", "general"]
+        out["fitgeom"] = max(fitgeom, key=lambda g: order.index(g) if g in order else -1)
     selectors = sorted({s for it in iters for v in it.values() if isinstance(v, dict) for s in v})
 
     def passes(sel: str | None) -> list[dict[str, Any]]:
@@ -242,7 +244,9 @@ def _science(m: Migration, old: dict[str, Any]) -> None:  # noqa: C901 - one bra
             s.setdefault("astrometric_align", {}).update(_passes(m, value))
         elif key == "prepare_release":
             _copy(m, value, key, {"remove_bloat": "remove_bloat", "move_tweakback": "include_crf",
-                                  "overwrite": "overwrite"}, s.setdefault("release", {}))
+                                  "overwrite": "overwrite", "include_backgrounds": "include_backgrounds",
+                                  "include_convolved": "include_convolved", "include_qa": "include_qa",
+                                  "include_fields": "include_fields"}, s.setdefault("release", {}))
         elif key in ("psf_model_parameters", "psf_model"):
             m.skip(key, NO_STEP["psf_model"])
         elif key in ("parameters", "steps"):
@@ -371,8 +375,11 @@ def _local(m: Migration, old: dict[str, Any]) -> None:
     loc = m.local.setdefault("local", {})
     keys = {"api_key": "api_key", "raw_dir": "raw_dir", "working_dir": "working_dir", "crds_dir": "crds_dir",
             "alignment_dir": "alignment_dir", "webb_psf_data": "psf_data_dir", "kernel_dir": "psf_dir",
-            "anchor_ref_dir": "anchor_ref_dir", "reprocess_dir": "working_dir"}
+            "anchor_ref_dir": "anchor_ref_dir", "reprocess_dir": "working_dir", "crds_path": "crds_dir"}
     for k, v in old.get("local", old).items():
+        if k == "crds_context":              # pjpipe keeps it with the machine's paths: it is science
+            m.science.setdefault("pipeline", {}).setdefault("crds_context", v if "pmap" in str(v) else "")
+            continue
         if k in ("processors", "procs"):
             if isinstance(v, int) and not isinstance(v, bool) and v > 0:
                 loc["processes"] = v
@@ -398,36 +405,32 @@ def migrate(old: dict[str, Any], old_local: dict[str, Any] | None = None) -> Mig
         over, with why.
     """
     m = Migration()
-    if isinstance(old.get("steps"), list) and isinstance(old.get("parameters"), dict):
-        _pjpipe(m, old)
+    extra: dict[str, Any] = {}
+    secrets: dict[str, Any] = {}
+    if is_pjpipe(old):             # pjpipe: into the original's shape first
+        pj = from_pjpipe(old)
+        for where, why in pj.unmapped:
+            m.skip(where, why)
+        m.science.setdefault("pipeline", {})["steps"] = _pjpipe_steps(m, old["steps"])
+        old, extra, secrets = pj.original, pj.suite, pj.local
     _science(m, old)
+    for table, values in extra.items():
+        m.science.setdefault(table, {}).update(values)
+    steps = m.science.get("pipeline", {}).get("steps", {})
+    if "destripe" in m.science and any("rate_destripe" in v and "destripe" not in v for v in steps.values()):
+        m.science["rate_destripe"] = m.science.pop("destripe")    # its settings follow it before stage 2
     if old_local is not None:
         _local(m, old_local)
+    if secrets:
+        m.local.setdefault("local", {}).update(secrets)
     return m
 
 
-def _pjpipe(m: Migration, old: dict[str, Any]) -> None:
-    """pjpipe: ``steps = ["lv1", "destripe.nircam", ...]`` and ``[parameters.<step>]``."""
+def _pjpipe_steps(m: Migration, names: list[str]) -> dict[str, list[str]]:
+    """The step list of each instrument from pjpipe's ``steps = ["lv1", "destripe.nircam", ...]``."""
     by_inst: dict[str, list[str]] = {"nircam": [], "miri": []}
-    for name in old["steps"]:
+    for name in names:
         parts = name.split(".")
         for inst in ([parts[1]] if len(parts) > 1 and parts[1] in by_inst else list(by_inst)):
             by_inst[inst].append(name)
-    m.science.setdefault("pipeline", {})["steps"] = {i: _steps(m, f"steps ({i})", v)
-                                                     for i, v in by_inst.items()}
-    stages = {"lv1": "lv1_parameters", "lv2": "lv2_parameters", "lv3": "lv3_parameters"}
-    for step, params in old["parameters"].items():
-        if step in stages and isinstance(params.get("jwst_parameters"), dict):
-            if kept := _stage(m, stages[step], params["jwst_parameters"]):
-                m.science[stages[step]] = kept
-            rest = [k for k in params if k != "jwst_parameters"]
-        elif step == "astrometric_align" and isinstance(params.get("tweakreg_parameters"), dict):
-            m.science.setdefault("astrometric_align", {}).update(_passes(m, params["tweakreg_parameters"]))
-            rest = [k for k in params if k != "tweakreg_parameters"]
-        else:
-            rest = list(params)
-        for k in rest:
-            if step == "lv3" and k in GROUPING_KEYS:
-                _grouping(m, f"parameters.lv3.{k}", k, params[k])
-            else:
-                m.skip(f"parameters.{step}.{k}", "pjpipe step setting without an equivalent here")
+    return {i: _steps(m, f"steps ({i})", v) for i, v in by_inst.items()}

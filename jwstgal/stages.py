@@ -375,6 +375,9 @@ STAGE_PIPELINES: dict[str, str] = {
 #: Pipeline-level arguments that the suite sets itself and a config must not.
 MANAGED_PIPELINE_KEYS = frozenset({"output_dir", "output_file", "input_dir", "steps", "pre_hooks",
                                    "post_hooks", "search_output_file"})
+#: Arguments of a whole pipeline (not of its steps) that the suite sets itself: a config's
+#: ``save_results`` would be passed twice.
+MANAGED_RUN_KEYS = MANAGED_PIPELINE_KEYS | {"save_results"}
 
 
 def pipeline_class(stage: str) -> Any:

@@ -496,6 +496,7 @@ def test_a_shifts_file_naming_no_visit_of_the_target_is_refused(tmp_path):
     f = tmp_path / "wcs_adjust.toml"
     exposures = [tmp_path / "jw02107001001_02101_00001_nrcb1_cal.fits"]
     check_known_visits(f, {"jw02107001001": {"shift": [0.0, 0.0]}}, exposures)
+    check_known_visits(f, {}, exposures)                          # an empty file: no shifts, kept
     with pytest.raises(StepFailedError, match="names no visit of this target's exposures"):
         check_known_visits(f, {"jw09999001001": {"shift": [0.1, 0.0]}}, exposures)
 

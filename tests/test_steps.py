@@ -245,7 +245,7 @@ LAYERS = [
     ("jwstgal.steps", "jwstgal.stpipe_steps"),
     ("jwstgal.config",),
     ("jwstgal.kernel_products", "jwstgal.anchor_products", "jwstgal.simulate.programme",
-     "jwstgal.reprocess", "jwstgal.report", "jwstgal.migrate"),
+     "jwstgal.reprocess", "jwstgal.report", "jwstgal.migrate", "jwstgal.migrate_pjpipe"),
     ("jwstgal.cli", "jwstgal.__main__"),
 ]
 

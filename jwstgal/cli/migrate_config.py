@@ -76,7 +76,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:    # validate before anything is written
             (Path(tmp) / "config.toml").write_text(science)
             (Path(tmp) / "local.toml").write_text(local)
-            load_config(Path(tmp) / "config.toml", Path(tmp) / "local.toml")
+            try:
+                load_config(Path(tmp) / "config.toml", Path(tmp) / "local.toml")
+            except ConfigError as err:    # name the file the user gave, not the temporary copy
+                msg = (f"{args.config}: its migration does not validate (nothing written): "
+                       f"{str(err).replace(str(Path(tmp) / 'config.toml') + ': ', '')}")
+                raise ConfigError(msg) from None
         for key, why in m.unmapped:
             log.warning("not carried over: %s: %s", key, why)
         targets = {args.out_dir / "config.toml": science, args.out_dir / "local.toml": local}

@@ -8,7 +8,7 @@ from typing import Any
 
 from jwstgal.errors import ConfigError
 from jwstgal.settings import did_you_mean, pixel_length
-from jwstgal.stages import MANAGED_PIPELINE_KEYS, STAGE_PIPELINES, pipeline_class
+from jwstgal.stages import MANAGED_PIPELINE_KEYS, MANAGED_RUN_KEYS, STAGE_PIPELINES, pipeline_class
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def check_jwst_parameters(science: Any, path: Path) -> None:
         if not table:
             continue
         pipe = pipeline_class(stage)
-        pipe_keys = sorted(set(pipe.load_spec_file().keys()) - MANAGED_PIPELINE_KEYS)
+        pipe_keys = sorted(set(pipe.load_spec_file().keys()) - MANAGED_RUN_KEYS)
         step_names = list(pipe.step_defs)
         for key, value in table.items():
             if key in step_names:
@@ -80,7 +80,7 @@ def check_jwst_parameters(science: Any, path: Path) -> None:
                 spec = pipe.step_defs[key].load_spec_file()
                 problems += _value_problems(spec, value, f"{stage}.{key}", pipe.step_defs[key].__name__,
                                             path)
-            elif key in MANAGED_PIPELINE_KEYS:
+            elif key in MANAGED_RUN_KEYS:
                 problems.append(f"{path}: key '{stage}.{key}' is set by jwstgal itself and may not "
                                 "be configured")
             elif key in pipe_keys:

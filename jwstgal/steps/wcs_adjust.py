@@ -335,9 +335,9 @@ def read_wcs_adjust(toml_path: Path, target: str | None = None, visits: Iterable
 
 
 def check_known_visits(toml_path: Path, shifts: dict[str, Any], exposures: list[Path]) -> None:
-    """Refuse a shifts file that names none of the target's visits (it would shift nothing)."""
+    """Refuse a shifts file that names visits, none of them the target's (it would shift nothing)."""
     known = {visit_id(p) for p in exposures}
-    if known and not known & set(shifts):
+    if known and shifts and not known & set(shifts):       # an empty file says "no shifts": kept
         msg = (f"{toml_path}: names no visit of this target's exposures (it has "
                f"{', '.join(sorted(shifts)[:5]) or 'none'}; the exposures are of "
                f"{', '.join(sorted(known)[:5])}): every exposure would keep its WCS")
