@@ -111,6 +111,10 @@ def test_managed_pipeline_key_is_refused(tmp_path):
     msg = error_of(tmp_path, science=MINIMAL_SCIENCE + "\n[lv1_parameters]\noutput_dir = 'x'\n")
     assert msg == ("<d>/config.toml: key 'lv1_parameters.output_dir' is set by jwstgal itself and "
                    "may not be configured")
+    # pjpipe's configs set it; passed twice, it failed stage 2 at run time (issue #31 item 5)
+    msg = error_of(tmp_path, science=MINIMAL_SCIENCE + "\n[lv2_parameters]\nsave_results = true\n")
+    assert msg == ("<d>/config.toml: key 'lv2_parameters.save_results' is set by jwstgal itself and "
+                   "may not be configured")
 
 
 def test_alignment_for_unknown_target(tmp_path):
