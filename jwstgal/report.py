@@ -134,7 +134,8 @@ def band_facts(cfg: RunConfig, target: str, band: Band, bdir: Path, res: Any) ->
     """What the page knows about a band, for its verdict (:func:`jwstgal.verdicts.band_verdict`)."""
     status = dict(getattr(res, "status", {}) or {})
     facts = BandFacts(error=str(getattr(res, "error", "") or ""),
-                      failed_steps=[s for s, w in status.items() if w.startswith("failed")])
+                      failed_steps=[s for s, w in status.items() if w.startswith("failed")],
+                      skipped_steps=[s for s, w in status.items() if w == "skipped (no input)"])
     for t in cfg.science.kernel_targets:
         for m in cfg.science.kernels.methods:
             if "KERN_WM" in (h := _header(layout.kernel_path(cfg.psf_dir, m, band.name, t))):
@@ -206,6 +207,12 @@ def _verdict_table(cfg: RunConfig, outcome: dict) -> str:
             + "".join(rows) + "</table>")
 
 
+def _cell(row: dict[str, str], col: str) -> str:
+    """A summary cell: its text, escaped; the band's is a link to the band's section."""
+    text = html.escape(row.get(col, "-"))
+    return f"<a href='#{row['target']}-{row['band']}'>{text}</a>" if col == "band" else text
+
+
 def _summary_table(cfg: RunConfig, outcome: dict) -> str:
     """One row per target/band: what ran, and each step's, the kernels' and anchoring's figures."""
     rows: list[dict[str, str]] = []
@@ -244,8 +251,7 @@ def _summary_table(cfg: RunConfig, outcome: dict) -> str:
         return ""
     cols = list(dict.fromkeys(k for r in rows for k in r))
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(r.get(c, '-'))}</td>" for c in cols) + "</tr>"
-                   for r in rows)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(r, c)}</td>" for c in cols) + "</tr>" for r in rows)
     from jwstgal import __version__
 
     stamp = (f"jwstgal {__version__}; {'; '.join(sorted(context)) or 'no mosaic yet'}; page written "

@@ -3,9 +3,9 @@
 :func:`band_verdict` is a pure function of what is known about a band (:class:`BandFacts`) and the
 limits of the ``[qa]`` table (:class:`QaLimits`): a band whose reduction failed is ``failed``; one
 with an unsafe kernel, an alignment beyond its limits, an anchoring that failed or is too
-uncertain, stripes left after destriping, a level matching with rejected overlaps or unmatched
-exposures, a borrowed alignment that its own stars disagree with, or a rung that could not be
-convolved is ``check``; anything else is ``ok``.
+uncertain, a configured step skipped for want of input, stripes left after destriping, a level
+matching with rejected overlaps or unmatched exposures, a borrowed alignment that its own stars
+disagree with, or a rung that could not be convolved is ``check``; anything else is ``ok``.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class BandFacts:
 
     error: str = ""
     failed_steps: list[str] = field(default_factory=list)
+    skipped_steps: list[str] = field(default_factory=list)     # configured, but no input to run on
     kernel_wminus: dict[str, float] = field(default_factory=dict)   # kernel target -> W-
     alignment_shift_mas: float = math.nan
     alignment_rms_mas: float = math.nan
@@ -73,6 +74,7 @@ def band_verdict(facts: BandFacts, limits: QaLimits) -> tuple[str, list[str]]:
     if facts.error:
         failed.append(f"reduction failed: {facts.error}")
     failed += [f"step {s} failed" for s in facts.failed_steps]
+    check += [f"step {s} skipped: no input" for s in facts.skipped_steps]
     for target, wm in sorted(facts.kernel_wminus.items()):
         if wm > limits.max_kernel_wminus:
             how = "very unsafe" if wm > 1.0 else "unsafe"

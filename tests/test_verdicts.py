@@ -32,6 +32,7 @@ LIMITS = QaLimits()
     (BandFacts(failed_rungs=["F2100W: kernel ... not found"]), "check", "rung not convolved: F2100W"),
     (BandFacts(error="stage 3 failed", kernel_wminus={"x (aniano)": 2.0}), "failed", "reduction failed"),
     (BandFacts(failed_steps=["lv3"]), "failed", "step lv3 failed"),
+    (BandFacts(skipped_steps=["bgr_mosaics"]), "check", "step bgr_mosaics skipped: no input"),
     (BandFacts(alignment_borrowed="F770W", borrowed_own_stars=12, borrowed_offset_mas=85.0), "check",
      "borrowed alignment (F770W) off by 85 mas on the band's own 12 stars > 30 mas"),
     (BandFacts(alignment_borrowed="F770W", borrowed_own_stars=12, borrowed_offset_mas=8.0), "ok", ""),
@@ -139,3 +140,10 @@ def test_stripes_level_matching_and_a_borrowed_alignment_reach_the_verdicts_with
         (head,) = [h for h in heads if h.startswith(name)]
         assert re.search(r"\[(MJy/sr|mas|no unit)\]", head), head             # with its unit
     assert page.count("<details>") == 2 and "<details open" not in page     # folded, opened by links
+    assert "<td><a href='#ngc0628-F300M'>F300M</a></td>" in summary           # the summary links too
+    from types import SimpleNamespace
+
+    skipped = SimpleNamespace(target="ngc0628", band="F300M", error="", notes=[],
+                              status={"level_match": "skipped (no input)", "lv3": "ran"})
+    page = write_report(run, [skipped]).read_text()
+    assert "step level_match skipped: no input" in page
