@@ -61,8 +61,8 @@ def test_a_pixel_length_is_accepted_and_converted_per_band(tmp_path):
 
 
 def test_a_pipeline_level_parameter_value_is_checked_too(tmp_path):
-    msg = error_of(tmp_path, extra="[lv2_parameters]\nsave_results = 3\n")
-    assert "key 'lv2_parameters.save_results': value 3" in msg and "boolean" in msg
+    msg = error_of(tmp_path, extra="[lv2_parameters]\nsave_bsub = 3\n")
+    assert "key 'lv2_parameters.save_bsub': value 3" in msg and "boolean" in msg
 
 
 # ------------------------------------------------------------- bounds of the suite's own keys (#30)

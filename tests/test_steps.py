@@ -353,7 +353,7 @@ def test_run_summary_and_qa_page_show_skipped_steps(tmp_path):
     page = write_report(run, [result]).read_text()
     assert page.count("skipped (complete)") == 2 and page.count("not configured") == 0
     summary = page[page.index("<table id='summary'>"):]
-    assert "<td>ngc0628</td><td>F200W</td><td>2 skipped</td>" in summary
+    assert "<td>ngc0628</td><td><a href='#ngc0628-F200W'>F200W</a></td><td>2 skipped</td>" in summary
 
 
 def test_readme_example_step_plans_and_runs(tmp_path):

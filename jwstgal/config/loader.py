@@ -258,7 +258,8 @@ def _unwritable(folder: Path) -> str:
 #: Tables and keys added after configs were hashed: left out while they hold their defaults, so a
 #: config keeps its hash (and a product's ``JGAL_CFG`` still names its config) across upgrades.
 ADDED_KEYS: tuple[tuple[str, ...], ...] = (
-    ("rate_destripe",), ("rate_bg_sub",), ("release", "include_alignment"),
+    ("rate_destripe",), ("rate_bg_sub",), ("astrometric_align", "mapping_mode"),
+    ("release", "include_alignment"),
     ("release", "include_fields"), ("release", "include_backgrounds"), ("release", "include_qa"),
     ("release", "naming"), ("release", "hlsp_project"),
 )
