@@ -76,6 +76,8 @@ def interrupts_deferred() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
         if caught and callable(previous):
             previous(signal.SIGINT, None)       # Python's default handler: KeyboardInterrupt
+        elif caught and previous == signal.SIG_DFL:
+            os.kill(os.getpid(), signal.SIGINT)  # what it would have done: end the process
 
 
 def worker_init(parent: int, log_queue: Any = None, level: int = logging.INFO) -> None:

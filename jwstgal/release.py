@@ -233,7 +233,7 @@ def _band_items(reprocess_dir: Path, tdir: Path, target: str, name: str, opts: d
     if not i2d.is_file():
         log.warning("%s %s: no mosaic to release (%s)", target, band.name, i2d)
         return []
-    version = reprocess_dir.name.rsplit("_", 1)[-1]        # jwst_lv3_reprocessed_<data_version>
+    version = reprocess_dir.name.removeprefix("jwst_lv3_reprocessed_")     # the data_version
 
     def named(folder: Path, src_name: str) -> Path:
         return folder / release_name(src_name, stem, target, band, opts, version)

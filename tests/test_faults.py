@@ -292,6 +292,22 @@ def test_ctrl_c_is_deferred_while_processes_spawn_never_lost(tmp_path):
                                        "child starts with SIGINT blocked: True"], run.stderr
 
 
+def test_a_deferred_ctrl_c_with_the_default_action_still_ends_the_process(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    script = ("import os, signal, time\nfrom jwstgal.executor import interrupts_deferred\n"
+              "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
+              "with interrupts_deferred():\n    os.kill(os.getpid(), signal.SIGINT)\n    time.sleep(0.2)\n"
+              "    print('inside', flush=True)\nprint('after', flush=True)\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                         env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    assert run.returncode == -signal.SIGINT and run.stdout.split() == ["inside"], run
+
+
 def test_no_queue_feeder_thread_outlives_the_pool(tmp_path):
     """A feeder thread still running at interpreter exit is frozen between unlinking its queue's
     semaphore and telling the resource tracker, which then warns of a leak."""
