@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,8 @@ from jwstgal.astrometry import AlignResult
 from jwstgal.provenance import atomic_path, stamp_header
 
 
-def shift_model_wcs(model: Any, shift_arcsec: list[float]) -> None:
-    """Shift an image datamodel's gwcs on the sky by (east, north) arcsec, in place.
-
-    The FITS WCS keywords (``meta.wcsinfo``, SIP) are refitted to the shifted gwcs.
-    """
-    from jwst.assign_wcs.util import update_fits_wcsinfo
+def _shift(model: Any, shift_arcsec: list[float]) -> None:
+    """Shift an image datamodel's gwcs on the sky by (east, north) arcsec, in place."""
     from jwst.tweakreg.utils import adjust_wcs
 
     dec = model.meta.wcsinfo.dec_ref
@@ -35,7 +32,6 @@ def shift_model_wcs(model: Any, shift_arcsec: list[float]) -> None:
     dec = float(dec)
     model.meta.wcs = adjust_wcs(model.meta.wcs, delta_ra=shift_arcsec[0] / 3600 / np.cos(np.deg2rad(dec)),
                                 delta_dec=shift_arcsec[1] / 3600)
-    update_fits_wcsinfo(model, max_pix_error=0.01, npoints=16)
 
 
 def free_datamodels() -> None:
@@ -53,6 +49,31 @@ def card_list(values: list[float]) -> str:
     return json.dumps([round(float(v), 6) for v in values])
 
 
+def _corrected_copy(cal: Path, out: Path, correct: Callable[[Any], dict[str, Any]],
+                    cards: dict[str, tuple[Any, str]], step: str, params: dict[str, Any],
+                    config_hash: str) -> Path:
+    """Write a copy of ``cal`` whose gwcs ``correct`` changed, its FITS WCS refitted to it.
+
+    ``correct(model)`` changes the model's gwcs in place and returns what it worked out (for the
+    provenance); ``cards`` (name -> (value, comment)) go into the primary header with it.
+    """
+    from jwst.assign_wcs.util import update_fits_wcsinfo
+    from stdatamodels.jwst.datamodels import ImageModel
+
+    with ImageModel(str(cal)) as m:
+        params = {**params, **correct(m)}
+        update_fits_wcsinfo(m, max_pix_error=0.01, npoints=16)
+        with atomic_path(out) as tmp:
+            m.save(tmp)
+    del m
+    free_datamodels()
+    with fits.open(out, mode="update") as stamp:
+        for name, card in cards.items():
+            stamp[0].header[name] = card
+        stamp_header(stamp[0].header, step=step, params=params, config_hash=config_hash)
+    return out
+
+
 def apply_wcs_adjust(cal: Path, out: Path, shift_arcsec: list[float], config_hash: str = "", *,
                      step: str = "wcs_adjust") -> Path:
     """Copy of a calibrated exposure whose gwcs is shifted on the sky by (east, north) arcsec.
@@ -60,20 +81,13 @@ def apply_wcs_adjust(cal: Path, out: Path, shift_arcsec: list[float], config_has
     ``step`` names the step in the provenance (``wcs_adjust``, or ``astrometric_align`` for a
     tweakback).
     """
-    from stdatamodels.jwst.datamodels import ImageModel
+    def correct(m: Any) -> dict[str, Any]:
+        _shift(m, shift_arcsec)
+        return {}
 
-    with ImageModel(str(cal)) as m:
-        shift_model_wcs(m, shift_arcsec)
-        with atomic_path(out) as tmp:
-            m.save(tmp)
-    del m
-    free_datamodels()
-    stamp = fits.open(out, mode="update")
-    with stamp:
-        stamp[0].header["WCSADJ"] = (card_list(shift_arcsec), "wcs_adjust shift [arcsec E, N]")
-        stamp_header(stamp[0].header, step=step, params={"shift_arcsec": shift_arcsec},
-                     config_hash=config_hash)
-    return out
+    return _corrected_copy(cal, out, correct,
+                           {"WCSADJ": (card_list(shift_arcsec), "wcs_adjust shift [arcsec E, N]")},
+                           step, {"shift_arcsec": shift_arcsec}, config_hash)
 
 
 def apply_tangent_plane_correction(cal: Path, out: Path, shift: list[float], matrix: list[list[float]],
@@ -84,28 +98,21 @@ def apply_tangent_plane_correction(cal: Path, out: Path, shift: list[float], mat
     (the telescope's V2/V3 frame at the exposure's reference point, not east/north); the
     correction is applied with that corrector, as the original did.
     """
-    from jwst.assign_wcs.util import update_fits_wcsinfo
-    from stdatamodels.jwst.datamodels import ImageModel
     from tweakwcs.correctors import JWSTWCSCorrector
 
-    with ImageModel(str(cal)) as m:
+    def correct(m: Any) -> dict[str, Any]:
         info = m.meta.wcsinfo
         corrector = JWSTWCSCorrector(m.meta.wcs, {"roll_ref": info.roll_ref, "v2_ref": info.v2_ref,
                                                   "v3_ref": info.v3_ref})
         corrector.set_correction(matrix=np.asarray(matrix, float), shift=np.asarray(shift, float))
         m.meta.wcs = corrector.wcs
-        update_fits_wcsinfo(m, max_pix_error=0.01, npoints=16)
-        with atomic_path(out) as tmp:
-            m.save(tmp)
-    del m
-    free_datamodels()
-    with fits.open(out, mode="update") as stamp:
-        stamp[0].header["WCSTPSHF"] = (card_list(shift), "wcs_adjust tangent-plane shift [arcsec]")
-        stamp[0].header["WCSTPMAT"] = (card_list(np.ravel(matrix)), "wcs_adjust tangent-plane matrix")
-        stamp_header(stamp[0].header, step=step, params={"tangent_plane_shift": list(shift),
-                                                         "matrix": np.asarray(matrix, float).tolist()},
-                     config_hash=config_hash)
-    return out
+        return {}
+
+    cards = {"WCSTPSHF": (card_list(shift), "wcs_adjust tangent-plane shift [arcsec]"),
+             "WCSTPMAT": (card_list(np.ravel(matrix)), "wcs_adjust tangent-plane matrix")}
+    return _corrected_copy(cal, out, correct, cards, step,
+                           {"tangent_plane_shift": list(shift), "matrix": np.asarray(matrix, float).tolist()},
+                           config_hash)
 
 
 def apply_wcs_correction(cal: Path, out: Path, result: AlignResult, config_hash: str = "", *,
@@ -114,29 +121,20 @@ def apply_wcs_correction(cal: Path, out: Path, result: AlignResult, config_hash:
 
     The jwst ``adjust_wcs`` arguments come from :func:`fit_wcs_adjustment`.
     """
-    from jwst.assign_wcs.util import update_fits_wcsinfo
     from jwst.tweakreg.utils import adjust_wcs
-    from stdatamodels.jwst.datamodels import ImageModel
 
-    shift = [float(result.shift[0]), float(result.shift[1])]
-    with ImageModel(str(cal)) as m:
+    def correct(m: Any) -> dict[str, Any]:
         dra, ddec, droll, scale = fit_wcs_adjustment(m.meta.wcs, m.data.shape[-2:], result)
         m.meta.wcs = adjust_wcs(m.meta.wcs, delta_ra=dra, delta_dec=ddec, delta_roll=droll,
                                 scale_factor=scale)
-        update_fits_wcsinfo(m, max_pix_error=0.01, npoints=16)
-        with atomic_path(out) as tmp:
-            m.save(tmp)
-    del m
-    free_datamodels()
-    with fits.open(out, mode="update") as stamp:
-        stamp[0].header["WCSADJ"] = (card_list(shift), "shift [arcsec E, N]")
-        stamp[0].header["WCSROT"] = (result.rotation_deg, "rotation [deg]")
-        stamp[0].header["WCSSCL"] = (result.scale, "scale")
-        stamp_header(stamp[0].header, step=step,
-                     params={"shift_arcsec": shift, "rotation_deg": result.rotation_deg,
-                             "scale": result.scale, "adjust_wcs": [dra, ddec, droll, scale]},
-                     config_hash=config_hash)
-    return out
+        return {"adjust_wcs": [dra, ddec, droll, scale]}
+
+    shift = [float(result.shift[0]), float(result.shift[1])]
+    cards = {"WCSADJ": (card_list(shift), "shift [arcsec E, N]"),
+             "WCSROT": (result.rotation_deg, "rotation [deg]"), "WCSSCL": (result.scale, "scale")}
+    return _corrected_copy(cal, out, correct, cards, step,
+                           {"shift_arcsec": shift, "rotation_deg": result.rotation_deg,
+                            "scale": result.scale}, config_hash)
 
 
 def fit_wcs_adjustment(wcs: Any, shape: tuple[int, int], result: AlignResult, iterations: int = 4

@@ -306,6 +306,14 @@ class BandContext:
             raise InputNotFoundError(msg)
         return inputs
 
+    def rate_files(self, inputs: list[Path], what: str) -> list[Path]:
+        """The upstream step's outputs, or every rate file of stage 1 (backgrounds included)."""
+        inputs = inputs or self.band_files("lv1", "*_rate.fits")
+        if not inputs:
+            msg = f"{self.label}: {what} has no *_rate.fits in {self.band_dir / layout.step_folder('lv1')}"
+            raise InputNotFoundError(msg)
+        return inputs
+
     def stage3_mosaic(self, what: str) -> Path:
         """The band's stage-3 mosaic (``InputNotFoundError`` saying ``what`` needs it if absent)."""
         i2d = layout.stage3_mosaic(self.band_dir, self.target, self.band)

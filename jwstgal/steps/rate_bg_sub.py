@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jwstgal import layout
-from jwstgal.errors import InputNotFoundError
 from jwstgal.steps.base import BandContext, StepPlan
 from jwstgal.steps.bg_sub import BgSub
 
@@ -27,9 +25,4 @@ class RateBgSub(BgSub):
 
     def plan(self, ctx: BandContext, upstream: str, inputs: list[Path]) -> StepPlan:
         """One task per rate file (dedicated backgrounds included)."""
-        inputs = inputs or ctx.band_files("lv1", "*_rate.fits")
-        if not inputs:
-            msg = (f"{ctx.label}: rate sky subtraction has no *_rate.fits in "
-                   f"{ctx.band_dir / layout.step_folder('lv1')}")
-            raise InputNotFoundError(msg)
-        return super().plan(ctx, upstream, inputs)
+        return super().plan(ctx, upstream, ctx.rate_files(inputs, "rate sky subtraction"))

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jwstgal import layout
-from jwstgal.errors import InputNotFoundError
 from jwstgal.steps.base import BandContext, StepPlan
 from jwstgal.steps.destripe import Destripe
 
@@ -32,9 +30,4 @@ class RateDestripe(Destripe):
 
     def plan(self, ctx: BandContext, upstream: str, inputs: list[Path]) -> StepPlan:
         """One task per rate file (dedicated backgrounds included)."""
-        inputs = inputs or ctx.band_files("lv1", "*_rate.fits")
-        if not inputs:
-            msg = (f"{ctx.label}: rate destriping has no *_rate.fits in "
-                   f"{ctx.band_dir / layout.step_folder('lv1')}")
-            raise InputNotFoundError(msg)
-        return super().plan(ctx, upstream, inputs)
+        return super().plan(ctx, upstream, ctx.rate_files(inputs, "rate destriping"))
