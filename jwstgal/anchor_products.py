@@ -5,16 +5,19 @@ Per instrument with an ``[anchor] reference`` band:
 1. the reference band is taken to the resolution of an external map
    (``<anchor_ref_dir>/<target>_<map>.fits``) through the resolution ladder
    (:func:`jwstgal.convolve_products.to_rung`), reprojected onto the map's grid and fitted against
-   it (:func:`jwstgal.anchor.binned_fit`): ``offset_ref = -intercept``. The maps are tried in the
+   it (:func:`jwstgal.anchor.estimate_offset`): ``offset_ref = -f(0)``. The maps are tried in the
    configured order: one that is missing, unreadable, without a celestial WCS, too small, without
    finite surface brightness, in other units (BUNIT), without overlap, or whose fit fails or has an
    implausible slope (``[anchor] slope_range``) is passed over, and the table says which map was
    used and why the others were not;
 2. every other band of the instrument and the reference band are taken to ``internal_psf`` on one
-   grid, and the band is fitted against the reference: ``offset = -intercept + slope x offset_ref``;
+   grid, and the band is fitted against the reference where the anchored reference is zero:
+   ``offset = -f(-offset_ref)``;
 3. each anchored band is written as ``<BAND>/anchor/<product>_i2d_anchor.fits`` (the final mosaic
-   plus its offset where it has data; ``ANCHOFF``, ``ANCHERR``, ``ANCHREF``, ``ANCHSLP`` keywords)
-   and the target's ``anchor/<target>_anchor.ecsv`` lists every band (anchored or why not).
+   plus its offset where it has data; ``ANCHOFF``, ``ANCHERR`` (total), ``ANCHSTAT``, ``ANCHSYS``,
+   ``ANCHMETH``, ``ANCHREF``, ``ANCHSLP`` keywords) and the target's
+   ``anchor/<target>_anchor.ecsv`` lists every band (anchored or why not), with the fit's method
+   and the offset's statistical and systematic (sub-region spread) errors.
 
 No usable external map, or a missing mosaic, leaves that instrument's bands un-anchored with the
 reason in the table and the log, and removes anchored mosaics of an earlier run; nothing else stops
@@ -36,7 +39,8 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from jwstgal import layout
-from jwstgal.anchor import BinnedFit, binned_fit, chained_offset
+from jwstgal.anchor import OffsetEstimate, estimate_offset
+from jwstgal.anchor_maps import read_external
 from jwstgal.bands import get_band
 from jwstgal.config import RunConfig
 from jwstgal.convolve import image_pixel_scale, reproject_image
@@ -51,10 +55,6 @@ log = logging.getLogger(__name__)
 #: Valid kernel weight a convolved pixel needs to enter a fit: pixels near edges and holes have a
 #: truncated kernel, hence not the resolution of the map they are compared with.
 FULL_WEIGHT = 0.99
-#: |surface brightness| (MJy/sr) from which an external map's value is a blank (1e30) or another unit.
-MAX_BRIGHTNESS = 1e7
-#: Least pixels per side of an external map that can be fitted.
-MIN_MAP_PIXELS = 10
 #: What a failed map or band is caught as: its reason goes into the table, the rest goes on.
 _ANCHOR_ERRORS = (ReductionError, InputNotFoundError, ValueError, OSError)
 
@@ -68,12 +68,17 @@ class AnchorRow:
     instrument: str
     reference: str = ""
     psf: str = ""
+    method: str = ""
     slope: float = np.nan
     slope_err: float = np.nan
+    curvature: float = np.nan
     intercept: float = np.nan
     intercept_err: float = np.nan
     offset: float = np.nan
     offset_err: float = np.nan
+    offset_stat_err: float = np.nan
+    offset_sys_err: float = np.nan
+    extrapolation: float = np.nan
     npix: int = 0
     status: str = ""
     note: str = ""
@@ -85,67 +90,6 @@ def _external_maps(cfg: RunConfig, target: str, inst: str) -> list[tuple[Path, A
         return []
     return [(cfg.anchor_ref_dir / f"{target}_{m.band}.fits", m)
             for m in cfg.science.anchor.external.get(inst, [])]
-
-
-def _is_mjy_per_sr(bunit: str) -> bool:
-    compact = bunit.replace(" ", "").lower()
-    if compact in ("mjy/sr", "mjysr-1", "mjy/steradian", "mjy.sr-1", "mjy/sr^1"):
-        return True
-    import astropy.units as u
-
-    try:
-        return u.Unit(bunit) == u.MJy / u.sr
-    except ValueError:
-        return False
-
-
-def external_problem(data: np.ndarray, wcs: WCS, header: fits.Header) -> str:
-    """Why an external map cannot anchor ('' if it may): size, WCS, values, units."""
-    if min(data.shape) < MIN_MAP_PIXELS:
-        return (f"a {data.shape[1]}x{data.shape[0]} image is too small to fit (at least "
-                f"{MIN_MAP_PIXELS}x{MIN_MAP_PIXELS})")
-    if wcs.naxis != 2 or not wcs.has_celestial:
-        return "no celestial WCS"
-    if not (np.isfinite(data) & (np.abs(data) < MAX_BRIGHTNESS)).any():
-        return "no finite surface brightness (all NaN, or blank values such as 1e30)"
-    bunit = str(header.get("BUNIT", "") or "").strip()
-    if bunit and not _is_mjy_per_sr(bunit):
-        return f"BUNIT {bunit!r} is not MJy/sr (convert the map first)"
-    return ""
-
-
-def read_external(path: Path) -> tuple[np.ndarray, WCS]:
-    """Image and celestial WCS of an external map (the first HDU holding a 2-D image), checked.
-
-    Values beyond :data:`MAX_BRIGHTNESS` (blanks such as 1e30) read as NaN.
-
-    Raises
-    ------
-    ReductionError
-        Naming the file and what is wrong with it (:func:`external_problem`).
-    """
-    if why := layout.not_a_regular_file(path):
-        raise ReductionError(f"{path}: {why}")
-    found = None
-    try:
-        with fits.open(path) as h:
-            for hdu in h:
-                if hdu.data is not None and np.ndim(hdu.data) >= 2:
-                    data = np.asarray(np.squeeze(hdu.data), float)
-                    if data.ndim == 2:
-                        found = data, hdu.header.copy()
-                        break
-        if found is None:
-            msg = f"{path}: no 2-D image in any HDU"
-            raise ReductionError(msg)
-        data, header = found
-        wcs = WCS(header).celestial
-    except (OSError, ValueError, TypeError, KeyError) as err:
-        msg = f"{path}: not a readable FITS image ({err})"
-        raise ReductionError(msg) from None
-    if why := external_problem(data, wcs, header):
-        raise ReductionError(f"{path}: {why}")
-    return np.where(np.abs(data) < MAX_BRIGHTNESS, data, np.nan), wcs
 
 
 def _at(cfg: RunConfig, mosaic: Mosaic, band: str, psf: str, grid_bands: tuple[str, ...] = (),
@@ -164,10 +108,12 @@ def _at(cfg: RunConfig, mosaic: Mosaic, band: str, psf: str, grid_bands: tuple[s
     return np.asarray(sci, float), wcs
 
 
-def _fit(cfg: RunConfig, x: np.ndarray, y: np.ndarray) -> BinnedFit:
+def _estimate(cfg: RunConfig, x: np.ndarray, y: np.ndarray, offset_ref: float = 0.0,
+              offset_ref_err: float = 0.0) -> OffsetEstimate:
     a = cfg.science.anchor
-    return binned_fit(x, y, x_range=a.fit_range, n_bins=a.n_bins, min_per_bin=a.min_per_bin,
-                      clip_sigma=a.clip_sigma)
+    return estimate_offset(x, y, offset_ref=offset_ref, offset_ref_err=offset_ref_err,
+                           degree=2 if a.colour_term else 1, regions=a.regions, x_range=a.fit_range,
+                           n_bins=a.n_bins, min_per_bin=a.min_per_bin, clip_sigma=a.clip_sigma)
 
 
 def _inputs_key(cfg: RunConfig, paths: list[Path], bands: list[str]) -> str:
@@ -179,6 +125,10 @@ def _inputs_key(cfg: RunConfig, paths: list[Path], bands: list[str]) -> str:
     conv = cfg.science.convolve
     return hash_params([stats, kernels, cfg.science.anchor.key_dump(), conv.method, conv.direct_max,
                         conv.kernel_sampling])
+
+
+def _finite_or(value: float, fallback: float) -> float:
+    return float(value) if np.isfinite(value) else fallback
 
 
 def write_anchored(final: Path, out: Path, row: AnchorRow, config_hash: str = "") -> Path:
@@ -194,7 +144,11 @@ def write_anchored(final: Path, out: Path, row: AnchorRow, config_hash: str = ""
     sci.data = np.where(has, data + np.float32(row.offset), data).astype(np.float32)
     primary = hdus[0].header
     primary["ANCHOFF"] = (row.offset, "[MJy/sr] background offset added to SCI")
-    primary["ANCHERR"] = (row.offset_err, "[MJy/sr] 1-sigma error of ANCHOFF")
+    primary["ANCHERR"] = (row.offset_err, "[MJy/sr] 1-sigma error of ANCHOFF (stat+sys)")
+    primary["ANCHSTAT"] = (row.offset_stat_err, "[MJy/sr] statistical part of ANCHERR")
+    primary["ANCHSYS"] = (_finite_or(row.offset_sys_err, -1.0),
+                          "[MJy/sr] sub-region spread (-1: none)")
+    primary["ANCHMETH"] = (row.method, "fit: line, or colour term (quadratic)")
     primary["ANCHREF"] = (row.reference, "anchored against this map or band")
     primary["ANCHSLP"] = (row.slope, "fitted slope against ANCHREF")
     stamp_header(primary, step="anchor", params={k: v for k, v in asdict(row).items()
@@ -206,16 +160,34 @@ def write_anchored(final: Path, out: Path, row: AnchorRow, config_hash: str = ""
     return out
 
 
-def _fill(row: AnchorRow, fit: BinnedFit, offset: float, err: float, reference: str, psf: str) -> None:
-    row.reference, row.psf = reference, psf
-    row.slope, row.slope_err = fit.slope, fit.slope_err
+def _fill(row: AnchorRow, est: OffsetEstimate, reference: str, psf: str) -> None:
+    fit = est.fit
+    row.reference, row.psf, row.method = reference, psf, est.method
+    row.slope, row.slope_err, row.curvature = fit.slope, fit.slope_err, fit.curvature
     row.intercept, row.intercept_err = fit.intercept, fit.intercept_err
-    row.offset, row.offset_err, row.npix = offset, err, fit.npix
+    row.offset, row.offset_err, row.npix = est.offset, est.err, fit.npix
+    row.offset_stat_err, row.offset_sys_err = est.stat_err, est.sys_err
+    row.extrapolation = est.extrapolation
     row.status = "anchored"
+    if est.model_spread:
+        row.note = "; ".join(filter(None, [row.note, (
+            f"read {est.extrapolation:.2f} of the fitted span outside it: the line-vs-colour-term "
+            f"difference {est.model_spread:.4f} is in the systematic error")]))
+    if not np.isfinite(est.sys_err):
+        row.note = "; ".join(filter(None, [row.note, "systematic error not measured: fewer than 3 "
+                                           "sub-regions could be fitted (error is statistical only)"]))
+
+
+def _plot(cfg: RunConfig, target: str, band: str, against: str, psf: str, x: np.ndarray,
+          y: np.ndarray, est: OffsetEstimate, xlabel: str, x0: float = 0.0) -> None:
+    anchor_fit_png(x, y, est.fit, layout.anchor_plot(cfg.reprocess_dir, target, band, against),
+                   f"{target} {band} vs {against} at {psf} ({est.method}): offset {est.offset:+.4f} "
+                   f"± {est.stat_err:.4f} (stat) ± {est.sys_err:.4f} (sys)", xlabel,
+                   f"{band} at {psf} [MJy/sr]", x0=x0)
 
 
 def _fit_external(cfg: RunConfig, target: str, inst: str, ref: str, ref_mosaic: Mosaic
-                  ) -> tuple[tuple[Path, Any, np.ndarray, np.ndarray, BinnedFit] | None, list[str]]:
+                  ) -> tuple[tuple[Path, Any, np.ndarray, np.ndarray, OffsetEstimate] | None, list[str]]:
     """The first external map the reference band fits against, and why each one before was not used."""
     lo, hi = cfg.science.anchor.slope_range
     notes = []
@@ -231,15 +203,15 @@ def _fit_external(cfg: RunConfig, target: str, inst: str, ref: str, ref_mosaic: 
             if not (np.isfinite(jw_on_ext) & np.isfinite(ext_data)).any():
                 notes.append(f"{ext.band}: {path.name} does not overlap the {ref} mosaic")
                 continue
-            fit = _fit(cfg, ext_data, jw_on_ext)
+            est = _estimate(cfg, ext_data, jw_on_ext)
         except _ANCHOR_ERRORS as err:
             notes.append(f"{ext.band}: {err}")
             continue
-        if not lo <= fit.slope <= hi:
-            notes.append(f"{ext.band}: fitted slope {fit.slope:.3g} is outside [anchor] slope_range "
+        if not lo <= (slope := est.fit.mean_slope) <= hi:
+            notes.append(f"{ext.band}: fitted slope {slope:.3g} is outside [anchor] slope_range "
                          f"{lo:g}-{hi:g} (a map in other units, or of another field?)")
             continue
-        return (path, ext, ext_data, jw_on_ext, fit), notes
+        return (path, ext, ext_data, jw_on_ext, est), notes
     return None, notes
 
 
@@ -279,16 +251,13 @@ def anchor_instrument(cfg: RunConfig, target: str, inst: str) -> list[AnchorRow]
             for b in bands:
                 rows[b].status = rows[b].status or f"not anchored: no usable external map ({why})"
             return list(rows.values())
-        ext_path, ext, ext_data, jw_on_ext, fit = used
-        note = f"not used: {'; '.join(notes)}" if notes else ""
+        ext_path, ext, ext_data, jw_on_ext, est_ref = used
         if notes:
-            log.warning("%s %s: anchored against %s; %s", target, inst.upper(), ext.band, note)
-        off_ref, err_ref = fit.offset, fit.intercept_err
-        _fill(rows[ref], fit, off_ref, err_ref, ext.band, ext.psf)
-        rows[ref].note = note
-        anchor_fit_png(ext_data, jw_on_ext, fit, layout.anchor_plot(cfg.reprocess_dir, target, ref, ext.band),
-                       f"{target} {ref} vs {ext.band} at {ext.psf}: offset {off_ref:+.4f} ± {err_ref:.4f}",
-                       f"{ext.band} ({ext_path.name}) [MJy/sr]", f"{ref} at {ext.psf} [MJy/sr]")
+            rows[ref].note = f"not used: {'; '.join(notes)}"
+            log.warning("%s %s: anchored against %s; %s", target, inst.upper(), ext.band, rows[ref].note)
+        _fill(rows[ref], est_ref, ext.band, ext.psf)
+        _plot(cfg, target, ref, ext.band, ext.psf, ext_data, jw_on_ext, est_ref,
+              f"{ext.band} ({ext_path.name}) [MJy/sr]")
         others = [b for b in bands if b != ref and b not in missing]
         if others:
             psf = a.internal_psf[inst]
@@ -305,22 +274,20 @@ def anchor_instrument(cfg: RunConfig, target: str, inst: str) -> list[AnchorRow]
                         y, y_wcs = _at(cfg, mosaic, b, psf, tuple(bands), grid)
                     if y.shape != x.shape or not y_wcs.wcs.compare(x_wcs.wcs, tolerance=1e-9):
                         y = reproject_image(y, y_wcs, x_wcs, x.shape)
-                    fit_b = _fit(cfg, x, y)
+                    est = _estimate(cfg, x, y, est_ref.offset, est_ref.err)
                 except _ANCHOR_ERRORS as err:
                     rows[b].status = f"not anchored: fit against {ref} failed ({err})"
                     log.warning("%s %s: %s", target, b, rows[b].status)
                     continue
-                off, err_b = chained_offset(fit_b, off_ref, err_ref)
-                _fill(rows[b], fit_b, off, err_b, ref, psf)
-                anchor_fit_png(x, y, fit_b, layout.anchor_plot(cfg.reprocess_dir, target, b, ref),
-                               f"{target} {b} vs {ref} at {psf}: offset {off:+.4f} ± {err_b:.4f}",
-                               f"{ref} at {psf} [MJy/sr]", f"{b} at {psf} [MJy/sr]")
+                _fill(rows[b], est, ref, psf)
+                _plot(cfg, target, b, ref, psf, x, y, est, f"{ref} at {psf} [MJy/sr]", -est_ref.offset)
     for b, row in rows.items():
         if row.status == "anchored":
             write_anchored(finals[b], layout.anchored_mosaic(folders[b], target, get_band(b)), row,
                            cfg.config_hash)
-            log.info("%s %s: offset %+.5f ± %.5f MJy/sr (against %s at %s, slope %.3f, %d px)",
-                     target, b, row.offset, row.offset_err, row.reference, row.psf, row.slope, row.npix)
+            log.info("%s %s: offset %+.5f ± %.5f (stat) ± %.5f (sys) MJy/sr (against %s at %s, %s, "
+                     "slope %.3f, %d px)", target, b, row.offset, row.offset_stat_err, row.offset_sys_err,
+                     row.reference, row.psf, row.method, row.slope, row.npix)
     return list(rows.values())
 
 

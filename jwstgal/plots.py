@@ -305,10 +305,12 @@ def kernel_profile_png(radius: np.ndarray, profile: np.ndarray, rmax: float, png
 
 
 def anchor_fit_png(x: np.ndarray, y: np.ndarray, fit: Any, png: Path, title: str, xlabel: str,
-                   ylabel: str, max_points: int = 20000) -> Path:
-    """Scatter of an anchoring fit: pixels, bin medians with 16-84 % bars, the fitted line.
+                   ylabel: str, max_points: int = 20000, x0: float = 0.0) -> Path:
+    """Scatter of an anchoring fit: pixels, bin medians with 16-84 % bars, the fitted curve.
 
     ``fit`` is a :class:`jwstgal.anchor.BinnedFit`; bins dropped by the clipping are open symbols.
+    The curve is drawn (dashed) down to ``x0``, where it is read (the reference's zero), which is
+    marked: how far it is extrapolated shows at a glance.
     """
     ok = np.isfinite(x) & np.isfinite(y)
     xs, ys = np.ravel(x[ok]), np.ravel(y[ok])
@@ -322,12 +324,17 @@ def anchor_fit_png(x: np.ndarray, y: np.ndarray, fit: Any, png: Path, title: str
                     yerr=[fit.y_median[used] - fit.y_p16[used], fit.y_p84[used] - fit.y_median[used]],
                     fmt="o", ms=4, color="C0", mfc=face, capsize=2)
     lim = np.array([fit.x_bin.min(), fit.x_bin.max()])
-    ax.plot(lim, fit.slope * lim + fit.intercept, "C3-",
-            label=f"slope {fit.slope:.3f}±{fit.slope_err:.3f}, "
-                  f"intercept {fit.intercept:.4f}±{fit.intercept_err:.4f}")
-    pad = 0.1 * (lim[1] - lim[0])
-    ax.set_xlim(lim[0] - pad, lim[1] + pad)
-    ylo, yhi = np.nanmin(fit.y_p16), np.nanmax(fit.y_p84)
+    inside = np.linspace(*lim, 50)
+    label = f"slope {fit.slope:.3f}±{fit.slope_err:.3f}" + (
+        f", colour term {fit.curvature:.3g}" if fit.degree == 2 else "")
+    ax.plot(inside, np.polyval(fit.coef, inside), "C3-", label=label)
+    out = np.linspace(min(x0, lim[0]), lim[0], 20)
+    f0 = float(np.polyval(fit.coef, x0))
+    ax.plot(out, np.polyval(fit.coef, out), "C3--")
+    ax.plot([x0], [f0], "C3x", ms=8, label=f"read at {x0:.4f}: {f0:.4f}")
+    pad = 0.1 * (lim[1] - min(lim[0], x0))
+    ax.set_xlim(min(lim[0], x0) - pad, lim[1] + pad)
+    ylo, yhi = min(np.nanmin(fit.y_p16), f0), max(np.nanmax(fit.y_p84), f0)
     ax.set_ylim(ylo - 0.2 * (yhi - ylo), yhi + 0.2 * (yhi - ylo))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

@@ -10,7 +10,7 @@ from astropy.table import Table
 from conftest import REPO
 from factories import write_config
 
-from jwstgal.anchor import binned_fit, chained_offset
+from jwstgal.anchor import binned_fit, estimate_offset
 from jwstgal.bands import get_band
 from jwstgal.convolve import convolve_image
 from jwstgal.ladder import gaussian_kernel
@@ -55,15 +55,40 @@ def test_fit_ignores_outlying_bins_and_needs_data():
         binned_fit(x[:5], y[:5])
 
 
-def test_chained_offset_puts_a_band_on_the_reference_zero_point():
+def test_a_chained_band_is_read_where_the_anchored_reference_is_zero():
     rng = np.random.default_rng(1)
-    ref = rng.uniform(0, 5, 20000)
-    band = 1.7 * ref + 0.3 + 0.01 * rng.standard_normal(ref.size)
+    ref = rng.uniform(0, 5, (200, 100))
+    band = 1.7 * ref + 0.3 + 0.01 * rng.standard_normal(ref.shape)
     off_ref = 0.25
-    off, err = chained_offset(binned_fit(ref, band), off_ref, 0.01)
+    est = estimate_offset(ref, band, offset_ref=off_ref, offset_ref_err=0.01, degree=1)
     # anchored, the band is proportional to the anchored reference (no intercept left)
-    assert binned_fit(ref + off_ref, band + off).intercept == pytest.approx(0, abs=2e-3)
-    assert err == pytest.approx(0.017, rel=0.2)
+    assert binned_fit(ref + off_ref, band + est.offset).intercept == pytest.approx(0, abs=2e-3)
+    assert est.stat_err == pytest.approx(0.017, rel=0.2)      # the reference's error, times 1.7
+    assert est.method == "line" and len(est.region_offsets) == 4
+    assert est.sys_err < 0.01 and est.err >= est.stat_err
+
+
+def test_a_colour_term_follows_a_curved_relation_and_is_read_at_the_zero():
+    rng = np.random.default_rng(2)
+    ref = rng.uniform(0, 4, (200, 200))
+    band = 0.5 + 1.2 * ref + 0.15 * ref**2 + 0.005 * rng.standard_normal(ref.shape)
+    curved = estimate_offset(ref, band, offset_ref=0.2, degree=2)
+    assert curved.offset == pytest.approx(-(0.5 - 1.2 * 0.2 + 0.15 * 0.04), abs=2e-3)
+    assert curved.fit.curvature == pytest.approx(0.15, rel=0.02) and curved.method == "colour term"
+    line = estimate_offset(ref, band, offset_ref=0.2, degree=1)
+    assert abs(line.offset - curved.offset) > 0.1            # a line through a curve misses it
+
+
+def test_the_systematic_error_is_the_spread_over_sub_regions_and_is_nan_when_unmeasurable():
+    rng = np.random.default_rng(3)
+    ref = rng.uniform(0, 4, (100, 100))
+    band = 2 * ref + 0.001 * rng.standard_normal(ref.shape)
+    band[:50, :50] += 0.4                              # one quarter of the field sits higher
+    est = estimate_offset(ref, band, degree=1)
+    assert est.sys_err == pytest.approx(np.std(est.region_offsets, ddof=1))
+    assert est.sys_err == pytest.approx(0.2, rel=0.05)   # four offsets: -0.4, 0, 0, 0
+    flat = estimate_offset(ref.ravel(), band.ravel(), degree=1)   # no image: no sub-regions
+    assert np.isnan(flat.sys_err) and flat.err == flat.stat_err
 
 
 def _mosaic(path, data, wcs):
@@ -157,3 +182,17 @@ def test_anchor_data_script(tmp_path):
     (tmp_path / "ext" / "ngc0000_irac4.fits").unlink()                 # the map is withdrawn:
     assert script("anchor_data").returncode == 1                       # no stale anchored mosaic
     assert not anchored.exists()
+
+
+def test_a_fit_read_far_below_its_pixels_carries_the_colour_terms_difference():
+    """A field that never gets faint (reference 2-4, read at 0): the line cannot know the colour
+    below, so the line-vs-colour-term difference joins the systematic error and covers the truth."""
+    rng = np.random.default_rng(4)
+    ref = rng.uniform(2, 4, (200, 200))
+    band = 0.8 * ref + 0.06 * ref**2 + 0.003 * rng.standard_normal(ref.shape)   # truth: offset 0
+    est = estimate_offset(ref, band, degree=1)
+    assert 1.0 < est.extrapolation < 1.3          # bins span about 2.05-3.85
+    assert abs(est.offset) > 0.2 and est.model_spread > 0.2            # the line misses ...
+    assert abs(est.offset) < 2 * est.err and est.sys_err >= est.model_spread   # ... and says so
+    near = estimate_offset(rng.uniform(0.05, 4, (200, 200)), rng.uniform(size=(200, 200)), degree=1)
+    assert near.extrapolation < 0.1 and near.model_spread == 0

@@ -261,7 +261,7 @@ ADDED_KEYS: tuple[tuple[str, ...], ...] = (
     ("rate_destripe",), ("rate_bg_sub",), ("astrometric_align", "mapping_mode"),
     ("release", "include_alignment"),
     ("release", "include_fields"), ("release", "include_backgrounds"), ("release", "include_qa"),
-    ("release", "naming"), ("release", "hlsp_project"),
+    ("release", "naming"), ("release", "hlsp_project"), ("anchor", "colour_term"), ("anchor", "regions"),
 )
 
 

@@ -135,6 +135,14 @@ class AnchorConfig(Strict):
     slope_range: tuple[float, float] = Field(
         (0.2, 5.0), description="Plausible slopes of the reference band against an external map; a "
         "fit outside (a map in other units, a wrong map) is not used and the next map is tried.")
+    colour_term: bool = Field(
+        False, description="Fit a line and a colour term (a quadratic) instead of a line. On "
+        "simulated band pairs of changing colour it is no more accurate on average "
+        "(tests/test_anchor_coverage.py); it may help where a band's colour changes smoothly with "
+        "brightness.")
+    regions: int = Field(2, ge=1, le=5, description="The field is cut into regions x regions parts, "
+                         "each fitted alone; the spread of their offsets is the systematic error "
+                         "(1: none is measured).")
 
     @field_validator("reference")
     @classmethod
@@ -172,7 +180,9 @@ class AnchorConfig(Strict):
     def key_dump(self) -> dict[str, Any]:
         """The settings that enter anchoring's input key.
 
-        A key added later is left out at its default, so anchoring done before it existed stays done.
+        ``slope_range`` is left out at its default, so anchoring done before it existed stays done.
+        ``colour_term`` and ``regions`` are always in: anchoring made before the systematic errors
+        existed is remade.
         """
         return self.model_dump(exclude={"slope_range"} if self.slope_range == (0.2, 5.0) else None)
 

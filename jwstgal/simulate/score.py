@@ -175,3 +175,64 @@ def score_truth_centroids(
     mdx, mdy = float(np.median(dx)), float(np.median(dy))
     rms = float(np.sqrt(np.mean((dx - mdx) ** 2 + (dy - mdy) ** 2)))
     return AstrometryScore(int(dx.size), mdx, mdy, float(np.hypot(mdx, mdy)), rms, scale)
+
+
+@dataclass(frozen=True)
+class AnchorScore:
+    """How far an anchored mosaic's zero point is from the simulated sky's.
+
+    Attributes
+    ----------
+    zero_point : float
+        ``anchored - sky`` where the sky is zero (MJy/sr): the anchoring's error (the intercept of a
+        binned line of the mosaic against the noise-free galaxy, so stars and noise do not bias it).
+    zero_point_err : float
+        Its 1-sigma error.
+    slope : float
+        Slope of that line (1 for a mosaic that keeps the galaxy's flux).
+    offset, offset_err : float
+        The mosaic's ``ANCHOFF`` and ``ANCHERR``.
+    """
+
+    zero_point: float
+    zero_point_err: float
+    slope: float
+    offset: float
+    offset_err: float
+
+    @property
+    def sigmas(self) -> float:
+        """The error in units of the quoted error."""
+        return self.zero_point / self.offset_err
+
+
+def score_anchoring(anchored: Path, band: str, ra: float, dec: float, seed: int, step: int = 4
+                    ) -> AnchorScore:
+    """Compare an anchored mosaic (``anchor_data.py``'s) with the simulated galaxy's sky.
+
+    Parameters
+    ----------
+    anchored : pathlib.Path
+        The ``_i2d_anchor.fits`` file.
+    band : str
+        Its band.
+    ra, dec, seed : float, float, int
+        The simulation's galaxy centre and seed (``[simulation]``).
+    step : int
+        Every ``step``-th pixel along each axis is compared.
+    """
+    from jwstgal.anchor import binned_fit
+    from jwstgal.bands import get_band
+    from jwstgal.simulate.sky import Galaxy, galaxy_surface_brightness
+
+    with fits.open(anchored) as h:
+        sci = np.asarray(h["SCI"].data, float)
+        wcs = WCS(h["SCI"].header).celestial
+        offset, offset_err = float(h[0].header["ANCHOFF"]), float(h[0].header["ANCHERR"])
+    yy, xx = np.mgrid[0:sci.shape[0]:step, 0:sci.shape[1]:step]
+    ra_, dec_ = wcs.pixel_to_world_values(xx.astype(float), yy.astype(float))
+    sky = galaxy_surface_brightness(ra_, dec_, Galaxy(ra, dec), get_band(band), seed)
+    seen = sci[yy, xx]
+    ok = np.isfinite(seen) & (seen != 0)
+    fit = binned_fit(sky[ok], seen[ok], x_range=(0.5, 99.5), n_bins=30)
+    return AnchorScore(fit.intercept, fit.intercept_err, fit.slope, offset, offset_err)

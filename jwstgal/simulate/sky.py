@@ -74,6 +74,35 @@ def _band_weights(band: Band) -> tuple[float, float, float]:
     return 1.2, 0.5, 0.5
 
 
+def galaxy_components(
+    ra: np.ndarray, dec: np.ndarray, galaxy: Galaxy, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The galaxy's three emission components at sky positions, each 1 at its brightest.
+
+    Returns
+    -------
+    disc, arms, clumps : numpy.ndarray
+        The exponential disc, the spiral arms (twice the disc's scale length, so they outlast it
+        outwards) and the sum of the diffuse clumps (placed by ``seed``). A band is a weighted sum
+        (:func:`galaxy_surface_brightness`); bands with other weights have other colours.
+    """
+    r, phi = galaxy.deproject(ra, dec)
+    disc = np.exp(-r / galaxy.r_disc)
+    k = 1.0 / np.tan(np.deg2rad(galaxy.pitch))
+    arm_phase = galaxy.n_arms * (phi - k * np.log(np.maximum(r, 1.0) / 5.0))
+    arms = (0.5 + 0.5 * np.cos(arm_phase)) ** 6 * np.exp(-r / (2.0 * galaxy.r_disc))
+    rng = np.random.default_rng([seed, 7])
+    n_clumps = 40
+    cr = galaxy.r_disc * 2.5 * np.sqrt(rng.random(n_clumps))
+    cphi = rng.uniform(0, 2 * np.pi, n_clumps)
+    csize = rng.uniform(1.5, 4.0, n_clumps)
+    clumps = np.zeros_like(r)
+    for i in range(n_clumps):
+        d2 = r**2 + cr[i] ** 2 - 2 * r * cr[i] * np.cos(phi - cphi[i])
+        clumps += np.exp(-0.5 * d2 / csize[i] ** 2)
+    return disc, arms, clumps
+
+
 def galaxy_surface_brightness(
     ra: np.ndarray, dec: np.ndarray, galaxy: Galaxy, band: Band, seed: int
 ) -> np.ndarray:
@@ -95,21 +124,8 @@ def galaxy_surface_brightness(
     numpy.ndarray
         Surface brightness, same shape as ``ra``.
     """
-    r, phi = galaxy.deproject(ra, dec)
     w_disc, w_arm, w_clump = _band_weights(band)
-    disc = np.exp(-r / galaxy.r_disc)
-    k = 1.0 / np.tan(np.deg2rad(galaxy.pitch))
-    arm_phase = galaxy.n_arms * (phi - k * np.log(np.maximum(r, 1.0) / 5.0))
-    arms = (0.5 + 0.5 * np.cos(arm_phase)) ** 6 * np.exp(-r / (2.0 * galaxy.r_disc))
-    rng = np.random.default_rng([seed, 7])
-    n_clumps = 40
-    cr = galaxy.r_disc * 2.5 * np.sqrt(rng.random(n_clumps))
-    cphi = rng.uniform(0, 2 * np.pi, n_clumps)
-    csize = rng.uniform(1.5, 4.0, n_clumps)
-    clumps = np.zeros_like(r)
-    for i in range(n_clumps):
-        d2 = r**2 + cr[i] ** 2 - 2 * r * cr[i] * np.cos(phi - cphi[i])
-        clumps += np.exp(-0.5 * d2 / csize[i] ** 2)
+    disc, arms, clumps = galaxy_components(ra, dec, galaxy, seed)
     return (w_disc * disc + w_arm * arms + w_clump * 0.3 * clumps).astype(np.float64)
 
 
