@@ -84,12 +84,19 @@ class AnchorRow:
     note: str = ""
 
 
-def _external_maps(cfg: RunConfig, target: str, inst: str) -> list[tuple[Path, Any]]:
-    """Every configured external map of an instrument (path, settings), in order of preference."""
+def _external_maps(cfg: RunConfig, target: str, inst: str, band: str | None = None
+                   ) -> list[tuple[Path, Any]]:
+    """The configured external maps of an instrument (path, settings), in order of preference.
+
+    With ``band``, only the maps that anchor it: those listing it in ``bands``, and for the
+    reference band those that list no band.
+    """
     if cfg.anchor_ref_dir is None:
         return []
+    ref = cfg.science.anchor.reference.get(inst)
     return [(cfg.anchor_ref_dir / f"{target}_{m.band}.fits", m)
-            for m in cfg.science.anchor.external.get(inst, [])]
+            for m in cfg.science.anchor.external.get(inst, [])
+            if band is None or band in m.bands or (not m.bands and band == ref)]
 
 
 def _at(cfg: RunConfig, mosaic: Mosaic, band: str, psf: str, grid_bands: tuple[str, ...] = (),
@@ -186,12 +193,40 @@ def _plot(cfg: RunConfig, target: str, band: str, against: str, psf: str, x: np.
                    f"{band} at {psf} [MJy/sr]", x0=x0)
 
 
+def _anchor_directly(cfg: RunConfig, target: str, inst: str, band: str, final: Path,
+                     row: AnchorRow) -> bool:
+    """Anchor a band against an external map that lists it; False (with why in the note) if none.
+
+    A band that no map lists, or whose maps all fail, is chained to the reference instead.
+    """
+    if not _external_maps(cfg, target, inst, band):
+        return False
+    with read_mosaic(final) as mosaic:
+        used, notes = _fit_external(cfg, target, inst, band, mosaic)
+    if notes:
+        row.note = f"not used: {'; '.join(notes)}"
+        log.warning("%s %s: %s", target, band, row.note)
+    if used is None:
+        row.note += "; chained to the reference band instead"
+        return False
+    _record_external(cfg, target, band, row, used)
+    return True
+
+
+def _record_external(cfg: RunConfig, target: str, band: str, row: AnchorRow,
+                     used: tuple[Path, Any, np.ndarray, np.ndarray, OffsetEstimate]) -> None:
+    path, ext, ext_data, jw_on_ext, est = used
+    _fill(row, est, ext.band, ext.psf)
+    _plot(cfg, target, band, ext.band, ext.psf, ext_data, jw_on_ext, est,
+          f"{ext.band} ({path.name}) [MJy/sr]")
+
+
 def _fit_external(cfg: RunConfig, target: str, inst: str, ref: str, ref_mosaic: Mosaic
                   ) -> tuple[tuple[Path, Any, np.ndarray, np.ndarray, OffsetEstimate] | None, list[str]]:
-    """The first external map the reference band fits against, and why each one before was not used."""
+    """The first external map a band (``ref``) fits against, and why each one before was not used."""
     lo, hi = cfg.science.anchor.slope_range
     notes = []
-    for path, ext in _external_maps(cfg, target, inst):
+    for path, ext in _external_maps(cfg, target, inst, ref):
         if not path.is_file():
             notes.append(f"{ext.band}: no file {path}")
             continue
@@ -251,14 +286,13 @@ def anchor_instrument(cfg: RunConfig, target: str, inst: str) -> list[AnchorRow]
             for b in bands:
                 rows[b].status = rows[b].status or f"not anchored: no usable external map ({why})"
             return list(rows.values())
-        ext_path, ext, ext_data, jw_on_ext, est_ref = used
         if notes:
             rows[ref].note = f"not used: {'; '.join(notes)}"
-            log.warning("%s %s: anchored against %s; %s", target, inst.upper(), ext.band, rows[ref].note)
-        _fill(rows[ref], est_ref, ext.band, ext.psf)
-        _plot(cfg, target, ref, ext.band, ext.psf, ext_data, jw_on_ext, est_ref,
-              f"{ext.band} ({ext_path.name}) [MJy/sr]")
-        others = [b for b in bands if b != ref and b not in missing]
+            log.warning("%s %s: anchored against %s; %s", target, inst.upper(), used[1].band, rows[ref].note)
+        _record_external(cfg, target, ref, rows[ref], used)
+        est_ref = used[4]
+        others = [b for b in bands if b != ref and b not in missing
+                  and not _anchor_directly(cfg, target, inst, b, finals[b], rows[b])]
         if others:
             psf = a.internal_psf[inst]
             grid = finals[psf] if psf in finals and psf not in missing else None

@@ -98,8 +98,12 @@ def _anchor_part(cfg: RunConfig, target: str, band: str, root: Path) -> str:
     if not rows:
         return ""
     r = rows[0]
-    text = (f"offset {r['offset']:+.4f} ± {r['offset_err']:.4f} MJy/sr against {r['reference']} at "
-            f"{r['psf']} (slope {r['slope']:.3f}, {r['npix']} pixels)" if r["status"] == "anchored"
+    parts = ""
+    if "offset_sys_err" in r.colnames:         # tables from before the systematic errors lack them
+        parts = (f" (statistical {r['offset_stat_err']:.4f}, systematic {r['offset_sys_err']:.4f}; "
+                 f"fit: {r['method']})")
+    text = (f"offset {r['offset']:+.4f} ± {r['offset_err']:.4f} MJy/sr{parts} against {r['reference']} "
+            f"at {r['psf']} (slope {r['slope']:.3f}, {r['npix']} pixels)" if r["status"] == "anchored"
             else str(r["status"]))
     if "note" in r.colnames and str(r["note"]).strip() not in ("", "--"):
         text += f" ({r['note']})"

@@ -196,3 +196,61 @@ def test_a_fit_read_far_below_its_pixels_carries_the_colour_terms_difference():
     assert abs(est.offset) < 2 * est.err and est.sys_err >= est.model_spread   # ... and says so
     near = estimate_offset(rng.uniform(0.05, 4, (200, 200)), rng.uniform(size=(200, 200)), degree=1)
     assert near.extrapolation < 0.1 and near.model_spread == 0
+
+
+def test_a_band_whose_wavelength_a_map_covers_is_anchored_to_it_not_chained(tmp_path):
+    """[anchor.external] bands: F2100W is fitted against its own map (offset -z2100 there); with
+    that map withdrawn it is chained to F770W again, and the table says why."""
+    science = SCIENCE.replace('targets = ["ngc0000", "ngc0001"]', 'targets = ["ngc0000"]').replace(
+        '{band = "wise3", psf = "gauss15"}', '{band = "mips24", psf = "gauss4", bands = ["F2100W"]}'
+    ).replace('targets = ["gauss4"]', 'targets = ["F2100W"]')    # no rung asks F2100W for 4"
+    cfg, loc = write_config(tmp_path, science=science, local='[local]\nraw_dir="raw"\nworking_dir="work"\n'
+                            'psf_dir="psf"\nanchor_ref_dir="ext"\n')
+    rep = tmp_path / "work" / "jwst_lv3_reprocessed_t1"
+    truth, wcs = _sky("F770W", 0.11, 401)
+    rng = np.random.default_rng(6)
+    z770, z2100 = -0.21, 0.37
+    for band, scale, z in (("F770W", 1.0, z770), ("F2100W", 1.7, z2100)):
+        seen = convolve_image(truth, gaussian_kernel(get_band(band).fwhm_arcsec, 0.11)).data
+        _mosaic(rep / "ngc0000" / band / "lv3" / f"ngc0000_miri_lv3_{band.lower()}_i2d.fits",
+                scale * seen + z + 0.01 * rng.standard_normal(truth.shape), wcs)
+    for name, a, c in (("irac4", 0.8, 0.1), ("mips24", 0.5, 0.0)):
+        data, ewcs = external_map(GALAXY, get_band("F770W"), None, fwhm=4.0, size_arcsec=90, seed=7,
+                                  slope=a, offset=c, noise_seed=len(name))
+        write_external_map(tmp_path / "ext" / f"ngc0000_{name}.fits", data, ewcs, name=name, fwhm=4.0,
+                           slope=a, offset=c, noise=0.003)
+    run = [sys.executable, "-c"]
+
+    def script(name):
+        code = f"import sys; from jwstgal.cli.{name} import main; sys.exit(main())"
+        return subprocess.run([*run, code, str(cfg), str(loc), "--no-progress"], capture_output=True,
+                              text=True, cwd=REPO, timeout=600)
+
+    assert script("make_kernels").returncode == 0
+    assert (tmp_path / "psf" / "kernels" / "aniano" / "F2100W_to_gauss2.fits").is_file()  # 4" via 2"
+    res = script("anchor_data")
+    assert res.returncode == 0, res.stderr[-3000:]
+    row = {r["band"]: r for r in Table.read(rep / "ngc0000" / "anchor" / "ngc0000_anchor.ecsv")}
+    tol = max(0.01 * truth.std(), 0.005)
+    assert row["F2100W"]["reference"] == "mips24" and row["F2100W"]["psf"] == "gauss4"
+    assert row["F2100W"]["offset"] == pytest.approx(-z2100, abs=tol)
+    assert row["F770W"]["reference"] == "irac4"                     # mips24 does not anchor F770W
+    assert (rep / "ngc0000" / "anchor" / "ngc0000_F2100W_vs_mips24.png").is_file()
+    (tmp_path / "ext" / "ngc0000_mips24.fits").unlink()
+    assert script("anchor_data").returncode == 0
+    row = {r["band"]: r for r in Table.read(rep / "ngc0000" / "anchor" / "ngc0000_anchor.ecsv")}
+    assert row["F2100W"]["reference"] == "F770W"
+    assert row["F2100W"]["offset"] == pytest.approx(1.7 * 0.1 / 0.8 - z2100, abs=tol)
+    assert "mips24: no file" in row["F2100W"]["note"] and "chained" in row["F2100W"]["note"]
+
+
+def test_external_map_bands_are_checked():
+    from jwstgal.config.products import AnchorConfig
+
+    with pytest.raises(ValueError, match="not MIRI bands"):
+        AnchorConfig(reference={"miri": "F770W"}, internal_psf={"miri": "F2100W"},
+                     external={"miri": [{"band": "irac4", "psf": "gauss4"},
+                                        {"band": "w1", "psf": "gauss7.5", "bands": ["F200W"]}]})
+    with pytest.raises(ValueError, match="anchors the reference F770W"):
+        AnchorConfig(reference={"miri": "F770W"},
+                     external={"miri": [{"band": "mips24", "psf": "gauss7.5", "bands": ["F2100W"]}]})

@@ -57,7 +57,15 @@ skymethod = "match"
 [lv3_parameters.source_catalog]
 snr_threshold = 5
 bkg_boxsize = { nircam = 50, miri = 25 }
+
+[kernels]
+psf_source = "gaussian"
+
+[anchor]                              # the simulator writes the external map (NIRCam's 16" field
+reference = { miri = "F770W" }        # holds too few 4" pixels to fit)
+external = { miri = [{ band = "irac4", psf = "gauss4" }] }
 """
+LOCAL = SYNTHETIC_LOCAL + 'psf_dir = "psf"\nanchor_ref_dir = "anchor_refs"\n'
 
 def raw_hashes(raw: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
@@ -68,7 +76,7 @@ def raw_hashes(raw: Path) -> dict[str, str]:
 def chain(tmp_path_factory):
     d = tmp_path_factory.mktemp("e2e")
     (d / "science.toml").write_text(SCIENCE)
-    (d / "local.toml").write_text(SYNTHETIC_LOCAL)
+    (d / "local.toml").write_text(LOCAL)
     res = reprocess_cli(d / "science.toml", d / "local.toml", timeout=1500)
     assert res.returncode == 0, res.stderr[-5000:]
     return d, res
@@ -152,3 +160,28 @@ def test_the_background_field_is_reduced_like_science(chain):
         "*_combinedbackground.fits"))
     assert kept == sorted(p.name for p in (band_dir / "cal").glob("*_cal.fits")) and kept
     assert (band_dir / "qa" / "bgr_mosaics.png").is_file()
+
+
+def test_anchoring_finds_the_simulated_zero_point_within_its_errors(chain):
+    """make_kernels + anchor_data on the chain's mosaics: the anchored mosaic's zero point, scored
+    against the simulated galaxy (issue #26 item 3), is within 2 quoted sigma."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    from jwstgal.simulate.score import score_anchoring
+
+    d, _ = chain
+    for script in ("make_kernels.py", "anchor_data.py"):
+        res = subprocess.run([sys.executable, str(REPO / script), str(d / "science.toml"),
+                              str(d / "local.toml"), "--no-progress"], capture_output=True, text=True,
+                             cwd=REPO, timeout=900)
+        assert res.returncode == 0, res.stderr[-3000:]
+    anchored = (d / "work" / "jwst_lv3_reprocessed_e2e" / "ngc0000" / "F770W" / "anchor"
+                / "ngc0000_miri_lv3_f770w_i2d_anchor.fits")
+    score = score_anchoring(anchored, "F770W", 24.1739, 15.7836, 11)
+    print(score)
+    assert abs(score.slope - 1) < 0.05, score
+    assert abs(score.zero_point) < 2 * score.offset_err, score
+    assert fits.getheader(anchored)["ANCHSYS"] > 0

@@ -64,12 +64,13 @@ def _simulate_external_maps(cfg, target: str, truth) -> None:
             # a calibration slope of its own, and the sky's zero point: anchoring adopts a map's
             # zero point, so the anchored bands can be scored against the sky's truth
             slope, offset = 0.8 + 0.1 * i, 0.0
-            data, wcs = external_map(Galaxy(sim.ra, sim.dec), get_band(ref), stars, fwhm=fwhm,
+            seen = m.bands[0] if m.bands else ref       # the band whose wavelength it covers
+            data, wcs = external_map(Galaxy(sim.ra, sim.dec), get_band(seen), stars, fwhm=fwhm,
                                      size_arcsec=size, seed=sim.seed, noise_seed=i, slope=slope,
                                      offset=offset)
             write_external_map(path, data, wcs, name=m.band, fwhm=fwhm, slope=slope, offset=offset,
                                noise=0.003)
-            log.info("simulated external map %s (%s at %s)", path, ref, m.psf)
+            log.info("simulated external map %s (%s at %s)", path, seen, m.psf)
 
 
 def _load_checked(args: Any) -> Any:

@@ -279,5 +279,9 @@ def config_hash(science: ScienceConfig) -> str:
             default = default.model_dump(mode="json")
         if owner.get(path[-1]) == default:
             del owner[path[-1]]
+    for maps in (dump.get("anchor", {}).get("external") or {}).values():
+        for m in maps:          # an external map's bands, added later, kept out at their default
+            if m.get("bands") == []:
+                del m["bands"]
     blob = json.dumps(dump, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

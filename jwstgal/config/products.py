@@ -93,6 +93,15 @@ class ExternalMap(Strict):
 
     band: str = Field(description="Its name in the file name, e.g. 'irac1', 'wise3'.")
     psf: str = Field(description="Its resolution as a PSF name, e.g. 'gauss4' (Gaussian FWHM 4\").")
+    bands: list[str] = Field(
+        default_factory=list, description="The bands this map anchors directly, because its "
+        "wavelength covers theirs, e.g. ['F2100W'] for MIPS 24 um; the bands no map lists are "
+        "chained to the reference band. Empty: the instrument's reference band.")
+
+    @field_validator("bands")
+    @classmethod
+    def _bands(cls, bands: list[str]) -> list[str]:
+        return [get_band(check_band(b)).name for b in bands]
 
     @field_validator("band")
     @classmethod
@@ -165,10 +174,20 @@ class AnchorConfig(Strict):
 
     @model_validator(mode="after")
     def _complete(self) -> AnchorConfig:
-        for inst in self.reference:
+        for inst, ref in self.reference.items():
             if not self.external.get(inst):
                 msg = f"[anchor] reference of {inst} is set but external.{inst} lists no map"
                 raise ValueError(msg)
+            if not any(not m.bands or ref in m.bands for m in self.external[inst]):
+                msg = (f"[anchor] no map of external.{inst} anchors the reference {ref}: give one "
+                       f"map no 'bands' (or list {ref} in its bands)")
+                raise ValueError(msg)
+        for inst, maps in self.external.items():
+            for m in maps:
+                if other := [b for b in m.bands if get_band(b).instrument != inst]:
+                    msg = (f"[anchor] external.{inst} map {m.band!r} lists {', '.join(other)}, not "
+                           f"{inst.upper()} bands")
+                    raise ValueError(msg)
         if self.fit_range[0] >= self.fit_range[1] or not 0 <= self.fit_range[0] < self.fit_range[1] <= 100:
             msg = f"[anchor] fit_range must be two increasing percentiles in 0-100, got {self.fit_range}"
             raise ValueError(msg)

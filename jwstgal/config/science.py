@@ -295,7 +295,10 @@ class _ScienceTables(Strict):
         add(self.bands, self.kernels.targets)
         add(self.bands, kernel_targets(self.convolve.rungs, direct_max))
         for inst, ref in self.anchor.reference.items():
-            add([ref], kernel_targets([m.psf for m in self.anchor.external.get(inst, [])], direct_max))
+            maps = self.anchor.external.get(inst, [])
+            add([ref], kernel_targets([m.psf for m in maps if not m.bands or ref in m.bands], direct_max))
+            for m in maps:                      # bands a map anchors directly
+                add(m.bands, kernel_targets([m.psf], direct_max))
             if inst in self.anchor.internal_psf:
                 add(getattr(self.pipeline, f"{inst}_bands"), [self.anchor.internal_psf[inst]])
         return pairs
