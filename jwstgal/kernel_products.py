@@ -2,7 +2,8 @@
 
 Layout under ``psf_dir`` (``PSF/`` by default)::
 
-    psfs/<BAND>.fits                     band PSFs (stpsf or Gaussian), PIXELSCL in arcsec
+    psfs/<BAND>.fits                     band PSFs (stpsf, Gaussian, or a user's), PIXELSCL in arcsec
+    empirical/<file>                     users' empirical PSFs ([kernels] psf_files), read-only
     kernels/<method>/<SOURCE>_to_<TARGET>.fits (+ .png diagnostic)
 
 A kernel file is rebuilt only when its parameters (recorded as a hash in ``JG_KERN``) change.
@@ -10,6 +11,7 @@ A kernel file is rebuilt only when its parameters (recorded as a hash in ``JG_KE
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -27,7 +29,7 @@ from jwstgal.kernels import (
     radial_profile,
     resample_psf,
 )
-from jwstgal.layout import kernel_path, psf_path
+from jwstgal.layout import empirical_psf_path, kernel_path, psf_path
 from jwstgal.logs import bar_disabled
 from jwstgal.provenance import atomic_path, hash_params, stamp_header
 from jwstgal.psfs import (
@@ -37,6 +39,7 @@ from jwstgal.psfs import (
     band_gaussian_psf,
     is_analytic,
     psf_file_problem,
+    read_empirical_psf,
     read_psf,
     stpsf_psf,
     write_psf,
@@ -47,10 +50,25 @@ log = logging.getLogger(__name__)
 
 def _psf_file(band: str, cfg: KernelsConfig, psf_dir: Path) -> tuple[Path, str]:
     """Where a band's PSF is cached and the key its header must carry to be current."""
+    if band in cfg.psf_files:       # a user's file: its content is the key
+        src = empirical_psf_path(psf_dir, cfg.psf_files[band])
+        digest = hashlib.sha256(src.read_bytes()).hexdigest() if src.is_file() else "missing"
+        return psf_path(psf_dir, band), hash_params({"band": band, "empirical": digest})
     params = {"band": band, "source": cfg.psf_source, "oversample": cfg.oversample,
               "nlambda": cfg.nlambda, "use_opd": cfg.use_opd, "min_fov": MIN_FOV_ARCSEC,
               "product": cfg.psf_product}
     return psf_path(psf_dir, band), hash_params(params)
+
+
+def psf_file_problems(cfg: KernelsConfig, psf_dir: Path) -> list[str]:
+    """Why each configured empirical PSF file (``[kernels] psf_files``) cannot be used."""
+    out = []
+    for band, name in cfg.psf_files.items():
+        try:
+            read_empirical_psf(empirical_psf_path(psf_dir, name), band)
+        except ValueError as err:
+            out.append(f"[kernels] psf_files.{band}: {err}")
+    return out
 
 
 def cached_psf(band: str, cfg: KernelsConfig, psf_dir: Path) -> PSF | None:
@@ -71,7 +89,9 @@ def band_psf(band: str, cfg: KernelsConfig, psf_dir: Path, data_dir: Path) -> PS
     if (psf := cached_psf(band, cfg, psf_dir)) is not None:
         return psf
     path, key = _psf_file(band, cfg, psf_dir)
-    if cfg.psf_source == "stpsf":
+    if band in cfg.psf_files:
+        psf = read_empirical_psf(empirical_psf_path(psf_dir, cfg.psf_files[band]), band)
+    elif cfg.psf_source == "stpsf":
         psf = stpsf_psf(band, oversample=cfg.oversample, data_dir=data_dir, use_opd=cfg.use_opd,
                         nlambda=cfg.nlambda or None, extension=cfg.psf_product)
     else:
@@ -140,6 +160,9 @@ def write_kernel(result: KernelResult, source: str, target: str, path: Path, key
     h["CRPIX1"] = h["CRPIX2"] = (n + 1) / 2
     h["CRVAL1"] = h["CRVAL2"] = 0.0
     h["CDELT1"], h["CDELT2"] = -result.pixscale / 3600, result.pixscale / 3600
+    if psfs is not None:            # which PSF models the kernel matches (stpsf, empirical, analytic)
+        h["PSFMODS"] = (psfs[0].origin[:68], "source PSF model")
+        h["PSFMODT"] = (psfs[1].origin[:68], "target PSF model")
     h["JG_KERN"] = key
     stamp_header(h, step="kernel", params={"source": source, "target": target, **result.params})
     with atomic_path(path) as tmp:

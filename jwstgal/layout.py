@@ -114,6 +114,11 @@ def psf_path(psf_dir: Path, band: str) -> Path:
     return psf_dir / "psfs" / f"{band}.fits"
 
 
+def empirical_psf_path(psf_dir: Path, name: str) -> Path:
+    """A user's empirical PSF file (``[kernels] psf_files``): ``<psf_dir>/empirical/<name>``."""
+    return psf_dir / "empirical" / name
+
+
 def kernel_source_psf(kernel_file: Path, source: str) -> Path:
     """The PSF a kernel at :func:`kernel_path` was built from (``source``: its ``KSOURCE``)."""
     return psf_path(kernel_file.parent.parent.parent, source)

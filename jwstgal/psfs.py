@@ -1,4 +1,4 @@
-"""PSFs for kernel making: JWST PSFs from stpsf, or analytic Gaussian/Moffat PSFs.
+"""PSFs for kernel making: JWST PSFs from stpsf, users' empirical PSFs, or analytic Gaussian/Moffat PSFs.
 
 stpsf needs its data files. The repository carries the real instrument files it needs in
 ``PSF/stpsf_data`` (filter curves, pupils, instrument WFE); the telescope OPD maps are not included,
@@ -158,6 +158,110 @@ def stpsf_psf(band: str, *, oversample: int = 4, fov_arcsec: float | None = None
     pix = float(hdul[extension].header["PIXELSCL"])
     return PSF(b.name, data / data.sum(), pix, f"stpsf {stpsf.__version__} {extension}"
                f"{' (no OTE OPD)' if not use_opd else ''}")
+
+
+#: Header keys that may hold an empirical PSF's pixel scale (arcsec), in order of preference.
+PIXEL_SCALE_KEYS = ("PIXELSCL", "PIXSCALE", "PIXSCL", "PIXAR_A2")
+#: Largest fraction of non-finite pixels an empirical PSF may have (they read as 0).
+MAX_BLANK_FRACTION = 0.1
+
+
+def _pixel_scale(header: fits.Header) -> float | None:
+    """Arcsec per pixel from a PSF file's header (a scale keyword, else its celestial WCS)."""
+    import warnings
+
+    from astropy.wcs import WCS, FITSFixedWarning
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    for key in PIXEL_SCALE_KEYS:
+        value = header.get(key)
+        if isinstance(value, int | float) and value > 0:
+            return float(np.sqrt(value)) if key == "PIXAR_A2" else float(value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        try:
+            wcs = WCS(header).celestial
+        except (ValueError, KeyError, MemoryError):
+            return None
+    if wcs.naxis != 2 or not wcs.has_celestial:
+        return None
+    scales = proj_plane_pixel_scales(wcs) * 3600.0
+    return float(np.sqrt(scales[0] * scales[1])) if np.all(scales > 0) else None
+
+
+def centre_psf(data: np.ndarray, radius: float) -> tuple[np.ndarray, tuple[float, float]]:
+    """A PSF on an odd square grid with its centroid on the central pixel, and the shift applied.
+
+    The centroid is the flux-weighted mean position within ``radius`` pixels of itself (found by
+    iterating from the brightest pixel: the core, not the wings' noise); the image is padded to an
+    odd square and shifted by a Fourier phase ramp (flux and shape kept, no interpolation smoothing).
+    """
+    from scipy.ndimage import center_of_mass
+
+    n = max(data.shape) | 1
+    sq = np.zeros((n, n))
+    y0, x0 = (n - data.shape[0]) // 2, (n - data.shape[1]) // 2
+    sq[y0:y0 + data.shape[0], x0:x0 + data.shape[1]] = data
+    cy, cx = (float(v) for v in np.unravel_index(np.argmax(sq), sq.shape))
+    yy, xx = np.indices(sq.shape)
+    for _ in range(10):         # the circle follows the centroid: no pull towards the peak pixel
+        core = np.where((yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2, np.clip(sq, 0, None), 0.0)
+        ny, nx = center_of_mass(core)
+        done = abs(ny - cy) < 1e-4 and abs(nx - cx) < 1e-4
+        cy, cx = float(ny), float(nx)
+        if done:
+            break
+    dy, dx = (n - 1) / 2 - cy, (n - 1) / 2 - cx
+    fy, fx = np.fft.fftfreq(n)[:, None], np.fft.fftfreq(n)[None, :]
+    shifted = np.fft.ifft2(np.fft.fft2(sq) * np.exp(-2j * np.pi * (fy * dy + fx * dx))).real
+    return shifted, (float(dy), float(dx))
+
+
+def read_empirical_psf(path: Path, band: str) -> PSF:
+    """A user's PSF file (e.g. stacked from stars in a mosaic), made ready for kernels.
+
+    Accepted as careful users make them: the first 2-D image of the file, at any pixel scale
+    (``PIXELSCL``, ``PIXSCALE``, ``PIXSCL`` in arcsec, ``PIXAR_A2``, or the celestial WCS), centred or
+    not (its core's centroid is moved to the central pixel of an odd square), normalised or not (it
+    is scaled to unit sum); non-finite pixels (at most 10 %) read as 0.
+
+    Raises
+    ------
+    ValueError
+        Naming the file and what is wrong with it.
+    """
+    import hashlib
+
+    from jwstgal.layout import not_a_regular_file
+
+    if why := not_a_regular_file(path):
+        raise ValueError(f"empirical PSF {path}: {why}")
+    try:
+        with fits.open(path, memmap=False) as h:
+            found = next(((np.asarray(np.squeeze(u.data), float), u.header.copy()) for u in h
+                          if u.data is not None and np.squeeze(u.data).ndim == 2), None)
+    except (OSError, ValueError, TypeError) as err:
+        raise ValueError(f"empirical PSF {path}: not a readable FITS file ({err})") from None
+    if found is None:
+        raise ValueError(f"empirical PSF {path}: no 2-D image in any HDU")
+    data, header = found
+    if min(data.shape) < 5:
+        raise ValueError(f"empirical PSF {path}: a {data.shape[1]}x{data.shape[0]} image is too small")
+    blank = ~np.isfinite(data)
+    if blank.mean() > MAX_BLANK_FRACTION:
+        raise ValueError(f"empirical PSF {path}: {blank.mean():.0%} of its pixels are not finite "
+                         f"(at most {MAX_BLANK_FRACTION:.0%})")
+    data = np.where(blank, 0.0, data)
+    pix = _pixel_scale(header)
+    if pix is None:
+        raise ValueError(f"empirical PSF {path}: no pixel scale (set one of "
+                         f"{', '.join(PIXEL_SCALE_KEYS[:3])} in arcsec, or a celestial WCS)")
+    if not data.sum() > 0:
+        raise ValueError(f"empirical PSF {path}: its values sum to {data.sum():.3g}, not a PSF")
+    fwhm_pix = get_band(band).fwhm_arcsec / pix
+    centred, _ = centre_psf(data, radius=max(2.0, 1.5 * fwhm_pix))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    return PSF(get_band(band).name, centred / centred.sum(), pix, f"empirical {path.name} {digest}")
 
 
 def write_psf(psf: PSF, path: Path, header_extra: dict | None = None) -> Path:

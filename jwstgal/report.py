@@ -78,12 +78,14 @@ def _kernel_rows(cfg: RunConfig, band: str, max_wminus: float) -> str:
             kp = layout.kernel_path(cfg.psf_dir, m, band, t)
             if "KERN_WM" in (h := _header(kp)):
                 flag = " class='fail'" if h["KERN_WM"] > max_wminus else ""
+                models = html.escape(f"{h.get('PSFMODS', '?')} → {h.get('PSFMODT', '?')}")
                 rows.append(f"<tr{flag}><td>{t}</td><td>{m}</td><td>{h['KERN_D']:.2e}</td>"
-                            f"<td>{h['KERN_WM']:.3f}</td><td>{h['SAFETY']}</td></tr>")
+                            f"<td>{h['KERN_WM']:.3f}</td><td>{h['SAFETY']}</td><td>{models}</td></tr>")
     if not rows:
         return ""
     return ("<table><tr><th>kernel to</th><th>method</th><th>D = Σ|S⊗K − T| (dimensionless)</th>"
-            "<th>W− (total negative weight)</th><th>safety (Aniano 2011)</th></tr>"
+            "<th>W− (total negative weight)</th><th>safety (Aniano 2011)</th>"
+            "<th>PSF models (source → target)</th></tr>"
             + "".join(rows) + "</table>")
 
 

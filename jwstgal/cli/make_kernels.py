@@ -43,6 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             msg = (f"{cfg.config_path}: no kernel to make: [kernels] targets, [convolve] targets and "
                    "[anchor] are all empty")
             raise ConfigError(msg)
+        from jwstgal.kernel_products import psf_file_problems
+
+        if problems := psf_file_problems(cfg.science.kernels, cfg.psf_dir):
+            raise ConfigError(f"{cfg.config_path}: " + "; ".join(problems))
         if args.dry_run:
             import sys
 

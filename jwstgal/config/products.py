@@ -32,6 +32,10 @@ class KernelsConfig(Strict):
     nlambda: int = Field(0, ge=0, le=100, description="stpsf wavelengths per band (0 = stpsf default).")
     use_opd: bool = Field(False, description="Use stpsf's telescope OPD (needs full stpsf data).")
     reg_fact: float = Field(1e-4, gt=0, le=1, description="pypher regularisation factor.")
+    psf_files: dict[str, str] = Field(
+        default_factory=dict, description="Empirical PSFs per band, files in <psf_dir>/empirical/ "
+        "(e.g. {F200W = 'F200W_epsf.fits'}), used for those bands instead of psf_source: any pixel "
+        "scale (PIXELSCL/PIXSCALE in arcsec, or a WCS), centred or not, normalised or not.")
 
     @field_validator("targets")
     @classmethod
@@ -39,6 +43,12 @@ class KernelsConfig(Strict):
         from jwstgal.psfs import check_psf_name
 
         return [check_psf_name(t) for t in targets]
+
+    @field_validator("psf_files")
+    @classmethod
+    def _files(cls, files: dict[str, str]) -> dict[str, str]:
+        return {get_band(check_band(b)).name: check_path_component(f, f"[kernels] psf_files.{b}")
+                for b, f in files.items()}
 
 
 class ConvolveConfig(Strict):
