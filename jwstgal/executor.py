@@ -117,12 +117,15 @@ class ExecutorSpec:
         Address of an existing Dask scheduler ('' = start a local cluster).
     slurm : dict
         Keyword arguments of ``dask_jobqueue.SLURMCluster`` (queue, account, cores, memory, ...).
+    memory_budget : float
+        Bytes the tasks running at once may need together (0: no cap); see :meth:`Executor.map`.
     """
 
     kind: str = "serial"
     workers: int = 1
     scheduler: str = ""
     slurm: dict = field(default_factory=dict)
+    memory_budget: float = 0.0
 
 
 def _with_env(env: dict[str, str], fn: Callable[..., Any], *args: Any) -> Any:
@@ -156,8 +159,14 @@ class Executor:
         self._client = client
 
     def map(self, fn: Callable[..., Any], tasks: Sequence[tuple[Any, ...]], *, desc: str = "",
-            progress: bool = True, return_exceptions: bool = False) -> list[Any]:
+            progress: bool = True, return_exceptions: bool = False,
+            memory: Sequence[float] | None = None) -> list[Any]:
         """Run ``fn(*task)`` for every task; results come back in task order.
+
+        With ``memory`` (each task's estimated peak, bytes; 0 = unknown) and the spec's
+        ``memory_budget``, a task starts only while the estimates of those started and not yet
+        finished fit in the budget (one task always runs, however large): fewer workers run than
+        ``processes`` when the tasks are large, and the log says why.
 
         Parameters
         ----------
@@ -202,13 +211,19 @@ class Executor:
 
         futures: dict[Any, int] = {}
         try:
-            if self._client is not None:
+            if self._client is not None and self._capped(memory, desc):
+                self._run_capped(lambda i: self._client.submit(_with_env, env, fn, *tasks[i], pure=False),
+                                 _wait_dask, list(memory or ()), futures, collect)
+            elif self._client is not None:
                 from distributed import as_completed as dask_completed
 
                 futures = {self._client.submit(_with_env, env, fn, *t, pure=False): i
                            for i, t in enumerate(tasks)}
                 for fut in dask_completed(list(futures)):
                     collect(futures[fut], fut.result)
+            elif self._pool is not None and len(tasks) > 1 and self._capped(memory, desc):
+                self._run_capped(lambda i: self._pool.submit(_with_env, env, fn, *tasks[i]),
+                                 _wait_pool, list(memory or ()), futures, collect)
             elif self._pool is not None and len(tasks) > 1:
                 with interrupts_deferred():              # the workers are spawned here
                     futures = {self._pool.submit(_with_env, env, fn, *t): i
@@ -228,6 +243,37 @@ class Executor:
         return [results[i] for i in range(len(tasks))]
 
 
+    def _capped(self, memory: Sequence[float] | None, desc: str) -> bool:
+        """Whether the budget caps these tasks (and say so in the log when it does)."""
+        budget = self.spec.memory_budget
+        if not memory or budget <= 0 or sum(memory) <= budget:
+            return False
+        biggest = max(memory)
+        fit = max(1, int(budget // biggest)) if biggest > 0 else len(memory)
+        if fit < min(self.spec.workers, len(memory)):
+            log.info("%s: %d tasks of up to %.1f GiB each against a %.1f GiB memory budget: at "
+                     "most %d of %d workers run at once", desc or "tasks", len(memory),
+                     biggest / 1024**3, budget / 1024**3, fit, self.spec.workers)
+        return True
+
+    def _run_capped(self, submit: Callable[[int], Any], wait_any: Callable[[list[Any]], list[Any]],
+                    memory: list[float], futures: dict[Any, int],
+                    collect: Callable[[int, Callable[[], Any]], None]) -> None:
+        """Start tasks in order while their estimates fit the budget; collect them as they end."""
+        budget, pending, used = self.spec.memory_budget, list(range(len(memory))), 0.0
+        running: dict[Any, int] = {}
+        while pending or running:
+            while pending and (not running or used + memory[pending[0]] <= budget):
+                i = pending.pop(0)
+                with interrupts_deferred():              # workers may be spawned here
+                    fut = submit(i)
+                futures[fut] = running[fut] = i
+                used += memory[i]
+            for fut in wait_any(list(running)):
+                i = running.pop(fut)
+                used -= memory[i]
+                collect(i, fut.result)
+
     def cancel(self, futures: list[Any]) -> None:
         """Stop everything at once (Ctrl-C): queued tasks cancelled, running ones killed."""
         log.debug("interrupted: cancelling %d queued tasks and stopping the running ones",
@@ -240,6 +286,18 @@ class Executor:
             for proc in list(getattr(self._pool, "_processes", {}).values()):
                 proc.kill()
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _wait_pool(futures: list[Any]) -> list[Any]:
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    return list(wait(futures, return_when=FIRST_COMPLETED).done)
+
+
+def _wait_dask(futures: list[Any]) -> list[Any]:
+    from distributed import wait
+
+    return list(wait(futures, return_when="FIRST_COMPLETED").done)
 
 
 def _join_queue_feeders(timeout: float) -> None:

@@ -67,9 +67,12 @@ class _BandState:
 
 def executor_spec(cfg: RunConfig) -> ExecutorSpec:
     """The executor configured in ``local.toml``."""
+    from jwstgal.memory import budget_bytes
+
     loc = cfg.local
     return ExecutorSpec(loc.executor, loc.processes, loc.dask_scheduler,
-                        loc.slurm.model_dump(exclude_none=True) if loc.slurm else {})
+                        loc.slurm.model_dump(exclude_none=True) if loc.slurm else {},
+                        budget_bytes(loc.memory_budget_gb))
 
 
 def _states(cfg: RunConfig, bands: list[str] | None, targets: list[str] | None, *, dry_run: bool = False
@@ -269,11 +272,12 @@ def _run_step(step: Step, states: list[_BandState], executor: Executor, progress
     pre = {-1} if any(plan.pre_tasks for _, plan in plans if not plan.done) else set()
     post = {POST_WAVE + k for _, plan in plans if not plan.done for k in range(len(plan.post))}
     for wave in sorted({plan.wave for _, plan in plans} | pre | post):
-        work = [(st, fn, args) for st, plan in plans if not plan.done and id(st) not in failed
-                for fn, args in _wave_tasks(plan, wave)]
-        results = executor.map(_run_task, [(fn, args) for _, fn, args in work],
-                               desc=step.name, progress=progress, return_exceptions=True)
-        for (st, _, _), res in zip(work, results, strict=True):
+        work = [(st, fn, args, mem) for st, plan in plans if not plan.done and id(st) not in failed
+                for fn, args, mem in _wave_tasks(plan, wave)]
+        results = executor.map(_run_task, [(fn, args) for _, fn, args, _ in work],
+                               desc=step.name, progress=progress, return_exceptions=True,
+                               memory=[mem for *_, mem in work])
+        for (st, *_), res in zip(work, results, strict=True):
             if isinstance(res, BaseException):
                 failed.setdefault(id(st), res)
     for st, plan in plans:
@@ -294,14 +298,20 @@ def _run_step(step: Step, states: list[_BandState], executor: Executor, progress
 POST_WAVE = 1000
 
 
-def _wave_tasks(plan: StepPlan, wave: int) -> list[tuple[Any, tuple[Any, ...]]]:
-    """(function, arguments) of a plan's tasks in ``wave`` (-1: its pre-tasks; POST_WAVE + k: stage k)."""
+def _wave_tasks(plan: StepPlan, wave: int) -> list[tuple[Any, tuple[Any, ...], float]]:
+    """(function, arguments, estimated peak bytes) of a plan's tasks in ``wave``.
+
+    Wave -1: its pre-tasks; POST_WAVE + k: stage k. Tasks without an estimate get 0.
+    """
     if wave < 0:
-        return [(plan.pre_fn, args) for args in plan.pre_tasks]
+        return [(plan.pre_fn, args, 0.0) for args in plan.pre_tasks]
     if wave >= POST_WAVE:
         k = wave - POST_WAVE
-        return [(plan.post[k][0], args) for args in plan.post[k][1]] if k < len(plan.post) else []
-    return [(plan.fn, args) for args in plan.tasks] if plan.wave == wave else []
+        return [(plan.post[k][0], args, 0.0) for args in plan.post[k][1]] if k < len(plan.post) else []
+    if plan.wave != wave:
+        return []
+    memory = plan.memory if len(plan.memory) == len(plan.tasks) else [0.0] * len(plan.tasks)
+    return [(plan.fn, args, mem) for args, mem in zip(plan.tasks, memory, strict=True)]
 
 
 def _finish(step: Step, ctx: BandContext, plan: StepPlan) -> None:

@@ -55,6 +55,16 @@ def test_plans_and_keys_match_the_code_before_the_registry(fixed_root, case):
     assert (len(plan.tasks), plan.wave) == (n_tasks, want["wave"])
 
 
+@pytest.mark.parametrize("name", ["lv1", "lv2", "lv3"])
+def test_stage_tasks_carry_their_memory_estimates(fixed_root, name):
+    """Every stage task has an estimated peak (for the executor's memory budget), from its files."""
+    from jwstgal.memory import BASE_BYTES
+
+    plan = get_step(name).plan(context(fixed_root, "F200W"), "UPSTREAM", [])
+    assert plan.tasks and len(plan.memory) == len(plan.tasks)
+    assert all(m > BASE_BYTES for m in plan.memory)
+
+
 #: Outputs steps have gained since the snapshot: astrometric_align's matched-star table.
 ADDED_OUTPUTS = ("_i2d_align_table.fits",)
 #: Steps that ran one task per band at the snapshot and now run one per exposure (issue #15;
@@ -230,7 +240,7 @@ def test_config_order_and_defaults_come_from_the_registry(tmp_path):
 LAYERS = [
     ("jwstgal", "jwstgal.data", "jwstgal.errors", "jwstgal.bands", "jwstgal.provenance", "jwstgal.dq",
      "jwstgal.layout", "jwstgal.fits_checks", "jwstgal.verdicts", "jwstgal.stpipe_spec", "jwstgal.tiled_io",
-     "jwstgal.settings", "jwstgal.logs", "jwstgal.executor", "jwstgal.crds_setup"),
+     "jwstgal.settings", "jwstgal.logs", "jwstgal.executor", "jwstgal.crds_setup", "jwstgal.memory"),
     ("jwstgal.destripe", "jwstgal.destripe_miri", "jwstgal.destripe_stack", "jwstgal.masking",
      "jwstgal.level_match", "jwstgal.graph_solve", "jwstgal.frame_maps", "jwstgal.astrometry",
      "jwstgal.kernels", "jwstgal.kernel_grids", "jwstgal.psfs",

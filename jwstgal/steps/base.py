@@ -114,6 +114,8 @@ class StepPlan:
     post : list of (callable, list of tuple)
         Further stages, each run after the previous one (and ``tasks``) of every plan finished,
         e.g. the passes of an iteration whose tasks read the previous pass's results.
+    memory : list of float
+        Estimated peak bytes of each of ``tasks`` (:mod:`jwstgal.memory`); empty: unknown.
     """
 
     step: str
@@ -127,6 +129,7 @@ class StepPlan:
     pre_fn: Callable[..., Any] | None = None
     pre_tasks: list[tuple[Any, ...]] = field(default_factory=list)
     post: list[tuple[Callable[..., Any], list[tuple[Any, ...]]]] = field(default_factory=list)
+    memory: list[float] = field(default_factory=list)
 
     @property
     def done(self) -> bool:

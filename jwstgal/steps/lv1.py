@@ -13,6 +13,7 @@ from pathlib import Path
 from jwstgal.bands import Band, header_mismatch
 from jwstgal.errors import InputNotFoundError
 from jwstgal.fits_checks import checked_header
+from jwstgal.memory import stage1_peak
 from jwstgal.provenance import hash_params
 from jwstgal.settings import name_skipped
 from jwstgal.stages import run_stage1
@@ -92,7 +93,8 @@ class Lv1(Step):
         todo = [p for p, o in zip(raw, outputs, strict=True) if not (reuse and o.is_file())]
         log.info("%s: stage 1 on %d exposures (%d reused)", ctx.label, len(todo), len(raw) - len(todo))
         return StepPlan(NAME, key, params, outputs, run_task,
-                        [(str(p), str(out_dir), params, ctx.run.config_hash) for p in todo])
+                        [(str(p), str(out_dir), params, ctx.run.config_hash) for p in todo],
+                        memory=[stage1_peak(p) for p in todo])
 
     def diagnostics(self, ctx: BandContext, plan: StepPlan) -> list[Path | None]:
         """Contact sheet of the rates."""

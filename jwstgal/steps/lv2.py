@@ -13,6 +13,7 @@ from pathlib import Path
 from jwstgal import layout
 from jwstgal.bands import Band
 from jwstgal.errors import InputNotFoundError
+from jwstgal.memory import stage2_peak
 from jwstgal.provenance import hash_params
 from jwstgal.stages import run_stage2
 from jwstgal.steps.base import BandContext, Step, StepPlan, background_reason
@@ -71,7 +72,8 @@ class Lv2(Step):
                  len(backgrounds))
         return StepPlan(NAME, key, params, outputs, run_task,
                         [(str(p), [str(b) for b in backgrounds], str(out_dir), params,
-                          ctx.run.config_hash) for p in todo])
+                          ctx.run.config_hash) for p in todo],
+                        memory=[stage2_peak(p) for p in todo])
 
     def diagnostics(self, ctx: BandContext, plan: StepPlan) -> list[Path | None]:
         """Contact sheet of the calibrated exposures."""
