@@ -109,3 +109,12 @@ def test_the_pool_keeps_its_peak_memory_under_the_budget(tmp_path, monkeypatch, 
     else:
         assert peak > 1000 * MIB, peak / MIB
     sys.modules.pop("memhog", None)
+
+
+def test_a_dask_cluster_keeps_to_the_budget_too(caplog):
+    """The same cap on a (local) Dask cluster: one task at a time, every result in task order."""
+    spec = ExecutorSpec("dask", 2, memory_budget=1.5 * 1024**3)
+    with caplog.at_level(logging.INFO, logger="jwstgal.executor"), open_executor(spec) as ex:
+        out = ex.map(abs, [(-i,) for i in range(5)], progress=False, memory=[1024**3] * 5)
+    assert out == [0, 1, 2, 3, 4]
+    assert "at most 1 of 2 workers run at once" in caplog.text
