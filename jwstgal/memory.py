@@ -53,16 +53,24 @@ def available_bytes() -> int:
 
 
 def _image_header(path: Path) -> fits.Header:
-    """The science header (SCI extension, else the primary) of a JWST file, read cheaply."""
-    with fits.open(path, memmap=True, lazy_load_hdus=True) as h:
-        primary = h[0].header
-        try:
-            sci = h["SCI"].header
-        except KeyError:
-            sci = primary
-        out = primary.copy()
-        out.update(sci)
-        return out
+    """The science header (SCI extension, else the primary) of a JWST file, read cheaply.
+
+    An unreadable file gives an empty header (the estimates then assume a full frame); the step
+    that reads it reports it.
+    """
+    try:
+        with fits.open(path, memmap=True, lazy_load_hdus=True) as h:
+            primary = h[0].header
+            try:
+                sci = h["SCI"].header
+            except KeyError:
+                sci = primary
+            out = primary.copy()
+            out.update(sci)
+            return out
+    except (OSError, ValueError, TypeError, IndexError) as err:
+        log.debug("%s: no header to estimate memory from (%s)", path, err)
+        return fits.Header()
 
 
 def stage1_peak(uncal: Path) -> float:
@@ -74,7 +82,7 @@ def stage1_peak(uncal: Path) -> float:
     axes = [int(h.get(f"NAXIS{i}", 0) or 0) for i in range(1, int(h.get("NAXIS", 0) or 0) + 1)]
     ny = int(h.get("SUBSIZE2") or (axes[1] if len(axes) > 1 else 2048))
     nx = int(h.get("SUBSIZE1") or (axes[0] if axes else 2048))
-    groups = int(h.get("NGROUPS") or (axes[2] if len(axes) > 2 else 1))
+    groups = int(h.get("NGROUPS") or (axes[2] if len(axes) > 2 else 10))
     ints = int(h.get("NINTS") or (axes[3] if len(axes) > 3 else 1))
     return BASE_BYTES + STAGE1_BYTES_PER_VALUE * groups * ints * ny * nx
 
@@ -85,7 +93,7 @@ def stage2_peak(rate: Path) -> float:
     n = 1
     for i in range(1, int(h.get("NAXIS", 0) or 0) + 1):
         n *= int(h.get(f"NAXIS{i}", 1) or 1)
-    return BASE_BYTES + STAGE2_BYTES_PER_PIXEL * max(n, 1)
+    return BASE_BYTES + STAGE2_BYTES_PER_PIXEL * (n if n > 1 else 2048 * 2048)
 
 
 def stage3_peak(members: list[Path], in_memory: bool = True) -> float:

@@ -137,8 +137,9 @@ def test_simulation_range(tmp_path):
 def test_local_unknown_key_and_missing_key_and_bad_choice(tmp_path):
     msg = error_of(tmp_path, local='[local]\nraw_dir="r"\nworking_dir="w"\nprocesess=2\n')
     assert msg == ("<d>/local.toml: unknown key 'local.procesess' (allowed: raw_dir, working_dir, "
-                   "crds_dir, crds_mode, crds_server_url, processes, executor, dask_scheduler, slurm, "
-                   "api_key, mast_server, alignment_dir, psf_dir, anchor_ref_dir, psf_data_dir); "
+                   "crds_dir, crds_mode, crds_server_url, processes, executor, dask_scheduler, "
+                   "memory_budget_gb, slurm, api_key, mast_server, alignment_dir, psf_dir, anchor_ref_dir, "
+                   "psf_data_dir); "
                    "did you mean 'processes'?")
     assert error_of(tmp_path, local='[local]\nraw_dir="r"\n') == (
         "<d>/local.toml: missing required key 'local.working_dir'")

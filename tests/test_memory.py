@@ -118,3 +118,9 @@ def test_a_dask_cluster_keeps_to_the_budget_too(caplog):
         out = ex.map(abs, [(-i,) for i in range(5)], progress=False, memory=[1024**3] * 5)
     assert out == [0, 1, 2, 3, 4]
     assert "at most 1 of 2 workers run at once" in caplog.text
+
+
+def test_an_unreadable_file_gets_a_full_frame_estimate(tmp_path):
+    bad = tmp_path / "jw_uncal.fits"
+    bad.write_text("not FITS")
+    assert stage1_peak(bad) == pytest.approx(BASE_BYTES + STAGE1_BYTES_PER_VALUE * 10 * 2048 * 2048)
