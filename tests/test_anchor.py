@@ -27,6 +27,7 @@ def _sky(band: str, pix: float, n: int) -> tuple[np.ndarray, object]:
     return galaxy_surface_brightness(ra, dec, GALAXY, get_band(band), 7), w
 
 
+@pytest.mark.pipeline
 @pytest.mark.parametrize("fwhm", [4.0, 15.0])
 def test_fit_recovers_offset_and_slope_on_the_simulated_sky(fwhm):
     """External = a x (sky at fwhm) + c + noise, JWST = sky + z + noise: offset c/a - z within
@@ -117,6 +118,7 @@ internal_psf = {miri = "F2100W"}
 """
 
 
+@pytest.mark.pipeline
 def test_anchor_data_script(tmp_path):
     cfg, loc = write_config(tmp_path, science=SCIENCE, local='[local]\nraw_dir="raw"\nworking_dir="work"\n'
                             'psf_dir="psf"\nanchor_ref_dir="ext"\n')
@@ -198,6 +200,7 @@ def test_a_fit_read_far_below_its_pixels_carries_the_colour_terms_difference():
     assert near.extrapolation < 0.1 and near.model_spread == 0
 
 
+@pytest.mark.pipeline
 def test_a_band_whose_wavelength_a_map_covers_is_anchored_to_it_not_chained(tmp_path):
     """[anchor.external] bands: F2100W is fitted against its own map (offset -z2100 there); with
     that map withdrawn it is chained to F770W again, and the table says why."""

@@ -35,6 +35,7 @@ def results():
     return out
 
 
+@pytest.mark.pipeline
 def test_the_cases_are_not_scaled_copies():
     """The band's ratio to the reference changes across the field by more than 10 % in most cases."""
     changing = 0
@@ -46,6 +47,7 @@ def test_the_cases_are_not_scaled_copies():
     assert changing >= 0.8 * CASES
 
 
+@pytest.mark.pipeline
 @pytest.mark.parametrize("kind", ["reference", "chained"])
 def test_quoted_errors_cover_the_truth(results, kind):
     z = np.array([abs(e.offset - t) / e.err for e, t, _ in results[kind]])

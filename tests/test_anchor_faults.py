@@ -102,6 +102,7 @@ def _bad_map(kind: str, path, good: np.ndarray, wcs) -> None:
     ("other_units", "BUNIT 'Jy/pixel' is not MJy/sr"),
     ("scaled_no_bunit", "outside [anchor] slope_range"),
 ])
+@pytest.mark.pipeline
 def test_a_bad_preferred_map_is_passed_over_for_the_next_with_its_reason(world, kind, why):
     from jwstgal.anchor_products import anchor_target
 
@@ -120,6 +121,7 @@ def test_a_bad_preferred_map_is_passed_over_for_the_next_with_its_reason(world, 
     assert why in str(table[table["band"] == "F770W"]["note"][0])
 
 
+@pytest.mark.pipeline
 def test_no_usable_map_leaves_the_bands_unanchored_removes_stale_products_and_goes_on(world, caplog):
     from jwstgal import layout
     from jwstgal.anchor_products import anchor_target
@@ -143,6 +145,7 @@ def test_no_usable_map_leaves_the_bands_unanchored_removes_stale_products_and_go
     assert not anchored.exists()                                  # not convolved or released stale
 
 
+@pytest.mark.pipeline
 def test_one_target_failing_does_not_stop_the_next(world, monkeypatch):
     import jwstgal.anchor_products as ap
     from jwstgal.cli import anchor_data

@@ -246,6 +246,7 @@ def _cal_with_stars(path, ra_ref=150.1, dec_ref=2.2, size=256, seed=3):
     return path, np.asarray(w(x, y))
 
 
+@pytest.mark.pipeline
 def test_exposure_stars_read_the_fits_wcs_and_match_the_gwcs(tmp_path):
     """Stars come from the arrays and the SCI header alone, at the gwcs positions (< 1 mas)."""
     from astropy.io import fits
@@ -289,6 +290,7 @@ def test_star_cache_is_reused_and_redone_when_the_file_changes(tmp_path, monkeyp
     assert not list(cache.parent.glob("*.part*"))
 
 
+@pytest.mark.pipeline
 def test_point_sources_found_tile_by_tile_as_in_one_piece():
     """A mosaic searched in tiles finds the same stars, at the same positions, as in one piece."""
     from jwstgal.astrometry_io import centroids, find_point_sources
@@ -313,6 +315,7 @@ def test_point_sources_found_tile_by_tile_as_in_one_piece():
     assert np.min(brightest["flux"]) >= np.sort(np.asarray(tiled["flux"]))[-20] - 1e-9
 
 
+@pytest.mark.pipeline
 def test_shifted_copies_leave_no_cyclic_garbage(tmp_path):
     """A worker going through exposures holds one exposure at a time: what a datamodel leaves in
     reference cycles is freed before the function returns, even with the automatic collector off
@@ -455,6 +458,7 @@ shift = [0.3, 0.3]
 """
 
 
+@pytest.mark.pipeline
 def test_the_original_wcs_adjust_file_is_read_and_applied_as_the_original_did(tmp_path):
     """Issue #31 item 4: the seed's [wcs_adjust.<target>.<visit>] shift/matrix used to be read as
     no visit at all (every exposure kept its WCS, silently)."""
@@ -551,6 +555,7 @@ def test_image_offset_registers_bands_of_different_resolution():
         assert np.all(err < 0.05)
 
 
+@pytest.mark.pipeline
 def test_a_starless_band_is_aligned_by_cross_correlation_with_its_reference_band(tmp_path):
     """Issue #31 item 7 (pjpipe's cross_corr): the band's mosaic, 40 mas off, against the aligned
     mosaic of a sharper band on a finer grid; recovered within 5 mas, inside its quoted error."""

@@ -45,6 +45,7 @@ def _release(tmp_path, name, **kw):
     return tmp_path / "jwst_release" / name
 
 
+@pytest.mark.pipeline
 def test_known_flux_scale_and_shift_are_recovered(tmp_path):
     old = _release(tmp_path, "v1")
     new = _release(tmp_path, "v2", scale=1.03, shift_mas=(30.0, -45.0), seed=1)
@@ -62,6 +63,7 @@ def test_known_flux_scale_and_shift_are_recovered(tmp_path):
     assert exceeds(row, Tolerances()) == []
 
 
+@pytest.mark.pipeline
 def test_compare_releases_script_exit_codes(tmp_path):
     old = _release(tmp_path, "v1")
     new = _release(tmp_path, "v2", scale=1.05, seed=1)
@@ -79,6 +81,7 @@ def test_compare_releases_script_exit_codes(tmp_path):
     assert res.returncode == 1 and "not a release (no MANIFEST.ecsv)" in res.stderr
 
 
+@pytest.mark.pipeline
 def test_prepare_release_compares_with_the_previous_release(tmp_path):
     from factories import write_config
 
@@ -112,6 +115,7 @@ def _compare(*args):
 
 @pytest.mark.parametrize("garbage", ["manifest_text", "manifest_columns", "mosaic_text", "mosaic_no_sci",
                                      "escaping_row"])
+@pytest.mark.pipeline
 def test_a_garbage_release_is_reported_not_a_traceback(tmp_path, garbage):
     old = _release(tmp_path, "v1")
     new = _release(tmp_path, "v2")
@@ -138,6 +142,7 @@ def test_a_garbage_release_is_reported_not_a_traceback(tmp_path, garbage):
         assert str(table["status"][0]).startswith("unreadable") and mosaic.name in table["status"][0]
 
 
+@pytest.mark.pipeline
 def test_an_out_dir_inside_a_release_is_refused(tmp_path):
     old = _release(tmp_path, "v1")
     new = _release(tmp_path, "v2")

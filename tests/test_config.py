@@ -93,6 +93,7 @@ def test_misspelt_selector(tmp_path):
                    "mean 'nircam_short'?")
 
 
+@pytest.mark.pipeline
 def test_unknown_jwst_step_parameter_is_checked_against_the_step_spec(tmp_path):
     msg = error_of(tmp_path, science=MINIMAL_SCIENCE + "\n[lv3_parameters.tweakreg]\nbrightes = 3\n")
     assert msg.startswith("<d>/config.toml: unknown key 'lv3_parameters.tweakreg.brightes': "

@@ -176,6 +176,7 @@ def test_source_mask_finds_both_signs_and_dilates_by_a_square():
 
 @pytest.mark.parametrize("method, gain", [("row_median", 5), ("remstripe", 5), ("median_filter", 2),
                                           ("smooth", 2), ("pca", 1.5)])
+@pytest.mark.pipeline
 def test_each_method_removes_most_of_the_coherent_stripes(field, method, gain):
     raw = F.score(field, field.data)
     res = destripe(field.data, field.dq, field.err,
@@ -192,6 +193,7 @@ def test_row_median_reaches_the_noise_floor_on_a_field(field):
     assert out["row_ratio"] < 2.0                          # row means at the white-noise level
 
 
+@pytest.mark.pipeline
 def test_amplifier_offsets_are_levelled():
     fr = F.striped_frame(1024, seed=3, stripe_rms=0.0, amp_offset_rms=2.0, n_amps=4)
     res = destripe(fr.data, fr.dq, fr.err, DestripeParams(vertical=False), n_amps=4)
@@ -199,6 +201,7 @@ def test_amplifier_offsets_are_levelled():
     np.testing.assert_allclose(res.amp_offsets, injected, atol=0.02)
 
 
+@pytest.mark.pipeline
 def test_galaxy_flux_is_kept_with_diffuse_filtering(galaxy):
     raw = F.score(galaxy, galaxy.data)
     plain = F.score(galaxy, galaxy.data - destripe(galaxy.data, galaxy.dq, galaxy.err,
@@ -245,6 +248,7 @@ def _dithered_galaxy(n=5, size=384):
     return frames, offs
 
 
+@pytest.mark.pipeline
 def test_stack_subtraction_beats_single_frame_under_bright_emission():
     frames, offs = _dithered_galaxy()
     resample = _shift_resampler(offs, frames[0].data.shape[0])
@@ -270,6 +274,7 @@ def _write_frame(path, frame, wcs=None, instrument="NIRCAM", noutputs=4):
                   fits.ImageHDU(frame.dq, name="DQ")]).writeto(path)
 
 
+@pytest.mark.pipeline
 def test_stripe_residual_is_one_on_noise_and_grows_with_the_stripes():
     """The QA page's stripe check (issue #28): noise alone reads ~1 whatever the scene, stripes
     read many times more, and a destriped frame reads ~1 again."""
@@ -290,6 +295,7 @@ def test_stripe_residual_is_one_on_noise_and_grows_with_the_stripes():
     assert ratio(striped, striped.data - res.model) < 1.5
 
 
+@pytest.mark.pipeline
 def test_destripe_file_writes_a_new_file_with_provenance_and_plot(tmp_path):
     fr = F.striped_frame(1024, seed=9, n_amps=4)
     src, dst, png = tmp_path / "a_cal.fits", tmp_path / "out" / "a_cal.fits", tmp_path / "qa" / "a.png"
@@ -338,6 +344,7 @@ def _dithered_files(tmp_path, n=4, size=256):
     return frames, offs, files
 
 
+@pytest.mark.pipeline
 def test_stack_destripe_files_resamples_through_the_wcs(tmp_path):
     frames, offs, files = _dithered_files(tmp_path)
     out_dir = tmp_path / "out"
@@ -369,6 +376,7 @@ def _run_script(script, *args):
                           capture_output=True, text=True, cwd=REPO, timeout=300)
 
 
+@pytest.mark.pipeline
 def test_nircam_script_uses_config_overrides_resumes_and_refuses_overwriting(tmp_path):
     fr = F.striped_frame(1024, seed=11, n_amps=4)
     src = tmp_path / "in" / "jw1_nrcb1_cal.fits"
@@ -397,6 +405,7 @@ def test_nircam_script_uses_config_overrides_resumes_and_refuses_overwriting(tmp
     assert res.returncode == 1 and "no such file" in res.stderr
 
 
+@pytest.mark.pipeline
 def test_script_names_bad_files_goes_on_and_records_the_layout_it_fitted(tmp_path):
     fr = F.striped_frame(1024, seed=12, n_amps=4)
     good = tmp_path / "in" / "jw2_nrcb1_cal.fits"
@@ -426,6 +435,7 @@ def test_a_cut_out_keeping_its_parents_noutputs_is_one_amplifier_band():
     assert frame_layout(fits.Header({"INSTRUME": "NIRCAM", "NOUTPUTS": 2}), (256, 256))[1] == 2
 
 
+@pytest.mark.pipeline
 def test_an_all_nan_exposure_is_left_out_of_the_stack_with_a_warning(tmp_path, caplog):
     frames, _, files = _dithered_files(tmp_path)
     with fits.open(files[2], mode="update") as h:       # an exposure with no data at all
@@ -504,6 +514,7 @@ def _with_bad_frame(n=5):
     return frames, offs
 
 
+@pytest.mark.pipeline
 @pytest.mark.parametrize("how", ["weight", "median"])
 def test_a_frame_with_an_artefact_is_kept_out_of_the_others_references(how):
     """One pass (references from the uncorrected frames): the bad frame's stripes leak into the
@@ -535,6 +546,7 @@ def test_a_frame_with_an_artefact_is_kept_out_of_the_others_references(how):
         assert kept_out < 0.8 * leaked, (how, leaked, kept_out)
 
 
+@pytest.mark.pipeline
 def test_iterations_stop_once_the_models_converge(caplog):
     frames, offs = _dithered_galaxy(n=4)
     resample = _shift_resampler(offs, frames[0].data.shape[0])
@@ -581,6 +593,7 @@ def test_frame_weights_from_the_headers_and_errors(tmp_path):
 
 @pytest.mark.parametrize(("settings", "empty"), [({}, False), ({"tolerance": 1e9}, False),
                                                  ({"combine": "median", "weight": "ivm"}, True)])
+@pytest.mark.pipeline
 def test_stack_destripe_tasks_frame_by_frame_equal_the_band_at_once(tmp_path, settings, empty):
     """The driver's tasks (overlap graph, then one per frame and pass) write the same bits."""
     import json

@@ -73,6 +73,7 @@ def test_name_matching_and_product_selection_are_pure_table_operations():
     assert len(select_products(prods, product_types=["PREVIEW"], subgroups=[], calib_levels=[2])) == 1
 
 
+@pytest.mark.pipeline
 def test_download_phangs_fetches_the_target_into_the_raw_tree_and_resumes(archive_state, tmp_path):
     state, files = archive_state
     with MastServer(state) as srv:
@@ -94,6 +95,7 @@ def test_download_phangs_fetches_the_target_into_the_raw_tree_and_resumes(archiv
         assert set(manifest["status"]) == {"already complete"}
 
 
+@pytest.mark.pipeline
 def test_dropped_connection_resumes_with_a_range_request(archive_state, tmp_path):
     state, files = archive_state
     name = files[0].name
@@ -111,6 +113,7 @@ def test_dropped_connection_resumes_with_a_range_request(archive_state, tmp_path
     assert got.read_bytes() == state.files[name]
 
 
+@pytest.mark.pipeline
 def test_corrupt_partial_file_is_detected_and_fetched_again(archive_state, tmp_path):
     state, files = archive_state
     name = files[0].name
@@ -131,6 +134,7 @@ def test_corrupt_partial_file_is_detected_and_fetched_again(archive_state, tmp_p
     assert gets[0].startswith("bytes=") and gets[-1] == ""          # resumed, failed checksum, refetched
 
 
+@pytest.mark.pipeline
 def test_target_without_data_is_a_clear_error_with_nonzero_exit(archive_state, tmp_path):
     state, _ = archive_state
     with MastServer(state) as srv:
@@ -142,6 +146,7 @@ def test_target_without_data_is_a_clear_error_with_nonzero_exit(archive_state, t
     assert not (tmp_path / "raw").exists()
 
 
+@pytest.mark.pipeline
 def test_bad_token_is_a_clear_error_that_never_shows_the_token(archive_state, tmp_path):
     state, _ = archive_state
     with MastServer(state) as srv:
@@ -156,6 +161,7 @@ def test_bad_token_is_a_clear_error_that_never_shows_the_token(archive_state, tm
     assert not (tmp_path / "raw").exists()
 
 
+@pytest.mark.pipeline
 def test_exclusive_access_data_need_the_token(tiny_raw, tmp_path):
     state = MastState()
     files = sorted(tiny_raw.glob("ngc0000/mastDownload/JWST/*/*_uncal.fits"))[:1]
@@ -172,6 +178,7 @@ def test_exclusive_access_data_need_the_token(tiny_raw, tmp_path):
     assert next((tmp_path / "b").rglob("*_uncal.fits")).read_bytes() == next(iter(state.files.values()))
 
 
+@pytest.mark.pipeline
 def test_no_network_is_a_clear_error_and_writes_nothing(tmp_path):
     import socket
 
@@ -189,6 +196,7 @@ def test_no_network_is_a_clear_error_and_writes_nothing(tmp_path):
         MastArchive(f"http://127.0.0.1:{port}").query(proposal_id="1")
 
 
+@pytest.mark.pipeline
 def test_extra_obs_borrowed_from_another_target_go_into_its_tree(archive_state, tmp_path):
     state, files = archive_state
     miri = sorted(f.name for f in files if "mirimage" in f.name)
@@ -205,6 +213,7 @@ def test_extra_obs_borrowed_from_another_target_go_into_its_tree(archive_state, 
     assert borrowed == [n for n in miri if n.startswith(prefix)] and borrowed
 
 
+@pytest.mark.pipeline
 def test_dry_run_lists_files_and_sizes_and_writes_nothing(archive_state, tmp_path):
     state, files = archive_state
     with MastServer(state) as srv:
@@ -218,6 +227,7 @@ def test_dry_run_lists_files_and_sizes_and_writes_nothing(archive_state, tmp_pat
     assert not any(m == "GET" and "Download/file" in p for m, p, _ in state.log)
 
 
+@pytest.mark.pipeline
 def test_archive_download_by_coordinates_and_by_resolved_name(archive_state, tmp_path):
     state, files = archive_state
     state.names["ngc 0000"] = (10.0, -20.0)

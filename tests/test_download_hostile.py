@@ -27,6 +27,7 @@ def _file_url(port: str, name: str) -> str:
     return f"http://127.0.0.1:{port}/api/v0.1/Download/file?uri=mast:JWST/product/{name}"
 
 
+@pytest.mark.pipeline
 def test_the_token_never_reaches_another_port_of_the_mast_host(small_archive, tmp_path):
     for r in _rows(small_archive):
         r["dataRights"] = "EXCLUSIVE_ACCESS"
@@ -43,6 +44,7 @@ def test_the_token_never_reaches_another_port_of_the_mast_host(small_archive, tm
     assert away and not any(TOKEN in c for c in away)        # same host, other port: no token
 
 
+@pytest.mark.pipeline
 def test_a_redirected_login_check_is_refused_and_never_carries_the_token(small_archive):
     other_state = MastState()
     other_state.tokens.add(TOKEN)
@@ -54,6 +56,7 @@ def test_a_redirected_login_check_is_refused_and_never_carries_the_token(small_a
     assert not other_state.log                                # the redirect was not followed at all
 
 
+@pytest.mark.pipeline
 def test_a_login_check_redirected_within_the_mast_origin_is_followed(small_archive):
     with MastServer(small_archive) as srv:
         small_archive.redirect["whoami"] = srv.url + "/whoami/"       # same scheme, host and port
@@ -61,6 +64,7 @@ def test_a_login_check_redirected_within_the_mast_origin_is_followed(small_archi
     assert any(p == "/whoami/" and TOKEN in c for p, c in small_archive.cookies)
 
 
+@pytest.mark.pipeline
 def test_a_product_listed_with_size_zero_is_cut_off_at_the_cap(small_archive, tmp_path):
     row = _rows(small_archive)[0]
     row["size"] = 0                                           # MAST lists no size
@@ -75,6 +79,7 @@ def test_a_product_listed_with_size_zero_is_cut_off_at_the_cap(small_archive, tm
     assert len(list((tmp_path / "raw").rglob("*_uncal.fits"))) == 2
 
 
+@pytest.mark.pipeline
 def test_an_absurd_listed_size_is_refused_without_a_transfer(small_archive, tmp_path):
     row = _rows(small_archive)[0]
     row["size"] = 10**15
@@ -85,6 +90,7 @@ def test_an_absurd_listed_size_is_refused_without_a_transfer(small_archive, tmp_
     assert not [p for m, p, _ in small_archive.log if m == "GET" and row["productFilename"] in p]
 
 
+@pytest.mark.pipeline
 def test_a_drip_feed_is_dropped_for_its_rate_not_kept_alive(small_archive, tmp_path):
     name = _rows(small_archive)[0]["productFilename"]
     small_archive.drip[name] = (16, 0.05)                     # 320 B/s, each block well within the timeout
@@ -100,6 +106,7 @@ def test_a_drip_feed_is_dropped_for_its_rate_not_kept_alive(small_archive, tmp_p
     ("self", f"more than {MAX_REDIRECTS} redirects"),
     ("file:///etc/passwd", "file: URL"),
 ])
+@pytest.mark.pipeline
 def test_redirect_loops_and_non_http_redirects_fail_that_file_only(small_archive, tmp_path, target, why):
     name = _rows(small_archive)[0]["productFilename"]
     with MastServer(small_archive) as srv:
@@ -114,6 +121,7 @@ def test_redirect_loops_and_non_http_redirects_fail_that_file_only(small_archive
     assert len(list((tmp_path / "raw").rglob("*_uncal.fits"))) == 2
 
 
+@pytest.mark.pipeline
 def test_an_undecodable_body_fails_that_file_with_a_message(small_archive, tmp_path):
     name = _rows(small_archive)[0]["productFilename"]
     small_archive.encoding[name] = "gzip"                     # labelled gzip, sent plain
@@ -124,6 +132,7 @@ def test_an_undecodable_body_fails_that_file_with_a_message(small_archive, tmp_p
     assert len(list((tmp_path / "raw").rglob("*_uncal.fits"))) == 2
 
 
+@pytest.mark.pipeline
 def test_a_part_file_that_is_a_link_is_never_followed(small_archive, tmp_path):
     from jwstgal.archive import product_path
 
@@ -148,6 +157,7 @@ def _token_seen() -> dict[str, bool]:
     return {"at_start": TOKEN.encode() in start, "now": os.environ.get("MAST_API_TOKEN") == TOKEN}
 
 
+@pytest.mark.pipeline
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
 def test_dask_workers_never_hold_the_token(monkeypatch):
     from jwstgal.executor import ExecutorSpec, open_executor

@@ -66,6 +66,7 @@ def test_an_unusable_empirical_psf_is_refused_naming_the_file_and_what_is_missin
         KernelsConfig(psf_files={"F200W": "../outside.fits"})
 
 
+@pytest.mark.pipeline
 def test_kernels_from_empirical_psfs_remove_the_bias_of_model_psfs(tmp_path):
     """Model PSFs narrower than the real ones (as stpsf's without the telescope's wavefront error
     are): a kernel between the models leaves the real image off its real target; one between the

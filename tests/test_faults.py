@@ -29,6 +29,7 @@ def _rows(state: MastState):
     ("obs_id", "/tmp/jwstgal-escaped"),
     ("productFilename", "jw09999001001_02101_00001_nrcb1_uncal.sh"),
 ])
+@pytest.mark.pipeline
 def test_server_supplied_paths_are_refused_before_anything_is_written(small_archive, tmp_path, field,
                                                                        value):
     _rows(small_archive)[1][field] = value
@@ -41,6 +42,7 @@ def test_server_supplied_paths_are_refused_before_anything_is_written(small_arch
     assert not list(tmp_path.parent.rglob("*evil*")) and not list(tmp_path.parent.rglob("*escaped*"))
 
 
+@pytest.mark.pipeline
 def test_a_stalled_server_times_out_and_is_retried_then_reported(small_archive, tmp_path):
     name = _rows(small_archive)[0]["productFilename"]
     small_archive.stall[name] = 30.0
@@ -56,6 +58,7 @@ def test_a_stalled_server_times_out_and_is_retried_then_reported(small_archive, 
     assert len(list((tmp_path / "raw").rglob("*_uncal.fits"))) == 2   # the others arrived
 
 
+@pytest.mark.pipeline
 def test_an_endless_body_stops_at_the_reported_size(small_archive, tmp_path):
     row = _rows(small_archive)[0]
     small_archive.endless.add(row["productFilename"])
@@ -69,6 +72,7 @@ def test_an_endless_body_stops_at_the_reported_size(small_archive, tmp_path):
     assert written <= int(row["size"]) + SIZE_MARGIN + 65536
 
 
+@pytest.mark.pipeline
 def test_the_token_never_follows_a_redirect_to_another_host(small_archive, tmp_path):
     for r in _rows(small_archive):
         r["dataRights"] = "EXCLUSIVE_ACCESS"
@@ -88,6 +92,7 @@ def test_the_token_never_follows_a_redirect_to_another_host(small_archive, tmp_p
     assert away and not any(TOKEN in c for c in away)               # the other host never does
 
 
+@pytest.mark.pipeline
 def test_one_missing_file_does_not_stop_the_rest_and_the_manifest_is_written(small_archive, tmp_path):
     name = _rows(small_archive)[1]["productFilename"]
     del small_archive.files[name]                                      # MAST answers 404 for it
@@ -215,6 +220,7 @@ def test_ctrl_c_stops_the_run_at_once_with_exit_130(tmp_path):
     assert not list(out.glob("done*")) and not any(_alive(p) for p in pids)
 
 
+@pytest.mark.pipeline
 def test_ctrl_c_exits_even_when_a_killed_worker_held_the_log_queue(tmp_path):
     """A worker killed while writing a log record leaves the queue's lock held (issue #30): the
     driver used to wait for ever for its log listener and the queue's feeder thread."""
@@ -231,6 +237,7 @@ def test_ctrl_c_exits_even_when_a_killed_worker_held_the_log_queue(tmp_path):
     assert not any(_alive(p) for p in pids)
 
 
+@pytest.mark.pipeline
 @pytest.mark.parametrize("delay", [0.0, 0.05, 0.1, 0.15, 0.2, 0.5, 1.0])
 def test_ctrl_c_during_start_up_exits_at_once_with_exit_130(tmp_path, delay):
     """Ctrl-C while the pool starts and its workers import (issue #30): never lost, never a hang."""
@@ -275,6 +282,7 @@ child.kill()
 '''
 
 
+@pytest.mark.pipeline
 def test_ctrl_c_is_deferred_while_processes_spawn_never_lost(tmp_path):
     """Ctrl-C while a worker was spawned or a queue made left a named semaphore or a half-started
     worker's traceback behind (issue #30, CI): it is now held, then raised, and the spawned
@@ -446,6 +454,7 @@ def _tree_snapshot(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*")}
 
 
+@pytest.mark.pipeline
 def test_a_run_refused_by_the_lock_touches_nothing(tmp_path):
     from plan_fixture import build_tree
 
@@ -464,6 +473,7 @@ def test_a_run_refused_by_the_lock_touches_nothing(tmp_path):
     assert after == before and not (run.reprocess_dir / "run_config.json").exists()
 
 
+@pytest.mark.pipeline
 def test_bad_paths_and_unknown_bands_are_one_line_errors_before_anything_is_written(tmp_path):
     from factories import MINIMAL_SCIENCE, write_config
 
@@ -493,6 +503,7 @@ def test_bad_paths_and_unknown_bands_are_one_line_errors_before_anything_is_writ
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml", "local.toml", "raw"]
 
 
+@pytest.mark.pipeline
 def test_unreadable_configs_are_one_message_and_the_token_is_never_echoed(tmp_path):
     from factories import write_config
 
@@ -506,6 +517,7 @@ def test_unreadable_configs_are_one_message_and_the_token_is_never_echoed(tmp_pa
     assert res.returncode == 3 and "local.api_key" in res.stderr and "9876543210123" not in res.stderr
 
 
+@pytest.mark.pipeline
 def test_a_complete_part_file_left_by_a_kill_is_verified_and_kept(small_archive, tmp_path):
     row = _rows(small_archive)[0]
     name = row["productFilename"]

@@ -21,6 +21,7 @@ def f200w_kernels(tmp_path_factory):
     return cfg, psf_dir, paths
 
 
+@pytest.mark.pipeline
 def test_stpsf_psf_is_the_real_f200w(f200w_kernels):
     cfg, psf_dir, _ = f200w_kernels
     psf = band_psf("F200W", cfg, psf_dir, DEFAULT_DATA_DIR)
@@ -31,6 +32,7 @@ def test_stpsf_psf_is_the_real_f200w(f200w_kernels):
     assert "stpsf" in fits.getheader(psf_dir / "psfs" / "F200W.fits")["ORIGIN"]
 
 
+@pytest.mark.pipeline
 @pytest.mark.parametrize("method", ["aniano", "pypher"])
 def test_f200w_to_gauss092_gives_a_gaussian_within_one_percent(f200w_kernels, method):
     cfg, psf_dir, paths = f200w_kernels
@@ -75,6 +77,7 @@ def _encircled(img: np.ndarray, pix: float, radii: np.ndarray) -> np.ndarray:
     return np.array([img[r <= rad].sum() for rad in radii]) / img.sum()
 
 
+@pytest.mark.pipeline
 def test_miri_kernel_keeps_the_encircled_energy_out_to_3_arcsec(tmp_path):
     """PSFs over >= 30" (a 7.8" F770W field left 6 % of the flux, and its detector cross, outside;
     20" still 1.2 % at 3"): the encircled energy of source (x) kernel is the target's within 1 % out
@@ -114,6 +117,7 @@ def _integrated(psf, pix: float, size: int, phase: tuple[int, int], over: int = 
     return g / g.sum()
 
 
+@pytest.mark.pipeline
 def test_real_undersampled_pair_matches_on_the_mosaic_pixel_at_every_phase(tmp_path):
     """F300M -> F360M on the 0.063" long-wavelength mosaic (undersampled), real stpsf PSFs: the
     kernel file brought to the mosaic pixel (``auto``: band-limited, for stpsf PSFs), applied to the

@@ -46,6 +46,7 @@ def test_narrower_target_is_refused(maker):
         maker(gaussian_psf(0.6, 0.03), 0.03, gaussian_psf(0.3, 0.03), 0.03)
 
 
+@pytest.mark.pipeline
 @pytest.mark.parametrize("maker", [make_aniano_kernel, make_pypher_kernel])
 def test_metrics_describe_the_kernel_that_is_written(maker):
     """D and W- recomputed from the returned (trimmed) kernel on the working grid are the ones
@@ -106,6 +107,7 @@ CASES = [(0.066, 0.120, 0.031),    # F200W -> F360M on the F200W mosaic (was +2.
 #                                    is narrower than a pixel
 
 
+@pytest.mark.pipeline
 @pytest.mark.parametrize(("fwhm_s", "fwhm_t", "pix"), CASES)
 def test_kernel_on_the_mosaic_pixel_matches_the_pixel_integrated_target(fwhm_s, fwhm_t, pix):
     """Source PSF integrated over the mosaic pixel, convolved with the kernel on that pixel, equals
@@ -195,6 +197,7 @@ def test_pypher_kernel_rotated_to_the_mosaic_matches_a_rotated_pair():
     assert mismatch(rotate_kernel(res.kernel, -roll)) > 2 * rotated        # the sense matters
 
 
+@pytest.mark.pipeline
 def test_detector_roll_from_headers():
     from astropy.io import fits
 

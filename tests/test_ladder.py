@@ -52,6 +52,7 @@ def kernels(tmp_path_factory):
     return psf_dir
 
 
+@pytest.mark.pipeline
 @pytest.mark.parametrize(("band", "pix", "n"), [("F200W", 0.062, 1301), ("F770W", 0.11, 801)])
 def test_every_band_reaches_every_rung(kernels, band, pix, n):
     """Point source: FWHM within 1 % of the rung's; point and disc: total flux within 0.5 %."""
@@ -100,6 +101,7 @@ def test_block_average_keeps_surface_brightness_and_sky_positions():
     assert np.allclose(wb.world_to_pixel_values(*sky), (3.0, 1.0), atol=1e-9)
 
 
+@pytest.mark.pipeline
 @pytest.mark.parametrize(("band", "pix", "n"), [("F200W", 0.062, 1301), ("F770W", 0.11, 801)])
 def test_wide_rungs_do_not_depend_on_where_a_source_falls(kernels, band, pix, n):
     """Issue #26 item 5 / #31 item 6: a compact source's FWHM at a coarse-grid rung, at four

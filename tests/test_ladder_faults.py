@@ -78,6 +78,7 @@ def tree(tmp_path):
     return cfg, loc, tmp_path / "psf", rep
 
 
+@pytest.mark.pipeline
 @pytest.mark.parametrize("damage", ["nan", "truncated"])   # zero and 1x1: the unit test above
 def test_a_bad_kernel_fails_its_rung_only_names_the_file_and_is_remade(tree, damage):
     cfg, loc, psf, rep = tree
@@ -109,6 +110,7 @@ def test_a_bad_kernel_fails_its_rung_only_names_the_file_and_is_remade(tree, dam
     assert res.returncode == 0, res.stderr[-3000:]
 
 
+@pytest.mark.pipeline
 def test_a_corrupt_cached_psf_is_made_again(tree):
     cfg, loc, psf, _ = tree
     cached = psf / "psfs" / "F200W.fits"
@@ -119,6 +121,7 @@ def test_a_corrupt_cached_psf_is_made_again(tree):
     assert "cached PSF" in res.stderr and psf_file_problem(cached) == ""
 
 
+@pytest.mark.pipeline
 def test_make_kernels_exits_nonzero_when_a_requested_kernel_cannot_be_made(tmp_path):
     science = SCIENCE.replace('[kernels]\n', '[kernels]\ntargets = ["F200W", "gauss0.05"]\n')
     science = science.replace('targets = ["F2100W", "gauss1.0"]', 'targets = ["F2100W"]')
@@ -129,6 +132,7 @@ def test_make_kernels_exits_nonzero_when_a_requested_kernel_cannot_be_made(tmp_p
     assert "cannot be made" in res.stderr and "gauss0.05" in res.stderr
 
 
+@pytest.mark.pipeline
 def test_the_scratch_folder_of_a_killed_run_is_removed_by_the_next(tree):
     import subprocess
     import sys
@@ -149,6 +153,7 @@ def test_the_scratch_folder_of_a_killed_run_is_removed_by_the_next(tree):
     assert "left by a killed run" in res.stderr
 
 
+@pytest.mark.pipeline
 def test_a_moved_working_tree_keeps_its_ladder(tree, tmp_path):
     import shutil
 

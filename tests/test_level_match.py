@@ -33,6 +33,7 @@ def tiles(n_tiles=3, dithers=4, offsets=None, seed=0, size=(220, 520), plane=Non
     return images, groups, np.array(truth)
 
 
+@pytest.mark.pipeline
 @pytest.mark.parametrize("grouped", [False, True])
 def test_offsets_recovered_to_one_percent_of_the_noise(grouped):
     """Realistic overlaps (~0.5 Mpix, as between dithered NIRCam frames) pin offsets to < 1 % rms."""
@@ -114,6 +115,7 @@ def cutouts_of(images):
     return cutouts, origins
 
 
+@pytest.mark.pipeline
 def test_cutouts_placed_on_the_grid_match_as_the_full_grid_does():
     """Images given as cutouts at their origins solve exactly as the same images on the full grid."""
     images, groups, _ = tiles()

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
@@ -26,6 +27,7 @@ def write_cal(path, sky_fn, crval, offset, rng, shape=(600, 600), pix=0.11):
     return path
 
 
+@pytest.mark.pipeline
 def test_files_offsets_recovered_and_copies_written(tmp_path):
     rng = np.random.default_rng(0)
     ra0, dec0 = 24.17, 15.78
@@ -61,6 +63,7 @@ def test_files_offsets_recovered_and_copies_written(tmp_path):
     assert (tmp_path / "lm.png").is_file()
 
 
+@pytest.mark.pipeline
 def test_cutouts_on_disk_solve_as_in_memory_with_memory_flat_in_the_exposures(tmp_path):
     """A CutoutStore gives the same offsets as a list; the solve's traced peak does not grow with
     the number of exposures (4x more: < 1.3x; the list's inputs alone grow 4x)."""

@@ -87,6 +87,7 @@ def _peak_rss_of_children(run):
     return result, peak[0]
 
 
+@pytest.mark.pipeline
 @pytest.mark.parametrize("capped", [True, False])
 def test_the_pool_keeps_its_peak_memory_under_the_budget(tmp_path, monkeypatch, caplog, capped):
     """8 tasks of 300 MiB on 4 workers with a 1000 MiB budget (estimates 400 MiB): two run at
@@ -111,6 +112,7 @@ def test_the_pool_keeps_its_peak_memory_under_the_budget(tmp_path, monkeypatch, 
     sys.modules.pop("memhog", None)
 
 
+@pytest.mark.pipeline
 def test_a_dask_cluster_keeps_to_the_budget_too(caplog):
     """The same cap on a (local) Dask cluster: one task at a time, every result in task order."""
     spec = ExecutorSpec("dask", 2, memory_budget=1.5 * 1024**3)

@@ -27,6 +27,7 @@ def migrated(tmp_path_factory):
     return out, res
 
 
+@pytest.mark.pipeline
 def test_the_migrated_config_validates_and_keeps_the_science(migrated):
     out, _ = migrated
     cfg = load_config(out / "config.toml", out / "local.toml")          # jwst parameters checked too
@@ -78,6 +79,7 @@ def test_every_key_left_behind_is_named_with_why(migrated):
     assert "flush_crds" not in body["pipeline"]
 
 
+@pytest.mark.pipeline
 def test_nothing_replaced_without_overwrite_and_dry_run_writes_nothing(migrated, tmp_path):
     out, _ = migrated
     again = run(DATA / "original_config.toml", "--out-dir", out)
@@ -87,6 +89,7 @@ def test_nothing_replaced_without_overwrite_and_dry_run_writes_nothing(migrated,
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.pipeline
 def test_a_config_that_cannot_validate_writes_nothing(tmp_path):
     bad = tmp_path / "old.toml"
     bad.write_text('[projects.1]\ntargets = ["a"]\n[pipeline]\nnircam_bands = ["F20W"]\n')
@@ -174,6 +177,7 @@ def test_backgrounds_like_science_becomes_the_bgr_mosaics_step():
     '[projects]\n1 = "ngc0628"\n[pipeline]\nnircam_bands = ["F200W"]\n',
     'steps = ["lv1"]\nparameters = { lv1 = 3 }\n',
 ])
+@pytest.mark.pipeline
 def test_valid_toml_of_the_wrong_shape_is_one_message_not_a_traceback(tmp_path, text):
     old = tmp_path / "old.toml"
     old.write_text(text)
@@ -190,6 +194,7 @@ def test_an_impossible_process_count_is_named_not_dropped(tmp_path):
     assert any(k == "local.processors" and "-3" in why for k, why in m.unmapped)
 
 
+@pytest.mark.pipeline
 def test_overwrite_never_replaces_the_old_config_itself(tmp_path):
     old = tmp_path / "config.toml"
     old.write_text((DATA / "original_config.toml").read_text())

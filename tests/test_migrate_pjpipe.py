@@ -79,6 +79,7 @@ def test_every_pjpipe_programme_config_migrates_and_validates(configs, tmp_path)
         assert all(": " in line for line in head.splitlines()[2:]), head          # each with why
 
 
+@pytest.mark.pipeline
 def test_the_phangs_programme_keeps_its_science(configs, tmp_path):
     """2107 (PHANGS): its steps in pjpipe's order (destriping the rate files), parameters with
     their band selectors, alignment, anchoring and the ladder."""

@@ -29,6 +29,7 @@ def test_robust_pca_ignores_outlying_observations_that_break_classical_pca():
     assert np.abs(es.mean - mean).max() < 0.5
 
 
+@pytest.mark.pipeline
 def test_robust_pca_trains_through_gaps_and_is_deterministic():
     rng, basis, _, _, _, x = _low_rank(seed=2)
     w = (rng.random(x.shape) > 0.3).astype(float)          # 30 % of pixels missing

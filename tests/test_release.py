@@ -76,6 +76,7 @@ def dry_run(script, cfg, loc):
     return res.stdout
 
 
+@pytest.mark.pipeline
 def test_make_kernels_convolve_and_release_scripts(tmp_path):
     cfg, loc = write_config(tmp_path, science=SCIENCE,
                             local='[local]\nraw_dir="raw"\nworking_dir="work"\npsf_dir="psf"\n')
@@ -116,6 +117,7 @@ def test_make_kernels_convolve_and_release_scripts(tmp_path):
     assert "convolved" in set(manifest["kind"])
 
 
+@pytest.mark.pipeline
 def test_make_kernels_draws_its_bar_on_a_terminal_unless_told_not_to(tmp_path):
     """On a terminal make_kernels.py shows its progress bar; ``--no-progress`` turns it off."""
     import fcntl
@@ -153,6 +155,7 @@ def test_make_kernels_draws_its_bar_on_a_terminal_unless_told_not_to(tmp_path):
     assert not bar.search(quiet) and "kernel/s" not in quiet, quiet[-2000:]
 
 
+@pytest.mark.pipeline
 def test_convolve_needs_kernels_first(tmp_path):
     cfg, loc = write_config(tmp_path, science=SCIENCE,
                             local='[local]\nraw_dir="raw"\nworking_dir="work"\npsf_dir="psf"\n')
@@ -221,6 +224,7 @@ def test_release_always_lists_what_it_holds_and_rebuilds_stale_products(tmp_path
     assert f2100.is_file()
 
 
+@pytest.mark.pipeline
 def test_an_unsafe_kernel_is_not_applied_unless_the_config_says_so(tmp_path):
     cfg, loc = write_config(tmp_path, science=SCIENCE,
                             local='[local]\nraw_dir="raw"\nworking_dir="work"\npsf_dir="psf"\n')
@@ -302,6 +306,7 @@ def test_release_agrees_with_itself(tmp_path):
     assert "| ngc0000 | F200W | yes | +0.1230 ± 0.0040 (irac1) | 3 | gauss4 |" in readme
 
 
+@pytest.mark.pipeline
 def test_nothing_to_release_writes_nothing(tmp_path):
     cfg, loc = write_config(tmp_path, science=SCIENCE, local='[local]\nraw_dir="raw"\nworking_dir="work"\n')
     res = run("prepare_release.py", cfg, loc)
@@ -309,6 +314,7 @@ def test_nothing_to_release_writes_nothing(tmp_path):
     assert not (tmp_path / "work").exists()
 
 
+@pytest.mark.pipeline
 def test_shipped_config_runs_the_quickstart_commands_up_to_their_inputs(tmp_path):
     """config/config.toml has every table the README's quickstart commands need: each stops at its
     missing inputs with a one-line message (exit 1), never at its configuration (exit 3)."""

@@ -167,6 +167,7 @@ def _tree(root):
     return sorted((str(p.relative_to(root)), p.stat().st_mtime_ns) for p in root.rglob("*"))
 
 
+@pytest.mark.pipeline
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     from factories import reprocess_cli
 

@@ -13,6 +13,7 @@ SCRIPTS = ["run_jwst_reprocessing.py", "jwst_reprocess.py", "log_jwst_reprocessi
            "download_phangs_jwst.py", "migrate_config.py"]
 
 
+@pytest.mark.pipeline
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_help_and_thin(script):
     path = REPO / script
@@ -24,6 +25,7 @@ def test_help_and_thin(script):
     assert "--dry-run" in res.stdout and "--version" in res.stdout and "--log-file" in res.stdout
 
 
+@pytest.mark.pipeline
 def test_config_error_exit_code_and_message(tmp_path):
     (tmp_path / "c.toml").write_text('[projects.1]\ntargets=["a"]\n[pipeline]\nnircam_bands=["F20W"]\n')
     (tmp_path / "l.toml").write_text('[local]\nraw_dir="r"\nworking_dir="w"\n')
@@ -35,6 +37,7 @@ def test_config_error_exit_code_and_message(tmp_path):
     assert not (tmp_path / "w").exists(), "nothing may be written when the config is invalid"
 
 
+@pytest.mark.pipeline
 def test_band_argument_must_be_configured(tmp_path):
     (tmp_path / "c.toml").write_text('[projects.1]\ntargets=["a"]\n[pipeline]\nnircam_bands=["F200W"]\n')
     (tmp_path / "l.toml").write_text('[local]\nraw_dir="r"\nworking_dir="w"\n')
@@ -45,6 +48,7 @@ def test_band_argument_must_be_configured(tmp_path):
     assert "band 'F444W' from the command line is not configured" in res.stderr
 
 
+@pytest.mark.pipeline
 def test_log_script_writes_a_timestamped_log_in_working_dir(tmp_path):
     (tmp_path / "c.toml").write_text('[projects.1]\ntargets=["a"]\n[pipeline]\nnircam_bands=["F200W"]\n')
     (tmp_path / "l.toml").write_text('[local]\nraw_dir="r"\nworking_dir="w"\ncrds_dir="crds"\n')
@@ -60,6 +64,7 @@ def test_log_script_writes_a_timestamped_log_in_working_dir(tmp_path):
     assert "nothing was processed" in text
 
 
+@pytest.mark.pipeline
 def test_three_kinds_of_config_errors_in_one_pass(tmp_path):
     """A science key, a machine key and a jwst step parameter wrong at once: one message, all
     three, exit 3, nothing created."""
@@ -84,6 +89,7 @@ def _run(*args, cwd=REPO):
                           timeout=120)
 
 
+@pytest.mark.pipeline
 def test_init_writes_the_shipped_examples_and_never_replaces_without_force(tmp_path):
     from jwstgal.data import data_path
 
@@ -100,6 +106,7 @@ def test_init_writes_the_shipped_examples_and_never_replaces_without_force(tmp_p
     assert (tmp_path / "proj" / "config" / "local.toml").read_text() != "# mine\n"
 
 
+@pytest.mark.pipeline
 def test_a_missing_config_says_how_to_make_one(tmp_path):
     res = _run("-m", "jwstgal", "kernels", tmp_path / "config" / "config.toml", cwd=tmp_path)
     assert res.returncode == 3 and "config file not found" in res.stderr and "jwstgal init" in res.stderr
@@ -108,6 +115,7 @@ def test_a_missing_config_says_how_to_make_one(tmp_path):
 @pytest.mark.parametrize(("command", "script"), [("reprocess", "run_jwst_reprocessing.py"),
                                                  ("kernels", "make_kernels.py"),
                                                  ("compare-releases", "compare_releases.py")])
+@pytest.mark.pipeline
 def test_help_of_a_command_names_the_command_not_the_checkout_script(command, script):
     res = _run("-m", "jwstgal", command, "--help")
     assert res.returncode == 0, res.stderr
@@ -117,6 +125,7 @@ def test_help_of_a_command_names_the_command_not_the_checkout_script(command, sc
     assert res.stdout.startswith(f"usage: {script}") and script in res.stdout.split("\n", 1)[1]
 
 
+@pytest.mark.pipeline
 def test_a_band_given_where_the_machine_config_goes_is_taken_as_the_band(tmp_path):
     (tmp_path / "config.toml").write_text('[projects.1]\ntargets=["a"]\n[pipeline]\nnircam_bands=["F200W"]\n'
                                           'miri_bands=["F770W"]\n')

@@ -71,6 +71,7 @@ def test_star_catalog_is_deterministic_and_seed_dependent():
     assert np.array_equal(a["ra"], b["ra"]) and not np.array_equal(a["ra"], c["ra"])
 
 
+@pytest.mark.pipeline
 def test_programme_truth_and_determinism(tiny_sim, tiny_raw, tmp_path):
     from jwstgal.simulate.programme import simulate_programme
 

@@ -26,6 +26,7 @@ def f200w_cal(crds_cache, tiny_raw, tmp_path_factory):
     return uncal, rate[0], cal[0]
 
 
+@pytest.mark.pipeline
 def test_stage1_2_calibrate_to_the_injected_sky(f200w_cal, tiny_raw):
     uncal, _, cal = f200w_cal
     truth = tiny_raw / "ngc0000" / "simulation_truth" / uncal.name.replace("_uncal", "_truth")
@@ -69,6 +70,7 @@ def test_crds_failure_is_a_clear_error():
         raise SystemExit(-1)
 
 
+@pytest.mark.pipeline
 def test_stage2_subtracts_dedicated_miri_background(crds_cache, tiny_raw, tmp_path):
     """A MIRI science exposure with its off-field exposures as background members in stage 2."""
     files = sorted(tiny_raw.glob("ngc0000/mastDownload/JWST/*mirimage/*_uncal.fits"))

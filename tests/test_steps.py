@@ -38,6 +38,7 @@ def fixed_root():
     shutil.rmtree(FIXED_ROOT, ignore_errors=True)
 
 
+@pytest.mark.pipeline
 @pytest.mark.parametrize("case", sorted(KEYS_V0))
 def test_plans_and_keys_match_the_code_before_the_registry(fixed_root, case):
     """A run finished by the pre-registry code stays complete: same keys, params and outputs."""
@@ -78,6 +79,7 @@ def test_every_configured_step_of_the_fixture_was_recorded():
     assert sorted(KEYS_V0) == sorted(f"{b}/{s}" for b, steps in ctxs.items() for s in steps)
 
 
+@pytest.mark.pipeline
 @pytest.mark.parametrize("name", STEP_NAMES)
 def test_plan_is_complete_after_finishing_and_reruns_when_overwritten(tmp_path, name):
     step = get_step(name)
@@ -141,6 +143,7 @@ def test_every_step_table_has_an_override_case():
     assert sorted(OVERRIDES) == sorted(STEP_SETTINGS)
 
 
+@pytest.mark.pipeline
 @pytest.mark.parametrize("name", sorted(OVERRIDES))
 def test_override_changes_its_selector_and_nothing_else(tmp_path, name):
     toml, band, other, field, value = OVERRIDES[name]

@@ -76,6 +76,7 @@ def test_a_field_may_not_shadow_an_stpipe_parameter():
         settings_spec(Bad)
 
 
+@pytest.mark.pipeline
 def test_call_on_a_model_is_the_pure_function_and_removes_the_stripes(frame):
     model = _image_model(frame)
     assert frame_layout(_primary_of(model), frame.data.shape)[1] == 4
@@ -91,6 +92,7 @@ def test_call_on_a_model_is_the_pure_function_and_removes_the_stripes(frame):
     assert any("jwstgal" in str(h) and "row_median" in str(h) for h in history)
 
 
+@pytest.mark.pipeline
 def test_bg_sub_step_removes_the_injected_level(frame):
     from jwstgal.stpipe_steps import BgSubStep
 
@@ -100,6 +102,7 @@ def test_bg_sub_step_removes_the_injected_level(frame):
     assert abs(np.median((out.data - (fr.data - 12.5))[good])) < 0.02
 
 
+@pytest.mark.pipeline
 def test_strun_runs_the_step_by_class_and_by_alias(frame, tmp_path):
     src = tmp_path / "jw09999001001_02101_00001_nrca1_cal.fits"
     _image_model(frame).save(str(src))
@@ -139,6 +142,7 @@ def test_entry_point_registers_every_step():
         assert getattr(jwstgal, cls.__name__) is cls
 
 
+@pytest.mark.pipeline
 def test_level_match_step_on_models_recovers_the_offsets(tmp_path):
     from test_level_match_step import NOISE, write_cal
 
@@ -171,6 +175,7 @@ def test_level_match_step_on_models_recovers_the_offsets(tmp_path):
     assert names == sorted(m.meta.filename.replace("_cal.fits", "_levelmatchstep.fits") for m in models)
 
 
+@pytest.mark.pipeline
 @pytest.mark.filterwarnings("ignore::photutils.utils.exceptions.NoDetectionsWarning")  # starless frames
 def test_stack_destripe_step_on_models_is_the_file_function(tmp_path):
     from test_destripe import _dithered_files
@@ -193,6 +198,7 @@ def test_stack_destripe_step_on_models_is_the_file_function(tmp_path):
         assert F.score(f, np.asarray(m.data, float))["coherent_rms"] < F.score(f, f.data)["coherent_rms"]
 
 
+@pytest.mark.pipeline
 @pytest.mark.filterwarnings("ignore::photutils.utils.exceptions.NoDetectionsWarning")
 def test_lyot_adjust_step_on_one_model_is_the_file_function(tmp_path):
     from test_lyot import write_miri
@@ -209,6 +215,7 @@ def test_lyot_adjust_step_on_one_model_is_the_file_function(tmp_path):
     assert abs(np.median(out.data[lyot]) - np.median(out.data[:, 400:])) < 0.02
 
 
+@pytest.mark.pipeline
 def test_astrometric_catalog_step_finds_the_injected_stars(tmp_path):
     from astropy.wcs import WCS
 
@@ -243,6 +250,7 @@ def test_astrometric_catalog_step_finds_the_injected_stars(tmp_path):
 
 # ---------------------------------------------------------------- hostile inputs (issue #30)
 
+@pytest.mark.pipeline
 @pytest.mark.parametrize("how", ["resampled", "i2d_name"])
 def test_a_mosaic_is_refused_by_the_single_exposure_steps(frame, how):
     from jwstgal.stpipe_steps import BgSubStep

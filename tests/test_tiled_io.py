@@ -118,6 +118,7 @@ def test_copy_with_headers_copies_data_bytes(tmp_path, monkeypatch):
     assert not (tmp_path / "bad.fits").exists()
 
 
+@pytest.mark.pipeline
 def test_convolution_from_disk_holds_a_tile(tmp_path):
     """Same result as in memory; traced peak flat in the image's area (in memory: > 2 images)."""
     rng = np.random.default_rng(4)
@@ -145,6 +146,7 @@ def test_convolution_from_disk_holds_a_tile(tmp_path):
     assert peak_mem > 2 * img.nbytes                                  # what the tiles save
 
 
+@pytest.mark.pipeline
 def test_star_search_and_aligned_copy_hold_a_tile(tmp_path, monkeypatch):
     """Star finding on a mosaic read by tiles: peak flat in the mosaic's area; the aligned copy
     holds one chunk. Both find / keep what the in-memory versions do."""
