@@ -57,6 +57,8 @@ def _psf_file(band: str, cfg: KernelsConfig, psf_dir: Path) -> tuple[Path, str]:
     params = {"band": band, "source": cfg.psf_source, "oversample": cfg.oversample,
               "nlambda": cfg.nlambda, "use_opd": cfg.use_opd, "min_fov": MIN_FOV_ARCSEC,
               "product": cfg.psf_product}
+    if cfg.ote_wfe_nm > 0 and not cfg.use_opd:      # absent at 0: PSFs made before stay current
+        params["ote_wfe_nm"] = cfg.ote_wfe_nm
     return psf_path(psf_dir, band), hash_params(params)
 
 
@@ -93,7 +95,8 @@ def band_psf(band: str, cfg: KernelsConfig, psf_dir: Path, data_dir: Path) -> PS
         psf = read_empirical_psf(empirical_psf_path(psf_dir, cfg.psf_files[band]), band)
     elif cfg.psf_source == "stpsf":
         psf = stpsf_psf(band, oversample=cfg.oversample, data_dir=data_dir, use_opd=cfg.use_opd,
-                        nlambda=cfg.nlambda or None, extension=cfg.psf_product)
+                        nlambda=cfg.nlambda or None, extension=cfg.psf_product,
+                        ote_wfe_nm=cfg.ote_wfe_nm)
     else:
         psf = band_gaussian_psf(band, cfg.oversample)
     write_psf(psf, path, {"JG_PKEY": key})  # not JG_PSF: stamp_header writes that

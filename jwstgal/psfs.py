@@ -107,9 +107,44 @@ def band_gaussian_psf(band: str, oversample: int = 4) -> PSF:
     return PSF(b.name, gaussian_psf(b.fwhm_arcsec, pix), pix, f"Gaussian FWHM {b.fwhm_arcsec:.4f}\"")
 
 
+#: The telescope pupil (in the stpsf data) the synthetic wavefront error is drawn on.
+PUPIL_FILE = "jwst_pupil_RevW_npix1024.fits.gz"
+#: Slope of the synthetic wavefront error's power spectrum (PSD ~ f^-slope): most of the error at
+#: low and mid spatial frequencies, as polished and phased mirror segments have it.
+OTE_PSD_SLOPE = 2.5
+
+
+def synthetic_ote_opd(data_dir: Path, rms_nm: float, seed: int = 0) -> fits.HDUList:
+    """A random telescope wavefront error of ``rms_nm`` over the JWST pupil, as an stpsf OPD.
+
+    An approximation for when no measured OTE OPD map is at hand (offline, or before a wavefront
+    sensing of the epoch was published): a Gaussian random field with a power-law spectrum
+    (:data:`OTE_PSD_SLOPE`), scaled to ``rms_nm`` over the illuminated pupil. It has the measured
+    on-orbit error's size (70-80 nm rms is typical), not its pattern: it widens the PSF's core and
+    moves energy into its wings as the real error does on average.
+    """
+    with fits.open(Path(data_dir) / PUPIL_FILE) as h:
+        pupil = np.asarray(h[0].data) > 0
+        scale = float(h[0].header["PUPLSCAL"])
+    n = pupil.shape[0]
+    f2 = np.fft.fftfreq(n)[:, None] ** 2 + np.fft.fftfreq(n)[None, :] ** 2
+    amp = np.zeros_like(f2)
+    amp[f2 > 0] = f2[f2 > 0] ** (-OTE_PSD_SLOPE / 4)        # sqrt of PSD ~ f^-slope
+    noise = np.random.default_rng([7, seed]).standard_normal((n, n))
+    opd = np.fft.ifft2(np.fft.fft2(noise) * amp).real
+    opd -= opd[pupil].mean()
+    opd *= rms_nm * 1e-9 / opd[pupil].std()
+    opd[~pupil] = 0.0
+    hdu = fits.PrimaryHDU(opd.astype(np.float32))
+    hdu.header["PUPLSCAL"] = (scale, "meters / pixel")
+    hdu.header["BUNIT"] = "meter"
+    hdu.header["WFE_RMS"] = (rms_nm, "[nm] synthetic OTE wavefront error rms")
+    return fits.HDUList([hdu])
+
+
 def stpsf_psf(band: str, *, oversample: int = 4, fov_arcsec: float | None = None,
               data_dir: Path | None = None, use_opd: bool = False, nlambda: int | None = None,
-              extension: str = "OVERDIST") -> PSF:
+              extension: str = "OVERDIST", ote_wfe_nm: float = 0.0, ote_wfe_seed: int = 0) -> PSF:
     """A JWST PSF computed by stpsf.
 
     Parameters
@@ -129,6 +164,9 @@ def stpsf_psf(band: str, *, oversample: int = 4, fov_arcsec: float | None = None
         Wavelengths across the band (stpsf's default if None).
     extension : str
         Which stpsf product: OVERSAMP/OVERDIST (oversampled, without/with distortion).
+    ote_wfe_nm, ote_wfe_seed : float, int
+        Without ``use_opd``: a synthetic telescope wavefront error of this rms
+        (:func:`synthetic_ote_opd`; 0 = a perfect telescope).
 
     Returns
     -------
@@ -148,7 +186,7 @@ def stpsf_psf(band: str, *, oversample: int = 4, fov_arcsec: float | None = None
     if b.instrument == "nircam" and b.pupil not in (None, "CLEAR"):
         inst.pupil_mask = b.pupil
     if not use_opd:
-        inst.pupilopd = None
+        inst.pupilopd = synthetic_ote_opd(data_dir, ote_wfe_nm, ote_wfe_seed) if ote_wfe_nm > 0 else None
     fov = fov_arcsec or max(MIN_FOV_ARCSEC, 30 * b.fwhm_arcsec)
     kwargs = {"oversample": oversample, "fov_arcsec": fov}
     if nlambda:
@@ -156,8 +194,9 @@ def stpsf_psf(band: str, *, oversample: int = 4, fov_arcsec: float | None = None
     hdul = inst.calc_psf(**kwargs)
     data = np.asarray(hdul[extension].data, float)
     pix = float(hdul[extension].header["PIXELSCL"])
-    return PSF(b.name, data / data.sum(), pix, f"stpsf {stpsf.__version__} {extension}"
-               f"{' (no OTE OPD)' if not use_opd else ''}")
+    ote = "" if use_opd else (f" (synthetic OTE WFE {ote_wfe_nm:g} nm)" if ote_wfe_nm > 0
+                              else " (no OTE OPD)")
+    return PSF(b.name, data / data.sum(), pix, f"stpsf {stpsf.__version__} {extension}{ote}")
 
 
 #: Header keys that may hold an empirical PSF's pixel scale (arcsec), in order of preference.

@@ -31,6 +31,10 @@ class KernelsConfig(Strict):
         "/ IPC included, as in the pixels a mosaic is drizzled from) or OVERSAMP (optics only).")
     nlambda: int = Field(0, ge=0, le=100, description="stpsf wavelengths per band (0 = stpsf default).")
     use_opd: bool = Field(False, description="Use stpsf's telescope OPD (needs full stpsf data).")
+    ote_wfe_nm: float = Field(
+        0.0, ge=0, le=500, description="Without use_opd: a synthetic telescope wavefront error of "
+        "this rms (nm; 70-80 is typical on orbit), an approximation of the real one's size, not its "
+        "pattern. 0: a perfect telescope (the instrument's own aberrations only).")
     reg_fact: float = Field(1e-4, gt=0, le=1, description="pypher regularisation factor.")
     psf_files: dict[str, str] = Field(
         default_factory=dict, description="Empirical PSFs per band, files in <psf_dir>/empirical/ "
