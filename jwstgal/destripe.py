@@ -229,7 +229,7 @@ def row_model(d: np.ndarray, amps: list[slice], params: DestripeParams,
               err: np.ndarray | None = None) -> np.ndarray:
     """The row-pass stripe model of masked data ``d`` (NaN = masked) with ``params.method``."""
     ny, nx = d.shape
-    model = np.zeros((ny, nx))
+    model = np.zeros((ny, nx), np.float32 if d.dtype == np.float32 else float)
     clip = (params.sigma, params.max_iters)
     if params.method == "median_filter":
         for sl, r in zip(amps, row_profiles(d, amps, params.min_mask_frac, None), strict=True):
@@ -337,7 +337,8 @@ def destripe(
         Model to subtract, the mask used and the amplifier offsets.
     """
     p = params or DestripeParams()
-    data = np.asarray(data, float)
+    data = np.asarray(data)
+    data = data if data.dtype == np.float32 else data.astype(float)   # float32 works as float32
     bad = bad_pixel_mask(data, dq, err, p.dq_flags)
     if extra_mask is not None:
         bad |= extra_mask

@@ -108,6 +108,24 @@ def test_filter_diffuse_is_the_high_pass_of_the_mirrored_image_and_keeps_compact
     assert np.abs(holed - out)[~bad].max() < 0.01 * blob.max()       # filled from the surroundings
 
 
+def test_source_mask_is_photutils_segmentation_without_its_overhead():
+    """The labels-and-counts source mask equals photutils' detect_sources (8-connected, >= npixels)."""
+    from photutils.segmentation import detect_sources
+
+    from jwstgal.masking import background_stats, source_mask
+
+    frame = F.striped_frame(512, seed=3, scene="galaxy")
+    data = np.asarray(frame.data, np.float32)
+    bad = bad_pixel_mask(data, frame.dq, frame.err, DestripeParams().dq_flags)
+    bad[100:110, :] = True
+    for npixels in (1, 3, 8):
+        med, std = background_stats(data, bad, 3.0, 10)
+        segm = detect_sources(np.abs(np.where(bad, 0.0, data - med)), 3.0 * std, npixels, mask=bad)
+        ours = source_mask(data, bad, 3.0, npixels, dilate_size=1)
+        assert np.array_equal(ours, segm.data > 0)
+    assert source_mask(data, bad, 3.0, 3, dilate_size=11).sum() > ours.sum()
+
+
 def test_vectorised_medians_match_numpy_and_astropy():
     rng = np.random.default_rng(0)
     a = rng.standard_normal((40, 301))
