@@ -201,8 +201,11 @@ def _anchor_directly(cfg: RunConfig, target: str, inst: str, band: str, final: P
     """
     if not _external_maps(cfg, target, inst, band):
         return False
-    with read_mosaic(final) as mosaic:
-        used, notes = _fit_external(cfg, target, inst, band, mosaic)
+    try:
+        with read_mosaic(final) as mosaic:
+            used, notes = _fit_external(cfg, target, inst, band, mosaic)
+    except _ANCHOR_ERRORS as err:
+        used, notes = None, [f"{final.name}: {err}"]
     if notes:
         row.note = f"not used: {'; '.join(notes)}"
         log.warning("%s %s: %s", target, band, row.note)

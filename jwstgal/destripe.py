@@ -338,7 +338,8 @@ def destripe(
     """
     p = params or DestripeParams()
     data = np.asarray(data)
-    data = data if data.dtype == np.float32 else data.astype(float)   # float32 works as float32
+    if data.dtype != np.float32:                 # float32 works as float32, the rest as float64
+        data = np.asarray(data, float)
     bad = bad_pixel_mask(data, dq, err, p.dq_flags)
     if extra_mask is not None:
         bad |= extra_mask

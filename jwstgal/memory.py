@@ -102,9 +102,22 @@ def stage3_peak(members: list[Path], in_memory: bool = True) -> float:
     return BASE_BYTES + STAGE3_BYTES_PER_INPUT_BYTE[bool(in_memory)] * size
 
 
-def budget_bytes(budget_gb: float) -> float:
-    """The run's memory budget: ``[local] memory_budget_gb``, or 80 % of what is available now."""
-    return budget_gb * GIB if budget_gb > 0 else 0.8 * available_bytes()
+def budget_bytes(budget_gb: float, *, workers_here: bool = True) -> float:
+    """The run's memory budget: ``[local] memory_budget_gb``, else 80 % of what is available now.
+
+    The automatic budget is this machine's: with workers elsewhere (a Dask scheduler, Slurm jobs:
+    ``workers_here`` False) there is none unless one is set (0 = no cap).
+    """
+    if budget_gb > 0:
+        return budget_gb * GIB
+    return 0.8 * available_bytes() if workers_here else 0.0
+
+
+def workers_here(local: object) -> bool:
+    """Whether a ``[local]`` table's tasks run on this machine (serial, processes, a local Dask)."""
+    executor = getattr(local, "executor", "processes")
+    return executor in ("serial", "processes") or (executor == "dask"
+                                                  and not getattr(local, "dask_scheduler", ""))
 
 
 def _in_memory(steps: dict) -> bool:

@@ -67,12 +67,12 @@ class _BandState:
 
 def executor_spec(cfg: RunConfig) -> ExecutorSpec:
     """The executor configured in ``local.toml``."""
-    from jwstgal.memory import budget_bytes
+    from jwstgal.memory import budget_bytes, workers_here
 
     loc = cfg.local
     return ExecutorSpec(loc.executor, loc.processes, loc.dask_scheduler,
                         loc.slurm.model_dump(exclude_none=True) if loc.slurm else {},
-                        budget_bytes(loc.memory_budget_gb))
+                        budget_bytes(loc.memory_budget_gb, workers_here=workers_here(loc)))
 
 
 def _states(cfg: RunConfig, bands: list[str] | None, targets: list[str] | None, *, dry_run: bool = False

@@ -126,3 +126,18 @@ def test_an_unreadable_file_gets_a_full_frame_estimate(tmp_path):
     bad = tmp_path / "jw_uncal.fits"
     bad.write_text("not FITS")
     assert stage1_peak(bad) == pytest.approx(BASE_BYTES + STAGE1_BYTES_PER_VALUE * 10 * 2048 * 2048)
+
+
+def test_the_automatic_budget_is_this_machines_and_only_for_workers_here():
+    from types import SimpleNamespace
+
+    from jwstgal.memory import GIB, available_bytes, budget_bytes, workers_here
+
+    assert budget_bytes(3.0) == 3 * GIB
+    assert 0 < budget_bytes(0.0) <= available_bytes()
+    for executor, scheduler, here in (("processes", "", True), ("dask", "", True),
+                                      ("dask", "tcp://host:8786", False), ("slurm", "", False)):
+        local = SimpleNamespace(executor=executor, dask_scheduler=scheduler)
+        assert workers_here(local) is here
+        assert (budget_bytes(0.0, workers_here=here) > 0) is here   # a cluster: no cap unless set
+    assert budget_bytes(2.0, workers_here=False) == 2 * GIB

@@ -43,7 +43,8 @@ class LocalConfig(Strict):
     memory_budget_gb: float = Field(
         0.0, ge=0, description="Memory (GiB) the tasks running at once may need together: stage 1-3 "
         "tasks start only while their estimated peaks fit (fewer workers than processes run, and the "
-        "log says why). 0: 80 % of the memory available when the run starts.")
+        "log says why). 0: 80 % of the memory available when the run starts, for workers on this "
+        "machine; none for a remote Dask scheduler or Slurm jobs.")
     slurm: SlurmConfig | None = Field(None, description="Slurm job settings (executor = 'slurm').")
     api_key: str = Field("", description="MAST token ('' = anonymous or $MAST_API_TOKEN).")
     mast_server: str = Field("https://mast.stsci.edu", description="MAST portal (a mirror or test "

@@ -20,7 +20,7 @@ import numpy as np
 
 from jwstgal import layout
 from jwstgal.bands import Band
-from jwstgal.memory import budget_bytes, low_memory_stage3, stage3_task_peak
+from jwstgal.memory import budget_bytes, low_memory_stage3, stage3_task_peak, workers_here
 from jwstgal.provenance import hash_params, write_text_atomic
 from jwstgal.settings import StepSettings, added_field
 from jwstgal.stages import run_stage3
@@ -112,7 +112,8 @@ class Lv3(Step):
         log.info("%s: stage 3 on %d exposures -> %s", ctx.label, len(inputs), product)
         # jwst's own memory options when the members would not fit (same products: not in the key)
         local = getattr(run, "local", None)
-        task_params = low_memory_stage3(params, inputs, budget_bytes(getattr(local, "memory_budget_gb", 0.0)))
+        budget = budget_bytes(getattr(local, "memory_budget_gb", 0.0), workers_here=workers_here(local))
+        task_params = low_memory_stage3(params, inputs, budget)
         return StepPlan(NAME, key, params, [layout.stage3_mosaic(ctx.band_dir, ctx.target, ctx.band)],
                         run_task, [([str(p) for p in inputs], product, str(out_dir), task_params,
                                     run.config_hash, str(refcat) if refcat else None, groups)],
