@@ -309,7 +309,11 @@ def _join_queue_feeders(timeout: float) -> None:
     """
     deadline = time.monotonic() + timeout
     for thread in threading.enumerate():
-        if thread.name == "QueueFeederThread" and thread is not threading.current_thread():
+        if thread.name != "QueueFeederThread" or thread is threading.current_thread():
+            continue
+        # a feeder being started as we look (in threading's limbo) cannot be joined yet: it
+        # belongs to a queue still in use, not to one being released
+        with contextlib.suppress(RuntimeError):
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
