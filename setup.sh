@@ -16,7 +16,7 @@ cd "$(dirname "$0")"
 LOCK=requirements/lock.txt
 UV_LOCK=requirements/uv.txt
 # the one command that writes the lock: universal (markers for every platform), with every hash
-LOCK_ARGS=(pyproject.toml --extra test --extra cluster --universal --python-version 3.12 --generate-hashes
+LOCK_ARGS=(pyproject.toml --extra test --extra cluster --extra docs --universal --python-version 3.12 --generate-hashes
            --no-strip-extras)  # pip's hash mode needs "dask[array]==..." where a package asks for dask[array]
 
 die() { echo "setup.sh: $*" >&2; exit 1; }

@@ -28,9 +28,17 @@ ENVIRONMENTS = [{**default_environment(), "sys_platform": "linux", "platform_sys
                  "python_full_version": f"{v}.0"} for v in ("3.12", "3.13", "3.14")]
 
 
-def parse_lock(text: str) -> dict[str, tuple[Version, Requirement, int]]:
-    """``{name: (version, requirement with its marker, number of hashes)}`` of a uv/pip-tools lock."""
-    entries: dict[str, tuple[Version, Requirement, int]] = {}
+Pin = tuple[Version, Requirement, int]
+
+
+def parse_lock(text: str) -> dict[str, list[Pin]]:
+    """``{name: [(version, requirement with its marker, number of hashes), ...]}`` of a uv lock.
+
+    A package has several pins when its versions differ by environment (``sphinx==9.1.1 ;
+    python_full_version < '3.13'`` and ``sphinx==9.2.0 ; python_full_version >= '3.13'``); their
+    markers must then never hold together.
+    """
+    entries: dict[str, list[Pin]] = {}
     for block in re.split(r"\n(?=\S)", text):
         first = block.split("\\", 1)[0].strip()
         if not first or first.startswith("#"):
@@ -39,9 +47,20 @@ def parse_lock(text: str) -> dict[str, tuple[Version, Requirement, int]]:
         (spec,) = req.specifier
         assert spec.operator == "==", f"{LOCK.name}: {first!r} is not an exact pin"
         name = canonicalize_name(req.name)
-        assert name not in entries, f"{LOCK.name}: {name} pinned twice"
-        entries[name] = (Version(spec.version), req, block.count("--hash=sha256:"))
+        entries.setdefault(name, []).append((Version(spec.version), req, block.count("--hash=sha256:")))
+    for name, pins in entries.items():
+        for env in ENVIRONMENTS:
+            held = [p for p in pins if p[1].marker is None or p[1].marker.evaluate(env)]
+            assert len(held) <= 1, f"{LOCK.name}: {name} pinned twice for Python {env['python_version']}"
     return entries
+
+
+def pin_for(lock: dict[str, list[Pin]], name: str, env: dict[str, str]) -> Pin | None:
+    """The pin of ``name`` that applies in ``env`` (None: not installed there)."""
+    for pin in lock.get(name, []):
+        if pin[1].marker is None or pin[1].marker.evaluate(env):
+            return pin
+    return None
 
 
 def project_requirements(pyproject: dict) -> list[tuple[str, Requirement]]:
@@ -53,7 +72,7 @@ def project_requirements(pyproject: dict) -> list[tuple[str, Requirement]]:
     return reqs
 
 
-def unmet(pyproject: dict, lock: dict[str, tuple[Version, Requirement, int]]) -> list[str]:
+def unmet(pyproject: dict, lock: dict[str, list[Pin]]) -> list[str]:
     """The requirements of ``pyproject`` that the lock does not satisfy, in words (empty: in step)."""
     problems = []
     for where, req in project_requirements(pyproject):
@@ -67,10 +86,12 @@ def unmet(pyproject: dict, lock: dict[str, tuple[Version, Requirement, int]]) ->
             if name not in lock:
                 problems.append(f"{where}: {req} is not in the lock")
                 break
-            version, pin, _ = lock[name]
-            if pin.marker is not None and not pin.marker.evaluate(env):
-                problems.append(f"{where}: {req} is locked only where {pin.marker}")
+            found = pin_for(lock, name, env)
+            if found is None:
+                markers = " or ".join(str(p[1].marker) for p in lock[name])
+                problems.append(f"{where}: {req} is locked only where {markers}")
                 break
+            version = found[0]
             if not req.specifier.contains(version, prereleases=True):
                 problems.append(f"{where}: {req} is not met by the locked {name}=={version}")
                 break
@@ -107,12 +128,12 @@ def test_a_requirement_changed_without_relocking_is_caught(lock, edit):
 
 def test_every_pin_has_hashes_and_the_lock_is_the_one_setup_writes(lock):
     assert len(lock) > 100                                         # the whole environment, not a stub
-    assert {n for n, (_, _, hashes) in lock.items() if hashes == 0} == set()
+    assert {n for n, pins in lock.items() for _, _, hashes in pins if hashes == 0} == set()
     header = LOCK.read_text().splitlines()[:2]
     assert header[1].strip("# ") == "bash setup.sh --relock"       # refreshed by the documented command
     setup = (REPO / "setup.sh").read_text()
     assert "--generate-hashes" in setup and "--universal" in setup and "--require-hashes" in setup
-    (uv,) = parse_lock(UV_LOCK.read_text()).values()
+    ((uv,),) = parse_lock(UV_LOCK.read_text()).values()
     assert uv[2] >= 10                                             # uv's wheels for every platform
 
 
@@ -128,9 +149,11 @@ def test_the_cluster_requirements_resolve_on_their_own(pyproject):
 def test_the_running_environment_is_the_locked_one(lock):
     env = default_environment()
     wrong = {}
-    for name, (version, pin, _) in lock.items():
-        if pin.marker is not None and not pin.marker.evaluate(env):
+    for name in lock:
+        found = pin_for(lock, name, env)
+        if found is None:
             continue
+        version = found[0]
         try:
             have = Version(importlib.metadata.version(name))
         except importlib.metadata.PackageNotFoundError:
@@ -169,3 +192,14 @@ def test_citation_changelog_and_type_marker_are_in_step_with_the_version():
     assert (Path(jwstgal.__file__).parent / "py.typed").is_file()
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert "py.typed" in pyproject["tool"]["setuptools"]["package-data"]["jwstgal"]
+
+
+def test_a_package_pinned_twice_for_one_python_is_caught():
+    """Pins split by environment are fine; two that hold for the same Python are a broken lock."""
+    split = ("sphinx==9.1.1 ; python_full_version < '3.13' \\\n    --hash=sha256:aa\n"
+             "sphinx==9.2.0 ; python_full_version >= '3.13' \\\n    --hash=sha256:bb\n")
+    pins = parse_lock(split)["sphinx"]
+    versions = [str(pin_for({"sphinx": pins}, "sphinx", env)[0]) for env in ENVIRONMENTS]
+    assert versions == ["9.1.1", "9.2.0", "9.2.0"]
+    with pytest.raises(AssertionError, match="pinned twice for Python 3.12"):
+        parse_lock(split.replace(">= '3.13'", ">= '3.12'"))
