@@ -31,7 +31,8 @@ band-wide steps run in one process, as in the driver. Cases:
   ``--pjpipe-timeout`` seconds.
 
 Usage: .venv/bin/python bench/bench_programme.py [--size 2048] [--pjpipe-python .bench-pjpipe/bin/python]
-       [--cases ...] [--readme]   (``--size 512`` for a quick look; ``--readme`` rewrites the table)
+       [--cases ...] [--docs]   (``--size 512`` for a quick look; ``--docs`` rewrites the table
+       in docs/benchmarks.md)
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ import numpy as np
 from _pjpipe import PREAMBLE
 
 HERE = Path(__file__).resolve().parent
-README = HERE.parent / "README.md"
+DOCS = HERE.parent / "docs" / "benchmarks.md"
 MARK_BEGIN, MARK_END = "<!-- bench_programme: begin -->", "<!-- bench_programme: end -->"
 OURS = ["destripe", "destripe_noqa", "wcs_adjust", "level_match", "stack_destripe", "astrometric_align",
         "convolve"]
@@ -458,7 +459,7 @@ def main() -> None:
                    help="stop a pjpipe case after this many seconds (2N is skipped when N was stopped)")
     p.add_argument("--cases", nargs="+", default=[*OURS, "floor", "kernel", "psf_stpsf", "kernel_stpsf",
                                                   *PJPIPE])
-    p.add_argument("--readme", action="store_true", help="write the results into README.md")
+    p.add_argument("--docs", action="store_true", help="write the results into docs/benchmarks.md")
     p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     p.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -494,10 +495,10 @@ def main() -> None:
     text = "\n".join([head, "", table(results), "", *summary(results)])
     print(text)
     (HERE / ".cache" / f"programme_{a.size}" / "results.json").write_text(json.dumps(results, indent=1))
-    if a.readme:
-        readme = README.read_text()
-        i, j = readme.index(MARK_BEGIN) + len(MARK_BEGIN), readme.index(MARK_END)
-        README.write_text(readme[:i] + "\n" + text + "\n" + readme[j:])
+    if a.docs:
+        page = DOCS.read_text()
+        i, j = page.index(MARK_BEGIN) + len(MARK_BEGIN), page.index(MARK_END)
+        DOCS.write_text(page[:i] + "\n" + text + "\n" + page[j:])
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ Aniano construction follows the paper and PHANGS' ``make_kernels.py`` with its b
 filters are evaluated on a true angular-frequency grid (k = 2 pi * fftfreq / pixel, rad/arcsec), the
 source cut-off is found on the azimuthally averaged transform (not one slice), the working grid is
 sized from the target's width, and kernels are normalised to unit sum. Quality is reported as
-Aniano's D = sum |S*K - T| and W- = (sum |K| - K) / 2 (eqs. 20-21).
+Aniano's ``D = sum |S*K - T|`` and ``W- = (sum |K| - K) / 2`` (eqs. 20-21).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class KernelResult:
     fwhm_source, fwhm_target : float
         PSF FWHMs (arcsec).
     D : float
-        Sum of |source * kernel - target| (both PSFs normalised to unit sum).
+        Sum of ``|source * kernel - target|`` (both PSFs normalised to unit sum).
     W_minus : float
         Total negative weight of the kernel.
     params : dict
@@ -251,7 +251,7 @@ def radial_profile(
 
 
 def trim_energy(kernel: np.ndarray, energy: float = 0.999) -> np.ndarray:
-    """Trim a centred kernel to the smallest odd square holding ``energy`` of its sum of |K|."""
+    """Trim a centred kernel to the smallest odd square holding ``energy`` of its ``sum |K|``."""
     size = kernel.shape[0]
     r = _radius(size)
     inside = r <= (size - 1) / 2
@@ -303,7 +303,7 @@ def make_aniano_kernel(
         Working and kernel pixel scale; default from both FWHMs and the PSF field
         (:func:`working_grid`).
     energy : float
-        Fraction of sum |K| kept when trimming the kernel.
+        Fraction of ``sum |K|`` kept when trimming the kernel.
     max_grid : int
         Working grid (pixels per side) beyond which the working pixel grows.
 

@@ -3,7 +3,7 @@
 :func:`migrate` maps the original's ``config.toml`` (+ ``local.toml``) tables and keys onto ours and
 lists every key it could not map and why; ``migrate_config.py`` writes the result and validates it.
 The mapping is :data:`STEP_MAP` for step names and the ``_science`` / ``_local`` functions for keys;
-the README's migration table is the same mapping in words. Values the original writes as pixel
+the migration table of docs/migration.md is the same mapping in words. Values the original writes as pixel
 lengths (``'10pix'``) become a selector table of arcsec per band type (the original's own rule:
 the number times the band type's pixel scale).
 """

@@ -220,10 +220,10 @@ def test_level_match_file_layer_takes_its_defaults_from_the_settings_model():
     assert "params.get(" not in src and "LevelMatchSettings(**params)" in src
 
 
-def test_readme_step_table_is_the_registry():
+def test_docs_step_table_is_the_registry():
     from jwstgal.steps import markdown_table
 
-    assert markdown_table() in (REPO / "README.md").read_text()
+    assert markdown_table() in (REPO / "docs" / "steps.md").read_text()
 
 
 def test_config_order_and_defaults_come_from_the_registry(tmp_path):
@@ -334,7 +334,7 @@ def test_registry_steps_live_in_their_own_modules():
         assert type(step).__module__ == f"jwstgal.steps.{step.name}"
 
 
-# ---------------------------------------------------------------- driver status and the README's example
+# ------------------------------------------------------------ driver status and the docs' example
 
 
 def _finish(ctx: BandContext, name: str, upstream: str, inputs: list[Path]):
@@ -369,8 +369,8 @@ def test_run_summary_and_qa_page_show_skipped_steps(tmp_path):
     assert "<td>ngc0628</td><td><a href='#ngc0628-F200W'>F200W</a></td><td>2 skipped</td>" in summary
 
 
-def test_readme_example_step_plans_and_runs(tmp_path):
-    """The 20-line example step of the README is real code: it plans on a band and its task works."""
+def test_docs_example_step_plans_and_runs(tmp_path):
+    """The 20-line example step of the docs is real code: it plans on a band and its task works."""
     import re
     from types import SimpleNamespace
 
@@ -383,8 +383,9 @@ def test_readme_example_step_plans_and_runs(tmp_path):
     from jwstgal.settings import StepSettings
     from jwstgal.steps import Step, StepPlan
 
-    code = re.search(r"```python\n(class MedianSubSettings.*?)```", (REPO / "README.md").read_text(), re.S)
-    assert code, "the README lost its example step"
+    page = (REPO / "docs" / "architecture.md").read_text()
+    code = re.search(r"```python\n(class MedianSubSettings.*?)```", page, re.S)
+    assert code, "docs/architecture.md lost its example step"
     ns = {"StepSettings": StepSettings, "Field": Field, "fits": fits, "atomic_path": atomic_path,
           "sigma_clipped_stats": sigma_clipped_stats, "stamp_header": stamp_header, "Step": Step,
           "StepPlan": StepPlan, "hash_params": hash_params}

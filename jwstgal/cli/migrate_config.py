@@ -4,7 +4,7 @@ Usage: python migrate_config.py OLD_CONFIG [OLD_LOCAL] --out-dir DIR [--overwrit
 
 Writes DIR/config.toml and DIR/local.toml (local only with OLD_LOCAL), each opening with the list of
 old keys that could not be carried over and why, after checking that they validate (nothing is
-written otherwise: exit code 3). The README's "Migrating a config" table gives the whole mapping.
+written otherwise: exit code 3). docs/migration.md gives the whole mapping.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The pipeline steps of a band, one module each, and :data:`STEPS`, the only list of them.
 
 The registry's order is the only order in which steps may run; the config validator, the driver,
-the QA page and the README's step table (:func:`markdown_table`) all read it. A new step is one
+the QA page and the step table of docs/steps.md (:func:`markdown_table`) all read it. A new step is one
 module here (settings model, plan, task, diagnostics; see :mod:`jwstgal.steps.base`) plus one line
 below.
 
@@ -106,7 +106,7 @@ def run_order(names: Iterable[str] = ()) -> list[Step]:
 
 
 def markdown_table() -> str:
-    """The README's step table: every step in order, its settings table and what it does."""
+    """The step table of docs/steps.md: every step in order, its settings table and what it does."""
     rows = ["| step | settings | what it does |", "| --- | --- | --- |"]
     for s in STEPS:
         table = f"`[{s.name}]`" if s.settings else "-"

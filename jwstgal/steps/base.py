@@ -362,7 +362,7 @@ class Step:
     name : str
         The ``[pipeline.steps]`` key.
     summary : str
-        One line for the README's step table and the QA page.
+        One line for the step table of docs/steps.md and the QA page.
     settings : type of StepSettings or None
         The ``[<name>]`` table's model (None: the step has no table of its own).
     default : bool
