@@ -126,3 +126,19 @@ def test_the_docs_build_without_a_warning(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert (tmp_path / "html" / "configuration.html").is_file()
     assert "memory_budget_gb" in (tmp_path / "html" / "configuration.html").read_text()
+
+
+def test_every_failure_entry_names_a_test_that_exists():
+    """Each promise of docs/failures.md names the test that keeps it, and that test is real."""
+    page = (DOCS / "failures.md").read_text()
+    entries = re.split(r"\n(?=- \*\*)", page)[1:]
+    assert len(entries) >= 10
+    sources = {p.name: p.read_text() for p in (REPO / "tests").glob("test_*.py")}
+    for entry in entries:
+        files = re.findall(r"tests/(test_\w+\.py)", entry)
+        tests = [t for t in re.findall(r"\b(test_\w+)\b", entry) if f"{t}.py" not in files]
+        title = entry.split("**")[1]
+        assert files or tests, f"{title!r} names no test"
+        assert all(f in sources for f in files), f"{title!r}: {files}"
+        for test in tests:
+            assert any(f"def {test}(" in src for src in sources.values()), f"{title!r}: no {test}"
