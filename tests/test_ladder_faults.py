@@ -167,7 +167,7 @@ def test_a_moved_working_tree_keeps_its_ladder(tree, tmp_path):
     try:
         res = run("convolve_data.py", moved / cfg.name, moved / loc.name)
         assert res.returncode == 0, res.stderr[-3000:]
-        assert "0 products convolved" in res.stderr, res.stderr[-3000:]
+        assert "convolve: 0 tasks run" in res.stderr, res.stderr[-3000:]
     finally:
         shutil.move(moved, tmp_path)
 

@@ -87,7 +87,8 @@ def test_make_kernels_convolve_and_release_scripts(tmp_path):
                 shape=(60, 60), seed=1)
     assert "make PSF of F200W to be made" in dry_run("make_kernels.py", cfg, loc)
     plan = dry_run("convolve_data.py", cfg, loc)
-    assert "F200W -> F2100W: fails: kernel" in plan and "not found; run make_kernels.py first" in plan
+    assert re.search(r"ngc0000 F200W -> F2100W +fails +kernel .*not found; run make_kernels.py first", plan)
+    assert plan.startswith("dry run: convolve (band scope)")
     plan = dry_run("prepare_release.py", cfg, loc)
     assert "make mosaic" in plan and "ngc0000/ngc0000_nircam_lv3_f200w_i2d.fits" in plan
     res = run("make_kernels.py", cfg, loc)
@@ -108,7 +109,7 @@ def test_make_kernels_convolve_and_release_scripts(tmp_path):
     again = run("convolve_data.py", cfg, loc)
     assert "convolved product up to date" in again.stderr
     plan = dry_run("convolve_data.py", cfg, loc)
-    assert "skip: up to date" in plan and ": make (" not in plan
+    assert re.search(r"F200W -> F2100W +skip +up to date", plan) and " make " not in plan
     res = run("prepare_release.py", cfg, loc)
     assert res.returncode == 0, res.stderr
     plan = dry_run("prepare_release.py", cfg, loc)

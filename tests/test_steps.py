@@ -258,7 +258,8 @@ LAYERS = [
     ("jwstgal.steps", "jwstgal.stpipe_steps"),
     ("jwstgal.config",),
     ("jwstgal.kernel_products", "jwstgal.anchor_products", "jwstgal.simulate.programme",
-     "jwstgal.reprocess", "jwstgal.report", "jwstgal.migrate", "jwstgal.migrate_pjpipe"),
+     "jwstgal.reprocess", "jwstgal.report", "jwstgal.migrate", "jwstgal.migrate_pjpipe",
+     "jwstgal.post_runner"),
     ("jwstgal.cli", "jwstgal.__main__"),
 ]
 

@@ -176,3 +176,35 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
                          f"{str(local).upper()} with the local.toml beside {args.config}\n")
         args.band, args.local = str(local), None
     return args
+
+
+def run_post_command(doc: str | None, steps: list[str], argv: Sequence[str] | None, *,
+                     overwrite_help: str = "remake existing products") -> int:
+    """A script that runs post-mosaic steps (``convolve_data.py``...): one CLI for all of them.
+
+    The config is loaded and checked, the steps are run (or planned, with ``--dry-run``) for the
+    selected targets and bands through :func:`jwstgal.post_runner.run_post_steps`, and the QA
+    page is brought up to date.
+    """
+    parser = base_parser(doc or "")
+    parser.add_argument("--overwrite", action="store_true", help=overwrite_help)
+    args = parse(parser, argv)
+    from jwstgal.logs import setup_logging
+
+    setup_logging(args.log_level, args.log_file)
+
+    def run() -> int:
+        from jwstgal.config import load_config
+        from jwstgal.post_runner import run_post_steps
+
+        cfg = load_config(args.config, args.local, check_jwst=False)
+        bands, targets = selected(args, cfg)
+        code = run_post_steps(cfg, steps, bands, targets, overwrite=args.overwrite,
+                              dry_run=args.dry_run, progress=not args.no_progress)
+        if not args.dry_run and cfg.reprocess_dir.is_dir():
+            from jwstgal.report import write_report
+
+            log.info("QA page updated: %s", write_report(cfg))
+        return code
+
+    return run_main(run)

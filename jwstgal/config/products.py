@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from jwstgal.bands import get_band
 from jwstgal.settings import Strict, check_band, check_path_component
+from jwstgal.steps.convolve import ConvolveConfig  # noqa: F401 - its step owns it; re-exported
 
 
 class KernelsConfig(Strict):
@@ -53,53 +54,6 @@ class KernelsConfig(Strict):
     def _files(cls, files: dict[str, str]) -> dict[str, str]:
         return {get_band(check_band(b)).name: check_path_component(f, f"[kernels] psf_files.{b}")
                 for b, f in files.items()}
-
-
-class ConvolveConfig(Strict):
-    """The ``[convolve]`` table: the resolution ladder every mosaic is brought to."""
-
-    targets: list[str] = Field(default_factory=list, description="Rungs of the ladder: bands (e.g. "
-                               "F2100W) and analytic PSFs (gauss0.85, gauss4, gauss7.5, gauss15, ...).")
-    target: str = Field("", description="One rung (older configs); added to targets.")
-    method: Literal["aniano", "pypher"] = Field("aniano", description="Which kernels to use.")
-    reproject: bool = Field(True, description="If a rung is a band, also reproject onto that "
-                            "band's mosaic grid.")
-    direct_max: float = Field(2.0, ge=0.5, le=10.0, description="Widest Gaussian (arcsec) reached "
-                              "by a kernel on the mosaic grid; wider ones go through gauss<direct_max> "
-                              "and a block-averaged grid of >= 4 pixels per FWHM (and >= 3 per direct_max).")
-    block_size: int = Field(2048, ge=256, description="Tile size bounding the FFT memory.")
-    kernel_sampling: Literal["auto", "band_limited", "pixel_centre"] = Field(
-        "auto", description="How a kernel is brought to the mosaic's pixel: band_limited (the "
-        "kernel cut at the mosaic's Nyquist frequency; exact enough for real, optics-limited PSFs: "
-        "F300M -> F360M at 0.063\" within 0.01 % in FWHM at the pixel centre, ~0.2 % anywhere in "
-        "the pixel), pixel_centre "
-        "(built on that pixel from the kernel and its source PSF, exact for a star centred on a "
-        "pixel; for Gaussian PSFs, where band_limited loses 2-3 % of a compact source's aperture "
-        "flux on undersampled bands), or auto (band_limited for stpsf PSFs, else pixel_centre).")
-    allow_unsafe: bool = Field(False, description="Apply kernels Aniano's criterion calls unsafe "
-                               "(W- > 0.5: they amplify noise); otherwise such a band is refused.")
-
-    @field_validator("targets")
-    @classmethod
-    def _names(cls, targets: list[str]) -> list[str]:
-        from jwstgal.psfs import check_psf_name
-
-        return [check_psf_name(t) for t in targets]
-
-    @field_validator("target")
-    @classmethod
-    def _name(cls, target: str) -> str:
-        from jwstgal.psfs import check_psf_name
-
-        return check_psf_name(target) if target else target
-
-    @property
-    def rungs(self) -> list[str]:
-        """Every rung, ``target`` included, in order, once."""
-        out = list(self.targets)
-        if self.target and self.target not in out:
-            out.insert(0, self.target)
-        return out
 
 
 class ExternalMap(Strict):

@@ -20,6 +20,7 @@ from jwstgal.steps.astrometric_catalog import AstrometricCatalog
 from jwstgal.steps.base import BandContext, Step, StepPlan, StepRecord
 from jwstgal.steps.bg_sub import BgSub
 from jwstgal.steps.bgr_mosaics import BgrMosaics
+from jwstgal.steps.convolve import Convolve
 from jwstgal.steps.destripe import Destripe
 from jwstgal.steps.field_mosaics import FieldMosaics
 from jwstgal.steps.level_match import LevelMatch
@@ -27,6 +28,7 @@ from jwstgal.steps.lv1 import Lv1
 from jwstgal.steps.lv2 import Lv2
 from jwstgal.steps.lv3 import Lv3
 from jwstgal.steps.lyot_adjust import LyotAdjust
+from jwstgal.steps.post import PostStep
 from jwstgal.steps.rate_bg_sub import RateBgSub
 from jwstgal.steps.rate_destripe import RateDestripe
 from jwstgal.steps.stack_destripe import StackDestripe
@@ -49,6 +51,11 @@ STEPS: tuple[Step, ...] = (
     AstrometricAlign(),
     FieldMosaics(),
     BgrMosaics(),
+)
+
+#: The post-mosaic steps, in the order they run (:mod:`jwstgal.steps.post`).
+POST_STEPS: tuple[PostStep, ...] = (
+    Convolve(),
 )
 
 #: Step names in order.
@@ -105,6 +112,21 @@ def run_order(names: Iterable[str] = ()) -> list[Step]:
     return sorted([*STEPS, *(get_step(n) for n in repeats)], key=lambda s: order_key(s.name))
 
 
+def get_post_step(name: str) -> PostStep:
+    """The post-mosaic step called ``name``.
+
+    Raises
+    ------
+    KeyError
+        Naming the post-mosaic steps.
+    """
+    for s in POST_STEPS:
+        if s.name == name:
+            return s
+    msg = f"unknown post-mosaic step {name!r} (allowed: {', '.join(s.name for s in POST_STEPS)})"
+    raise KeyError(msg)
+
+
 def markdown_table() -> str:
     """The step table of docs/steps.md: every step in order, its settings table and what it does."""
     rows = ["| step | settings | what it does |", "| --- | --- | --- |"]
@@ -114,5 +136,6 @@ def markdown_table() -> str:
     return "\n".join(rows) + "\n"
 
 
-__all__ = ["DEFAULT_STEPS", "REPEATABLE", "STEPS", "STEP_NAMES", "STEP_SETTINGS", "BandContext", "Step",
-           "StepPlan", "StepRecord", "get_step", "markdown_table", "order_key", "repeat_of", "run_order"]
+__all__ = ["DEFAULT_STEPS", "POST_STEPS", "REPEATABLE", "STEPS", "STEP_NAMES", "STEP_SETTINGS",
+           "BandContext", "PostStep", "Step", "StepPlan", "StepRecord", "get_post_step", "get_step",
+           "markdown_table", "order_key", "repeat_of", "run_order"]

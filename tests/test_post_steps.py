@@ -1,0 +1,167 @@
+"""The post-mosaic steps (issue #27 items 1-3): scopes, typed tasks, one plan format, the executor.
+
+The ladder (``convolve``) is a band-scope step with a task per rung: run on a process pool its
+products are those of a serial run, bit for bit, and its dry run prints every context's plan in
+the band steps' format without writing anything.
+"""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+from dataclasses import FrozenInstanceError
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from factories import fake_mosaic, write_config
+
+from jwstgal.steps import POST_STEPS, get_post_step
+from jwstgal.steps.post import SCOPES, PostContext, Task
+
+SCIENCE = """
+[projects.1]
+targets = ["ngc0000", "ngc0001"]
+[pipeline]
+data_version = "t1"
+nircam_bands = ["F200W"]
+miri_bands = ["F2100W"]
+[kernels]
+psf_source = "gaussian"
+[convolve]
+targets = ["F2100W", "gauss1.0", "gauss4"]
+"""
+
+
+def _tree(root, processes=1):
+    root.mkdir(parents=True, exist_ok=True)
+    cfg, loc = write_config(root, science=SCIENCE, local=f'[local]\nraw_dir="raw"\nworking_dir="work"\n'
+                            f'psf_dir="psf"\nprocesses = {processes}\n')
+    for i, target in enumerate(("ngc0000", "ngc0001")):
+        rep = root / "work" / "jwst_lv3_reprocessed_t1" / target
+        fake_mosaic(rep / "F200W" / "lv3" / f"{target}_nircam_lv3_f200w_i2d.fits", pixscale=0.031,
+                    shape=(160, 160), point=(80, 80), seed=i)
+        fake_mosaic(rep / "F2100W" / "lv3" / f"{target}_miri_lv3_f2100w_i2d.fits", pixscale=0.11,
+                    shape=(60, 60), seed=10 + i)
+    return cfg, loc
+
+
+def _load(cfg, loc):
+    from jwstgal.config import load_config
+
+    return load_config(cfg, loc, check_jwst=False)
+
+
+def test_every_post_step_declares_a_scope_and_a_summary():
+    assert [s.name for s in POST_STEPS] == ["convolve"]
+    for step in POST_STEPS:
+        assert step.scope in SCOPES and step.summary
+        assert get_post_step(step.name) is step
+    with pytest.raises(KeyError, match="allowed: convolve"):
+        get_post_step("convolv")
+
+
+def test_a_task_is_frozen_plain_data_that_pickles():
+    from jwstgal.ladder import plan_rung
+    from jwstgal.steps.convolve import ConvolveTask
+
+    rung = plan_rung("F200W", "gauss4", 0.031, direct_max=2.0, reproject=True, bands=("F200W",))
+    task = ConvolveTask(label="x F200W -> gauss4", mosaic=Path("m.fits"), kernel=None, rung=rung,
+                        grid=None, block_size=2048, sampling="auto", key="k", config_hash="c")
+    assert pickle.loads(pickle.dumps(task)) == task
+    with pytest.raises(FrozenInstanceError):
+        task.action = "skip"
+    with pytest.raises(NotImplementedError):
+        Task(label="bare").run()
+
+
+@pytest.mark.pipeline
+def test_the_ladder_on_a_process_pool_is_the_serial_ladder_bit_for_bit(tmp_path):
+    """Rungs of every band of every target run together on two workers: same products as serially."""
+    from jwstgal.kernel_products import make_kernel_set
+    from jwstgal.post_runner import run_post_steps
+
+    serial, pooled = tmp_path / "serial", tmp_path / "pooled"
+    cfgs = {"serial": _tree(serial, 1), "pooled": _tree(pooled, 2)}
+    runs = {name: _load(*paths) for name, paths in cfgs.items()}
+    for run in runs.values():
+        make_kernel_set([], run.science.kernels, run.psf_dir, run.psf_data_dir, progress=False,
+                        pairs=run.science.kernel_pairs)
+    assert run_post_steps(runs["serial"], ["convolve"], progress=False) == 0
+    assert run_post_steps(runs["pooled"], ["convolve"], progress=False) == 0
+    made = sorted(p.relative_to(serial) for p in serial.rglob("convolved/*.fits"))
+    assert len(made) == 2 * 2 * 3                          # targets x bands x rungs
+    for rel in made:
+        with fits.open(serial / rel) as a, fits.open(pooled / rel) as b:
+            assert np.array_equal(a["SCI"].data, b["SCI"].data, equal_nan=True), rel
+            assert a["SCI"].header["PSF"] == b["SCI"].header["PSF"]
+    # a second run keeps every product (the keys match), and --overwrite remakes them
+    before = {p: p.stat().st_mtime_ns for p in pooled.rglob("convolved/*.fits")}
+    assert run_post_steps(runs["pooled"], ["convolve"], progress=False) == 0
+    assert before == {p: p.stat().st_mtime_ns for p in pooled.rglob("convolved/*.fits")}
+
+
+@pytest.mark.pipeline
+def test_one_failing_rung_fails_alone_and_the_exit_code_says_so(tmp_path, caplog):
+    from jwstgal.kernel_products import make_kernel_set
+    from jwstgal.layout import kernel_path
+    from jwstgal.post_runner import run_post_steps
+
+    run = _load(*_tree(tmp_path, 2))
+    make_kernel_set([], run.science.kernels, run.psf_dir, run.psf_data_dir, progress=False,
+                    pairs=run.science.kernel_pairs)
+    bad = kernel_path(run.psf_dir, "aniano", "F200W", "gauss1.0")
+    assert bad.is_file()
+    bad.write_text("not a kernel\n" * 300)
+    assert run_post_steps(run, ["convolve"], progress=False) == 1
+    conv = sorted(p.name for p in tmp_path.rglob("convolved/*.fits"))
+    assert len(conv) == 2 * 2 * 3 - 2                      # F200W -> gauss1.0 of both targets only
+    assert not any("f200w_i2d_conv_gauss1.0" in n for n in conv)
+    assert "F200W_to_gauss1.0.fits is unusable" in caplog.text
+
+
+def test_the_dry_run_prints_every_context_in_one_format_and_writes_nothing(tmp_path, capsys):
+    from jwstgal.post_runner import contexts, run_post_steps
+
+    cfg, loc = _tree(tmp_path)
+    run = _load(cfg, loc)
+    step = get_post_step("convolve")
+    ctxs = contexts(step, run, ["F200W"], ["ngc0001"])
+    assert [c.label for c in ctxs] == ["ngc0001 F200W"]
+    assert [c.label for c in contexts(step, run)] == ["ngc0000 F200W", "ngc0000 F2100W",
+                                                      "ngc0001 F200W", "ngc0001 F2100W"]
+    assert PostContext(run).label == "run" and PostContext(run, target="t").label == "t"
+    before = sorted((str(p), p.stat().st_mtime_ns) for p in tmp_path.rglob("*"))
+    assert run_post_steps(run, ["convolve"], dry_run=True) == 0
+    out = capsys.readouterr().out
+    assert before == sorted((str(p), p.stat().st_mtime_ns) for p in tmp_path.rglob("*"))
+    lines = out.splitlines()
+    assert lines[0].startswith("dry run: convolve (band scope) under ")
+    assert lines.count("ngc0000 F200W: convolve") == 1 and lines.count("ngc0001 F2100W: convolve") == 1
+    fails = [ln for ln in lines if " fails " in ln]
+    # F2100W -> F2100W needs no kernel
+    assert len(fails) == 2 * (3 + 2) and all("run make_kernels.py first" in ln for ln in fails)
+    # once the kernels exist, every rung is planned as made, with its files in and out
+    from jwstgal.kernel_products import make_kernel_set
+
+    make_kernel_set([], run.science.kernels, run.psf_dir, run.psf_data_dir, progress=False,
+                    pairs=run.science.kernel_pairs)
+    assert run_post_steps(run, ["convolve"], ["F200W"], ["ngc0000"], dry_run=True) == 0
+    lines = capsys.readouterr().out.splitlines()
+    made = [i for i, ln in enumerate(lines) if " make " in ln]
+    assert len(made) == 3 and "not made yet" in lines[made[0]]
+    assert lines[made[0] + 1].startswith("      in : jwst_lv3_reprocessed_t1/ngc0000/F200W/lv3/")
+    assert "F200W_to_" in lines[made[0] + 1]
+    assert lines[made[0] + 2].startswith("      out: jwst_lv3_reprocessed_t1/ngc0000/F200W/convolved/")
+    shutil.rmtree(tmp_path / "psf")
+
+
+def test_an_empty_ladder_is_a_configuration_error_before_any_work(tmp_path):
+    from jwstgal.errors import ConfigError
+    from jwstgal.post_runner import run_post_steps
+
+    cfg, loc = _tree(tmp_path)
+    cfg.write_text(cfg.read_text().replace('targets = ["F2100W", "gauss1.0", "gauss4"]', "targets = []"))
+    with pytest.raises(ConfigError, match=r"\[convolve\] targets is empty"):
+        run_post_steps(_load(cfg, loc), ["convolve"])
