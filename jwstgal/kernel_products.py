@@ -15,12 +15,12 @@ import hashlib
 import logging
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from astropy.io import fits
 from scipy.signal import fftconvolve
 
-from jwstgal.config import KernelsConfig
 from jwstgal.kernels import (
     KernelResult,
     fast_odd,
@@ -48,7 +48,22 @@ from jwstgal.psfs import (
 log = logging.getLogger(__name__)
 
 
-def _psf_file(band: str, cfg: KernelsConfig, psf_dir: Path) -> tuple[Path, str]:
+class KernelSettings(Protocol):
+    """What the kernel files read of ``[kernels]`` (:class:`jwstgal.steps.kernels.KernelsConfig`)."""
+
+    targets: list[str]
+    methods: list[str]
+    psf_source: str
+    oversample: int
+    psf_product: str
+    nlambda: int
+    use_opd: bool
+    ote_wfe_nm: float
+    reg_fact: float
+    psf_files: dict[str, str]
+
+
+def _psf_file(band: str, cfg: KernelSettings, psf_dir: Path) -> tuple[Path, str]:
     """Where a band's PSF is cached and the key its header must carry to be current."""
     if band in cfg.psf_files:       # a user's file: its content is the key
         src = empirical_psf_path(psf_dir, cfg.psf_files[band])
@@ -62,7 +77,7 @@ def _psf_file(band: str, cfg: KernelsConfig, psf_dir: Path) -> tuple[Path, str]:
     return psf_path(psf_dir, band), hash_params(params)
 
 
-def psf_file_problems(cfg: KernelsConfig, psf_dir: Path) -> list[str]:
+def psf_file_problems(cfg: KernelSettings, psf_dir: Path) -> list[str]:
     """Why each configured empirical PSF file (``[kernels] psf_files``) cannot be used."""
     out = []
     for band, name in cfg.psf_files.items():
@@ -73,7 +88,7 @@ def psf_file_problems(cfg: KernelsConfig, psf_dir: Path) -> list[str]:
     return out
 
 
-def cached_psf(band: str, cfg: KernelsConfig, psf_dir: Path) -> PSF | None:
+def cached_psf(band: str, cfg: KernelSettings, psf_dir: Path) -> PSF | None:
     """The band's cached PSF if it is current, else None (nothing is computed or written)."""
     path, key = _psf_file(band, cfg, psf_dir)
     if not path.is_file():
@@ -86,7 +101,7 @@ def cached_psf(band: str, cfg: KernelsConfig, psf_dir: Path) -> PSF | None:
     return None
 
 
-def band_psf(band: str, cfg: KernelsConfig, psf_dir: Path, data_dir: Path) -> PSF:
+def band_psf(band: str, cfg: KernelSettings, psf_dir: Path, data_dir: Path) -> PSF:
     """The PSF of a band, generated once and cached as ``psfs/<BAND>.fits``."""
     if (psf := cached_psf(band, cfg, psf_dir)) is not None:
         return psf
@@ -101,10 +116,12 @@ def band_psf(band: str, cfg: KernelsConfig, psf_dir: Path, data_dir: Path) -> PS
         psf = band_gaussian_psf(band, cfg.oversample)
     write_psf(psf, path, {"JG_PKEY": key})  # not JG_PSF: stamp_header writes that
     log.info("PSF %s (%s) -> %s", band, psf.origin, path)
-    return psf
+    # the cached copy (float32), as every later run reads it: a kernel is the same whether its
+    # PSFs were made in this run or an earlier one, in this process or another worker
+    return read_psf(path)
 
 
-def kernel_key(method: str, src: PSF, tgt: PSF, cfg: KernelsConfig) -> str:
+def kernel_key(method: str, src: PSF, tgt: PSF, cfg: KernelSettings) -> str:
     """The ``JG_KERN`` hash of a kernel: its method, both PSFs' origins, the pixel, the settings."""
     return hash_params({"method": method, "src": src.origin, "tgt": tgt.origin, "pix": src.pixscale,
                         "reg_fact": cfg.reg_fact if method == "pypher" else None,
@@ -112,7 +129,7 @@ def kernel_key(method: str, src: PSF, tgt: PSF, cfg: KernelsConfig) -> str:
                         "grid": "both FWHMs, whole field"})  # older kernels: source FWHM / 10, cut at 2049
 
 
-def plan_kernel_set(cfg: KernelsConfig, psf_dir: Path, pairs: list[tuple[str, str]], overwrite: bool = False
+def plan_kernel_set(cfg: KernelSettings, psf_dir: Path, pairs: list[tuple[str, str]], overwrite: bool = False
                     ) -> list[tuple[str, str, str, Path, str]]:
     """What :func:`make_kernel_set` would do, without computing or writing anything (``--dry-run``).
 
@@ -200,7 +217,7 @@ def current_kernel(path: Path, key: str) -> bool:
 
 
 def make_kernel_set(
-    bands: Iterable[str], cfg: KernelsConfig, psf_dir: Path, data_dir: Path, overwrite: bool = False,
+    bands: Iterable[str], cfg: KernelSettings, psf_dir: Path, data_dir: Path, overwrite: bool = False,
     progress: bool = True, targets: list[str] | None = None, pairs: list[tuple[str, str]] | None = None,
     failures: list[str] | None = None,
 ) -> list[Path]:
@@ -225,28 +242,39 @@ def make_kernel_set(
         pairs = [(b, t) for b in bands for t in (targets or cfg.targets)]
     jobs = [(b, t, m) for b, t in pairs for m in cfg.methods if b != t]
     for band, target, method in tqdm(jobs, desc="kernels", unit="kernel", disable=bar_disabled(progress)):
-        src = band_psf(band, cfg, psf_dir, data_dir)
-        tgt = (analytic_psf(target, src.pixscale) if is_analytic(target)
-               else band_psf(target, cfg, psf_dir, data_dir))
-        key = kernel_key(method, src, tgt, cfg)
-        path = kernel_path(psf_dir, method, band, target)
-        if not overwrite and current_kernel(path, key):
-            out.append(path)
-            continue
         try:
-            if method == "aniano":
-                res = make_aniano_kernel(src.data, src.pixscale, tgt.data, tgt.pixscale)
-            else:
-                res = make_pypher_kernel(src.data, src.pixscale, tgt.data, tgt.pixscale,
-                                         reg_fact=cfg.reg_fact)
+            out.append(make_kernel(band, target, method, cfg, psf_dir, data_dir, overwrite=overwrite))
         except ValueError as err:
             log.error("kernel %s -> %s (%s) cannot be made: %s", band, target, method, err)
             if failures is not None:
                 failures.append(f"{band} -> {target} ({method}): {err}")
-            continue
-        write_kernel(res, band, target, path, key, psfs=(src, tgt))
-        level = logging.WARNING if res.safety == "unsafe" else logging.INFO
-        log.log(level, "kernel %s -> %s (%s): D=%.2e W-=%.3f %s", band, target, method, res.D,
-                res.W_minus, res.safety.upper() if res.safety == "unsafe" else res.safety)
-        out.append(path)
     return out
+
+
+def make_kernel(band: str, target: str, method: str, cfg: KernelSettings, psf_dir: Path, data_dir: Path,
+                *, overwrite: bool = False) -> Path:
+    """Make (or keep, when current) the kernel from ``band`` to ``target`` by ``method``.
+
+    The band PSFs are read from their cache, or made and cached.
+
+    Raises
+    ------
+    ValueError
+        When no kernel exists (the target is not broader than the source).
+    """
+    src = band_psf(band, cfg, psf_dir, data_dir)
+    tgt = (analytic_psf(target, src.pixscale) if is_analytic(target)
+           else band_psf(target, cfg, psf_dir, data_dir))
+    key = kernel_key(method, src, tgt, cfg)
+    path = kernel_path(psf_dir, method, band, target)
+    if not overwrite and current_kernel(path, key):
+        return path
+    if method == "aniano":
+        res = make_aniano_kernel(src.data, src.pixscale, tgt.data, tgt.pixscale)
+    else:
+        res = make_pypher_kernel(src.data, src.pixscale, tgt.data, tgt.pixscale, reg_fact=cfg.reg_fact)
+    write_kernel(res, band, target, path, key, psfs=(src, tgt))
+    level = logging.WARNING if res.safety == "unsafe" else logging.INFO
+    log.log(level, "kernel %s -> %s (%s): D=%.2e W-=%.3f %s", band, target, method, res.D,
+            res.W_minus, res.safety.upper() if res.safety == "unsafe" else res.safety)
+    return path

@@ -43,7 +43,7 @@ def contexts(step: PostStep, cfg: RunConfig, bands: Sequence[str] | None = None,
 def format_post_plan(step: PostStep, plans: list[tuple[PostContext, list[list[Task]]]], cfg: RunConfig
                      ) -> str:
     """The dry-run text of one step: per context, each task's action, reason and files in/out."""
-    root = cfg.reprocess_dir.parent
+    root = step.root(cfg)
     lines = [f"dry run: {step.name} ({step.scope} scope) under {root} (nothing is written)"]
     for ctx, stages in plans:
         tasks = [t for stage in stages for t in stage]

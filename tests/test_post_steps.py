@@ -54,11 +54,11 @@ def _load(cfg, loc):
 
 
 def test_every_post_step_declares_a_scope_and_a_summary():
-    assert [s.name for s in POST_STEPS] == ["convolve"]
+    assert [(s.name, s.scope) for s in POST_STEPS] == [("kernels", "run"), ("convolve", "band")]
     for step in POST_STEPS:
         assert step.scope in SCOPES and step.summary
         assert get_post_step(step.name) is step
-    with pytest.raises(KeyError, match="allowed: convolve"):
+    with pytest.raises(KeyError, match="allowed: kernels, convolve"):
         get_post_step("convolv")
 
 
@@ -100,6 +100,30 @@ def test_the_ladder_on_a_process_pool_is_the_serial_ladder_bit_for_bit(tmp_path)
     before = {p: p.stat().st_mtime_ns for p in pooled.rglob("convolved/*.fits")}
     assert run_post_steps(runs["pooled"], ["convolve"], progress=False) == 0
     assert before == {p: p.stat().st_mtime_ns for p in pooled.rglob("convolved/*.fits")}
+
+
+@pytest.mark.pipeline
+def test_kernels_on_a_process_pool_are_the_serial_kernels(tmp_path):
+    """PSFs (stage 1), then kernels (stage 2), on two workers: the kernels of the serial loop."""
+    from jwstgal.kernel_products import make_kernel_set
+    from jwstgal.post_runner import contexts, run_post_steps
+
+    serial, pooled = _load(*_tree(tmp_path / "serial", 1)), _load(*_tree(tmp_path / "pooled", 2))
+    paths = make_kernel_set([], serial.science.kernels, serial.psf_dir, serial.psf_data_dir,
+                            progress=False, pairs=serial.science.kernel_pairs)
+    step = get_post_step("kernels")
+    (ctx,) = contexts(step, pooled)
+    psfs, kernels = step.plan(ctx)
+    assert sorted(t.band for t in psfs) == ["F200W", "F2100W"]
+    assert len(kernels) == len(paths) and {t.action for t in kernels} == {"make"}
+    assert run_post_steps(pooled, ["kernels"], progress=False) == 0
+    for path in paths:
+        twin = pooled.psf_dir / path.relative_to(serial.psf_dir)
+        with fits.open(path) as a, fits.open(twin) as b:
+            assert np.array_equal(a[0].data, b[0].data), path.name
+            assert a[0].header["JG_KERN"] == b[0].header["JG_KERN"]
+    psfs, kernels = step.plan(ctx)                          # all current now: nothing to do
+    assert psfs == [] and {t.action for t in kernels} == {"skip"}
 
 
 @pytest.mark.pipeline

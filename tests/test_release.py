@@ -85,7 +85,11 @@ def test_make_kernels_convolve_and_release_scripts(tmp_path):
                 shape=(200, 200), point=(100, 100))
     fake_mosaic(rep / "F2100W" / "lv3" / "ngc0000_miri_lv3_f2100w_i2d.fits", pixscale=0.11,
                 shape=(60, 60), seed=1)
-    assert "make PSF of F200W to be made" in dry_run("make_kernels.py", cfg, loc)
+    plan = dry_run("make_kernels.py", cfg, loc)
+    assert plan.startswith("dry run: kernels (run scope)")
+    assert re.search(r"PSF F200W +make +not cached yet \(gaussian\)", plan)
+    assert re.search(r"kernel F200W -> F2100W \(aniano\) +make +PSF of F200W to be made", plan)
+    assert "      out: kernels/aniano/F200W_to_F2100W.fits" in plan
     plan = dry_run("convolve_data.py", cfg, loc)
     assert re.search(r"ngc0000 F200W -> F2100W +fails +kernel .*not found; run make_kernels.py first", plan)
     assert plan.startswith("dry run: convolve (band scope)")
@@ -94,7 +98,7 @@ def test_make_kernels_convolve_and_release_scripts(tmp_path):
     res = run("make_kernels.py", cfg, loc)
     assert res.returncode == 0, res.stderr
     plan = dry_run("make_kernels.py", cfg, loc)
-    assert "skip up to date: kernels/aniano/F200W_to_F2100W.fits" in plan and " make " not in plan
+    assert re.search(r"kernel F200W -> F2100W \(aniano\) +skip +up to date", plan) and " make " not in plan
     kern = tmp_path / "psf" / "kernels" / "aniano" / "F200W_to_F2100W.fits"
     assert kern.is_file() and fits.getheader(kern)["SAFETY"] == "very safe"
     res = run("convolve_data.py", cfg, loc)

@@ -14,46 +14,10 @@ from pydantic import Field, field_validator, model_validator
 
 from jwstgal.bands import get_band
 from jwstgal.settings import Strict, check_band, check_path_component
-from jwstgal.steps.convolve import ConvolveConfig  # noqa: F401 - its step owns it; re-exported
 
-
-class KernelsConfig(Strict):
-    """The ``[kernels]`` table: PSF-matching kernels from every configured band to each target."""
-
-    targets: list[str] = Field(default_factory=list, description="Kernel targets: bands (e.g. "
-                               "F2100W) or analytic PSFs gauss<FWHM\"> / moffat<FWHM>b<beta>.")
-    methods: list[Literal["aniano", "pypher"]] = Field(default_factory=lambda: ["aniano"],
-                                                       description="Kernel constructions.")
-    psf_source: Literal["stpsf", "gaussian"] = Field(
-        "stpsf", description="Band PSFs from stpsf (real optics) or Gaussians of the band FWHM.")
-    oversample: int = Field(4, ge=1, le=10, description="PSF oversampling w.r.t. detector pixels.")
-    psf_product: Literal["OVERDIST", "OVERSAMP"] = Field(
-        "OVERDIST", description="stpsf product: OVERDIST (distortion and detector charge diffusion "
-        "/ IPC included, as in the pixels a mosaic is drizzled from) or OVERSAMP (optics only).")
-    nlambda: int = Field(0, ge=0, le=100, description="stpsf wavelengths per band (0 = stpsf default).")
-    use_opd: bool = Field(False, description="Use stpsf's telescope OPD (needs full stpsf data).")
-    ote_wfe_nm: float = Field(
-        0.0, ge=0, le=500, description="Without use_opd: a synthetic telescope wavefront error of "
-        "this rms (nm; 70-80 is typical on orbit), an approximation of the real one's size, not its "
-        "pattern. 0: a perfect telescope (the instrument's own aberrations only).")
-    reg_fact: float = Field(1e-4, gt=0, le=1, description="pypher regularisation factor.")
-    psf_files: dict[str, str] = Field(
-        default_factory=dict, description="Empirical PSFs per band, files in <psf_dir>/empirical/ "
-        "(e.g. {F200W = 'F200W_epsf.fits'}), used for those bands instead of psf_source: any pixel "
-        "scale (PIXELSCL/PIXSCALE in arcsec, or a WCS), centred or not, normalised or not.")
-
-    @field_validator("targets")
-    @classmethod
-    def _names(cls, targets: list[str]) -> list[str]:
-        from jwstgal.psfs import check_psf_name
-
-        return [check_psf_name(t) for t in targets]
-
-    @field_validator("psf_files")
-    @classmethod
-    def _files(cls, files: dict[str, str]) -> dict[str, str]:
-        return {get_band(check_band(b)).name: check_path_component(f, f"[kernels] psf_files.{b}")
-                for b, f in files.items()}
+# the tables of the post-mosaic steps are their steps' own; re-exported here
+from jwstgal.steps.convolve import ConvolveConfig  # noqa: F401
+from jwstgal.steps.kernels import KernelsConfig  # noqa: F401
 
 
 class ExternalMap(Strict):

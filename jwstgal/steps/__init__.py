@@ -23,6 +23,7 @@ from jwstgal.steps.bgr_mosaics import BgrMosaics
 from jwstgal.steps.convolve import Convolve
 from jwstgal.steps.destripe import Destripe
 from jwstgal.steps.field_mosaics import FieldMosaics
+from jwstgal.steps.kernels import Kernels
 from jwstgal.steps.level_match import LevelMatch
 from jwstgal.steps.lv1 import Lv1
 from jwstgal.steps.lv2 import Lv2
@@ -55,6 +56,7 @@ STEPS: tuple[Step, ...] = (
 
 #: The post-mosaic steps, in the order they run (:mod:`jwstgal.steps.post`).
 POST_STEPS: tuple[PostStep, ...] = (
+    Kernels(),
     Convolve(),
 )
 

@@ -145,6 +145,10 @@ class PostStep:
     scope: ClassVar[Scope]
     summary: ClassVar[str]
 
+    def root(self, run: PostRun) -> Path:
+        """The folder the plan's paths are shown relative to (the working tree by default)."""
+        return run.reprocess_dir.parent
+
     def check(self, run: PostRun, bands: list[str]) -> list[str]:
         """Problems of the configuration that stop the step before any work (none by default)."""
         return []
