@@ -31,7 +31,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from astropy.io import fits
@@ -42,7 +42,6 @@ from jwstgal import layout
 from jwstgal.anchor import OffsetEstimate, estimate_offset
 from jwstgal.anchor_maps import read_external
 from jwstgal.bands import get_band
-from jwstgal.config import RunConfig
 from jwstgal.convolve import image_pixel_scale, reproject_image
 from jwstgal.convolve_products import Mosaic, kernel_is_refused, need_kernel, read_mosaic, to_rung
 from jwstgal.errors import InputNotFoundError, ReductionError
@@ -51,6 +50,16 @@ from jwstgal.plots import anchor_fit_png
 from jwstgal.provenance import atomic_path, hash_params, stamp_header
 
 log = logging.getLogger(__name__)
+
+
+class AnchorRun(Protocol):
+    """What anchoring reads of a validated run (:class:`jwstgal.config.RunConfig` is one)."""
+
+    science: Any
+    reprocess_dir: Path
+    psf_dir: Path
+    anchor_ref_dir: Path | None
+    config_hash: str
 
 #: Valid kernel weight a convolved pixel needs to enter a fit: pixels near edges and holes have a
 #: truncated kernel, hence not the resolution of the map they are compared with.
@@ -84,7 +93,7 @@ class AnchorRow:
     note: str = ""
 
 
-def _external_maps(cfg: RunConfig, target: str, inst: str, band: str | None = None
+def _external_maps(cfg: AnchorRun, target: str, inst: str, band: str | None = None
                    ) -> list[tuple[Path, Any]]:
     """The configured external maps of an instrument (path, settings), in order of preference.
 
@@ -99,7 +108,7 @@ def _external_maps(cfg: RunConfig, target: str, inst: str, band: str | None = No
             if band is None or band in m.bands or (not m.bands and band == ref)]
 
 
-def _at(cfg: RunConfig, mosaic: Mosaic, band: str, psf: str, grid_bands: tuple[str, ...] = (),
+def _at(cfg: AnchorRun, mosaic: Mosaic, band: str, psf: str, grid_bands: tuple[str, ...] = (),
         grid: Path | None = None, max_pixel: float = np.inf) -> tuple[np.ndarray, WCS]:
     """A mosaic taken to ``psf`` through the ladder (kernels from make_kernels.py)."""
     conv = cfg.science.convolve
@@ -115,7 +124,7 @@ def _at(cfg: RunConfig, mosaic: Mosaic, band: str, psf: str, grid_bands: tuple[s
     return np.asarray(sci, float), wcs
 
 
-def _estimate(cfg: RunConfig, x: np.ndarray, y: np.ndarray, offset_ref: float = 0.0,
+def _estimate(cfg: AnchorRun, x: np.ndarray, y: np.ndarray, offset_ref: float = 0.0,
               offset_ref_err: float = 0.0) -> OffsetEstimate:
     a = cfg.science.anchor
     return estimate_offset(x, y, offset_ref=offset_ref, offset_ref_err=offset_ref_err,
@@ -123,7 +132,7 @@ def _estimate(cfg: RunConfig, x: np.ndarray, y: np.ndarray, offset_ref: float = 
                            n_bins=a.n_bins, min_per_bin=a.min_per_bin, clip_sigma=a.clip_sigma)
 
 
-def _inputs_key(cfg: RunConfig, paths: list[Path], bands: list[str]) -> str:
+def _inputs_key(cfg: AnchorRun, paths: list[Path], bands: list[str]) -> str:
     """Hash of what an instrument's anchoring depends on: files, settings, and the bands' kernels."""
     stats = [(p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in paths]
     kdir = cfg.psf_dir / "kernels" / cfg.science.convolve.method
@@ -185,7 +194,7 @@ def _fill(row: AnchorRow, est: OffsetEstimate, reference: str, psf: str) -> None
                                            "sub-regions could be fitted (error is statistical only)"]))
 
 
-def _plot(cfg: RunConfig, target: str, band: str, against: str, psf: str, x: np.ndarray,
+def _plot(cfg: AnchorRun, target: str, band: str, against: str, psf: str, x: np.ndarray,
           y: np.ndarray, est: OffsetEstimate, xlabel: str, x0: float = 0.0) -> None:
     anchor_fit_png(x, y, est.fit, layout.anchor_plot(cfg.reprocess_dir, target, band, against),
                    f"{target} {band} vs {against} at {psf} ({est.method}): offset {est.offset:+.4f} "
@@ -193,7 +202,7 @@ def _plot(cfg: RunConfig, target: str, band: str, against: str, psf: str, x: np.
                    f"{band} at {psf} [MJy/sr]", x0=x0)
 
 
-def _anchor_directly(cfg: RunConfig, target: str, inst: str, band: str, final: Path,
+def _anchor_directly(cfg: AnchorRun, target: str, inst: str, band: str, final: Path,
                      row: AnchorRow) -> bool:
     """Anchor a band against an external map that lists it; False (with why in the note) if none.
 
@@ -216,7 +225,7 @@ def _anchor_directly(cfg: RunConfig, target: str, inst: str, band: str, final: P
     return True
 
 
-def _record_external(cfg: RunConfig, target: str, band: str, row: AnchorRow,
+def _record_external(cfg: AnchorRun, target: str, band: str, row: AnchorRow,
                      used: tuple[Path, Any, np.ndarray, np.ndarray, OffsetEstimate]) -> None:
     path, ext, ext_data, jw_on_ext, est = used
     _fill(row, est, ext.band, ext.psf)
@@ -224,7 +233,7 @@ def _record_external(cfg: RunConfig, target: str, band: str, row: AnchorRow,
           f"{ext.band} ({path.name}) [MJy/sr]")
 
 
-def _fit_external(cfg: RunConfig, target: str, inst: str, ref: str, ref_mosaic: Mosaic
+def _fit_external(cfg: AnchorRun, target: str, inst: str, ref: str, ref_mosaic: Mosaic
                   ) -> tuple[tuple[Path, Any, np.ndarray, np.ndarray, OffsetEstimate] | None, list[str]]:
     """The first external map a band (``ref``) fits against, and why each one before was not used."""
     lo, hi = cfg.science.anchor.slope_range
@@ -253,7 +262,7 @@ def _fit_external(cfg: RunConfig, target: str, inst: str, ref: str, ref_mosaic: 
     return None, notes
 
 
-def anchor_instrument(cfg: RunConfig, target: str, inst: str) -> list[AnchorRow]:
+def anchor_instrument(cfg: AnchorRun, target: str, inst: str) -> list[AnchorRow]:
     """Fit and write every band of one instrument of one target; the rows of the table.
 
     Nothing here stops the run: a band or map that fails is recorded in its row's status (and the
@@ -337,7 +346,7 @@ def _previous(table_path: Path) -> tuple[list[AnchorRow], dict[str, str]]:
         old.colnames, r, strict=True)}) for r in old], dict(old.meta.get("keys", {}))
 
 
-def _instrument_state(cfg: RunConfig, target: str, inst: str, old_rows: list[AnchorRow],
+def _instrument_state(cfg: AnchorRun, target: str, inst: str, old_rows: list[AnchorRow],
                       old_keys: dict[str, str], overwrite: bool
                       ) -> tuple[str, list[AnchorRow] | None, list[Path], Path | None]:
     """Key of an instrument's inputs, its kept rows when up to date (else None), mosaics, map."""
@@ -354,53 +363,57 @@ def _instrument_state(cfg: RunConfig, target: str, inst: str, old_rows: list[Anc
     return key, kept if current else None, inputs, ext_path
 
 
-def plan_anchor(cfg: RunConfig, target: str, overwrite: bool = False) -> list[tuple[str, str, list[Path]]]:
-    """What :func:`anchor_target` would do, writing nothing (``--dry-run``).
-
-    Returns
-    -------
-    list of (instrument, what would happen, mosaics it would read)
-    """
+def instrument_plans(cfg: AnchorRun, target: str, overwrite: bool = False) -> list[InstrumentPlan]:
+    """What anchoring would do with each configured instrument of a target (nothing is written)."""
     old_rows, old_keys = _previous(layout.anchor_table(cfg.reprocess_dir, target))
     out = []
     for inst in cfg.science.anchor.reference:
-        _, kept, inputs, ext = _instrument_state(cfg, target, inst, old_rows, old_keys, overwrite)
+        key, kept, inputs, ext = _instrument_state(cfg, target, inst, old_rows, old_keys, overwrite)
         if kept is not None:
-            what = "skip: up to date"
+            what = "up to date"
         elif not inputs:
             what = "no mosaic to anchor"
         else:
             what = (f"fit against {ext.name}" if ext else "no external map: bands left un-anchored") + \
                 (" (--overwrite)" if overwrite else "")
-        out.append((inst, what, inputs))
+        out.append(InstrumentPlan(inst, key, what, tuple(inputs), tuple(kept) if kept is not None else None))
     return out
 
 
-def anchor_target(cfg: RunConfig, target: str, overwrite: bool = False) -> list[AnchorRow]:
-    """Anchor every configured instrument of a target; writes and returns its table's rows.
+@dataclass(frozen=True)
+class InstrumentPlan:
+    """What anchoring does with one instrument of a target.
 
-    An instrument whose inputs (mosaics, external maps) and settings are those of the table's
-    last run, with its anchored mosaics on disk, keeps its rows without being refitted.
+    ``kept`` holds the rows of the last run when it is up to date (None: it is refitted).
     """
+
+    instrument: str
+    key: str
+    what: str
+    inputs: tuple[Path, ...]
+    kept: tuple[AnchorRow, ...] | None
+
+
+def refit_instrument(cfg: AnchorRun, target: str, inst: str) -> list[AnchorRow]:
+    """Anchor one instrument of a target afresh, removing stale anchored mosaics.
+
+    An anchored mosaic of an earlier run whose band is no longer anchored must be neither
+    convolved nor released.
+    """
+    fresh = anchor_instrument(cfg, target, inst)
+    for r in fresh:
+        stale = layout.anchored_mosaic(layout.band_dir(cfg.reprocess_dir, target, r.band), target,
+                                       get_band(r.band))
+        if r.status != "anchored" and stale.is_file():
+            log.warning("%s %s: removing the anchored mosaic of an earlier run (%s)", target,
+                        r.band, r.status)
+            stale.unlink()
+    return fresh
+
+
+def write_anchor_table(cfg: AnchorRun, target: str, rows: list[AnchorRow], keys: dict[str, str]) -> Path:
+    """Write the target's anchoring table (rows of every instrument, their input keys in its meta)."""
     table_path = layout.anchor_table(cfg.reprocess_dir, target)
-    old_rows, old_keys = _previous(table_path)
-    rows: list[AnchorRow] = []
-    keys: dict[str, str] = {}
-    for inst in cfg.science.anchor.reference:
-        keys[inst], kept, _, _ = _instrument_state(cfg, target, inst, old_rows, old_keys, overwrite)
-        if kept is not None:
-            log.info("%s %s: anchoring up to date", target, inst.upper())
-            rows += kept
-            continue
-        fresh = anchor_instrument(cfg, target, inst)
-        for r in fresh:     # a band no longer anchored must not keep an anchored mosaic of before
-            stale = layout.anchored_mosaic(layout.band_dir(cfg.reprocess_dir, target, r.band), target,
-                                           get_band(r.band))
-            if r.status != "anchored" and stale.is_file():
-                log.warning("%s %s: removing the anchored mosaic of an earlier run (%s)", target,
-                            r.band, r.status)
-                stale.unlink()
-        rows += fresh
     table = Table(rows=[asdict(r) for r in rows]) if rows else Table()
     table.meta["keys"] = keys
     table.meta["comments"] = ["offset [MJy/sr] is added to the mosaic; slope/intercept of "
@@ -409,4 +422,23 @@ def anchor_target(cfg: RunConfig, target: str, overwrite: bool = False) -> list[
     with atomic_path(table_path) as tmp:
         table.write(tmp, format="ascii.ecsv")
     log.debug("anchoring table %s: %s", table_path, json.dumps(keys))
+    return table_path
+
+
+def anchor_target(cfg: AnchorRun, target: str, overwrite: bool = False) -> list[AnchorRow]:
+    """Anchor every configured instrument of a target; writes and returns its table's rows.
+
+    An instrument whose inputs (mosaics, external maps) and settings are those of the table's
+    last run, with its anchored mosaics on disk, keeps its rows without being refitted.
+    """
+    rows: list[AnchorRow] = []
+    keys: dict[str, str] = {}
+    for plan in instrument_plans(cfg, target, overwrite):
+        keys[plan.instrument] = plan.key
+        if plan.kept is not None:
+            log.info("%s %s: anchoring up to date", target, plan.instrument.upper())
+            rows += plan.kept
+        else:
+            rows += refit_instrument(cfg, target, plan.instrument)
+    write_anchor_table(cfg, target, rows, keys)
     return rows

@@ -1,5 +1,6 @@
 """Background anchoring: the fit on the simulator's sky, and anchor_data.py on files."""
 
+import re
 import subprocess
 import sys
 
@@ -167,12 +168,13 @@ def test_anchor_data_script(tmp_path):
     assert not (rep / "ngc0001" / "F770W" / "anchor").exists()
     again = script("anchor_data")
     assert "anchoring up to date" in again.stderr
-    assert "ngc0000 MIRI: skip: up to date" in script("anchor_data", "--dry-run").stdout
+    assert re.search(r"ngc0000 MIRI +skip +up to date", script("anchor_data", "--dry-run").stdout)
     kernel = tmp_path / "psf" / "kernels" / "aniano" / "F770W_to_F2100W.fits"
     with fits.open(kernel, mode="update") as h:                      # a remade kernel: refit
         h[0].header["JG_KERN"] = "remade"
     table_time = (rep / "ngc0000" / "anchor" / "ngc0000_anchor.ecsv").stat().st_mtime_ns
-    assert "ngc0000 MIRI: fit against ngc0000_irac4.fits" in script("anchor_data", "--dry-run").stdout
+    assert re.search(r"ngc0000 MIRI +make +fit against ngc0000_irac4.fits",
+                     script("anchor_data", "--dry-run").stdout)
     assert (rep / "ngc0000" / "anchor" / "ngc0000_anchor.ecsv").stat().st_mtime_ns == table_time
     assert "anchoring up to date" not in script("anchor_data").stderr
     # the ladder convolves the anchored mosaic

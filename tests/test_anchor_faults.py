@@ -151,15 +151,18 @@ def test_one_target_failing_does_not_stop_the_next(world, monkeypatch):
     from jwstgal.cli import anchor_data
 
     run, *_ = world
-    real = ap.anchor_target
+    real = ap.refit_instrument
 
-    def flaky(cfg, target, overwrite=False):
+    def flaky(cfg, target, inst):
         if target == "ngc0000":
             raise OSError("disk gone")
-        return real(cfg, target, overwrite)
+        return real(cfg, target, inst)
 
-    monkeypatch.setattr(ap, "anchor_target", flaky)
+    monkeypatch.setattr(ap, "refit_instrument", flaky)
     code = anchor_data.main([str(run.config_path), str(run.local_path), "--no-progress", "--overwrite"])
     assert code == 1
     table = Table.read(run.reprocess_dir / "ngc0001" / "anchor" / "ngc0001_anchor.ecsv")
     assert list(table["status"]) == ["anchored", "anchored"]
+    # the failed instrument's key is not recorded: the next run fits it again
+    failed = Table.read(run.reprocess_dir / "ngc0000" / "anchor" / "ngc0000_anchor.ecsv")
+    assert "miri" not in failed.meta["keys"]

@@ -54,11 +54,12 @@ def _load(cfg, loc):
 
 
 def test_every_post_step_declares_a_scope_and_a_summary():
-    assert [(s.name, s.scope) for s in POST_STEPS] == [("kernels", "run"), ("convolve", "band")]
+    assert [(s.name, s.scope) for s in POST_STEPS] == [("kernels", "run"), ("anchor", "target"),
+                                                       ("convolve", "band")]
     for step in POST_STEPS:
         assert step.scope in SCOPES and step.summary
         assert get_post_step(step.name) is step
-    with pytest.raises(KeyError, match="allowed: kernels, convolve"):
+    with pytest.raises(KeyError, match="allowed: kernels, anchor, convolve"):
         get_post_step("convolv")
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from jwstgal.steps.anchor import Anchor
 from jwstgal.steps.astrometric_align import AstrometricAlign
 from jwstgal.steps.astrometric_catalog import AstrometricCatalog
 from jwstgal.steps.base import BandContext, Step, StepPlan, StepRecord
@@ -57,6 +58,7 @@ STEPS: tuple[Step, ...] = (
 #: The post-mosaic steps, in the order they run (:mod:`jwstgal.steps.post`).
 POST_STEPS: tuple[PostStep, ...] = (
     Kernels(),
+    Anchor(),
     Convolve(),
 )
 
