@@ -301,3 +301,45 @@ def comparison_table(rows: list[Comparison], tol: Tolerances) -> Table:
         table["flags"] = ["; ".join(exceeds(r, tol)) for r in rows]
     table.meta["tolerances"] = asdict(tol)
     return table
+
+
+def run_comparison(old: Path, new: Path, out_dir: Path | None, tol: Tolerances, *, dry_run: bool = False
+                   ) -> int:
+    """Compare, write the table and page, log what is beyond ``tol``; returns the exit code.
+
+    ``dry_run``: print which mosaics would be compared and where the results would go; write nothing.
+    """
+    import sys
+
+    from jwstgal.errors import ConfigError, InputNotFoundError
+
+    for rel in (old, new):
+        if not (rel / "MANIFEST.ecsv").is_file():
+            msg = f"{rel}: not a release (no MANIFEST.ecsv)"
+            raise InputNotFoundError(msg)
+    try:
+        plan = plan_comparison(old, new)
+    except FileNotFoundError as err:          # a garbage manifest
+        raise InputNotFoundError(str(err)) from None
+    out_dir = (out_dir or new.parent / f"comparison_{old.name}_to_{new.name}").resolve()
+    for rel in (old, new):
+        if out_dir == rel or rel in out_dir.parents:
+            msg = (f"--out-dir {out_dir} is inside the release {rel}: the comparison would add files "
+                   "its manifest does not list; write it beside the release")
+            raise ConfigError(msg)
+    if dry_run:
+        sys.stdout.write(f"dry run: compare {old} -> {new} into {out_dir} (nothing is written)\n")
+        sys.stdout.writelines(f"  {t} {band}: {how}\n" for t, band, how in plan)
+        return 0
+    rows = compare_releases(old, new, png_dir=out_dir)
+    table = write_comparison(rows, tol, out_dir, old, new)
+    flagged = 0
+    for r in rows:
+        if why := exceeds(r, tol):
+            log.warning("%s %s: %s", r.target, r.band, "; ".join(why))
+            flagged += 1
+        else:
+            log.info("%s %s: flux ratio %.4f, shift (%+.1f, %+.1f) mas, background %+.4f", r.target,
+                     r.band, r.flux_ratio, r.shift_e_mas, r.shift_n_mas, r.background_diff)
+    log.info("%d mosaics compared, %d beyond tolerance: %s", len(rows), flagged, table)
+    return 1 if flagged else 0

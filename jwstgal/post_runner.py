@@ -31,10 +31,10 @@ def contexts(step: PostStep, cfg: RunConfig, bands: Sequence[str] | None = None,
              dry_run: bool = False) -> list[PostContext]:
     """The contexts of a step's scope: the run, each target, or each target and band."""
     chosen = list(bands or cfg.science.bands)
-    common = {"run": cfg, "bands": chosen, "overwrite": overwrite, "dry_run": dry_run}
+    names = list(targets or cfg.science.targets)
+    common = {"run": cfg, "bands": chosen, "targets": names, "overwrite": overwrite, "dry_run": dry_run}
     if step.scope == "run":
         return [PostContext(**common)]
-    names = list(targets or cfg.science.targets)
     if step.scope == "target":
         return [PostContext(target=t, **common) for t in names]
     return [PostContext(target=t, band=get_band(b), **common) for t in names for b in chosen]
@@ -47,7 +47,7 @@ def format_post_plan(step: PostStep, plans: list[tuple[PostContext, list[list[Ta
     lines = [f"dry run: {step.name} ({step.scope} scope) under {root} (nothing is written)"]
     for ctx, stages in plans:
         tasks = [t for stage in stages for t in stage]
-        lines.append(f"{ctx.label}: {step.name}" + ("" if tasks else ": nothing to do (no input yet)"))
+        lines.append(f"{ctx.label}: {step.name}" + ("" if tasks else ": nothing to do"))
         for t in tasks:
             lines.extend(t.lines(root))
     return "\n".join(lines) + "\n"

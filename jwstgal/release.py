@@ -59,7 +59,7 @@ QA_FIGURES = ("lv3_astrometry.png", "astrometric_align.png", "astrometric_align_
               "level_match.png", "bg_sub.png", "bgr_mosaics.png")
 
 
-def _options(given: dict[str, Any]) -> dict[str, Any]:
+def release_options(given: dict[str, Any]) -> dict[str, Any]:
     """:data:`OPTIONS` with ``given`` applied (an unknown option is a programming error)."""
     unknown = set(given) - set(OPTIONS)
     if unknown:
@@ -275,7 +275,7 @@ def _band_items(reprocess_dir: Path, tdir: Path, target: str, name: str, opts: d
     return items
 
 
-def _is_due(item: _Item, overwrite: bool) -> bool:
+def is_due(item: _Item, overwrite: bool) -> bool:
     """Whether an item must be (re)made now."""
     if item.how == "catalogue" and item.after is not None and item.dst.is_file() and item.after.is_file() \
             and item.dst.stat().st_mtime_ns < item.after.stat().st_mtime_ns:
@@ -283,9 +283,9 @@ def _is_due(item: _Item, overwrite: bool) -> bool:
     return needs_release(item.src, item.dst, overwrite)
 
 
-def _make(item: _Item, opts: dict[str, bool], config_hash: str) -> list[ReleasedFile]:
+def make_item(item: _Item, opts: dict[str, bool], config_hash: str) -> list[ReleasedFile]:
     """Release one item (if due); the released files it stands for."""
-    if _is_due(item, opts["overwrite"]):
+    if is_due(item, opts["overwrite"]):
         if item.how in ("mosaic", "anchored", "field"):
             release_mosaic(item.src, item.dst, remove_bloat=opts["remove_bloat"], config_hash=config_hash,
                            coverage=item.how == "mosaic")
@@ -300,22 +300,9 @@ def _make(item: _Item, opts: dict[str, bool], config_hash: str) -> list[Released
     return files
 
 
-def _release_band(reprocess_dir: Path, tdir: Path, target: str, name: str, opts: dict[str, bool],
-                  config_hash: str) -> list[ReleasedFile]:
-    return [f for item in _band_items(reprocess_dir, tdir, target, name, opts)
-            for f in _make(item, opts, config_hash)]
-
-
-def plan_release(reprocess_dir: Path, release_dir: Path, targets: list[str], bands: list[str],
-                 **options: Any) -> list[tuple[Path, Path, str, bool]]:
-    """What :func:`build_release` would release, writing nothing (``--dry-run``).
-
-    Returns
-    -------
-    list of (source, released path, kind, whether it would be (re)made now)
-    """
-    opts = _options(options)
-    overwrite = opts["overwrite"]
+def release_items(reprocess_dir: Path, release_dir: Path, targets: list[str], bands: list[str],
+                  opts: dict[str, Any]) -> list[_Item]:
+    """Every file the release holds, in order (the anchoring of a target that has something)."""
     out = []
     for target in targets:
         items = [i for name in bands for i in _band_items(reprocess_dir, release_dir / target, target, name,
@@ -324,8 +311,36 @@ def plan_release(reprocess_dir: Path, release_dir: Path, targets: list[str], ban
         if items and anchor_dir.is_dir():
             items += [_Item(src, release_dir / target / "anchor" / src.name, target, "", "anchoring")
                       for src in sorted([*anchor_dir.glob("*.ecsv"), *anchor_dir.glob("*.png")])]
-        out += [(i.src, i.dst, i.kind, _is_due(i, overwrite)) for i in items]
+        out += items
     return out
+
+
+def finish_release(release_dir: Path, files: list[ReleasedFile], run_config: dict | None,
+                   error: OSError | None = None) -> list[ReleasedFile]:
+    """Write ``run_config.json`` and the manifest of what is there; raise when ``error`` cut it short.
+
+    Raises
+    ------
+    ReductionError
+        Naming the release, the file and how many files were released, when a write failed.
+    """
+    try:
+        if error is not None:
+            raise error
+        if run_config is not None:
+            release_dir.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(release_dir / "run_config.json", json.dumps(run_config, indent=2, default=str))
+            files = [*files, ReleasedFile(release_dir / "run_config.json", "", "", "configuration")]
+    except OSError as err:            # a full disk, a quota, a folder gone: say what is there
+        raise _incomplete(release_dir, files, err) from None
+    write_manifest(release_dir, files)
+    return files
+
+
+def has_mosaic(reprocess_dir: Path, release_dir: Path, targets: list[str], bands: list[str]) -> bool:
+    """Whether there is anything to release (a mosaic, or a release already there)."""
+    return (any(final_mosaic(reprocess_dir / t / b, t, get_band(b)).is_file() for t in targets for b in bands)
+            or (release_dir / "MANIFEST.ecsv").is_file())
 
 
 def build_release(
@@ -338,7 +353,9 @@ def build_release(
     run_config: dict | None = None,
     **options: Any,
 ) -> list[ReleasedFile]:
-    """Assemble the release tree for the given targets and bands.
+    """Assemble the release tree for the given targets and bands, in this process.
+
+    (The ``release`` step does the same with the files released in parallel.)
 
     Parameters
     ----------
@@ -365,33 +382,18 @@ def build_release(
     -------
     list of ReleasedFile
     """
-    opts = _options(options)
-    overwrite = opts["overwrite"]
-    has_mosaic = any(final_mosaic(reprocess_dir / t / b, t, get_band(b)).is_file()
-                     for t in targets for b in bands)
-    if not has_mosaic and not (release_dir / "MANIFEST.ecsv").is_file():
+    opts = release_options(options)
+    if not has_mosaic(reprocess_dir, release_dir, targets, bands):
         log.warning("no mosaic to release under %s: nothing written", reprocess_dir)
         return []                     # no empty release tree
     files: list[ReleasedFile] = []
+    error = None
     try:
-        for target in targets:
-            tdir = release_dir / target
-            for name in bands:
-                files += _release_band(reprocess_dir, tdir, target, name, opts, config_hash)
-            anchor_dir = anchor_table(reprocess_dir, target).parent
-            if anchor_dir.is_dir() and any(f.target == target for f in files):
-                for src in sorted([*anchor_dir.glob("*.ecsv"), *anchor_dir.glob("*.png")]):
-                    files.append(ReleasedFile(_copy(src, tdir / "anchor" / src.name, overwrite), target, "",
-                                              "anchoring"))
-        if run_config is not None:
-            release_dir.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(release_dir / "run_config.json",
-                              json.dumps(run_config, indent=2, default=str))
-            files.append(ReleasedFile(release_dir / "run_config.json", "", "", "configuration"))
-    except OSError as err:            # a full disk, a quota, a folder gone: say what is there
-        raise _incomplete(release_dir, files, err) from None
-    write_manifest(release_dir, files)
-    return files
+        for item in release_items(reprocess_dir, release_dir, targets, bands, opts):
+            files += make_item(item, opts, config_hash)
+    except OSError as err:
+        error = err
+    return finish_release(release_dir, files, run_config, error)
 
 
 def _incomplete(release_dir: Path, files: list[ReleasedFile], err: OSError) -> ReductionError:

@@ -55,11 +55,12 @@ def _load(cfg, loc):
 
 def test_every_post_step_declares_a_scope_and_a_summary():
     assert [(s.name, s.scope) for s in POST_STEPS] == [("kernels", "run"), ("anchor", "target"),
-                                                       ("convolve", "band")]
+                                                       ("convolve", "band"), ("release", "run"),
+                                                       ("compare", "run")]
     for step in POST_STEPS:
         assert step.scope in SCOPES and step.summary
         assert get_post_step(step.name) is step
-    with pytest.raises(KeyError, match="allowed: kernels, anchor, convolve"):
+    with pytest.raises(KeyError, match="allowed: kernels, anchor, convolve, release, compare"):
         get_post_step("convolv")
 
 

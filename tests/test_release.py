@@ -94,7 +94,9 @@ def test_make_kernels_convolve_and_release_scripts(tmp_path):
     assert re.search(r"ngc0000 F200W -> F2100W +fails +kernel .*not found; run make_kernels.py first", plan)
     assert plan.startswith("dry run: convolve (band scope)")
     plan = dry_run("prepare_release.py", cfg, loc)
-    assert "make mosaic" in plan and "ngc0000/ngc0000_nircam_lv3_f200w_i2d.fits" in plan
+    assert plan.startswith("dry run: release (run scope)") and "run: compare: nothing to do" in plan
+    assert re.search(r"ngc0000 F200W mosaic +make +new or changed", plan)
+    assert "      out: jwst_release/t1/ngc0000/ngc0000_nircam_lv3_f200w_i2d.fits" in plan
     res = run("make_kernels.py", cfg, loc)
     assert res.returncode == 0, res.stderr
     plan = dry_run("make_kernels.py", cfg, loc)
@@ -117,7 +119,7 @@ def test_make_kernels_convolve_and_release_scripts(tmp_path):
     res = run("prepare_release.py", cfg, loc)
     assert res.returncode == 0, res.stderr
     plan = dry_run("prepare_release.py", cfg, loc)
-    assert "keep mosaic" in plan and "  make " not in plan
+    assert re.search(r"ngc0000 F200W mosaic +skip +up to date", plan) and " make " not in plan
     manifest = Table.read(tmp_path / "work" / "jwst_release" / "t1" / "MANIFEST.ecsv")
     assert "convolved" in set(manifest["kind"])
 
@@ -346,14 +348,14 @@ def test_a_full_disk_mid_release_is_one_message_and_leaves_a_manifest_of_what_is
     rep = tmp_path / "rep"
     fake_mosaic(rep / "ngc0000" / "F200W" / "lv3" / "ngc0000_nircam_lv3_f200w_i2d.fits")
     fake_mosaic(rep / "ngc0001" / "F200W" / "lv3" / "ngc0001_nircam_lv3_f200w_i2d.fits", seed=1)
-    real = rel_mod._release_band
+    real = rel_mod.make_item
 
-    def fills_the_disk(reprocess_dir, tdir, target, *args, **kw):
-        if target == "ngc0001":
-            raise OSError(errno.ENOSPC, "No space left on device", str(tdir / "x.fits"))
-        return real(reprocess_dir, tdir, target, *args, **kw)
+    def fills_the_disk(item, *args, **kw):
+        if item.target == "ngc0001":
+            raise OSError(errno.ENOSPC, "No space left on device", str(item.dst))
+        return real(item, *args, **kw)
 
-    monkeypatch.setattr(rel_mod, "_release_band", fills_the_disk)
+    monkeypatch.setattr(rel_mod, "make_item", fills_the_disk)
     rel = tmp_path / "release"
     with pytest.raises(ReductionError, match="release incomplete: the disk is full") as err:
         build_release(rep, rel, ["ngc0000", "ngc0001"], ["F200W"])
@@ -364,11 +366,41 @@ def test_a_full_disk_mid_release_is_one_message_and_leaves_a_manifest_of_what_is
     assert not list(rel.rglob("*.tmp*"))
 
 
+def test_a_full_disk_mid_release_step_is_the_same_one_message(tmp_path, monkeypatch):
+    """The release step (files released as tasks) reports a full disk as build_release does."""
+    import errno
+
+    import jwstgal.release as rel_mod
+    from jwstgal.config import load_config
+    from jwstgal.errors import ReductionError
+    from jwstgal.post_runner import run_post_steps
+
+    science = SCIENCE.replace('nircam_bands = ["F200W"]', 'nircam_bands = ["F200W"]').replace(
+        'targets = ["ngc0000"]', 'targets = ["ngc0000", "ngc0001"]')
+    cfg, loc = write_config(tmp_path, science=science, local='[local]\nraw_dir="raw"\nworking_dir="work"\n')
+    run = load_config(cfg, loc, check_jwst=False)
+    for i, t in enumerate(("ngc0000", "ngc0001")):
+        fake_mosaic(run.reprocess_dir / t / "F200W" / "lv3" / f"{t}_nircam_lv3_f200w_i2d.fits", seed=i)
+    real = rel_mod.make_item
+
+    def fills_the_disk(item, *args, **kw):
+        if item.target == "ngc0001":
+            raise OSError(errno.ENOSPC, "No space left on device", str(item.dst))
+        return real(item, *args, **kw)
+
+    monkeypatch.setattr(rel_mod, "make_item", fills_the_disk)
+    with pytest.raises(ReductionError, match="release incomplete: the disk is full"):
+        run_post_steps(run, ["release"], ["F200W"], progress=False)
+    manifest = Table.read(run.release_dir / "MANIFEST.ecsv")
+    assert {str(t) for t in manifest["target"]} == {"ngc0000"}
+    assert subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=run.release_dir,
+                          capture_output=True).returncode == 0
+
+
 def test_the_released_run_config_holds_no_machine_path_or_secret(tmp_path):
     """Issue #31 item 9: run_config.json carried this machine's absolute paths."""
     import json
 
-    from jwstgal.cli.prepare_release import run_config
     from jwstgal.config import load_config
 
     (tmp_path / "raw").mkdir()
@@ -376,7 +408,7 @@ def test_the_released_run_config_holds_no_machine_path_or_secret(tmp_path):
              f'api_key = "s3cret-token"\nanchor_ref_dir = "{tmp_path / "ext"}"\n')
     cfg, loc = write_config(tmp_path, science=SCIENCE + f'[release]\ncompare_with = "{tmp_path / "v0"}"\n',
                             local=local)
-    text = json.dumps(run_config(load_config(cfg, loc, check_jwst=False)))
+    text = json.dumps(load_config(cfg, loc, check_jwst=False).released_config())
     assert str(tmp_path) not in text and "s3cret-token" not in text
     doc = json.loads(text)
     assert doc["config_file"] == "config.toml" and doc["science"]["release"]["compare_with"] == "v0"

@@ -14,53 +14,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from jwstgal.cli._common import add_dry_run, add_version, describe, run_main
-from jwstgal.errors import ConfigError, InputNotFoundError
 
 log = logging.getLogger(__name__)
-
-
-def run_comparison(old: Path, new: Path, out_dir: Path | None, tol, *, dry_run: bool = False) -> int:
-    """Compare, write the table and page, log what is beyond ``tol``; returns the exit code.
-
-    ``dry_run``: print which mosaics would be compared and where the results would go; write nothing.
-    """
-    from jwstgal.compare import compare_releases, exceeds, plan_comparison, write_comparison
-
-    for rel in (old, new):
-        if not (rel / "MANIFEST.ecsv").is_file():
-            msg = f"{rel}: not a release (no MANIFEST.ecsv)"
-            raise InputNotFoundError(msg)
-    try:
-        plan = plan_comparison(old, new)
-    except FileNotFoundError as err:          # a garbage manifest
-        raise InputNotFoundError(str(err)) from None
-    out_dir = (out_dir or new.parent / f"comparison_{old.name}_to_{new.name}").resolve()
-    for rel in (old, new):
-        if out_dir == rel or rel in out_dir.parents:
-            msg = (f"--out-dir {out_dir} is inside the release {rel}: the comparison would add files "
-                   "its manifest does not list; write it beside the release")
-            raise ConfigError(msg)
-    if dry_run:
-        sys.stdout.write(f"dry run: compare {old} -> {new} into {out_dir} (nothing is written)\n")
-        sys.stdout.writelines(f"  {t} {band}: {how}\n" for t, band, how in plan)
-        return 0
-    rows = compare_releases(old, new, png_dir=out_dir)
-    table = write_comparison(rows, tol, out_dir, old, new)
-    flagged = 0
-    for r in rows:
-        if why := exceeds(r, tol):
-            log.warning("%s %s: %s", r.target, r.band, "; ".join(why))
-            flagged += 1
-        else:
-            log.info("%s %s: flux ratio %.4f, shift (%+.1f, %+.1f) mas, background %+.4f", r.target,
-                     r.band, r.flux_ratio, r.shift_e_mas, r.shift_n_mas, r.background_diff)
-    log.info("%d mosaics compared, %d beyond tolerance: %s", len(rows), flagged, table)
-    return 1 if flagged else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level, args.log_file)
 
     def run() -> int:
-        from jwstgal.compare import Tolerances
+        from jwstgal.compare import Tolerances, run_comparison
 
         tol = Tolerances(args.flux_tol, args.shift_tol, args.background_tol, args.coverage_tol)
         return run_comparison(args.old.resolve(), args.new.resolve(), args.out_dir, tol,

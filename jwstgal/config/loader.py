@@ -66,6 +66,41 @@ class RunConfig(BaseModel):
         """``<working_dir>/jwst_lv3_reprocessed_<data_version>``."""
         return self.working_dir / f"jwst_lv3_reprocessed_{self.science.pipeline.data_version}"
 
+    @property
+    def release_dir(self) -> Path:
+        """``<working_dir>/jwst_release/<data_version>``."""
+        return self.working_dir / "jwst_release" / self.science.pipeline.data_version
+
+    def released_config(self) -> dict[str, Any]:
+        """The resolved configuration of the run, as released (``run_config.json``).
+
+        Secrets and this machine's folders are left out (``local``'s paths, the Slurm set-up, the
+        scheduler address), and any absolute path left is reduced to its last component: a
+        release says how it was made, not where.
+        """
+        from jwstgal.config.messages import SECRET_KEYS
+        from jwstgal.provenance import software_versions
+
+        machine = {"slurm", "dask_scheduler", "mast_server"}
+        local = {k: v for k, v in self.local.model_dump(mode="json").items()
+                 if k not in SECRET_KEYS and k not in machine and not k.endswith("_dir")}
+        return _no_machine_paths({"config_file": self.config_path.name, "config_hash": self.config_hash,
+                                  "versions": software_versions(),
+                                  "science": self.science.model_dump(mode="json"), "local": local})
+
+
+def _no_machine_paths(obj: Any) -> Any:
+    """``obj`` with every absolute path string reduced to its last component."""
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    if isinstance(obj, dict):
+        return {k: _no_machine_paths(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_no_machine_paths(v) for v in obj]
+    if isinstance(obj, str) and (obj.startswith(("/", "~")) or PureWindowsPath(obj).drive):
+        return PurePosixPath(obj.replace("\\", "/")).name
+    return obj
+
 
 #: Largest config file read (a config is a few kB; anything this size is not one).
 MAX_CONFIG_BYTES = 4 * 2**20

@@ -21,6 +21,7 @@ from jwstgal.steps.astrometric_catalog import AstrometricCatalog
 from jwstgal.steps.base import BandContext, Step, StepPlan, StepRecord
 from jwstgal.steps.bg_sub import BgSub
 from jwstgal.steps.bgr_mosaics import BgrMosaics
+from jwstgal.steps.compare import Compare
 from jwstgal.steps.convolve import Convolve
 from jwstgal.steps.destripe import Destripe
 from jwstgal.steps.field_mosaics import FieldMosaics
@@ -33,6 +34,7 @@ from jwstgal.steps.lyot_adjust import LyotAdjust
 from jwstgal.steps.post import PostStep
 from jwstgal.steps.rate_bg_sub import RateBgSub
 from jwstgal.steps.rate_destripe import RateDestripe
+from jwstgal.steps.release import Release
 from jwstgal.steps.stack_destripe import StackDestripe
 from jwstgal.steps.wcs_adjust import WcsAdjust
 
@@ -60,6 +62,8 @@ POST_STEPS: tuple[PostStep, ...] = (
     Kernels(),
     Anchor(),
     Convolve(),
+    Release(),
+    Compare(),
 )
 
 #: Step names in order.

@@ -39,6 +39,7 @@ class PostRun(Protocol):
     """What a post-mosaic step reads of a validated run (:class:`jwstgal.config.RunConfig` is one)."""
 
     science: Any
+    working_dir: Path
     reprocess_dir: Path
     psf_dir: Path
     psf_data_dir: Path
@@ -107,8 +108,8 @@ class PostContext:
         The target (None for a run-scope step).
     band : Band or None
         The band (band scope only).
-    bands : list of str
-        The bands selected on the command line (all configured ones by default).
+    bands, targets : list of str
+        The bands and targets selected on the command line (all configured ones by default).
     overwrite : bool
         Remake outputs that are up to date.
     dry_run : bool
@@ -119,6 +120,7 @@ class PostContext:
     target: str | None = None
     band: Band | None = None
     bands: list[str] = field(default_factory=list)
+    targets: list[str] = field(default_factory=list)
     overwrite: bool = False
     dry_run: bool = False
 
