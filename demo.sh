@@ -8,11 +8,10 @@ cd "$(dirname "$0")"
 bash setup.sh
 cfg=(config/demo.toml config/demo_local.toml)
 py=.venv/bin/python
-$py run_jwst_reprocessing.py "${cfg[@]}" "$@"
-$py make_kernels.py "${cfg[@]}"
-$py anchor_data.py "${cfg[@]}"
-$py convolve_data.py "${cfg[@]}"
-$py prepare_release.py "${cfg[@]}"
+# the whole chain in one command: stages 1-3 and the custom steps, then kernels, anchoring, the
+# ladder and the release (what make_kernels.py, anchor_data.py, convolve_data.py and
+# prepare_release.py do one at a time)
+$py run_jwst_reprocessing.py "${cfg[@]}" --through release "$@"
 echo
 echo "Mosaics and PNG quicklooks:"
 ls -1 demo_output/work/jwst_lv3_reprocessed_demo/*/*/lv3/*_i2d.fits demo_output/work/jwst_lv3_reprocessed_demo/*/*/lv3/*_i2d.png

@@ -142,3 +142,9 @@ def test_every_failure_entry_names_a_test_that_exists():
         assert all(f in sources for f in files), f"{title!r}: {files}"
         for test in tests:
             assert any(f"def {test}(" in src for src in sources.values()), f"{title!r}: no {test}"
+
+
+def test_the_post_step_table_of_the_docs_is_the_registry():
+    from jwstgal.steps import post_markdown_table
+
+    assert post_markdown_table() in (DOCS / "steps.md").read_text()

@@ -163,8 +163,9 @@ def test_the_background_field_is_reduced_like_science(chain):
 
 
 def test_anchoring_finds_the_simulated_zero_point_within_its_errors(chain):
-    """make_kernels + anchor_data on the chain's mosaics: the anchored mosaic's zero point, scored
-    against the simulated galaxy (issue #26 item 3), is within 2 quoted sigma."""
+    """Kernels and anchoring on the chain's mosaics (``run_jwst_reprocessing.py --through anchor``:
+    the band steps are complete and skipped): the anchored mosaic's zero point, scored against the
+    simulated galaxy (issue #26 item 3), is within 2 quoted sigma."""
     import subprocess
     import sys
 
@@ -173,11 +174,11 @@ def test_anchoring_finds_the_simulated_zero_point_within_its_errors(chain):
     from jwstgal.simulate.score import score_anchoring
 
     d, _ = chain
-    for script in ("make_kernels.py", "anchor_data.py"):
-        res = subprocess.run([sys.executable, str(REPO / script), str(d / "science.toml"),
-                              str(d / "local.toml"), "--no-progress"], capture_output=True, text=True,
-                             cwd=REPO, timeout=900)
-        assert res.returncode == 0, res.stderr[-3000:]
+    res = subprocess.run([sys.executable, str(REPO / "run_jwst_reprocessing.py"), str(d / "science.toml"),
+                          str(d / "local.toml"), "--no-progress", "--through", "anchor"],
+                         capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "kernels: " in res.stderr and "anchor: 1 tasks run, 0 failed" in res.stderr, res.stderr[-3000:]
     anchored = (d / "work" / "jwst_lv3_reprocessed_e2e" / "ngc0000" / "F770W" / "anchor"
                 / "ngc0000_miri_lv3_f770w_i2d_anchor.fits")
     score = score_anchoring(anchored, "F770W", 24.1739, 15.7836, 11)

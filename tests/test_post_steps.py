@@ -191,3 +191,13 @@ def test_an_empty_ladder_is_a_configuration_error_before_any_work(tmp_path):
     cfg.write_text(cfg.read_text().replace('targets = ["F2100W", "gauss1.0", "gauss4"]', "targets = []"))
     with pytest.raises(ConfigError, match=r"\[convolve\] targets is empty"):
         run_post_steps(_load(cfg, loc), ["convolve"])
+
+
+def test_through_names_the_configured_post_steps_up_to_it(tmp_path):
+    """``run_jwst_reprocessing.py --through``: the chain after the mosaics, without unconfigured steps."""
+    from jwstgal.cli.run_jwst_reprocessing import post_steps_through
+
+    run = _load(*_tree(tmp_path))
+    assert post_steps_through(run, "kernels") == ["kernels"]
+    assert post_steps_through(run, "convolve") == ["kernels", "convolve"]      # no [anchor] here
+    assert post_steps_through(run, "release") == ["kernels", "convolve", "release", "compare"]

@@ -1,10 +1,14 @@
 """Reprocess JWST imaging: stage 1 -> 2 -> 3 for every target and band of a config.
 
 Usage: python run_jwst_reprocessing.py [CONFIG [LOCAL [BAND]]] [--band B] [--target T] [--dry-run]
+       [--through kernels|anchor|convolve|release]
 
 With no argument (e.g. IPython ``%run run_jwst_reprocessing.py``) it loads config/config.toml and the
 local.toml beside it. A config with a [simulation] table first simulates its raw data (the offline
 demo); local.toml's crds_mode = 'synthetic' serves matching synthetic reference files.
+``--through STEP`` goes on after the mosaics with the post-mosaic steps up to STEP (kernels, anchor,
+convolve, release and compare), as make_kernels.py, anchor_data.py, convolve_data.py and
+prepare_release.py run them.
 """
 
 from __future__ import annotations
@@ -115,7 +119,8 @@ def _load_checked(args: Any) -> Any:
     return cfg
 
 
-def _dry_run(cfg: Any, bands: list[str] | None, targets: list[str] | None) -> int:
+def _dry_run(cfg: Any, bands: list[str] | None, targets: list[str] | None, through: str | None = None
+             ) -> int:
     """Print what a run would do (every step of every target/band, files in and out); write nothing."""
     import sys
 
@@ -126,12 +131,30 @@ def _dry_run(cfg: Any, bands: list[str] | None, targets: list[str] | None) -> in
                          "once it exists\n")
     sys.stdout.write(f"dry run: {cfg.config_path} (nothing is written)\n")
     sys.stdout.write(format_plan(plan_all(cfg, bands, targets), cfg.working_dir))
+    if through:
+        from jwstgal.post_runner import run_post_steps
+
+        sys.stdout.write("then, planned on what is on disk now (the mosaics above not yet made):\n")
+        run_post_steps(cfg, post_steps_through(cfg, through), bands, targets, dry_run=True)
     return 0
+
+
+def post_steps_through(cfg: Any, through: str) -> list[str]:
+    """The post-mosaic steps up to ``through`` that this config asks for, in order."""
+    from jwstgal.steps import POST_STEPS
+
+    names = [s.name for s in POST_STEPS]
+    steps = names[:names.index(through) + 1] + (["compare"] if through == "release" else [])
+    wanted = {"kernels": bool(cfg.science.kernel_pairs), "anchor": bool(cfg.science.anchor.reference),
+              "convolve": bool(cfg.science.convolve.rungs)}     # those not configured are left out
+    return [s for s in steps if wanted.get(s, True)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     parser = base_parser(__doc__)
+    parser.add_argument("--through", choices=["kernels", "anchor", "convolve", "release"], default=None,
+                        help="after the mosaics, run the post-mosaic steps up to this one")
     args = parse(parser, argv)
 
     from jwstgal.logs import setup_logging
@@ -151,12 +174,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "the data first (download_phangs_jwst.py) or fix the path")
             raise ConfigError(msg)
         if args.dry_run:
-            return _dry_run(cfg, bands, targets)
+            return _dry_run(cfg, bands, targets, args.through)
         from jwstgal.reprocess import band_locks
 
         # the locks before anything is written: a refused run writes nothing
         with band_locks(cfg, bands, targets):
-            return _run_locked(cfg, bands, targets, args.no_progress)
+            code = _run_locked(cfg, bands, targets, args.no_progress)
+        if code or not args.through:
+            return code
+        from jwstgal.post_runner import run_post_steps
+
+        code = run_post_steps(cfg, post_steps_through(cfg, args.through), bands, targets,
+                              progress=not args.no_progress)
+        from jwstgal.report import write_report
+
+        log.info("QA page updated: %s", write_report(cfg))
+        return code
 
     def _run_locked(cfg: Any, bands: list[str] | None, targets: list[str] | None, no_progress: bool) -> int:
         from jwstgal.reprocess import run_all

@@ -144,6 +144,13 @@ def markdown_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+def post_markdown_table() -> str:
+    """The table of post-mosaic steps of docs/steps.md: each step in order, its scope, what it does."""
+    rows = ["| step | scope | what it does |", "| --- | --- | --- |"]
+    rows += [f"| `{s.name}` | {s.scope} | {s.summary} |" for s in POST_STEPS]
+    return "\n".join(rows) + "\n"
+
+
 __all__ = ["DEFAULT_STEPS", "POST_STEPS", "REPEATABLE", "STEPS", "STEP_NAMES", "STEP_SETTINGS",
            "BandContext", "PostStep", "Step", "StepPlan", "StepRecord", "get_post_step", "get_step",
-           "markdown_table", "order_key", "repeat_of", "run_order"]
+           "markdown_table", "order_key", "post_markdown_table", "repeat_of", "run_order"]
