@@ -94,11 +94,23 @@ def hash_params(params: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+#: Steps whose first five letters are another's: their own keyword.
+_KEYWORDS = {"astrometric_align": "JG_ALIGN", "simulate_external": "JG_SIMEX"}
+
+
 def step_keyword(step: str) -> str:
     """The 8-character keyword of a step's parameter hash: ``JG_`` + its name's first 5 letters.
 
     ``level_match`` -> ``JG_LEVEL``, ``stack_destripe`` -> ``JG_STACK``, ``lv1`` -> ``JG_LV1``.
+    A repeat ``<step>_<n>`` keeps its own: the first 4 letters and its number (``destripe_2`` ->
+    ``JG_DEST2``), so the second run of a step never overwrites the first one's record; and
+    ``astrometric_align`` is ``JG_ALIGN`` (``JG_ASTRO`` is ``astrometric_catalog``'s).
     """
+    if step in _KEYWORDS:
+        return _KEYWORDS[step]
+    base, _, n = step.rpartition("_")
+    if base and n.isdigit() and len(n) == 1:
+        return f"JG_{base.replace('_', '').upper()[:4]}{n}"
     return f"JG_{step.replace('_', '').upper()[:5]}"
 
 

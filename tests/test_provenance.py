@@ -58,3 +58,22 @@ def test_provenance_reads_back_whole_from_a_saved_file(tmp_path):
     # every package whose code touches the products (issue #31 item 9), read back whole
     versions = set(got["destripe"]["versions"])
     assert {"jwst", "stpipe", "tweakwcs", "reproject", "scipy", "stpsf", "numpy"} <= versions
+
+
+def test_every_step_and_repeat_has_its_own_provenance_keyword():
+    """Issue #27 item 4: destripe_2 overwrote destripe's JG_DESTR, astrometric_align
+    astrometric_catalog's JG_ASTRO."""
+    from jwstgal.provenance import step_keyword
+    from jwstgal.steps import REPEATABLE, STEP_NAMES
+
+    # the band steps, their repeats, and what the post-mosaic steps and the simulator stamp
+    names = [*STEP_NAMES, *(f"{s}_{n}" for s in REPEATABLE for n in range(2, 10)),
+             "kernel", "psf", "anchor", "conv", "release", "simulate", "simulate_external"]
+    keywords = {n: step_keyword(n) for n in names}
+    assert all(len(k) <= 8 and k.startswith("JG_") for k in keywords.values())
+    clashes = {k: [n for n in names if keywords[n] == k] for k in set(keywords.values())}
+    assert {k: v for k, v in clashes.items() if len(v) > 1} == {}
+    # the keywords of products made before stay what they were
+    assert [step_keyword(s) for s in ("destripe", "level_match", "astrometric_catalog", "lv1")] == \
+        ["JG_DESTR", "JG_LEVEL", "JG_ASTRO", "JG_LV1"]
+    assert step_keyword("destripe_2") == "JG_DEST2" and step_keyword("astrometric_align") == "JG_ALIGN"
