@@ -2,8 +2,9 @@
 
 Layout of the products: :mod:`jwstgal.layout`; the steps and their order: :mod:`jwstgal.steps`.
 For each step in registry order, every band that runs it is planned (:meth:`Step.plan`), the
-tasks of all bands run together on the executor (bands borrowing another band's result in a second
-wave), and each band whose tasks all succeeded gets its step record and diagnostics. A band whose
+tasks of all bands run together on the executor, stage by stage (:attr:`StepPlan.stages`: stage
+*i* of every band once stage *i - 1* finished everywhere), and each band whose tasks all succeeded
+gets its step record and diagnostics. A band whose
 task fails is reported and the others go on; a band without input for a step is skipped. Each band
 folder is locked for the whole run, so two runs never write the same products.
 """
@@ -24,6 +25,7 @@ from jwstgal.config import RunConfig
 from jwstgal.errors import CRDSError, InputNotFoundError, NothingToDo, StepFailedError
 from jwstgal.executor import Executor, ExecutorSpec, open_executor
 from jwstgal.steps import BandContext, Step, StepPlan, StepRecord, run_order
+from jwstgal.steps.base import Stage
 
 log = logging.getLogger(__name__)
 
@@ -269,11 +271,11 @@ def _run_step(step: Step, states: list[_BandState], executor: Executor, progress
             st.status[step.name] = FAILED
             log.error("%s failed in %s: %s", st.ctx.label, step.name, err)
     failed: dict[int, BaseException] = {}
-    pre = {-1} if any(plan.pre_tasks for _, plan in plans if not plan.done) else set()
-    post = {POST_WAVE + k for _, plan in plans if not plan.done for k in range(len(plan.post))}
-    for wave in sorted({plan.wave for _, plan in plans} | pre | post):
-        work = [(st, fn, args, mem) for st, plan in plans if not plan.done and id(st) not in failed
-                for fn, args, mem in _wave_tasks(plan, wave)]
+    running = [(st, plan) for st, plan in plans if not plan.done]
+    for i in range(max((len(plan.stages) for _, plan in running), default=0)):
+        work = [(st, stage.fn, args, mem) for st, plan in running if id(st) not in failed
+                and i < len(plan.stages) for stage in (plan.stages[i],)
+                for args, mem in zip(stage.tasks, _memory(stage), strict=True)]
         results = executor.map(_run_task, [(fn, args) for _, fn, args, _ in work],
                                desc=step.name, progress=progress, return_exceptions=True,
                                memory=[mem for *_, mem in work])
@@ -294,24 +296,9 @@ def _run_step(step: Step, states: list[_BandState], executor: Executor, progress
         st.upstream, st.outputs = plan.key, plan.outputs
 
 
-#: Waves of the plans' later stages (``StepPlan.post``) come after every ordinary wave.
-POST_WAVE = 1000
-
-
-def _wave_tasks(plan: StepPlan, wave: int) -> list[tuple[Any, tuple[Any, ...], float]]:
-    """(function, arguments, estimated peak bytes) of a plan's tasks in ``wave``.
-
-    Wave -1: its pre-tasks; POST_WAVE + k: stage k. Tasks without an estimate get 0.
-    """
-    if wave < 0:
-        return [(plan.pre_fn, args, 0.0) for args in plan.pre_tasks]
-    if wave >= POST_WAVE:
-        k = wave - POST_WAVE
-        return [(plan.post[k][0], args, 0.0) for args in plan.post[k][1]] if k < len(plan.post) else []
-    if plan.wave != wave:
-        return []
-    memory = plan.memory if len(plan.memory) == len(plan.tasks) else [0.0] * len(plan.tasks)
-    return [(plan.fn, args, mem) for args, mem in zip(plan.tasks, memory, strict=True)]
+def _memory(stage: Stage) -> list[float]:
+    """Estimated peak bytes of each of a stage's tasks (0 where unknown)."""
+    return stage.memory if len(stage.memory) == len(stage.tasks) else [0.0] * len(stage.tasks)
 
 
 def _finish(step: Step, ctx: BandContext, plan: StepPlan) -> None:

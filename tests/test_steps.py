@@ -53,7 +53,9 @@ def test_plans_and_keys_match_the_code_before_the_registry(fixed_root, case):
     added = [o for o in outputs[len(want["outputs"]):] if o.endswith(ADDED_OUTPUTS)]
     assert outputs == want["outputs"] + added
     n_tasks = len(plan.outputs) if name in PER_EXPOSURE_NOW else want["n_tasks"]
-    assert (len(plan.tasks), plan.wave) == (n_tasks, want["wave"])
+    assert len(plan.tasks) == n_tasks
+    waits = plan.stages[0].fn is plan.fn and plan.stages[0] is not plan.main   # borrows: a stage later
+    assert waits == (want["wave"] == 1)
 
 
 @pytest.mark.parametrize("name", ["lv1", "lv2", "lv3"])
@@ -420,17 +422,19 @@ def test_wcs_adjust_finds_stars_file_by_file_before_the_solve(tmp_path):
     toml = ctx.band_dir.parent / "wcs_adjust.toml"
     step = get_step("wcs_adjust")
     with_file = step.plan(ctx, "UPSTREAM", [])
-    assert with_file.pre_tasks == [] and len(with_file.tasks) == len(with_file.outputs) > 0
+    assert with_file.stages[0].tasks == [] and len(with_file.tasks) == len(with_file.outputs) > 0
+    assert with_file.stages[1] is with_file.main
     toml.unlink()
     plan = step.plan(ctx, "UPSTREAM", [])
     cal = sorted((ctx.band_dir / "cal").glob("*_cal.fits"))
-    assert plan.pre_fn is detect_task
-    assert [Path(t[0]) for t in plan.pre_tasks] == cal
-    assert all(".wcs_adjust_stars/F200W/" in t[2] for t in plan.pre_tasks)
+    detect, main = plan.stages
+    assert detect.fn is detect_task and main is plan.main
+    assert [Path(t[0]) for t in detect.tasks] == cal
+    assert all(".wcs_adjust_stars/F200W/" in t[2] for t in detect.tasks)
     other_ctx = context(tmp_path, "F300M")                           # not a reference band
     toml.unlink(missing_ok=True)
     other = step.plan(other_ctx, "UPSTREAM", [])
-    assert other.pre_tasks == [] and len(other.tasks) > 0
+    assert other.stages[0].tasks == [] and len(other.tasks) > 0
 
 
 def test_a_repeated_step_runs_again_on_the_first_runs_output_with_its_own_table(tmp_path):

@@ -45,7 +45,7 @@ from jwstgal.bands import Band
 from jwstgal.errors import StepFailedError
 from jwstgal.provenance import atomic_path, hash_params, write_text_atomic
 from jwstgal.settings import StepSettings, added_field, check_band
-from jwstgal.steps.base import BandContext, Step, StepPlan, alignment_catalogue, file_id
+from jwstgal.steps.base import BandContext, Stage, Step, StepPlan, alignment_catalogue, file_id
 from jwstgal.wcs_corrections import tweakback
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ class AstrometricAlign(Step):
     def plan(self, ctx: BandContext, upstream: str, inputs: list[Path]) -> StepPlan:
         """The alignment, then one tweakback task per crf file.
 
-        The alignment runs in the second wave when it borrows another band's solution.
+        The alignment runs a stage later when it borrows another band's solution.
         """
         i2d = ctx.stage3_mosaic("astrometric alignment")
         run = ctx.run
@@ -230,8 +230,9 @@ class AstrometricAlign(Step):
                         [(str(i2d), str(catalog), [], str(out_dir), params,
                           ref_path or check_ref, borrow, ctx.band.fwhm_pix, run.config_hash,
                           str(ctx.qa_dir))])
-        plan.wave = 1 if borrow else 0
-        plan.post = [(tweakback_task, [(str(c), str(out_dir), run.config_hash) for c in crfs])]
+        tweakback = Stage(tweakback_task, [(str(c), str(out_dir), run.config_hash) for c in crfs])
+        # a band that borrows a solution waits a stage for the band it borrows from
+        plan.stages = [*([Stage(run_task)] if borrow else []), plan.main, tweakback]
         return plan
 
     def qa_summary(self, band_dir: Path, target: str, band: Band) -> dict[str, str]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import fnmatch
 import hashlib
-import json
 import logging
 import shutil
 from collections.abc import Callable
@@ -33,11 +32,15 @@ from typing import Any, ClassVar, Protocol
 from jwstgal import layout
 from jwstgal.bands import Band
 from jwstgal.errors import InputNotFoundError, StepFailedError
-from jwstgal.provenance import hash_params, write_text_atomic
+from jwstgal.provenance import hash_params
 from jwstgal.settings import StepSettings
 from jwstgal.stages import stage_parameters
+from jwstgal.steps.plan import Stage, StepPlan, StepRecord
 
 log = logging.getLogger(__name__)
+
+__all__ = ["BandContext", "RunView", "Stage", "Step", "StepPlan", "StepRecord", "alignment_catalogue",
+           "background_reason", "content_hash", "file_id", "instrument_of", "is_background"]
 
 
 class RunView(Protocol):
@@ -49,92 +52,6 @@ class RunView(Protocol):
     alignment_dir: Path
     config_path: Path
     config_hash: str
-
-
-class StepRecord:
-    """The on-disk record of one step of one target/band (``.jwstgal/<step>.json``)."""
-
-    def __init__(self, band_dir: Path, step: str) -> None:
-        self.path = layout.record_dir(band_dir) / f"{step}.json"
-
-    def read(self) -> dict[str, Any]:
-        """The record, or an empty dict."""
-        try:
-            return json.loads(self.path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {}
-
-    def is_complete(self, key: str) -> bool:
-        """Whether the step finished with this key and its outputs still exist."""
-        rec = self.read()
-        return (rec.get("key") == key and rec.get("complete", False)
-                and all((self.path.parents[1] / o).is_file() for o in rec.get("outputs", [])))
-
-    def start(self, key: str, params: dict[str, Any]) -> bool:
-        """Mark the step started; returns whether earlier partial outputs (same key) are reusable."""
-        reusable = self.read().get("key") == key
-        write_text_atomic(self.path, json.dumps({"key": key, "complete": False, "params": params},
-                                                indent=1, default=str))
-        return reusable
-
-    def finish(self, key: str, params: dict[str, Any], outputs: list[Path]) -> None:
-        """Mark the step complete with its outputs (paths relative to the band folder)."""
-        rel = [str(p.relative_to(self.path.parents[1])) for p in outputs]
-        write_text_atomic(self.path, json.dumps({"key": key, "complete": True, "params": params,
-                                                 "outputs": rel}, indent=1, default=str))
-
-
-@dataclass
-class StepPlan:
-    """What one step of one band needs to do.
-
-    Attributes
-    ----------
-    step : str
-        The step's name.
-    key : str
-        Hash of the step's parameters and inputs (and of the upstream step's key).
-    params : dict
-        Resolved parameters.
-    outputs : list of pathlib.Path
-        The step's products once complete.
-    fn : callable or None
-        Task function; None when the step is already complete.
-    tasks : list of tuple
-        Arguments of each task (one per exposure, or one per band).
-    wave : int
-        Tasks of wave 1 run after those of wave 0 (bands borrowing another band's solution).
-    rekey : callable or None
-        Recomputes the key once the tasks ran (for a step whose inputs include a file it writes).
-    pre_fn : callable or None
-        Task function of ``pre_tasks``.
-    pre_tasks : list of tuple
-        Tasks run before every plan's ``tasks`` (e.g. per-file measurements that a band-wide
-        solution then reads), on the same executor.
-    post : list of (callable, list of tuple)
-        Further stages, each run after the previous one (and ``tasks``) of every plan finished,
-        e.g. the passes of an iteration whose tasks read the previous pass's results.
-    memory : list of float
-        Estimated peak bytes of each of ``tasks`` (:mod:`jwstgal.memory`); empty: unknown.
-    """
-
-    step: str
-    key: str
-    params: dict[str, Any]
-    outputs: list[Path]
-    fn: Callable[..., Any] | None = None
-    tasks: list[tuple[Any, ...]] = field(default_factory=list)
-    wave: int = 0
-    rekey: Callable[[], str] | None = None
-    pre_fn: Callable[..., Any] | None = None
-    pre_tasks: list[tuple[Any, ...]] = field(default_factory=list)
-    post: list[tuple[Callable[..., Any], list[tuple[Any, ...]]]] = field(default_factory=list)
-    memory: list[float] = field(default_factory=list)
-
-    @property
-    def done(self) -> bool:
-        """Whether the step was already complete."""
-        return self.fn is None
 
 
 def content_hash(p: Path) -> str | None:

@@ -34,7 +34,7 @@ from jwstgal.dq import bad_pixel_mask
 from jwstgal.frame_maps import boxes_meet, coarse_map, coverage, resample_onto, sky_boxes
 from jwstgal.provenance import atomic_path, hash_params, stamp_header, write_text_atomic
 from jwstgal.settings import StepSettings, added_field
-from jwstgal.steps.base import BandContext, Step, StepPlan
+from jwstgal.steps.base import BandContext, Stage, Step, StepPlan
 from jwstgal.steps.destripe import DQ_CHOICES, frame_layout, good_pixels
 
 log = logging.getLogger(__name__)
@@ -377,8 +377,8 @@ class StackDestripe(Step):
                     for i in range(len(files))]
 
         plan = StepPlan(self.name, key, params, outputs, pass_task, one_pass(0))
-        plan.pre_fn, plan.pre_tasks = graph_task, [(files, state, params)]
-        plan.post = [(pass_task, one_pass(it)) for it in range(1, params["iterations"])]
+        plan.stages = [Stage(graph_task, [(files, state, params)]), plan.main,
+                       *(Stage(pass_task, one_pass(it)) for it in range(1, params["iterations"]))]
         return plan
 
     def diagnostics(self, ctx: BandContext, plan: StepPlan) -> list[Path | None]:

@@ -32,7 +32,7 @@ from jwstgal.bands import get_band
 from jwstgal.errors import InputNotFoundError, StepFailedError
 from jwstgal.provenance import atomic_path, hash_params, write_text_atomic
 from jwstgal.settings import StepSettings, added_field, check_band
-from jwstgal.steps.base import BandContext, Step, StepPlan, content_hash
+from jwstgal.steps.base import BandContext, Stage, Step, StepPlan, content_hash
 from jwstgal.wcs_corrections import apply_wcs_adjust
 
 log = logging.getLogger(__name__)
@@ -424,8 +424,9 @@ class WcsAdjust(Step):
                           params["passes"], ctx.run.config_hash, params["fitgeom"]) for p in todo])
         plan.rekey = key_now  # the first run writes the shifts file: key on what it wrote
         band = ctx.band_dir.name
+        detect = Stage(detect_task)        # stars first, everywhere: the solve reads them all
         if not toml_path.is_file() and band in ref_bands:   # each reference band detects its own files
             own = [c for c in ref_cal if c.parent.parent.name == band]
-            plan.pre_fn = detect_task
-            plan.pre_tasks = [(str(c), fwhm[band], str(stars_cache(target_dir, c))) for c in own]
+            detect.tasks = [(str(c), fwhm[band], str(stars_cache(target_dir, c))) for c in own]
+        plan.stages = [detect, plan.main]
         return plan
