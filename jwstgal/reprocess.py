@@ -276,12 +276,17 @@ def _run_step(step: Step, states: list[_BandState], executor: Executor, progress
         work = [(st, stage.fn, args, mem) for st, plan in running if id(st) not in failed
                 and i < len(plan.stages) for stage in (plan.stages[i],)
                 for args, mem in zip(stage.tasks, _memory(stage), strict=True)]
-        results = executor.map(_run_task, [(fn, args) for _, fn, args, _ in work],
+        # a task several bands share (a target's solve, planned by each of its bands) runs once
+        keys = [repr((fn.__module__, fn.__qualname__, args)) for _, fn, args, _ in work]
+        order = list(dict.fromkeys(keys))
+        first = {k: keys.index(k) for k in order}
+        results = executor.map(_run_task, [work[first[k]][1:3] for k in order],
                                desc=step.name, progress=progress, return_exceptions=True,
-                               memory=[mem for *_, mem in work])
-        for (st, *_), res in zip(work, results, strict=True):
-            if isinstance(res, BaseException):
-                failed.setdefault(id(st), res)
+                               memory=[work[first[k]][3] for k in order])
+        by_key = dict(zip(order, results, strict=True))
+        for (st, *_), k in zip(work, keys, strict=True):
+            if isinstance(by_key[k], BaseException):
+                failed.setdefault(id(st), by_key[k])
     for st, plan in plans:
         if id(st) in failed:
             st.error = str(failed[id(st)])

@@ -415,26 +415,30 @@ def test_docs_example_step_plans_and_runs(tmp_path):
 
 
 def test_wcs_adjust_finds_stars_file_by_file_before_the_solve(tmp_path):
-    """Without a shifts file, the reference band plans one star-finding pre-task per exposure."""
-    from jwstgal.steps.wcs_adjust import detect_task
+    """Without a shifts file: star finding per exposure of the reference band, then the target's
+    solve (the same task in every band's plan: the driver runs it once), then the corrections."""
+    from jwstgal.steps.wcs_adjust import detect_task, solve_task
 
     ctx = context(tmp_path, "F200W")
     toml = ctx.band_dir.parent / "wcs_adjust.toml"
     step = get_step("wcs_adjust")
     with_file = step.plan(ctx, "UPSTREAM", [])
-    assert with_file.stages[0].tasks == [] and len(with_file.tasks) == len(with_file.outputs) > 0
-    assert with_file.stages[1] is with_file.main
+    detect, solve, main = with_file.stages                         # the shifts file exists
+    assert detect.tasks == solve.tasks == [] and len(main.tasks) == len(with_file.outputs) > 0
+    assert main is with_file.main
     toml.unlink()
     plan = step.plan(ctx, "UPSTREAM", [])
     cal = sorted((ctx.band_dir / "cal").glob("*_cal.fits"))
-    detect, main = plan.stages
-    assert detect.fn is detect_task and main is plan.main
+    detect, solve, main = plan.stages
+    assert detect.fn is detect_task and solve.fn is solve_task and main is plan.main
     assert [Path(t[0]) for t in detect.tasks] == cal
     assert all(".wcs_adjust_stars/F200W/" in t[2] for t in detect.tasks)
+    assert [Path(t[0]) for t in solve.tasks] == [toml]             # one solve, of the target
     other_ctx = context(tmp_path, "F300M")                           # not a reference band
     toml.unlink(missing_ok=True)
     other = step.plan(other_ctx, "UPSTREAM", [])
     assert other.stages[0].tasks == [] and len(other.tasks) > 0
+    assert other.stages[1].tasks == plan.stages[1].tasks            # the same solve: run once
 
 
 def test_a_repeated_step_runs_again_on_the_first_runs_output_with_its_own_table(tmp_path):

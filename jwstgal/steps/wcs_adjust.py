@@ -11,12 +11,10 @@ per file). The step is solved once per target, so its overrides name targets onl
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import re
 import tomllib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -238,51 +236,41 @@ def measure_visit_shifts(cal_files: list[Path], fwhm_pix: float, passes: list[Al
     return solve_visit_shifts(catalogs, passes, min_matches=min_matches, fitgeom=fitgeom)
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with (path.parent / f".{path.name}.lock").open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def ensure_wcs_adjust(toml_path: Path, ref_cal_files: list[Path], fwhm_pix: float | dict[str, float],
-                      passes: list[dict[str, Any]], fitgeom: str = "shift") -> dict[str, Any]:
-    """Read the per-visit shifts of a target, measuring and writing them first if absent.
+def solve_wcs_adjust(toml_path: Path, ref_cal_files: list[Path], fwhm_pix: float | dict[str, float],
+                     passes: list[dict[str, Any]], fitgeom: str = "shift") -> dict[str, Any]:
+    """The per-visit shifts of a target: read, or measured and written when there is no file yet.
 
     ``ref_cal_files`` live in ``<target>/<BAND>/<step>/``; each band's visits are measured on its
     own exposures, with ``fwhm_pix`` given per band (dict) or for all, and the passes' pixel
-    lengths (``"5pix"``) in that band's pixels.
+    lengths (``"5pix"``) in that band's pixels. The step runs this once per target, in a stage of
+    its own between the star finding and the corrections (no lock: no other task writes the file).
     """
     import tomli_w
 
-    with _locked(toml_path):
-        if toml_path.is_file():
-            return read_wcs_adjust(toml_path)
-        if not ref_cal_files:
-            msg = f"{toml_path}: no exposures of the [wcs_adjust] bands to measure visit shifts on"
-            raise InputNotFoundError(msg)
-        by_band: dict[str, list[Path]] = {}
-        for f in ref_cal_files:  # visits of different bands/instruments are measured separately
-            by_band.setdefault(f.parent.parent.name, []).append(f)
-        shifts: dict[str, dict[str, Any]] = {}
-        for band, files in by_band.items():
-            fwhm = fwhm_pix.get(band, 2.0) if isinstance(fwhm_pix, dict) else fwhm_pix
-            pixscale = get_band(band).pixel_scale
-            for v, sh in measure_visit_shifts(files, fwhm, [align_pass(p, pixscale) for p in passes],
-                                              fitgeom=fitgeom, cache_dir=toml_path.parent).items():
-                shifts.setdefault(v, {**sh, "group": f"{band} {sh['group']}"})
-        keep = ("shift", "rotation_deg", "center_deg", "group", "n_pairs")
-        doc = {"wcs_adjust": {v: {**{k: s[k] for k in keep if k in s},
-                                  "residual_mas": round(s["residual_mas"], 2)} for v, s in shifts.items()}}
-        write_text_atomic(toml_path, "# per-visit sky shifts [arcsec east, north] (jwstgal wcs_adjust);\n"
-                          "# group: visits linked by overlaps (one fixed per group), residual_mas: rms "
-                          "misfit of its pairs\n" + tomli_w.dumps(doc))
-        log.info("wcs_adjust: visit shifts written to %s", toml_path)
-        return doc["wcs_adjust"]
+    if toml_path.is_file():
+        return read_wcs_adjust(toml_path)
+    if not ref_cal_files:
+        msg = f"{toml_path}: no exposures of the [wcs_adjust] bands to measure visit shifts on"
+        raise InputNotFoundError(msg)
+    by_band: dict[str, list[Path]] = {}
+    for f in ref_cal_files:  # visits of different bands/instruments are measured separately
+        by_band.setdefault(f.parent.parent.name, []).append(f)
+    shifts: dict[str, dict[str, Any]] = {}
+    for band, files in by_band.items():
+        fwhm = fwhm_pix.get(band, 2.0) if isinstance(fwhm_pix, dict) else fwhm_pix
+        pixscale = get_band(band).pixel_scale
+        for v, sh in measure_visit_shifts(files, fwhm, [align_pass(p, pixscale) for p in passes],
+                                          fitgeom=fitgeom, cache_dir=toml_path.parent).items():
+            shifts.setdefault(v, {**sh, "group": f"{band} {sh['group']}"})
+    keep = ("shift", "rotation_deg", "center_deg", "group", "n_pairs")
+    doc = {"wcs_adjust": {v: {**{k: s[k] for k in keep if k in s},
+                              "residual_mas": round(s["residual_mas"], 2)} for v, s in shifts.items()}}
+    toml_path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(toml_path, "# per-visit sky shifts [arcsec east, north] (jwstgal wcs_adjust);\n"
+                      "# group: visits linked by overlaps (one fixed per group), residual_mas: rms "
+                      "misfit of its pairs\n" + tomli_w.dumps(doc))
+    log.info("wcs_adjust: visit shifts written to %s", toml_path)
+    return doc["wcs_adjust"]
 
 
 #: A visit id (``jwPPPPPOOOVVV``), as this suite's shifts file keys its entries.
@@ -373,15 +361,22 @@ def detect_task(cal: str, fwhm_pix: float, cache: str) -> list[str]:
     return [cache]
 
 
-def run_task(cal: str, out: str, toml_path: str, ref_cal: list[str], fwhm_pix: dict[str, float],
-             passes: list[dict], config_hash: str, fitgeom: str = "shift") -> list[str]:
-    """Apply the target's visit shifts to one exposure, solving them first if nobody has (worker).
+def solve_task(toml_path: str, ref_cal: list[str], fwhm_pix: dict[str, float], passes: list[dict],
+               fitgeom: str = "shift") -> list[str]:
+    """Solve a target's visit shifts from the cached stars into its shifts file (worker, once)."""
+    solve_wcs_adjust(Path(toml_path), [Path(c) for c in ref_cal], fwhm_pix, passes, fitgeom)
+    return [toml_path]
 
-    The first task of a target to get the lock solves (from the cached stars); the others read.
-    """
-    shifts = ensure_wcs_adjust(Path(toml_path), [Path(c) for c in ref_cal], fwhm_pix, passes, fitgeom)
+
+def run_task(cal: str, out: str, toml_path: str, config_hash: str) -> list[str]:
+    """Apply the target's visit shifts (solved in the stage before) to one exposure (worker)."""
+    path = Path(toml_path)
+    if not path.is_file():
+        msg = f"{path}: no visit shifts (the solve of this target failed; see the log)"
+        raise InputNotFoundError(msg)
     c = Path(cal)
-    return [str(apply_visit_correction(c, Path(out), shifts.get(visit_id(c), {}), config_hash))]
+    return [str(apply_visit_correction(c, Path(out), read_wcs_adjust(path).get(visit_id(c), {}),
+                                       config_hash))]
 
 
 class WcsAdjust(Step):
@@ -420,13 +415,17 @@ class WcsAdjust(Step):
         out_dir, reuse = ctx.prepare(NAME, key, params)
         todo = [p for p in inputs if not (reuse and (out_dir / p.name).is_file())]
         plan = StepPlan(NAME, key, params, [out_dir / n for n in names], run_task,
-                        [(str(p), str(out_dir / p.name), str(toml_path), [str(c) for c in ref_cal], fwhm,
-                          params["passes"], ctx.run.config_hash, params["fitgeom"]) for p in todo])
+                        [(str(p), str(out_dir / p.name), str(toml_path), ctx.run.config_hash) for p in todo])
         plan.rekey = key_now  # the first run writes the shifts file: key on what it wrote
         band = ctx.band_dir.name
-        detect = Stage(detect_task)        # stars first, everywhere: the solve reads them all
-        if not toml_path.is_file() and band in ref_bands:   # each reference band detects its own files
-            own = [c for c in ref_cal if c.parent.parent.name == band]
-            detect.tasks = [(str(c), fwhm[band], str(stars_cache(target_dir, c))) for c in own]
-        plan.stages = [detect, plan.main]
+        # stars of each reference exposure, then the target's solve, then the corrections
+        detect, solve = Stage(detect_task), Stage(solve_task)
+        if not toml_path.is_file():
+            if band in ref_bands:                # each reference band detects its own files
+                own = [c for c in ref_cal if c.parent.parent.name == band]
+                detect.tasks = [(str(c), fwhm[band], str(stars_cache(target_dir, c))) for c in own]
+            # the same task in every band of the target: the driver runs it once
+            solve.tasks = [(str(toml_path), [str(c) for c in ref_cal], fwhm, params["passes"],
+                            params["fitgeom"])]
+        plan.stages = [detect, solve, plan.main]
         return plan
