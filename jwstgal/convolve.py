@@ -36,7 +36,7 @@ def convolve_image(
     block: int = 2048,
     min_weight: float = 0.5,
     preserve_nan: bool = True,
-    workers: int = -1,
+    workers: int | None = None,
     out: Any = None,
     out_err: Any = None,
 ) -> ConvolveResult:
@@ -57,8 +57,9 @@ def convolve_image(
         Output pixels whose valid kernel weight is below this are set to NaN.
     preserve_nan : bool
         Keep input NaNs as NaN in the output.
-    workers : int
-        Threads for scipy.fft (-1 = all cores).
+    workers : int, optional
+        Threads for scipy.fft (-1 = all cores); default: the task's share of the cores
+        (:func:`jwstgal.executor.task_threads`: all of them outside a process pool).
     out, out_err : array-like, optional
         Where to write the result (and its errors), tile by tile: arrays of the image's shape or
         :class:`jwstgal.tiled_io.ScratchImage`; new arrays by default.
@@ -73,6 +74,10 @@ def convolve_image(
     if kernel.shape[0] % 2 == 0 or kernel.shape[0] != kernel.shape[1]:
         msg = f"convolve_image: kernel must be square and odd-sized, got {kernel.shape}"
         raise ValueError(msg)
+    if workers is None:
+        from jwstgal.executor import task_threads
+
+        workers = task_threads()
     k = np.asarray(kernel, float) / kernel.sum()
     h = k.shape[0] // 2
     ny, nx = data.shape

@@ -44,6 +44,16 @@ SHARED_ENV = ("CRDS_PATH", "CRDS_SERVER_URL", "CRDS_CONTEXT", "STPIPE_DISABLE_CR
               "STPSF_PATH")
 #: Variables a worker never keeps, even where it inherits the driver's environment.
 PRIVATE_ENV = ("MAST_API_TOKEN",)
+#: Threads one task of a local worker may use (set in the workers of a pool: cores / workers).
+THREADS_ENV = "JWSTGAL_THREADS"
+
+
+def task_threads() -> int:
+    """Threads a task may use for its FFTs: its worker's share of the cores, or all of them (-1)."""
+    try:
+        return max(1, int(os.environ[THREADS_ENV]))
+    except (KeyError, ValueError):
+        return -1
 
 
 def _watch_parent(parent: int) -> None:
@@ -80,8 +90,11 @@ def interrupts_deferred() -> Iterator[None]:
             os.kill(os.getpid(), signal.SIGINT)  # what it would have done: end the process
 
 
-def worker_init(parent: int, log_queue: Any = None, level: int = logging.INFO) -> None:
+def worker_init(parent: int, log_queue: Any = None, level: int = logging.INFO, threads: int = 0) -> None:
     """Set up a local worker process: die with the driver, leave Ctrl-C to it, drop secrets.
+
+    ``threads``: the worker's share of the cores, for the threads of its tasks' FFTs (so that
+    workers running together do not oversubscribe the machine); 0 leaves them unbounded.
 
     On Linux the kernel kills the worker when the driver dies (``PR_SET_PDEATHSIG``); everywhere a
     watchdog thread exits when the worker's parent changes. With ``log_queue``, every record goes to
@@ -93,6 +106,8 @@ def worker_init(parent: int, log_queue: Any = None, level: int = logging.INFO) -
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})   # blocked since the spawn
     for name in PRIVATE_ENV:
         os.environ.pop(name, None)
+    if threads > 0:
+        os.environ[THREADS_ENV] = str(threads)
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -331,7 +346,8 @@ def open_executor(spec: ExecutorSpec | None = None) -> Iterator[Executor]:
                 with interrupts_deferred():
                     pool = ProcessPoolExecutor(max_workers=spec.workers, mp_context=ctx,
                                                initializer=worker_init,
-                                               initargs=(os.getpid(), queue, level))
+                                               initargs=(os.getpid(), queue, level,
+                                                         max(1, (os.cpu_count() or 1) // spec.workers)))
                 try:
                     yield Executor(spec, pool=pool)
                 except BaseException:

@@ -141,3 +141,26 @@ def test_the_automatic_budget_is_this_machines_and_only_for_workers_here():
         assert workers_here(local) is here
         assert (budget_bytes(0.0, workers_here=here) > 0) is here   # a cluster: no cap unless set
     assert budget_bytes(2.0, workers_here=False) == 2 * GIB
+
+
+def _threads_seen() -> tuple[str | None, int]:
+    import os
+
+    from jwstgal.executor import THREADS_ENV, task_threads
+
+    return os.environ.get(THREADS_ENV), task_threads()
+
+
+@pytest.mark.pipeline
+def test_pool_workers_share_the_cores_among_their_ffts():
+    """Each worker of a pool of N gets cores / N threads for its FFTs (no oversubscription); the
+    driver, running alone, keeps them all."""
+    import os
+
+    from jwstgal.executor import ExecutorSpec, open_executor, task_threads
+
+    share = max(1, (os.cpu_count() or 1) // 2)
+    with open_executor(ExecutorSpec("processes", 2)) as ex:
+        seen = ex.map(_threads_seen, [()] * 4, progress=False)
+    assert seen == [(str(share), share)] * 4
+    assert task_threads() == -1
