@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
@@ -29,7 +30,7 @@ from jwstgal.kernels import (
     radial_profile,
     resample_psf,
 )
-from jwstgal.layout import empirical_psf_path, kernel_path, psf_path
+from jwstgal.layout import cached_kernel_path, empirical_psf_path, kernel_path, psf_path
 from jwstgal.logs import bar_disabled
 from jwstgal.provenance import atomic_path, hash_params, stamp_header
 from jwstgal.psfs import (
@@ -156,6 +157,10 @@ def plan_kernel_set(cfg: KernelSettings, psf_dir: Path, pairs: list[tuple[str, s
             why = "PSFs or settings changed"
         else:
             why = ""
+        if why and src is not None and tgt is not None and not overwrite:
+            kept = cached_kernel_path(psf_dir, method, band, target, kernel_key(method, src, tgt, cfg))
+            if kept.is_file():
+                why = f"{why}: restored from the kernel cache"
         out.append((band, target, method, path, why))
     return out
 
@@ -269,11 +274,23 @@ def make_kernel(band: str, target: str, method: str, cfg: KernelSettings, psf_di
     path = kernel_path(psf_dir, method, band, target)
     if not overwrite and current_kernel(path, key):
         return path
+    kept = cached_kernel_path(psf_dir, method, band, target, key)
+    if not overwrite and current_kernel(kept, key):     # made before with these PSFs and settings
+        for src_file, dst in ((kept, path), (kept.with_suffix(".png"), path.with_suffix(".png"))):
+            if src_file.is_file():
+                with atomic_path(dst) as tmp:
+                    shutil.copyfile(src_file, tmp)
+        log.info("kernel %s -> %s (%s): from the kernel cache (%s)", band, target, method, kept.name)
+        return path
     if method == "aniano":
         res = make_aniano_kernel(src.data, src.pixscale, tgt.data, tgt.pixscale)
     else:
         res = make_pypher_kernel(src.data, src.pixscale, tgt.data, tgt.pixscale, reg_fact=cfg.reg_fact)
     write_kernel(res, band, target, path, key, psfs=(src, tgt))
+    for src_file, dst in ((path, kept), (path.with_suffix(".png"), kept.with_suffix(".png"))):
+        if src_file.is_file():                          # kept by key: a later return to it is free
+            with atomic_path(dst) as tmp:
+                shutil.copyfile(src_file, tmp)
     level = logging.WARNING if res.safety == "unsafe" else logging.INFO
     log.log(level, "kernel %s -> %s (%s): D=%.2e W-=%.3f %s", band, target, method, res.D,
             res.W_minus, res.safety.upper() if res.safety == "unsafe" else res.safety)

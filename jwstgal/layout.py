@@ -109,6 +109,11 @@ def kernel_path(psf_dir: Path, method: str, source: str, target: str) -> Path:
     return psf_dir / "kernels" / method / f"{source}_to_{target}.fits"
 
 
+def cached_kernel_path(psf_dir: Path, method: str, source: str, target: str, key: str) -> Path:
+    """A kernel kept by its key (its PSFs and settings), so that going back to them costs nothing."""
+    return psf_dir / "kernels" / ".cache" / method / f"{source}_to_{target}-{key}.fits"
+
+
 def psf_path(psf_dir: Path, band: str) -> Path:
     """Where a band's PSF lives (make_kernels.py writes it; kernels are built from it)."""
     return psf_dir / "psfs" / f"{band}.fits"

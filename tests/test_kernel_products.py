@@ -197,3 +197,27 @@ def test_a_kernel_from_an_aberrated_model_removes_the_bias_of_a_perfect_telescop
     assert abs(misses["perfect"][0]) > 0.01                       # 1.7 points of energy off
     assert abs(misses["aberrated"][0]) < abs(misses["perfect"][0]) / 3
     assert abs(misses["aberrated"][1]) < 0.003 < abs(misses["perfect"][1])
+
+
+@pytest.mark.pipeline
+def test_going_back_to_earlier_settings_takes_the_kernel_from_the_cache(tmp_path, caplog):
+    """Kernels are kept by their key (PSFs and settings): A, then B, then A again computes nothing."""
+    import logging
+
+    cfg_a = KernelsConfig(targets=["gauss1.0"], methods=["pypher"], psf_source="gaussian", reg_fact=1e-4)
+    cfg_b = cfg_a.model_copy(update={"reg_fact": 1e-3})
+    (first,) = make_kernel_set(["F200W"], cfg_a, tmp_path, DEFAULT_DATA_DIR, progress=False)
+    data_a = fits.getdata(first).copy()
+    make_kernel_set(["F200W"], cfg_b, tmp_path, DEFAULT_DATA_DIR, progress=False)
+    assert not np.array_equal(fits.getdata(first), data_a)              # B's kernel is in place
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="jwstgal.kernel_products"):
+        (again,) = make_kernel_set(["F200W"], cfg_a, tmp_path, DEFAULT_DATA_DIR, progress=False)
+    assert "from the kernel cache" in caplog.text and "D=" not in caplog.text   # not recomputed
+    assert again == first and np.array_equal(fits.getdata(again), data_a)
+    assert again.with_suffix(".png").is_file()
+    from jwstgal.kernel_products import plan_kernel_set
+
+    make_kernel_set(["F200W"], cfg_b, tmp_path, DEFAULT_DATA_DIR, progress=False)
+    ((*_, why),) = plan_kernel_set(cfg_a, tmp_path, [("F200W", "gauss1.0")])
+    assert why == "PSFs or settings changed: restored from the kernel cache"
