@@ -201,3 +201,25 @@ def test_through_names_the_configured_post_steps_up_to_it(tmp_path):
     assert post_steps_through(run, "kernels") == ["kernels"]
     assert post_steps_through(run, "convolve") == ["kernels", "convolve"]      # no [anchor] here
     assert post_steps_through(run, "release") == ["kernels", "convolve", "release", "compare"]
+
+
+def test_every_post_steps_tasks_pickle_for_the_workers(tmp_path):
+    """Tasks go to worker processes: each step's tasks must pickle (an anchoring task once carried
+    the whole run, whose registry-built models do not)."""
+    from jwstgal.kernel_products import make_kernel_set
+    from jwstgal.post_runner import contexts
+
+    cfg, loc = _tree(tmp_path)
+    cfg.write_text(cfg.read_text() + '[anchor]\nreference = { miri = "F2100W" }\n'
+                   'external = { miri = [{ band = "irac4", psf = "gauss4" }] }\n'
+                   '[release]\ncompare_with = "old"\n')
+    run = _load(cfg, loc)
+    make_kernel_set([], run.science.kernels, run.psf_dir, run.psf_data_dir, progress=False,
+                    pairs=[(b, t) for b, t in run.science.kernel_pairs if b == "F200W"])
+    seen = {}
+    for step in POST_STEPS:
+        tasks = [t for ctx in contexts(step, run) for stage in step.plan(ctx) for t in stage]
+        seen[step.name] = len(tasks)
+        for task in tasks:
+            assert pickle.loads(pickle.dumps(task)).label == task.label, (step.name, task.label)
+    assert all(seen.values()), seen

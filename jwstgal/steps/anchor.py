@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -146,11 +147,42 @@ class AnchorConfig(Strict):
         return out + list(self.internal_psf.values())
 
 
+@dataclass(frozen=True)
+class AnchorScience:
+    """The tables of the science configuration anchoring reads (plain, picklable models)."""
+
+    anchor: AnchorConfig
+    convolve: Any
+    pipeline: Any
+
+
+@dataclass(frozen=True)
+class AnchorRunView:
+    """What an anchoring task reads of the run: settings and folders, nothing else.
+
+    The validated run holds models built at import time from the step registry, which do not
+    pickle: a task sent to a worker process carries this instead.
+    """
+
+    science: AnchorScience
+    reprocess_dir: Path
+    psf_dir: Path
+    anchor_ref_dir: Path | None
+    config_hash: str
+
+    @classmethod
+    def of(cls, run: Any) -> AnchorRunView:
+        """The view of a validated run."""
+        sci = run.science
+        return cls(AnchorScience(sci.anchor, sci.convolve, sci.pipeline), run.reprocess_dir, run.psf_dir,
+                   run.anchor_ref_dir, run.config_hash)
+
+
 @dataclass(frozen=True, kw_only=True)
 class AnchorTask(Task):
     """One instrument of one target: refitted (``make``) or kept (``skip``, with its rows)."""
 
-    cfg: Any                          # the validated run: anchoring reads its settings and folders
+    cfg: AnchorRunView
     target: str
     instrument: str
     key: str
@@ -184,12 +216,13 @@ class Anchor(PostStep):
         from jwstgal.anchor_products import instrument_plans
 
         plans = instrument_plans(ctx.run, ctx.target, ctx.overwrite)
+        view = AnchorRunView.of(ctx.run)
         for p in plans:
             if p.kept is not None and not ctx.dry_run:
                 log.info("%s %s: anchoring up to date", ctx.target, p.instrument.upper())
         return [[AnchorTask(label=f"{ctx.target} {p.instrument.upper()}", inputs=p.inputs,
                             action="skip" if p.kept is not None else "make", reason=p.what,
-                            cfg=ctx.run, target=ctx.target, instrument=p.instrument, key=p.key,
+                            cfg=view, target=ctx.target, instrument=p.instrument, key=p.key,
                             kept=p.kept or ())
                  for p in plans]]
 
