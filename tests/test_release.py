@@ -338,16 +338,13 @@ def test_shipped_config_runs_the_quickstart_commands_up_to_their_inputs(tmp_path
         assert "configuration error" not in res.stderr, (script, res.stderr[-2000:])
 
 
-def test_a_full_disk_mid_release_is_one_message_and_leaves_a_manifest_of_what_is_there(tmp_path, monkeypatch):
-    """Issue #30: a full disk during prepare_release gave a traceback and a release without manifest."""
+@pytest.fixture
+def full_disk_at_ngc0001(monkeypatch):
+    """Releasing any file of target ngc0001 fails as on a full disk."""
     import errno
 
     import jwstgal.release as rel_mod
-    from jwstgal.errors import ReductionError
 
-    rep = tmp_path / "rep"
-    fake_mosaic(rep / "ngc0000" / "F200W" / "lv3" / "ngc0000_nircam_lv3_f200w_i2d.fits")
-    fake_mosaic(rep / "ngc0001" / "F200W" / "lv3" / "ngc0001_nircam_lv3_f200w_i2d.fits", seed=1)
     real = rel_mod.make_item
 
     def fills_the_disk(item, *args, **kw):
@@ -356,6 +353,16 @@ def test_a_full_disk_mid_release_is_one_message_and_leaves_a_manifest_of_what_is
         return real(item, *args, **kw)
 
     monkeypatch.setattr(rel_mod, "make_item", fills_the_disk)
+
+
+def test_a_full_disk_mid_release_is_one_message_and_leaves_a_manifest_of_what_is_there(tmp_path,
+                                                                                        full_disk_at_ngc0001):
+    """Issue #30: a full disk during prepare_release gave a traceback and a release without manifest."""
+    from jwstgal.errors import ReductionError
+
+    rep = tmp_path / "rep"
+    fake_mosaic(rep / "ngc0000" / "F200W" / "lv3" / "ngc0000_nircam_lv3_f200w_i2d.fits")
+    fake_mosaic(rep / "ngc0001" / "F200W" / "lv3" / "ngc0001_nircam_lv3_f200w_i2d.fits", seed=1)
     rel = tmp_path / "release"
     with pytest.raises(ReductionError, match="release incomplete: the disk is full") as err:
         build_release(rep, rel, ["ngc0000", "ngc0001"], ["F200W"])
@@ -366,29 +373,17 @@ def test_a_full_disk_mid_release_is_one_message_and_leaves_a_manifest_of_what_is
     assert not list(rel.rglob("*.tmp*"))
 
 
-def test_a_full_disk_mid_release_step_is_the_same_one_message(tmp_path, monkeypatch):
+def test_a_full_disk_mid_release_step_is_the_same_one_message(tmp_path, full_disk_at_ngc0001):
     """The release step (files released as tasks) reports a full disk as build_release does."""
-    import errno
-
-    import jwstgal.release as rel_mod
     from jwstgal.config import load_config
     from jwstgal.errors import ReductionError
     from jwstgal.post_runner import run_post_steps
 
-    science = SCIENCE.replace('nircam_bands = ["F200W"]', 'nircam_bands = ["F200W"]').replace(
-        'targets = ["ngc0000"]', 'targets = ["ngc0000", "ngc0001"]')
+    science = SCIENCE.replace('targets = ["ngc0000"]', 'targets = ["ngc0000", "ngc0001"]')
     cfg, loc = write_config(tmp_path, science=science, local='[local]\nraw_dir="raw"\nworking_dir="work"\n')
     run = load_config(cfg, loc, check_jwst=False)
     for i, t in enumerate(("ngc0000", "ngc0001")):
         fake_mosaic(run.reprocess_dir / t / "F200W" / "lv3" / f"{t}_nircam_lv3_f200w_i2d.fits", seed=i)
-    real = rel_mod.make_item
-
-    def fills_the_disk(item, *args, **kw):
-        if item.target == "ngc0001":
-            raise OSError(errno.ENOSPC, "No space left on device", str(item.dst))
-        return real(item, *args, **kw)
-
-    monkeypatch.setattr(rel_mod, "make_item", fills_the_disk)
     with pytest.raises(ReductionError, match="release incomplete: the disk is full"):
         run_post_steps(run, ["release"], ["F200W"], progress=False)
     manifest = Table.read(run.release_dir / "MANIFEST.ecsv")
