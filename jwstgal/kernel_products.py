@@ -127,7 +127,8 @@ def kernel_key(method: str, src: PSF, tgt: PSF, cfg: KernelSettings) -> str:
     return hash_params({"method": method, "src": src.origin, "tgt": tgt.origin, "pix": src.pixscale,
                         "reg_fact": cfg.reg_fact if method == "pypher" else None,
                         "metrics": "of the written kernel",  # older files described the untrimmed one
-                        "grid": "both FWHMs, whole field"})  # older kernels: source FWHM / 10, cut at 2049
+                        "grid": "both FWHMs, whole field",  # older kernels: source FWHM / 10, cut at 2049
+                        "resample": "sampled PSFs unsmoothed"})  # older: smoothed when 1.5x coarser
 
 
 def plan_kernel_set(cfg: KernelSettings, psf_dir: Path, pairs: list[tuple[str, str]], overwrite: bool = False

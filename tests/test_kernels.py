@@ -261,3 +261,19 @@ def test_kernel_file_on_a_rolled_mosaic_pixel(tmp_path):
         h[0].header["KSOURCE"] = "../../F300M"
     with pytest.raises(InputNotFoundError, match=r"KSOURCE '\.\./\.\./F300M' becomes a folder name"):
         kernel_on_mosaic(kfile, rolled)
+
+
+@pytest.mark.parametrize("maker", [make_aniano_kernel, make_pypher_kernel])
+def test_a_finely_sampled_source_is_not_widened_on_a_coarser_working_grid(maker):
+    """Issue #26 item 5: a source PSF sampled 3x finer than the working pixel (as stpsf's F200W is
+    against an F200W -> F360M grid) was smoothed before it was taken coarser, and the target, at
+    the working pixel already, was not: the kernel came out too narrow. Now the kernel turns the
+    source into the target's FWHM within 0.2 %, and a well-sampled PSF keeps its width."""
+    src_pix, tgt_pix = 0.005, 0.0157
+    src, tgt = gaussian_psf(0.066, src_pix, 301), gaussian_psf(0.12, tgt_pix, 151)
+    res = maker(src, src_pix, tgt, tgt_pix, common_pixscale=tgt_pix)
+    on_grid = resample_psf(src, src_pix, res.pixscale, 101)
+    assert fwhm_of(on_grid, res.pixscale) == pytest.approx(0.066, rel=0.003)
+    out = fftconvolve(on_grid, res.kernel, mode="same")
+    want = resample_psf(tgt, tgt_pix, res.pixscale, 101)        # measured alike (the same profile)
+    assert fwhm_of(out, res.pixscale) == pytest.approx(fwhm_of(want, res.pixscale), rel=0.002)
