@@ -46,6 +46,11 @@ def rung_failures(band_folder: Path) -> Path:
     return band_folder / "qa" / "convolve_failures.json"
 
 
+def ladder_widths(band_folder: Path) -> Path:
+    """The stars' FWHM in each rung product against the rung's PSF (JSON, :mod:`jwstgal.ladder_qa`)."""
+    return band_folder / "qa" / "ladder_widths.json"
+
+
 def qa_dir(band_folder: Path) -> Path:
     """Folder of a band's diagnostics."""
     return band_folder / "qa"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+from scipy import ndimage
 
 from jwstgal.bands import get_band
 from jwstgal.data import data_path
@@ -377,3 +378,48 @@ def psf_file_problem(path: Path, *, kernel: bool = False) -> str:
     elif not total > 0:
         return f"its values sum to {total:.6g}: a PSF holds positive flux"
     return ""
+
+
+def pixel_integrated(over: np.ndarray, oversample: int, half: int, phase: tuple[float, float] = (0.0, 0.0),
+                     spline: np.ndarray | None = None) -> np.ndarray:
+    """An oversampled PSF integrated over detector pixels.
+
+    Parameters
+    ----------
+    over : numpy.ndarray
+        Unit-sum PSF sampled ``oversample`` times finer than the detector, centred on the centre of
+        the array (``(n - 1) / 2``).
+    oversample : int
+        Oversampling factor.
+    half : int
+        The result is ``2 half + 1`` pixels square.
+    phase : tuple of float
+        ``(dx, dy)``: where the star is, in pixels from the middle pixel's centre.
+    spline : numpy.ndarray, optional
+        ``over``'s cubic-spline coefficients (:func:`scipy.ndimage.spline_filter`), when many phases
+        are drawn from one PSF.
+
+    Returns
+    -------
+    numpy.ndarray
+        Each pixel's share of the star's flux.
+    """
+    n = 2 * half + 1
+    cy, cx = (np.asarray(over.shape) - 1) / 2
+    # over-pixel q of the result's grid is centred (q + 0.5) / os - half - 0.5 - phase pixels from
+    # the star: in the PSF's array, at c + q + 0.5 - os (half + 0.5 + phase)
+    oy = cy + 0.5 - oversample * (half + 0.5 + phase[1])
+    ox = cx + 0.5 - oversample * (half + 0.5 + phase[0])
+    m = n * oversample
+    if np.isclose(oy, round(oy)) and np.isclose(ox, round(ox)):
+        iy, ix = round(oy), round(ox)
+        pad = max(0, -iy, -ix, iy + m - over.shape[0], ix + m - over.shape[1])
+        src = np.pad(over, pad) if pad else over
+        fine = src[iy + pad:iy + pad + m, ix + pad:ix + pad + m]
+    else:
+        # a cubic spline moves a well-sampled image by a fraction of a sample to well under 1e-3 of
+        # its peak
+        fine = ndimage.affine_transform(over if spline is None else spline, [1.0, 1.0], offset=[oy, ox],
+                                        output_shape=(m, m), order=3, mode="constant", cval=0.0,
+                                        prefilter=spline is None)
+    return fine.reshape(n, oversample, n, oversample).sum(axis=(1, 3))

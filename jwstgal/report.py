@@ -172,8 +172,38 @@ def band_facts(cfg: RunConfig, target: str, band: Band, bdir: Path, res: Any) ->
     if rungs.is_file():
         with contextlib.suppress(ValueError):
             facts.failed_rungs = [str(x) for x in json.loads(rungs.read_text())]
+    widths = layout.ladder_widths(bdir)
+    if widths.is_file():
+        with contextlib.suppress(ValueError, AttributeError):
+            facts.ladder_widths = dict(json.loads(widths.read_text()).get("rungs", {}))
     _destripe_and_level_facts(facts, cfg, band, bdir)
     return facts
+
+
+def _ladder_rows(bdir: Path, limit: float) -> str:
+    """The table of the rung products' star widths against their PSFs."""
+    path = layout.ladder_widths(bdir)
+    try:
+        rungs = json.loads(path.read_text()).get("rungs", {}) if path.is_file() else {}
+    except (ValueError, OSError):
+        return ""
+    if not rungs:
+        return ""
+    rows = []
+    for rung, w in rungs.items():
+        if w.get("ratio") is None:
+            rows.append(f"<tr><td>{html.escape(rung)}</td><td>{w.get('n', 0)}</td><td colspan='3'>"
+                        f"not measured: {html.escape(str(w.get('note', '')))}</td></tr>")
+            continue
+        err = w.get("ratio_err") or 0.0
+        word = "check" if w["n"] >= 3 and abs(w["ratio"] - 1) - 2 * err > limit else "ok"
+        rows.append(f"<tr><td>{html.escape(rung)}</td><td>{w['n']}</td>"
+                    f"<td>{w['measured_fwhm_arcsec']:.4f}\" / {w['expected_fwhm_arcsec']:.4f}\"</td>"
+                    f"<td>{100 * (w['ratio'] - 1):+.2f} ± {100 * err:.2f} %</td>"
+                    f"<td class='verdict-{word}'>{word}</td></tr>")
+    return ("<h3>ladder: stars against each rung's PSF</h3><table><tr><th>rung</th><th>stars</th>"
+            "<th>FWHM (stars / PSF, Gaussian fit)</th><th>difference</th><th></th></tr>"
+            + "".join(rows) + "</table>")
 
 
 def _destripe_and_level_facts(facts: BandFacts, cfg: RunConfig, band: Band, bdir: Path) -> None:
@@ -320,6 +350,7 @@ def write_report(cfg: RunConfig, results: list[Any] | None = None) -> Path:
         if (rungs := layout.rung_failures(bdir)).is_file() and (failed := json.loads(rungs.read_text())):
             parts.append("<h3>convolution</h3><ul class='fail'>" + "".join(
                 f"<li>not convolved: {html.escape(str(f))}</li>" for f in failed) + "</ul>")
+        parts.append(_ladder_rows(bdir, cfg.science.qa.max_ladder_fwhm_error))
         parts.append(_anchor_part(cfg, target, band.name, root))
         parts.append("</details></section>")
     page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>jwstgal QA</title>"

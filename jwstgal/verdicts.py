@@ -42,6 +42,9 @@ class QaLimits(Strict):
                                        "pixel noise alone gives (1 = no stripes left).")
     max_level_rejected_frac: float = Field(0.25, ge=0, le=1, description="Largest fraction of "
                                            "overlaps rejected as outliers by the level matching.")
+    max_ladder_fwhm_error: float = Field(0.01, gt=0, description="Largest relative difference of "
+                                         "the stars' FWHM in a rung product from the rung PSF's "
+                                         "(beyond twice its error, with at least 3 stars).")
 
 
 @dataclass
@@ -66,6 +69,7 @@ class BandFacts:
     level_pairs: int = 0                         # overlaps used by the level matching
     level_rejected: int = 0                      # overlaps it rejected as outliers
     level_isolated: int = 0                      # exposures that overlap no other
+    ladder_widths: dict[str, dict] = field(default_factory=dict)  # rung -> stars' FWHM vs its PSF
 
 
 def band_verdict(facts: BandFacts, limits: QaLimits) -> tuple[str, list[str]]:
@@ -110,6 +114,13 @@ def band_verdict(facts: BandFacts, limits: QaLimits) -> tuple[str, list[str]]:
         check.append(f"background offset error {facts.anchor_error:.3f} MJy/sr > "
                      f"{limits.max_anchor_error:g} MJy/sr")
     check += [f"rung not convolved: {r}" for r in facts.failed_rungs]
+    for rung, w in sorted(facts.ladder_widths.items()):
+        ratio, err = w.get("ratio"), w.get("ratio_err") or 0.0
+        if (ratio is not None and w.get("n", 0) >= 3
+                and abs(ratio - 1) - 2 * err > limits.max_ladder_fwhm_error):
+            limit = 100 * limits.max_ladder_fwhm_error
+            check.append(f"stars at the {rung} rung are {100 * (ratio - 1):+.1f} % wider than its PSF "
+                         f"(± {100 * err:.1f} %, {w['n']} stars; limit {limit:g} %)")
     if failed:
         return "failed", failed + check
     return ("check", check) if check else ("ok", [])

@@ -243,11 +243,13 @@ def test_configs_keep_their_hash_across_added_tables_and_keys(tmp_path):
     a product's JGAL_CFG still names its config after an upgrade (issue #31). Set, they count."""
     from conftest import REPO
 
-    # the demo has since gained an external map for F2100W: without it, it is the config of before
+    # the demo has since gained an external map for F2100W and draws its sky through the kernels'
+    # PSFs: without them, it is the config of before
     demo = (REPO / "config" / "demo.toml").read_text()
     mips = ',\n        { band = "mips24", psf = "gauss7.5", bands = ["F2100W"] }]'
-    assert mips in demo
-    (tmp_path / "demo_before.toml").write_text(demo.replace(mips, "]"))
+    psf = 'psf = "kernels"'
+    assert mips in demo and psf in demo
+    (tmp_path / "demo_before.toml").write_text(demo.replace(mips, "]").replace(psf, "# " + psf))
     for path, local, old in ((REPO / "config" / "config.toml", "local.toml", "822eac37ddfb7c51"),
                              (tmp_path / "demo_before.toml", "demo_local.toml", "6892222232f5c869")):
         cfg = load_config(path, REPO / "config" / local, check_jwst=False)

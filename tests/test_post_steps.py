@@ -176,7 +176,9 @@ def test_the_dry_run_prints_every_context_in_one_format_and_writes_nothing(tmp_p
     assert run_post_steps(run, ["convolve"], ["F200W"], ["ngc0000"], dry_run=True) == 0
     lines = capsys.readouterr().out.splitlines()
     made = [i for i, ln in enumerate(lines) if " make " in ln]
-    assert len(made) == 3 and "not made yet" in lines[made[0]]
+    # three rungs, then (stage 2) their stars measured against the rungs' PSFs
+    assert len(made) == 4 and "not made yet" in lines[made[0]]
+    assert "ladder stars" in lines[made[3]] and "ladder_widths.json" in "\n".join(lines[made[3]:])
     assert lines[made[0] + 1].startswith("      in : jwst_lv3_reprocessed_t1/ngc0000/F200W/lv3/")
     assert "F200W_to_" in lines[made[0] + 1]
     assert lines[made[0] + 2].startswith("      out: jwst_lv3_reprocessed_t1/ngc0000/F200W/convolved/")

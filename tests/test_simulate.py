@@ -129,3 +129,86 @@ def test_subarrays_are_read_through_one_output_and_full_frames_through_four():
     assert setup_for_band(get_band("F200W"), 512).noutputs == 1
     assert setup_for_band(get_band("F200W"), 512).n_amps == 1
     assert setup_for_band(get_band("F444W"), 2048).n_amps == 4
+
+
+def test_the_default_psf_keeps_the_raw_trees_simulated_before_it(tiny_sim, tiny_raw):
+    """``[simulation] psf`` left at 'gaussian' is out of the simulation's key: raw trees made before
+    it existed stay current (the key is the one they recorded, computed the old way)."""
+    import json
+
+    from jwstgal.provenance import hash_params
+
+    dump = tiny_sim.model_dump()
+    assert dump.pop("psf") == "gaussian"
+    record = json.loads((tiny_raw / "ngc0000" / "simulation_truth" / "simulation.json").read_text())
+    assert record["hash"] == hash_params([dump, ["F200W", "F770W"]])
+
+
+@pytest.mark.pipeline
+def test_a_sky_drawn_through_the_kernels_psf(tmp_path):
+    """``psf = 'kernels'``: each star of the noise-free sky is the given (non-Gaussian) PSF integrated
+    over the pixels at the star's position, the galaxy keeps its light, the header names the PSF,
+    and a simulation made with another PSF is refused."""
+    import numpy as np
+
+    from jwstgal.config import SimulationConfig
+    from jwstgal.errors import InputNotFoundError
+    from jwstgal.psfs import PSF, pixel_integrated
+    from jwstgal.simulate.programme import simulate_programme
+    from jwstgal.simulate.psf_render import detector_psf
+
+    band = get_band("F770W")
+    n, os_ = 361, 4
+    yy, xx = np.mgrid[0:n, 0:n] - (n - 1) / 2
+    alpha = band.fwhm_pix * os_ / (2 * np.sqrt(2 ** (1 / 2.5) - 1))
+    moffat = (1 + (xx**2 + yy**2) / alpha**2) ** -2.5
+    psf = PSF("F770W", moffat / moffat.sum(), band.pixel_scale / os_, "a Moffat")
+    sim = SimulationConfig(seed=5, detector_size=128, n_dithers=1, n_tiles=1, n_stars=300,
+                           miri_background=False, psf="kernels")
+    with pytest.raises(ValueError, match="needs the PSFs of F770W"):
+        simulate_programme(sim, "ngc0000", ["F770W"], tmp_path, progress=False)
+    truth = simulate_programme(sim, "ngc0000", ["F770W"], tmp_path, progress=False, psfs={"F770W": psf})
+    (one,) = sorted(truth.glob("*_truth.fits"))
+    with fits.open(one) as h:
+        sky = np.asarray(h["SKY"].data, float)
+        assert h[0].header["SIMPSF"] == "a Moffat"
+    flat = simulate_programme(sim.model_copy(update={"n_stars": 0}), "ngc0000", ["F770W"], tmp_path / "b",
+                              progress=False, psfs={"F770W": psf})
+    with fits.open(next(flat.glob("*_truth.fits"))) as h:
+        galaxy = np.asarray(h["SKY"].data, float)
+    stars = sky - galaxy
+    # the brightest star inside: the drawn pixels are its flux times the PSF at its phase
+    from astropy.table import Table
+
+    from jwstgal.simulate.instrument import build_gwcs, setup_for_band
+    from jwstgal.simulate.programme import PA_V3
+    from jwstgal.simulate.sky import star_flux_ujy
+
+    cat = Table.read(truth / "stars.ecsv")
+    plan = Table.read(truth / "exposures.ecsv")[0]
+    setup = setup_for_band(band, 128)
+    cosd = np.cos(np.deg2rad(plan["dec_ref"]))
+    w = build_gwcs(setup, plan["ra_ref"] + plan["pointing_error_ra_mas"] / 3.6e6 / cosd,
+                   plan["dec_ref"] + plan["pointing_error_dec_mas"] / 3.6e6, PA_V3 + setup.v3yangle)
+    x, y = w.world_to_pixel_values(np.asarray(cat["ra"]), np.asarray(cat["dec"]))
+    flux = star_flux_ujy(cat, band) * 1e-12 / (band.pixel_scale / 206264.806) ** 2
+    inside = (x > 20) & (x < 107) & (y > 20) & (y < 107)
+    # the brightest star inside with no other above 1 % of it within 10 pixels
+    near = np.hypot(x[:, None] - x[None, :], y[:, None] - y[None, :]) < 10
+    crowded = (near & (flux[None, :] > 0.01 * flux[:, None])).sum(axis=1) > 1
+    pick = np.nonzero(inside & ~crowded)[0]
+    i = pick[np.argmax(flux[pick])]
+    cx, cy = round(x[i]), round(y[i])
+    d = detector_psf(psf, band.pixel_scale, os_)
+    want = flux[i] * pixel_integrated(d.over, os_, 6, (x[i] - cx, y[i] - cy), d.spline)
+    got = stars[cy - 6:cy + 7, cx - 6:cx + 7]
+    assert np.abs(got - want).max() < 0.02 * want.max()
+    sharp = simulate_programme(sim.model_copy(update={"n_stars": 0, "psf": "gaussian"}), "ngc0000",
+                               ["F770W"], tmp_path / "c", progress=False)
+    with fits.open(next(sharp.glob("*_truth.fits"))) as h:
+        unblurred = np.asarray(h["SKY"].data, float)
+    assert galaxy.mean() == pytest.approx(unblurred.mean(), rel=0.005)    # light kept
+    assert galaxy.max() < unblurred.max()                                  # and blurred
+    with pytest.raises(InputNotFoundError, match="PSFs"):
+        other = PSF("F770W", np.roll(psf.data, 1, axis=0), psf.pixscale, "moved")
+        simulate_programme(sim, "ngc0000", ["F770W"], tmp_path, progress=False, psfs={"F770W": other})

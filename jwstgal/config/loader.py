@@ -297,7 +297,7 @@ ADDED_KEYS: tuple[tuple[str, ...], ...] = (
     ("release", "include_alignment"),
     ("release", "include_fields"), ("release", "include_backgrounds"), ("release", "include_qa"),
     ("release", "naming"), ("release", "hlsp_project"), ("anchor", "colour_term"), ("anchor", "regions"),
-    ("kernels", "psf_files"), ("kernels", "ote_wfe_nm"),
+    ("kernels", "psf_files"), ("kernels", "ote_wfe_nm"), ("simulation", "psf"),
 )
 
 
@@ -309,6 +309,8 @@ def config_hash(science: ScienceConfig) -> str:
         owner, model = dump, science
         for key in path[:-1]:
             owner, model = owner[key], getattr(model, key)
+        if owner is None:           # an optional table left out ([simulation])
+            continue
         field = type(model).model_fields[path[-1]]
         default = field.get_default(call_default_factory=True)
         if hasattr(default, "model_dump"):

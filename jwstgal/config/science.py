@@ -191,6 +191,11 @@ class SimulationConfig(Strict):
                                   "(DN/s) left after reference-pixel correction.")
     miri_stripe_amplitude: float = Field(1.0, ge=0, description="Scale of MIRI row/column stripes.")
     miri_background: bool = Field(True, description="Also observe a dedicated MIRI background field.")
+    psf: Literal["gaussian", "kernels"] = Field(
+        "gaussian", description="How the sky is drawn: gaussian (stars as Gaussians of the band's "
+        "FWHM, the galaxy unblurred) or kernels (stars and galaxy through the band PSF that the "
+        "kernels are built from, [kernels] psf_source, integrated over the detector's pixels), so "
+        "that the convolved products can be checked against their target resolutions.")
 
 
 class _ScienceTables(Strict):

@@ -8,6 +8,7 @@ the background offset, the noise-free sky and the stripe pattern, so that every 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -23,8 +24,10 @@ from jwstgal.config import SimulationConfig
 from jwstgal.errors import InputNotFoundError
 from jwstgal.logs import bar_disabled
 from jwstgal.provenance import atomic_path, hash_params, stamp_header, write_text_atomic
+from jwstgal.psfs import PSF
 from jwstgal.simulate import detector as det
 from jwstgal.simulate.instrument import DetectorMaps, DetectorSetup, build_gwcs, setup_for_band
+from jwstgal.simulate.psf_render import DetectorPSF, detector_psf, render_scene
 from jwstgal.simulate.refs import photmjsr
 from jwstgal.simulate.sky import (
     Galaxy,
@@ -122,23 +125,32 @@ def _plan(sim: SimulationConfig, bands: list[Band], target: str) -> list[Exposur
 
 
 def _true_sky(plan: ExposurePlan, setup: DetectorSetup, band: Band, galaxy: Galaxy,
-              stars: Table, seed: int) -> np.ndarray:
-    """Noise-free sky (MJy/sr) seen by an exposure through its *true* pointing."""
+              stars: Table, seed: int, psf: DetectorPSF | None = None) -> np.ndarray:
+    """Noise-free sky (MJy/sr) seen by an exposure through its *true* pointing.
+
+    Without ``psf``, stars are Gaussians of the band's FWHM and the galaxy is sampled unblurred;
+    with it, both are seen through that PSF, integrated over the pixels (the galaxy is drawn on a
+    grid grown by half the PSF, so light from outside the detector is scattered in).
+    """
     cosd = np.cos(np.deg2rad(plan.dec_ref))
     true = build_gwcs(setup,
                       plan.ra_ref + plan.pointing_error_ra_mas / 3.6e6 / cosd,
                       plan.dec_ref + plan.pointing_error_dec_mas / 3.6e6,
                       PA_V3 + setup.v3yangle)
-    yy, xx = np.mgrid[0:setup.size, 0:setup.size]
-    ra, dec = true(xx.astype(float), yy.astype(float))
-    sky = np.full(setup.shape, sky_level(band) + plan.background_offset)
+    pad = psf.full.shape[0] // 2 if psf is not None else 0
+    yy, xx = np.mgrid[-pad:setup.size + pad, -pad:setup.size + pad]
+    galaxy_img = np.zeros(yy.shape)
     if not plan.is_background:
-        sky += galaxy_surface_brightness(ra, dec, galaxy, band, seed)
+        ra, dec = true(xx.astype(float), yy.astype(float))
+        galaxy_img = galaxy_surface_brightness(ra, dec, galaxy, band, seed)
     x, y = true.world_to_pixel_values(np.asarray(stars["ra"]), np.asarray(stars["dec"]))
     pix_sr = (setup.pixel_scale / 206264.806) ** 2
     flux_mjysr = star_flux_ujy(stars, band) * 1e-12 / pix_sr  # uJy spread over one pixel
-    sky += render_points(setup.shape, x, y, flux_mjysr, band.fwhm_pix)
-    return sky
+    if psf is None:
+        seen = galaxy_img + render_points(setup.shape, x, y, flux_mjysr, band.fwhm_pix)
+    else:
+        seen = render_scene(galaxy_img, np.asarray(x), np.asarray(y), np.asarray(flux_mjysr), psf, pad)
+    return seen + (sky_level(band) + plan.background_offset)
 
 
 def _uncal_model(plan: ExposurePlan, setup: DetectorSetup, band: Band, ramp: np.ndarray,
@@ -198,14 +210,18 @@ def _uncal_model(plan: ExposurePlan, setup: DetectorSetup, band: Band, ramp: np.
 
 
 def simulate_exposure(plan: ExposurePlan, sim: SimulationConfig, target: str, raw_file: Path,
-                      truth_file: Path, stars: Table) -> None:
-    """Simulate one exposure and write its uncal file and truth record (atomically)."""
+                      truth_file: Path, stars: Table, psf: DetectorPSF | None = None) -> None:
+    """Simulate one exposure and write its uncal file and truth record (atomically).
+
+    ``psf``: the band's PSF on this detector (``[simulation] psf = 'kernels'``); None draws
+    Gaussian stars on an unblurred galaxy.
+    """
     band = get_band(plan.band)
     setup = setup_for_band(band, sim.detector_size)
     maps = DetectorMaps(setup, sim.seed)
     galaxy = Galaxy(sim.ra, sim.dec)
     rng = np.random.default_rng([sim.seed, int(plan.start_mjd * 1e5) % 2**31])
-    sky = _true_sky(plan, setup, band, galaxy, stars, sim.seed)
+    sky = _true_sky(plan, setup, band, galaxy, stars, sim.seed, psf)
     conv = photmjsr(band)
     photon_rate = sky / conv
     if band.instrument == "miri":
@@ -227,7 +243,9 @@ def simulate_exposure(plan: ExposurePlan, sim: SimulationConfig, target: str, ra
     for k, v in asdict(plan).items():
         hdr[f"HIERARCH {k.upper()}"] = v
     hdr["BUNIT"] = "MJy/sr"
-    stamp_header(hdr, step="simulate", params=sim.model_dump())
+    hdr["SIMPSF"] = ((psf.name if psf is not None else f"Gaussian FWHM {band.fwhm_arcsec:.4f}\"")[:68],
+                     "PSF the sky is drawn with")
+    stamp_header(hdr, step="simulate", params=sim_key_dump(sim))
     hdul = fits.HDUList([
         fits.PrimaryHDU(header=hdr),
         fits.ImageHDU(sky.astype(np.float32), name="SKY"),
@@ -245,8 +263,17 @@ def simulated_detectors(sim: SimulationConfig, bands: list[str]) -> list[tuple[D
     return list(out.items())
 
 
+def sim_key_dump(sim: SimulationConfig) -> dict:
+    """``[simulation]`` as its key sees it: keys added later are left out at their defaults."""
+    dump = sim.model_dump()
+    if dump.get("psf") == "gaussian":       # raw trees simulated before it existed stay current
+        del dump["psf"]
+    return dump
+
+
 def simulate_programme(
-    sim: SimulationConfig, target: str, bands: list[str], raw_dir: Path, progress: bool = True
+    sim: SimulationConfig, target: str, bands: list[str], raw_dir: Path, progress: bool = True,
+    psfs: dict[str, PSF] | None = None,
 ) -> Path:
     """Simulate all exposures of one target; resumable (finished exposures are kept).
 
@@ -262,6 +289,8 @@ def simulate_programme(
         Root of the raw tree.
     progress : bool
         Show a progress bar.
+    psfs : dict of str to PSF, optional
+        Each band's PSF, for ``[simulation] psf = 'kernels'`` (required then).
 
     Returns
     -------
@@ -273,10 +302,17 @@ def simulate_programme(
     band_objs = [get_band(b) for b in bands]
     target_dir = raw_dir / target
     truth_dir = target_dir / "simulation_truth"
-    key = hash_params([sim.model_dump(), bands])
+    psfs = psfs or {}
+    if sim.psf == "kernels" and (lost := [b for b in bands if b not in psfs]):
+        msg = f"[simulation] psf = 'kernels' needs the PSFs of {', '.join(lost)}"
+        raise ValueError(msg)
+    drawn = {b: hashlib.sha256(np.ascontiguousarray(psfs[b].data, np.float32).tobytes()
+                               + repr(psfs[b].pixscale).encode()).hexdigest()
+             for b in bands} if sim.psf == "kernels" else {}
+    key = hash_params([sim_key_dump(sim), bands, drawn] if drawn else [sim_key_dump(sim), bands])
     record = truth_dir / "simulation.json"
     if record.is_file() and json.loads(record.read_text()).get("hash") != key:
-        msg = (f"{target_dir} holds a simulation made with other [simulation] settings or bands; "
+        msg = (f"{target_dir} holds a simulation made with other [simulation] settings, bands or PSFs; "
                "remove that folder (or use another raw_dir) to simulate anew")
         raise InputNotFoundError(msg)
     plans = _plan(sim, band_objs, target)
@@ -306,10 +342,17 @@ def simulate_programme(
     plan_table = Table(rows=[asdict(p) for p in plans])
     with atomic_path(truth_dir / "exposures.ecsv") as tmp:
         plan_table.write(tmp, format="ascii.ecsv")
+    drawn_with: dict[tuple[str, str], DetectorPSF] = {}
     for p, raw_file, truth_file in tqdm(todo, desc=f"simulate {target}", disable=bar_disabled(progress),
                                         unit="exp"):
-        simulate_exposure(p, sim, target, raw_file, truth_file, stars)
-    write_text_atomic(record, json.dumps({"config": sim.model_dump(), "bands": bands, "hash": key},
+        psf = None
+        if sim.psf == "kernels":
+            setup = setup_for_band(get_band(p.band), sim.detector_size)
+            if (p.band, setup.detector) not in drawn_with:
+                drawn_with[p.band, setup.detector] = detector_psf(psfs[p.band], setup.pixel_scale)
+            psf = drawn_with[p.band, setup.detector]
+        simulate_exposure(p, sim, target, raw_file, truth_file, stars, psf)
+    write_text_atomic(record, json.dumps({"config": sim_key_dump(sim), "bands": bands, "hash": key},
                                          indent=2))
     log.info("Simulated %d exposures of %s (%d already present)", len(todo), target,
              len(plans) - len(todo))

@@ -12,6 +12,8 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
+from jwstgal.psfs import PSF
+
 
 @dataclass(frozen=True)
 class AstrometryScore:
@@ -206,8 +208,8 @@ class AnchorScore:
         return self.zero_point / self.offset_err
 
 
-def score_anchoring(anchored: Path, band: str, ra: float, dec: float, seed: int, step: int = 4
-                    ) -> AnchorScore:
+def score_anchoring(anchored: Path, band: str, ra: float, dec: float, seed: int, step: int = 4,
+                    psf: PSF | None = None) -> AnchorScore:
     """Compare an anchored mosaic (``anchor_data.py``'s) with the simulated galaxy's sky.
 
     Parameters
@@ -220,6 +222,9 @@ def score_anchoring(anchored: Path, band: str, ra: float, dec: float, seed: int,
         The simulation's galaxy centre and seed (``[simulation]``).
     step : int
         Every ``step``-th pixel along each axis is compared.
+    psf : PSF, optional
+        The PSF the simulation drew the sky with (``[simulation] psf = 'kernels'``): the galaxy is
+        then seen through it (on a grid grown by half of it) before it is compared.
     """
     from jwstgal.anchor import binned_fit
     from jwstgal.bands import get_band
@@ -229,9 +234,25 @@ def score_anchoring(anchored: Path, band: str, ra: float, dec: float, seed: int,
         sci = np.asarray(h["SCI"].data, float)
         wcs = WCS(h["SCI"].header).celestial
         offset, offset_err = float(h[0].header["ANCHOFF"]), float(h[0].header["ANCHERR"])
-    yy, xx = np.mgrid[0:sci.shape[0]:step, 0:sci.shape[1]:step]
+    pad = 0
+    if psf is not None:
+        from scipy.signal import fftconvolve
+
+        from jwstgal.convolve import image_pixel_scale
+        from jwstgal.kernels import resample_psf
+
+        pix = image_pixel_scale(wcs)
+        size = min(int(np.ceil(psf.data.shape[0] * psf.pixscale / pix)) | 1, 2 * max(sci.shape) + 1)
+        kernel = resample_psf(psf.data, psf.pixscale, pix, size)
+        pad, step_ = size // 2, 1
+    else:
+        step_ = step
+    yy, xx = np.mgrid[-pad:sci.shape[0] + pad:step_, -pad:sci.shape[1] + pad:step_]
     ra_, dec_ = wcs.pixel_to_world_values(xx.astype(float), yy.astype(float))
     sky = galaxy_surface_brightness(ra_, dec_, Galaxy(ra, dec), get_band(band), seed)
+    if psf is not None:
+        sky = fftconvolve(sky, kernel, mode="same")[pad:-pad or None, pad:-pad or None][::step, ::step]
+    yy, xx = np.mgrid[0:sci.shape[0]:step, 0:sci.shape[1]:step]
     seen = sci[yy, xx]
     ok = np.isfinite(seen) & (seen != 0)
     fit = binned_fit(sky[ok], seen[ok], x_range=(0.5, 99.5), n_bins=30)

@@ -109,6 +109,45 @@ class ConvolveTask(Task):
         return out
 
 
+@dataclass(frozen=True, kw_only=True)
+class LadderStarsTask(Task):
+    """The stars of a band's rung products measured against the rungs' PSFs (the QA page's check)."""
+
+    products: tuple[tuple[str, Path, str], ...]
+    catalogue: Path | None
+    psf_dir: Path
+
+    def run(self) -> dict[str, Any]:
+        """Measure the rungs whose products changed; write the band's record."""
+        from jwstgal.ladder_qa import measure_ladder
+
+        return measure_ladder(self.outputs[0], list(self.products), self.catalogue, self.psf_dir)
+
+
+def _ladder_stars(ctx: PostContext, bdir: Path, rungs: list[Task]) -> list[Task]:
+    """Stage 2: one task measuring the stars of every rung product the band has (or will have)."""
+    made = tuple((t.label.rsplit(" -> ", 1)[1], t.outputs[0], t.key) for t in rungs
+                 if isinstance(t, ConvolveTask) and t.action in ("make", "skip"))
+    if not made:
+        return []
+    run = ctx.run
+    name = run.science.alignment.get(ctx.target)
+    catalogue = run.alignment_dir / name if name else None
+    record = layout.ladder_widths(bdir)
+    action, why = "make", "products changed"
+    if record.is_file() and all(t.action == "skip" for t in rungs if isinstance(t, ConvolveTask)):
+        try:
+            old = json.loads(record.read_text())
+        except (OSError, ValueError):
+            old = {}
+        if (old.get("keys") == {r: k for r, _, k in made}
+                and old.get("catalogue") == (str(catalogue) if catalogue and catalogue.is_file() else "")):
+            action, why = "skip", "up to date"
+    return [LadderStarsTask(label=f"{ctx.target} {ctx.band.name} ladder stars",
+                            inputs=tuple(p for _, p, _ in made), outputs=(record,), action=action,
+                            reason=why, products=made, catalogue=catalogue, psf_dir=run.psf_dir)]
+
+
 class Convolve(PostStep):
     """Step ``convolve`` (``convolve_data.py``)."""
 
@@ -190,7 +229,7 @@ class Convolve(PostStep):
             why = "--overwrite" if ctx.overwrite else \
                 "inputs or settings changed" if out.is_file() else "not made yet"
             tasks.append(task("make", f"{why}; {rung.grid}", kernel=kfile, grid=grid, rung=rung, key=key))
-        return [tasks]
+        return [tasks, stars] if (stars := _ladder_stars(ctx, bdir, tasks)) else [tasks]
 
     def finish(self, ctx: PostContext, results: list[tuple[Task, Any]]) -> None:
         """Record the band's failed rungs for the QA page (and clear a record they no longer have)."""
