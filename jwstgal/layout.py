@@ -51,6 +51,16 @@ def ladder_widths(band_folder: Path) -> Path:
     return band_folder / "qa" / "ladder_widths.json"
 
 
+def run_qa_dir(reprocess_dir: Path) -> Path:
+    """Folder of the run's QA page (``index.html``) and its record of the last run."""
+    return reprocess_dir / "qa"
+
+
+def release_qa_dir(release_target_dir: Path, band: str) -> Path:
+    """Where a release holds a band's QA figures (``<release>/<target>/qa/<BAND>/``)."""
+    return release_target_dir / "qa" / band
+
+
 def qa_dir(band_folder: Path) -> Path:
     """Folder of a band's diagnostics."""
     return band_folder / "qa"

@@ -28,13 +28,11 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
+from jwstgal import layout
 from jwstgal.bands import get_band
 from jwstgal.errors import ReductionError
 from jwstgal.layout import (
-    align_table,
-    anchor_table,
     anchored_mosaic,
-    astro_catalog,
     convolved_dir,
     final_mosaic,
     product_name,
@@ -257,8 +255,9 @@ def _band_items(reprocess_dir: Path, tdir: Path, target: str, name: str, opts: d
         extras += [(p, tdir / "exposures" / band.name, "exposure", True)
                    for p in (tweaked or sorted(lv3.glob("*_crf.fits")))]
     if opts["include_alignment"]:
-        extras += [(align_table(bdir, target, band), tdir / "alignment", "alignment table", True),
-                   (astro_catalog(bdir, target, band), tdir / "alignment", "astrometric catalogue", True)]
+        extras += [(layout.align_table(bdir, target, band), tdir / "alignment", "alignment table", True),
+                   (layout.astro_catalog(bdir, target, band), tdir / "alignment", "astrometric catalogue",
+                    True)]
     items += [_Item(src, named(folder, src.name), target, band.name, kind)
               for src, folder, kind, wanted in extras if wanted and src.is_file()]
     if opts["include_fields"]:
@@ -270,8 +269,9 @@ def _band_items(reprocess_dir: Path, tdir: Path, target: str, name: str, opts: d
         items += [_Item(p, tdir / "background" / "stage2" / p.name, target, band.name, "stage-2 background")
                   for p in sorted((bdir / step_folder("lv2")).glob("*_combinedbackground.fits"))]
     if opts["include_qa"]:
-        items += [_Item(bdir / "qa" / f, tdir / "qa" / band.name / f, target, band.name, "qa figure")
-                  for f in QA_FIGURES if (bdir / "qa" / f).is_file()]
+        qa, out = layout.qa_dir(bdir), layout.release_qa_dir(tdir, band.name)
+        items += [_Item(qa / f, out / f, target, band.name, "qa figure")
+                  for f in QA_FIGURES if (qa / f).is_file()]
     return items
 
 
@@ -307,7 +307,7 @@ def release_items(reprocess_dir: Path, release_dir: Path, targets: list[str], ba
     for target in targets:
         items = [i for name in bands for i in _band_items(reprocess_dir, release_dir / target, target, name,
                                                             opts)]
-        anchor_dir = anchor_table(reprocess_dir, target).parent
+        anchor_dir = layout.anchor_table(reprocess_dir, target).parent
         if items and anchor_dir.is_dir():
             items += [_Item(src, release_dir / target / "anchor" / src.name, target, "", "anchoring")
                       for src in sorted([*anchor_dir.glob("*.ecsv"), *anchor_dir.glob("*.png")])]

@@ -313,7 +313,7 @@ def write_report(cfg: RunConfig, results: list[Any] | None = None) -> Path:
     pathlib.Path
         The HTML page.
     """
-    root = cfg.reprocess_dir / "qa"
+    root = layout.run_qa_dir(cfg.reprocess_dir)
     kept = root / "last_run.json"
     if results is not None:
         write_text_atomic(kept, json.dumps([{"target": r.target, "band": r.band, "error": r.error,

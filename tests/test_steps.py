@@ -304,6 +304,20 @@ def _layer(module: str) -> int:
     return rank
 
 
+def test_only_layout_names_the_qa_folders():
+    """QA paths come from :mod:`jwstgal.layout` only (issue #27 item 3): no other module joins a
+    ``"qa"`` folder onto a path (``x / "qa"``)."""
+    found = []
+    for path in sorted((REPO / "jwstgal").rglob("*.py")):
+        if path.name == "layout.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div)
+                    and isinstance(node.right, ast.Constant) and node.right.value == "qa"):
+                found.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not found, found
+
+
 def test_no_import_runs_up_the_layers():
     ups = [f"{m} -> {d}" for m, deps in _imports().items() for d in deps if _layer(d) > _layer(m)]
     assert not ups, "imports that run back up the layers:\n" + "\n".join(ups)

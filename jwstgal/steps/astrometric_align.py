@@ -252,5 +252,5 @@ class AstrometricAlign(Step):
 
     def figures(self, band_dir: Path, target: str, band: Band) -> list[tuple[Path, str]]:
         """The aligned mosaic, and the residuals against the reference (drawn by the task)."""
-        return [(band_dir / "qa" / f"{NAME}_mosaic.png", "aligned mosaic"),
-                (band_dir / "qa" / f"{NAME}.png", "residuals after absolute alignment")]
+        return [(layout.qa_dir(band_dir) / f"{NAME}_mosaic.png", "aligned mosaic"),
+                (layout.qa_dir(band_dir) / f"{NAME}.png", "residuals after absolute alignment")]

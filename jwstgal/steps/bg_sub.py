@@ -16,7 +16,7 @@ import numpy as np
 from astropy.io import fits
 from pydantic import Field
 
-from jwstgal import dq
+from jwstgal import dq, layout
 from jwstgal.bands import Band
 from jwstgal.masking import sky_level
 from jwstgal.provenance import atomic_path, stamp_header
@@ -88,4 +88,4 @@ class BgSub(Step):
 
     def figures(self, band_dir: Path, target: str, band: Band) -> list[tuple[Path, str]]:
         """The levels."""
-        return [(band_dir / "qa" / f"{self.name}.png", "sky levels subtracted")]
+        return [(layout.qa_dir(band_dir) / f"{self.name}.png", "sky levels subtracted")]

@@ -81,7 +81,7 @@ class BgrMosaics(Step):
 
     def figures(self, band_dir: Path, target: str, band: Band) -> list[tuple[Path, str]]:
         """The background mosaic's quicklook."""
-        return [(band_dir / "qa" / f"{NAME}.png", "dedicated background field, reduced like science")]
+        return [(layout.qa_dir(band_dir) / f"{NAME}.png", "dedicated background field, reduced like science")]
 
     def qa_summary(self, band_dir: Path, target: str, band: Band) -> dict[str, str]:
         """Median level of the background mosaic."""

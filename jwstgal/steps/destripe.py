@@ -18,7 +18,7 @@ import numpy as np
 from astropy.io import fits
 from pydantic import Field
 
-from jwstgal import dq
+from jwstgal import dq, layout
 from jwstgal.bands import Band
 from jwstgal.destripe import DestripeParams, destripe, stripe_residual
 from jwstgal.destripe_miri import miri_destripe
@@ -254,8 +254,8 @@ class Destripe(Step):
 
     def figures(self, band_dir: Path, target: str, band: Band) -> list[tuple[Path, str]]:
         """Contact sheet, then the first three exposures' panels."""
-        panels = sorted((band_dir / "qa" / self.name).glob("*.png"))[:3]
-        return [(band_dir / "qa" / f"{self.name}.png", self.caption),
+        panels = sorted((layout.qa_dir(band_dir) / self.name).glob("*.png"))[:3]
+        return [(layout.qa_dir(band_dir) / f"{self.name}.png", self.caption),
                 *((p, f"single-frame destriping of {p.stem}: input, mask, stripe model, result")
                   for p in panels)]
 

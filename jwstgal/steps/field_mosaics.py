@@ -131,7 +131,7 @@ class FieldMosaics(Step):
 
     def figures(self, band_dir: Path, target: str, band: Band) -> list[tuple[Path, str]]:
         """Every field's quicklook."""
-        return [(p, f"field mosaic {p.stem}") for p in sorted((band_dir / "qa" / NAME).glob("*.png"))]
+        return [(p, f"field mosaic {p.stem}") for p in sorted((layout.qa_dir(band_dir) / NAME).glob("*.png"))]
 
     def qa_summary(self, band_dir: Path, target: str, band: Band) -> dict[str, str]:
         """How many field mosaics there are."""

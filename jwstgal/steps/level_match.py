@@ -313,4 +313,4 @@ class LevelMatch(Step):
 
     def figures(self, band_dir: Path, target: str, band: Band) -> list[tuple[Path, str]]:
         """The offsets (drawn by the task)."""
-        return [(band_dir / "qa" / f"{self.name}.png", "level offsets")]
+        return [(layout.qa_dir(band_dir) / f"{self.name}.png", "level offsets")]

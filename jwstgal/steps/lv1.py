@@ -10,6 +10,7 @@ import fnmatch
 import logging
 from pathlib import Path
 
+from jwstgal import layout
 from jwstgal.bands import Band, header_mismatch
 from jwstgal.errors import InputNotFoundError
 from jwstgal.fits_checks import checked_header
@@ -104,4 +105,4 @@ class Lv1(Step):
 
     def figures(self, band_dir: Path, target: str, band: Band) -> list[tuple[Path, str]]:
         """The contact sheet."""
-        return [(band_dir / "qa" / "lv1_rate.png", "stage 1 rates")]
+        return [(layout.qa_dir(band_dir) / "lv1_rate.png", "stage 1 rates")]

@@ -84,4 +84,4 @@ class Lv2(Step):
 
     def figures(self, band_dir: Path, target: str, band: Band) -> list[tuple[Path, str]]:
         """The contact sheet."""
-        return [(band_dir / "qa" / "lv2_cal.png", "stage 2 exposures")]
+        return [(layout.qa_dir(band_dir) / "lv2_cal.png", "stage 2 exposures")]

@@ -141,17 +141,17 @@ class Lv3(Step):
     def figures(self, band_dir: Path, target: str, band: Band) -> list[tuple[Path, str]]:
         """Quicklook and residual plot."""
         return [(layout.quicklook(band_dir, target, band), "stage 3 mosaic"),
-                (band_dir / "qa" / "lv3_astrometry.png", "astrometric residuals")]
+                (layout.qa_dir(band_dir) / "lv3_astrometry.png", "astrometric residuals")]
 
     def notes(self, band_dir: Path, target: str, band: Band) -> list[str]:
         """How tweakreg and skymatch grouped the exposures; the residuals against the reference."""
         out = []
-        groups = band_dir / "qa" / "lv3_groups.json"
+        groups = layout.qa_dir(band_dir) / "lv3_groups.json"
         if groups.is_file():
             g = json.loads(groups.read_text())
             out.append("Stage 3 grouping: " + ", ".join(
                 f"{step} on {n} groups (by {mode})" for step, (mode, n) in g.items()) + ".")
-        astro = band_dir / "qa" / "lv3_astrometry.json"
+        astro = layout.qa_dir(band_dir) / "lv3_astrometry.json"
         a = json.loads(astro.read_text()) if astro.is_file() else {}
         if not a.get("n"):
             return out

@@ -19,7 +19,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from pydantic import Field
 
-from jwstgal import dq
+from jwstgal import dq, layout
 from jwstgal.bands import Band
 from jwstgal.destripe import DestripeResult, stripe_residual
 from jwstgal.destripe_stack import (
@@ -390,7 +390,7 @@ class StackDestripe(Step):
 
     def figures(self, band_dir: Path, target: str, band: Band) -> list[tuple[Path, str]]:
         """Contact sheet, then the first three exposures' panels."""
-        panels = sorted((band_dir / "qa" / self.name).glob("*.png"))[:3]
-        return [(band_dir / "qa" / f"{self.name}.png", "after stack-based destriping"),
+        panels = sorted((layout.qa_dir(band_dir) / self.name).glob("*.png"))[:3]
+        return [(layout.qa_dir(band_dir) / f"{self.name}.png", "after stack-based destriping"),
                 *((p, f"stack-based destriping of {p.stem}: input, mask, stripe model, result")
                   for p in panels)]
