@@ -439,7 +439,7 @@ def summary(results: list[dict]) -> list[str]:
         k = by.get((case, "", ""))
         if k and "kernel_s" in k:
             lines.append(f"- kernel F200W -> F2100W ({what}): {k['kernel_s']:.1f} s, metric "
-                         f"{k['metric_s'] / k['kernel_s'] * 100:.0f} % of it (target <= 30 %), peak "
+                         f"{k['metric_s'] / k['kernel_s'] * 100:.0f} % of it (target <= 10 %), peak "
                          f"{k['peak_mb'] / 1024:.2f} GB (target < 1.5).")
     ps = by.get(("psf_stpsf", "", ""))
     if ps and "psf_grids" in ps:

@@ -274,11 +274,27 @@ def trim_energy(kernel: np.ndarray, energy: float = 0.999) -> np.ndarray:
 
 
 def kernel_metrics(source: np.ndarray, target: np.ndarray, kernel: np.ndarray) -> tuple[float, float]:
-    """Aniano's D and W- for unit-sum PSFs on the same grid and a unit-sum kernel."""
+    """Aniano's D and W- for unit-sum PSFs on the same grid and a unit-sum kernel.
+
+    On the PSFs' own odd grid, with the kernel no larger, the convolution is circular (real FFTs of
+    the grid's size, threaded): what it wraps is the PSF's far wing at the grid's edge. On stpsf
+    PSFs that changes D by < 0.2 % (F770W -> F2100W; 0.02 % for F200W -> F2100W) at a fifth of the
+    cost of the padded linear convolution (1.2 -> 0.26 s for F200W -> F2100W).
+    """
     k = kernel / kernel.sum()
     s = source / source.sum()
     t = target / target.sum()
-    conv = fftconvolve(s, k, mode="same")
+    ny, nx = s.shape
+    if ny % 2 and nx % 2 and k.shape[0] % 2 and k.shape[1] % 2 and k.shape[0] <= ny and k.shape[1] <= nx:
+        kp = np.zeros_like(s)
+        y0, x0 = (ny - k.shape[0]) // 2, (nx - k.shape[1]) // 2
+        kp[y0:y0 + k.shape[0], x0:x0 + k.shape[1]] = k
+        with scipy.fft.set_workers(-1):
+            spec = scipy.fft.rfft2(scipy.fft.ifftshift(s))
+            spec *= scipy.fft.rfft2(scipy.fft.ifftshift(kp))
+            conv = scipy.fft.fftshift(scipy.fft.irfft2(spec, s=s.shape))
+    else:
+        conv = fftconvolve(s, k, mode="same")
     return float(np.abs(conv - t).sum()), float(0.5 * (np.abs(k).sum() - k.sum()))
 
 

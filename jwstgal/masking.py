@@ -154,15 +154,15 @@ def source_mask(data: np.ndarray, bad: np.ndarray, nsigma: float = 3.0, npixels:
     # would need a jump of 2t between neighbouring pixels; counting them together changes nothing).
     # What photutils' detect_sources does (pixels > threshold, 8-connected, at least npixels each),
     # without building its segmentation image: the labels' sizes by bincount.
-    with np.errstate(invalid="ignore"):
-        above = np.abs(data - med) > nsigma * std
+    with np.errstate(invalid="ignore"):        # two comparisons: no float temporaries
+        above = (data > med + nsigma * std) | (data < med - nsigma * std)
     above &= ~bad
     labels, n = label(above, structure=np.ones((3, 3), bool))
     if n == 0:
         return above
-    small = np.bincount(labels.ravel()) < npixels
-    if small[1:].any():                        # drop them: look only at the pixels above
-        idx = np.flatnonzero(above)
+    idx = np.flatnonzero(above)                # the labels' sizes from the pixels above only
+    small = np.bincount(labels.ravel()[idx], minlength=n + 1) < npixels
+    if small[1:].any():                        # drop them
         above.ravel()[idx[small[labels.ravel()[idx]]]] = False
     mask = above
     if dilate_size > 1 and mask.any():

@@ -277,3 +277,25 @@ def test_a_finely_sampled_source_is_not_widened_on_a_coarser_working_grid(maker)
     out = fftconvolve(on_grid, res.kernel, mode="same")
     want = resample_psf(tgt, tgt_pix, res.pixscale, 101)        # measured alike (the same profile)
     assert fwhm_of(out, res.pixscale) == pytest.approx(fwhm_of(want, res.pixscale), rel=0.002)
+
+
+def test_kernel_metrics_on_the_psf_grid_equal_the_linear_convolution():
+    """D from the circular convolution on the PSFs' grid (issue #29: the metric's share of a kernel)
+    equals D from the padded linear convolution within 1 % for a Moffat pair (broad wings, the
+    kernel nearly as large as the grid: the worst case of what wraps); a kernel larger than the
+    grid takes the linear path."""
+    from jwstgal.kernels import kernel_metrics
+
+    src, tgt = moffat_psf(0.3, 2.5, 0.03, 301), moffat_psf(0.8, 2.5, 0.03, 301)
+    res = make_aniano_kernel(src, 0.03, tgt, 0.03, common_pixscale=0.03)
+    k = res.kernel
+    n = k.shape[0] + 40                      # the grid holds the kernel: the circular path
+    s, t = resample_psf(src, 0.03, 0.03, n), resample_psf(tgt, 0.03, 0.03, n)
+    linear = np.abs(fftconvolve(s, k / k.sum(), mode="same") - t).sum()
+    d, w = kernel_metrics(s, t, k)
+    assert k.shape[0] > 0.85 * s.shape[0]
+    assert d == pytest.approx(linear, rel=0.01)
+    assert d != linear                       # (it is the circular one)
+    assert w == pytest.approx(0.5 * (np.abs(k).sum() - k.sum()) / k.sum(), rel=1e-9)
+    wide = np.pad(k, 200)
+    assert kernel_metrics(s, t, wide)[0] == pytest.approx(linear, rel=1e-6)
