@@ -28,11 +28,12 @@ from jwst.stpipe import Step
 
 from jwstgal import dq
 from jwstgal.astrometry import align_catalogs, observation_epoch
-from jwstgal.astrometry_io import align_pass, detect_stars, reference_positions
+from jwstgal.astrometry_io import align_pass, reference_positions
 from jwstgal.bands import get_band
 from jwstgal.destripe import DestripeParams
 from jwstgal.errors import InputNotFoundError, StepFailedError
 from jwstgal.masking import sky_level
+from jwstgal.point_sources import detect_stars
 from jwstgal.provenance import hash_params
 from jwstgal.settings import StepSettings, check_path_component
 from jwstgal.steps.astrometric_align import AstrometricAlignSettings

@@ -293,7 +293,7 @@ def test_star_cache_is_reused_and_redone_when_the_file_changes(tmp_path, monkeyp
 @pytest.mark.pipeline
 def test_point_sources_found_tile_by_tile_as_in_one_piece():
     """A mosaic searched in tiles finds the same stars, at the same positions, as in one piece."""
-    from jwstgal.astrometry_io import centroids, find_point_sources
+    from jwstgal.point_sources import centroids, find_point_sources
     from jwstgal.simulate.sky import render_points
 
     rng = np.random.default_rng(4)

@@ -252,7 +252,7 @@ LAYERS = [
      "jwstgal.convolve", "jwstgal.ladder", "jwstgal.anchor", "jwstgal.anchor_maps", "jwstgal.pca",
      "jwstgal.simulate.sky", "jwstgal.simulate.detector",
      "jwstgal.simulate.instrument", "jwstgal.simulate.frames", "jwstgal.simulate.score",
-     "jwstgal.simulate.psf_render", "jwstgal.star_widths"),
+     "jwstgal.simulate.psf_render", "jwstgal.star_widths", "jwstgal.point_sources"),
     ("jwstgal.plots", "jwstgal.stages", "jwstgal.astrometry_io", "jwstgal.wcs_corrections",
      "jwstgal.archive", "jwstgal.mast_products",
      "jwstgal.mast_transfer", "jwstgal.release_readme",

@@ -151,7 +151,8 @@ def test_star_search_and_aligned_copy_hold_a_tile(tmp_path, monkeypatch):
     """Star finding on a mosaic read by tiles: peak flat in the mosaic's area; the aligned copy
     holds one chunk. Both find / keep what the in-memory versions do."""
     from jwstgal.astrometry import AlignResult
-    from jwstgal.astrometry_io import find_point_sources, write_aligned_mosaic
+    from jwstgal.astrometry_io import write_aligned_mosaic
+    from jwstgal.point_sources import find_point_sources
 
     rng = np.random.default_rng(5)
     peaks, found = {}, {}

@@ -23,8 +23,8 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from pydantic import Field, model_validator
 
 from jwstgal import layout
-from jwstgal.astrometry_io import centroids, find_point_sources
 from jwstgal.bands import Band
+from jwstgal.point_sources import centroids, find_point_sources
 from jwstgal.provenance import atomic_path, hash_params, stamp_header
 from jwstgal.settings import StepSettings
 from jwstgal.steps.base import BandContext, Step, StepPlan, file_id
