@@ -99,7 +99,7 @@ def test_proper_motions_propagated():
 
 
 def test_merge_detections_makes_one_star_per_position():
-    from jwstgal.steps.wcs_adjust import merge_detections
+    from jwstgal.visit_shifts import merge_detections
 
     ra, dec, rng = field(n=50, seed=5)
     jitter = [from_tangent_plane(tangent_plane(ra, dec, RA0, DEC0) + rng.normal(0, 0.01, (50, 2)),
@@ -140,7 +140,7 @@ def test_pass_lengths_in_pixels_of_the_band(tmp_path):
 
 def test_visit_shifts_are_solved_over_the_graph_of_overlaps(caplog):
     """A chain A-B-C (C does not overlap A) and a lone visit D: C gets its shift through B, D none."""
-    from jwstgal.steps.wcs_adjust import solve_visit_shifts
+    from jwstgal.visit_shifts import solve_visit_shifts
 
     rng = np.random.default_rng(3)
     stars = rng.uniform([-10, -30], [400, 30], (6000, 2))              # a strip of sky (arcsec)
@@ -186,7 +186,7 @@ def test_visit_rotations_are_solved_over_the_graph_too():
     """fitgeom = "rshift": a chain A-B-C of visits each shifted and rotated; after its correction
     every visit's stars sit where visit A sees them (C through B: it does not overlap A)."""
     from jwstgal.astrometry import AlignResult, apply_to_positions
-    from jwstgal.steps.wcs_adjust import solve_visit_shifts
+    from jwstgal.visit_shifts import solve_visit_shifts
 
     rng = np.random.default_rng(5)
     stars = rng.uniform([-10, -30], [180, 30], (3000, 2))
