@@ -29,7 +29,6 @@ high-pass in Fourier space, deterministic) lets stripes be measured through exte
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -368,18 +367,34 @@ def destripe(
     return DestripeResult(model=model, mask=mask, amp_offsets=offsets)
 
 
-def _smooth_background(d: np.ndarray, box: int) -> np.ndarray:
-    """Median of ``box`` x ``box`` blocks (NaN ignored), interpolated back to every pixel."""
-    from scipy.ndimage import zoom
+def _linear_weights(n_in: int, n_out: int, box: int) -> np.ndarray:
+    """The ``(n_out, n_in)`` matrix of linear interpolation from block centres to pixels.
 
+    As ``scipy.ndimage.zoom(order=1, grid_mode=True, mode="nearest")`` interpolates: pixel ``i``
+    reads block coordinate ``(i + 0.5) / box - 0.5``, clamped to the first and last block.
+    """
+    x = np.clip((np.arange(n_out) + 0.5) / box - 0.5, 0, n_in - 1)
+    j0 = np.minimum(np.floor(x).astype(int), max(n_in - 2, 0))
+    f = x - j0
+    w = np.zeros((n_out, n_in))
+    np.add.at(w, (np.arange(n_out), j0), 1 - f)
+    np.add.at(w, (np.arange(n_out), np.minimum(j0 + 1, n_in - 1)), f)
+    return w
+
+
+def _smooth_background(d: np.ndarray, box: int) -> np.ndarray:
+    """Median of ``box`` x ``box`` blocks (NaN ignored), interpolated back to every pixel.
+
+    The interpolation is two small matrix products (what ``zoom(order=1)`` gives, 5x faster).
+    """
     ny, nx = (-(-n // box) for n in d.shape)
     pad = np.full((ny * box, nx * box), np.nan)
     pad[:d.shape[0], :d.shape[1]] = d
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)            # all-NaN blocks
-        blocks = np.nanmedian(pad.reshape(ny, box, nx, box), axis=(1, 3))
+    # each block's pixels in one row, medians by one sort (numpy's nanmedian loops over the blocks)
+    blocks = masked_median(pad.reshape(ny, box, nx, box).transpose(0, 2, 1, 3).reshape(ny * nx, box * box),
+                           axis=1).reshape(ny, nx)
     blocks = np.where(np.isfinite(blocks), blocks, np.nanmedian(blocks) if np.isfinite(blocks).any() else 0)
-    return zoom(blocks, box, order=1, mode="nearest", grid_mode=True)[:d.shape[0], :d.shape[1]]
+    return (_linear_weights(ny, d.shape[0], box) @ blocks) @ _linear_weights(nx, d.shape[1], box).T
 
 
 def stripe_residual(image: np.ndarray, mask: np.ndarray, *, box: int = 32, min_pixels: int = 50
@@ -421,7 +436,7 @@ def stripe_residual(image: np.ndarray, mask: np.ndarray, *, box: int = 32, min_p
         ok = np.flatnonzero(n >= min_pixels)
         if ok.size < 10 or sigma <= 0:
             continue
-        med = np.nanmedian(d[ok] if axis == 1 else d[:, ok], axis=axis)
+        med = masked_median(d[ok] if axis == 1 else d[:, ok], axis=axis)     # vectorised
         var = (1.2533 * sigma) ** 2 / n[ok]
         first = np.diff(med)
         ratios.append(float(np.sqrt(np.mean(first ** 2 / (var[1:] + var[:-1])))))
