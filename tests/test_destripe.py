@@ -1,6 +1,7 @@
 """Destriping (jwstgal.destripe*, the destripe and stack_destripe steps) scored against simulated truth."""
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -480,21 +481,65 @@ def test_an_all_nan_exposure_is_left_out_of_the_stack_with_a_warning(tmp_path, c
         assert F.score(frames[1], h["SCI"].data.astype(float))["coherent_rms"] < \
             0.95 * F.score(frames[1], frames[1].data)["coherent_rms"]
 
-def test_the_pipelines_graph_task_logs_an_all_nan_exposure_too(tmp_path, caplog):
-    """In a pipeline run the frames are judged by the graph task in a worker (issue #30)."""
+def test_the_graph_task_reads_no_pixel_and_the_first_pass_judges_an_empty_exposure(tmp_path, caplog,
+                                                                                  monkeypatch):
+    """The overlap graph comes from the WCS and headers alone (issue #29: no full-frame read
+    outside the passes); an all-NaN exposure is found and logged by its own first pass."""
     import json
 
-    from jwstgal.steps.stack_destripe import graph_task
+    from astropy.io.fits.hdu.image import _ImageBaseHDU
+
+    from jwstgal.steps.stack_destripe import StackDestripeSettings, graph_task, pass_task
 
     _, _, files = _dithered_files(tmp_path)
     with fits.open(files[1], mode="update") as h:
         h["SCI"].data[:] = np.nan
+    for f in files:                                   # ivm weights need the pixels: not in the graph
+        with fits.open(f, mode="update") as h:
+            h.append(fits.ImageHDU(np.full(h["SCI"].data.shape, 0.25, np.float32), name="VAR_RNOISE"))
+    params = {**StackDestripeSettings().model_dump(), "smooth_scale": 0, "iterations": 2, "weight": "ivm"}
+    params.pop("override", None)
+    names, state = [str(f) for f in files], str(tmp_path / "state")
+
+    def no_pixels(self):
+        raise AssertionError("the graph task read pixels")
+
+    with monkeypatch.context() as m:
+        m.setattr(_ImageBaseHDU, "data", property(no_pixels))
+        (out,) = graph_task(names, state, params)
+    graph = json.loads(Path(out).read_text())
+    assert 1 in graph["neighbours"][0] and "empty" not in graph and "weights" not in graph
     with caplog.at_level("WARNING"):
-        (out,) = graph_task([str(f) for f in files], str(tmp_path / "state"), {"iterations": 2})
-    with open(out) as fh:
-        assert json.load(fh)["empty"] == [False, True, False, False]
-    assert any(str(files[1]) in r.getMessage() and "no valid pixel" in r.getMessage()
-               for r in caplog.records)
+        for i in range(len(files)):
+            pass_task(names, i, 0, state, params, str(tmp_path / "out"), "", str(tmp_path / "qa"))
+    flagged = [r.getMessage() for r in caplog.records if "no valid pixel" in r.getMessage()]
+    assert len(flagged) == 1 and str(files[1]) in flagged[0]
+    first = [json.loads((tmp_path / "state" / "pass0" / f"{i}.json").read_text()) for i in range(4)]
+    assert [f["empty"] for f in first] == [False, True, False, False]
+    assert all("1" not in f["weights"] and 1 not in f["kept"] for f in first)
+    weights = [w for f in first for w in f["weights"].values()]
+    assert weights and all(w == pytest.approx(4.0) for w in weights)       # 1 / median VAR_RNOISE
+
+
+def test_later_passes_read_one_convergence_record_per_pass(tmp_path):
+    """With a tolerance, a pass's role comes from one record per earlier pass (O(N) reads per pass)."""
+    import json
+
+    from jwstgal.steps.stack_destripe import _pass_role, converge_task
+
+    state = tmp_path / "state"
+    n = 50
+    for k in range(n):
+        rec = state / "pass0" / f"{k}.json"
+        rec.parent.mkdir(parents=True, exist_ok=True)
+        rec.write_text(json.dumps({"kept": [], "change": 0.5 if k == 7 else 0.01}))
+    assert _pass_role(state, 1, 4, 0.1, n) == "fit"               # frame 7 changed by 0.5 > 0.1
+    (out,) = converge_task(str(state), 0, n)
+    assert json.loads(Path(out).read_text()) == {"change": 0.5}
+    for k in range(n):                                             # the per-frame records are not read
+        (state / "pass0" / f"{k}.json").unlink()
+    assert _pass_role(state, 1, 4, 0.1, n) == "fit"
+    assert _pass_role(state, 1, 4, 1.0, n) == "last"               # converged after pass 0
 
 
 def test_bg_sub_finds_the_sky_under_sources_and_writes_the_level(tmp_path):
@@ -616,7 +661,13 @@ def test_stack_destripe_tasks_frame_by_frame_equal_the_band_at_once(tmp_path, se
     """The driver's tasks (overlap graph, then one per frame and pass) write the same bits."""
     import json
 
-    from jwstgal.steps.stack_destripe import STATE, StackDestripeSettings, graph_task, pass_task
+    from jwstgal.steps.stack_destripe import (
+        STATE,
+        StackDestripeSettings,
+        converge_task,
+        graph_task,
+        pass_task,
+    )
 
     _, _, files = _dithered_files(tmp_path)
     if empty:
@@ -639,6 +690,8 @@ def test_stack_destripe_tasks_frame_by_frame_equal_the_band_at_once(tmp_path, se
     for it in range(n_pass):                # waves: every frame of a pass, then the next pass
         for i in range(len(files)):
             written += pass_task(names, i, it, state, params, str(out), "", str(tmp_path / "qa"))
+        if params["tolerance"] > 0 and it < n_pass - 1:
+            converge_task(state, it, len(files))
     assert sorted(written) == sorted(str(out / f.name) for f in files)
     for a, b in zip(ref, files, strict=True):
         with fits.open(a) as h, fits.open(out / b.name) as g:
@@ -647,7 +700,7 @@ def test_stack_destripe_tasks_frame_by_frame_equal_the_band_at_once(tmp_path, se
     passes = sorted(p.name for p in (out / STATE).iterdir() if p.is_dir())
     # converged after the second pass (the first changes from nothing): the third was the last
     assert passes == ["pass0", "pass1", "pass2"]
-    assert json.loads((out / STATE / "graph.json").read_text())["empty"][2] is empty
+    assert json.loads((out / STATE / "pass0" / "2.json").read_text())["empty"] is empty
 
 
 def test_panel_block_means_are_means_over_the_good_pixels(tmp_path):

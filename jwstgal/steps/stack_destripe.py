@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -80,11 +81,12 @@ class _Frames:
         self.keep = keep
         self._cache: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
         self.shapes, self.wcss, self.amps = [], [], []
-        for f in files:
+        for f in files:                   # headers only: no pixel is read here
             with fits.open(f) as h:
-                shape = h["SCI"].data.shape
+                sci = h["SCI"].header
+                shape = (int(sci["NAXIS2"]), int(sci["NAXIS1"]))
                 self.shapes.append(shape)
-                self.wcss.append(WCS(h["SCI"].header))
+                self.wcss.append(WCS(sci))
                 self.amps.append(frame_layout(h[0].header, shape)[1])
         self._boxes: np.ndarray | None = None
 
@@ -257,29 +259,50 @@ def _split(params: dict) -> tuple[StackParams, int, str]:
 
 
 def graph_task(files: list[str], state: str, params: dict) -> list[str]:
-    """Which frames overlap which, which are empty, and their weights (worker, before the passes)."""
-    p, _, weight = _split(params)
+    """Which frames may overlap which, from their WCS and headers alone (worker, before the passes).
+
+    No pixel is read: a frame with no valid pixel, and the ``ivm`` weights, are found by the
+    first pass, which reads each frame and its neighbours anyway (issue #29).
+    """
+    p, _, _ = _split(params)
     paths = [Path(f) for f in files]
     load = _Frames(paths, keep=1)
     n = len(paths)
-    empty = empty_frames(load)
-    doc = {"files": [f.name for f in paths], "empty": empty,
-           "neighbours": [neighbours(load, empty, i, p) for i in range(n)],
-           "weights": [frame_weight(f, weight) for f in paths], "amps": load.amps}
+    none = [False] * n
+    doc = {"files": [f.name for f in paths], "neighbours": [neighbours(load, none, i, p) for i in range(n)],
+           "amps": load.amps}
     out = Path(state) / "graph.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out, json.dumps(doc))
     return [str(out)]
 
 
-def _save_model(path: Path, model: StripeModel | None, kept: list[int], change: float) -> None:
+def converge_task(state: str, it: int, n: int) -> list[str]:
+    """The largest model change of pass ``it`` over the ``n`` frames, in one file (worker, between passes).
+
+    Each task of a later pass then reads this one file to know whether pass ``it`` converged,
+    rather than every frame's record (O(N) reads per pass instead of O(N^2)).
+    """
+    out = Path(state) / f"pass{it}" / "change.json"
+    write_text_atomic(out, json.dumps({"change": _max_change(Path(state), it, n)}))
+    return [str(out)]
+
+
+def _max_change(state: Path, it: int, n: int) -> float:
+    return max((json.loads((state / f"pass{it}" / f"{k}.json").read_text())["change"] for k in range(n)),
+               default=0.0)
+
+
+def _save_model(path: Path, model: StripeModel | None, kept: list[int], change: float,
+                first: dict | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {} if model is None else {
         "rows": np.array(model.rows), "amps": np.array([[a.start or 0, a.stop] for a in model.amps]),
         "cols": model.cols if model.cols is not None else np.zeros(0), "offset": np.array(model.offset)}
     with atomic_path(path.with_suffix(".npz")) as tmp, tmp.open("wb") as fh:
         np.savez(fh, **arrays)
-    write_text_atomic(path.with_suffix(".json"), json.dumps({"kept": kept, "change": change}))
+    record = {"kept": kept, "change": change, **(first or {})}
+    write_text_atomic(path.with_suffix(".json"), json.dumps(record))
 
 
 def _load_model(path: Path) -> StripeModel | None:
@@ -295,8 +318,9 @@ def _pass_role(state: Path, it: int, iterations: int, tolerance: float, n: int) 
     """``fit`` (an intermediate pass), ``last`` (fit and write) or ``done`` (an earlier pass was last)."""
     for q in range(it):
         if tolerance > 0 and q < iterations - 1:
-            change = max((json.loads((state / f"pass{q}" / f"{k}.json").read_text())["change"]
-                          for k in range(n)), default=0.0)
+            summary = state / f"pass{q}" / "change.json"      # written by converge_task
+            change = (json.loads(summary.read_text())["change"] if summary.is_file()
+                      else _max_change(state, q, n))
             if change < tolerance:            # converged after pass q: pass q + 1 is the last
                 return "last" if q + 1 == it else "done"
     return "last" if it == iterations - 1 else "fit"
@@ -308,9 +332,11 @@ def pass_task(files: list[str], i: int, it: int, state: str, params: dict, out_d
 
     Reads the overlap graph and the neighbours' models of the previous pass; writes this frame's
     model of this pass, and in the last pass the destriped frame (as
-    :func:`stack_destripe_files` would, to the bit).
+    :func:`stack_destripe_files` would, to the bit). The first pass also records whether the frame
+    has a valid pixel, which neighbours do, and their weights: the only full-frame reads of the
+    step are in its passes, each a frame and its neighbours (O(N) per pass).
     """
-    p, iterations, _ = _split(params)
+    p, iterations, weight = _split(params)
     st = Path(state)
     graph = json.loads((st / "graph.json").read_text())
     paths = [Path(f) for f in files]
@@ -325,28 +351,44 @@ def pass_task(files: list[str], i: int, it: int, state: str, params: dict, out_d
     if role == "last" and out.is_file():
         return [str(out)]
     prev = (lambda k: _load_model(st / f"pass{it - 1}" / str(k))) if it > 0 else (lambda k: None)
-    neighbours = (graph["neighbours"][i] if it == 0
-                  else json.loads((st / "pass0" / f"{i}.json").read_text())["kept"])
+    first = None if it == 0 else json.loads((st / "pass0" / f"{i}.json").read_text())
+    neighbours = graph["neighbours"][i] if first is None else first["kept"]
     load = _Frames([paths[i], *(paths[j] for j in neighbours)], keep=2)
     data, dq_arr = load(0)
+    if first is None:                         # the first pass judges the frame and its neighbours
+        first = {"empty": not good_pixels(data, dq_arr).any(), "n_ref": 0, "weights": {}}
+        if first["empty"]:
+            log.warning("%s: no valid pixel (all NaN, zero or DO_NOT_USE): left out of stack-based "
+                        "destriping and copied unchanged", paths[i])
+    weights = np.ones(n)
+    for j, w in first["weights"].items():
+        weights[int(j)] = w
     model_i = prev(i)
-    others = ((j, resample_onto(corrected_frame(*load(k + 1), prev(j), p),
-                                coarse_map(load.wcss[0], load.shapes[0], load.wcss[k + 1]), load.shapes[0]))
-              for k, j in enumerate(neighbours))
-    model, mask, kept = (None, None, []) if graph["empty"][i] or n < 2 else fit_frame(
-        data, dq_arr, model_i, others, p, np.asarray(graph["weights"]), graph["amps"][i], prune=it == 0)
+
+    def others() -> Iterator[tuple[int, np.ndarray]]:
+        for k, j in enumerate(neighbours):
+            frame = load(k + 1)
+            if it == 0:                       # an empty neighbour is left out, as by the band at once
+                if not good_pixels(*frame).any():
+                    continue
+                first["n_ref"] += 1
+                weights[j] = first["weights"][str(j)] = frame_weight(paths[j], weight)
+            yield j, resample_onto(corrected_frame(*frame, prev(j), p),
+                                   coarse_map(load.wcss[0], load.shapes[0], load.wcss[k + 1]), load.shapes[0])
+
+    model, mask, kept = (None, None, []) if first["empty"] or n < 2 else fit_frame(
+        data, dq_arr, model_i, others(), p, weights, graph["amps"][i], prune=it == 0)
     if model is None:                         # nothing covers it: it keeps its previous model
         model = model_i
     change = rms_change(model_i, model, data.shape)
-    _save_model(me, model, kept if it == 0 else neighbours, change)
+    _save_model(me, model, kept if it == 0 else neighbours, change, first if it == 0 else None)
     if role != "last":
         return []
     res = DestripeResult(model.expand(data.shape) if model is not None else np.zeros(data.shape),
                          mask if mask is not None else bad_pixel_mask(data, dq_arr, None, p.dq_flags),
                          np.zeros(1))
-    return [str(write_output(paths[i], data, dq_arr, res, Path(out_dir), len(graph["neighbours"][i]),
-                             graph["empty"][i], {**p.as_dict(), "iterations": iterations,
-                                                 "weight": _split(params)[2]},
+    return [str(write_output(paths[i], data, dq_arr, res, Path(out_dir), first["n_ref"], first["empty"],
+                             {**p.as_dict(), "iterations": iterations, "weight": weight},
                              config_hash, Path(plot_dir)))]
 
 
@@ -376,9 +418,15 @@ class StackDestripe(Step):
             return [(files, i, it, state, params, str(out_dir), ctx.run.config_hash, qa)
                     for i in range(len(files))]
 
+        def after(it: int) -> list[Stage]:    # with a tolerance, each pass's largest change in one file
+            if params["tolerance"] <= 0 or it >= params["iterations"] - 1:
+                return []
+            return [Stage(converge_task, [(state, it, len(files))])]
+
         plan = StepPlan(self.name, key, params, outputs, pass_task, one_pass(0))
-        plan.stages = [Stage(graph_task, [(files, state, params)]), plan.main,
-                       *(Stage(pass_task, one_pass(it)) for it in range(1, params["iterations"]))]
+        plan.stages = [Stage(graph_task, [(files, state, params)]), plan.main, *after(0),
+                       *(s for it in range(1, params["iterations"])
+                         for s in (Stage(pass_task, one_pass(it)), *after(it)))]
         return plan
 
     def diagnostics(self, ctx: BandContext, plan: StepPlan) -> list[Path | None]:
