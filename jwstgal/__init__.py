@@ -10,14 +10,14 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-#: stpipe step classes exported here (``strun jwstgal.DestripeStep``), imported on first use so
-#: that ``import jwstgal`` stays light (jwst is loaded only by whoever asks for a step).
-_STPIPE_STEPS = ("AstrometricAlignStep", "AstrometricCatalogStep", "BgSubStep", "DestripeStep",
-                 "LevelMatchStep", "LyotAdjustStep", "StackDestripeStep", "WcsAdjustStep")
-
-
 def __getattr__(name: str) -> Any:
-    if name in _STPIPE_STEPS:
-        return getattr(importlib.import_module("jwstgal.stpipe_steps"), name)
+    """The stpipe step classes (``strun jwstgal.DestripeStep``), imported on first use.
+
+    ``import jwstgal`` stays light: jwst is loaded only by whoever asks for a step.
+    """
+    if name.endswith("Step") and not name.startswith("_"):
+        module = importlib.import_module("jwstgal.stpipe_steps")
+        if name in {c.__name__ for c in module.STPIPE_STEPS}:
+            return getattr(module, name)
     msg = f"module 'jwstgal' has no attribute {name!r}"
     raise AttributeError(msg)

@@ -36,15 +36,12 @@ from jwstgal.masking import sky_level
 from jwstgal.point_sources import detect_stars
 from jwstgal.provenance import hash_params
 from jwstgal.settings import StepSettings, check_path_component
-from jwstgal.steps.astrometric_align import AstrometricAlignSettings
-from jwstgal.steps.astrometric_catalog import AstrometricCatalogSettings, point_source_table
-from jwstgal.steps.bg_sub import BgSubSettings
-from jwstgal.steps.destripe import DestripeSettings, destripe_arrays, destripe_stats, good_pixels
-from jwstgal.steps.level_match import LevelMatchSettings, level_match_files
-from jwstgal.steps.lyot_adjust import LyotAdjustSettings, lyot_adjust_files
-from jwstgal.steps.stack_destripe import StackDestripeSettings, stack_destripe_files
+from jwstgal.steps.astrometric_catalog import point_source_table
+from jwstgal.steps.destripe import destripe_arrays, destripe_stats, good_pixels
+from jwstgal.steps.level_match import level_match_files
+from jwstgal.steps.lyot_adjust import lyot_adjust_files
+from jwstgal.steps.stack_destripe import stack_destripe_files
 from jwstgal.steps.wcs_adjust import (
-    WcsAdjustSettings,
     apply_visit_correction,
     check_known_visits,
     measure_visit_shifts,
@@ -72,13 +69,46 @@ def _history(model: Any, step: str, params: dict[str, Any]) -> None:
     model.add_history_entry(f"jwstgal {__version__} {step}: {json.dumps(params, default=str)}")
 
 
+#: The stpipe class of each registry step that declares one (``stpipe = True``), by step name.
+_CLASSES: dict[str, type[JwstgalStep]] = {}
+
+
+def stpipe_class_name(step: str) -> str:
+    """The stpipe class of a registry step: ``astrometric_align`` -> ``AstrometricAlignStep``."""
+    return "".join(part.capitalize() for part in step.split("_")) + "Step"
+
+
 class JwstgalStep(Step):
-    """Common part of the jwstgal stpipe steps: parameters validated by the settings model."""
+    """Common part of the jwstgal stpipe steps: parameters validated by the settings model.
+
+    A subclass named ``<Name>Step`` is the stpipe face of the registry step ``<name>``
+    (:func:`stpipe_class_name`), which must declare ``stpipe = True``: its ``class_alias`` (the
+    ``strun`` name), ``settings_model`` and ``spec`` (that model's fields, less ``excluded``, plus
+    ``extra_spec``) are filled in from the registry entry, not written twice.
+    """
 
     settings_model: ClassVar[type[StepSettings]]
     excluded: ClassVar[tuple[str, ...]] = ()
+    #: Parameters of the stpipe step only (input options), appended to the generated spec.
+    extra_spec: ClassVar[str] = ""
     #: Whether the step works on one exposure (and refuses a resampled mosaic).
     single_exposure: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__name__.startswith("_"):              # a shared base, not a step
+            return
+        from jwstgal.steps import STEPS
+
+        entry = next((s for s in STEPS if stpipe_class_name(s.name) == cls.__name__), None)
+        if entry is None or not entry.stpipe or entry.settings is None:
+            msg = (f"{cls.__name__}: no registry step declares it (a step named "
+                   f"{cls.__name__.removesuffix('Step')!r} in snake case, with stpipe = True and settings)")
+            raise TypeError(msg)
+        cls.class_alias = entry.name
+        cls.settings_model = entry.settings
+        cls.spec = settings_spec(entry.settings, cls.excluded) + cls.extra_spec
+        _CLASSES[entry.name] = cls
 
     @staticmethod
     def get_stpipe_loggers() -> tuple[str, ...]:
@@ -111,10 +141,6 @@ class JwstgalStep(Step):
 class DestripeStep(JwstgalStep):
     """Single-frame 1/f stripe subtraction (the ``[destripe]`` step) of one rate or cal model."""
 
-    class_alias = "destripe"
-    settings_model = DestripeSettings
-    spec = settings_spec(DestripeSettings)
-
     def process(self, input_data: Any) -> Any:
         """Destripe one exposure; returns a destriped copy."""
         params = DestripeParams(**self.settings().model_dump())
@@ -136,10 +162,6 @@ class DestripeStep(JwstgalStep):
 
 class BgSubStep(JwstgalStep):
     """Subtract an exposure's clipped, source- and DQ-masked sky level (the ``[bg_sub]`` step)."""
-
-    class_alias = "bg_sub"
-    settings_model = BgSubSettings
-    spec = settings_spec(BgSubSettings)
 
     def process(self, input_data: Any) -> Any:
         """Subtract the sky level of one exposure; returns a copy."""
@@ -213,9 +235,7 @@ class _FileStep(JwstgalStep):
 class LevelMatchStep(_FileStep):
     """Match the background levels of a band's exposures (the ``[level_match]`` step)."""
 
-    class_alias = "level_match"
-    settings_model = LevelMatchSettings
-    spec = settings_spec(LevelMatchSettings) + USE_MODEL_NAMES
+    extra_spec = USE_MODEL_NAMES
 
     def run_files(self, files: list[Path], out_dir: Path, settings: Any) -> list[Path]:
         """Level-match ``files`` into ``out_dir``."""
@@ -227,9 +247,7 @@ class LevelMatchStep(_FileStep):
 class StackDestripeStep(_FileStep):
     """Multi-exposure stripe subtraction of a band's exposures (the ``[stack_destripe]`` step)."""
 
-    class_alias = "stack_destripe"
-    settings_model = StackDestripeSettings
-    spec = settings_spec(StackDestripeSettings) + USE_MODEL_NAMES
+    extra_spec = USE_MODEL_NAMES
 
     def run_files(self, files: list[Path], out_dir: Path, settings: Any) -> list[Path]:
         """Stack-destripe ``files`` into ``out_dir``."""
@@ -255,10 +273,8 @@ class WcsAdjustStep(_FileStep):
     ``shifts_file`` names a ``wcs_adjust.toml`` to apply instead of measuring.
     """
 
-    class_alias = "wcs_adjust"
-    settings_model = WcsAdjustSettings
     excluded = ("bands",)
-    spec = settings_spec(WcsAdjustSettings, excluded) + USE_MODEL_NAMES + \
+    extra_spec = USE_MODEL_NAMES + \
         "    shifts_file = string(default=None)  # wcs_adjust.toml to apply instead of measuring\n"
 
     def run_files(self, files: list[Path], out_dir: Path, settings: Any) -> list[Path]:
@@ -296,10 +312,8 @@ class AstrometricAlignStep(JwstgalStep):
     """
 
     single_exposure = False     # works on the mosaic
-    class_alias = "astrometric_align"
-    settings_model = AstrometricAlignSettings
     excluded = ("alignment_mapping", "reference")
-    spec = settings_spec(AstrometricAlignSettings, excluded) + \
+    extra_spec = \
         "    catalog = string(default=None)  # reference catalogue (ra, dec[, pm, epoch])\n"
 
     def process(self, input_data: Any) -> Any:
@@ -360,9 +374,7 @@ class LyotAdjustStep(_FileStep):
     Takes the exposures of a band together (``mask_overlap`` needs them all).
     """
 
-    class_alias = "lyot_adjust"
-    settings_model = LyotAdjustSettings
-    spec = settings_spec(LyotAdjustSettings) + USE_MODEL_NAMES
+    extra_spec = USE_MODEL_NAMES
     min_inputs = 1
 
     def run_files(self, files: list[Path], out_dir: Path, settings: Any) -> list[Path]:
@@ -378,9 +390,6 @@ class AstrometricCatalogStep(JwstgalStep):
     """
 
     single_exposure = False     # works on the mosaic
-    class_alias = "astrometric_catalog"
-    settings_model = AstrometricCatalogSettings
-    spec = settings_spec(AstrometricCatalogSettings)
 
     def process(self, input_data: Any) -> Any:
         """Detect the point sources of one mosaic."""
@@ -412,10 +421,19 @@ def _fits_wcs(model: Any) -> Any:
     return WCS(h)
 
 
-#: The stpipe steps, in registry order.
-STPIPE_STEPS: tuple[type[JwstgalStep], ...] = (LyotAdjustStep, DestripeStep, BgSubStep, WcsAdjustStep,
-                                               LevelMatchStep, StackDestripeStep, AstrometricCatalogStep,
-                                               AstrometricAlignStep)
+def _from_registry() -> tuple[type[JwstgalStep], ...]:
+    """The stpipe class of every registry step that declares one, in registry order."""
+    from jwstgal.steps import STEPS
+
+    missing = [stpipe_class_name(s.name) for s in STEPS if s.stpipe and s.name not in _CLASSES]
+    if missing:
+        msg = f"registry steps declare stpipe classes that {__name__} does not define: {', '.join(missing)}"
+        raise ImportError(msg)
+    return tuple(_CLASSES[s.name] for s in STEPS if s.stpipe)
+
+
+#: The stpipe steps, in registry order (the registry's ``stpipe = True`` entries).
+STPIPE_STEPS: tuple[type[JwstgalStep], ...] = _from_registry()
 
 
 def get_steps() -> list[tuple[str, str, bool]]:
@@ -425,4 +443,4 @@ def get_steps() -> list[tuple[str, str, bool]]:
 
 __all__ = ["STPIPE_STEPS", "AstrometricAlignStep", "AstrometricCatalogStep", "BgSubStep", "DestripeStep",
            "JwstgalStep", "LevelMatchStep", "LyotAdjustStep", "StackDestripeStep", "WcsAdjustStep",
-           "get_steps", "settings_of", "settings_spec"]
+           "get_steps", "settings_of", "settings_spec", "stpipe_class_name"]

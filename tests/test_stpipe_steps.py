@@ -142,6 +142,31 @@ def test_entry_point_registers_every_step():
         assert getattr(jwstgal, cls.__name__) is cls
 
 
+def test_the_stpipe_steps_are_the_registry_entries_that_declare_one():
+    """No second list (issue #27): the registry's ``stpipe = True`` entries are the stpipe steps,
+    each class named after its step and given the step's alias, settings model and spec."""
+    from jwstgal.steps import STEPS
+    from jwstgal.stpipe_spec import settings_spec
+    from jwstgal.stpipe_steps import JwstgalStep, stpipe_class_name
+
+    declared = [s for s in STEPS if s.stpipe]
+    assert [c.class_alias for c in STPIPE_STEPS] == [s.name for s in declared]
+    assert len(declared) == 8 and stpipe_class_name("astrometric_align") == "AstrometricAlignStep"
+    for step, cls in zip(declared, STPIPE_STEPS, strict=True):
+        assert cls.__name__ == stpipe_class_name(step.name) and cls.settings_model is step.settings
+        assert cls.spec.startswith(settings_spec(step.settings, cls.excluded))
+        for field in set(step.settings.model_fields) - set(cls.excluded):
+            assert f"    {field} = " in cls.spec
+    with pytest.raises(TypeError, match="no registry step declares it"):
+        type("NotARegistryStep", (JwstgalStep,), {})
+    with pytest.raises(TypeError, match="no registry step declares it"):   # declares stpipe = False
+        type("RateDestripeStep", (JwstgalStep,), {})
+    import jwstgal
+
+    with pytest.raises(AttributeError):
+        jwstgal.NotARegistryStep  # noqa: B018
+
+
 @pytest.mark.pipeline
 def test_level_match_step_on_models_recovers_the_offsets(tmp_path):
     from test_level_match_step import NOISE, write_cal

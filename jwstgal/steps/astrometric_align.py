@@ -190,6 +190,7 @@ class AstrometricAlign(Step):
     summary = ("mosaic matched to the `[alignment]` catalogue or Gaia, WCS corrected, `crf` files "
                "tweaked back; weak bands borrow a solution, `[astrometric_align]`")
     settings = AstrometricAlignSettings
+    stpipe = True
 
     def plan(self, ctx: BandContext, upstream: str, inputs: list[Path]) -> StepPlan:
         """The alignment, then one tweakback task per crf file.

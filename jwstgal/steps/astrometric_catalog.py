@@ -102,6 +102,7 @@ class AstrometricCatalog(Step):
     summary = ("point sources of the stage-3 mosaic with their own finder settings, used by "
                "`astrometric_align` instead of the stage-3 catalogue, `[astrometric_catalog]`")
     settings = AstrometricCatalogSettings
+    stpipe = True
 
     def plan(self, ctx: BandContext, upstream: str, inputs: list[Path]) -> StepPlan:
         """One task for the band's stage-3 mosaic."""

@@ -287,6 +287,9 @@ class Step:
     repeatable : bool
         May run again as ``<name>_<n>`` (:meth:`repeat`): a step that turns exposures into
         exposures, whose code names its folder, record and figures by ``self.name``.
+    stpipe : bool
+        Also a ``jwst.stpipe`` step (``strun <name>``): :mod:`jwstgal.stpipe_steps` holds its class,
+        ``<Name>Step``, whose alias, settings model and parameter spec come from this entry.
     """
 
     name: str
@@ -294,6 +297,7 @@ class Step:
     settings: ClassVar[type[StepSettings] | None] = None
     default: ClassVar[bool] = False
     repeatable: ClassVar[bool] = False
+    stpipe: ClassVar[bool] = False
     instruments: ClassVar[tuple[str, ...]] = ("nircam", "miri")
 
     @property

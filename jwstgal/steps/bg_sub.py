@@ -71,6 +71,7 @@ class BgSub(Step):
     summary = ("optional: each exposure's sigma-clipped, source- and DQ-masked median subtracted, "
                "`[bg_sub]`")
     settings = BgSubSettings
+    stpipe = True
 
     def plan(self, ctx: BandContext, upstream: str, inputs: list[Path]) -> StepPlan:
         """One task per science exposure; finished ones are reused on a rerun with the same key."""

@@ -221,6 +221,7 @@ class Destripe(Step):
     summary = ("single-frame 1/f stripe subtraction of every exposure (NIRCam amplifiers, MIRI "
                "rows/columns, Lyot), `[destripe]`")
     settings = DestripeSettings
+    stpipe = True
     #: The files it writes, and what its figures say it did.
     pattern = "*_cal.fits"
     caption = "after single-frame destriping"

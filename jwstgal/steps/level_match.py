@@ -282,6 +282,7 @@ class LevelMatch(Step):
     summary = ("background levels of overlapping exposures matched (dither groups, then tiles), "
                "`[level_match]`")
     settings = LevelMatchSettings
+    stpipe = True
 
     def plan(self, ctx: BandContext, upstream: str, inputs: list[Path]) -> StepPlan:
         """One task for the band; the reference is the exposure closest in time to the backgrounds."""

@@ -168,6 +168,7 @@ class LyotAdjust(Step):
     summary = ("MIRI only: the Lyot coronagraph of full frames flagged, flagged where other "
                "exposures cover it (`mask_overlap`) or levelled to the imager, `[lyot_adjust]`")
     settings = LyotAdjustSettings
+    stpipe = True
     instruments: ClassVar[tuple[str, ...]] = ("miri",)
 
     def plan(self, ctx: BandContext, upstream: str, inputs: list[Path]) -> StepPlan:

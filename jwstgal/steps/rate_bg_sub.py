@@ -21,6 +21,7 @@ class RateBgSub(BgSub):
 
     name = NAME
     repeatable = False
+    stpipe = False              # the stpipe step of `destripe` / `bg_sub` serves rate files too
     summary = "`bg_sub` on every rate file before stage 2, `[rate_bg_sub]` (the keys of `[bg_sub]`)"
 
     def plan(self, ctx: BandContext, upstream: str, inputs: list[Path]) -> StepPlan:

@@ -23,6 +23,7 @@ class RateDestripe(Destripe):
 
     name = NAME
     repeatable = False
+    stpipe = False              # the stpipe step of `destripe` / `bg_sub` serves rate files too
     summary = ("`destripe` on every rate file before stage 2 (pjpipe's PHANGS order), "
                "`[rate_destripe]` (the keys of `[destripe]`)")
     pattern = "*_rate.fits"

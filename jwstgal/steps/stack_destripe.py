@@ -400,6 +400,7 @@ class StackDestripe(Step):
     summary = ("multi-exposure stripe subtraction against the overlapping level-matched exposures, "
                "`[stack_destripe]`")
     settings = StackDestripeSettings
+    stpipe = True
 
     def plan(self, ctx: BandContext, upstream: str, inputs: list[Path]) -> StepPlan:
         """The overlap graph, then one task per frame and pass (a pass waits for the previous one)."""

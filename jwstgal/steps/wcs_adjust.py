@@ -261,6 +261,7 @@ class WcsAdjust(Step):
     summary = ("per-visit sky shifts measured on star-rich bands (`wcs_adjust.toml`, hand-editable) "
                "and applied to every band, `[wcs_adjust]`")
     settings = WcsAdjustSettings
+    stpipe = True
 
     def plan(self, ctx: BandContext, upstream: str, inputs: list[Path]) -> StepPlan:
         """One task per exposure, after star finding on the reference bands (while no shifts file).
