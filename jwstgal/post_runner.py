@@ -10,6 +10,7 @@ jobs). A task that fails fails alone: the others go on, the log names it, and th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -77,8 +78,11 @@ def _run_step(step: PostStep, plans: list[tuple[PostContext, list[list[Task]]]],
 
 def run_post_steps(cfg: RunConfig, names: Sequence[str], bands: Sequence[str] | None = None,
                    targets: Sequence[str] | None = None, *, overwrite: bool = False,
-                   dry_run: bool = False, progress: bool = True) -> int:
+                   dry_run: bool = False, progress: bool = True, executor: Executor | None = None) -> int:
     """Run (or, with ``dry_run``, plan) post-mosaic steps in order; returns the exit code.
+
+    ``executor``: an open executor to run on (the band steps' one, in a whole-chain run: its
+    workers, with what they have imported, are reused); default, one opened for these steps.
 
     Raises
     ------
@@ -95,7 +99,8 @@ def run_post_steps(cfg: RunConfig, names: Sequence[str], bands: Sequence[str] | 
             sys.stdout.write(format_post_plan(step, [(c, step.plan(c)) for c in ctxs], cfg))
         return 0
     failures: list[str] = []
-    with open_executor(executor_spec(cfg)) as ex:
+    opened = contextlib.nullcontext(executor) if executor is not None else open_executor(executor_spec(cfg))
+    with opened as ex:
         for step in steps:
             ctxs = contexts(step, cfg, bands, targets, overwrite=overwrite)
             plans = [(c, step.plan(c)) for c in ctxs]

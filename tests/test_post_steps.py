@@ -79,8 +79,16 @@ def test_a_task_is_frozen_plain_data_that_pickles():
 
 
 @pytest.mark.pipeline
-def test_the_ladder_on_a_process_pool_is_the_serial_ladder_bit_for_bit(tmp_path):
-    """Rungs of every band of every target run together on two workers: same products as serially."""
+def test_the_ladder_on_a_process_pool_is_the_serial_ladder_bit_for_bit(tmp_path, monkeypatch):
+    """Rungs of every band of every target run together on two workers: same products as serially.
+
+    The pool is one the caller opened (a whole-chain run's, issue #29): the rungs run in its
+    workers, which were started before and are still the same processes after.
+    """
+    import os
+
+    import jwstgal.post_runner
+    from jwstgal.executor import ExecutorSpec, open_executor
     from jwstgal.kernel_products import make_kernel_set
     from jwstgal.post_runner import run_post_steps
 
@@ -91,7 +99,14 @@ def test_the_ladder_on_a_process_pool_is_the_serial_ladder_bit_for_bit(tmp_path)
         make_kernel_set([], run.science.kernels, run.psf_dir, run.psf_data_dir, progress=False,
                         pairs=run.science.kernel_pairs)
     assert run_post_steps(runs["serial"], ["convolve"], progress=False) == 0
-    assert run_post_steps(runs["pooled"], ["convolve"], progress=False) == 0
+    with open_executor(ExecutorSpec("processes", 2)) as ex:
+        ex.map(os.getpid, [()] * 4, progress=False)                  # the workers start
+        workers = set(ex._pool._processes)
+        with monkeypatch.context() as m:
+            m.setattr(jwstgal.post_runner, "open_executor", None)     # no second pool may be opened
+            assert run_post_steps(runs["pooled"], ["convolve"], progress=False, executor=ex) == 0
+        assert len(workers) == 2 and set(ex._pool._processes) == workers      # the same two processes
+        assert set(ex.map(os.getpid, [()] * 4, progress=False)) <= workers
     made = sorted(p.relative_to(serial) for p in serial.rglob("convolved/*.fits"))
     assert len(made) == 2 * 2 * 3                          # targets x bands x rungs
     for rel in made:

@@ -180,23 +180,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError(msg)
         if args.dry_run:
             return _dry_run(cfg, bands, targets, args.through)
-        from jwstgal.reprocess import band_locks
+        from jwstgal.executor import open_executor
+        from jwstgal.reprocess import band_locks, executor_spec
 
-        # the locks before anything is written: a refused run writes nothing
-        with band_locks(cfg, bands, targets):
-            code = _run_locked(cfg, bands, targets, args.no_progress)
-        if code or not args.through:
-            return code
-        from jwstgal.post_runner import run_post_steps
+        # the locks before anything is written: a refused run writes nothing; then one executor
+        # for the whole chain, so that the post-mosaic steps reuse the band steps' workers
+        with band_locks(cfg, bands, targets), open_executor(executor_spec(cfg)) as ex:
+            code = _run_locked(cfg, bands, targets, args.no_progress, ex)
+            if code or not args.through:
+                return code
+            from jwstgal.post_runner import run_post_steps
 
-        code = run_post_steps(cfg, post_steps_through(cfg, args.through), bands, targets,
-                              progress=not args.no_progress)
+            code = run_post_steps(cfg, post_steps_through(cfg, args.through), bands, targets,
+                                  progress=not args.no_progress, executor=ex)
         from jwstgal.report import write_report
 
         log.info("QA page updated: %s", write_report(cfg))
         return code
 
-    def _run_locked(cfg: Any, bands: list[str] | None, targets: list[str] | None, no_progress: bool) -> int:
+    def _run_locked(cfg: Any, bands: list[str] | None, targets: list[str] | None, no_progress: bool,
+                    executor: Any) -> int:
         from jwstgal.reprocess import run_all
 
         cfg.crds_dir.mkdir(parents=True, exist_ok=True)
@@ -210,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             {"config_file": str(cfg.config_path), "local_file": str(cfg.local_path),
              "config_hash": cfg.config_hash, "versions": software_versions(),
              "science": cfg.science.model_dump(mode="json")}, indent=1))
-        results = run_all(cfg, bands, targets, progress=not no_progress, lock=False)
+        results = run_all(cfg, bands, targets, progress=not no_progress, executor=executor, lock=False)
         from jwstgal.report import write_report
 
         report = write_report(cfg, results)
