@@ -164,7 +164,7 @@ def run_ours(case: str, instr: str, folder: Path, root: Path, work: Path) -> dic
                 ex.map(destripe_file, [(f, out / f.name, DestripeParams(**params)) for f in files],
                        progress=False)
     elif case == "wcs_adjust":
-        from jwstgal.steps.wcs_adjust import detect_task, run_task, stars_cache
+        from jwstgal.steps.wcs_adjust import detect_task, run_task, solve_task, stars_cache
 
         s = _settings("wcs_adjust")
         fwhm = {band.name: band.fwhm_pix}
@@ -176,8 +176,9 @@ def run_ours(case: str, instr: str, folder: Path, root: Path, work: Path) -> dic
         with open_executor(ExecutorSpec("processes", 2)) as ex:
             ex.map(detect_task, [(str(c), band.fwhm_pix, str(stars_cache(target, c))) for c in cal],
                    progress=False)
-            ex.map(run_task, [(str(c), str(out / c.name), str(toml), [str(x) for x in cal], fwhm,
-                               s["passes"], "", s["fitgeom"]) for c in cal], progress=False)
+            ex.map(solve_task, [(str(toml), [str(x) for x in cal], fwhm, s["passes"], s["fitgeom"])],
+                   progress=False)                  # the driver's stages: detect, solve once, apply
+            ex.map(run_task, [(str(c), str(out / c.name), str(toml), "") for c in cal], progress=False)
         import tomllib
 
         shifts = tomllib.loads(toml.read_text())["wcs_adjust"]

@@ -189,10 +189,21 @@ def block_average(data: Any, factor: int, err: Any = None,
 
 
 def block_wcs(wcs, factor: int):
-    """The celestial WCS of an image block-averaged by ``factor`` (pixel edges kept aligned)."""
+    """The celestial WCS of an image block-averaged by ``factor`` (pixel edges kept aligned).
+
+    A CD matrix is first written as PC and CDELT: astropy's step slicing scales CDELT only, and a
+    CD matrix would keep the fine pixels' scale (13" off at 700 blocks of 3 pixels; tested).
+    """
     if factor == 1:
         return wcs
-    return wcs.celestial.slice((slice(None, None, factor), slice(None, None, factor)))
+    wcs = wcs.celestial.deepcopy()
+    if wcs.wcs.has_cd():
+        cd = wcs.wcs.cd.copy()
+        del wcs.wcs.cd
+        wcs.wcs.pc = cd
+        wcs.wcs.cdelt = [1.0, 1.0]
+        wcs.wcs.set()
+    return wcs.slice((slice(None, None, factor), slice(None, None, factor)))
 
 
 def gaussian_kernel(fwhm: float, pixscale: float) -> np.ndarray:

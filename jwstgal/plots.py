@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402 - after the backend is chosen
 import numpy as np  # noqa: E402
 from astropy.io import fits  # noqa: E402
 
+from jwstgal.ladder import block_wcs  # noqa: E402
 from jwstgal.level_match import block_reduce  # noqa: E402
 from jwstgal.provenance import atomic_path  # noqa: E402
 
@@ -63,16 +64,19 @@ def quicklook_png(fits_path: Path, png_path: Path, *, ext: str = "SCI", title: s
     """
     from astropy.visualization import AsinhStretch, ImageNormalize
 
-    data = fits.getdata(fits_path, ext).astype(float)
+    data = np.array(fits.getdata(fits_path, ext), dtype=np.float32)
     header = fits.getheader(fits_path, ext)
+    data[data == 0] = np.nan                              # resample's "no input"
+    data, factor = shown_pixels(data)
     vmin, vmax = stretch_limits(data)
     norm = ImageNormalize(vmin=vmin, vmax=vmax, stretch=AsinhStretch(0.1))
     fig = plt.figure(figsize=(6.4, 6 * data.shape[0] / max(data.shape[1], 1) + 0.8))
     wcs = _celestial_wcs(header)
+    if wcs is not None:                                   # the WCS of the block means' pixels
+        wcs = block_wcs(wcs, factor)
     ax = fig.add_subplot(projection=wcs) if wcs is not None else fig.add_subplot()
     cmap = plt.get_cmap("inferno").copy()
     cmap.set_bad("0.25")                                  # no data: dark grey, where labels show
-    data[data == 0] = np.nan                              # resample's "no input"
     im = ax.imshow(data, origin="lower", cmap=cmap, norm=norm, interpolation="nearest")
     fig.colorbar(im, ax=ax, label=f"{ext} [{header.get('BUNIT') or 'no unit'}]", shrink=0.8)
     ax.set_title(title or fits_path.name, fontsize=9)
@@ -82,6 +86,21 @@ def quicklook_png(fits_path: Path, png_path: Path, *, ext: str = "SCI", title: s
         ax.set_xlabel("x [pix]")
         ax.set_ylabel("y [pix]")
     return _save(fig, png_path, 110)
+
+
+#: Longest side of the image a quicklook draws (its PNG is about 700 pixels wide).
+QUICKLOOK_SIDE = 1600
+
+
+def shown_pixels(data: np.ndarray, side: int = QUICKLOOK_SIDE) -> tuple[np.ndarray, int]:
+    """An image brought to at most ``side`` pixels a side by NaN-aware block means, and the factor.
+
+    A mosaic of 10^8 pixels drawn as it is costs matplotlib several GB and tens of seconds for a
+    PNG of 10^5 pixels; its block means show the same picture (issue #29). Images already small
+    enough are returned as they are (factor 1).
+    """
+    factor = max(1, int(np.ceil(max(data.shape) / side)))
+    return (data, 1) if factor == 1 else (block_reduce(data, side).astype(np.float32), factor)
 
 
 def _celestial_wcs(header: Any) -> Any:
