@@ -363,7 +363,11 @@ def anchor_fit_png(x: np.ndarray, y: np.ndarray, fit: Any, png: Path, title: str
 
 
 def comparison_png(old: np.ndarray, new: np.ndarray, png: Path, title: str) -> Path:
-    """Old image, new - old, and new / old over the bright pixels, side by side."""
+    """Old image, new - old, and new / old over the bright pixels, side by side.
+
+    Whole mosaics are drawn as their block means (:func:`shown_pixels`).
+    """
+    old, new = shown_pixels(old)[0], shown_pixels(new)[0]
     fig, axes = plt.subplots(1, 3, figsize=(12, 4))
     vmin, vmax = stretch_limits(old)
     axes[0].imshow(old, origin="lower", cmap="gray", vmin=vmin, vmax=vmax)
