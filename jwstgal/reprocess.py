@@ -308,8 +308,6 @@ def _memory(stage: Stage) -> list[float]:
 
 def _finish(step: Step, ctx: BandContext, plan: StepPlan) -> None:
     """Record a step whose tasks all succeeded, then write its diagnostics (which never fail it)."""
-    if plan.rekey is not None:
-        plan.key = plan.rekey()
     StepRecord(ctx.band_dir, plan.step).finish(plan.key, plan.params, plan.outputs)
     try:
         step.diagnostics(ctx, plan)

@@ -505,6 +505,28 @@ def test_a_shifts_file_naming_no_visit_of_the_target_is_refused(tmp_path):
         check_known_visits(f, {"jw09999001001": {"shift": [0.1, 0.0]}}, exposures)
 
 
+def test_the_shifts_file_the_step_solved_keys_as_its_solve_and_an_edit_as_its_content(tmp_path):
+    """No rekey (issue #27): a run that has yet to solve keys on the solve's inputs; the file it
+    writes, unedited, keys the same, so the next run computes the key this one recorded; an edit,
+    another solve's file or a file of an older version key on their content."""
+    from jwstgal.steps.base import content_hash
+    from jwstgal.steps.wcs_adjust import read_wcs_adjust, shifts_key, write_shifts
+
+    f = tmp_path / "ngc0000" / "wcs_adjust.toml"
+    inputs, other = "0123456789abcdef", "fedcba9876543210"
+    before = shifts_key(f, inputs)
+    doc = {"wcs_adjust": {"jw02107001001": {"shift": [0.012, -0.02], "group": "F200W 1",
+                                            "residual_mas": 1.5}}}
+    write_shifts(f, doc, inputs)
+    assert shifts_key(f, inputs) == before == f"solved {inputs}"
+    assert read_wcs_adjust(f)["jw02107001001"]["shift"] == [0.012, -0.02]       # still plain TOML
+    assert shifts_key(f, other) == content_hash(f)                 # solved from other inputs
+    f.write_text(f.read_text().replace("0.012", "0.015"))           # a hand edit
+    assert shifts_key(f, inputs) == content_hash(f) != before
+    write_shifts(f, doc)                                            # an older version's file
+    assert shifts_key(f, inputs) == content_hash(f)
+
+
 def _galaxy_sky(ra, dec, seed=4):
     """A galaxy-like scene at sky positions (deg): disc, two arms, 80 compact clumps."""
     rng = np.random.default_rng(seed)

@@ -93,8 +93,6 @@ class StepPlan:
         finished everywhere (per-file measurements before a band-wide solution, the passes of an
         iteration, a band that borrows another's solution one stage later). By default one
         stage, the main tasks.
-    rekey : callable or None
-        Recomputes the key once the tasks ran (for a step whose inputs include a file it writes).
     """
 
     step: str
@@ -105,7 +103,6 @@ class StepPlan:
     tasks: list[tuple[Any, ...]] = field(default_factory=list)
     memory: list[float] = field(default_factory=list)
     stages: list[Stage] = field(default_factory=list)
-    rekey: Callable[[], str] | None = None
 
     def __post_init__(self) -> None:
         if self.fn is not None and not self.stages:

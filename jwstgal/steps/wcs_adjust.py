@@ -11,6 +11,7 @@ per file). The step is solved once per target, so its overrides name targets onl
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import tomllib
@@ -112,16 +113,17 @@ def measure_visit_shifts(cal_files: list[Path], fwhm_pix: float, passes: list[Al
 
 
 def solve_wcs_adjust(toml_path: Path, ref_cal_files: list[Path], fwhm_pix: float | dict[str, float],
-                     passes: list[dict[str, Any]], fitgeom: str = "shift") -> dict[str, Any]:
+                     passes: list[dict[str, Any]], fitgeom: str = "shift", solved_from: str = ""
+                     ) -> dict[str, Any]:
     """The per-visit shifts of a target: read, or measured and written when there is no file yet.
 
     ``ref_cal_files`` live in ``<target>/<BAND>/<step>/``; each band's visits are measured on its
     own exposures, with ``fwhm_pix`` given per band (dict) or for all, and the passes' pixel
     lengths (``"5pix"``) in that band's pixels. The step runs this once per target, in a stage of
     its own between the star finding and the corrections (no lock: no other task writes the file).
+    ``solved_from`` (the hash of the solve's inputs) is written on the file's first line, with a
+    hash of the rest, so that the step knows its own file from an edited one (:func:`shifts_key`).
     """
-    import tomli_w
-
     if toml_path.is_file():
         return read_wcs_adjust(toml_path)
     if not ref_cal_files:
@@ -140,12 +142,47 @@ def solve_wcs_adjust(toml_path: Path, ref_cal_files: list[Path], fwhm_pix: float
     keep = ("shift", "rotation_deg", "center_deg", "group", "n_pairs")
     doc = {"wcs_adjust": {v: {**{k: s[k] for k in keep if k in s},
                               "residual_mas": round(s["residual_mas"], 2)} for v, s in shifts.items()}}
-    toml_path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(toml_path, "# per-visit sky shifts [arcsec east, north] (jwstgal wcs_adjust);\n"
-                      "# group: visits linked by overlaps (one fixed per group), residual_mas: rms "
-                      "misfit of its pairs\n" + tomli_w.dumps(doc))
+    write_shifts(toml_path, doc, solved_from)
     log.info("wcs_adjust: visit shifts written to %s", toml_path)
     return doc["wcs_adjust"]
+
+
+def write_shifts(toml_path: Path, doc: dict[str, Any], solved_from: str = "") -> None:
+    """Write a target's shifts file (atomically), marked as solved from ``solved_from`` if given."""
+    import tomli_w
+
+    toml_path.parent.mkdir(parents=True, exist_ok=True)
+    body = ("# per-visit sky shifts [arcsec east, north] (jwstgal wcs_adjust);\n"
+            "# group: visits linked by overlaps (one fixed per group), residual_mas: rms "
+            "misfit of its pairs\n" + tomli_w.dumps(doc))
+    if solved_from:
+        body = f"# jwstgal solve {solved_from} body {_body_hash(body)}\n" + body
+    write_text_atomic(toml_path, body)
+
+
+#: The first line of a shifts file the step solved: the hash of the solve's inputs and of the rest.
+_SOLVED = re.compile(r"# jwstgal solve (?P<inputs>[0-9a-f]{16}) body (?P<body>[0-9a-f]{16})")
+
+
+def _body_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def shifts_key(toml_path: Path, solve_inputs: str) -> str | None:
+    """What a band's ``wcs_adjust`` key holds of the target's shifts file.
+
+    The file as this step solved it, unedited, stands for the solve's inputs (``solve_inputs``,
+    also what a run that has yet to solve it keys on), so the key a run records is the key the
+    next run computes; a hand-made or edited file (or one of an older version) is keyed on its
+    content, so an edit reruns the step and what follows.
+    """
+    if not toml_path.is_file():
+        return f"solved {solve_inputs}"
+    first, _, rest = toml_path.read_text().partition("\n")
+    m = _SOLVED.fullmatch(first)
+    if m and m["body"] == _body_hash(rest) and m["inputs"] == solve_inputs:
+        return f"solved {solve_inputs}"
+    return content_hash(toml_path)
 
 
 #: A visit id (``jwPPPPPOOOVVV``), as this suite's shifts file keys its entries.
@@ -237,9 +274,9 @@ def detect_task(cal: str, fwhm_pix: float, cache: str) -> list[str]:
 
 
 def solve_task(toml_path: str, ref_cal: list[str], fwhm_pix: dict[str, float], passes: list[dict],
-               fitgeom: str = "shift") -> list[str]:
+               fitgeom: str = "shift", solved_from: str = "") -> list[str]:
     """Solve a target's visit shifts from the cached stars into its shifts file (worker, once)."""
-    solve_wcs_adjust(Path(toml_path), [Path(c) for c in ref_cal], fwhm_pix, passes, fitgeom)
+    solve_wcs_adjust(Path(toml_path), [Path(c) for c in ref_cal], fwhm_pix, passes, fitgeom, solved_from)
     return [toml_path]
 
 
@@ -278,21 +315,20 @@ class WcsAdjust(Step):
         toml_path = target_dir / "wcs_adjust.toml"
         fwhm = {b: get_band(b).fwhm_pix for b in ref_bands}
         names = [p.name for p in inputs]
-
-        def key_now() -> str:
-            return hash_params([NAME, self.key_params(params), upstream, names, content_hash(toml_path)])
-
-        key = key_now()
-        if toml_path.is_file():              # hand-made or edited: it must be about this target
+        # the solve's inputs, the same in every band of the target (its overrides name targets only)
+        solve_inputs = hash_params([NAME, "solve", self.key_params(params), [c.name for c in ref_cal]])
+        shifts = shifts_key(toml_path, solve_inputs)
+        key = hash_params([NAME, self.key_params(params), upstream, names, shifts])
+        solved = toml_path.is_file()
+        if solved:                           # hand-made or edited: it must be about this target
             exposures = [p for b in ctx.run.science.bands for p in (target_dir / b / cal).glob("*_cal.fits")]
             check_known_visits(toml_path, read_wcs_adjust(toml_path), exposures)
-        if (done := ctx.complete(NAME, key, params)) is not None:
+        if solved and (done := ctx.complete(NAME, key, params)) is not None:
             return done
         out_dir, reuse = ctx.prepare(NAME, key, params)
         todo = [p for p in inputs if not (reuse and (out_dir / p.name).is_file())]
         plan = StepPlan(NAME, key, params, [out_dir / n for n in names], run_task,
                         [(str(p), str(out_dir / p.name), str(toml_path), ctx.run.config_hash) for p in todo])
-        plan.rekey = key_now  # the first run writes the shifts file: key on what it wrote
         band = ctx.band_dir.name
         # stars of each reference exposure, then the target's solve, then the corrections
         detect, solve = Stage(detect_task), Stage(solve_task)
@@ -302,6 +338,6 @@ class WcsAdjust(Step):
                 detect.tasks = [(str(c), fwhm[band], str(stars_cache(target_dir, c))) for c in own]
             # the same task in every band of the target: the driver runs it once
             solve.tasks = [(str(toml_path), [str(c) for c in ref_cal], fwhm, params["passes"],
-                            params["fitgeom"])]
+                            params["fitgeom"], solve_inputs)]
         plan.stages = [detect, solve, plan.main]
         return plan
