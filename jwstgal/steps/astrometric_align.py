@@ -220,9 +220,9 @@ class AstrometricAlign(Step):
             catalog = layout.astro_catalog(ctx.band_dir, ctx.target, ctx.band)
             parts.append(catalog.name)
         key = hash_params(parts)
-        if (done := ctx.complete(NAME, key, params)) is not None:
-            return done
-        out_dir, _ = ctx.prepare(NAME, key, params)
+        if (begun := ctx.begin(NAME, key, params)).done:
+            return begun.done
+        out_dir = begun.out_dir
         outputs = [layout.aligned_mosaic(ctx.band_dir, ctx.target, ctx.band), out_dir / "solution.json"]
         outputs += [out_dir / c.name.replace("_crf.fits", "_crf_tweakback.fits") for c in crfs]
         if not borrow:

@@ -109,9 +109,8 @@ class AstrometricCatalog(Step):
         i2d = ctx.stage3_mosaic("the astrometric catalogue")
         params = self.resolved(ctx)
         key = hash_params([NAME, self.key_params(params), upstream, file_id(i2d)])
-        if (done := ctx.complete(NAME, key, params)) is not None:
-            return done
-        ctx.prepare(NAME, key, params)
+        if (begun := ctx.begin(NAME, key, params)).done:
+            return begun.done
         out = layout.astro_catalog(ctx.band_dir, ctx.target, ctx.band)
         return StepPlan(NAME, key, params, [out], run_task,
                         [(str(i2d), str(out), params, ctx.band.fwhm_arcsec, ctx.run.config_hash)])

@@ -242,33 +242,51 @@ class BandContext:
             raise InputNotFoundError(msg)
         return i2d
 
-    def complete(self, step: str, key: str, params: dict[str, Any]) -> StepPlan | None:
-        """The plan of a step already complete under ``key`` (nothing to run), else None."""
-        rec = StepRecord(self.band_dir, step)
-        if step not in self.overwrite and rec.is_complete(key):
-            log.info("%s: %s complete, skipping", self.label, step)
-            return StepPlan(step, key, params, [self.band_dir / o for o in rec.read()["outputs"]])
-        return None
+    def begin(self, step: str, key: str, params: dict[str, Any], *, clear: bool = True,
+              may_skip: bool = True) -> Begun:
+        """Open a step under ``key``: done already, or its folder ready (the one way to start a step).
 
-    def prepare(self, step: str, key: str, params: dict[str, Any], *, clear: bool = True
-                ) -> tuple[Path, bool]:
-        """Open a step: clear stale temporaries; keep same-key partial outputs (resume).
-
-        Outputs of another key are removed unless ``clear`` is False (a step whose task replaces
-        its folder's content only on success, like stage 3). Returns the step's folder and whether
-        outputs already in it may be reused.
+        A step complete under ``key`` (and not to be overwritten) is done: :attr:`Begun.done` is
+        its plan, with nothing to run. Otherwise stale temporaries are cleared, and same-key partial
+        outputs kept (resume); outputs of another key are removed unless ``clear`` is False (a step
+        whose task replaces its folder's content only on success, like stage 3). ``may_skip``
+        False opens the step even when complete (its inputs are still to be made, as a shifts
+        file yet to be solved). A dry run writes nothing and says what a run would find.
         """
+        rec = StepRecord(self.band_dir, step)
+        if may_skip and step not in self.overwrite and rec.is_complete(key):
+            log.info("%s: %s complete, skipping", self.label, step)
+            return Begun(StepPlan(step, key, params, [self.band_dir / o for o in rec.read()["outputs"]]),
+                         self.band_dir / layout.step_folder(step), True)
         out_dir = self.band_dir / layout.step_folder(step)
         if self.dry_run:                  # what a run would find, without writing anything
-            return out_dir, StepRecord(self.band_dir, step).read().get("key") == key \
-                and step not in self.overwrite
-        reusable = StepRecord(self.band_dir, step).start(key, params) and step not in self.overwrite
+            return Begun(None, out_dir, rec.read().get("key") == key and step not in self.overwrite)
+        reusable = rec.start(key, params) and step not in self.overwrite
         if clear and not reusable and out_dir.exists():
             shutil.rmtree(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         for tmp in out_dir.glob(".tmp-*"):  # left by a killed run
             shutil.rmtree(tmp, ignore_errors=True)
-        return out_dir, reusable
+        return Begun(None, out_dir, reusable)
+
+
+@dataclass(frozen=True)
+class Begun:
+    """What :meth:`BandContext.begin` found: the plan of a step already done, or where to work.
+
+    Attributes
+    ----------
+    done : StepPlan or None
+        The finished step's plan (return it from ``plan``), or None when there is work to plan.
+    out_dir : pathlib.Path
+        The step's folder.
+    reuse : bool
+        Whether outputs already in it were made under the same key (a resumed run keeps them).
+    """
+
+    done: StepPlan | None
+    out_dir: Path
+    reuse: bool
 
 
 class Step:
@@ -341,9 +359,9 @@ class Step:
         inputs = ctx.science_cal(inputs, what)
         params = self.resolved(ctx)
         key = hash_params([self.name, self.key_params(params), upstream, [p.name for p in inputs]])
-        if (done := ctx.complete(self.name, key, params)) is not None:
-            return done
-        out_dir, reuse = ctx.prepare(self.name, key, params)
+        if (begun := ctx.begin(self.name, key, params)).done:
+            return begun.done
+        out_dir, reuse = begun.out_dir, begun.reuse
         outputs = [out_dir / p.name for p in inputs]
         todo = [(p, o) for p, o in zip(inputs, outputs, strict=True) if not (reuse and o.is_file())]
         log.info("%s: %s on %d exposures (%d reused)", ctx.label, what, len(todo), len(inputs) - len(todo))

@@ -63,9 +63,9 @@ class BgrMosaics(Step):
             steps[step] = {**steps.get(step, {}), "skip": True}
         params = {"lv2_parameters": lv2, "lv3_parameters": lv3}
         key = hash_params([NAME, params, upstream, [p.name for p in rates]])
-        if (done := ctx.complete(NAME, key, params)) is not None:
-            return done
-        out_dir, _ = ctx.prepare(NAME, key, params)
+        if (begun := ctx.begin(NAME, key, params)).done:
+            return begun.done
+        out_dir = begun.out_dir
         product = f"{layout.product_name(ctx.target, ctx.band)}_bgr"
         return StepPlan(NAME, key, params, [out_dir / f"{product}_i2d.fits"], run_task,
                         [([str(p) for p in rates], product, str(out_dir), json.loads(json.dumps(lv2)),

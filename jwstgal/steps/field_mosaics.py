@@ -112,9 +112,9 @@ class FieldMosaics(Step):
         key = hash_params([NAME, self.key_params(params), upstream, resample, sorted(groups),
                            [f.name for f in files], file_id(grid) if grid else None,
                            content_hash(solution) if aligned else None])
-        if (done := ctx.complete(NAME, key, params)) is not None:
-            return done
-        out_dir, _ = ctx.prepare(NAME, key, params)
+        if (begun := ctx.begin(NAME, key, params)).done:
+            return begun.done
+        out_dir = begun.out_dir
         product = layout.product_name(ctx.target, ctx.band)
         outputs = [out_dir / f"{field_product(product, g)}_i2d.fits" for g in sorted(groups)]
         return StepPlan(NAME, key, params, outputs, run_task,

@@ -292,9 +292,9 @@ class LevelMatch(Step):
         backgrounds = ([p for p in sorted(rate_dir.glob("*_rate.fits")) if ctx.is_background(p)]
                        if ctx.uses_backgrounds() else [])
         key = hash_params([self.name, self.key_params(params), upstream, [p.name for p in inputs]])
-        if (done := ctx.complete(self.name, key, params)) is not None:
-            return done
-        out_dir, _ = ctx.prepare(self.name, key, params)
+        if (begun := ctx.begin(self.name, key, params)).done:
+            return begun.done
+        out_dir = begun.out_dir
         outputs = [out_dir / p.name for p in inputs]
         log.info("%s: level matching %d exposures", ctx.label, len(inputs))
         return StepPlan(self.name, key, params, outputs, run_task,

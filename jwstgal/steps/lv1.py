@@ -87,9 +87,9 @@ class Lv1(Step):
             raise InputNotFoundError(msg)
         params = ctx.stage_params("lv1_parameters")
         key = hash_params([NAME, params, [file_id(p) for p in raw]])
-        if (done := ctx.complete(NAME, key, params)) is not None:
-            return done
-        out_dir, reuse = ctx.prepare(NAME, key, params)
+        if (begun := ctx.begin(NAME, key, params)).done:
+            return begun.done
+        out_dir, reuse = begun.out_dir, begun.reuse
         outputs = [out_dir / p.name.replace("_uncal", "_rate") for p in raw]
         todo = [p for p, o in zip(raw, outputs, strict=True) if not (reuse and o.is_file())]
         log.info("%s: stage 1 on %d exposures (%d reused)", ctx.label, len(todo), len(raw) - len(todo))

@@ -63,9 +63,9 @@ class Lv2(Step):
         if changed:
             key_parts.append({"background_classification_changed": changed})
         key = hash_params(key_parts)
-        if (done := ctx.complete(NAME, key, params)) is not None:
-            return done
-        out_dir, reuse = ctx.prepare(NAME, key, params)
+        if (begun := ctx.begin(NAME, key, params)).done:
+            return begun.done
+        out_dir, reuse = begun.out_dir, begun.reuse
         outputs = [out_dir / p.name.replace("_rate", "_cal") for p in science]
         todo = [p for p, o in zip(science, outputs, strict=True) if not (reuse and o.is_file())]
         log.info("%s: stage 2 on %d exposures with %d background exposures", ctx.label, len(todo),

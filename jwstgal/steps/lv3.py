@@ -105,9 +105,10 @@ class Lv3(Step):
         groups = {"tweakreg": grouping["tweakreg_groups"], "skymatch": grouping["skymatch_groups"]}
         key = hash_params([NAME, params, upstream, [p.name for p in inputs],
                            file_id(refcat) if refcat else None, *self.key_params(grouping).values()])
-        if (done := ctx.complete(NAME, key, params)) is not None:
-            return done
-        out_dir, _ = ctx.prepare(NAME, key, params, clear=False)  # replaced only when stage 3 succeeds
+        # clear=False: the folder's content is replaced only when stage 3 succeeds
+        if (begun := ctx.begin(NAME, key, params, clear=False)).done:
+            return begun.done
+        out_dir = begun.out_dir
         product = layout.product_name(ctx.target, ctx.band)
         log.info("%s: stage 3 on %d exposures -> %s", ctx.label, len(inputs), product)
         # jwst's own memory options when the members would not fit (same products: not in the key)

@@ -178,9 +178,9 @@ class LyotAdjust(Step):
         inputs = ctx.science_cal(inputs, "Lyot handling")
         params = self.resolved(ctx)
         key = hash_params([NAME, self.key_params(params), upstream, [p.name for p in inputs]])
-        if (done := ctx.complete(NAME, key, params)) is not None:
-            return done
-        out_dir, _ = ctx.prepare(NAME, key, params)
+        if (begun := ctx.begin(NAME, key, params)).done:
+            return begun.done
+        out_dir = begun.out_dir
         return StepPlan(NAME, key, params, [out_dir / p.name for p in inputs], run_task,
                         [([str(p) for p in inputs], str(out_dir), params, ctx.run.config_hash)])
 

@@ -407,9 +407,9 @@ class StackDestripe(Step):
         inputs = ctx.science_cal(inputs, "stack-based destriping")
         params = self.resolved(ctx)
         key = hash_params([self.name, self.key_params(params), upstream, [p.name for p in inputs]])
-        if (done := ctx.complete(self.name, key, params)) is not None:
-            return done
-        out_dir, _ = ctx.prepare(self.name, key, params)
+        if (begun := ctx.begin(self.name, key, params)).done:
+            return begun.done
+        out_dir = begun.out_dir
         outputs = [out_dir / p.name for p in inputs]
         log.info("%s: stack-based destriping of %d exposures", ctx.label, len(inputs))
         files, state = [str(p) for p in inputs], str(out_dir / STATE)

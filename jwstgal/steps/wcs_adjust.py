@@ -323,9 +323,9 @@ class WcsAdjust(Step):
         if solved:                           # hand-made or edited: it must be about this target
             exposures = [p for b in ctx.run.science.bands for p in (target_dir / b / cal).glob("*_cal.fits")]
             check_known_visits(toml_path, read_wcs_adjust(toml_path), exposures)
-        if solved and (done := ctx.complete(NAME, key, params)) is not None:
-            return done
-        out_dir, reuse = ctx.prepare(NAME, key, params)
+        if (begun := ctx.begin(NAME, key, params, may_skip=solved)).done:
+            return begun.done
+        out_dir, reuse = begun.out_dir, begun.reuse
         todo = [p for p in inputs if not (reuse and (out_dir / p.name).is_file())]
         plan = StepPlan(NAME, key, params, [out_dir / n for n in names], run_task,
                         [(str(p), str(out_dir / p.name), str(toml_path), ctx.run.config_hash) for p in todo])
