@@ -91,6 +91,7 @@ class AnchorRow:
     npix: int = 0
     status: str = ""
     note: str = ""
+    sky: float = np.nan
 
 
 def _external_maps(cfg: AnchorRun, target: str, inst: str, band: str | None = None
@@ -168,7 +169,7 @@ def write_anchored(final: Path, out: Path, row: AnchorRow, config_hash: str = ""
     primary["ANCHREF"] = (row.reference, "anchored against this map or band")
     primary["ANCHSLP"] = (row.slope, "fitted slope against ANCHREF")
     stamp_header(primary, step="anchor", params={k: v for k, v in asdict(row).items()
-                                                 if k not in ("target", "status", "note")},
+                                                 if k not in ("target", "status", "note", "sky")},
                  config_hash=config_hash)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
@@ -176,8 +177,15 @@ def write_anchored(final: Path, out: Path, row: AnchorRow, config_hash: str = ""
     return out
 
 
-def _fill(row: AnchorRow, est: OffsetEstimate, reference: str, psf: str) -> None:
+#: The percentile of a band's fitted pixels (after anchoring) that stands for its faint sky.
+SKY_PERCENTILE = 10.0
+
+
+def _fill(row: AnchorRow, est: OffsetEstimate, reference: str, psf: str, band: np.ndarray) -> None:
+    """A row from a fit; ``band`` holds the band's pixels that were fitted (for its faint sky)."""
     fit = est.fit
+    finite = np.asarray(band)[np.isfinite(band)]
+    row.sky = float(np.percentile(finite, SKY_PERCENTILE) + est.offset) if finite.size else np.nan
     row.reference, row.psf, row.method = reference, psf, est.method
     row.slope, row.slope_err, row.curvature = fit.slope, fit.slope_err, fit.curvature
     row.intercept, row.intercept_err = fit.intercept, fit.intercept_err
@@ -228,7 +236,7 @@ def _anchor_directly(cfg: AnchorRun, target: str, inst: str, band: str, final: P
 def _record_external(cfg: AnchorRun, target: str, band: str, row: AnchorRow,
                      used: tuple[Path, Any, np.ndarray, np.ndarray, OffsetEstimate]) -> None:
     path, ext, ext_data, jw_on_ext, est = used
-    _fill(row, est, ext.band, ext.psf)
+    _fill(row, est, ext.band, ext.psf, jw_on_ext)
     _plot(cfg, target, band, ext.band, ext.psf, ext_data, jw_on_ext, est,
           f"{ext.band} ({path.name}) [MJy/sr]")
 
@@ -325,7 +333,7 @@ def anchor_instrument(cfg: AnchorRun, target: str, inst: str) -> list[AnchorRow]
                     rows[b].status = f"not anchored: fit against {ref} failed ({err})"
                     log.warning("%s %s: %s", target, b, rows[b].status)
                     continue
-                _fill(rows[b], est, ref, psf)
+                _fill(rows[b], est, ref, psf, y)
                 _plot(cfg, target, b, ref, psf, x, y, est, f"{ref} at {psf} [MJy/sr]", -est_ref.offset)
     for b, row in rows.items():
         if row.status == "anchored":
@@ -417,7 +425,9 @@ def write_anchor_table(cfg: AnchorRun, target: str, rows: list[AnchorRow], keys:
     table = Table(rows=[asdict(r) for r in rows]) if rows else Table()
     table.meta["keys"] = keys
     table.meta["comments"] = ["offset [MJy/sr] is added to the mosaic; slope/intercept of "
-                              "band = slope x reference + intercept at resolution psf"]
+                              "band = slope x reference + intercept at resolution psf; sky [MJy/sr]: "
+                              f"the band's faint sky after anchoring ({SKY_PERCENTILE:g}th percentile "
+                              "of its fitted pixels)"]
     table_path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(table_path) as tmp:
         table.write(tmp, format="ascii.ecsv")

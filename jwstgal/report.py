@@ -168,6 +168,8 @@ def band_facts(cfg: RunConfig, target: str, band: Band, bdir: Path, res: Any) ->
             for r in Table.read(table, format="ascii.ecsv"):
                 if r["band"] == band.name:
                     facts.anchor_status, facts.anchor_error = str(r["status"]), float(r["offset_err"])
+                    if "sky" in r.colnames:           # tables from before it lack the faint sky
+                        facts.anchor_sky = float(r["sky"])
     rungs = layout.rung_failures(bdir)
     if rungs.is_file():
         with contextlib.suppress(ValueError):

@@ -34,6 +34,10 @@ class QaLimits(Strict):
                                        "solved on the band itself.")
     max_anchor_error: float = Field(0.05, gt=0, description="Largest 1-sigma error (MJy/sr) of a "
                                     "band's background offset.")
+    max_anchor_error_frac: float = Field(0.25, gt=0, description="Largest 1-sigma error of a band's "
+                                         "background offset as a fraction of its faint sky after "
+                                         "anchoring (10th percentile of the fitted pixels): the "
+                                         "same limit for faint and bright bands.")
     max_borrowed_offset_mas: float = Field(30.0, gt=0, description="Largest median offset (mas) of "
                                            "a band's own stars from the reference after a borrowed "
                                            "alignment.")
@@ -61,6 +65,7 @@ class BandFacts:
     alignment_borrowed: str = ""
     anchor_status: str = ""
     anchor_error: float = math.nan
+    anchor_sky: float = math.nan
     failed_rungs: list[str] = field(default_factory=list)
     borrowed_own_stars: int = 0                  # own stars matched after a borrowed alignment
     borrowed_offset_mas: float = math.nan        # their median offset from the reference
@@ -113,6 +118,11 @@ def band_verdict(facts: BandFacts, limits: QaLimits) -> tuple[str, list[str]]:
     elif math.isfinite(facts.anchor_error) and facts.anchor_error > limits.max_anchor_error:
         check.append(f"background offset error {facts.anchor_error:.3f} MJy/sr > "
                      f"{limits.max_anchor_error:g} MJy/sr")
+    elif (math.isfinite(facts.anchor_error) and math.isfinite(facts.anchor_sky)
+          and facts.anchor_error > limits.max_anchor_error_frac * abs(facts.anchor_sky)):
+        check.append(f"background offset error {facts.anchor_error:.3g} MJy/sr is "
+                     f"{100 * facts.anchor_error / max(abs(facts.anchor_sky), 1e-30):.0f} % of the band's "
+                     f"faint sky ({facts.anchor_sky:.3g} MJy/sr) > {100 * limits.max_anchor_error_frac:g} %")
     check += [f"rung not convolved: {r}" for r in facts.failed_rungs]
     for rung, w in sorted(facts.ladder_widths.items()):
         ratio, err = w.get("ratio"), w.get("ratio_err") or 0.0

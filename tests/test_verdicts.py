@@ -29,6 +29,11 @@ LIMITS = QaLimits()
     (BandFacts(anchor_status="not anchored: no usable external map (irac4: ...)"), "check",
      "not anchored: no usable external map"),
     (BandFacts(anchor_status="anchored", anchor_error=0.2), "check", "background offset error 0.200 MJy/sr"),
+    # a faint band: 0.04 MJy/sr is below the absolute limit but a third of its sky (0.12)
+    (BandFacts(anchor_status="anchored", anchor_error=0.04, anchor_sky=0.12), "check",
+     "background offset error 0.04 MJy/sr is 33 % of the band's faint sky (0.12 MJy/sr) > 25 %"),
+    (BandFacts(anchor_status="anchored", anchor_error=0.04, anchor_sky=-0.2), "ok", ""),
+    (BandFacts(anchor_status="anchored", anchor_error=0.004, anchor_sky=0.12), "ok", ""),
     (BandFacts(failed_rungs=["F2100W: kernel ... not found"]), "check", "rung not convolved: F2100W"),
     (BandFacts(error="stage 3 failed", kernel_wminus={"x (aniano)": 2.0}), "failed", "reduction failed"),
     (BandFacts(failed_steps=["lv3"]), "failed", "step lv3 failed"),
