@@ -337,3 +337,16 @@ def estimate_offset(
         spread = abs(other - value)
         sys = float(np.hypot(sys, spread)) if np.isfinite(sys) else spread
     return OffsetEstimate(-value, stat, sys, fit, tuple(found), extrapolation, spread)
+
+
+#: The percentile of a band's fitted pixels (after anchoring) that stands for its faint sky.
+SKY_PERCENTILE = 10.0
+
+
+def faint_sky(band: np.ndarray, offset: float) -> float:
+    """A band's faint sky after anchoring: the :data:`SKY_PERCENTILE` of its finite pixels plus ``offset``.
+
+    The scale of the QA page's relative limit on an offset's error (NaN without a finite pixel).
+    """
+    finite = np.asarray(band)[np.isfinite(band)]
+    return float(np.percentile(finite, SKY_PERCENTILE) + offset) if finite.size else float("nan")

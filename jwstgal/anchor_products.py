@@ -39,7 +39,7 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from jwstgal import layout
-from jwstgal.anchor import OffsetEstimate, estimate_offset
+from jwstgal.anchor import SKY_PERCENTILE, OffsetEstimate, estimate_offset, faint_sky
 from jwstgal.anchor_maps import read_external
 from jwstgal.bands import get_band
 from jwstgal.convolve import image_pixel_scale, reproject_image
@@ -177,15 +177,10 @@ def write_anchored(final: Path, out: Path, row: AnchorRow, config_hash: str = ""
     return out
 
 
-#: The percentile of a band's fitted pixels (after anchoring) that stands for its faint sky.
-SKY_PERCENTILE = 10.0
-
-
 def _fill(row: AnchorRow, est: OffsetEstimate, reference: str, psf: str, band: np.ndarray) -> None:
     """A row from a fit; ``band`` holds the band's pixels that were fitted (for its faint sky)."""
     fit = est.fit
-    finite = np.asarray(band)[np.isfinite(band)]
-    row.sky = float(np.percentile(finite, SKY_PERCENTILE) + est.offset) if finite.size else np.nan
+    row.sky = faint_sky(band, est.offset)
     row.reference, row.psf, row.method = reference, psf, est.method
     row.slope, row.slope_err, row.curvature = fit.slope, fit.slope_err, fit.curvature
     row.intercept, row.intercept_err = fit.intercept, fit.intercept_err
