@@ -49,6 +49,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from _pjpipe import PREAMBLE
@@ -166,7 +167,7 @@ def run_ours(case: str, instr: str, folder: Path, root: Path, work: Path) -> dic
                 ex.map(destripe_file, [(f, out / f.name, DestripeParams(**params)) for f in files],
                        progress=False)
     elif case == "wcs_adjust":
-        from jwstgal.steps.wcs_adjust import detect_task, run_task, solve_task, stars_cache
+        from jwstgal.steps.wcs_adjust import ApplyTask, DetectTask, SolveTask, stars_cache
 
         s = _settings("wcs_adjust")
         fwhm = {band.name: band.fwhm_pix}
@@ -176,11 +177,11 @@ def run_ours(case: str, instr: str, folder: Path, root: Path, work: Path) -> dic
         cal = [target / band.name / "cal" / f.name for f in files]
         toml = target / "wcs_adjust.toml"
         with open_executor(ExecutorSpec("processes", 2)) as ex:
-            ex.map(detect_task, [(str(c), band.fwhm_pix, str(stars_cache(target, c))) for c in cal],
+            ex.map(run_task, [(DetectTask(c, band.fwhm_pix, stars_cache(target, c)),) for c in cal],
                    progress=False)
-            ex.map(solve_task, [(str(toml), [str(x) for x in cal], fwhm, s["passes"], s["fitgeom"])],
+            ex.map(run_task, [(SolveTask(toml, tuple(cal), fwhm, s["passes"], s["fitgeom"]),)],
                    progress=False)                  # the driver's stages: detect, solve once, apply
-            ex.map(run_task, [(str(c), str(out / c.name), str(toml), "") for c in cal], progress=False)
+            ex.map(run_task, [(ApplyTask(c, out / c.name, toml, ""),) for c in cal], progress=False)
         import tomllib
 
         shifts = tomllib.loads(toml.read_text())["wcs_adjust"]
@@ -192,17 +193,17 @@ def run_ours(case: str, instr: str, folder: Path, root: Path, work: Path) -> dic
         _, sol = level_match_files(files, out, {}, backgrounds=bgr, qa_png=work / "lm.png")
         info["pairs"] = len(sol.pairs)
     elif case == "stack_destripe":
-        from jwstgal.steps.stack_destripe import STATE, graph_task, pass_task
+        from jwstgal.steps.stack_destripe import STATE, GraphTask, PassTask
 
         s = _settings("stack_destripe")
-        names, state = [str(f) for f in files], str(out / STATE)
+        names, state = tuple(files), out / STATE
         with open_executor(ExecutorSpec("processes", 2)) as ex:   # the driver's waves
-            ex.map(graph_task, [(names, state, s)], progress=False)
+            ex.map(run_task, [(GraphTask(names, state, s),)], progress=False)
             for it in range(s["iterations"]):
-                ex.map(pass_task, [(names, i, it, state, s, str(out), "", str(work))
-                                   for i in range(len(names))], progress=False)
+                ex.map(run_task, [(PassTask(names, i, it, state, s, out, "", work),)
+                                  for i in range(len(names))], progress=False)
     elif case == "astrometric_align":
-        from jwstgal.steps.astrometric_align import run_task, tweakback_task
+        from jwstgal.steps.astrometric_align import AlignTask, TweakbackTask
 
         i2d = next((root / instr / f"mosaic_{tiles}").glob("*_i2d.fits"))
         crfs = []
@@ -210,10 +211,10 @@ def run_ours(case: str, instr: str, folder: Path, root: Path, work: Path) -> dic
             crfs.append(work / f.name.replace("_cal.fits", "_crf.fits"))
             crfs[-1].symlink_to(f)
         (work / "qa").mkdir()
-        run_task(str(i2d), str(work / "none_cat.ecsv"), [], str(out), _settings("astrometric_align"),
-                 str(root / "reference.fits"), None, band.fwhm_pix, "", str(work / "qa"))
+        AlignTask(i2d, work / "none_cat.ecsv", out, _settings("astrometric_align"), root / "reference.fits",
+                  None, band.fwhm_pix, "", work / "qa").run()
         with open_executor(ExecutorSpec("processes", 2)) as ex:     # then the tweakbacks, as a run does
-            ex.map(tweakback_task, [(str(c), str(out), "") for c in crfs], progress=False)
+            ex.map(run_task, [(TweakbackTask(c, out, ""),) for c in crfs], progress=False)
         sol = json.loads((out / "solution.json").read_text())
         info["matched"] = sol.get("n_matches")
     elif case == "convolve":
@@ -244,8 +245,8 @@ def floor_case(size: int) -> dict:
     from astropy.io import fits
 
     from jwstgal.destripe import DestripeParams
+    from jwstgal.destripe_frames import destripe_arrays
     from jwstgal.simulate.frames import striped_frame
-    from jwstgal.steps.destripe import destripe_arrays
 
     primary = fits.Header({"INSTRUME": "NIRCAM", "SUBARRAY": "FULL", "NOUTPUTS": 4})
     info = {}
@@ -373,6 +374,11 @@ def child(case: str, instr: str, tiles: str, root: str) -> None:
     print(json.dumps({"case": case, "instr": instr, "tiles": tiles, "wall_s": wall, **_usage(), **info}))
 
 
+def run_task(task: Any) -> Any:
+    """Run one of a step's tasks (what the driver's worker does)."""
+    return task.run()
+
+
 def timed_destripe_task(src: str, dst: str, params: dict, png: str) -> tuple[float, float]:
     """The destripe step's task on one file, timed: its wall time, and the part its QA figure took.
 
@@ -380,7 +386,8 @@ def timed_destripe_task(src: str, dst: str, params: dict, png: str) -> tuple[flo
     inside the task, so its share does not depend on two separate runs of a noisy machine.
     """
     import jwstgal.plots
-    from jwstgal.steps.destripe import run_task
+    from jwstgal.destripe import DestripeParams
+    from jwstgal.steps.destripe import DestripeTask
 
     draw, spent = jwstgal.plots.stripe_panels, [0.0]
 
@@ -394,7 +401,7 @@ def timed_destripe_task(src: str, dst: str, params: dict, png: str) -> tuple[flo
     jwstgal.plots.stripe_panels = timed
     t0 = time.perf_counter()
     try:
-        run_task(src, dst, params, "", png)
+        DestripeTask(Path(src), Path(dst), DestripeParams(**params), "", Path(png)).run()
     finally:
         jwstgal.plots.stripe_panels = draw
     return time.perf_counter() - t0, spent[0]
@@ -436,7 +443,7 @@ def stripes_left(out_dir: Path) -> dict:
     from astropy.io import fits
 
     from jwstgal.destripe import stripe_residual
-    from jwstgal.steps.destripe import good_pixels
+    from jwstgal.destripe_frames import good_pixels
 
     vals = []
     for f in sorted(out_dir.glob("*_cal.fits")):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from jwstgal.config import RunConfig
 from jwstgal.errors import CRDSError, InputNotFoundError, NothingToDo, StepFailedError
 from jwstgal.executor import Executor, ExecutorSpec, open_executor
 from jwstgal.steps import BandContext, Step, StepPlan, StepRecord, run_order
-from jwstgal.steps.base import Stage
+from jwstgal.steps.base import BandTask, Stage
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ def plan_all(cfg: RunConfig, bands: list[str] | None = None, targets: list[str] 
     """What :func:`run_all` would do, step by step, without writing anything (``--dry-run``).
 
     Every step is planned as in a run (same keys, same completeness checks) on contexts whose
-    :meth:`~jwstgal.steps.BandContext.prepare` touches nothing and no task runs. A step whose plan
+    :meth:`~jwstgal.steps.BandContext.begin` touches nothing and no task runs. A step whose plan
     needs the files of an upstream step that would run is reported as ``later``.
     """
     out: dict[tuple[str, str], list[PlannedStep]] = {}
@@ -273,16 +273,16 @@ def _run_step(step: Step, states: list[_BandState], executor: Executor, progress
     failed: dict[int, BaseException] = {}
     running = [(st, plan) for st, plan in plans if not plan.done]
     for i in range(max((len(plan.stages) for _, plan in running), default=0)):
-        work = [(st, stage.fn, args, mem) for st, plan in running if id(st) not in failed
+        work = [(st, task, mem) for st, plan in running if id(st) not in failed
                 and i < len(plan.stages) for stage in (plan.stages[i],)
-                for args, mem in zip(stage.tasks, _memory(stage), strict=True)]
-        # a task several bands share (a target's solve, planned by each of its bands) runs once
-        keys = [repr((fn.__module__, fn.__qualname__, args)) for _, fn, args, _ in work]
+                for task, mem in zip(stage.tasks, _memory(stage), strict=True)]
+        # equal tasks of several bands (a target's solve, planned by each of its bands) run once
+        keys = [(type(task).__module__, repr(task)) for _, task, _ in work]
         order = list(dict.fromkeys(keys))
         first = {k: keys.index(k) for k in order}
-        results = executor.map(_run_task, [work[first[k]][1:3] for k in order],
+        results = executor.map(_run_task, [(work[first[k]][1],) for k in order],
                                desc=step.name, progress=progress, return_exceptions=True,
-                               memory=[work[first[k]][3] for k in order])
+                               memory=[work[first[k]][2] for k in order])
         by_key = dict(zip(order, results, strict=True))
         for (st, *_), k in zip(work, keys, strict=True):
             if isinstance(by_key[k], BaseException):
@@ -315,14 +315,14 @@ def _finish(step: Step, ctx: BandContext, plan: StepPlan) -> None:
         log.exception("%s: could not write %s diagnostics", ctx.label, step.name)
 
 
-def _run_task(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-    """Adapter: run ``fn(*args)`` (tasks of different steps share one executor call)."""
+def _run_task(task: BandTask) -> Any:
+    """The executor's worker function: run one task (tasks of different steps share one call)."""
     try:
-        return fn(*args)
+        return task.run()
     except (StepFailedError, CRDSError):
         raise
     except SystemExit as err:  # CRDS's way of failing, should it escape the guard
-        msg = f"task {fn.__module__}.{fn.__name__} exited: {err.code}"
+        msg = f"task {type(task).__module__}.{type(task).__name__} exited: {err.code}"
         raise StepFailedError(msg) from None
 
 

@@ -31,13 +31,14 @@ from jwstgal.astrometry import align_catalogs, observation_epoch
 from jwstgal.astrometry_io import align_pass, reference_positions
 from jwstgal.bands import get_band
 from jwstgal.destripe import DestripeParams
+from jwstgal.destripe_frames import destripe_arrays, good_pixels
 from jwstgal.errors import InputNotFoundError, StepFailedError
 from jwstgal.masking import sky_level
 from jwstgal.point_sources import detect_stars
 from jwstgal.provenance import hash_params
 from jwstgal.settings import StepSettings, check_path_component
 from jwstgal.steps.astrometric_catalog import point_source_table
-from jwstgal.steps.destripe import destripe_arrays, destripe_stats, good_pixels
+from jwstgal.steps.destripe import destripe_stats
 from jwstgal.steps.level_match import level_match_files
 from jwstgal.steps.lyot_adjust import lyot_adjust_files
 from jwstgal.steps.stack_destripe import stack_destripe_files
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 
 
 def _primary_of(model: Any) -> fits.Header:
-    """The primary-header keywords :func:`jwstgal.steps.destripe.frame_layout` reads, from a model."""
+    """The primary-header keywords :func:`jwstgal.destripe_frames.frame_layout` reads, from a model."""
     h = fits.Header()
     for key, value in (("INSTRUME", model.meta.instrument.name), ("SUBARRAY", model.meta.subarray.name),
                        ("SUBSIZE1", model.meta.subarray.xsize), ("NOUTPUTS", model.meta.exposure.noutputs)):

@@ -584,7 +584,7 @@ def test_a_starless_band_is_aligned_by_cross_correlation_with_its_reference_band
     import json
 
     from jwstgal.astrometry_io import cross_correlation_result
-    from jwstgal.steps.astrometric_align import run_task
+    from jwstgal.steps.astrometric_align import AlignTask
 
     lender = tmp_path / "F770W" / "astrometric_align"
     lender.mkdir(parents=True)
@@ -600,8 +600,8 @@ def test_a_starless_band_is_aligned_by_cross_correlation_with_its_reference_band
     params = {"mapping_mode": "cross_correlate", "passes": [], "fitgeom": "shift", "min_matches": 5}
     out = band / "astrometric_align"
     out.mkdir()
-    run_task(str(i2d), str(band / "none.ecsv"), [], str(out), params, None, str(lender / "solution.json"),
-             6.0, "abc", str(band / "qa"))
+    AlignTask(i2d, band / "none.ecsv", out, params, None, lender / "solution.json", 6.0, "abc",
+              band / "qa").run()
     sol = json.loads((out / "solution.json").read_text())
     assert sol["method"] == "cross_correlation" and sol["cross_correlated_with"] == "F770W"
     assert sol["borrowed_from"] is None and len(sol["shift_err_mas"]) == 2

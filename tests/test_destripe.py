@@ -444,7 +444,7 @@ def test_script_names_bad_files_goes_on_and_records_the_layout_it_fitted(tmp_pat
 
 
 def test_a_cut_out_keeping_its_parents_noutputs_is_one_amplifier_band():
-    from jwstgal.steps.destripe import frame_layout
+    from jwstgal.destripe_frames import frame_layout
 
     parent = fits.Header({"INSTRUME": "NIRCAM", "SUBARRAY": "FULL", "NOUTPUTS": 4, "SUBSIZE1": 2048})
     assert frame_layout(parent, (2048, 2048))[1] == 4
@@ -489,7 +489,7 @@ def test_the_graph_task_reads_no_pixel_and_the_first_pass_judges_an_empty_exposu
 
     from astropy.io.fits.hdu.image import _ImageBaseHDU
 
-    from jwstgal.steps.stack_destripe import StackDestripeSettings, graph_task, pass_task
+    from jwstgal.steps.stack_destripe import GraphTask, PassTask, StackDestripeSettings
 
     _, _, files = _dithered_files(tmp_path)
     with fits.open(files[1], mode="update") as h:
@@ -499,19 +499,19 @@ def test_the_graph_task_reads_no_pixel_and_the_first_pass_judges_an_empty_exposu
             h.append(fits.ImageHDU(np.full(h["SCI"].data.shape, 0.25, np.float32), name="VAR_RNOISE"))
     params = {**StackDestripeSettings().model_dump(), "smooth_scale": 0, "iterations": 2, "weight": "ivm"}
     params.pop("override", None)
-    names, state = [str(f) for f in files], str(tmp_path / "state")
+    names, state = tuple(files), tmp_path / "state"
 
     def no_pixels(self):
         raise AssertionError("the graph task read pixels")
 
     with monkeypatch.context() as m:
         m.setattr(_ImageBaseHDU, "data", property(no_pixels))
-        (out,) = graph_task(names, state, params)
+        (out,) = GraphTask(names, state, params).run()
     graph = json.loads(Path(out).read_text())
     assert 1 in graph["neighbours"][0] and "empty" not in graph and "weights" not in graph
     with caplog.at_level("WARNING"):
         for i in range(len(files)):
-            pass_task(names, i, 0, state, params, str(tmp_path / "out"), "", str(tmp_path / "qa"))
+            PassTask(names, i, 0, state, params, tmp_path / "out", "", tmp_path / "qa").run()
     flagged = [r.getMessage() for r in caplog.records if "no valid pixel" in r.getMessage()]
     assert len(flagged) == 1 and str(files[1]) in flagged[0]
     first = [json.loads((tmp_path / "state" / "pass0" / f"{i}.json").read_text()) for i in range(4)]
@@ -525,7 +525,7 @@ def test_later_passes_read_one_convergence_record_per_pass(tmp_path):
     """With a tolerance, a pass's role comes from one record per earlier pass (O(N) reads per pass)."""
     import json
 
-    from jwstgal.steps.stack_destripe import _pass_role, converge_task
+    from jwstgal.steps.stack_destripe import ConvergeTask, _pass_role
 
     state = tmp_path / "state"
     n = 50
@@ -534,7 +534,7 @@ def test_later_passes_read_one_convergence_record_per_pass(tmp_path):
         rec.parent.mkdir(parents=True, exist_ok=True)
         rec.write_text(json.dumps({"kept": [], "change": 0.5 if k == 7 else 0.01}))
     assert _pass_role(state, 1, 4, 0.1, n) == "fit"               # frame 7 changed by 0.5 > 0.1
-    (out,) = converge_task(str(state), 0, n)
+    (out,) = ConvergeTask(state, 0, n).run()
     assert json.loads(Path(out).read_text()) == {"change": 0.5}
     for k in range(n):                                             # the per-frame records are not read
         (state / "pass0" / f"{k}.json").unlink()
@@ -641,7 +641,7 @@ def test_large_scale_pass_recovers_row_structure_against_a_smoothed_reference():
 
 
 def test_frame_weights_from_the_headers_and_errors(tmp_path):
-    from jwstgal.steps.stack_destripe import frame_weight
+    from jwstgal.stack_frames import frame_weight
 
     fr = F.striped_frame(128, seed=1, n_amps=1)
     path = tmp_path / "a_cal.fits"
@@ -663,10 +663,10 @@ def test_stack_destripe_tasks_frame_by_frame_equal_the_band_at_once(tmp_path, se
 
     from jwstgal.steps.stack_destripe import (
         STATE,
+        ConvergeTask,
+        GraphTask,
+        PassTask,
         StackDestripeSettings,
-        converge_task,
-        graph_task,
-        pass_task,
     )
 
     _, _, files = _dithered_files(tmp_path)
@@ -683,15 +683,15 @@ def test_stack_destripe_tasks_frame_by_frame_equal_the_band_at_once(tmp_path, se
                                weight=params.get("weight", "equal"))
     out = tmp_path / "tasks"
     out.mkdir()
-    state = str(out / STATE)
-    names = [str(f) for f in files]
-    graph_task(names, state, params)
+    state = out / STATE
+    names = tuple(files)
+    GraphTask(names, state, params).run()
     written = []
     for it in range(n_pass):                # waves: every frame of a pass, then the next pass
         for i in range(len(files)):
-            written += pass_task(names, i, it, state, params, str(out), "", str(tmp_path / "qa"))
+            written += PassTask(names, i, it, state, params, out, "", tmp_path / "qa").run()
         if params["tolerance"] > 0 and it < n_pass - 1:
-            converge_task(state, it, len(files))
+            ConvergeTask(state, it, len(files)).run()
     assert sorted(written) == sorted(str(out / f.name) for f in files)
     for a, b in zip(ref, files, strict=True):
         with fits.open(a) as h, fits.open(out / b.name) as g:

@@ -369,7 +369,7 @@ def test_files_of_another_band_in_a_band_folder_are_never_mixed_in(tmp_path, cap
     broken.write_bytes(b"")
     with caplog.at_level("ERROR"):
         plan = get_step("destripe").plan(ctx, "U", [])
-    names = [t[0].rsplit("/", 1)[-1] for t in plan.tasks]
+    names = [t.src.name for t in plan.tasks]
     assert len(names) == 3 and intruder.name not in names and broken.name not in names
     msgs = " ".join(r.getMessage() for r in caplog.records)
     assert intruder.name in msgs and "F300M" in msgs and broken.name in msgs

@@ -130,7 +130,7 @@ def test_a_nircam_parallel_once_taken_for_a_background_reruns_stage2_and_is_repo
     assert len(plan.tasks) == len(plain.tasks) + 1 and not ctx.notes   # calibrated as science
     miri = BandContext.of(run, "ngc0628", get_band("F770W"))
     mplan = get_step("lv2").plan(miri, "U", [])
-    assert len(mplan.tasks) == 2 and mplan.tasks[0][1]                 # the off field as background
+    assert len(mplan.tasks) == 2 and mplan.tasks[0].backgrounds        # the off field as background
     assert miri.notes == ["background exposure jw02107003001_02201_00001_mirimage_rate.fits "
                           "(parallel_off: sequence digit 2 (a parallel sequence))"]
 

@@ -18,7 +18,7 @@ from plan_fixture import STEPS as FIXTURE_STEPS
 from jwstgal.bands import get_band
 from jwstgal.config import load_config
 from jwstgal.errors import ConfigError
-from jwstgal.steps import STEP_NAMES, STEP_SETTINGS, STEPS, BandContext, StepRecord, get_step
+from jwstgal.steps import STEP_NAMES, STEP_SETTINGS, STEPS, BandContext, BandTask, StepRecord, get_step
 
 KEYS_V0 = json.loads((Path(__file__).parent / "data" / "plan_keys_v0.json").read_text())
 
@@ -54,7 +54,8 @@ def test_plans_and_keys_match_the_code_before_the_registry(fixed_root, case):
     assert outputs == want["outputs"] + added
     n_tasks = len(plan.outputs) if name in PER_EXPOSURE_NOW else want["n_tasks"]
     assert len(plan.tasks) == n_tasks
-    waits = plan.stages[0].fn is plan.fn and plan.stages[0] is not plan.main   # borrows: a stage later
+    waits = plan.stages.index(plan.main) == 1 and not plan.stages[0].tasks   # borrows: a stage later
+    assert all(isinstance(t, BandTask) for stage in plan.stages for t in stage.tasks)
     assert waits == (want["wave"] == 1)
 
 
@@ -246,7 +247,8 @@ LAYERS = [
     ("jwstgal", "jwstgal.data", "jwstgal.errors", "jwstgal.bands", "jwstgal.provenance", "jwstgal.dq",
      "jwstgal.layout", "jwstgal.fits_checks", "jwstgal.verdicts", "jwstgal.stpipe_spec", "jwstgal.tiled_io",
      "jwstgal.settings", "jwstgal.logs", "jwstgal.executor", "jwstgal.crds_setup", "jwstgal.memory"),
-    ("jwstgal.destripe", "jwstgal.destripe_miri", "jwstgal.destripe_stack", "jwstgal.masking",
+    ("jwstgal.destripe", "jwstgal.destripe_miri", "jwstgal.destripe_frames", "jwstgal.destripe_stack",
+     "jwstgal.masking",
      "jwstgal.level_match", "jwstgal.graph_solve", "jwstgal.frame_maps", "jwstgal.astrometry",
      "jwstgal.kernels", "jwstgal.kernel_grids", "jwstgal.psfs",
      "jwstgal.convolve", "jwstgal.ladder", "jwstgal.anchor", "jwstgal.anchor_maps", "jwstgal.pca",
@@ -259,7 +261,7 @@ LAYERS = [
      "jwstgal.mast_transfer", "jwstgal.release_readme",
      "jwstgal.release", "jwstgal.simulate.refs", "jwstgal.simulate", "jwstgal.convolve_products",
      "jwstgal.simulate.external", "jwstgal.simulate.colours", "jwstgal.compare", "jwstgal.kernel_products",
-     "jwstgal.anchor_products", "jwstgal.ladder_qa"),
+     "jwstgal.anchor_products", "jwstgal.ladder_qa", "jwstgal.stack_frames"),
     ("jwstgal.steps", "jwstgal.stpipe_steps"),
     ("jwstgal.config",),
     ("jwstgal.simulate.programme",
@@ -389,10 +391,11 @@ def test_run_summary_and_qa_page_show_skipped_steps(tmp_path):
     assert "<td>ngc0628</td><td><a href='#ngc0628-F200W'>F200W</a></td><td>2 skipped</td>" in summary
 
 
-def test_docs_example_step_plans_and_runs(tmp_path):
-    """The 20-line example step of the docs is real code: it plans on a band and its task works."""
+def test_docs_example_step_plans_and_runs(tmp_path, monkeypatch):
+    """The example step of the docs is real code: it plans on a band and its task works."""
     import re
-    from types import SimpleNamespace
+    import sys
+    from types import ModuleType, SimpleNamespace
 
     import numpy as np
     from astropy.io import fits
@@ -406,11 +409,15 @@ def test_docs_example_step_plans_and_runs(tmp_path):
     page = (REPO / "docs" / "architecture.md").read_text()
     code = re.search(r"```python\n(class MedianSubSettings.*?)```", page, re.S)
     assert code, "docs/architecture.md lost its example step"
-    ns = {"StepSettings": StepSettings, "Field": Field, "fits": fits, "atomic_path": atomic_path,
-          "sigma_clipped_stats": sigma_clipped_stats, "stamp_header": stamp_header, "Step": Step,
-          "StepPlan": StepPlan, "hash_params": hash_params}
+    module = ModuleType("median_sub_example")        # a task class is defined at module level
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    ns = module.__dict__
+    ns.update({"StepSettings": StepSettings, "Field": Field, "fits": fits, "atomic_path": atomic_path,
+               "sigma_clipped_stats": sigma_clipped_stats, "stamp_header": stamp_header, "Step": Step,
+               "StepPlan": StepPlan, "hash_params": hash_params, "BandTask": BandTask,
+               "dataclass": dataclasses.dataclass, "Path": Path})
     exec(code.group(1), ns)
-    assert len(code.group(1).splitlines()) <= 32
+    assert len(code.group(1).splitlines()) <= 38
     cfg, loc = build_tree(tmp_path)
     run = load_config(cfg, loc, check_jwst=False)
     table = ns["MedianSubSettings"].table()(sigma=2.5, override={"F200W": {"sigma": 4.0}})
@@ -425,7 +432,8 @@ def test_docs_example_step_plans_and_runs(tmp_path):
     src, dst = tmp_path / "in_cal.fits", tmp_path / "out" / "in_cal.fits"
     rng = np.random.default_rng(1)
     fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(rng.normal(5.0, 1.0, (64, 64)), name="SCI")]).writeto(src)
-    ns["run_task"](str(src), str(dst), plan.params, "cfg")
+    task = ns["MedianSubTask"](src, dst, plan.params, "cfg")
+    assert task.run() == [str(dst)] and [t.dst for t in plan.tasks] == plan.outputs
     out = fits.getdata(dst, "SCI")
     assert abs(np.median(out)) < 0.05 and fits.getheader(dst)["JG_MEDIA"]
 
@@ -433,7 +441,7 @@ def test_docs_example_step_plans_and_runs(tmp_path):
 def test_wcs_adjust_finds_stars_file_by_file_before_the_solve(tmp_path):
     """Without a shifts file: star finding per exposure of the reference band, then the target's
     solve (the same task in every band's plan: the driver runs it once), then the corrections."""
-    from jwstgal.steps.wcs_adjust import detect_task, solve_task
+    from jwstgal.steps.wcs_adjust import ApplyTask, DetectTask, SolveTask
 
     ctx = context(tmp_path, "F200W")
     toml = ctx.band_dir.parent / "wcs_adjust.toml"
@@ -446,10 +454,10 @@ def test_wcs_adjust_finds_stars_file_by_file_before_the_solve(tmp_path):
     plan = step.plan(ctx, "UPSTREAM", [])
     cal = sorted((ctx.band_dir / "cal").glob("*_cal.fits"))
     detect, solve, main = plan.stages
-    assert detect.fn is detect_task and solve.fn is solve_task and main is plan.main
-    assert [Path(t[0]) for t in detect.tasks] == cal
-    assert all(".wcs_adjust_stars/F200W/" in t[2] for t in detect.tasks)
-    assert [Path(t[0]) for t in solve.tasks] == [toml]             # one solve, of the target
+    assert main is plan.main and all(isinstance(t, ApplyTask) for t in main.tasks)
+    assert all(isinstance(t, DetectTask) for t in detect.tasks) and [t.cal for t in detect.tasks] == cal
+    assert all(".wcs_adjust_stars/F200W/" in str(t.cache) for t in detect.tasks)
+    assert [(type(t), t.toml_path) for t in solve.tasks] == [(SolveTask, toml)]   # one, of the target
     other_ctx = context(tmp_path, "F300M")                           # not a reference band
     toml.unlink(missing_ok=True)
     other = step.plan(other_ctx, "UPSTREAM", [])

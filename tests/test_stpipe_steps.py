@@ -11,8 +11,8 @@ from astropy.io import fits
 from stdatamodels.jwst.datamodels import ImageModel
 
 from jwstgal.destripe import DestripeParams
+from jwstgal.destripe_frames import destripe_arrays, frame_layout
 from jwstgal.simulate import frames as F
-from jwstgal.steps.destripe import destripe_arrays, frame_layout
 from jwstgal.stpipe_steps import (
     STPIPE_STEPS,
     DestripeStep,

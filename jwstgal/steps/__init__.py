@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from jwstgal.steps.anchor import Anchor
 from jwstgal.steps.astrometric_align import AstrometricAlign
 from jwstgal.steps.astrometric_catalog import AstrometricCatalog
-from jwstgal.steps.base import BandContext, Stage, Step, StepPlan, StepRecord
+from jwstgal.steps.base import BandContext, BandTask, Stage, Step, StepPlan, StepRecord
 from jwstgal.steps.bg_sub import BgSub
 from jwstgal.steps.bgr_mosaics import BgrMosaics
 from jwstgal.steps.compare import Compare
@@ -152,5 +152,5 @@ def post_markdown_table() -> str:
 
 
 __all__ = ["DEFAULT_STEPS", "POST_STEPS", "REPEATABLE", "STEPS", "STEP_NAMES", "STEP_SETTINGS",
-           "BandContext", "PostStep", "Stage", "Step", "StepPlan", "StepRecord", "get_post_step", "get_step",
-           "markdown_table", "order_key", "post_markdown_table", "repeat_of", "run_order"]
+           "BandContext", "BandTask", "PostStep", "Stage", "Step", "StepPlan", "StepRecord", "get_post_step",
+           "get_step", "markdown_table", "order_key", "post_markdown_table", "repeat_of", "run_order"]

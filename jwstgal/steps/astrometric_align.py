@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from astropy.io import fits
@@ -45,7 +46,7 @@ from jwstgal.bands import Band
 from jwstgal.errors import StepFailedError
 from jwstgal.provenance import atomic_path, hash_params, write_text_atomic
 from jwstgal.settings import StepSettings, added_field, check_band
-from jwstgal.steps.base import BandContext, Stage, Step, StepPlan, alignment_catalogue, file_id
+from jwstgal.steps.base import BandContext, BandTask, Stage, Step, StepPlan, alignment_catalogue, file_id
 from jwstgal.wcs_corrections import tweakback
 
 log = logging.getLogger(__name__)
@@ -85,10 +86,48 @@ class AstrometricAlignSettings(StepSettings):
         return out
 
 
-def run_task(i2d: str, catalog: str, crfs: list[str], out_dir: str, params: dict,
-             ref_path: str | None, borrow: str | None, fwhm_pix: float,
-             config_hash: str, qa_dir: str) -> list[str]:
-    """Align one band's mosaic (or apply a borrowed solution) and tweak back its crf files (worker)."""
+@dataclass(frozen=True)
+class AlignTask(BandTask):
+    """Align one band's mosaic to ``ref_path`` (None: Gaia), or apply the solution ``borrow``.
+
+    ``ref_path`` with ``borrow``: the catalogue the borrowed solution is checked against.
+    """
+
+    i2d: Path
+    catalog: Path
+    out_dir: Path
+    params: dict[str, Any]
+    ref_path: Path | None
+    borrow: Path | None
+    fwhm_pix: float
+    config_hash: str
+    qa_dir: Path
+
+    def run(self) -> list[str]:
+        """Write the aligned mosaic, its solution and its residual table and figures."""
+        return align_band(self.i2d, self.catalog, [], self.out_dir, self.params, self.ref_path, self.borrow,
+                          self.fwhm_pix, self.config_hash, self.qa_dir)
+
+
+@dataclass(frozen=True)
+class TweakbackTask(BandTask):
+    """Push the band's solution (``solution.json`` in ``out_dir``) back to one crf file."""
+
+    crf: Path
+    out_dir: Path
+    config_hash: str
+
+    def run(self) -> list[str]:
+        """Write the tweaked-back copy."""
+        result = result_from_dict(json.loads((self.out_dir / "solution.json").read_text()))
+        out = self.out_dir / self.crf.name.replace("_crf.fits", "_crf_tweakback.fits")
+        return [str(tweakback(self.crf, out, result, self.config_hash))]
+
+
+def align_band(i2d: Path, catalog: Path, crfs: list[Path], out_dir: Path, params: dict[str, Any],
+               ref_path: Path | None, borrow: Path | None, fwhm_pix: float, config_hash: str,
+               qa_dir: Path) -> list[str]:
+    """Align one band's mosaic (or apply a borrowed solution) and tweak back ``crfs``."""
     i2d_p, out = Path(i2d), Path(out_dir)
     own: dict = {}
     method: dict = {}
@@ -113,7 +152,7 @@ def run_task(i2d: str, catalog: str, crfs: list[str], out_dir: str, params: dict
         if ref_path is None:
             h = fits.getheader(i2d_p, "SCI")            # the cone covers the mosaic, not a fixed 5'
             ra0, dec0, radius = footprint_cone(WCS(h).celestial, (int(h["NAXIS2"]), int(h["NAXIS1"])))
-            ref_path = str(query_gaia(ra0, dec0, radius, out / "gaia.ecsv"))
+            ref_path = query_gaia(ra0, dec0, radius, out / "gaia.ecsv")
         ref_ra, ref_dec = reference_positions(Path(ref_path), mosaic_epoch(i2d_p))
         sci_wcs = WCS(fits.getheader(i2d_p, "SCI")).celestial
         pixscale = float(np.mean(proj_plane_pixel_scales(sci_wcs))) * 3600  # for "5pix" lengths
@@ -138,7 +177,8 @@ def run_task(i2d: str, catalog: str, crfs: list[str], out_dir: str, params: dict
         with atomic_path(table_path) as tmp:    # the matched stars: corrected position, residual
             matched.write(tmp, format="fits")
     solution = out / "solution.json"
-    write_text_atomic(solution, json.dumps({**result.to_dict(), "borrowed_from": borrow, **method,
+    write_text_atomic(solution, json.dumps({**result.to_dict(), "borrowed_from": borrow and str(borrow),
+                                            **method,
                                             **({"own_stars": own} if borrow else {})}, indent=1))
     outputs = [write_aligned_mosaic(i2d_p, out / i2d_p.name.replace("_i2d.fits", "_i2d_align.fits"),
                                     result, config_hash), solution]
@@ -175,14 +215,6 @@ def check_borrowed(result: AlignResult, i2d: Path, catalog: Path, fwhm_pix: floa
     return {"n": n, "offset_mas": offset if np.isfinite(offset) else None}
 
 
-def tweakback_task(crf: str, out_dir: str, config_hash: str) -> list[str]:
-    """Push the band's solution (``solution.json`` in ``out_dir``) back to one crf file (worker)."""
-    out = Path(out_dir)
-    result = result_from_dict(json.loads((out / "solution.json").read_text()))
-    c = Path(crf)
-    return [str(tweakback(c, out / c.name.replace("_crf.fits", "_crf_tweakback.fits"), result, config_hash))]
-
-
 class AstrometricAlign(Step):
     """Absolute astrometry."""
 
@@ -201,20 +233,20 @@ class AstrometricAlign(Step):
         run = ctx.run
         params = self.resolved(ctx)
         borrow_band = params["alignment_mapping"].get(ctx.band.name)
-        borrow = (str(ctx.band_dir.parent / borrow_band / layout.step_folder(NAME) / "solution.json")
+        borrow = (ctx.band_dir.parent / borrow_band / layout.step_folder(NAME) / "solution.json"
                   if borrow_band else None)
         ref_path = check_ref = None
         if params["reference"] == "table" and borrow and ctx.target in run.science.alignment:
-            check_ref = str(alignment_catalogue(run, ctx.target))  # a check only: not in the key
+            check_ref = alignment_catalogue(run, ctx.target)  # a check only: not in the key
         elif params["reference"] == "table" and not borrow:
             if ctx.target not in run.science.alignment:
                 msg = (f"{run.config_path}: [astrometric_align] reference = 'table' needs an "
                        f"[alignment] catalogue for {ctx.target}")
                 raise StepFailedError(msg)
-            ref_path = str(alignment_catalogue(run, ctx.target))
+            ref_path = alignment_catalogue(run, ctx.target)
         crfs = sorted(i2d.parent.glob("*_crf.fits"))
-        parts = [NAME, self.key_params(params), upstream, ref_path, borrow,
-                 file_id(Path(ref_path)) if ref_path else None]
+        parts = [NAME, self.key_params(params), upstream, ref_path and str(ref_path), borrow and str(borrow),
+                 file_id(ref_path) if ref_path else None]
         catalog = layout.stage3_catalog(ctx.band_dir, ctx.target, ctx.band)
         if "astrometric_catalog" in ctx.steps:      # its own point sources (upstream is its key)
             catalog = layout.astro_catalog(ctx.band_dir, ctx.target, ctx.band)
@@ -227,13 +259,12 @@ class AstrometricAlign(Step):
         outputs += [out_dir / c.name.replace("_crf.fits", "_crf_tweakback.fits") for c in crfs]
         if not borrow:
             outputs.append(layout.align_table(ctx.band_dir, ctx.target, ctx.band))
-        plan = StepPlan(NAME, key, params, outputs, run_task,
-                        [(str(i2d), str(catalog), [], str(out_dir), params,
-                          ref_path or check_ref, borrow, ctx.band.fwhm_pix, run.config_hash,
-                          str(ctx.qa_dir))])
-        tweakback = Stage(tweakback_task, [(str(c), str(out_dir), run.config_hash) for c in crfs])
+        plan = StepPlan(NAME, key, params, outputs, [AlignTask(
+            i2d, catalog, out_dir, params, ref_path or check_ref, borrow, ctx.band.fwhm_pix,
+            run.config_hash, ctx.qa_dir)])
+        tweakback = Stage([TweakbackTask(c, out_dir, run.config_hash) for c in crfs])
         # a band that borrows a solution waits a stage for the band it borrows from
-        plan.stages = [*([Stage(run_task)] if borrow else []), plan.main, tweakback]
+        plan.stages = [*([Stage()] if borrow else []), plan.main, tweakback]
         return plan
 
     def qa_summary(self, band_dir: Path, target: str, band: Band) -> dict[str, str]:

@@ -12,6 +12,7 @@ catalogue when this step runs.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -27,7 +28,7 @@ from jwstgal.bands import Band
 from jwstgal.point_sources import centroids, find_point_sources
 from jwstgal.provenance import atomic_path, hash_params, stamp_header
 from jwstgal.settings import StepSettings
-from jwstgal.steps.base import BandContext, Step, StepPlan, file_id
+from jwstgal.steps.base import BandContext, BandTask, Step, StepPlan, file_id
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +74,24 @@ def point_source_table(data: np.ndarray, wcs: WCS, fwhm_pix: float, s: Astrometr
     return out
 
 
-def run_task(i2d: str, out: str, params: dict, fwhm_arcsec: float, config_hash: str) -> list[str]:
-    """Detect the point sources of one mosaic (worker); the band's FWHM is given in arcsec."""
-    s = AstrometricCatalogSettings(**params)
+@dataclass(frozen=True)
+class CatalogTask(BandTask):
+    """Detect the point sources of one mosaic into ``out``; the band's FWHM is given in arcsec."""
+
+    i2d: Path
+    out: Path
+    settings: AstrometricCatalogSettings
+    fwhm_arcsec: float
+    config_hash: str
+
+    def run(self) -> list[str]:
+        """Write the catalogue."""
+        return [str(write_catalog(self.i2d, self.out, self.settings, self.fwhm_arcsec, self.config_hash))]
+
+
+def write_catalog(i2d: Path, out: Path, s: AstrometricCatalogSettings, fwhm_arcsec: float,
+                  config_hash: str) -> Path:
+    """Detect the point sources of one mosaic and write them to ``out`` (atomically)."""
     with fits.open(i2d) as h:
         data = np.array(h["SCI"].data, float)
         wcs = WCS(h["SCI"].header).celestial
@@ -83,16 +99,16 @@ def run_task(i2d: str, out: str, params: dict, fwhm_arcsec: float, config_hash: 
     fwhm = s.fwhm or fwhm_arcsec / (float(np.mean(proj_plane_pixel_scales(wcs))) * 3600)
     table = point_source_table(data, wcs, fwhm, s)
     if len(table) < 3:      # a band that borrows its alignment does not need any
-        log.warning("%s: only %d point sources found (snr %g, fwhm %.2f px)", Path(i2d).name, len(table),
+        log.warning("%s: only %d point sources found (snr %g, fwhm %.2f px)", i2d.name, len(table),
                     s.snr, fwhm)
     hdu = fits.BinTableHDU(table, name="SOURCES")
     primary = fits.PrimaryHDU()
     stamp_header(primary.header, step=NAME, params={**s.model_dump(), "fwhm_pix": fwhm},
                  config_hash=config_hash)
-    with atomic_path(Path(out)) as tmp:
+    with atomic_path(out) as tmp:
         fits.HDUList([primary, hdu]).writeto(tmp)
-    log.info("%s: %d point sources (%s finder, snr %g)", Path(i2d).name, len(table), s.finder, s.snr)
-    return [out]
+    log.info("%s: %d point sources (%s finder, snr %g)", i2d.name, len(table), s.finder, s.snr)
+    return out
 
 
 class AstrometricCatalog(Step):
@@ -112,8 +128,8 @@ class AstrometricCatalog(Step):
         if (begun := ctx.begin(NAME, key, params)).done:
             return begun.done
         out = layout.astro_catalog(ctx.band_dir, ctx.target, ctx.band)
-        return StepPlan(NAME, key, params, [out], run_task,
-                        [(str(i2d), str(out), params, ctx.band.fwhm_arcsec, ctx.run.config_hash)])
+        return StepPlan(NAME, key, params, [out], [CatalogTask(
+            i2d, out, AstrometricCatalogSettings(**params), ctx.band.fwhm_arcsec, ctx.run.config_hash)])
 
     def qa_summary(self, band_dir: Path, target: str, band: Band) -> dict[str, str]:
         """Number of point sources found."""

@@ -5,7 +5,8 @@ A step (one module in :mod:`jwstgal.steps`) declares
 - ``name`` (its ``[pipeline.steps]`` key, also its folder, record, header and QA name),
 - ``settings`` (its :class:`~jwstgal.settings.StepSettings` model, the ``[<name>]`` config table),
 - :meth:`Step.plan` (inputs, outputs and hash key of one target/band, and the tasks to run),
-- a module-level task function (the worker: it runs in the executor, so it takes plain arguments),
+- its task (a frozen :class:`~jwstgal.steps.plan.BandTask` dataclass: typed fields, and a
+  ``run`` method that does the work in a worker of the executor),
 - :meth:`Step.diagnostics` (PNGs written once the step is complete) and :meth:`Step.figures`
   (what the QA page shows).
 
@@ -35,12 +36,13 @@ from jwstgal.errors import InputNotFoundError, StepFailedError
 from jwstgal.provenance import hash_params
 from jwstgal.settings import StepSettings
 from jwstgal.stages import stage_parameters
-from jwstgal.steps.plan import Stage, StepPlan, StepRecord
+from jwstgal.steps.plan import BandTask, Stage, StepPlan, StepRecord
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BandContext", "RunView", "Stage", "Step", "StepPlan", "StepRecord", "alignment_catalogue",
-           "background_reason", "content_hash", "file_id", "instrument_of", "is_background"]
+__all__ = ["BandContext", "BandTask", "RunView", "Stage", "Step", "StepPlan", "StepRecord",
+           "alignment_catalogue", "background_reason", "content_hash", "file_id", "instrument_of",
+           "is_background"]
 
 
 class RunView(Protocol):
@@ -349,12 +351,11 @@ class Step:
         return self.settings.key_params(params) if self.settings else params
 
     def plan_per_exposure(self, ctx: BandContext, upstream: str, inputs: list[Path], what: str,
-                          task: Callable[..., Any],
-                          task_args: Callable[[Path, Path, dict[str, Any]], tuple[Any, ...]]) -> StepPlan:
+                          make_task: Callable[[Path, Path, dict[str, Any]], BandTask]) -> StepPlan:
         """The plan of a step that turns each science exposure into a copy of the same name.
 
         The key hashes the settings, the upstream key and the input names; one task per exposure
-        (``task(*task_args(src, dst, params))``), those already written under the same key reused.
+        (``make_task(src, dst, params)``), those already written under the same key reused.
         """
         inputs = ctx.science_cal(inputs, what)
         params = self.resolved(ctx)
@@ -365,7 +366,7 @@ class Step:
         outputs = [out_dir / p.name for p in inputs]
         todo = [(p, o) for p, o in zip(inputs, outputs, strict=True) if not (reuse and o.is_file())]
         log.info("%s: %s on %d exposures (%d reused)", ctx.label, what, len(todo), len(inputs) - len(todo))
-        return StepPlan(self.name, key, params, outputs, task, [task_args(p, o, params) for p, o in todo])
+        return StepPlan(self.name, key, params, outputs, [make_task(p, o, params) for p, o in todo])
 
     def diagnostics(self, ctx: BandContext, plan: StepPlan) -> list[Path | None]:
         """Write the PNGs of a completed step (default: none)."""

@@ -10,6 +10,7 @@ no dedicated background and no overlap to match levels on; with overlapping expo
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +19,12 @@ from pydantic import Field
 
 from jwstgal import dq, layout
 from jwstgal.bands import Band
+from jwstgal.destripe_frames import good_pixels
 from jwstgal.masking import sky_level
 from jwstgal.provenance import atomic_path, stamp_header
 from jwstgal.settings import StepSettings
-from jwstgal.steps.base import BandContext, Step, StepPlan
-from jwstgal.steps.destripe import DQ_CHOICES, good_pixels
+from jwstgal.steps.base import BandContext, BandTask, Step, StepPlan
+from jwstgal.steps.destripe import DQ_CHOICES
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +59,19 @@ def subtract_sky(src: Path, dst: Path, params: BgSubSettings, config_hash: str =
     return level
 
 
-def run_task(src: str, dst: str, params: dict, config_hash: str) -> list[str]:
-    """Subtract one exposure's sky level (worker)."""
-    subtract_sky(Path(src), Path(dst), BgSubSettings(**params), config_hash)
-    return [dst]
+@dataclass(frozen=True)
+class BgSubTask(BandTask):
+    """Subtract one exposure's sky level."""
+
+    src: Path
+    dst: Path
+    settings: BgSubSettings
+    config_hash: str
+
+    def run(self) -> list[str]:
+        """Write the copy with its level subtracted."""
+        subtract_sky(self.src, self.dst, self.settings, self.config_hash)
+        return [str(self.dst)]
 
 
 class BgSub(Step):
@@ -75,8 +86,8 @@ class BgSub(Step):
 
     def plan(self, ctx: BandContext, upstream: str, inputs: list[Path]) -> StepPlan:
         """One task per science exposure; finished ones are reused on a rerun with the same key."""
-        return self.plan_per_exposure(ctx, upstream, inputs, "bg_sub", run_task,
-                                      lambda p, o, params: (str(p), str(o), params, ctx.run.config_hash))
+        return self.plan_per_exposure(ctx, upstream, inputs, "bg_sub", lambda p, o, params: BgSubTask(
+            p, o, BgSubSettings(**params), ctx.run.config_hash))
 
     def diagnostics(self, ctx: BandContext, plan: StepPlan) -> list[Path | None]:
         """Bar chart of the levels subtracted."""

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from astropy.io import fits
@@ -22,24 +24,34 @@ from jwstgal.bands import Band
 from jwstgal.errors import InputNotFoundError
 from jwstgal.provenance import hash_params
 from jwstgal.stages import run_stage2, run_stage3
-from jwstgal.steps.base import BandContext, Step, StepPlan
+from jwstgal.steps.base import BandContext, BandTask, Step, StepPlan
 
 log = logging.getLogger(__name__)
 
 NAME = "bgr_mosaics"
 
 
-def run_task(rates: list[str], product: str, out_dir: str, lv2: dict, lv3: dict, config_hash: str
-             ) -> list[str]:
-    """Stage 2, then stage 3, of one band's background exposures (worker)."""
-    cal_dir = Path(out_dir) / "cal"
-    cals = []
-    for r in rates:
-        cals += [p for p in run_stage2(Path(r), [], cal_dir, lv2, config_hash)
-                 if p.name.endswith("_cal.fits")]
-    made = run_stage3(cals, product, Path(out_dir), lv3, config_hash)
-    log.info("%s: %d background exposures -> %s_i2d.fits", product, len(cals), product)
-    return [str(p) for p in made]
+@dataclass(frozen=True)
+class BgrTask(BandTask):
+    """Stage 2, then stage 3 (``lv2``, ``lv3``: their parameters), of one band's background exposures."""
+
+    rates: tuple[Path, ...]
+    product: str
+    out_dir: Path
+    lv2: dict[str, Any]
+    lv3: dict[str, Any]
+    config_hash: str
+
+    def run(self) -> list[str]:
+        """Write the background mosaic (its cal files in ``cal/``)."""
+        cal_dir = self.out_dir / "cal"
+        cals = []
+        for r in self.rates:
+            cals += [p for p in run_stage2(r, [], cal_dir, self.lv2, self.config_hash)
+                     if p.name.endswith("_cal.fits")]
+        made = run_stage3(cals, self.product, self.out_dir, self.lv3, self.config_hash)
+        log.info("%s: %d background exposures -> %s_i2d.fits", self.product, len(cals), self.product)
+        return [str(p) for p in made]
 
 
 class BgrMosaics(Step):
@@ -67,9 +79,9 @@ class BgrMosaics(Step):
             return begun.done
         out_dir = begun.out_dir
         product = f"{layout.product_name(ctx.target, ctx.band)}_bgr"
-        return StepPlan(NAME, key, params, [out_dir / f"{product}_i2d.fits"], run_task,
-                        [([str(p) for p in rates], product, str(out_dir), json.loads(json.dumps(lv2)),
-                          json.loads(json.dumps(lv3)), ctx.run.config_hash)])
+        return StepPlan(NAME, key, params, [out_dir / f"{product}_i2d.fits"], [BgrTask(
+            tuple(rates), product, out_dir, json.loads(json.dumps(lv2)), json.loads(json.dumps(lv3)),
+            ctx.run.config_hash)])
 
     def diagnostics(self, ctx: BandContext, plan: StepPlan) -> list[Path | None]:
         """Quicklook of the background mosaic."""

@@ -11,6 +11,7 @@ call the same function on single files.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,11 +21,11 @@ from pydantic import Field
 
 from jwstgal import dq, layout
 from jwstgal.bands import Band
-from jwstgal.destripe import DestripeParams, destripe, stripe_residual
-from jwstgal.destripe_miri import miri_destripe
+from jwstgal.destripe import DestripeParams, stripe_residual
+from jwstgal.destripe_frames import destripe_arrays, good_pixels
 from jwstgal.provenance import atomic_path, stamp_header
 from jwstgal.settings import StepSettings
-from jwstgal.steps.base import BandContext, Step, StepPlan
+from jwstgal.steps.base import BandContext, BandTask, Step, StepPlan
 
 log = logging.getLogger(__name__)
 
@@ -64,77 +65,6 @@ class DestripeSettings(StepSettings):
                                        description="DQ flags excluded.")
     lyot: Literal["mask", "adjust", "include"] = Field(
         "mask", description="MIRI full frames: mask the Lyot coronagraph, level it, or fit it.")
-
-
-#: Narrowest amplifier band believed from a header (NIRCam's are 512 columns).
-MIN_AMP_WIDTH = 128
-
-
-def frame_layout(primary: fits.Header, shape: tuple[int, int]) -> tuple[str, int, bool]:
-    """Instrument, number of amplifier bands and whether the frame is a full-frame readout.
-
-    NOUTPUTS gives the amplifier count when the header describes this frame; otherwise NIRCam full
-    frames (2048 wide, SUBARRAY FULL) have four and everything else one. A header whose readout
-    width (SUBSIZE1) is not the frame's width belongs to a larger frame (a cut-out keeps its
-    parent's NOUTPUTS = 4): the cut-out's amplifier boundaries are unknown, so it is one band; so
-    is a frame whose bands would be narrower than :data:`MIN_AMP_WIDTH` (real ones are 512).
-    """
-    instrument = str(primary.get("INSTRUME", "NIRCAM")).upper()
-    subarray = str(primary.get("SUBARRAY", "FULL")).upper()
-    full = subarray == "FULL"
-    width = shape[1]
-    if int(primary.get("SUBSIZE1", width)) != width:
-        n_amps = 1
-    elif "NOUTPUTS" in primary:
-        n_amps = int(primary["NOUTPUTS"])
-    else:
-        n_amps = 4 if (instrument == "NIRCAM" and full and width == 2048) else 1
-    if n_amps < 1 or width % n_amps or width // n_amps < MIN_AMP_WIDTH:
-        n_amps = 1
-    if instrument == "MIRI":
-        n_amps = 1
-    return instrument, max(n_amps, 1), full
-
-
-def good_pixels(sci: np.ndarray, dq_arr: np.ndarray | None) -> np.ndarray:
-    """Pixels a stripe model is subtracted from: finite, non-zero, not DO_NOT_USE."""
-    good = np.isfinite(sci) & (sci != 0)
-    if dq_arr is not None:
-        good &= ~dq.flagged(dq_arr, ["DO_NOT_USE"])
-    return good
-
-
-def destripe_arrays(sci: np.ndarray, dq_arr: np.ndarray | None, err: np.ndarray | None,
-                    primary: fits.Header, params: DestripeParams) -> tuple[np.ndarray, np.ndarray, Any, int]:
-    """Destripe one frame's arrays (pure: the inputs are not modified).
-
-    Parameters
-    ----------
-    sci, dq_arr, err : numpy.ndarray
-        SCI, DQ (or None) and ERR (or None) of a rate or cal frame.
-    primary : astropy.io.fits.Header
-        Primary-header keywords of the frame (INSTRUME, SUBARRAY, SUBSIZE1, NOUTPUTS), see
-        :func:`frame_layout`.
-    params : DestripeParams
-        Method and settings.
-
-    Returns
-    -------
-    (numpy.ndarray, numpy.ndarray, result, int)
-        The destriped SCI (NaN where the MIRI Lyot is masked), the Lyot mask, the method's result
-        (``model``, ``mask``, ``amp_offsets``) and the number of amplifier bands found.
-    """
-    sci = np.asarray(sci, float)
-    instrument, n_amps, full = frame_layout(primary, sci.shape)
-    if instrument == "MIRI":
-        res, lyot = miri_destripe(sci, dq_arr, err, params, full_frame=full)
-    else:
-        res = destripe(sci, dq_arr, err, params, n_amps=n_amps)
-        lyot = np.zeros(sci.shape, bool)
-    out = np.where(good_pixels(sci, dq_arr), sci - res.model, sci)
-    if lyot.any():
-        out[lyot] = np.nan
-    return out, lyot, res, n_amps
 
 
 def destripe_file(src: Path, dst: Path, params: DestripeParams, *, config_hash: str = "",
@@ -206,11 +136,20 @@ def destripe_stats(res: Any, good: np.ndarray, lyot: np.ndarray) -> dict[str, An
             "lyot_masked": int(lyot.sum())}
 
 
-def run_task(src: str, dst: str, params: dict, config_hash: str, png: str) -> list[str]:
-    """Destripe one exposure (worker)."""
-    destripe_file(Path(src), Path(dst), DestripeParams(**params), config_hash=config_hash,
-                  plot_png=Path(png))
-    return [dst]
+@dataclass(frozen=True)
+class DestripeTask(BandTask):
+    """Destripe one exposure, drawing its four-panel figure to ``png``."""
+
+    src: Path
+    dst: Path
+    params: DestripeParams
+    config_hash: str
+    png: Path
+
+    def run(self) -> list[str]:
+        """Write the destriped copy."""
+        destripe_file(self.src, self.dst, self.params, config_hash=self.config_hash, plot_png=self.png)
+        return [str(self.dst)]
 
 
 class Destripe(Step):
@@ -229,9 +168,8 @@ class Destripe(Step):
     def plan(self, ctx: BandContext, upstream: str, inputs: list[Path]) -> StepPlan:
         """One task per science exposure; finished ones are reused on a rerun with the same key."""
         panels = ctx.qa_dir / self.name
-        return self.plan_per_exposure(
-            ctx, upstream, inputs, "destriping", run_task,
-            lambda p, o, params: (str(p), str(o), params, ctx.run.config_hash, str(panels / f"{p.stem}.png")))
+        return self.plan_per_exposure(ctx, upstream, inputs, "destriping", lambda p, o, params: DestripeTask(
+            p, o, DestripeParams(**params), ctx.run.config_hash, panels / f"{p.stem}.png"))
 
     def diagnostics(self, ctx: BandContext, plan: StepPlan) -> list[Path | None]:
         """Contact sheet of the destriped exposures (per-exposure panels are drawn by the tasks)."""

@@ -13,7 +13,9 @@ each on the QA page.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, field_validator
 
@@ -24,7 +26,7 @@ from jwstgal.errors import InputNotFoundError
 from jwstgal.provenance import hash_params
 from jwstgal.settings import StepSettings
 from jwstgal.stages import run_resample
-from jwstgal.steps.base import BandContext, Step, StepPlan, content_hash, file_id
+from jwstgal.steps.base import BandContext, BandTask, Step, StepPlan, content_hash, file_id
 
 log = logging.getLogger(__name__)
 
@@ -58,20 +60,41 @@ def field_product(product: str, field: str) -> str:
     return f"{product}_field{field}"
 
 
-def run_task(groups: dict[str, list[str]], product: str, out_dir: str, params: dict, grid: str | None,
-             solution: str | None, config_hash: str) -> list[str]:
-    """Resample every field of one band, then give it the absolute alignment (worker)."""
+@dataclass(frozen=True)
+class FieldsTask(BandTask):
+    """Resample every field of one band (``groups``: field -> its crf files), then align each.
+
+    ``params``: the resample step's parameters; ``grid``: the mosaic whose grid they share (None:
+    their own); ``solution``: the band's absolute alignment (None: not aligned).
+    """
+
+    groups: dict[str, tuple[Path, ...]]
+    product: str
+    out_dir: Path
+    params: dict[str, Any]
+    grid: Path | None
+    solution: Path | None
+    config_hash: str
+
+    def run(self) -> list[str]:
+        """Write one mosaic per field."""
+        return field_mosaics(self.groups, self.product, self.out_dir, self.params, self.grid, self.solution,
+                             self.config_hash)
+
+
+def field_mosaics(groups: dict[str, tuple[Path, ...]], product: str, out_dir: Path, params: dict[str, Any],
+                  grid: Path | None, solution: Path | None, config_hash: str) -> list[str]:
+    """Resample every field of one band, then give it the absolute alignment."""
     import json
 
     from jwstgal.astrometry_io import result_from_dict, write_aligned_mosaic
 
-    result = result_from_dict(json.loads(Path(solution).read_text())) if solution else None
+    result = result_from_dict(json.loads(solution.read_text())) if solution else None
     out = []
     for field, files in groups.items():
         name = field_product(product, field)
-        made = run_resample([Path(f) for f in files], name, Path(out_dir), params, config_hash,
-                            Path(grid) if grid else None)
-        mosaic = Path(out_dir) / f"{name}_i2d.fits"
+        made = run_resample(list(files), name, out_dir, params, config_hash, grid)
+        mosaic = out_dir / f"{name}_i2d.fits"
         if result is not None:
             aligned = write_aligned_mosaic(mosaic, mosaic.with_name(f".{mosaic.name}.aligned"), result,
                                            config_hash)
@@ -96,10 +119,10 @@ class FieldMosaics(Step):
             msg = f"{ctx.label}: per-field mosaics need the aligned exposures (crf) of stage 3"
             raise InputNotFoundError(msg)
         params = self.resolved(ctx)
-        groups: dict[str, list[str]] = {}
+        groups: dict[str, list[Path]] = {}
         for f in files:
             if not params["fields"] or field_of(f) in params["fields"]:
-                groups.setdefault(field_of(f), []).append(str(f))
+                groups.setdefault(field_of(f), []).append(f)
         if not groups:
             msg = (f"{ctx.label}: none of the fields {params['fields']} has exposures "
                    f"(fields: {', '.join(sorted({field_of(f) for f in files}))})")
@@ -117,10 +140,9 @@ class FieldMosaics(Step):
         out_dir = begun.out_dir
         product = layout.product_name(ctx.target, ctx.band)
         outputs = [out_dir / f"{field_product(product, g)}_i2d.fits" for g in sorted(groups)]
-        return StepPlan(NAME, key, params, outputs, run_task,
-                        [(dict(sorted(groups.items())), product, str(out_dir), resample,
-                          str(grid) if grid else None, str(solution) if aligned else None,
-                          ctx.run.config_hash)])
+        return StepPlan(NAME, key, params, outputs, [FieldsTask(
+            {g: tuple(fs) for g, fs in sorted(groups.items())}, product, out_dir, resample, grid,
+            solution if aligned else None, ctx.run.config_hash)])
 
     def diagnostics(self, ctx: BandContext, plan: StepPlan) -> list[Path | None]:
         """A quicklook of each field mosaic."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from jwstgal.errors import StepFailedError
 from jwstgal.level_match import LevelSolution, block_reduce, match_levels
 from jwstgal.provenance import atomic_path, hash_params, stamp_header
 from jwstgal.settings import StepSettings
-from jwstgal.steps.base import BandContext, Step, StepPlan
+from jwstgal.steps.base import BandContext, BandTask, Step, StepPlan
 from jwstgal.tiled_io import remove_scratch, scratch_dir
 
 log = logging.getLogger(__name__)
@@ -265,13 +266,23 @@ def _unit(path: Path) -> str:
         return ""
 
 
-def run_task(cal_files: list[str], out_dir: str, params: dict, backgrounds: list[str],
-             config_hash: str, qa_png: str) -> list[str]:
-    """Level-match one band (worker)."""
-    outputs, _ = level_match_files([Path(c) for c in cal_files], Path(out_dir), params,
-                                   backgrounds=[Path(b) for b in backgrounds],
-                                   config_hash=config_hash, qa_png=Path(qa_png))
-    return [str(p) for p in outputs]
+@dataclass(frozen=True)
+class LevelMatchTask(BandTask):
+    """Level-match one band's exposures (the reference: the one closest in time to ``backgrounds``)."""
+
+    cal_files: tuple[Path, ...]
+    out_dir: Path
+    params: dict[str, Any]
+    backgrounds: tuple[Path, ...]
+    config_hash: str
+    qa_png: Path
+
+    def run(self) -> list[str]:
+        """Write the matched copies, the offsets table and the figure."""
+        outputs, _ = level_match_files(list(self.cal_files), self.out_dir, self.params,
+                                       backgrounds=list(self.backgrounds), config_hash=self.config_hash,
+                                       qa_png=self.qa_png)
+        return [str(p) for p in outputs]
 
 
 class LevelMatch(Step):
@@ -297,9 +308,9 @@ class LevelMatch(Step):
         out_dir = begun.out_dir
         outputs = [out_dir / p.name for p in inputs]
         log.info("%s: level matching %d exposures", ctx.label, len(inputs))
-        return StepPlan(self.name, key, params, outputs, run_task,
-                        [([str(p) for p in inputs], str(out_dir), params, [str(b) for b in backgrounds],
-                          ctx.run.config_hash, str(ctx.qa_dir / f"{self.name}.png"))])
+        return StepPlan(self.name, key, params, outputs, [LevelMatchTask(
+            tuple(inputs), out_dir, params, tuple(backgrounds), ctx.run.config_hash,
+            ctx.qa_dir / f"{self.name}.png")])
 
     def qa_summary(self, band_dir: Path, target: str, band: Band) -> dict[str, str]:
         """Spread (rms) of the level offsets subtracted."""

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from jwstgal import layout
 from jwstgal.bands import Band, header_mismatch
@@ -18,7 +20,7 @@ from jwstgal.memory import stage1_peak
 from jwstgal.provenance import hash_params
 from jwstgal.settings import name_skipped
 from jwstgal.stages import run_stage1
-from jwstgal.steps.base import BandContext, RunView, Step, StepPlan, file_id
+from jwstgal.steps.base import BandContext, BandTask, RunView, Step, StepPlan, file_id
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +68,18 @@ def raw_exposures(run: RunView, target: str, band: Band) -> list[Path]:
     return out
 
 
-def run_task(uncal: str, out_dir: str, params: dict, config_hash: str) -> list[str]:
-    """Stage 1 of one exposure (worker)."""
-    return [str(p) for p in run_stage1(Path(uncal), Path(out_dir), params, config_hash)]
+@dataclass(frozen=True)
+class Lv1Task(BandTask):
+    """Stage 1 of one exposure (``params``: the resolved ``[lv1_parameters]``)."""
+
+    uncal: Path
+    out_dir: Path
+    params: dict[str, Any]
+    config_hash: str
+
+    def run(self) -> list[str]:
+        """Run calwebb_detector1 into ``out_dir``."""
+        return [str(p) for p in run_stage1(self.uncal, self.out_dir, self.params, self.config_hash)]
 
 
 class Lv1(Step):
@@ -93,8 +104,8 @@ class Lv1(Step):
         outputs = [out_dir / p.name.replace("_uncal", "_rate") for p in raw]
         todo = [p for p, o in zip(raw, outputs, strict=True) if not (reuse and o.is_file())]
         log.info("%s: stage 1 on %d exposures (%d reused)", ctx.label, len(todo), len(raw) - len(todo))
-        return StepPlan(NAME, key, params, outputs, run_task,
-                        [(str(p), str(out_dir), params, ctx.run.config_hash) for p in todo],
+        return StepPlan(NAME, key, params, outputs,
+                        [Lv1Task(p, out_dir, params, ctx.run.config_hash) for p in todo],
                         memory=[stage1_peak(p) for p in todo])
 
     def diagnostics(self, ctx: BandContext, plan: StepPlan) -> list[Path | None]:

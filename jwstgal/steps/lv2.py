@@ -8,7 +8,9 @@ exposure's association as backgrounds. Parameters: ``[lv2_parameters]``.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from jwstgal import layout
 from jwstgal.bands import Band
@@ -16,17 +18,27 @@ from jwstgal.errors import InputNotFoundError
 from jwstgal.memory import stage2_peak
 from jwstgal.provenance import hash_params
 from jwstgal.stages import run_stage2
-from jwstgal.steps.base import BandContext, Step, StepPlan, background_reason
+from jwstgal.steps.base import BandContext, BandTask, Step, StepPlan, background_reason
 
 log = logging.getLogger(__name__)
 
 NAME = "lv2"
 
 
-def run_task(rate: str, backgrounds: list[str], out_dir: str, params: dict, config_hash: str) -> list[str]:
-    """Stage 2 of one exposure (worker)."""
-    return [str(p) for p in run_stage2(Path(rate), [Path(b) for b in backgrounds], Path(out_dir),
-                                       params, config_hash)]
+@dataclass(frozen=True)
+class Lv2Task(BandTask):
+    """Stage 2 of one exposure, with the band's dedicated backgrounds as background members."""
+
+    rate: Path
+    backgrounds: tuple[Path, ...]
+    out_dir: Path
+    params: dict[str, Any]
+    config_hash: str
+
+    def run(self) -> list[str]:
+        """Run calwebb_image2 into ``out_dir``."""
+        return [str(p) for p in run_stage2(self.rate, list(self.backgrounds), self.out_dir, self.params,
+                                           self.config_hash)]
 
 
 class Lv2(Step):
@@ -70,9 +82,8 @@ class Lv2(Step):
         todo = [p for p, o in zip(science, outputs, strict=True) if not (reuse and o.is_file())]
         log.info("%s: stage 2 on %d exposures with %d background exposures", ctx.label, len(todo),
                  len(backgrounds))
-        return StepPlan(NAME, key, params, outputs, run_task,
-                        [(str(p), [str(b) for b in backgrounds], str(out_dir), params,
-                          ctx.run.config_hash) for p in todo],
+        return StepPlan(NAME, key, params, outputs,
+                        [Lv2Task(p, tuple(backgrounds), out_dir, params, ctx.run.config_hash) for p in todo],
                         memory=[stage2_peak(p) for p in todo])
 
     def diagnostics(self, ctx: BandContext, plan: StepPlan) -> list[Path | None]:

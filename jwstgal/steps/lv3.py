@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +25,7 @@ from jwstgal.memory import budget_bytes, low_memory_stage3, stage3_task_peak, wo
 from jwstgal.provenance import hash_params, write_text_atomic
 from jwstgal.settings import StepSettings, added_field
 from jwstgal.stages import run_stage3
-from jwstgal.steps.base import BandContext, Step, StepPlan, alignment_catalogue, file_id
+from jwstgal.steps.base import BandContext, BandTask, Step, StepPlan, alignment_catalogue, file_id
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +49,25 @@ class Lv3Settings(StepSettings):
         "exposure", f"Groups that skymatch gives one sky level: {GROUPING_HELP}.")
 
 
-def run_task(cal_files: list[str], product: str, out_dir: str, params: dict, config_hash: str,
-             refcat: str | None, groups: dict[str, str] | None = None) -> list[str]:
-    """Stage 3 of one band (worker)."""
-    return [str(p) for p in run_stage3([Path(c) for c in cal_files], product, Path(out_dir), params,
-                                       config_hash, Path(refcat) if refcat else None, groups)]
+@dataclass(frozen=True)
+class Lv3Task(BandTask):
+    """Stage 3 of one band: its mosaic ``product`` from the exposures, tweakreg to ``refcat`` if set.
+
+    ``groups``: the tweakreg and skymatch grouping (``{"tweakreg": mode, "skymatch": mode}``).
+    """
+
+    cal_files: tuple[Path, ...]
+    product: str
+    out_dir: Path
+    params: dict[str, Any]
+    config_hash: str
+    refcat: Path | None = None
+    groups: dict[str, str] | None = None
+
+    def run(self) -> list[str]:
+        """Run calwebb_image3 into ``out_dir``."""
+        return [str(p) for p in run_stage3(list(self.cal_files), self.product, self.out_dir, self.params,
+                                           self.config_hash, self.refcat, self.groups)]
 
 
 def astrometric_residuals(catalog: Path, refcat: Path, match_arcsec: float = 0.3) -> dict[str, Any]:
@@ -116,8 +131,8 @@ class Lv3(Step):
         budget = budget_bytes(getattr(local, "memory_budget_gb", 0.0), workers_here=workers_here(local))
         task_params = low_memory_stage3(params, inputs, budget)
         return StepPlan(NAME, key, params, [layout.stage3_mosaic(ctx.band_dir, ctx.target, ctx.band)],
-                        run_task, [([str(p) for p in inputs], product, str(out_dir), task_params,
-                                    run.config_hash, str(refcat) if refcat else None, groups)],
+                        [Lv3Task(tuple(inputs), product, out_dir, task_params, run.config_hash, refcat,
+                                 groups)],
                         memory=[stage3_task_peak(task_params, inputs)])
 
     def diagnostics(self, ctx: BandContext, plan: StepPlan) -> list[Path | None]:
@@ -125,7 +140,8 @@ class Lv3(Step):
         from jwstgal.plots import quicklook_png, quiver_png
         from jwstgal.stages import group_ids
 
-        cal, groups = [Path(f) for f in plan.tasks[0][0]], plan.tasks[0][6]
+        task = plan.tasks[0]
+        cal, groups = list(task.cal_files), task.groups or {}
         write_text_atomic(ctx.qa_dir / "lv3_groups.json", json.dumps(
             {step: [mode, len(set(group_ids(cal, mode)))] for step, mode in groups.items()}))
         mosaic = plan.outputs[0]

@@ -16,6 +16,7 @@ too (``[destripe] lyot``); with both configured, set ``[destripe] lyot = "includ
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -30,7 +31,7 @@ from jwstgal.destripe_miri import MIRI_LYOT
 from jwstgal.masking import sky_level
 from jwstgal.provenance import atomic_path, stamp_header
 from jwstgal.settings import StepSettings
-from jwstgal.steps.base import BandContext, Step, StepPlan
+from jwstgal.steps.base import BandContext, BandTask, Step, StepPlan
 
 log = logging.getLogger(__name__)
 
@@ -155,10 +156,19 @@ def lyot_adjust_files(files: list[Path], out_dir: Path, s: LyotAdjustSettings, c
     return outputs
 
 
-def run_task(files: list[str], out_dir: str, params: dict, config_hash: str) -> list[str]:
-    """Handle the Lyot of one band's exposures (worker)."""
-    return [str(p) for p in lyot_adjust_files([Path(f) for f in files], Path(out_dir),
-                                              LyotAdjustSettings(**params), config_hash)]
+@dataclass(frozen=True)
+class LyotTask(BandTask):
+    """Handle the Lyot of one band's exposures (``mask_overlap`` needs them all)."""
+
+    files: tuple[Path, ...]
+    out_dir: Path
+    settings: LyotAdjustSettings
+    config_hash: str
+
+    def run(self) -> list[str]:
+        """Write the adjusted copies."""
+        return [str(p) for p in lyot_adjust_files(list(self.files), self.out_dir, self.settings,
+                                                  self.config_hash)]
 
 
 class LyotAdjust(Step):
@@ -181,8 +191,8 @@ class LyotAdjust(Step):
         if (begun := ctx.begin(NAME, key, params)).done:
             return begun.done
         out_dir = begun.out_dir
-        return StepPlan(NAME, key, params, [out_dir / p.name for p in inputs], run_task,
-                        [([str(p) for p in inputs], str(out_dir), params, ctx.run.config_hash)])
+        return StepPlan(NAME, key, params, [out_dir / p.name for p in inputs], [LyotTask(
+            tuple(inputs), out_dir, LyotAdjustSettings(**params), ctx.run.config_hash)])
 
     def qa_summary(self, band_dir: Path, target: str, band: Band) -> dict[str, str]:
         """Median fraction of the Lyot flagged, or the median offset added."""

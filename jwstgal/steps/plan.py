@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,22 +48,35 @@ class StepRecord:
                                                  "outputs": rel}, indent=1, default=str))
 
 
+@dataclass(frozen=True)
+class BandTask:
+    """One unit of work of a band step, run in a worker of the executor.
+
+    Each step's task is a frozen dataclass at module level (so that it pickles to any worker) whose
+    fields are all its run needs: ``pathlib.Path`` inputs and outputs (from :mod:`jwstgal.layout`),
+    the step's validated settings resolved for the band, the config hash for provenance.
+    :meth:`run` does the work and returns the files it wrote. Bands that plan equal tasks (a
+    target's solve, planned by each of its bands) share one run of it.
+    """
+
+    def run(self) -> list[str]:
+        """Do the work (in a worker); raise on failure."""
+        raise NotImplementedError
+
+
 @dataclass
 class Stage:
-    """One stage of a step's work: a task function and its tasks (argument tuples).
+    """One stage of a step's work: its tasks, run together on the executor.
 
     Attributes
     ----------
-    fn : callable
-        The task function (module level: it runs in the executor's workers).
-    tasks : list of tuple
-        Arguments of each task.
+    tasks : list of BandTask
+        The tasks.
     memory : list of float
         Estimated peak bytes of each task (:mod:`jwstgal.memory`); empty: unknown.
     """
 
-    fn: Callable[..., Any]
-    tasks: list[tuple[Any, ...]] = field(default_factory=list)
+    tasks: list[BandTask] = field(default_factory=list)
     memory: list[float] = field(default_factory=list)
 
 
@@ -82,10 +94,9 @@ class StepPlan:
         Resolved parameters.
     outputs : list of pathlib.Path
         The step's products once complete.
-    fn : callable or None
-        The step's main task function; None when the step is already complete.
-    tasks : list of tuple
-        Arguments of each main task (one per exposure, or one per band).
+    tasks : list of BandTask or None
+        The main tasks (one per exposure, or one per band; empty when every output is reused);
+        None when the step is already complete.
     memory : list of float
         Estimated peak bytes of each of ``tasks`` (:mod:`jwstgal.memory`); empty: unknown.
     stages : list of Stage
@@ -99,21 +110,20 @@ class StepPlan:
     key: str
     params: dict[str, Any]
     outputs: list[Path]
-    fn: Callable[..., Any] | None = None
-    tasks: list[tuple[Any, ...]] = field(default_factory=list)
+    tasks: list[BandTask] | None = None
     memory: list[float] = field(default_factory=list)
     stages: list[Stage] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.fn is not None and not self.stages:
-            self.stages = [Stage(self.fn, self.tasks, self.memory)]
+        if self.tasks is not None and not self.stages:
+            self.stages = [Stage(self.tasks, self.memory)]
 
     @property
     def main(self) -> Stage:
-        """The stage of the main tasks (``fn``, ``tasks``)."""
-        return next(s for s in self.stages if s.fn is self.fn and s.tasks is self.tasks)
+        """The stage of the main tasks."""
+        return next(s for s in self.stages if s.tasks is self.tasks)
 
     @property
     def done(self) -> bool:
         """Whether the step was already complete."""
-        return self.fn is None
+        return self.tasks is None

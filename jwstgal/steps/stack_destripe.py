@@ -12,31 +12,32 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS
 from pydantic import Field
 
 from jwstgal import dq, layout
 from jwstgal.bands import Band
 from jwstgal.destripe import DestripeResult, stripe_residual
+from jwstgal.destripe_frames import good_pixels
 from jwstgal.destripe_stack import (
     StackParams,
-    StripeModel,
     corrected_frame,
     fit_frame,
     rms_change,
     stack_destripe_iter,
 )
 from jwstgal.dq import bad_pixel_mask
-from jwstgal.frame_maps import boxes_meet, coarse_map, coverage, resample_onto, sky_boxes
+from jwstgal.frame_maps import boxes_meet, coarse_map, coverage, resample_onto
 from jwstgal.provenance import atomic_path, hash_params, stamp_header, write_text_atomic
 from jwstgal.settings import StepSettings, added_field
-from jwstgal.steps.base import BandContext, Stage, Step, StepPlan
-from jwstgal.steps.destripe import DQ_CHOICES, frame_layout, good_pixels
+from jwstgal.stack_frames import Frames, empty_frames, frame_weight, load_model, save_model
+from jwstgal.steps.base import BandContext, BandTask, Stage, Step, StepPlan
+from jwstgal.steps.destripe import DQ_CHOICES
 
 log = logging.getLogger(__name__)
 
@@ -73,64 +74,6 @@ class StackDestripeSettings(StepSettings):
         "equal", "Frame weights in the mean: equal, exposure time, or inverse read-noise variance.")
 
 
-class _Frames:
-    """Frames of a band read on demand, a few kept (memory does not grow with their number)."""
-
-    def __init__(self, files: list[Path], keep: int = 4) -> None:
-        self.files = files
-        self.keep = keep
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
-        self.shapes, self.wcss, self.amps = [], [], []
-        for f in files:                   # headers only: no pixel is read here
-            with fits.open(f) as h:
-                sci = h["SCI"].header
-                shape = (int(sci["NAXIS2"]), int(sci["NAXIS1"]))
-                self.shapes.append(shape)
-                self.wcss.append(WCS(sci))
-                self.amps.append(frame_layout(h[0].header, shape)[1])
-        self._boxes: np.ndarray | None = None
-
-    @property
-    def boxes(self) -> np.ndarray:
-        """The frames' boxes on the sky (:func:`jwstgal.frame_maps.sky_boxes`)."""
-        if self._boxes is None:
-            self._boxes = sky_boxes(self.wcss, self.shapes)
-        return self._boxes
-
-    def __call__(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
-        if i not in self._cache:
-            if len(self._cache) >= self.keep:
-                self._cache.pop(next(iter(self._cache)))
-            with fits.open(self.files[i], memmap=False) as h:
-                self._cache[i] = (np.array(h["SCI"].data, float),
-                                  np.array(h["DQ"].data) if "DQ" in h else None)
-        return self._cache[i]
-
-
-def frame_weight(path: Path, how: str) -> float:
-    """A frame's weight in the others' references: 1, its exposure time, or 1 / its read-noise variance.
-
-    ``ivm`` uses the median VAR_RNOISE of the good pixels (ERR squared when there is no
-    VAR_RNOISE), one number per frame.
-    """
-    if how == "equal":
-        return 1.0
-    with fits.open(path) as h:
-        if how == "exptime":
-            t = h[0].header.get("EFFEXPTM", h[0].header.get("EXPTIME"))
-            if t is None:
-                msg = f"{path.name}: no EFFEXPTM/EXPTIME for [stack_destripe] weight = 'exptime'"
-                raise ValueError(msg)
-            return float(t)
-        ext = "VAR_RNOISE" if "VAR_RNOISE" in h else "ERR"
-        var = np.array(h[ext].data, float) ** (1 if ext == "VAR_RNOISE" else 2)
-        good = np.isfinite(var) & (var > 0)
-        if not good.any():
-            msg = f"{path.name}: no usable {ext} for [stack_destripe] weight = 'ivm'"
-            raise ValueError(msg)
-        return float(1.0 / np.median(var[good]))
-
-
 def stack_destripe_files(files: list[Path], out_dir: Path, params: StackParams, *, iterations: int = 3,
                          config_hash: str = "", plot_dir: Path | None = None, weight: str = "equal"
                          ) -> list[Path]:
@@ -161,7 +104,7 @@ def stack_destripe_files(files: list[Path], out_dir: Path, params: StackParams, 
     list of pathlib.Path
         The written files.
     """
-    load = _Frames(files)
+    load = Frames(files)
     n = len(files)
     empty = empty_frames(load)
     coarse: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
@@ -184,17 +127,6 @@ def stack_destripe_files(files: list[Path], out_dir: Path, params: StackParams, 
     log.info("stack destriping: %d frames, %d overlapping pairs, %d passes", n, int(overlaps.sum()),
              iterations)
     return outputs
-
-
-def empty_frames(load: _Frames) -> list[bool]:
-    """Which frames have no valid pixel; each is logged (it is left out and copied unchanged)."""
-    empty = []
-    for i, f in enumerate(load.files):
-        empty.append(not good_pixels(*load(i)).any())
-        if empty[-1]:
-            log.warning("%s: no valid pixel (all NaN, zero or DO_NOT_USE): left out of stack-based "
-                        "destriping and copied unchanged", f)
-    return empty
 
 
 def write_output(f: Path, sci: np.ndarray, dq_arr: np.ndarray | None, res: DestripeResult, out_dir: Path,
@@ -225,7 +157,7 @@ def write_output(f: Path, sci: np.ndarray, dq_arr: np.ndarray | None, res: Destr
     return out
 
 
-def neighbours(load: _Frames, empty: list[bool], i: int, p: StackParams) -> list[int]:
+def neighbours(load: Frames, empty: list[bool], i: int, p: StackParams) -> list[int]:
     """The frames covering enough of frame ``i`` to be resampled for its reference.
 
     Frames whose outlines cannot meet on the sky are skipped without mapping them; the others
@@ -258,60 +190,53 @@ def _split(params: dict) -> tuple[StackParams, int, str]:
     return StackParams(**p), int(iterations), weight
 
 
-def graph_task(files: list[str], state: str, params: dict) -> list[str]:
-    """Which frames may overlap which, from their WCS and headers alone (worker, before the passes).
+@dataclass(frozen=True)
+class GraphTask(BandTask):
+    """Which frames may overlap which, from their WCS and headers alone (before the passes).
 
     No pixel is read: a frame with no valid pixel, and the ``ivm`` weights, are found by the
     first pass, which reads each frame and its neighbours anyway (issue #29).
     """
-    p, _, _ = _split(params)
-    paths = [Path(f) for f in files]
-    load = _Frames(paths, keep=1)
-    n = len(paths)
-    none = [False] * n
-    doc = {"files": [f.name for f in paths], "neighbours": [neighbours(load, none, i, p) for i in range(n)],
-           "amps": load.amps}
-    out = Path(state) / "graph.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out, json.dumps(doc))
-    return [str(out)]
+
+    files: tuple[Path, ...]
+    state: Path
+    params: dict[str, Any]
+
+    def run(self) -> list[str]:
+        """Write ``graph.json`` in the state folder."""
+        p, _, _ = _split(self.params)
+        load = Frames(list(self.files), keep=1)
+        n, none = len(self.files), [False] * len(self.files)
+        doc = {"files": [f.name for f in self.files], "amps": load.amps,
+               "neighbours": [neighbours(load, none, i, p) for i in range(n)]}
+        out = self.state / "graph.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out, json.dumps(doc))
+        return [str(out)]
 
 
-def converge_task(state: str, it: int, n: int) -> list[str]:
-    """The largest model change of pass ``it`` over the ``n`` frames, in one file (worker, between passes).
+@dataclass(frozen=True)
+class ConvergeTask(BandTask):
+    """The largest model change of pass ``it`` over the ``n`` frames, in one file (between passes).
 
     Each task of a later pass then reads this one file to know whether pass ``it`` converged,
     rather than every frame's record (O(N) reads per pass instead of O(N^2)).
     """
-    out = Path(state) / f"pass{it}" / "change.json"
-    write_text_atomic(out, json.dumps({"change": _max_change(Path(state), it, n)}))
-    return [str(out)]
+
+    state: Path
+    it: int
+    n: int
+
+    def run(self) -> list[str]:
+        """Write ``pass<it>/change.json``."""
+        out = self.state / f"pass{self.it}" / "change.json"
+        write_text_atomic(out, json.dumps({"change": _max_change(self.state, self.it, self.n)}))
+        return [str(out)]
 
 
 def _max_change(state: Path, it: int, n: int) -> float:
     return max((json.loads((state / f"pass{it}" / f"{k}.json").read_text())["change"] for k in range(n)),
                default=0.0)
-
-
-def _save_model(path: Path, model: StripeModel | None, kept: list[int], change: float,
-                first: dict | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {} if model is None else {
-        "rows": np.array(model.rows), "amps": np.array([[a.start or 0, a.stop] for a in model.amps]),
-        "cols": model.cols if model.cols is not None else np.zeros(0), "offset": np.array(model.offset)}
-    with atomic_path(path.with_suffix(".npz")) as tmp, tmp.open("wb") as fh:
-        np.savez(fh, **arrays)
-    record = {"kept": kept, "change": change, **(first or {})}
-    write_text_atomic(path.with_suffix(".json"), json.dumps(record))
-
-
-def _load_model(path: Path) -> StripeModel | None:
-    with np.load(path.with_suffix(".npz")) as z:
-        if "rows" not in z:
-            return None
-        cols = z["cols"] if z["cols"].size else None
-        return StripeModel(tuple(z["rows"]), tuple(slice(int(a), int(b)) for a, b in z["amps"]), cols,
-                           float(z["offset"]))
 
 
 def _pass_role(state: Path, it: int, iterations: int, tolerance: float, n: int) -> str:
@@ -326,9 +251,9 @@ def _pass_role(state: Path, it: int, iterations: int, tolerance: float, n: int) 
     return "last" if it == iterations - 1 else "fit"
 
 
-def pass_task(files: list[str], i: int, it: int, state: str, params: dict, out_dir: str,
-              config_hash: str, plot_dir: str) -> list[str]:
-    """Pass ``it`` of frame ``i`` (worker): its reference from its neighbours' previous models.
+@dataclass(frozen=True)
+class PassTask(BandTask):
+    """Pass ``it`` of frame ``i``: its reference from its neighbours' previous models.
 
     Reads the overlap graph and the neighbours' models of the previous pass; writes this frame's
     model of this pass, and in the last pass the destriped frame (as
@@ -336,13 +261,30 @@ def pass_task(files: list[str], i: int, it: int, state: str, params: dict, out_d
     has a valid pixel, which neighbours do, and their weights: the only full-frame reads of the
     step are in its passes, each a frame and its neighbours (O(N) per pass).
     """
+
+    files: tuple[Path, ...]
+    i: int
+    it: int
+    state: Path
+    params: dict[str, Any]
+    out_dir: Path
+    config_hash: str
+    plot_dir: Path
+
+    def run(self) -> list[str]:
+        """Write this pass's model of the frame (and, in the last pass, the frame)."""
+        return one_pass(list(self.files), self.i, self.it, self.state, self.params, self.out_dir,
+                        self.config_hash, self.plot_dir)
+
+
+def one_pass(paths: list[Path], i: int, it: int, st: Path, params: dict[str, Any], out_dir: Path,
+             config_hash: str, plot_dir: Path) -> list[str]:
+    """The work of a :class:`PassTask`."""
     p, iterations, weight = _split(params)
-    st = Path(state)
     graph = json.loads((st / "graph.json").read_text())
-    paths = [Path(f) for f in files]
     n = len(paths)
     role = _pass_role(st, it, iterations, p.tolerance, n)
-    out = Path(out_dir) / paths[i].name
+    out = out_dir / paths[i].name
     me = st / f"pass{it}" / str(i)
     if role == "fit" and me.with_suffix(".json").is_file():    # a resumed run: this pass is done
         return []
@@ -350,10 +292,10 @@ def pass_task(files: list[str], i: int, it: int, state: str, params: dict, out_d
         return []
     if role == "last" and out.is_file():
         return [str(out)]
-    prev = (lambda k: _load_model(st / f"pass{it - 1}" / str(k))) if it > 0 else (lambda k: None)
+    prev = (lambda k: load_model(st / f"pass{it - 1}" / str(k))) if it > 0 else (lambda k: None)
     first = None if it == 0 else json.loads((st / "pass0" / f"{i}.json").read_text())
     neighbours = graph["neighbours"][i] if first is None else first["kept"]
-    load = _Frames([paths[i], *(paths[j] for j in neighbours)], keep=2)
+    load = Frames([paths[i], *(paths[j] for j in neighbours)], keep=2)
     data, dq_arr = load(0)
     if first is None:                         # the first pass judges the frame and its neighbours
         first = {"empty": not good_pixels(data, dq_arr).any(), "n_ref": 0, "weights": {}}
@@ -381,15 +323,15 @@ def pass_task(files: list[str], i: int, it: int, state: str, params: dict, out_d
     if model is None:                         # nothing covers it: it keeps its previous model
         model = model_i
     change = rms_change(model_i, model, data.shape)
-    _save_model(me, model, kept if it == 0 else neighbours, change, first if it == 0 else None)
+    save_model(me, model, kept if it == 0 else neighbours, change, first if it == 0 else None)
     if role != "last":
         return []
     res = DestripeResult(model.expand(data.shape) if model is not None else np.zeros(data.shape),
                          mask if mask is not None else bad_pixel_mask(data, dq_arr, None, p.dq_flags),
                          np.zeros(1))
-    return [str(write_output(paths[i], data, dq_arr, res, Path(out_dir), first["n_ref"], first["empty"],
+    return [str(write_output(paths[i], data, dq_arr, res, out_dir, first["n_ref"], first["empty"],
                              {**p.as_dict(), "iterations": iterations, "weight": weight},
-                             config_hash, Path(plot_dir)))]
+                             config_hash, plot_dir))]
 
 
 class StackDestripe(Step):
@@ -412,22 +354,20 @@ class StackDestripe(Step):
         out_dir = begun.out_dir
         outputs = [out_dir / p.name for p in inputs]
         log.info("%s: stack-based destriping of %d exposures", ctx.label, len(inputs))
-        files, state = [str(p) for p in inputs], str(out_dir / STATE)
+        files, state, qa = tuple(inputs), out_dir / STATE, ctx.qa_dir / self.name
 
-        def one_pass(it: int) -> list[tuple]:
-            qa = str(ctx.qa_dir / self.name)
-            return [(files, i, it, state, params, str(out_dir), ctx.run.config_hash, qa)
+        def passes(it: int) -> list[BandTask]:
+            return [PassTask(files, i, it, state, params, out_dir, ctx.run.config_hash, qa)
                     for i in range(len(files))]
 
         def after(it: int) -> list[Stage]:    # with a tolerance, each pass's largest change in one file
             if params["tolerance"] <= 0 or it >= params["iterations"] - 1:
                 return []
-            return [Stage(converge_task, [(state, it, len(files))])]
+            return [Stage([ConvergeTask(state, it, len(files))])]
 
-        plan = StepPlan(self.name, key, params, outputs, pass_task, one_pass(0))
-        plan.stages = [Stage(graph_task, [(files, state, params)]), plan.main, *after(0),
-                       *(s for it in range(1, params["iterations"])
-                         for s in (Stage(pass_task, one_pass(it)), *after(it)))]
+        plan = StepPlan(self.name, key, params, outputs, passes(0))
+        plan.stages = [Stage([GraphTask(files, state, params)]), plan.main, *after(0),
+                       *(s for it in range(1, params["iterations"]) for s in (Stage(passes(it)), *after(it)))]
         return plan
 
     def diagnostics(self, ctx: BandContext, plan: StepPlan) -> list[Path | None]:

@@ -16,6 +16,7 @@ import logging
 import re
 import tomllib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -29,7 +30,7 @@ from jwstgal.bands import get_band
 from jwstgal.errors import InputNotFoundError, StepFailedError
 from jwstgal.provenance import atomic_path, hash_params, write_text_atomic
 from jwstgal.settings import StepSettings, added_field, check_band
-from jwstgal.steps.base import BandContext, Stage, Step, StepPlan, content_hash
+from jwstgal.steps.base import BandContext, BandTask, Stage, Step, StepPlan, content_hash
 from jwstgal.visit_shifts import merge_detections, solve_visit_shifts
 from jwstgal.wcs_corrections import apply_wcs_adjust
 
@@ -267,28 +268,57 @@ def apply_visit_correction(cal: Path, out: Path, entry: dict[str, Any], config_h
     return apply_wcs_correction(cal, out, result, config_hash, step=NAME)
 
 
-def detect_task(cal: str, fwhm_pix: float, cache: str) -> list[str]:
-    """Detect the stars of one exposure of a reference band into its cache (worker, before the solve)."""
-    cached_stars(Path(cal), fwhm_pix, Path(cache))
-    return [cache]
+@dataclass(frozen=True)
+class DetectTask(BandTask):
+    """Detect the stars of one exposure of a reference band into its cache (before the solve)."""
+
+    cal: Path
+    fwhm_pix: float
+    cache: Path
+
+    def run(self) -> list[str]:
+        """Write the cache (kept when it was made from this very file)."""
+        cached_stars(self.cal, self.fwhm_pix, self.cache)
+        return [str(self.cache)]
 
 
-def solve_task(toml_path: str, ref_cal: list[str], fwhm_pix: dict[str, float], passes: list[dict],
-               fitgeom: str = "shift", solved_from: str = "") -> list[str]:
-    """Solve a target's visit shifts from the cached stars into its shifts file (worker, once)."""
-    solve_wcs_adjust(Path(toml_path), [Path(c) for c in ref_cal], fwhm_pix, passes, fitgeom, solved_from)
-    return [toml_path]
+@dataclass(frozen=True)
+class SolveTask(BandTask):
+    """Solve a target's visit shifts from the cached stars into its shifts file (once per target).
+
+    Every band of the target plans this same task; the driver runs it once.
+    """
+
+    toml_path: Path
+    ref_cal: tuple[Path, ...]
+    fwhm_pix: dict[str, float]
+    passes: list[dict[str, Any]]
+    fitgeom: str = "shift"
+    solved_from: str = ""
+
+    def run(self) -> list[str]:
+        """Write the shifts file."""
+        solve_wcs_adjust(self.toml_path, list(self.ref_cal), self.fwhm_pix, self.passes, self.fitgeom,
+                         self.solved_from)
+        return [str(self.toml_path)]
 
 
-def run_task(cal: str, out: str, toml_path: str, config_hash: str) -> list[str]:
-    """Apply the target's visit shifts (solved in the stage before) to one exposure (worker)."""
-    path = Path(toml_path)
-    if not path.is_file():
-        msg = f"{path}: no visit shifts (the solve of this target failed; see the log)"
-        raise InputNotFoundError(msg)
-    c = Path(cal)
-    return [str(apply_visit_correction(c, Path(out), read_wcs_adjust(path).get(visit_id(c), {}),
-                                       config_hash))]
+@dataclass(frozen=True)
+class ApplyTask(BandTask):
+    """Apply the target's visit shifts (solved in the stage before) to one exposure."""
+
+    cal: Path
+    out: Path
+    toml_path: Path
+    config_hash: str
+
+    def run(self) -> list[str]:
+        """Write the corrected copy."""
+        if not self.toml_path.is_file():
+            msg = f"{self.toml_path}: no visit shifts (the solve of this target failed; see the log)"
+            raise InputNotFoundError(msg)
+        entry = read_wcs_adjust(self.toml_path).get(visit_id(self.cal), {})
+        return [str(apply_visit_correction(self.cal, self.out, entry, self.config_hash))]
 
 
 class WcsAdjust(Step):
@@ -327,17 +357,17 @@ class WcsAdjust(Step):
             return begun.done
         out_dir, reuse = begun.out_dir, begun.reuse
         todo = [p for p in inputs if not (reuse and (out_dir / p.name).is_file())]
-        plan = StepPlan(NAME, key, params, [out_dir / n for n in names], run_task,
-                        [(str(p), str(out_dir / p.name), str(toml_path), ctx.run.config_hash) for p in todo])
+        plan = StepPlan(NAME, key, params, [out_dir / n for n in names],
+                        [ApplyTask(p, out_dir / p.name, toml_path, ctx.run.config_hash) for p in todo])
         band = ctx.band_dir.name
         # stars of each reference exposure, then the target's solve, then the corrections
-        detect, solve = Stage(detect_task), Stage(solve_task)
+        detect, solve = Stage(), Stage()
         if not toml_path.is_file():
             if band in ref_bands:                # each reference band detects its own files
                 own = [c for c in ref_cal if c.parent.parent.name == band]
-                detect.tasks = [(str(c), fwhm[band], str(stars_cache(target_dir, c))) for c in own]
+                detect.tasks = [DetectTask(c, fwhm[band], stars_cache(target_dir, c)) for c in own]
             # the same task in every band of the target: the driver runs it once
-            solve.tasks = [(str(toml_path), [str(c) for c in ref_cal], fwhm, params["passes"],
-                            params["fitgeom"], solve_inputs)]
+            solve.tasks = [SolveTask(toml_path, tuple(ref_cal), fwhm, params["passes"], params["fitgeom"],
+                                     solve_inputs)]
         plan.stages = [detect, solve, plan.main]
         return plan
