@@ -167,7 +167,8 @@ def run_ours(case: str, instr: str, folder: Path, root: Path, work: Path) -> dic
                 ex.map(destripe_file, [(f, out / f.name, DestripeParams(**params)) for f in files],
                        progress=False)
     elif case == "wcs_adjust":
-        from jwstgal.steps.wcs_adjust import ApplyTask, DetectTask, SolveTask, stars_cache
+        from jwstgal.steps.wcs_adjust import ApplyTask
+        from jwstgal.steps.wcs_solve import DetectTask, SolveTask, stars_cache
 
         s = _settings("wcs_adjust")
         fwhm = {band.name: band.fwhm_pix}

@@ -26,7 +26,7 @@ from jwstgal import layout
 from jwstgal.bands import Band, get_band
 from jwstgal.config import RunConfig
 from jwstgal.provenance import write_text_atomic
-from jwstgal.steps import StepRecord, run_order
+from jwstgal.steps import StepRecord, run_order, with_needs
 from jwstgal.verdicts import BandFacts, band_verdict
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,9 @@ def _css(word: str) -> str:
 
 def _step_rows(bdir: Path, steps: list[str], status: dict[str, str]) -> str:
     rows = []
+    steps = with_needs(s for s in steps if s != "all")
     for step in run_order(steps):
-        rec = StepRecord(bdir, step.name).read()
+        rec = StepRecord(bdir.parent if step.scope == "target" else bdir, step.name).read()
         if step.name not in steps and not rec:
             continue
         record = "complete" if rec.get("complete") else ("started" if rec else "not run")

@@ -24,8 +24,8 @@ from jwstgal.bands import get_band
 from jwstgal.config import RunConfig
 from jwstgal.errors import CRDSError, InputNotFoundError, NothingToDo, StepFailedError
 from jwstgal.executor import Executor, ExecutorSpec, open_executor
-from jwstgal.steps import BandContext, Step, StepPlan, StepRecord, run_order
-from jwstgal.steps.base import BandTask, Stage
+from jwstgal.steps import BandContext, Step, StepPlan, StepRecord, run_order, with_needs
+from jwstgal.steps.base import BandTask, Stage, TargetContext
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,12 @@ def executor_spec(cfg: RunConfig) -> ExecutorSpec:
 
 def _states(cfg: RunConfig, bands: list[str] | None, targets: list[str] | None, *, dry_run: bool = False
             ) -> list[_BandState]:
-    return [_BandState(BandContext.of(cfg, t, get_band(b), dry_run=dry_run))
-            for t in (targets or cfg.science.targets) for b in (bands or cfg.science.bands)]
+    """Every selected target/band, its configured steps with the target steps they need."""
+    states = [_BandState(BandContext.of(cfg, t, get_band(b), dry_run=dry_run))
+              for t in (targets or cfg.science.targets) for b in (bands or cfg.science.bands)]
+    for st in states:
+        st.ctx.steps = with_needs(st.ctx.steps)
+    return states
 
 
 @contextlib.contextmanager
@@ -157,12 +161,13 @@ class PlannedStep:
     inputs: tuple[Path, ...] = ()
     outputs: tuple[Path, ...] = ()
     tasks: int = 0
+    scope: str = "band"
 
 
-def _why_run(ctx: BandContext, step: str, key: str) -> str:
-    if step in ctx.overwrite:
+def _why_run(folder: Path, overwrite: set[str], step: str, key: str) -> str:
+    if step in overwrite:
         return "overwrites configured for this step"
-    rec = StepRecord(ctx.band_dir, step).read()
+    rec = StepRecord(folder, step).read()
     if not rec:
         return "not run before"
     if rec.get("key") != key:
@@ -193,7 +198,12 @@ def plan_all(cfg: RunConfig, bands: list[str] | None = None, targets: list[str] 
                 continue
             inputs = tuple(st.outputs)
             try:
-                plan = step.plan(st.ctx, st.upstream, st.outputs)
+                if step.scope == "target":         # the band's row says what its target's step does
+                    (_, tctx), = _contexts(step, [st], dry_run=True)
+                    plan = step.plan(tctx)
+                    inputs = ()
+                else:
+                    plan = step.plan(st.ctx, st.upstream, st.outputs)
             except (InputNotFoundError, NothingToDo, StepFailedError, OSError, KeyError, ValueError) as err:
                 if pending:
                     rows.append(PlannedStep(step.name, "later", f"planned once {pending} has run"))
@@ -202,14 +212,17 @@ def plan_all(cfg: RunConfig, bands: list[str] | None = None, targets: list[str] 
                 rows.append(PlannedStep(step.name, kind, str(err).splitlines()[0]))
                 blocked = f"{step.name}: {kind}"
                 continue
+            folder = st.ctx.band_dir.parent if step.scope == "target" else st.ctx.band_dir
             if plan.done:
                 rows.append(PlannedStep(step.name, "skip", "complete with the same settings and inputs",
                                         inputs, tuple(plan.outputs)))
             else:
-                rows.append(PlannedStep(step.name, "run", _why_run(st.ctx, step.name, plan.key), inputs,
-                                        tuple(plan.outputs), len(plan.tasks)))
+                rows.append(PlannedStep(step.name, "run", _why_run(folder, st.ctx.overwrite, step.name,
+                                                                   plan.key), inputs,
+                                        tuple(plan.outputs), len(plan.tasks), step.scope))
                 pending = pending or step.name
-            st.upstream, st.outputs = plan.key, plan.outputs
+            if step.scope != "target":
+                st.upstream, st.outputs = plan.key, plan.outputs
         out[(st.ctx.target, st.ctx.band.name)] = rows
     return out
 
@@ -231,7 +244,8 @@ def format_plan(plans: dict[tuple[str, str], list[PlannedStep]], root: Path) -> 
                 continue
             folders = ", ".join(sorted({rel(p.parent) for p in r.inputs}))
             lines.append(f"      in : {len(r.inputs)} files from {folders}" if r.inputs
-                         else "      in : the raw exposures of the band")
+                         else "      in : the target's exposures (a step of the target, for all its bands)"
+                         if r.scope == "target" else "      in : the raw exposures of the band")
             lines.append(f"      out: {len(r.outputs)} files ({r.tasks} tasks)")
             lines.extend(f"           {rel(p)}" for p in r.outputs)
     return "\n".join(lines) + "\n"
@@ -254,29 +268,48 @@ def remove_temporaries(band_dir: Path) -> int:
     return n
 
 
+def _contexts(step: Step, states: list[_BandState], *, dry_run: bool = False
+              ) -> list[tuple[list[_BandState], BandContext | TargetContext]]:
+    """The contexts ``step`` is planned on, each with the bands it stands for.
+
+    A band step: each band that runs it. A target step: each target, for its bands that run it.
+    """
+    live = [st for st in states if not (st.error or st.missing) and step.name in st.ctx.steps]
+    if step.scope != "target":
+        return [([st], st.ctx) for st in live]
+    by_target: dict[str, list[_BandState]] = {}
+    for st in live:
+        by_target.setdefault(st.ctx.target, []).append(st)
+    return [(members, TargetContext(members[0].ctx.run, target, [m.ctx for m in members],
+                                    set.union(*(m.ctx.overwrite for m in members)), dry_run))
+            for target, members in by_target.items()]
+
+
 def _run_step(step: Step, states: list[_BandState], executor: Executor, progress: bool) -> None:
-    """Plan ``step`` for every band, run all its tasks together, record what succeeded."""
-    plans: list[tuple[_BandState, StepPlan]] = []
-    for st in states:
-        if st.error or st.missing or step.name not in st.ctx.steps:
-            continue
+    """Plan ``step`` on every context (band or target), run all its tasks together, record what succeeded."""
+    plans: list[tuple[list[_BandState], Any, StepPlan]] = []
+    for members, ctx in _contexts(step, states):
         try:
-            plans.append((st, step.plan(st.ctx, st.upstream, st.outputs)))
+            plans.append((members, ctx, step.plan(ctx, members[0].upstream, members[0].outputs)
+                          if step.scope != "target" else step.plan(ctx)))
         except (InputNotFoundError, NothingToDo) as err:
             log.warning("%s", err)
-            st.missing = True
-            st.status[step.name] = NO_INPUT
+            for st in members:     # a band without input skips; a target step its bands need fails them
+                if step.scope == "target":
+                    st.error, st.status[step.name] = str(err), FAILED
+                else:
+                    st.missing, st.status[step.name] = True, NO_INPUT
         except StepFailedError as err:  # the band cannot run this step: it fails, the others go on
-            st.error = str(err)
-            st.status[step.name] = FAILED
-            log.error("%s failed in %s: %s", st.ctx.label, step.name, err)
+            for st in members:
+                st.error, st.status[step.name] = str(err), FAILED
+            log.error("%s failed in %s: %s", ctx.label, step.name, err)
     failed: dict[int, BaseException] = {}
-    running = [(st, plan) for st, plan in plans if not plan.done]
-    for i in range(max((len(plan.stages) for _, plan in running), default=0)):
-        work = [(st, task, mem) for st, plan in running if id(st) not in failed
-                and i < len(plan.stages) for stage in (plan.stages[i],)
+    running = [(i, plan) for i, (_, _, plan) in enumerate(plans) if not plan.done]
+    for n in range(max((len(plan.stages) for _, plan in running), default=0)):
+        work = [(i, task, mem) for i, plan in running if i not in failed
+                and n < len(plan.stages) for stage in (plan.stages[n],)
                 for task, mem in zip(stage.tasks, _memory(stage), strict=True)]
-        # equal tasks of several bands (a target's solve, planned by each of its bands) run once
+        # equal tasks of several contexts run once
         keys = [(type(task).__module__, repr(task)) for _, task, _ in work]
         order = list(dict.fromkeys(keys))
         first = {k: keys.index(k) for k in order}
@@ -284,21 +317,21 @@ def _run_step(step: Step, states: list[_BandState], executor: Executor, progress
                                desc=step.name, progress=progress, return_exceptions=True,
                                memory=[work[first[k]][2] for k in order])
         by_key = dict(zip(order, results, strict=True))
-        for (st, *_), k in zip(work, keys, strict=True):
+        for (i, *_), k in zip(work, keys, strict=True):
             if isinstance(by_key[k], BaseException):
-                failed.setdefault(id(st), by_key[k])
-    for st, plan in plans:
-        if id(st) in failed:
-            st.error = str(failed[id(st)])
-            st.status[step.name] = FAILED
-            log.error("%s failed in %s: %s", st.ctx.label, step.name, st.error)
-            continue
-        if plan.done:
-            st.status[step.name] = SKIPPED
-        else:
-            _finish(step, st.ctx, plan)
-            st.status[step.name] = RAN
-        st.upstream, st.outputs = plan.key, plan.outputs
+                failed.setdefault(i, by_key[k])
+    for i, (members, ctx, plan) in enumerate(plans):
+        if i in failed:
+            log.error("%s failed in %s: %s", ctx.label, step.name, failed[i])
+        elif not plan.done:
+            _finish(step, ctx, plan)
+        for st in members:
+            if i in failed:
+                st.error, st.status[step.name] = str(failed[i]), FAILED
+                continue
+            st.status[step.name] = SKIPPED if plan.done else RAN
+            if step.scope != "target":     # a target step makes no exposures: the chain passes it by
+                st.upstream, st.outputs = plan.key, plan.outputs
 
 
 def _memory(stage: Stage) -> list[float]:
@@ -306,9 +339,9 @@ def _memory(stage: Stage) -> list[float]:
     return stage.memory if len(stage.memory) == len(stage.tasks) else [0.0] * len(stage.tasks)
 
 
-def _finish(step: Step, ctx: BandContext, plan: StepPlan) -> None:
+def _finish(step: Step, ctx: BandContext | TargetContext, plan: StepPlan) -> None:
     """Record a step whose tasks all succeeded, then write its diagnostics (which never fail it)."""
-    StepRecord(ctx.band_dir, plan.step).finish(plan.key, plan.params, plan.outputs)
+    StepRecord(ctx.folder, plan.step).finish(plan.key, plan.params, plan.outputs)
     try:
         step.diagnostics(ctx, plan)
     except Exception:  # diagnostics must never lose a finished step

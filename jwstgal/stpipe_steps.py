@@ -42,12 +42,8 @@ from jwstgal.steps.destripe import destripe_stats
 from jwstgal.steps.level_match import level_match_files
 from jwstgal.steps.lyot_adjust import lyot_adjust_files
 from jwstgal.steps.stack_destripe import stack_destripe_files
-from jwstgal.steps.wcs_adjust import (
-    apply_visit_correction,
-    check_known_visits,
-    measure_visit_shifts,
-    read_wcs_adjust,
-)
+from jwstgal.steps.wcs_adjust import apply_visit_correction, check_known_visits, read_wcs_adjust
+from jwstgal.steps.wcs_solve import measure_visit_shifts
 from jwstgal.stpipe_spec import settings_of, settings_spec
 
 log = logging.getLogger(__name__)

@@ -272,7 +272,7 @@ def test_exposure_stars_read_the_fits_wcs_and_match_the_gwcs(tmp_path):
 def test_star_cache_is_reused_and_redone_when_the_file_changes(tmp_path, monkeypatch):
     import os
 
-    from jwstgal.steps import wcs_adjust
+    from jwstgal.steps import wcs_solve as wcs_adjust
 
     cal, _ = _cal_with_stars(tmp_path / "jw02107001001_02101_00001_nrcb1_cal.fits")
     calls = []

@@ -1,5 +1,6 @@
 """Relative (wcs_adjust) and absolute (astrometric_align) astrometry on a simulated programme (slow)."""
 
+import json
 import tomllib
 
 import numpy as np
@@ -93,6 +94,9 @@ def test_relative_visit_shifts_recovered(run, band):
     cached = {p.name.replace("_stars.ecsv", ".fits") for p in (target / ".wcs_adjust_stars" / band).iterdir()}
     cal = {p.name for p in (target / band / "cal").glob("*_cal.fits")}
     assert len(cached) >= 4 and cached <= cal
+    # solved once for the target (its own step and record), not once per band
+    record = json.loads((target / ".jwstgal" / "wcs_solve.json").read_text())
+    assert record["complete"] and record["outputs"] == ["wcs_adjust.toml"]
 
 
 @pytest.mark.parametrize(("band", "instr"), [("F200W", "nircam"), ("F770W", "miri")])
@@ -175,7 +179,7 @@ def test_dry_run_after_the_run_plans_only_what_changed(run):
                 if line.startswith("  ") and not line.startswith("      ")}
 
     a, b = actions(same.stdout), actions(edited.stdout)
-    assert len(a) == 3 * 6 and set(a.values()) == {"skip"}, same.stdout
+    assert len(a) == 3 * 7 and set(a.values()) == {"skip"}, same.stdout   # 6 steps and wcs_solve
     # the aligned bands and what follows them (F200W's field mosaics take its solution)
     assert {k for k, v in b.items() if v == "run"} == {*((band, "astrometric_align") for band in
                                                          ("F200W", "F770W", "F2100W")),
@@ -303,7 +307,7 @@ def test_rerun_skips_every_step_and_an_edited_shift_file_reruns_wcs_adjust(run):
         assert res.returncode == 0, res.stderr[-3000:]
         return res.stderr
 
-    assert "F200W: ran -, skipped lv1,lv2,wcs_adjust,lv3,astrometric_align,field_mosaics" in rerun()
+    assert "F200W: ran -, skipped lv1,lv2,wcs_solve,wcs_adjust,lv3,astrometric_align,field_mosaics" in rerun()
     toml = run / "work" / "jwst_lv3_reprocessed_ast" / "ngc0000" / "wcs_adjust.toml"
     toml.write_text(toml.read_text() + "\n# checked by hand\n")
-    assert "F200W: ran wcs_adjust,lv3,astrometric_align,field_mosaics, skipped lv1,lv2" in rerun()
+    assert "F200W: ran wcs_adjust,lv3,astrometric_align,field_mosaics, skipped lv1,lv2,wcs_solve" in rerun()

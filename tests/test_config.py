@@ -56,7 +56,7 @@ def test_unknown_step(tmp_path):
     msg = error_of(tmp_path, science=MINIMAL_SCIENCE + "\n[pipeline.steps]\nnircam=['lv1','lv22']\n")
     assert msg == ("<d>/config.toml: key 'pipeline.steps.nircam': value ['lv1', 'lv22']: unknown "
                    "step 'lv22' (allowed: lv1, rate_destripe, rate_bg_sub, lv2, lyot_adjust, destripe, "
-                   "bg_sub, wcs_adjust, level_match, "
+                   "bg_sub, wcs_solve, wcs_adjust, level_match, "
                    "stack_destripe, lv3, astrometric_catalog, astrometric_align, field_mosaics, "
                    "bgr_mosaics; a repeat is <step>_2 ... <step>_9 of destripe, bg_sub, level_match, "
                    "stack_destripe); did you mean 'lv2'?")
@@ -66,7 +66,7 @@ def test_steps_must_be_in_pipeline_order(tmp_path):
     msg = error_of(tmp_path, science=MINIMAL_SCIENCE + "\n[pipeline.steps]\nmiri=['lv1','lv3','lv2']\n")
     assert msg == ("<d>/config.toml: key 'pipeline.steps.miri': value ['lv1', 'lv3', 'lv2']: steps run "
                    "in the order lv1, rate_destripe, rate_bg_sub, lv2, lyot_adjust, destripe, bg_sub, "
-                   "wcs_adjust, level_match, "
+                   "wcs_solve, wcs_adjust, level_match, "
                    "stack_destripe, lv3, astrometric_catalog, astrometric_align, field_mosaics, "
                    "bgr_mosaics (a repeat <step>_<n> right after its step); got lv1, lv3, lv2")
 

@@ -17,8 +17,20 @@ from plan_fixture import STEPS as FIXTURE_STEPS
 
 from jwstgal.bands import get_band
 from jwstgal.config import load_config
-from jwstgal.errors import ConfigError
-from jwstgal.steps import STEP_NAMES, STEP_SETTINGS, STEPS, BandContext, BandTask, StepRecord, get_step
+from jwstgal.errors import ConfigError, InputNotFoundError, StepFailedError
+from jwstgal.steps import (
+    STEP_NAMES,
+    STEP_SETTINGS,
+    STEPS,
+    BandContext,
+    BandTask,
+    Step,
+    StepPlan,
+    StepRecord,
+    TargetContext,
+    get_step,
+    with_needs,
+)
 
 KEYS_V0 = json.loads((Path(__file__).parent / "data" / "plan_keys_v0.json").read_text())
 
@@ -83,7 +95,7 @@ def test_every_configured_step_of_the_fixture_was_recorded():
 
 
 @pytest.mark.pipeline
-@pytest.mark.parametrize("name", STEP_NAMES)
+@pytest.mark.parametrize("name", [s.name for s in STEPS if s.scope == "band"])
 def test_plan_is_complete_after_finishing_and_reruns_when_overwritten(tmp_path, name):
     step = get_step(name)
     band = "F770W" if name == "bgr_mosaics" else "F200W"           # the fixture's background field
@@ -246,7 +258,8 @@ def test_config_order_and_defaults_come_from_the_registry(tmp_path):
 LAYERS = [
     ("jwstgal", "jwstgal.data", "jwstgal.errors", "jwstgal.bands", "jwstgal.provenance", "jwstgal.dq",
      "jwstgal.layout", "jwstgal.fits_checks", "jwstgal.verdicts", "jwstgal.stpipe_spec", "jwstgal.tiled_io",
-     "jwstgal.settings", "jwstgal.logs", "jwstgal.executor", "jwstgal.crds_setup", "jwstgal.memory"),
+     "jwstgal.settings", "jwstgal.logs", "jwstgal.executor", "jwstgal.crds_setup", "jwstgal.memory",
+     "jwstgal.backgrounds"),
     ("jwstgal.destripe", "jwstgal.destripe_miri", "jwstgal.destripe_frames", "jwstgal.destripe_stack",
      "jwstgal.masking",
      "jwstgal.level_match", "jwstgal.graph_solve", "jwstgal.frame_maps", "jwstgal.astrometry",
@@ -438,31 +451,91 @@ def test_docs_example_step_plans_and_runs(tmp_path, monkeypatch):
     assert abs(np.median(out)) < 0.05 and fits.getheader(dst)["JG_MEDIA"]
 
 
-def test_wcs_adjust_finds_stars_file_by_file_before_the_solve(tmp_path):
-    """Without a shifts file: star finding per exposure of the reference band, then the target's
-    solve (the same task in every band's plan: the driver runs it once), then the corrections."""
-    from jwstgal.steps.wcs_adjust import ApplyTask, DetectTask, SolveTask
+def test_wcs_solve_is_a_target_step_and_wcs_adjust_applies_its_file(tmp_path):
+    """Issue #27 item 1: the solve is planned on the target (stars found per reference exposure,
+    then one solve), its record is the target's; wcs_adjust applies the file, and waits for it."""
+    from jwstgal.steps.wcs_adjust import ApplyTask
+    from jwstgal.steps.wcs_solve import DetectTask, SolveTask
 
     ctx = context(tmp_path, "F200W")
-    toml = ctx.band_dir.parent / "wcs_adjust.toml"
-    step = get_step("wcs_adjust")
-    with_file = step.plan(ctx, "UPSTREAM", [])
-    detect, solve, main = with_file.stages                         # the shifts file exists
-    assert detect.tasks == solve.tasks == [] and len(main.tasks) == len(with_file.outputs) > 0
-    assert main is with_file.main
+    assert "wcs_solve" not in ctx.steps                                       # not listed, but needed:
+    steps = with_needs(ctx.steps)
+    assert steps.index("wcs_solve") == steps.index("wcs_adjust") - 1          # the driver runs it
+    tctx = TargetContext(ctx.run, "ngc0628", [ctx])
+    toml = tctx.folder / "wcs_adjust.toml"
+    solve, adjust = get_step("wcs_solve"), get_step("wcs_adjust")
+    assert (solve.scope, adjust.scope) == ("target", "band")
+    assert solve.plan(tctx).done and toml.is_file()                   # a file there is used as it is
+    applied = adjust.plan(ctx, "UPSTREAM", [])
+    assert len(applied.stages) == 1 and len(applied.tasks) == len(applied.outputs) > 0
+    assert all(isinstance(t, ApplyTask) and t.toml_path == toml for t in applied.tasks)
     toml.unlink()
-    plan = step.plan(ctx, "UPSTREAM", [])
-    cal = sorted((ctx.band_dir / "cal").glob("*_cal.fits"))
-    detect, solve, main = plan.stages
-    assert main is plan.main and all(isinstance(t, ApplyTask) for t in main.tasks)
-    assert all(isinstance(t, DetectTask) for t in detect.tasks) and [t.cal for t in detect.tasks] == cal
-    assert all(".wcs_adjust_stars/F200W/" in str(t.cache) for t in detect.tasks)
-    assert [(type(t), t.toml_path) for t in solve.tasks] == [(SolveTask, toml)]   # one, of the target
-    other_ctx = context(tmp_path, "F300M")                           # not a reference band
-    toml.unlink(missing_ok=True)
-    other = step.plan(other_ctx, "UPSTREAM", [])
-    assert other.stages[0].tasks == [] and len(other.tasks) > 0
-    assert other.stages[1].tasks == plan.stages[1].tasks            # the same solve: run once
+    with pytest.raises(InputNotFoundError, match="wcs_solve"):
+        adjust.plan(ctx, "UPSTREAM", [])
+    plan = solve.plan(tctx)
+    detect, main = plan.stages
+    assert [t.cal for t in detect.tasks] == sorted((ctx.band_dir / "cal").glob("*_cal.fits"))
+    assert all(isinstance(t, DetectTask) and ".wcs_adjust_stars/F200W/" in str(t.cache) for t in detect.tasks)
+    assert [(type(t), t.toml_path) for t in main.tasks] == [(SolveTask, toml)]        # one solve
+    record = StepRecord(tctx.folder, "wcs_solve")
+    assert record.path == tctx.folder / ".jwstgal" / "wcs_solve.json" and record.read()["key"] == plan.key
+    other = TargetContext(ctx.run, "ngc0628", [BandContext.of(ctx.run, "ngc0628", get_band("F300M"))])
+    assert repr(solve.plan(other).stages) == repr(plan.stages)       # the target's, from any band
+
+
+@dataclasses.dataclass(frozen=True)
+class _CountTask(BandTask):
+    out: Path
+    fail: bool = False
+
+    def run(self) -> list[str]:
+        if self.fail:
+            msg = f"{self.out}: cannot"
+            raise StepFailedError(msg)
+        with self.out.open("a") as fh:
+            fh.write("ran\n")
+        return [str(self.out)]
+
+
+class _TargetToy(Step):
+    name, scope, summary = "toy_target", "target", "a target step of the test"
+    fail = False
+
+    def plan(self, ctx, upstream="", inputs=None):
+        out = ctx.folder / "toy.txt"
+        if (begun := ctx.begin(self.name, "K", {})).done:
+            return begun.done
+        return StepPlan(self.name, "K", {}, [out], [_CountTask(out, self.fail)])
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_the_driver_runs_a_target_step_once_for_its_bands(tmp_path, fail):
+    """Issue #27 item 1: a target step is planned and run once for all its bands, recorded in the
+    target folder, and leaves the bands' chain of inputs as it was; a failure fails every band."""
+    from jwstgal.executor import ExecutorSpec, open_executor
+    from jwstgal.reprocess import FAILED, RAN, SKIPPED, _BandState, _run_step
+
+    ctx = context(tmp_path, "F200W")
+    states = [_BandState(ctx, "UP", [tmp_path / "a"]),
+              _BandState(BandContext.of(ctx.run, "ngc0628", get_band("F300M")), "UP2", [])]
+    for st in states:
+        st.ctx.steps.append("toy_target")
+    toy = _TargetToy()
+    toy.fail = fail
+    with open_executor(ExecutorSpec("serial")) as ex:
+        _run_step(toy, states, ex, False)
+    out = ctx.band_dir.parent / "toy.txt"
+    assert [(st.upstream, st.outputs) for st in states] == [("UP", [tmp_path / "a"]), ("UP2", [])]
+    record = StepRecord(ctx.band_dir.parent, "toy_target")
+    if fail:
+        assert not out.exists() and not record.is_complete("K")
+        assert all(st.status["toy_target"] == FAILED and "cannot" in st.error for st in states)
+        return
+    assert out.read_text() == "ran\n" and record.is_complete("K")            # once, for both bands
+    assert all(st.status["toy_target"] == RAN for st in states)
+    with open_executor(ExecutorSpec("serial")) as ex:
+        _run_step(toy, states, ex, False)
+    assert out.read_text() == "ran\n" and all(st.status["toy_target"] == SKIPPED for st in states)
 
 
 def test_a_repeated_step_runs_again_on_the_first_runs_output_with_its_own_table(tmp_path):

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from jwstgal.steps.anchor import Anchor
 from jwstgal.steps.astrometric_align import AstrometricAlign
 from jwstgal.steps.astrometric_catalog import AstrometricCatalog
-from jwstgal.steps.base import BandContext, BandTask, Stage, Step, StepPlan, StepRecord
+from jwstgal.steps.base import BandContext, BandTask, Stage, Step, StepPlan, StepRecord, TargetContext
 from jwstgal.steps.bg_sub import BgSub
 from jwstgal.steps.bgr_mosaics import BgrMosaics
 from jwstgal.steps.compare import Compare
@@ -37,6 +37,7 @@ from jwstgal.steps.rate_destripe import RateDestripe
 from jwstgal.steps.release import Release
 from jwstgal.steps.stack_destripe import StackDestripe
 from jwstgal.steps.wcs_adjust import WcsAdjust
+from jwstgal.steps.wcs_solve import WcsSolve
 
 #: Every step, in the only order in which they may run.
 STEPS: tuple[Step, ...] = (
@@ -47,6 +48,7 @@ STEPS: tuple[Step, ...] = (
     LyotAdjust(),
     Destripe(),
     BgSub(),
+    WcsSolve(),
     WcsAdjust(),
     LevelMatch(),
     StackDestripe(),
@@ -114,6 +116,13 @@ def get_step(name: str) -> Step:
     raise KeyError(msg)
 
 
+def with_needs(names: Iterable[str]) -> list[str]:
+    """A band's steps with the target steps they need (:attr:`Step.needs`), in the order they run."""
+    names = list(names)
+    needed = {n for name in names for n in get_step(name).needs}
+    return sorted({*names, *needed}, key=order_key)
+
+
 def run_order(names: Iterable[str] = ()) -> list[Step]:
     """Every registered step and the repeats among ``names``, in the order they run."""
     repeats = {n for n in names if n != "all" and repeat_of(n) is not None}
@@ -136,11 +145,11 @@ def get_post_step(name: str) -> PostStep:
 
 
 def markdown_table() -> str:
-    """The step table of docs/steps.md: every step in order, its settings table and what it does."""
-    rows = ["| step | settings | what it does |", "| --- | --- | --- |"]
+    """The step table of docs/steps.md: every step in order, its scope, settings table and what it does."""
+    rows = ["| step | scope | settings | what it does |", "| --- | --- | --- | --- |"]
     for s in STEPS:
         table = f"`[{s.name}]`" if s.settings else "-"
-        rows.append(f"| `{s.name}` | {table} | {s.summary} |")
+        rows.append(f"| `{s.name}` | {s.scope} | {table} | {s.summary} |")
     return "\n".join(rows) + "\n"
 
 
@@ -152,5 +161,7 @@ def post_markdown_table() -> str:
 
 
 __all__ = ["DEFAULT_STEPS", "POST_STEPS", "REPEATABLE", "STEPS", "STEP_NAMES", "STEP_SETTINGS",
-           "BandContext", "BandTask", "PostStep", "Stage", "Step", "StepPlan", "StepRecord", "get_post_step",
-           "get_step", "markdown_table", "order_key", "post_markdown_table", "repeat_of", "run_order"]
+           "BandContext", "BandTask", "PostStep", "Stage", "Step", "StepPlan", "StepRecord", "TargetContext",
+           "get_post_step",
+           "get_step", "markdown_table", "order_key", "post_markdown_table", "repeat_of", "run_order",
+           "with_needs"]

@@ -21,7 +21,6 @@ This module knows nothing of the driver or of the config package: a step reads t
 from __future__ import annotations
 
 import copy
-import fnmatch
 import hashlib
 import logging
 import shutil
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from jwstgal import layout
+from jwstgal.backgrounds import background_reason, instrument_of, is_background
 from jwstgal.bands import Band
 from jwstgal.errors import InputNotFoundError, StepFailedError
 from jwstgal.provenance import hash_params
@@ -40,7 +40,7 @@ from jwstgal.steps.plan import BandTask, Stage, StepPlan, StepRecord
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BandContext", "BandTask", "RunView", "Stage", "Step", "StepPlan", "StepRecord",
+__all__ = ["BandContext", "BandTask", "RunView", "Stage", "Step", "StepPlan", "StepRecord", "TargetContext",
            "alignment_catalogue", "background_reason", "content_hash", "file_id", "instrument_of",
            "is_background"]
 
@@ -82,42 +82,6 @@ def alignment_catalogue(run: RunView, target: str) -> Path:
                f"{run.alignment_dir} (set [local] alignment_dir, or fix the name)")
         raise StepFailedError(msg)
     return path
-
-
-def instrument_of(path: Path) -> str:
-    """``miri`` or ``nircam``, from a JWST file name's detector field (``mirimage``, ``nrcb1``...)."""
-    return "miri" if "_mirimage" in path.name else "nircam"
-
-
-def background_reason(path: Path, run: RunView, check: str | None = None) -> str:
-    """Why an exposure is a dedicated background ("off") field, or ``''`` when it is science.
-
-    The check is the instrument's ``[pipeline] bgr_check_type`` (or ``check``): ``parallel_off``
-    -- the sequence digit (3rd character of the second file-name field) is 2, a parallel
-    sequence; ``check_in_name`` -- ``bgr_background_name`` appears in the TARGPROP header;
-    ``filename`` -- the name matches ``bgr_filename_pattern``; ``none`` -- never.
-    """
-    pipe = run.science.pipeline
-    check = check or pipe.bgr_check(instrument_of(path))
-    if check == "parallel_off":
-        fields = path.name.split("_")
-        ok = len(fields) > 1 and len(fields[1]) > 2 and fields[1][2] == "2"
-        return "parallel_off: sequence digit 2 (a parallel sequence)" if ok else ""
-    if check == "filename":
-        ok = fnmatch.fnmatch(path.name, pipe.bgr_filename_pattern)
-        return f"filename: matches {pipe.bgr_filename_pattern!r}" if ok else ""
-    if check == "check_in_name":
-        from astropy.io import fits
-
-        name = pipe.bgr_background_name.lower()
-        ok = name in str(fits.getheader(path).get("TARGPROP", "")).lower()
-        return f"check_in_name: {pipe.bgr_background_name!r} in TARGPROP" if ok else ""
-    return ""
-
-
-def is_background(path: Path, run: RunView) -> bool:
-    """Whether an exposure is a dedicated background field (:func:`background_reason`)."""
-    return bool(background_reason(path, run))
 
 
 @dataclass
@@ -163,6 +127,11 @@ class BandContext:
     def band_dir(self) -> Path:
         """``<reprocess_dir>/<target>/<BAND>``."""
         return layout.band_dir(self.run.reprocess_dir, self.target, self.band)
+
+    @property
+    def folder(self) -> Path:
+        """The band folder: where the step records of the band scope live."""
+        return self.band_dir
 
     @property
     def qa_dir(self) -> Path:
@@ -244,19 +213,17 @@ class BandContext:
             raise InputNotFoundError(msg)
         return i2d
 
-    def begin(self, step: str, key: str, params: dict[str, Any], *, clear: bool = True,
-              may_skip: bool = True) -> Begun:
+    def begin(self, step: str, key: str, params: dict[str, Any], *, clear: bool = True) -> Begun:
         """Open a step under ``key``: done already, or its folder ready (the one way to start a step).
 
         A step complete under ``key`` (and not to be overwritten) is done: :attr:`Begun.done` is
         its plan, with nothing to run. Otherwise stale temporaries are cleared, and same-key partial
         outputs kept (resume); outputs of another key are removed unless ``clear`` is False (a step
-        whose task replaces its folder's content only on success, like stage 3). ``may_skip``
-        False opens the step even when complete (its inputs are still to be made, as a shifts
-        file yet to be solved). A dry run writes nothing and says what a run would find.
+        whose task replaces its folder's content only on success, like stage 3). A dry run writes
+        nothing and says what a run would find.
         """
         rec = StepRecord(self.band_dir, step)
-        if may_skip and step not in self.overwrite and rec.is_complete(key):
+        if step not in self.overwrite and rec.is_complete(key):
             log.info("%s: %s complete, skipping", self.label, step)
             return Begun(StepPlan(step, key, params, [self.band_dir / o for o in rec.read()["outputs"]]),
                          self.band_dir / layout.step_folder(step), True)
@@ -291,6 +258,56 @@ class Begun:
     reuse: bool
 
 
+@dataclass
+class TargetContext:
+    """One target of a run, the context of a target-scope step (``scope = "target"``).
+
+    Its record folder is the target's (``<target>/.jwstgal/``), beside the bands' own.
+
+    Attributes
+    ----------
+    run : RunView
+        The validated run.
+    target : str
+        Target name.
+    bands : list of BandContext
+        The target's bands in this run that run the step.
+    overwrite : set of str
+        Steps whose earlier outputs are discarded.
+    """
+
+    run: RunView
+    target: str
+    bands: list[BandContext] = field(default_factory=list)
+    overwrite: set[str] = field(default_factory=set)
+    dry_run: bool = False
+
+    @property
+    def folder(self) -> Path:
+        """``<reprocess_dir>/<target>``: where the step's outputs and its record live."""
+        return self.run.reprocess_dir / self.target
+
+    @property
+    def label(self) -> str:
+        """The target, for messages."""
+        return self.target
+
+    def settings(self, step: str) -> dict[str, Any]:
+        """A step table resolved for this target (target overrides only)."""
+        return self.run.science.step_table(step).for_band(self.target, None)
+
+    def begin(self, step: str, key: str, params: dict[str, Any]) -> Begun:
+        """Open a target step under ``key``: done already (its record says so), or started."""
+        rec = StepRecord(self.folder, step)
+        if step not in self.overwrite and rec.is_complete(key):
+            log.info("%s: %s complete, skipping", self.label, step)
+            return Begun(StepPlan(step, key, params, [self.folder / o for o in rec.read()["outputs"]]),
+                         self.folder, True)
+        if self.dry_run:
+            return Begun(None, self.folder, rec.read().get("key") == key)
+        return Begun(None, self.folder, rec.start(key, params) and step not in self.overwrite)
+
+
 class Step:
     """Base of a pipeline step; subclasses set the class attributes and implement :meth:`plan`.
 
@@ -310,6 +327,13 @@ class Step:
     stpipe : bool
         Also a ``jwst.stpipe`` step (``strun <name>``): :mod:`jwstgal.stpipe_steps` holds its class,
         ``<Name>Step``, whose alias, settings model and parameter spec come from this entry.
+    scope : str
+        ``band`` (planned per target and band on a :class:`BandContext`, records in the band
+        folder) or ``target`` (planned once per target on a :class:`TargetContext`, records in
+        the target folder; it makes no exposures, so the bands' chain of inputs passes it by).
+    needs : tuple of str
+        Target steps this step reads the outputs of: they run for every band that runs this
+        one, configured or not (``wcs_adjust`` needs ``wcs_solve``).
     """
 
     name: str
@@ -318,6 +342,8 @@ class Step:
     default: ClassVar[bool] = False
     repeatable: ClassVar[bool] = False
     stpipe: ClassVar[bool] = False
+    scope: ClassVar[str] = "band"
+    needs: ClassVar[tuple[str, ...]] = ()
     instruments: ClassVar[tuple[str, ...]] = ("nircam", "miri")
 
     @property

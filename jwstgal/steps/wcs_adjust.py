@@ -1,12 +1,12 @@
 """Step ``wcs_adjust``: relative per-visit astrometry, before level matching and stage 3.
 
-Per-visit shifts are measured once per target on the star-rich ``[wcs_adjust] bands``: stars are
-detected in every calibrated exposure (one executor task per file, reading only its arrays and FITS
-WCS; kept in ``<target>/.wcs_adjust_stars/``), merged per visit, and the visits' shifts solved
-together over the graph of overlapping visits. They are written to
-``<reprocess_dir>/<target>/wcs_adjust.toml`` (a hand-made or edited file is used as it is, and is
-part of the step's key) and applied to the exposures of every band (jwst ``adjust_wcs``, one task
-per file). The step is solved once per target, so its overrides name targets only.
+The band-scope half of the per-visit astrometry (pjpipe's ``apply_wcs_adjust``): the target's
+shifts file ``<reprocess_dir>/<target>/wcs_adjust.toml``, solved by the target-scope step
+``wcs_solve`` (:mod:`jwstgal.steps.wcs_solve`) or made by hand, is applied to the exposures of
+every band (jwst ``adjust_wcs``, one task per file). The file is part of the step's key: a hand
+edit reruns it. This module also holds the file's format (:func:`read_wcs_adjust`,
+:func:`write_shifts`, :func:`shifts_key`). The shifts are solved once per target, so the
+``[wcs_adjust]`` overrides name targets only.
 """
 
 from __future__ import annotations
@@ -24,14 +24,11 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from jwstgal import layout
-from jwstgal.astrometry import AlignPass
-from jwstgal.astrometry_io import PassSettings, align_pass, exposure_stars, visit_id
-from jwstgal.bands import get_band
+from jwstgal.astrometry_io import PassSettings, visit_id
 from jwstgal.errors import InputNotFoundError, StepFailedError
-from jwstgal.provenance import atomic_path, hash_params, write_text_atomic
+from jwstgal.provenance import hash_params, write_text_atomic
 from jwstgal.settings import StepSettings, added_field, check_band
-from jwstgal.steps.base import BandContext, BandTask, Stage, Step, StepPlan, content_hash
-from jwstgal.visit_shifts import merge_detections, solve_visit_shifts
+from jwstgal.steps.base import BandContext, BandTask, Step, StepPlan, content_hash, is_background
 from jwstgal.wcs_corrections import apply_wcs_adjust
 
 log = logging.getLogger(__name__)
@@ -60,92 +57,6 @@ class WcsAdjustSettings(StepSettings):
     @classmethod
     def _bands(cls, bands: list[str]) -> list[str]:
         return [check_band(b) for b in bands]
-
-
-#: Folder (in the target's folder) of the stars detected in each exposure.
-STARS_DIR = ".wcs_adjust_stars"
-
-
-def stars_cache(target_dir: Path, cal: Path) -> Path:
-    """Where the stars of an exposure (``<target>/<BAND>/<step>/<file>``) are kept."""
-    return target_dir / STARS_DIR / cal.parent.parent.name / f"{cal.stem}_stars.ecsv"
-
-
-def cached_stars(cal: Path, fwhm_pix: float, cache: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """RA/Dec of the stars of an exposure, from ``cache`` when it was made from this very file.
-
-    The cache records the file's size and modification time and the FWHM; any change detects
-    again (and rewrites the cache atomically).
-    """
-    from astropy.table import Table
-
-    st = cal.stat()
-    stamp = f"{st.st_size}:{st.st_mtime_ns}:{fwhm_pix:.6g}"
-    if cache is not None and cache.is_file():
-        t = Table.read(cache, format="ascii.ecsv")
-        if t.meta.get("source") == stamp:
-            return np.asarray(t["ra"], float), np.asarray(t["dec"], float)
-    ra, dec = exposure_stars(cal, fwhm_pix)
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(cache) as tmp:
-            Table({"ra": ra, "dec": dec}, meta={"source": stamp, "file": cal.name}).write(
-                tmp, format="ascii.ecsv")
-    return ra, dec
-
-
-def measure_visit_shifts(cal_files: list[Path], fwhm_pix: float, passes: list[AlignPass], *,
-                         min_matches: int = 5, fitgeom: str = "shift", cache_dir: Path | None = None
-                         ) -> dict[str, dict[str, Any]]:
-    """Per-visit sky shifts (arcsec) that align the visits with each other.
-
-    Stars are detected in every exposure (or read from ``cache_dir``, see :func:`stars_cache`) and
-    merged per visit; the visits' shifts are then solved together over all overlapping pairs
-    (:func:`jwstgal.visit_shifts.solve_visit_shifts`).
-    """
-    stars = {f: cached_stars(f, fwhm_pix, stars_cache(cache_dir, f) if cache_dir else None)
-             for f in cal_files}
-    visits: dict[str, list[Path]] = {}
-    for f in cal_files:
-        visits.setdefault(visit_id(f), []).append(f)
-    catalogs = {v: merge_detections([stars[f] for f in files], radius_arcsec=0.1)
-                for v, files in visits.items()}
-    return solve_visit_shifts(catalogs, passes, min_matches=min_matches, fitgeom=fitgeom)
-
-
-def solve_wcs_adjust(toml_path: Path, ref_cal_files: list[Path], fwhm_pix: float | dict[str, float],
-                     passes: list[dict[str, Any]], fitgeom: str = "shift", solved_from: str = ""
-                     ) -> dict[str, Any]:
-    """The per-visit shifts of a target: read, or measured and written when there is no file yet.
-
-    ``ref_cal_files`` live in ``<target>/<BAND>/<step>/``; each band's visits are measured on its
-    own exposures, with ``fwhm_pix`` given per band (dict) or for all, and the passes' pixel
-    lengths (``"5pix"``) in that band's pixels. The step runs this once per target, in a stage of
-    its own between the star finding and the corrections (no lock: no other task writes the file).
-    ``solved_from`` (the hash of the solve's inputs) is written on the file's first line, with a
-    hash of the rest, so that the step knows its own file from an edited one (:func:`shifts_key`).
-    """
-    if toml_path.is_file():
-        return read_wcs_adjust(toml_path)
-    if not ref_cal_files:
-        msg = f"{toml_path}: no exposures of the [wcs_adjust] bands to measure visit shifts on"
-        raise InputNotFoundError(msg)
-    by_band: dict[str, list[Path]] = {}
-    for f in ref_cal_files:  # visits of different bands/instruments are measured separately
-        by_band.setdefault(f.parent.parent.name, []).append(f)
-    shifts: dict[str, dict[str, Any]] = {}
-    for band, files in by_band.items():
-        fwhm = fwhm_pix.get(band, 2.0) if isinstance(fwhm_pix, dict) else fwhm_pix
-        pixscale = get_band(band).pixel_scale
-        for v, sh in measure_visit_shifts(files, fwhm, [align_pass(p, pixscale) for p in passes],
-                                          fitgeom=fitgeom, cache_dir=toml_path.parent).items():
-            shifts.setdefault(v, {**sh, "group": f"{band} {sh['group']}"})
-    keep = ("shift", "rotation_deg", "center_deg", "group", "n_pairs")
-    doc = {"wcs_adjust": {v: {**{k: s[k] for k in keep if k in s},
-                              "residual_mas": round(s["residual_mas"], 2)} for v, s in shifts.items()}}
-    write_shifts(toml_path, doc, solved_from)
-    log.info("wcs_adjust: visit shifts written to %s", toml_path)
-    return doc["wcs_adjust"]
 
 
 def write_shifts(toml_path: Path, doc: dict[str, Any], solved_from: str = "") -> None:
@@ -269,41 +180,6 @@ def apply_visit_correction(cal: Path, out: Path, entry: dict[str, Any], config_h
 
 
 @dataclass(frozen=True)
-class DetectTask(BandTask):
-    """Detect the stars of one exposure of a reference band into its cache (before the solve)."""
-
-    cal: Path
-    fwhm_pix: float
-    cache: Path
-
-    def run(self) -> list[str]:
-        """Write the cache (kept when it was made from this very file)."""
-        cached_stars(self.cal, self.fwhm_pix, self.cache)
-        return [str(self.cache)]
-
-
-@dataclass(frozen=True)
-class SolveTask(BandTask):
-    """Solve a target's visit shifts from the cached stars into its shifts file (once per target).
-
-    Every band of the target plans this same task; the driver runs it once.
-    """
-
-    toml_path: Path
-    ref_cal: tuple[Path, ...]
-    fwhm_pix: dict[str, float]
-    passes: list[dict[str, Any]]
-    fitgeom: str = "shift"
-    solved_from: str = ""
-
-    def run(self) -> list[str]:
-        """Write the shifts file."""
-        solve_wcs_adjust(self.toml_path, list(self.ref_cal), self.fwhm_pix, self.passes, self.fitgeom,
-                         self.solved_from)
-        return [str(self.toml_path)]
-
-
-@dataclass(frozen=True)
 class ApplyTask(BandTask):
     """Apply the target's visit shifts (solved in the stage before) to one exposure."""
 
@@ -321,53 +197,55 @@ class ApplyTask(BandTask):
         return [str(apply_visit_correction(self.cal, self.out, entry, self.config_hash))]
 
 
+def shifts_path(target_dir: Path) -> Path:
+    """The target's shifts file, ``<target>/wcs_adjust.toml``."""
+    return target_dir / "wcs_adjust.toml"
+
+
+def reference_exposures(run: Any, target_dir: Path, params: dict[str, Any]) -> list[Path]:
+    """The science exposures of the target's ``[wcs_adjust] bands`` the shifts are measured on."""
+    cal = layout.step_folder("lv2")
+    return [p for b in params["bands"] or [run.science.bands[0]]
+            for p in sorted((target_dir / b / cal).glob("*_cal.fits")) if not is_background(p, run)]
+
+
+def solve_inputs(run: Any, target_dir: Path, params: dict[str, Any]) -> str:
+    """The hash of what the target's solve reads: its settings and the reference exposures' names."""
+    names = [c.name for c in reference_exposures(run, target_dir, params)]
+    return hash_params([NAME, "solve", WcsAdjustSettings.key_params(params), names])
+
+
 class WcsAdjust(Step):
-    """Relative per-visit astrometry."""
+    """Relative per-visit astrometry: the band-scope apply."""
 
     name = NAME
-    summary = ("per-visit sky shifts measured on star-rich bands (`wcs_adjust.toml`, hand-editable) "
-               "and applied to every band, `[wcs_adjust]`")
+    summary = ("the target's per-visit sky shifts (`wcs_adjust.toml`, solved by `wcs_solve`, "
+               "hand-editable) applied to every exposure, `[wcs_adjust]`")
     settings = WcsAdjustSettings
     stpipe = True
+    needs = ("wcs_solve",)
 
     def plan(self, ctx: BandContext, upstream: str, inputs: list[Path]) -> StepPlan:
-        """One task per exposure, after star finding on the reference bands (while no shifts file).
+        """One task per exposure, applying the target's shifts file (solved by ``wcs_solve``).
 
         The shifts file is an input: a hand edit reruns this step and what follows.
         """
         inputs = ctx.science_cal(inputs, "wcs_adjust")
         params = self.resolved(ctx)
-        ref_bands = params["bands"] or [ctx.run.science.bands[0]]
         target_dir = ctx.band_dir.parent
+        toml_path = shifts_path(target_dir)
+        if not toml_path.is_file():
+            msg = f"{ctx.label}: wcs_adjust needs the target's visit shifts {toml_path} (step wcs_solve)"
+            raise InputNotFoundError(msg)
         cal = layout.step_folder("lv2")
-        ref_cal = [p for b in ref_bands for p in sorted((target_dir / b / cal).glob("*_cal.fits"))
-                   if not ctx.is_background(p)]
-        toml_path = target_dir / "wcs_adjust.toml"
-        fwhm = {b: get_band(b).fwhm_pix for b in ref_bands}
+        exposures = [p for b in ctx.run.science.bands for p in (target_dir / b / cal).glob("*_cal.fits")]
+        check_known_visits(toml_path, read_wcs_adjust(toml_path), exposures)   # hand-made: about this target?
         names = [p.name for p in inputs]
-        # the solve's inputs, the same in every band of the target (its overrides name targets only)
-        solve_inputs = hash_params([NAME, "solve", self.key_params(params), [c.name for c in ref_cal]])
-        shifts = shifts_key(toml_path, solve_inputs)
+        shifts = shifts_key(toml_path, solve_inputs(ctx.run, target_dir, params))
         key = hash_params([NAME, self.key_params(params), upstream, names, shifts])
-        solved = toml_path.is_file()
-        if solved:                           # hand-made or edited: it must be about this target
-            exposures = [p for b in ctx.run.science.bands for p in (target_dir / b / cal).glob("*_cal.fits")]
-            check_known_visits(toml_path, read_wcs_adjust(toml_path), exposures)
-        if (begun := ctx.begin(NAME, key, params, may_skip=solved)).done:
+        if (begun := ctx.begin(NAME, key, params)).done:
             return begun.done
         out_dir, reuse = begun.out_dir, begun.reuse
         todo = [p for p in inputs if not (reuse and (out_dir / p.name).is_file())]
-        plan = StepPlan(NAME, key, params, [out_dir / n for n in names],
+        return StepPlan(NAME, key, params, [out_dir / n for n in names],
                         [ApplyTask(p, out_dir / p.name, toml_path, ctx.run.config_hash) for p in todo])
-        band = ctx.band_dir.name
-        # stars of each reference exposure, then the target's solve, then the corrections
-        detect, solve = Stage(), Stage()
-        if not toml_path.is_file():
-            if band in ref_bands:                # each reference band detects its own files
-                own = [c for c in ref_cal if c.parent.parent.name == band]
-                detect.tasks = [DetectTask(c, fwhm[band], stars_cache(target_dir, c)) for c in own]
-            # the same task in every band of the target: the driver runs it once
-            solve.tasks = [SolveTask(toml_path, tuple(ref_cal), fwhm, params["passes"], params["fitgeom"],
-                                     solve_inputs)]
-        plan.stages = [detect, solve, plan.main]
-        return plan
