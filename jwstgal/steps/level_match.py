@@ -272,14 +272,14 @@ class LevelMatchTask(BandTask):
 
     cal_files: tuple[Path, ...]
     out_dir: Path
-    params: dict[str, Any]
+    settings: LevelMatchSettings
     backgrounds: tuple[Path, ...]
     config_hash: str
     qa_png: Path
 
     def run(self) -> list[str]:
         """Write the matched copies, the offsets table and the figure."""
-        outputs, _ = level_match_files(list(self.cal_files), self.out_dir, self.params,
+        outputs, _ = level_match_files(list(self.cal_files), self.out_dir, self.settings,
                                        backgrounds=list(self.backgrounds), config_hash=self.config_hash,
                                        qa_png=self.qa_png)
         return [str(p) for p in outputs]
@@ -309,7 +309,7 @@ class LevelMatch(Step):
         outputs = [out_dir / p.name for p in inputs]
         log.info("%s: level matching %d exposures", ctx.label, len(inputs))
         return StepPlan(self.name, key, params, outputs, [LevelMatchTask(
-            tuple(inputs), out_dir, params, tuple(backgrounds), ctx.run.config_hash,
+            tuple(inputs), out_dir, LevelMatchSettings(**params), tuple(backgrounds), ctx.run.config_hash,
             ctx.qa_dir / f"{self.name}.png")])
 
     def qa_summary(self, band_dir: Path, target: str, band: Band) -> dict[str, str]:
