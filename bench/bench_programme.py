@@ -194,17 +194,18 @@ def run_ours(case: str, instr: str, folder: Path, root: Path, work: Path) -> dic
         _, sol = level_match_files(files, out, {}, backgrounds=bgr, qa_png=work / "lm.png")
         info["pairs"] = len(sol.pairs)
     elif case == "stack_destripe":
-        from jwstgal.steps.stack_destripe import STATE, GraphTask, PassTask
+        from jwstgal.steps.stack_destripe import STATE, GraphTask, PassTask, StackDestripeSettings
 
         s = _settings("stack_destripe")
+        model = StackDestripeSettings(**s)
         names, state = tuple(files), out / STATE
         with open_executor(ExecutorSpec("processes", 2)) as ex:   # the driver's waves
-            ex.map(run_task, [(GraphTask(names, state, s),)], progress=False)
+            ex.map(run_task, [(GraphTask(names, state, model),)], progress=False)
             for it in range(s["iterations"]):
-                ex.map(run_task, [(PassTask(names, i, it, state, s, out, "", work),)
+                ex.map(run_task, [(PassTask(names, i, it, state, model, out, "", work),)
                                   for i in range(len(names))], progress=False)
     elif case == "astrometric_align":
-        from jwstgal.steps.astrometric_align import AlignTask, TweakbackTask
+        from jwstgal.steps.astrometric_align import AlignTask, AstrometricAlignSettings, TweakbackTask
 
         i2d = next((root / instr / f"mosaic_{tiles}").glob("*_i2d.fits"))
         crfs = []
@@ -212,8 +213,9 @@ def run_ours(case: str, instr: str, folder: Path, root: Path, work: Path) -> dic
             crfs.append(work / f.name.replace("_cal.fits", "_crf.fits"))
             crfs[-1].symlink_to(f)
         (work / "qa").mkdir()
-        AlignTask(i2d, work / "none_cat.ecsv", out, _settings("astrometric_align"), root / "reference.fits",
-                  None, band.fwhm_pix, "", work / "qa").run()
+        settings = AstrometricAlignSettings(**_settings("astrometric_align"))
+        AlignTask(i2d, work / "none_cat.ecsv", out, settings, root / "reference.fits", None, band.fwhm_pix,
+                  "", work / "qa").run()
         with open_executor(ExecutorSpec("processes", 2)) as ex:     # then the tweakbacks, as a run does
             ex.map(run_task, [(TweakbackTask(c, out, ""),) for c in crfs], progress=False)
         sol = json.loads((out / "solution.json").read_text())

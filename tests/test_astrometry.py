@@ -584,7 +584,7 @@ def test_a_starless_band_is_aligned_by_cross_correlation_with_its_reference_band
     import json
 
     from jwstgal.astrometry_io import cross_correlation_result
-    from jwstgal.steps.astrometric_align import AlignTask
+    from jwstgal.steps.astrometric_align import AlignTask, AstrometricAlignSettings
 
     lender = tmp_path / "F770W" / "astrometric_align"
     lender.mkdir(parents=True)
@@ -600,7 +600,8 @@ def test_a_starless_band_is_aligned_by_cross_correlation_with_its_reference_band
     params = {"mapping_mode": "cross_correlate", "passes": [], "fitgeom": "shift", "min_matches": 5}
     out = band / "astrometric_align"
     out.mkdir()
-    AlignTask(i2d, band / "none.ecsv", out, params, None, lender / "solution.json", 6.0, "abc",
+    settings = AstrometricAlignSettings(**params)
+    AlignTask(i2d, band / "none.ecsv", out, settings, None, lender / "solution.json", 6.0, "abc",
               band / "qa").run()
     sol = json.loads((out / "solution.json").read_text())
     assert sol["method"] == "cross_correlation" and sol["cross_correlated_with"] == "F770W"

@@ -506,12 +506,13 @@ def test_the_graph_task_reads_no_pixel_and_the_first_pass_judges_an_empty_exposu
 
     with monkeypatch.context() as m:
         m.setattr(_ImageBaseHDU, "data", property(no_pixels))
-        (out,) = GraphTask(names, state, params).run()
+        (out,) = GraphTask(names, state, StackDestripeSettings(**params)).run()
     graph = json.loads(Path(out).read_text())
     assert 1 in graph["neighbours"][0] and "empty" not in graph and "weights" not in graph
     with caplog.at_level("WARNING"):
         for i in range(len(files)):
-            PassTask(names, i, 0, state, params, tmp_path / "out", "", tmp_path / "qa").run()
+            PassTask(names, i, 0, state, StackDestripeSettings(**params), tmp_path / "out", "",
+                     tmp_path / "qa").run()
     flagged = [r.getMessage() for r in caplog.records if "no valid pixel" in r.getMessage()]
     assert len(flagged) == 1 and str(files[1]) in flagged[0]
     first = [json.loads((tmp_path / "state" / "pass0" / f"{i}.json").read_text()) for i in range(4)]
@@ -685,11 +686,12 @@ def test_stack_destripe_tasks_frame_by_frame_equal_the_band_at_once(tmp_path, se
     out.mkdir()
     state = out / STATE
     names = tuple(files)
-    GraphTask(names, state, params).run()
+    GraphTask(names, state, StackDestripeSettings(**params)).run()
     written = []
     for it in range(n_pass):                # waves: every frame of a pass, then the next pass
         for i in range(len(files)):
-            written += PassTask(names, i, it, state, params, out, "", tmp_path / "qa").run()
+            written += PassTask(names, i, it, state, StackDestripeSettings(**params), out, "",
+                                tmp_path / "qa").run()
         if params["tolerance"] > 0 and it < n_pass - 1:
             ConvergeTask(state, it, len(files)).run()
     assert sorted(written) == sorted(str(out / f.name) for f in files)

@@ -67,7 +67,10 @@ def test_plans_and_keys_match_the_code_before_the_registry(fixed_root, case):
     n_tasks = len(plan.outputs) if name in PER_EXPOSURE_NOW else want["n_tasks"]
     assert len(plan.tasks) == n_tasks
     waits = plan.stages.index(plan.main) == 1 and not plan.stages[0].tasks   # borrows: a stage later
-    assert all(isinstance(t, BandTask) for stage in plan.stages for t in stage.tasks)
+    for task in (t for stage in plan.stages for t in stage.tasks):    # typed tasks (#27 item 3)
+        assert isinstance(task, BandTask) and type(task).__dataclass_params__.frozen
+        values = [getattr(task, f.name) for f in dataclasses.fields(task)]
+        assert not any(isinstance(v, str) and "/" in v for v in values), task    # paths are Paths
     assert waits == (want["wave"] == 1)
 
 

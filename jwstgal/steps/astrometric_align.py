@@ -96,7 +96,7 @@ class AlignTask(BandTask):
     i2d: Path
     catalog: Path
     out_dir: Path
-    params: dict[str, Any]
+    settings: AstrometricAlignSettings
     ref_path: Path | None
     borrow: Path | None
     fwhm_pix: float
@@ -105,7 +105,8 @@ class AlignTask(BandTask):
 
     def run(self) -> list[str]:
         """Write the aligned mosaic, its solution and its residual table and figures."""
-        return align_band(self.i2d, self.catalog, [], self.out_dir, self.params, self.ref_path, self.borrow,
+        params = self.settings.model_dump(exclude={"override"})
+        return align_band(self.i2d, self.catalog, [], self.out_dir, params, self.ref_path, self.borrow,
                           self.fwhm_pix, self.config_hash, self.qa_dir)
 
 
@@ -260,8 +261,8 @@ class AstrometricAlign(Step):
         if not borrow:
             outputs.append(layout.align_table(ctx.band_dir, ctx.target, ctx.band))
         plan = StepPlan(NAME, key, params, outputs, [AlignTask(
-            i2d, catalog, out_dir, params, ref_path or check_ref, borrow, ctx.band.fwhm_pix,
-            run.config_hash, ctx.qa_dir)])
+            i2d, catalog, out_dir, AstrometricAlignSettings(**params), ref_path or check_ref, borrow,
+            ctx.band.fwhm_pix, run.config_hash, ctx.qa_dir)])
         tweakback = Stage([TweakbackTask(c, out_dir, run.config_hash) for c in crfs])
         # a band that borrows a solution waits a stage for the band it borrows from
         plan.stages = [*([Stage()] if borrow else []), plan.main, tweakback]

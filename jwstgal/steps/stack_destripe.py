@@ -184,8 +184,8 @@ def min_cover(p: StackParams) -> float:
 STATE = ".passes"
 
 
-def _split(params: dict) -> tuple[StackParams, int, str]:
-    p = dict(params)
+def _split(params: StackDestripeSettings | dict[str, Any]) -> tuple[StackParams, int, str]:
+    p = params.model_dump(exclude={"override"}) if isinstance(params, StackDestripeSettings) else dict(params)
     iterations, weight = p.pop("iterations"), p.pop("weight", "equal")
     return StackParams(**p), int(iterations), weight
 
@@ -200,11 +200,11 @@ class GraphTask(BandTask):
 
     files: tuple[Path, ...]
     state: Path
-    params: dict[str, Any]
+    settings: StackDestripeSettings
 
     def run(self) -> list[str]:
         """Write ``graph.json`` in the state folder."""
-        p, _, _ = _split(self.params)
+        p, _, _ = _split(self.settings)
         load = Frames(list(self.files), keep=1)
         n, none = len(self.files), [False] * len(self.files)
         doc = {"files": [f.name for f in self.files], "amps": load.amps,
@@ -266,18 +266,18 @@ class PassTask(BandTask):
     i: int
     it: int
     state: Path
-    params: dict[str, Any]
+    settings: StackDestripeSettings
     out_dir: Path
     config_hash: str
     plot_dir: Path
 
     def run(self) -> list[str]:
         """Write this pass's model of the frame (and, in the last pass, the frame)."""
-        return one_pass(list(self.files), self.i, self.it, self.state, self.params, self.out_dir,
+        return one_pass(list(self.files), self.i, self.it, self.state, self.settings, self.out_dir,
                         self.config_hash, self.plot_dir)
 
 
-def one_pass(paths: list[Path], i: int, it: int, st: Path, params: dict[str, Any], out_dir: Path,
+def one_pass(paths: list[Path], i: int, it: int, st: Path, params: StackDestripeSettings, out_dir: Path,
              config_hash: str, plot_dir: Path) -> list[str]:
     """The work of a :class:`PassTask`."""
     p, iterations, weight = _split(params)
@@ -355,9 +355,10 @@ class StackDestripe(Step):
         outputs = [out_dir / p.name for p in inputs]
         log.info("%s: stack-based destriping of %d exposures", ctx.label, len(inputs))
         files, state, qa = tuple(inputs), out_dir / STATE, ctx.qa_dir / self.name
+        settings = StackDestripeSettings(**params)
 
         def passes(it: int) -> list[BandTask]:
-            return [PassTask(files, i, it, state, params, out_dir, ctx.run.config_hash, qa)
+            return [PassTask(files, i, it, state, settings, out_dir, ctx.run.config_hash, qa)
                     for i in range(len(files))]
 
         def after(it: int) -> list[Stage]:    # with a tolerance, each pass's largest change in one file
@@ -366,7 +367,7 @@ class StackDestripe(Step):
             return [Stage([ConvergeTask(state, it, len(files))])]
 
         plan = StepPlan(self.name, key, params, outputs, passes(0))
-        plan.stages = [Stage([GraphTask(files, state, params)]), plan.main, *after(0),
+        plan.stages = [Stage([GraphTask(files, state, settings)]), plan.main, *after(0),
                        *(s for it in range(1, params["iterations"]) for s in (Stage(passes(it)), *after(it)))]
         return plan
 
