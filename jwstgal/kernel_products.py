@@ -3,6 +3,7 @@
 Layout under ``psf_dir`` (``PSF/`` by default)::
 
     psfs/<BAND>.fits                     band PSFs (stpsf, Gaussian, or a user's), PIXELSCL in arcsec
+    psfs/optics/<BAND>.fits              with [kernels] pixel_response: the model without it
     empirical/<file>                     users' empirical PSFs ([kernels] psf_files), read-only
     kernels/<method>/<SOURCE>_to_<TARGET>.fits (+ .png diagnostic)
 
@@ -30,8 +31,9 @@ from jwstgal.kernels import (
     radial_profile,
     resample_psf,
 )
-from jwstgal.layout import cached_kernel_path, empirical_psf_path, kernel_path, psf_path
+from jwstgal.layout import cached_kernel_path, empirical_psf_path, kernel_path, optics_psf_path, psf_path
 from jwstgal.logs import bar_disabled
+from jwstgal.pixel_response import PixelResponse, add_pixel_response
 from jwstgal.provenance import atomic_path, hash_params, stamp_header
 from jwstgal.psfs import (
     MIN_FOV_ARCSEC,
@@ -62,10 +64,17 @@ class KernelSettings(Protocol):
     ote_wfe_nm: float
     reg_fact: float
     psf_files: dict[str, str]
+    pixel_response: bool
+
+    def response(self, band: str) -> PixelResponse | None:
+        """The pixel response a band's model PSF is widened by, if any."""
 
 
-def _psf_file(band: str, cfg: KernelSettings, psf_dir: Path) -> tuple[Path, str]:
-    """Where a band's PSF is cached and the key its header must carry to be current."""
+def _psf_file(band: str, cfg: KernelSettings, psf_dir: Path, optics: bool = False) -> tuple[Path, str]:
+    """Where a band's PSF is cached and the key its header must carry to be current.
+
+    ``optics``: the model without the mosaics' pixel response (the PSF itself when there is none).
+    """
     if band in cfg.psf_files:       # a user's file: its content is the key
         src = empirical_psf_path(psf_dir, cfg.psf_files[band])
         digest = hashlib.sha256(src.read_bytes()).hexdigest() if src.is_file() else "missing"
@@ -75,7 +84,11 @@ def _psf_file(band: str, cfg: KernelSettings, psf_dir: Path) -> tuple[Path, str]
               "product": cfg.psf_product}
     if cfg.ote_wfe_nm > 0 and not cfg.use_opd:      # absent at 0: PSFs made before stay current
         params["ote_wfe_nm"] = cfg.ote_wfe_nm
-    return psf_path(psf_dir, band), hash_params(params)
+    response = None if optics else cfg.response(band)
+    if response is not None:
+        return psf_path(psf_dir, band), hash_params({**params, "pixel_response": response.widths})
+    path = optics_psf_path(psf_dir, band) if optics and cfg.response(band) else psf_path(psf_dir, band)
+    return path, hash_params(params)
 
 
 def psf_file_problems(cfg: KernelSettings, psf_dir: Path) -> list[str]:
@@ -89,9 +102,9 @@ def psf_file_problems(cfg: KernelSettings, psf_dir: Path) -> list[str]:
     return out
 
 
-def cached_psf(band: str, cfg: KernelSettings, psf_dir: Path) -> PSF | None:
+def cached_psf(band: str, cfg: KernelSettings, psf_dir: Path, optics: bool = False) -> PSF | None:
     """The band's cached PSF if it is current, else None (nothing is computed or written)."""
-    path, key = _psf_file(band, cfg, psf_dir)
+    path, key = _psf_file(band, cfg, psf_dir, optics)
     if not path.is_file():
         return None
     if why := psf_file_problem(path):
@@ -102,13 +115,24 @@ def cached_psf(band: str, cfg: KernelSettings, psf_dir: Path) -> PSF | None:
     return None
 
 
-def band_psf(band: str, cfg: KernelSettings, psf_dir: Path, data_dir: Path) -> PSF:
-    """The PSF of a band, generated once and cached as ``psfs/<BAND>.fits``."""
-    if (psf := cached_psf(band, cfg, psf_dir)) is not None:
+def band_psf(band: str, cfg: KernelSettings, psf_dir: Path, data_dir: Path, *, optics: bool = False) -> PSF:
+    """The PSF of a band, generated once and cached as ``psfs/<BAND>.fits``.
+
+    With ``[kernels] pixel_response`` a model PSF is the optics' (cached in ``psfs/optics/``, and
+    returned with ``optics=True``: what a detector integrates) widened by the mosaics' pixel
+    response (:mod:`jwstgal.pixel_response`).
+    """
+    if (psf := cached_psf(band, cfg, psf_dir, optics)) is not None:
         return psf
-    path, key = _psf_file(band, cfg, psf_dir)
+    path, key = _psf_file(band, cfg, psf_dir, optics)
+    response = None if optics else cfg.response(band)
     if band in cfg.psf_files:
         psf = read_empirical_psf(empirical_psf_path(psf_dir, cfg.psf_files[band]), band)
+    elif response is not None:
+        bare = band_psf(band, cfg, psf_dir, data_dir, optics=True)
+        det, drop = (f"{w:.3g}" for w in (response.detector, response.drop))
+        psf = PSF(bare.name, add_pixel_response(bare.data, bare.pixscale, response.widths), bare.pixscale,
+                  f"{bare.origin} +pix {det}/{drop}\"")
     elif cfg.psf_source == "stpsf":
         psf = stpsf_psf(band, oversample=cfg.oversample, data_dir=data_dir, use_opd=cfg.use_opd,
                         nlambda=cfg.nlambda or None, extension=cfg.psf_product,
@@ -124,11 +148,16 @@ def band_psf(band: str, cfg: KernelSettings, psf_dir: Path, data_dir: Path) -> P
 
 def kernel_key(method: str, src: PSF, tgt: PSF, cfg: KernelSettings) -> str:
     """The ``JG_KERN`` hash of a kernel: its method, both PSFs' origins, the pixel, the settings."""
-    return hash_params({"method": method, "src": src.origin, "tgt": tgt.origin, "pix": src.pixscale,
-                        "reg_fact": cfg.reg_fact if method == "pypher" else None,
-                        "metrics": "of the written kernel",  # older files described the untrimmed one
-                        "grid": "both FWHMs, whole field",  # older kernels: source FWHM / 10, cut at 2049
-                        "resample": "sampled PSFs unsmoothed"})  # older: smoothed when 1.5x coarser
+    params = {"method": method, "src": src.origin, "tgt": tgt.origin, "pix": src.pixscale,
+              "reg_fact": cfg.reg_fact if method == "pypher" else None,
+              "metrics": "of the written kernel",  # older files described the untrimmed one
+              "grid": "both FWHMs, whole field",  # older kernels: source FWHM / 10, cut at 2049
+              "resample": "sampled PSFs unsmoothed"}  # older: smoothed when 1.5x coarser
+    responses = [None if is_analytic(p.name) or (r := cfg.response(p.name)) is None else r.widths
+                 for p in (src, tgt)]
+    if any(responses):                 # absent without: kernels made before stay current
+        params["pixel_response"] = responses
+    return hash_params(params)
 
 
 def plan_kernel_set(cfg: KernelSettings, psf_dir: Path, pairs: list[tuple[str, str]], overwrite: bool = False
@@ -144,8 +173,10 @@ def plan_kernel_set(cfg: KernelSettings, psf_dir: Path, pairs: list[tuple[str, s
     for band, target, method in [(b, t, m) for b, t in pairs for m in cfg.methods if b != t]:
         path = kernel_path(psf_dir, method, band, target)
         src = cached_psf(band, cfg, psf_dir)
-        tgt = (analytic_psf(target, src.pixscale) if src and is_analytic(target)
-               else cached_psf(target, cfg, psf_dir))
+        if is_analytic(target):
+            tgt = analytic_psf(target, src.pixscale) if src else None
+        else:
+            tgt = cached_psf(target, cfg, psf_dir)
         if overwrite:
             why = "--overwrite"
         elif src is None or tgt is None:

@@ -134,6 +134,11 @@ def psf_path(psf_dir: Path, band: str) -> Path:
     return psf_dir / "psfs" / f"{band}.fits"
 
 
+def optics_psf_path(psf_dir: Path, band: str) -> Path:
+    """A band's PSF without its mosaics' pixel response (``[kernels] pixel_response``), cached."""
+    return psf_dir / "psfs" / "optics" / f"{band}.fits"
+
+
 def empirical_psf_path(psf_dir: Path, name: str) -> Path:
     """A user's empirical PSF file (``[kernels] psf_files``): ``<psf_dir>/empirical/<name>``."""
     return psf_dir / "empirical" / name

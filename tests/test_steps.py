@@ -266,7 +266,7 @@ LAYERS = [
     ("jwstgal.destripe", "jwstgal.destripe_miri", "jwstgal.destripe_frames", "jwstgal.destripe_stack",
      "jwstgal.masking",
      "jwstgal.level_match", "jwstgal.graph_solve", "jwstgal.frame_maps", "jwstgal.astrometry",
-     "jwstgal.kernels", "jwstgal.kernel_grids", "jwstgal.psfs",
+     "jwstgal.kernels", "jwstgal.kernel_grids", "jwstgal.psfs", "jwstgal.pixel_response",
      "jwstgal.convolve", "jwstgal.ladder", "jwstgal.anchor", "jwstgal.anchor_maps", "jwstgal.pca",
      "jwstgal.simulate.sky", "jwstgal.simulate.detector",
      "jwstgal.simulate.instrument", "jwstgal.simulate.frames", "jwstgal.simulate.score",

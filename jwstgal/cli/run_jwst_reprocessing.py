@@ -34,10 +34,12 @@ def _prepare_simulation(cfg, targets: list[str], progress: bool) -> None:
     if cfg.local.crds_mode == "synthetic":
         build_crds_cache(cfg.crds_dir, simulated_detectors(sim, bands), sim.seed)
     psfs = None
-    if sim.psf == "kernels":        # the PSFs the kernels are built from (made once, cached for them)
+    if sim.psf == "kernels":   # the optics the kernels are built from (made once, cached for them):
+        # the detector integrates them, the pipeline drizzles them (their pixel response)
         from jwstgal.kernel_products import band_psf
 
-        psfs = {b: band_psf(b, cfg.science.kernels, cfg.psf_dir, cfg.psf_data_dir) for b in bands}
+        psfs = {b: band_psf(b, cfg.science.kernels, cfg.psf_dir, cfg.psf_data_dir, optics=True)
+                for b in bands}
     for target in targets:
         truth = simulate_programme(sim, target, bands, cfg.raw_dir, progress=progress, psfs=psfs)
         if target in cfg.science.alignment:  # the simulated astrometric reference catalogue

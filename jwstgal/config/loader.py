@@ -297,7 +297,7 @@ ADDED_KEYS: tuple[tuple[str, ...], ...] = (
     ("release", "include_alignment"),
     ("release", "include_fields"), ("release", "include_backgrounds"), ("release", "include_qa"),
     ("release", "naming"), ("release", "hlsp_project"), ("anchor", "colour_term"), ("anchor", "regions"),
-    ("kernels", "psf_files"), ("kernels", "ote_wfe_nm"), ("simulation", "psf"),
+    ("kernels", "psf_files"), ("kernels", "ote_wfe_nm"), ("simulation", "psf"), ("kernels", "pixel_response"),
 )
 
 

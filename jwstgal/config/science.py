@@ -320,6 +320,8 @@ class _ScienceTables(Strict):
     @model_validator(mode="after")
     def _cross_checks(self) -> _ScienceTables:
         targets = self.targets
+        if self.kernels.pixel_response:
+            self.kernels.set_mosaic_pixels(self.lv3_parameters, targets, self.bands)
         for table in ("extra_obs_to_include", "alignment"):
             for t in getattr(self, table):
                 if t not in targets:

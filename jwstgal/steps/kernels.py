@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, PrivateAttr, field_validator
 
 from jwstgal.bands import get_band
+from jwstgal.pixel_response import PixelResponse
 from jwstgal.settings import Strict, check_band, check_path_component
 from jwstgal.steps.post import PostContext, PostRun, PostStep, Task
 
@@ -49,6 +50,31 @@ class KernelsConfig(Strict):
         default_factory=dict, description="Empirical PSFs per band, files in <psf_dir>/empirical/ "
         "(e.g. {F200W = 'F200W_epsf.fits'}), used for those bands instead of psf_source: any pixel "
         "scale (PIXELSCL/PIXSCALE in arcsec, or a WCS), centred or not, normalised or not.")
+    pixel_response: bool = Field(
+        False, description="Widen each model PSF (stpsf or Gaussian, not psf_files) by its mosaics' "
+        "pixel response: the detector pixel and drizzle's drop ([lv3_parameters.resample] pixfrac "
+        "x the detector pixel; kernel square, turbo or point), as in the stars of a mosaic.")
+    _responses: dict[str, PixelResponse] = PrivateAttr(default_factory=dict)
+
+    def set_mosaic_pixels(self, lv3_parameters: dict, targets: list[str], bands: list[str]) -> None:
+        """Resolve each band's pixel response from the stage-3 resample parameters (ValueError)."""
+        from jwstgal.pixel_response import mosaic_response
+
+        self._responses = {b: mosaic_response(lv3_parameters, targets, get_band(b)) for b in bands}
+
+    def response(self, band: str) -> PixelResponse | None:
+        """The pixel response a band's model PSF is widened by (None without ``pixel_response``).
+
+        A band :meth:`set_mosaic_pixels` did not see has jwst's default mosaic: ``pixfrac = 1``.
+        """
+        from jwstgal.psfs import is_analytic
+
+        if not self.pixel_response or band in self.psf_files or is_analytic(band):
+            return None
+        if band not in self._responses:
+            b = get_band(band)
+            return PixelResponse(b.pixel_scale, b.pixel_scale)
+        return self._responses[band]
 
     @field_validator("targets")
     @classmethod
