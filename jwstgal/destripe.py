@@ -167,11 +167,13 @@ def level_amplifiers(data: np.ndarray, mask: np.ndarray, amps: list[slice], widt
     numpy.ndarray
         Offset to subtract from each amplifier.
     """
-    d = np.where(mask, np.nan, data)
+    def strip(cols: slice) -> np.ndarray:        # the masked columns only (not a masked frame)
+        return np.where(mask[:, cols], np.nan, data[:, cols])
+
     offsets = np.zeros(len(amps))
     for i in range(1, len(amps)):
-        left = masked_median(d[:, amps[i].start - width:amps[i].start], 1)
-        right = masked_median(d[:, amps[i].start:amps[i].start + width], 1)
+        left = masked_median(strip(slice(amps[i].start - width, amps[i].start)), 1)
+        right = masked_median(strip(slice(amps[i].start, amps[i].start + width)), 1)
         step = clipped_median((right - left)[None], 1, sigma, 10)[0]
         offsets[i] = offsets[i - 1] + (step if np.isfinite(step) else 0.0)
     return offsets - offsets.mean()
@@ -190,18 +192,18 @@ def _multiscale(profile: np.ndarray, scales: list[int], smooth: bool = False) ->
     return total
 
 
-def row_profiles(d: np.ndarray, amps: list[slice], min_frac: float, clip: tuple[float, int] | None
-                  ) -> list[np.ndarray]:
-    """Masked (optionally clipped) row medians per amplifier; sparse rows use the full row."""
-    def med(block: np.ndarray) -> np.ndarray:
-        return clipped_median(block, 1, *clip) if clip else masked_median(block, 1)
+def row_profiles(d: np.ndarray, amps: list[slice], min_frac: float, clip: tuple[float, int] | None,
+                 overwrite: bool = False) -> list[np.ndarray]:
+    """Masked row medians per amplifier (sparse rows: the full row's); ``overwrite``: sorts ``d``."""
+    def med(block: np.ndarray, own: bool = False) -> np.ndarray:
+        return clipped_median(block, 1, *(clip or (3.0, 0)), overwrite_input=own)
 
     out, sparse = [], []
     for sl in amps:
         block = d[:, sl]
-        out.append(med(block))
         if len(amps) > 1:
             sparse.append(np.count_nonzero(np.isfinite(block), axis=1) < min_frac * block.shape[1])
+        out.append(med(block, overwrite))
     if sparse and np.any(sparse):         # full-row medians, only for the rows that need them
         rows = np.flatnonzero(np.any(sparse, axis=0))
         full = med(d[rows])
@@ -225,19 +227,20 @@ def column_model(d: np.ndarray, scales: list[int] | None, clip: tuple[float, int
 
 
 def row_model(d: np.ndarray, amps: list[slice], params: DestripeParams,
-              err: np.ndarray | None = None) -> np.ndarray:
-    """The row-pass stripe model of masked data ``d`` (NaN = masked) with ``params.method``."""
+              err: np.ndarray | None = None, *, overwrite: bool = False) -> np.ndarray:
+    """The row-pass stripe model of masked ``d`` (NaN = masked); ``overwrite``: ``d`` may be sorted."""
     ny, nx = d.shape
-    model = np.zeros((ny, nx), np.float32 if d.dtype == np.float32 else float)
+    # every method writes every amplifier band, and the bands cover the frame: no zeroing
+    model = np.empty((ny, nx), np.float32 if d.dtype == np.float32 else float)
     clip = (params.sigma, params.max_iters)
     if params.method == "median_filter":
-        for sl, r in zip(amps, row_profiles(d, amps, params.min_mask_frac, None), strict=True):
+        for sl, r in zip(amps, row_profiles(d, amps, params.min_mask_frac, None, overwrite), strict=True):
             model[:, sl] = _multiscale(r, params.filter_scales)[:, None]
     elif params.method == "smooth":
-        for sl, r in zip(amps, row_profiles(d, amps, params.min_mask_frac, clip), strict=True):
+        for sl, r in zip(amps, row_profiles(d, amps, params.min_mask_frac, clip, overwrite), strict=True):
             model[:, sl] = _multiscale(r, params.filter_scales, smooth=True)[:, None]
     elif params.method == "row_median":
-        for sl, r in zip(amps, row_profiles(d, amps, params.min_mask_frac, clip), strict=True):
+        for sl, r in zip(amps, row_profiles(d, amps, params.min_mask_frac, clip, overwrite), strict=True):
             r = fill_nan_1d(r)
             model[:, sl] = (r - np.median(r))[:, None]
     elif params.method == "remstripe":
@@ -345,7 +348,7 @@ def destripe(
     amps = amplifier_slices(data.shape[1], n_amps if p.quadrants else 1)
     mask = bad | source_mask(data, bad, p.sigma, p.npixels, p.dilate_size, p.max_iters)
     offsets = np.zeros(len(amps))
-    per_col = np.zeros(data.shape[1])        # what depends on the column only: amplifier offsets, c(x)
+    per_col = np.zeros(data.shape[1], data.dtype)  # amplifier offsets, c(x): in the data's type
     if p.level_amplifiers and len(amps) > 1:
         offsets = level_amplifiers(data, mask, amps, sigma=p.sigma)
         for sl, o in zip(amps, offsets, strict=True):
@@ -354,13 +357,14 @@ def destripe(
     if p.filter_diffuse:
         work = filter_diffuse(work, bad, p.diffuse_scale)
         mask = bad | source_mask(work, bad, p.sigma, p.npixels, p.dilate_size, p.max_iters)
-    d = np.where(mask, np.nan, work)
+    d = np.array(data) if work is data else work        # ours, masked in place
+    np.copyto(d, np.nan, where=mask)
     if p.vertical:
         col = column_model(d, p.filter_scales if p.method != "row_median" else None,
                            (p.sigma, p.max_iters))
         per_col += col
         d -= col[None, :]
-    model = row_model(d, amps, p, err)
+    model = row_model(d, amps, p, err, overwrite=True)     # d is ours, and not read after
     model += per_col[None, :]
     if log.isEnabledFor(logging.DEBUG):  # the statistics cost ~10 % of the method
         log.debug("destripe %s: model rms %.3g, %.1f%% masked", p.method, np.nanstd(model), 100 * mask.mean())

@@ -79,9 +79,11 @@ def bad_pixel_mask(data: np.ndarray, dq: np.ndarray | None, err: np.ndarray | No
     numpy.ndarray
         Boolean, True = bad.
     """
-    bad = ~np.isfinite(data) | (data == 0)
+    good = np.isfinite(data)            # built in place: one boolean frame, few temporaries
+    good &= data != 0
+    if err is not None:
+        good &= np.isfinite(err)
+    bad = np.logical_not(good, out=good)
     if dq is not None:
         bad |= flagged(dq, names)
-    if err is not None:
-        bad |= ~np.isfinite(err)
     return bad

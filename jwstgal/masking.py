@@ -12,6 +12,10 @@ import functools
 import numpy as np
 import scipy.fft
 
+#: Up to this many slices :func:`clipped_median` searches each with ``numpy.searchsorted`` (the
+#: vectorised search pays ~11 Python-level steps per clipping bound, whatever the number of slices).
+FEW_SLICES = 32
+
 
 def masked_median(a: np.ndarray, axis: int = 1) -> np.ndarray:
     """NaN-ignoring median along ``axis`` (NaN where a slice is all NaN); a sort, not a Python loop."""
@@ -35,7 +39,8 @@ def _slices_copy(a: np.ndarray, axis: int, block: int = 128) -> np.ndarray:
     return np.array(np.moveaxis(a, axis, -1), dtype=dtype, order="C")
 
 
-def clipped_median(a: np.ndarray, axis: int = 1, sigma: float = 3.0, max_iters: int = 5) -> np.ndarray:
+def clipped_median(a: np.ndarray, axis: int = 1, sigma: float = 3.0, max_iters: int = 5, *,
+                   overwrite_input: bool = False) -> np.ndarray:
     """Sigma-clipped NaN-ignoring median along ``axis``, vectorised.
 
     Each slice is sorted once; clipping then only moves the bounds of the kept window in the
@@ -51,13 +56,19 @@ def clipped_median(a: np.ndarray, axis: int = 1, sigma: float = 3.0, max_iters: 
         Clipping threshold in standard deviations.
     max_iters : int
         Clipping iterations (0 = plain median).
+    overwrite_input : bool
+        Sort ``a`` itself along the last axis when it is a float32 or float64 array (its values
+        are then reordered within each slice), saving the copy, as ``numpy.median`` allows.
 
     Returns
     -------
     numpy.ndarray
         Medians; NaN where a slice has no finite value.
     """
-    s = _slices_copy(np.asarray(a), axis)
+    a = np.asarray(a)
+    in_place = (overwrite_input and a.ndim >= 1 and axis in (-1, a.ndim - 1)
+                and a.dtype in (np.float32, np.float64) and a.flags.writeable)
+    s = a if in_place else _slices_copy(a, axis)
     s.sort(axis=-1)
     if s.shape[-1] == 0:  # empty slices have no median
         return np.full(s.shape[:-1], np.nan)
@@ -75,6 +86,13 @@ def clipped_median(a: np.ndarray, axis: int = 1, sigma: float = 3.0, max_iters: 
 
     def count(v: np.ndarray, strict: bool) -> np.ndarray:
         """Finite values ``< v`` (``<= v`` when not strict) per slice: a binary search in the sort."""
+        if n.size <= FEW_SLICES:                # a few long slices: numpy's search, slice by slice
+            side = "left" if strict else "right"
+            flat_s, flat_n = s.reshape(-1, s.shape[-1]), n.ravel()
+            flat_v = np.broadcast_to(v, n.shape).ravel()
+            return np.array([np.searchsorted(row[:k], x, side) if x == x else 0  # as below: none
+                             for row, k, x in zip(flat_s, flat_n, flat_v, strict=True)],
+                            dtype=n.dtype).reshape(n.shape)
         a, b = np.zeros_like(n), n.copy()
         with np.errstate(invalid="ignore"):
             while (a < b).any():
@@ -157,17 +175,46 @@ def source_mask(data: np.ndarray, bad: np.ndarray, nsigma: float = 3.0, npixels:
     with np.errstate(invalid="ignore"):        # two comparisons: no float temporaries
         above = (data > med + nsigma * std) | (data < med - nsigma * std)
     above &= ~bad
-    labels, n = label(above, structure=np.ones((3, 3), bool))
-    if n == 0:
-        return above
-    idx = np.flatnonzero(above)                # the labels' sizes from the pixels above only
-    small = np.bincount(labels.ravel()[idx], minlength=n + 1) < npixels
-    if small[1:].any():                        # drop them
-        above.ravel()[idx[small[labels.ravel()[idx]]]] = False
+    if npixels <= 3:                           # the usual sizes: from neighbour counts, no labels
+        above &= ~_in_tiny_regions(above, npixels)
+    else:
+        labels, n = label(above, structure=np.ones((3, 3), bool))
+        if n == 0:
+            return above
+        idx = np.flatnonzero(above)            # the labels' sizes from the pixels above only
+        small = np.bincount(labels.ravel()[idx], minlength=n + 1) < npixels
+        if small[1:].any():                    # drop them
+            above.ravel()[idx[small[labels.ravel()[idx]]]] = False
     mask = above
     if dilate_size > 1 and mask.any():
         mask = dilate(mask, dilate_size)
     return mask
+
+
+def _box3(a: np.ndarray, op: np.ufunc) -> np.ndarray:
+    """``op`` (add or maximum) of each pixel's 3 x 3 neighbourhood, outside = 0 (two 1-D passes)."""
+    p = np.pad(a, 1)
+    h = op(op(p[:, :-2], p[:, 1:-1]), p[:, 2:])
+    return op(op(h[:-2], h[1:-1]), h[2:])
+
+
+def _in_tiny_regions(above: np.ndarray, npixels: int) -> np.ndarray:
+    """Pixels of ``above`` in 8-connected regions of fewer than ``npixels`` (at most 3) pixels.
+
+    A region of one pixel is a pixel without neighbours; one of two is a pair of pixels that each
+    have exactly one neighbour. With ``N`` each above pixel's number of above neighbours, a pixel
+    with ``N == 1`` is in a pair when the largest ``N`` around it (itself included) is 1. What
+    ``scipy.ndimage.label`` and a count of each label's pixels give (tested), in a few passes.
+    """
+    if npixels <= 1:
+        return np.zeros(above.shape, bool)
+    a = above.view(np.uint8)
+    n = _box3(a, np.add) - a                   # at most 8: uint8 holds it
+    n *= a
+    tiny = above & (n == 0)
+    if npixels >= 3:
+        tiny |= (n == 1) & (_box3(n, np.maximum) == 1)
+    return tiny
 
 
 def _dilate_axis(mask: np.ndarray, size: int, axis: int) -> np.ndarray:
@@ -240,7 +287,7 @@ def filter_diffuse(data: np.ndarray, bad: np.ndarray, scale: float = 200.0, orde
     Returns
     -------
     numpy.ndarray
-        High-passed image (NaN at ``bad``).
+        High-passed image (NaN at ``bad``), float32 for float32 data, else float64.
     """
     filled = np.where(bad, np.nan, np.asarray(data, np.float32))
     ny, nx = filled.shape
@@ -263,7 +310,8 @@ def filter_diffuse(data: np.ndarray, bad: np.ndarray, scale: float = 200.0, orde
     spec = scipy.fft.dctn(filled, type=2, norm="ortho")
     spec *= _butterworth_high(ny, nx, float(scale), order)
     out = scipy.fft.idctn(spec, type=2, norm="ortho", overwrite_x=True)
-    out = out.astype(float)
+    if np.asarray(data).dtype != np.float32:    # float32 data are worked on as float32
+        out = out.astype(float)
     out[bad] = np.nan
     return out
 

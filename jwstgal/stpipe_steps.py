@@ -31,7 +31,7 @@ from jwstgal.astrometry import align_catalogs, observation_epoch
 from jwstgal.astrometry_io import align_pass, reference_positions
 from jwstgal.bands import get_band
 from jwstgal.destripe import DestripeParams
-from jwstgal.destripe_frames import destripe_arrays, good_pixels
+from jwstgal.destripe_frames import destripe_arrays, good_pixels, working_array
 from jwstgal.errors import InputNotFoundError, StepFailedError
 from jwstgal.masking import sky_level
 from jwstgal.point_sources import detect_stars
@@ -142,9 +142,9 @@ class DestripeStep(JwstgalStep):
         """Destripe one exposure; returns a destriped copy."""
         params = DestripeParams(**self.settings().model_dump())
         model = self._open_images(input_data)
-        sci = np.asarray(model.data, float)
+        sci = working_array(model.data)
         dq_arr = np.asarray(model.dq) if model.dq is not None else None
-        out, lyot, res, n_amps = destripe_arrays(sci, dq_arr, np.asarray(model.err, float),
+        out, lyot, res, n_amps = destripe_arrays(sci, dq_arr, working_array(model.err),
                                                  _primary_of(model), params)
         if lyot.any():
             model.err[lyot] = np.nan

@@ -177,6 +177,62 @@ def test_clipped_median_window_search_equals_counting(axis):
         np.testing.assert_array_equal(got, ref)
 
 
+def test_few_slices_are_searched_like_many_and_a_median_may_sort_its_input(monkeypatch):
+    """The searchsorted path (few long slices) and the vectorised one give the same medians, and
+    ``overwrite_input`` sorts the caller's array in place instead of a copy (issue #29)."""
+    import jwstgal.masking as masking
+
+    rng = np.random.default_rng(8)
+    a = rng.integers(0, 9, (5, 3001)).astype(np.float32)      # ties at the clipping bounds
+    a[:, :40] = 60.0
+    a[rng.random(a.shape) < 0.3] = np.nan
+    a[2] = np.nan
+    few = [clipped_median(a, 1, 2.5, it) for it in (0, 3, 10)]
+    monkeypatch.setattr(masking, "FEW_SLICES", 0)
+    for got, it in zip(few, (0, 3, 10), strict=True):
+        np.testing.assert_array_equal(got, clipped_median(a, 1, 2.5, it))
+    monkeypatch.undo()
+    b = a.copy()
+    np.testing.assert_array_equal(clipped_median(b, 1, 2.5, 3, overwrite_input=True), few[1])
+    assert np.array_equal(b, np.sort(a, axis=1), equal_nan=True)            # sorted in place
+    c = a.copy()
+    clipped_median(c, 0, 2.5, 3, overwrite_input=True)     # not along the last axis: copied
+    assert np.array_equal(c, a, equal_nan=True)
+
+
+def test_tiny_regions_are_those_scipy_labels_count_small():
+    from scipy.ndimage import label
+
+    from jwstgal.masking import _in_tiny_regions
+
+    rng = np.random.default_rng(9)
+    for _ in range(100):
+        above = rng.random(tuple(rng.integers(1, 50, 2))) < rng.random() * 0.6
+        labels, n = label(above, structure=np.ones((3, 3), bool))
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        for npixels in (1, 2, 3):
+            np.testing.assert_array_equal(_in_tiny_regions(above, npixels), above & (sizes[labels] < npixels))
+
+
+def test_a_float32_frame_is_destriped_in_float32():
+    """Amplifier levelling and the diffuse filter keep a float32 frame float32 (a float64 copy
+    doubled the medians' work); the model is the float64 computation's within float32 rounding."""
+    from jwstgal.destripe_frames import destripe_arrays
+
+    frame = F.striped_frame(1024, seed=4, scene="galaxy", n_amps=4)
+    for diffuse in (False, True):
+        p = DestripeParams(filter_diffuse=diffuse)
+        single = destripe(np.asarray(frame.data, np.float32), frame.dq, frame.err, p, n_amps=4)
+        double = destripe(np.asarray(frame.data, np.float32).astype(float), frame.dq, frame.err, p, n_amps=4)
+        assert single.model.dtype == np.float32 and double.model.dtype == np.float64
+        assert np.array_equal(single.mask, double.mask)
+        assert np.abs(single.model - double.model).max() < 1e-4 * np.median(frame.err)
+    primary = fits.Header({"INSTRUME": "NIRCAM", "SUBARRAY": "FULL", "NOUTPUTS": 4})
+    big_endian = np.asarray(frame.data, ">f4")                          # as a FITS file holds it
+    out, *_ = destripe_arrays(big_endian, frame.dq, None, primary, DestripeParams())
+    assert out.dtype == np.float32
+
+
 def test_source_mask_finds_both_signs_and_dilates_by_a_square():
     from scipy.ndimage import binary_dilation
 

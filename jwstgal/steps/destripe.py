@@ -22,7 +22,7 @@ from pydantic import Field
 from jwstgal import dq, layout
 from jwstgal.bands import Band
 from jwstgal.destripe import DestripeParams, stripe_residual
-from jwstgal.destripe_frames import destripe_arrays, good_pixels
+from jwstgal.destripe_frames import destripe_arrays, good_pixels, working_array
 from jwstgal.provenance import atomic_path, stamp_header
 from jwstgal.settings import StepSettings
 from jwstgal.steps.base import BandContext, BandTask, Step, StepPlan
@@ -90,8 +90,8 @@ def destripe_file(src: Path, dst: Path, params: DestripeParams, *, config_hash: 
         ``model_rms``, ``masked_frac``, ``amp_offsets`` and ``lyot_masked`` (pixels flagged).
     """
     with fits.open(src) as h:
-        sci = np.array(h["SCI"].data, float)
-        err = np.array(h["ERR"].data, float) if "ERR" in h else None
+        sci = working_array(h["SCI"].data)
+        err = working_array(h["ERR"].data) if "ERR" in h else None
         dq_arr = np.array(h["DQ"].data) if "DQ" in h else None
         out, lyot, res, n_amps = destripe_arrays(sci, dq_arr, err, h[0].header, params)
         good = good_pixels(sci, dq_arr)
