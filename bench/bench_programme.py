@@ -11,11 +11,14 @@ peak resident memory (the largest of the process and any one worker: ``ru_maxrss
 steps run on the executor with 2 worker processes, as a run on this 2-core machine would;
 band-wide steps run in one process, as in the driver. Cases:
 
-- ``destripe`` (default settings, with its QA figure, whose time is also measured inside each
+Our steps run with the settings of the shipped ``config/config.toml`` for the band (what a new
+programme runs: ``filter_diffuse`` and the Lyot mask for destriping).
+
+- ``destripe`` (with its QA figure, whose time is also measured inside each
   task) and ``destripe_noqa`` (without: their difference is the figure's cost, as noisy as the two
   wall times);
 - ``wcs_adjust``: star finding file by file, the solve, the shifts applied file by file;
-- ``level_match``; ``stack_destripe`` (default settings, three passes) as the driver runs it: the
+- ``level_match``; ``stack_destripe`` (three passes) as the driver runs it: the
   overlap graph, then one task per frame and pass on the executor. It and pjpipe's peer read the
   frames after our single-frame destripe (cached), as both pipelines order the steps, and the
   stripes each leaves are measured the same way (``stripes_left``: at equal residual);
@@ -85,7 +88,7 @@ def prepare(size: int) -> Path:
             name = f"bench_{instr}_lv3_{BAND[instr].lower()}_i2d.fits"
             data.write_mosaic(root / instr / f"mosaic_n{tiles}" / name, instr,
                               [e for e in exposures if e.tile < tiles])
-        destriped_inputs(root / instr, exposures)
+        destriped_inputs(root / instr, instr, exposures)
         bgr = root / instr / "bgr"
         bgr.mkdir(exist_ok=True)
         for e in exposures:
@@ -99,7 +102,7 @@ def prepare(size: int) -> Path:
 AFTER_DESTRIPE = ("stack_destripe", "pjpipe_multi_tile_destripe")
 
 
-def destriped_inputs(folder: Path, exposures: list) -> None:
+def destriped_inputs(folder: Path, instr: str, exposures: list) -> None:
     """Write (once) the frames after our single-frame ``destripe``, and ``d1`` / ``d2`` links to them.
 
     They are the input of both stack-based steps, which in both pipelines run after single-frame
@@ -107,10 +110,11 @@ def destriped_inputs(folder: Path, exposures: list) -> None:
     the single-frame step: not the same job).
     """
     from jwstgal.destripe import DestripeParams
+    from jwstgal.provenance import hash_params
     from jwstgal.steps.destripe import destripe_file
 
-    params = {k: v for k, v in _settings("destripe").items() if k in DestripeParams.__dataclass_fields__}
-    done = folder / "destriped"
+    params = _destripe_params(instr)
+    done = folder / f"destriped_{hash_params(params)[:12]}"      # remade when the settings change
     done.mkdir(exist_ok=True)
     for e in exposures:
         if not e.background and not (done / e.path.name).exists():
@@ -119,8 +123,11 @@ def destriped_inputs(folder: Path, exposures: list) -> None:
         sub = folder / f"d{tiles}"
         sub.mkdir(exist_ok=True)
         for e in exposures:
-            if e.tile < tiles and not e.background and not (sub / e.path.name).exists():
-                (sub / e.path.name).symlink_to(done / e.path.name)
+            link = sub / e.path.name
+            if e.tile < tiles and not e.background and not (link.is_symlink() and link.resolve() == done /
+                                                              e.path.name):
+                link.unlink(missing_ok=True)
+                link.symlink_to(done / e.path.name)
 
 
 def inputs(root: Path, case: str, instr: str, tiles: str) -> Path:
@@ -134,10 +141,22 @@ def _usage() -> dict[str, float]:
             "peak_mb": max(me.ru_maxrss, kids.ru_maxrss) / 1024}
 
 
-def _settings(name: str) -> dict:
-    from jwstgal.steps import STEP_SETTINGS
+def _settings(name: str, instr: str) -> dict:
+    """A step's settings for the instrument's band, as the shipped ``config/config.toml`` sets them.
 
-    return STEP_SETTINGS[name]().model_dump()
+    What a new programme runs (issue #29 compared the model defaults before).
+    """
+    from jwstgal.bands import get_band
+    from jwstgal.config import load_science
+
+    science = load_science(HERE.parent / "config" / "config.toml")
+    return science.step_table(name).for_band("bench", get_band(BAND[instr]))
+
+
+def _destripe_params(instr: str) -> dict:
+    from jwstgal.destripe import DestripeParams
+
+    return {k: v for k, v in _settings("destripe", instr).items() if k in DestripeParams.__dataclass_fields__}
 
 
 def run_ours(case: str, instr: str, folder: Path, root: Path, work: Path) -> dict:
@@ -155,7 +174,7 @@ def run_ours(case: str, instr: str, folder: Path, root: Path, work: Path) -> dic
         from jwstgal.destripe import DestripeParams
         from jwstgal.steps.destripe import destripe_file
 
-        params = {k: v for k, v in _settings("destripe").items() if k in DestripeParams.__dataclass_fields__}
+        params = _destripe_params(instr)
         with open_executor(ExecutorSpec("processes", 2)) as ex:
             if case == "destripe":
                 times = ex.map(timed_destripe_task, [(str(f), str(out / f.name), params,
@@ -170,7 +189,7 @@ def run_ours(case: str, instr: str, folder: Path, root: Path, work: Path) -> dic
         from jwstgal.steps.wcs_adjust import ApplyTask
         from jwstgal.steps.wcs_solve import DetectTask, SolveTask, stars_cache
 
-        s = _settings("wcs_adjust")
+        s = _settings("wcs_adjust", instr)
         fwhm = {band.name: band.fwhm_pix}
         target = work / "target"                    # <target>/<BAND>/<step>/ as the driver lays it out
         (target / band.name).mkdir(parents=True)
@@ -196,7 +215,7 @@ def run_ours(case: str, instr: str, folder: Path, root: Path, work: Path) -> dic
     elif case == "stack_destripe":
         from jwstgal.steps.stack_destripe import STATE, GraphTask, PassTask, StackDestripeSettings
 
-        s = _settings("stack_destripe")
+        s = _settings("stack_destripe", instr)
         model = StackDestripeSettings(**s)
         names, state = tuple(files), out / STATE
         with open_executor(ExecutorSpec("processes", 2)) as ex:   # the driver's waves
@@ -213,7 +232,7 @@ def run_ours(case: str, instr: str, folder: Path, root: Path, work: Path) -> dic
             crfs.append(work / f.name.replace("_cal.fits", "_crf.fits"))
             crfs[-1].symlink_to(f)
         (work / "qa").mkdir()
-        settings = AstrometricAlignSettings(**_settings("astrometric_align"))
+        settings = AstrometricAlignSettings(**_settings("astrometric_align", instr))
         AlignTask(i2d, work / "none_cat.ecsv", out, settings, root / "reference.fits", None, band.fwhm_pix,
                   "", work / "qa").run()
         with open_executor(ExecutorSpec("processes", 2)) as ex:     # then the tweakbacks, as a run does
