@@ -92,14 +92,14 @@ class StripeModel:
     cols: np.ndarray | None = None
     offset: float = 0.0
 
-    def expand(self, shape: tuple[int, ...]) -> np.ndarray:
-        """The model as a frame of ``shape``."""
-        model = np.zeros(shape)
+    def expand(self, shape: tuple[int, ...], dtype: np.dtype | type = np.float64) -> np.ndarray:
+        """The model as a frame of ``shape`` (in ``dtype``: a float32 frame's model in float32)."""
+        model = np.zeros(shape, dtype)
         if self.cols is not None:
-            model += self.cols[None, :]
+            model += self.cols[None, :].astype(dtype)
         for sl, r in zip(self.amps, self.rows, strict=True):
-            model[:, sl] += r[:, None]
-        model -= self.offset
+            model[:, sl] += np.asarray(r, dtype)[:, None]
+        model -= model.dtype.type(self.offset)
         return model
 
 
@@ -181,7 +181,7 @@ def stack_stripe_model(
     DestripeResult
         Model to subtract (rows per amplifier, plus columns with ``vertical``), centred.
     """
-    data = np.asarray(data, float)
+    data = working_frame(data)
     model, mask = _stripe_profiles(data, reference, dq, params or StackParams(), n_amps)
     return DestripeResult(model=model.expand(data.shape), mask=mask,
                           amp_offsets=np.zeros(len(model.amps)))
@@ -290,8 +290,8 @@ def _bad(p: StackParams, data: np.ndarray, dq: np.ndarray | None) -> np.ndarray:
 
 def corrected_frame(data: np.ndarray, dq: np.ndarray | None, model: StripeModel | None,
                     p: StackParams) -> np.ndarray:
-    """A frame with its current stripe model subtracted, NaN on bad pixels."""
-    m = model.expand(data.shape) if model is not None else 0.0
+    """A frame with its current stripe model subtracted, NaN on bad pixels (in the frame's float type)."""
+    m = model.expand(data.shape, data.dtype) if model is not None else 0.0
     return np.where(_bad(p, data, dq), np.nan, data - m)
 
 
@@ -323,9 +323,11 @@ def fit_frame(data: np.ndarray, dq: np.ndarray | None, model: StripeModel | None
     (StripeModel or None, numpy.ndarray or None, list of int)
         The new model and its mask (None when no other frame covers this one) and the others used.
     """
+    data = working_frame(data)
     valid = ~_bad(p, data, dq)
     corrected_i = corrected_frame(data, dq, model, p)
-    acc = np.zeros(data.shape)
+    kind = data.dtype.type                    # a float32 frame is stacked in float32 (issue #29)
+    acc = np.zeros(data.shape, data.dtype)
     cnt = np.zeros_like(acc)
     stack, kept = [], []
     n_valid = np.count_nonzero(valid)
@@ -335,21 +337,32 @@ def fit_frame(data: np.ndarray, dq: np.ndarray | None, model: StripeModel | None
         if prune and (n_ok == 0 or n_ok < p.min_overlap_frac * n_valid):
             continue
         kept.append(j)
-        delta = level_offset(other - corrected_i, p)
-        acc += np.where(ok, weights[j] * (other - delta), 0.0)
-        cnt += weights[j] * ok
+        delta = kind(level_offset(other - corrected_i, p))
+        acc += np.where(ok, kind(weights[j]) * (other - delta), kind(0))
+        cnt += np.where(ok, kind(weights[j]), kind(0))
         if p.combine == "median":
             stack.append(np.where(ok, other - delta, np.nan))
     if not cnt.any():
         return None, None, kept
     if stack:                       # median where at least one other frame covers
-        reference = np.full(data.shape, np.nan)
+        reference = np.full(data.shape, np.nan, data.dtype)
         covered = cnt > 0
         reference[covered] = np.nanmedian(np.array(stack)[:, covered], axis=0)
     else:
         reference = np.where(cnt > 0, acc / np.where(cnt > 0, cnt, 1), np.nan)
-    new, mask = _stripe_profiles(np.asarray(data, float), reference, dq, p, n_amps)
+    new, mask = _stripe_profiles(data, reference, dq, p, n_amps)
     return new, mask, kept
+
+
+def working_frame(data: np.ndarray) -> np.ndarray:
+    """A frame as the stack works on it: float32 and float64 frames in their own type, others as float64.
+
+    In native byte order (FITS data are big-endian), without a copy when it already is.
+    """
+    data = np.asarray(data)
+    if data.dtype.kind == "f" and data.dtype.itemsize in (4, 8):
+        return data.astype(data.dtype.newbyteorder("="), copy=False)
+    return data.astype(np.float64)
 
 
 def level_offset(diff: np.ndarray, p: StackParams, stride: int = 3) -> float:
@@ -401,7 +414,7 @@ def stack_destripe_all(
     -------
     list of DestripeResult
     """
-    arrays = [np.asarray(f, float) for f in frames]
+    arrays = [working_frame(f) for f in frames]
     return [res for _, res in stack_destripe_iter(
         len(arrays), lambda i: (arrays[i], dqs[i]), resample, params, n_amps=n_amps,
         iterations=iterations, overlaps=overlaps, weights=weights)]

@@ -97,7 +97,7 @@ def resample_onto(img: np.ndarray, coarse: tuple[np.ndarray, ...], shape_from: t
     each side, so it holds every covered pixel.
     """
     gy, gx, x2, y2 = coarse
-    out = np.full(shape_from, np.nan)
+    out = np.full(shape_from, np.nan, _float_type(img))
     on = inside(np.asarray(x2), np.asarray(y2), img.shape)
     if not on.any():
         return out
@@ -123,18 +123,24 @@ def nan_bilinear(img: np.ndarray, oy: np.ndarray, ox: np.ndarray) -> np.ndarray:
     renormalised, or the sample is NaN when they carry half the weight or less. One bilinear pass
     over ``img`` as it is finds those samples (a NaN corner makes the sample NaN); only they (a few
     per cent of a frame) are sampled again from the zero-filled image and its finite-pixel weights.
+    A float32 image is sampled into float32 (scipy interpolates in float64 and rounds once).
     """
-    img = np.asarray(img, float)
+    img = np.asarray(img, _float_type(img))
     val = map_coordinates(img, [oy, ox], order=1, mode="nearest")
     need = ~np.isfinite(val)
     if need.any():
         finite = np.isfinite(img)
         at = [oy[need], ox[need]]
         num = map_coordinates(np.where(finite, img, 0.0), at, order=1, mode="nearest")
-        wt = map_coordinates(finite.astype(float), at, order=1, mode="nearest")
+        wt = map_coordinates(finite.astype(img.dtype), at, order=1, mode="nearest")
         val[need] = np.where(wt > 0.5, num / np.where(wt > 0, wt, 1.0), np.nan)
     val[~inside(ox, oy, img.shape)] = np.nan
     return val
+
+
+def _float_type(img: np.ndarray) -> type:
+    """The type an image is sampled in: float32 stays float32 (the positions stay float64), else float64."""
+    return np.float32 if np.asarray(img).dtype == np.float32 else np.float64
 
 
 def inside(ox: np.ndarray, oy: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -17,7 +17,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from jwstgal.destripe_frames import frame_layout, good_pixels
-from jwstgal.destripe_stack import StripeModel
+from jwstgal.destripe_stack import StripeModel, working_frame
 from jwstgal.frame_maps import sky_boxes
 from jwstgal.provenance import atomic_path, write_text_atomic
 
@@ -51,12 +51,12 @@ class Frames:
         return self._boxes
 
     def __call__(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """SCI (float64) and DQ (or None) of frame ``i``."""
+        """SCI (float32 as cal files hold it, float64 if the file's is) and DQ (or None) of frame ``i``."""
         if i not in self._cache:
             if len(self._cache) >= self.keep:
                 self._cache.pop(next(iter(self._cache)))
             with fits.open(self.files[i], memmap=False) as h:
-                self._cache[i] = (np.array(h["SCI"].data, float),
+                self._cache[i] = (working_frame(h["SCI"].data),
                                   np.array(h["DQ"].data) if "DQ" in h else None)
         return self._cache[i]
 
