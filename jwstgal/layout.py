@@ -168,6 +168,11 @@ def anchor_table(reprocess_dir: Path, target: str) -> Path:
     return reprocess_dir / target / "anchor" / f"{target}_anchor.ecsv"
 
 
+def anchor_truth(reprocess_dir: Path, target: str) -> Path:
+    """A simulated target's anchoring against the simulation's truth (the QA page shows it)."""
+    return reprocess_dir / target / "anchor" / f"{target}_anchor_truth.json"
+
+
 def anchor_plot(reprocess_dir: Path, target: str, band: str, reference: str) -> Path:
     """Scatter plot of one anchoring fit."""
     return reprocess_dir / target / "anchor" / f"{target}_{band}_vs_{reference}.png"

@@ -111,8 +111,24 @@ def _anchor_part(cfg: RunConfig, target: str, band: str, root: Path) -> str:
     if "note" in r.colnames and str(r["note"]).strip() not in ("", "--"):
         text += f" ({r['note']})"
     figs = [_img(p, root, p.stem) for p in sorted(table.parent.glob(f"{target}_{band}_vs_*.png"))]
-    return (f"<h3>anchoring</h3><p>{html.escape(text)}</p>" + '<div class="figs">' + "".join(figs)
-            + "</div>")
+    return (f"<h3>anchoring</h3><p>{html.escape(text)}</p>" + _truth_line(cfg, target, band)
+            + '<div class="figs">' + "".join(figs) + "</div>")
+
+
+def _truth_line(cfg: RunConfig, target: str, band: str) -> str:
+    """A simulated band's anchoring against the simulation's truth, with issue #26 item 3's verdict."""
+    path = layout.anchor_truth(cfg.reprocess_dir, target)
+    t = json.loads(path.read_text()).get(band) if path.is_file() else None
+    if not t:
+        return ""
+    if "error" not in t:
+        return f"<p>Against the simulation's truth: {html.escape(str(t.get('note', '')))}</p>"
+    target_text = (f"within 10 % of its sky ({t['sky']:.3g} MJy/sr)" if t["chained"]
+                   else f"within half its pixel noise at 4\" ({t['noise']:.3g} MJy/sr)")
+    word, css = ("met", "ok") if t["met"] else ("missed", "check")
+    return (f"<p>Against the simulation's truth: {t['error']:+.4f} ± {t['error_err']:.4f} MJy/sr, "
+            f"{t['sigmas']:+.1f} quoted sigma, {100 * t['error'] / t['sky']:+.0f} % of the sky; target "
+            f"{html.escape(target_text)} and within 2 sigma: <span class='verdict-{css}'>{word}</span></p>")
 
 
 def _header(path: Path) -> Any:

@@ -263,3 +263,44 @@ def test_external_map_bands_are_checked():
     with pytest.raises(ValueError, match="anchors the reference F770W"):
         AnchorConfig(reference={"miri": "F770W"},
                      external={"miri": [{"band": "mips24", "psf": "gauss7.5", "bands": ["F2100W"]}]})
+
+
+def test_noise_at_4_arcsec_is_the_scatter_of_the_block_medians():
+    """White noise reads its 4"-block median scatter; structure on 4" scales reads its own rms."""
+    from jwstgal.simulate.score import noise_at
+
+    rng = np.random.default_rng(3)
+    white = rng.normal(0, 0.5, (360, 360))                        # 0.11" pixels: 36-px blocks
+    assert noise_at(white, 0.11) == pytest.approx(1.2533 * 0.5 / 36, rel=0.25)
+    levels = rng.normal(0, 0.05, 10)                             # 4" row bands, 100 blocks of 10 levels
+    bands = np.repeat(levels, 36)[:, None] * np.ones((1, 360))
+    robust = 1.4826 * np.median(np.abs(np.repeat(levels, 10) - np.median(levels)))
+    assert noise_at(white + bands, 0.11) == pytest.approx(robust, rel=0.1)
+    assert np.isnan(noise_at(np.full((360, 360), np.nan), 0.11))
+
+
+@pytest.mark.parametrize("chained", [False, True])
+def test_anchoring_truth_measures_the_zero_point_error_and_judges_the_targets(tmp_path, chained):
+    """An anchored mosaic of the simulated sky off by a known zero point (issue #26 item 3): the
+    error is recovered, and the verdict compares it with 10 % of the sky (chained) or half the
+    pixel noise at 4" (external), and with 2 quoted sigma."""
+    from jwstgal.simulate.score import TRUTH_MAX_SIGMAS, anchoring_truth
+    from jwstgal.simulate.sky import sky_level
+
+    sky, w = _sky("F770W", 0.11, 400)
+    rng = np.random.default_rng(4)
+    noise = rng.normal(0, 0.05, sky.shape)
+    sky_f770w = sky_level(get_band("F770W"))
+    for error, quoted in ((0.03, 0.02), (0.4, 0.5), (0.4, 0.1)):
+        path = tmp_path / f"m{error}_{quoted}.fits"
+        ph = fits.PrimaryHDU()
+        ph.header.update(ANCHOFF=-1.0, ANCHERR=quoted)
+        fits.HDUList([ph, fits.ImageHDU((sky + error + noise).astype(np.float32), w.to_header(),
+                                        name="SCI")]).writeto(path)
+        t = anchoring_truth(path, "F770W", "F300M" if chained else "irac4", chained, GALAXY.ra, GALAXY.dec, 7)
+        assert t.error == pytest.approx(error, abs=max(3 * t.error_err, 0.003)), t
+        assert t.sky == sky_f770w and t.noise < 0.01 and t.quoted == quoted
+        limit = 0.1 * sky_f770w if chained else 0.5 * t.noise
+        assert t.limit == pytest.approx(limit)
+        assert t.met == (abs(t.error) <= limit and abs(t.error / quoted) <= TRUTH_MAX_SIGMAS)
+    assert t.as_dict()["sigmas"] == pytest.approx(t.error / 0.1)

@@ -186,3 +186,9 @@ def test_anchoring_finds_the_simulated_zero_point_within_its_errors(chain):
     assert abs(score.slope - 1) < 0.05, score
     assert abs(score.zero_point) < 2 * score.offset_err, score
     assert fits.getheader(anchored)["ANCHSYS"] > 0
+    # the anchor step scored it too, for the QA page (issue #26 item 3)
+    run_dir = d / "work" / "jwst_lv3_reprocessed_e2e"
+    truth = json.loads((run_dir / "ngc0000" / "anchor" / "ngc0000_anchor_truth.json").read_text())["F770W"]
+    assert truth["error"] == pytest.approx(score.zero_point) and not truth["chained"], truth
+    assert truth["noise"] > 0 and truth["quoted"] == pytest.approx(score.offset_err)
+    assert "Against the simulation's truth" in (run_dir / "qa" / "index.html").read_text()

@@ -9,6 +9,7 @@ whose mosaics, maps and settings are those of the table's last run keeps its row
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from jwstgal import layout
 from jwstgal.bands import get_band
 from jwstgal.settings import Strict, check_band, check_path_component
 from jwstgal.steps.post import PostContext, PostRun, PostStep, Task
@@ -195,6 +197,46 @@ class AnchorTask(Task):
         return refit_instrument(self.cfg, self.target, self.instrument)
 
 
+def write_truth(run: Any, target: str, rows: list[Any]) -> Path:
+    """A simulated target's anchored bands scored against the simulation's truth (issue #26 item 3).
+
+    Each band's zero-point error, against its quoted error, its sky and its pixel noise at 4",
+    with the targets' verdict (:class:`jwstgal.simulate.score.AnchorTruth`), for the QA page.
+    Written by the driver once the target's tasks ran (a few seconds a band).
+    """
+    from jwstgal.provenance import write_text_atomic
+    from jwstgal.simulate.score import anchoring_truth
+
+    sim = run.science.simulation
+    bands = {*run.science.pipeline.nircam_bands, *run.science.pipeline.miri_bands}
+    scores = {}
+    for r in rows:
+        if r.status != "anchored":
+            continue
+        anchored = layout.anchored_mosaic(layout.band_dir(run.reprocess_dir, target, r.band), target,
+                                          get_band(r.band))
+        psf = None
+        if sim.psf == "kernels":              # the sky as the simulator drew it, through the optics
+            from jwstgal.kernel_products import band_psf
+
+            psf = band_psf(r.band, run.science.kernels, run.psf_dir, run.psf_data_dir, optics=True)
+        try:
+            truth = anchoring_truth(anchored, r.band, r.reference, r.reference in bands, sim.ra, sim.dec,
+                                    sim.seed, psf=psf)
+        except (OSError, ValueError, KeyError) as err:    # a QA record: it never stops the step
+            log.warning("%s %s: not scored against the simulation's truth (%s)", target, r.band, err)
+            scores[r.band] = {"note": f"not scored: {err}"}
+            continue
+        scores[r.band] = truth.as_dict()
+        log.info("%s %s against the simulation's truth: %+.4f MJy/sr (%.1f quoted sigma, %.0f %% of "
+                 "the sky, %.1fx the pixel noise at 4\"): %s", target, r.band, truth.error, truth.sigmas,
+                 100 * truth.error / truth.sky, abs(truth.error) / truth.noise,
+                 "within the targets" if truth.met else "outside the targets")
+    out = layout.anchor_truth(run.reprocess_dir, target)
+    write_text_atomic(out, json.dumps(scores, indent=1))
+    return out
+
+
 class Anchor(PostStep):
     """Step ``anchor`` (``anchor_data.py``)."""
 
@@ -241,6 +283,8 @@ class Anchor(PostStep):
                 keys[task.instrument] = task.key
         if results:
             write_anchor_table(ctx.run, ctx.target, rows, keys)
+            if ctx.run.science.simulation is not None:
+                write_truth(ctx.run, ctx.target, rows)
 
     def failed(self, task: Task, result: Any) -> str:
         """A task fails when it raised or left a band un-anchored."""
