@@ -123,8 +123,8 @@ def _truth_line(cfg: RunConfig, target: str, band: str) -> str:
         return ""
     if "error" not in t:
         return f"<p>Against the simulation's truth: {html.escape(str(t.get('note', '')))}</p>"
-    target_text = (f"within 10 % of its sky ({t['sky']:.3g} MJy/sr)" if t["chained"]
-                   else f"within half its pixel noise at 4\" ({t['noise']:.3g} MJy/sr)")
+    target_text = (f"within 10 % of its sky ({t['sky']:.3g} MJy/sr): ±{t['limit']:.3g}" if t["chained"]
+                   else f"within half its pixel noise at 4\" ({t['noise']:.3g} MJy/sr): ±{t['limit']:.3g}")
     word, css = ("met", "ok") if t["met"] else ("missed", "check")
     return (f"<p>Against the simulation's truth: {t['error']:+.4f} ± {t['error_err']:.4f} MJy/sr, "
             f"{t['sigmas']:+.1f} quoted sigma, {100 * t['error'] / t['sky']:+.0f} % of the sky; target "
